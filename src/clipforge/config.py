@@ -1,0 +1,188 @@
+"""Typed, strict model configuration.
+
+Every architecture is described by a :class:`ModelConfig`: an image tower (:class:`VisionConfig`),
+a text tower (:class:`TextConfig`), the shared embedding size, the activation, the temperature
+initialisation and the preprocessing the image tower was trained with (:class:`PreprocessConfig`).
+Configs round-trip through plain JSON dicts; an unknown or misspelt key is an error, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+Activation = Literal["gelu", "quick_gelu"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a valid model."""
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Image tower. ``kind="vit"`` uses ``patch_size`` and an int ``layers``; ``kind="resnet"``
+    (OpenAI's ModifiedResNet) uses four stage depths in ``layers`` and ``width`` as the stem width."""
+
+    kind: Literal["vit", "resnet"] = "vit"
+    image_size: int = 224
+    width: int = 768
+    layers: int | tuple[int, ...] = 12
+    patch_size: int = 32
+    head_width: int = 64
+    mlp_ratio: float = 4.0
+
+    @property
+    def heads(self) -> int:
+        # A ResNet's attention pool works on the last stage's 32 * width channels.
+        dim = self.width * 32 if self.kind == "resnet" else self.width
+        return dim // self.head_width
+
+    def validate(self) -> None:
+        if self.kind not in ("vit", "resnet"):
+            raise ConfigError(f"vision.kind must be 'vit' or 'resnet', got {self.kind!r}")
+        if self.kind == "vit":
+            if not isinstance(self.layers, int):
+                raise ConfigError("vision.layers must be an int for a ViT")
+            if self.image_size % self.patch_size:
+                raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            if self.width % self.head_width:
+                raise ConfigError(f"vision.width {self.width} is not a multiple of head_width {self.head_width}")
+        else:
+            if not (isinstance(self.layers, tuple) and len(self.layers) == 4):
+                raise ConfigError("vision.layers must list four stage depths for a ResNet")
+            if self.image_size % 32:
+                raise ConfigError(f"a ResNet needs image_size divisible by 32, got {self.image_size}")
+            if (self.width * 32) % self.head_width:
+                raise ConfigError("32 * vision.width must be a multiple of head_width")
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Causal text Transformer; features are read at the end-of-text token (the largest id)."""
+
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 512
+    layers: int = 12
+    head_width: int = 64
+    mlp_ratio: float = 4.0
+
+    @property
+    def heads(self) -> int:
+        return self.width // self.head_width
+
+    def validate(self) -> None:
+        if self.width % self.head_width:
+            raise ConfigError(f"text.width {self.width} is not a multiple of head_width {self.head_width}")
+        if self.context_length < 2:
+            raise ConfigError("text.context_length must hold at least the start and end tokens")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How images are turned into tensors for this model (OpenAI's pipeline by default)."""
+
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    resize_mode: Literal["shortest", "squash"] = "shortest"
+
+    def validate(self) -> None:
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError("preprocess.mean and preprocess.std need three values (RGB)")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError("preprocess.std must be positive")
+        if self.interpolation not in ("bicubic", "bilinear"):
+            raise ConfigError(f"unknown interpolation {self.interpolation!r}")
+        if self.resize_mode not in ("shortest", "squash"):
+            raise ConfigError(f"unknown resize_mode {self.resize_mode!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole dual encoder."""
+
+    embed_dim: int = 512
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    act: Activation = "gelu"
+    init_logit_scale: float = math.log(1 / 0.07)
+    init_logit_bias: float | None = None
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    name: str = ""
+
+    @property
+    def image_size(self) -> int:
+        return self.vision.image_size
+
+    def validate(self) -> ModelConfig:
+        if self.act not in ("gelu", "quick_gelu"):
+            raise ConfigError(f"act must be 'gelu' or 'quick_gelu', got {self.act!r}")
+        if self.embed_dim <= 0:
+            raise ConfigError("embed_dim must be positive")
+        self.vision.validate()
+        self.text.validate()
+        self.preprocess.validate()
+        return self
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, data, "config").validate()
+
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> ModelConfig:
+        text = Path(path_or_text).read_text() if _looks_like_path(path_or_text) else str(path_or_text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"model config is not valid JSON: {e}") from e
+        return cls.from_dict(data)
+
+
+_NESTED = {"vision": VisionConfig, "text": TextConfig, "preprocess": PreprocessConfig}
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: Any, where: str) -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _NESTED and cls is ModelConfig:
+            value = _from_dict(_NESTED[key], value, f"{where}.{key}")
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    return value
+
+
+def _looks_like_path(value: str | Path) -> bool:
+    return isinstance(value, Path) or not str(value).lstrip().startswith("{")
