@@ -1,0 +1,6 @@
+"""CLIP models: layers, ViT and ModifiedResNet image towers, text tower, dual encoder, factory."""
+
+from .clip import CLIP, CLIPOutput
+from .factory import create_model, get_model_config, list_models
+
+__all__ = ["CLIP", "CLIPOutput", "create_model", "get_model_config", "list_models"]

@@ -1,0 +1,48 @@
+"""One-call entry points: ``load`` a checkpoint with its tokenizer and transform, build transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import ModelConfig
+from .device import parse_precision, resolve_device
+from .models import CLIP
+
+
+class Loaded(NamedTuple):
+    model: CLIP
+    tokenizer: "Tokenizer"  # noqa: F821 (clipforge.tokenizer.Tokenizer)
+    transform: Callable
+
+
+def image_transform(config: ModelConfig | CLIP, *, train: bool = False) -> Callable:
+    """The preprocessing a model expects (eval: OpenAI's resize + centre crop; train: random resized crop)."""
+    from .data.transforms import image_transform as _build
+
+    cfg = config.config if isinstance(config, CLIP) else config
+    return _build(cfg.preprocess, cfg.vision.image_size, train=train)
+
+
+def tokenizer_for(config: ModelConfig, metadata: dict | None = None):
+    """The checkpoint's own tokenizer, or OpenAI's vocabulary at the model's context length."""
+    from .tokenizer import Tokenizer, get_tokenizer
+
+    if metadata is not None:
+        return Tokenizer.from_metadata(metadata)
+    return get_tokenizer("openai", context_length=config.text.context_length)
+
+
+def load(
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str | torch.dtype = "fp32",
+) -> Loaded:
+    """Load a clipforge checkpoint (``.safetensors``): model in eval mode, tokenizer, eval transform."""
+    dev = resolve_device(device)
+    model, info = load_checkpoint(path, device=dev, dtype=parse_precision(precision, dev))
+    return Loaded(model, tokenizer_for(info.config, info.tokenizer), image_transform(info.config))

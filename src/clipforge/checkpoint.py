@@ -1,0 +1,155 @@
+"""Self-describing checkpoints: safetensors weights + JSON metadata.
+
+A clipforge checkpoint is one ``.safetensors`` file whose header carries everything needed to use
+the weights correctly: the architecture (incl. GELU vs QuickGELU), the preprocessing, the tokenizer
+(settings and BPE merges) and free-form provenance. Loading checks every tensor against the config
+and names the keys that do not fit, so a mismatch is an error instead of silently wrong outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .config import ConfigError, ModelConfig
+from .models import CLIP
+
+FORMAT = "clipforge.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or whose tensors do not fit its model."""
+
+
+class CheckpointInfo(NamedTuple):
+    config: ModelConfig
+    tokenizer: dict[str, Any] | None
+    provenance: dict[str, Any]
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: CLIP,
+    *,
+    tokenizer: Any | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (and its tokenizer) atomically to ``path`` (a ``.safetensors`` file)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    metadata = {
+        "format": FORMAT,
+        "config": model.config.to_json(),
+        "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
+    }
+    if tokenizer is not None:
+        metadata["tokenizer"] = json.dumps(tokenizer.to_metadata())
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """Read only the metadata of a clipforge checkpoint (no tensors)."""
+    meta = _read_header(Path(path))
+    try:
+        config = ModelConfig.from_json(meta["config"])
+        tokenizer = json.loads(meta["tokenizer"]) if "tokenizer" in meta else None
+        provenance = json.loads(meta.get("provenance", "{}"))
+    except (ConfigError, json.JSONDecodeError, KeyError) as e:
+        raise CheckpointError(f"{path}: invalid clipforge metadata: {e}") from e
+    return CheckpointInfo(config, tokenizer, provenance)
+
+
+def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read safetensors weights: {e}") from e
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+    """Copy ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error naming it."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} in {source}, {tuple(v.shape)} in model"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s): {_short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} tensor(s): {_short(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {_short(shapes)}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model config: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> tuple[CLIP, CheckpointInfo]:
+    """The model stored at ``path`` (eval mode) and its metadata."""
+    info = read_checkpoint_info(path)
+    model = CLIP(info.config)
+    load_state_dict_strict(model, load_weights(path), source=str(path))
+    model = model.to(device=device, dtype=dtype).eval()
+    return model, info
+
+
+def is_clipforge_checkpoint(path: str | Path) -> bool:
+    try:
+        return _read_header(Path(path)).get("format") == FORMAT
+    except CheckpointError:
+        return False
+
+
+def _read_header(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: not a safetensors file (too short)")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > 100_000_000 or n + 8 > path.stat().st_size:
+            raise CheckpointError(f"{path}: not a safetensors file (bad header length)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: not a safetensors file ({e})") from e
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a safetensors file but not a clipforge checkpoint (no {FORMAT!r} metadata)")
+    return meta
+
+
+def _short(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")

@@ -1,0 +1,75 @@
+"""The dual encoder: an image tower and a text tower projected into one normalised space."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .resnet import ModifiedResNet
+from .text import TextTransformer
+from .vit import VisionTransformer
+
+MAX_LOGIT_SCALE = 100.0
+
+
+class CLIPOutput(NamedTuple):
+    image_features: torch.Tensor  # (B, embed_dim), L2-normalised
+    text_features: torch.Tensor  # (B, embed_dim), L2-normalised
+    logit_scale: torch.Tensor  # scalar, exp(learned log-scale) clamped at 100
+    logit_bias: torch.Tensor | None  # scalar, only for models trained with the sigmoid loss
+
+
+class CLIP(nn.Module):
+    """Contrastive image-text model. The forward pass returns features, never a loss."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        if config.vision.kind == "vit":
+            self.visual: nn.Module = VisionTransformer(config.vision, config.embed_dim, config.act)
+        else:
+            self.visual = ModifiedResNet(config.vision, config.embed_dim)
+        self.text = TextTransformer(config.text, config.embed_dim, config.act)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+        self.logit_bias: nn.Parameter | None = None
+        if config.init_logit_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(config.init_logit_bias)))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.text.token_embed.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.text.token_embed.weight.device
+
+    def encode_image(self, images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+        """Preprocessed images (B, 3, H, W) -> embeddings (B, embed_dim)."""
+        x = self.visual(images.to(self.dtype))
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def encode_text(self, tokens: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+        """Token ids (B, T) -> embeddings (B, embed_dim)."""
+        x = self.text(tokens)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> CLIPOutput:
+        return CLIPOutput(
+            self.encode_image(images),
+            self.encode_text(tokens),
+            self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE),
+            self.logit_bias,
+        )
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in the backward pass instead of storing them."""
+        self.text.transformer.grad_checkpointing = enable
+        if isinstance(self.visual, VisionTransformer):
+            self.visual.transformer.grad_checkpointing = enable
+        else:
+            self.visual.grad_checkpointing = enable

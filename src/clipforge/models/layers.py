@@ -1,0 +1,114 @@
+"""Transformer building blocks shared by the image and text towers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import Activation
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm that always normalises in float32, whatever the weights' or inputs' dtype.
+
+    Keeps bf16/fp16 inference (weights cast to half precision) numerically close to fp32.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
+class QuickGELU(nn.Module):
+    """OpenAI's sigmoid approximation of GELU: x * sigmoid(1.702 x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def make_activation(act: Activation) -> nn.Module:
+    if act == "quick_gelu":
+        return QuickGELU()
+    if act == "gelu":
+        return nn.GELU()
+    raise ValueError(f"unknown activation {act!r}")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused q/k/v projection and SDPA."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)  # (B, T, 3, nh, hs)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, act: Activation) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = make_activation(act)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, act: Activation) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = LayerNorm(dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), act)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), causal=causal)
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    """A stack of pre-norm blocks with optional activation checkpointing."""
+
+    def __init__(self, dim: int, layers: int, heads: int, mlp_ratio: float, act: Activation) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, act) for _ in range(layers))
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, causal, use_reentrant=False)
+            else:
+                x = block(x, causal)
+        return x
+
+    def init_weights(self) -> None:
+        """OpenAI's initialisation: projections into the residual stream scaled by depth."""
+        dim = self.blocks[0].attn.proj.in_features if len(self.blocks) else 1
+        attn_std = dim**-0.5
+        proj_std = dim**-0.5 * (2 * max(len(self.blocks), 1)) ** -0.5
+        fc_std = (2 * dim) ** -0.5
+        for block in self.blocks:
+            nn.init.normal_(block.attn.qkv.weight, std=attn_std)
+            nn.init.zeros_(block.attn.qkv.bias)
+            nn.init.normal_(block.attn.proj.weight, std=proj_std)
+            nn.init.zeros_(block.attn.proj.bias)
+            nn.init.normal_(block.mlp.fc1.weight, std=fc_std)
+            nn.init.zeros_(block.mlp.fc1.bias)
+            nn.init.normal_(block.mlp.fc2.weight, std=proj_std)
+            nn.init.zeros_(block.mlp.fc2.bias)

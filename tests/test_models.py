@@ -1,0 +1,172 @@
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+import clipforge.models as m
+from clipforge.config import ConfigError, ModelConfig
+from conftest import tiny_config
+
+NAMES = m.list_models()
+
+
+def random_tokens(cfg: ModelConfig, batch: int, lengths: list[int]) -> torch.Tensor:
+    """Token rows with start token, random body and the end token (largest id) at position length-1."""
+    V, T = cfg.text.vocab_size, cfg.text.context_length
+    tokens = torch.zeros(batch, T, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        tokens[i, 0] = V - 2
+        tokens[i, 1 : n - 1] = torch.randint(1, V - 2, (n - 2,))
+        tokens[i, n - 1] = V - 1
+    return tokens
+
+
+def test_required_architectures_exist():
+    for name in ["ViT-B-32", "ViT-B-16", "ViT-L-14", "RN50", "RN101", "vit-tiny", "vit-small", "rn-tiny"]:
+        assert name in NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_named_config_round_trips(name):
+    cfg = m.get_model_config(name)
+    assert ModelConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    assert cfg.name == name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_model_forward_backward(name):
+    cfg = tiny_config(m.get_model_config(name))
+    model = m.create_model(cfg)
+    images = torch.randn(3, 3, cfg.image_size, cfg.image_size)
+    tokens = random_tokens(cfg, 3, [5, 16, 9])
+    out = model(images, tokens)
+    assert out.image_features.shape == (3, cfg.embed_dim) == out.text_features.shape
+    assert torch.isfinite(out.image_features).all() and torch.isfinite(out.text_features).all()
+    assert torch.allclose(out.image_features.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(out.text_features.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert out.logit_scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
+    loss = (out.logit_scale * out.image_features @ out.text_features.T).logsumexp(-1).mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.logit_scale.grad is not None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grad_checkpointing_gives_equal_outputs_and_grads(name):
+    cfg = tiny_config(m.get_model_config(name))
+    model = m.create_model(cfg).train()
+    if cfg.vision.kind == "resnet":
+        model.eval()  # BatchNorm statistics would otherwise change between the two passes
+    images = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    tokens = random_tokens(cfg, 2, [4, 7])
+
+    def run():
+        model.zero_grad()
+        out = model(images, tokens)
+        (out.image_features.sum() + out.text_features.square().sum()).backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref, ref_grads = run()
+    model.set_grad_checkpointing(True)
+    out, grads = run()
+    torch.testing.assert_close(out.image_features, ref.image_features)
+    torch.testing.assert_close(out.text_features, ref.text_features)
+    assert grads.keys() == ref_grads.keys()
+    for k in grads:
+        torch.testing.assert_close(grads[k], ref_grads[k], rtol=1e-5, atol=1e-6)
+
+
+def test_padding_skip_matches_full_length_pass():
+    cfg = tiny_config(m.get_model_config("vit-tiny"))
+    model = m.create_model(cfg).eval()
+    tokens = random_tokens(cfg, 4, [3, 5, 8, 4])
+    # Padding values must not matter either: fill the tail with arbitrary ids.
+    tokens[:, 8:] = torch.randint(1, cfg.text.vocab_size - 2, (4, cfg.text.context_length - 8))
+    with torch.no_grad():
+        fast = model.encode_text(tokens)
+        model.text.skip_padding = False
+        full = model.encode_text(tokens)
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-5)
+
+
+def test_text_longer_than_context_is_an_error():
+    cfg = tiny_config(m.get_model_config("vit-tiny"))
+    model = m.create_model(cfg)
+    with pytest.raises(ValueError, match="context length"):
+        model.encode_text(torch.zeros(1, cfg.text.context_length + 1, dtype=torch.long))
+
+
+def test_logit_scale_is_clamped_at_100():
+    model = m.create_model(tiny_config(m.get_model_config("vit-tiny")))
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(1000.0))
+    cfg = model.config
+    out = model(torch.randn(1, 3, cfg.image_size, cfg.image_size), random_tokens(cfg, 1, [4]))
+    assert out.logit_scale.item() == pytest.approx(100.0)
+
+
+def test_logit_bias_only_when_configured():
+    cfg = tiny_config(m.get_model_config("vit-tiny"))
+    assert m.create_model(cfg).logit_bias is None
+    biased = m.create_model(cfg.replace(init_logit_bias=-10.0))
+    assert biased.logit_bias.item() == -10.0
+
+
+def test_activation_is_explicit():
+    cfg = tiny_config(m.get_model_config("vit-tiny"))
+    gelu = m.create_model(cfg)
+    quick = m.create_model(cfg.replace(act="quick_gelu"))
+    assert type(gelu.text.transformer.blocks[0].mlp.act).__name__ == "GELU"
+    assert type(quick.text.transformer.blocks[0].mlp.act).__name__ == "QuickGELU"
+
+
+def test_unknown_config_keys_are_errors(tmp_path):
+    data = m.get_model_config("vit-tiny").to_dict()
+    data["vision"]["patch_sz"] = 8
+    with pytest.raises(ConfigError, match="patch_sz"):
+        ModelConfig.from_dict(data)
+    data = m.get_model_config("vit-tiny").to_dict()
+    data["dropout"] = 0.1
+    with pytest.raises(ConfigError, match="dropout"):
+        ModelConfig.from_dict(data)
+
+
+def test_invalid_configs_are_errors():
+    cfg = m.get_model_config("vit-tiny")
+    with pytest.raises(ConfigError, match="multiple of patch_size"):
+        cfg.replace(vision=dataclasses.replace(cfg.vision, image_size=65))
+    with pytest.raises(ConfigError, match="act"):
+        cfg.replace(act="relu")
+    with pytest.raises(ConfigError, match="unknown model"):
+        m.get_model_config("ViT-Z-99")
+    with pytest.raises(ConfigError, match="Did you mean 'ViT-B-32'"):
+        m.get_model_config("vit-b-32")
+
+
+def test_config_json_file(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(m.get_model_config("rn-tiny").to_json())
+    assert m.create_model(path).config.vision.kind == "resnet"
+
+
+def test_vit_patch_embeddings_shape():
+    cfg = tiny_config(m.get_model_config("ViT-B-16"))
+    model = m.create_model(cfg)
+    patches = model.visual.project_patches(torch.randn(2, 3, cfg.image_size, cfg.image_size))
+    assert patches.shape == (2, 2, 2, cfg.embed_dim)
+
+
+def test_bf16_weights_run_and_stay_close():
+    cfg = tiny_config(m.get_model_config("vit-tiny"))
+    model = m.create_model(cfg).eval()
+    images = torch.randn(4, 3, cfg.image_size, cfg.image_size)
+    tokens = random_tokens(cfg, 4, [3, 5, 8, 4])
+    with torch.no_grad():
+        ref_i, ref_t = model.encode_image(images), model.encode_text(tokens)
+        model.to(torch.bfloat16)
+        bf_i, bf_t = model.encode_image(images).float(), model.encode_text(tokens).float()
+    assert (bf_i * ref_i).sum(-1).min() > 0.99
+    assert (bf_t * ref_t).sum(-1).min() > 0.99
