@@ -50,7 +50,12 @@ def load_labelled(
     image_key: str = "filepath",
     label_key: str = "label",
 ) -> LabelledImages:
-    """An image folder (sub-folder per class) or a ``.csv``/``.tsv`` file with labels."""
+    """An image folder (sub-folder per class) or a ``.csv``/``.tsv`` file with labels.
+
+    ``classnames`` (the names put into prompts): for a folder, either a list containing every
+    sub-folder name (matched by name; the list sets the order), or exactly one name per sub-folder
+    in sorted order (a renaming, e.g. WordNet ids → words). For a CSV, label names must be in the
+    list, and integer labels index it."""
     source = Path(source)
     if source.is_dir():
         data = image_folder(source, classnames=classnames)
@@ -66,26 +71,31 @@ def load_labelled(
 
 
 def image_folder(root: str | Path, *, classnames: list[str] | None = None) -> LabelledImages:
-    """``root/<class>/<image>``. With ``classnames``, the sub-folders must be exactly those names
-    (their order sets the label indices); otherwise the sorted sub-folder names are the classes."""
+    """``root/<class>/<image>``; see :func:`load_labelled` for how ``classnames`` applies."""
     root = Path(root)
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise ValueError(f"{root}: no class sub-folders (expected {root}/<class name>/<image files>)")
     if classnames is None:
-        classnames = folders
+        names, index = folders, {f: i for i, f in enumerate(folders)}
+    elif all(f in classnames for f in folders):
+        names, index = list(classnames), {f: classnames.index(f) for f in folders}
+    elif len(classnames) == len(folders):
+        names, index = list(classnames), {f: i for i, f in enumerate(folders)}
+        log.info("%s: class names given by position for the %d sorted sub-folders", root, len(folders))
     else:
-        missing = [c for c in folders if c not in classnames]
-        if missing:
-            raise ValueError(f"{root}: sub-folder(s) {missing} are not in the class-name list")
+        raise ValueError(
+            f"{root}: {len(folders)} class sub-folders but {len(classnames)} class names, and not every "
+            "sub-folder is named in the list"
+        )
     paths, labels = [], []
     for folder in folders:
         files = sorted(p for p in (root / folder).rglob("*") if p.is_file() and is_image_file(p))
         if not files:
             log.warning("%s: no image files in class folder %r", root, folder)
         paths += files
-        labels += [classnames.index(folder)] * len(files)
-    return LabelledImages(paths, labels, list(classnames), str(root))
+        labels += [index[folder]] * len(files)
+    return LabelledImages(paths, labels, names, str(root))
 
 
 def labelled_csv(
@@ -97,8 +107,8 @@ def labelled_csv(
 ) -> LabelledImages:
     """A CSV (or TSV, by extension) with a header naming ``image_key`` and ``label_key``.
 
-    Without ``classnames`` the labels must be names; the classes are their sorted set. With it,
-    a label may be a name in the list or an integer index into it."""
+    Labels are class names or integer indices. Without ``classnames`` the classes are the sorted
+    set of names, or ``"0" … "max"`` for integer labels."""
     path = Path(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with open(path, newline="", encoding="utf-8") as f:
@@ -117,16 +127,22 @@ def labelled_csv(
             continue
         image_path = Path(image) if Path(image).is_absolute() else path.parent / image
         raw.append((line, image_path, label))
-    names = list(classnames) if classnames is not None else sorted({label for _, _, label in raw})
+    integer = bool(raw) and all(label.isdigit() for _, _, label in raw)
+    if classnames is not None:
+        names = list(classnames)
+    elif integer:
+        names = [str(i) for i in range(max(int(label) for _, _, label in raw) + 1)]
+    else:
+        names = sorted({label for _, _, label in raw})
     index = {name: i for i, name in enumerate(names)}
     paths, labels = [], []
     for line, image_path, label in raw:
-        if label in index:
-            labels.append(index[label])
-        elif classnames is not None and label.isdigit() and int(label) < len(names):
+        if integer and int(label) < len(names):
             labels.append(int(label))
+        elif not integer and label in index:
+            labels.append(index[label])
         else:
-            skipped.append(f"{path}:{line}: label {label!r} is not a known class")
+            skipped.append(f"{path}:{line}: label {label!r} is not one of the {len(names)} classes")
             continue
         paths.append(image_path)
     for reason in skipped[:5]:

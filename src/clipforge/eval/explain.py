@@ -5,14 +5,19 @@ Three methods, all returning a map over the model's input view scaled to [0, 1]:
 * ``"patch"`` (ViTs): cosine similarity between the text embedding and every patch token pushed
   through the image tower's final norm and projection (``model.visual.project_patches``).
   One forward pass, no gradients; as coarse as the patch grid.
-* ``"gradcam"`` (ViTs and ResNets): Grad-CAM. The gradient of the image–text cosine with respect
-  to a late feature map (the input of the ViT's last block; the ResNet's last stage) weights
-  each channel by its mean gradient; the positive part of the weighted sum is the map.
+* ``"gradcam"`` (ViTs and ResNets): Grad-CAM, from the gradient of the image–text cosine with
+  respect to a late feature map. ResNet: the last stage's map, each channel weighted by its mean
+  gradient (the original Grad-CAM). ViT: the tokens entering the last block, each token weighted
+  by its own gradient (the positive part of Σ_c gradient × activation per patch): averaging the
+  gradient over tokens, as for a CNN, gave near-constant maps on ViTs in our tests, because only
+  the class token's path reaches the output after the last block.
 * ``"gradient"`` (any tower): input saliency, |gradient × input| summed over colour channels and
   smoothed over small windows, at pixel resolution.
 
 ``"auto"`` picks ``"gradcam"``: it works for both tower types and was the most faithful of the
-three on the shapes model in our tests (see docs/evaluation.md).
+three on the shapes model in our tests (see docs/evaluation.md). Raw patch similarity is often
+*inverted* on CLIP-style models (background patches score highest, because only the class token
+is trained to align with text): read ``"patch"`` maps with that in mind.
 
 The model sees a resized, centre-cropped view of the image; :func:`model_view` cuts that region
 out of the original, and the overlay is drawn on it at the original's resolution.
@@ -92,7 +97,7 @@ def _grad_cam(model: CLIP, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                 visual.transformer.grad_checkpointing = saved
             (grads,) = torch.autograd.grad(score, captured[0])  # (1, 1 + g², width)
             acts, grads = captured[0][0, 1:].detach().float(), grads[0, 1:].float()  # (g², width) each
-            cam = F.relu(acts @ grads.mean(dim=0))  # (g²,)
+            cam = F.relu((acts * grads).sum(dim=-1))  # (g²,) per-token weights, see the module docstring
             return cam.view(visual.grid, visual.grid)  # (g, g)
         saved, visual.grad_checkpointing = visual.grad_checkpointing, False
         try:

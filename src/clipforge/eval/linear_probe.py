@@ -24,7 +24,7 @@ DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-2, 4, 13)) 
 @dataclass
 class ProbeResult:
     accuracy: float  # top-1 on the test set
-    top5: float
+    top5: float | None  # None with fewer than five classes
     C: float  # the chosen inverse regularisation strength
     val_accuracy: float | None  # of the chosen C on the validation split (None when there was none)
     per_class: list[float | None]
@@ -123,12 +123,12 @@ def linear_probe(
     confusion = confusion_matrix(scores.argmax(dim=1), test_labels, num_classes)
     return ProbeResult(
         accuracy=acc[1],
-        top5=acc[5],
+        top5=acc.get(5),
         C=best_C,
         val_accuracy=best_val,
         per_class=per_class_accuracy(confusion),
         confusion=confusion,
-        n_train=len(tr),
+        n_train=len(y),  # the final fit uses train + validation
         n_val=len(va),
         n_test=len(test_labels),
         k_shot=k_shot,

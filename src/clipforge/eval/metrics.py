@@ -10,7 +10,7 @@ def topk_accuracy(
 ) -> dict[int, float]:
     """Fraction of rows whose true label is among the ``k`` highest scores, for each ``k``.
 
-    ``scores`` (N, C), ``labels`` (N,). A ``k`` at or above C counts every row as correct."""
+    ``scores`` (N, C), ``labels`` (N,). A ``k`` above the number of classes C is left out."""
     if scores.ndim != 2 or labels.shape != scores.shape[:1]:
         raise ValueError(
             f"scores (N, C) and labels (N,) expected, got {tuple(scores.shape)}, {tuple(labels.shape)}"
@@ -19,7 +19,7 @@ def topk_accuracy(
         raise ValueError("no samples to score")
     order = scores.argsort(dim=1, descending=True)  # (N, C)
     rank = (order == labels[:, None]).float().argmax(dim=1)  # (N,) 0-based rank of the true class
-    return {k: (rank < k).float().mean().item() for k in ks}
+    return {k: (rank < k).float().mean().item() for k in ks if k <= scores.shape[1]}
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
