@@ -136,8 +136,14 @@ def test_live_parity_with_open_clip():
 
 @pytest.mark.parametrize(
     ("hw", "size", "expected"),
-    [((500, 3), 32, (5333, 32)), ((3, 500), 32, (32, 5333)), ((224, 225), 32, (32, 32)),
-     ((677, 1000), 64, (64, 94)), ((1, 1), 32, (32, 32)), ((40, 40), 32, (32, 32))],
+    [
+        ((500, 3), 32, (5333, 32)),
+        ((3, 500), 32, (32, 5333)),
+        ((224, 225), 32, (32, 32)),
+        ((677, 1000), 64, (64, 94)),
+        ((1, 1), 32, (32, 32)),
+        ((40, 40), 32, (32, 32)),
+    ],
 )
 def test_shortest_side_size_truncates_long_side(hw, size, expected):
     assert shortest_side_size(*hw, size) == expected
@@ -175,7 +181,9 @@ def test_eval_is_deterministic_and_ignores_global_rng():
 
 def test_transform_pickles_and_keeps_behaviour():
     for train in (False, True):
-        transform = image_transform(PreprocessConfig(interpolation="bilinear"), 32, train=train, scale=(0.5, 1.0))
+        transform = image_transform(
+            PreprocessConfig(interpolation="bilinear"), 32, train=train, scale=(0.5, 1.0)
+        )
         clone = pickle.loads(pickle.dumps(transform))
         assert isinstance(clone, ImageTransform) and repr(clone) == repr(transform)
         image = rgb_noise(60, 45)
@@ -223,7 +231,7 @@ def test_train_shape_and_seeded_determinism():
     torch.manual_seed(0)
     b = [transform(image) for _ in range(4)]
     assert all(x.shape == (3, 32, 32) and x.dtype == torch.float32 for x in a)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0], a[1])  # the crops differ from draw to draw
 
 
@@ -234,7 +242,9 @@ def test_random_resized_crop_box_stays_inside_and_respects_ranges():
     for _ in range(400):
         height, width = (int(v) for v in rng.integers(1, 400, 2))
         scale = (0.9, 1.0) if rng.random() < 0.5 else (0.08, 1.0)
-        top, left, h, w = random_resized_crop_box(height, width, scale=scale, ratio=(3 / 4, 4 / 3), generator=gen)
+        top, left, h, w = random_resized_crop_box(
+            height, width, scale=scale, ratio=(3 / 4, 4 / 3), generator=gen
+        )
         assert 0 <= top and 0 <= left and 1 <= h and 1 <= w
         assert top + h <= height and left + w <= width
         centred = top == (height - h) // 2 and left == (width - w) // 2
@@ -249,30 +259,46 @@ def test_random_resized_crop_fallback_is_centred_and_ratio_clamped():
     gen = torch.Generator().manual_seed(0)
     # 3 wide, 500 tall: no 90%-area box with ratio >= 3/4 fits, so the centre fallback keeps the
     # width and cuts the height to width / (3/4) = 4 rows.
-    assert random_resized_crop_box(500, 3, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3), generator=gen) == (248, 0, 4, 3)
-    assert random_resized_crop_box(3, 500, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3), generator=gen) == (0, 248, 3, 4)
+    assert random_resized_crop_box(500, 3, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3), generator=gen) == (
+        248,
+        0,
+        4,
+        3,
+    )
+    assert random_resized_crop_box(3, 500, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3), generator=gen) == (
+        0,
+        248,
+        3,
+        4,
+    )
+
+
+class RepeatedImage(torch.utils.data.Dataset):
+    """The same image four times: any difference between items comes from the transform's RNG."""
+
+    def __init__(self, transform: ImageTransform) -> None:
+        self.transform = transform
+        self.image = rgb_noise(64, 64)
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.image)
 
 
 def test_train_uses_global_rng_so_dataloader_workers_differ():
-    transform = image_transform(PreprocessConfig(), 16, train=True, scale=(0.1, 1.0))
-    image = rgb_noise(64, 64)
-
-    class Same(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return 4
-
-        def __getitem__(self, i: int) -> torch.Tensor:
-            return transform(image)
+    dataset = RepeatedImage(image_transform(PreprocessConfig(), 16, train=True, scale=(0.1, 1.0)))
 
     def run() -> torch.Tensor:
         loader = torch.utils.data.DataLoader(
-            Same(), batch_size=1, num_workers=2, generator=torch.Generator().manual_seed(5)
+            dataset, batch_size=1, num_workers=2, generator=torch.Generator().manual_seed(5)
         )
         return torch.cat(list(loader))  # (4, 3, 16, 16)
 
     a, b = run(), run()
     assert torch.equal(a, b)  # reproducible from the loader's seed
-    assert len({x.numpy().tobytes() for x in a}) == 4  # every worker draw is different
+    assert len({x.numpy().tobytes() for x in a}) == 4  # every draw differs, across and within workers
 
 
 # --------------------------------------------------------------------------- uint8 fast path
@@ -286,7 +312,9 @@ def test_normalize_uint8_equals_pil_path(train):
     torch.manual_seed(0)
     expected = torch.stack([transform(im) for im in images])
     torch.manual_seed(0)
-    cached = torch.stack([pil_to_uint8(to_rgb(transform.resize_and_crop(im))) for im in images])  # (B, S, S, 3)
+    cached = torch.stack(
+        [pil_to_uint8(to_rgb(transform.resize_and_crop(im))) for im in images]
+    )  # (B, S, S, 3)
     assert cached.dtype == torch.uint8 and cached.shape == (3, 32, 32, 3)
     out = normalize_uint8(cached, pre.mean, pre.std)
     assert out.shape == (3, 3, 32, 32) and out.is_contiguous()
@@ -399,7 +427,12 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_load_image_decompression_bomb():

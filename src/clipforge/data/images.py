@@ -78,8 +78,9 @@ def load_image(
         width, height = handle.size
         if width * height > max_pixels:
             raise ImageDecodeError(
-                label, f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} "
-                "(possible decompression bomb)"
+                label,
+                f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} "
+                "(possible decompression bomb)",
             )
         if width == 0 or height == 0:
             raise ImageDecodeError(label, f"empty image ({width}x{height})")

@@ -64,7 +64,10 @@ def png_rgb16(path: Path, pixels: np.ndarray) -> None:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows, 9))
+        + chunk(b"IEND", b"")
     )
 
 
@@ -86,7 +89,9 @@ def make_images(rng: np.random.Generator) -> list[str]:
 
     save("p_61x40.png", Image.fromarray(smooth_rgb(61, 40, rng)).quantize(colors=37))
     frames = [Image.fromarray(smooth_rgb(29, 31, rng)).quantize(colors=16) for _ in range(2)]
-    frames[0].save(HERE / "p_anim_29x31.gif", save_all=True, append_images=frames[1:], transparency=0, duration=50)
+    frames[0].save(
+        HERE / "p_anim_29x31.gif", save_all=True, append_images=frames[1:], transparency=0, duration=50
+    )
     names.append("p_anim_29x31.gif")
 
     la = np.dstack([smooth_rgb(45, 30, rng)[..., 0], rng.integers(0, 256, (30, 45), dtype=np.uint8)])
@@ -95,9 +100,9 @@ def make_images(rng: np.random.Generator) -> list[str]:
     save("1_64x33.png", Image.fromarray(smooth_rgb(64, 33, rng)[..., 2]).convert("1"))
     save("cmyk_40x48.jpg", Image.fromarray(smooth_rgb(40, 48, rng)).convert("CMYK"), quality=90)
 
-    gray16 = (smooth_rgb(48, 36, rng)[..., 0].astype(np.uint16) * 257) ^ rng.integers(0, 256, (36, 48)).astype(
-        np.uint16
-    )
+    gray16 = (smooth_rgb(48, 36, rng)[..., 0].astype(np.uint16) * 257) ^ rng.integers(
+        0, 256, (36, 48)
+    ).astype(np.uint16)
     save("i16_48x36.png", Image.fromarray(gray16))
     png_rgb16(HERE / "rgb16_30x22.png", smooth_rgb(30, 22, rng).astype(np.uint16) * 257 + 128)
     names.append("rgb16_30x22.png")
