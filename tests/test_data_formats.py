@@ -45,7 +45,9 @@ def reasons(skips: list[Skip]) -> list[str]:
 def test_csv_pairs_with_paths_relative_to_the_csv(tmp_path: Path) -> None:
     write_png(tmp_path / "imgs" / "a.png", (255, 0, 0))
     write_png(tmp_path / "imgs" / "b.png", (0, 0, 255))
-    (tmp_path / "data.csv").write_text('filepath,title\nimgs/a.png,a red square\nimgs/b.png,"blue, very blue"\n')
+    (tmp_path / "data.csv").write_text(
+        'filepath,title\nimgs/a.png,a red square\nimgs/b.png,"blue, very blue"\n'
+    )
     ds = build_dataset(tmp_path / "data.csv", transform=to_tensor)
     assert len(ds) == 2 and ds.load_skips == []
     img, cap = ds[0]
@@ -205,7 +207,9 @@ def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
-def sample_members(key: str, caption: str = "", color: tuple[int, int, int] = (0, 0, 0)) -> list[tuple[str, bytes]]:
+def sample_members(
+    key: str, caption: str = "", color: tuple[int, int, int] = (0, 0, 0)
+) -> list[tuple[str, bytes]]:
     return [(f"{key}.png", png_bytes(color)), (f"{key}.txt", (caption or f"caption of {key}").encode())]
 
 
@@ -314,7 +318,10 @@ def test_shard_assignment_covers_every_sample_exactly_once(n_shards, world_size,
 
 def test_shard_order_is_shuffled_per_epoch_and_identical_across_ranks() -> None:
     def order(epoch: int, seed: int = 0) -> list[int]:
-        return [p[0] for p in assign_shards(50, rank=0, world_size=1, worker=0, num_workers=1, seed=seed, epoch=epoch)]
+        return [
+            p[0]
+            for p in assign_shards(50, rank=0, world_size=1, worker=0, num_workers=1, seed=seed, epoch=epoch)
+        ]
 
     assert order(0) == order(0)
     assert order(0) != order(1)

@@ -230,7 +230,7 @@ class CachedPairs(Dataset):
     def pixels(self, index: int) -> np.ndarray:
         if self._images is None:
             path = self.cache_dir / self.manifest["images"]
-            self._images = np.memmap(path, dtype=np.uint8, mode="r", shape=self.shape)
+            self._images = np.memmap(path, dtype=np.uint8, mode="c", shape=self.shape)  # copy-on-write
         return self._images[index]  # (H, W, 3)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
