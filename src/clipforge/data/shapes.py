@@ -33,6 +33,8 @@ from clipforge.data.shapes_render import PATTERNS, SHAPES, object_masks, second_
 
 SIZES = {"small": 0.09, "large": 0.14}  # object radius as a fraction of the image side
 GAP = 0.035  # space between objects of a group, fraction of the image side
+MIN_GAP_PX = 1.5
+EDGE_PX = 1.0  # objects keep this far from the image border
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
 # position → (anchor x, anchor y as fractions of the side, the group's axis, caption phrase)
 POSITIONS: dict[str, tuple[float, float, str, str]] = {
@@ -156,15 +158,24 @@ def render(attrs: dict[str, Any], *, image_size: int, rng: np.random.Generator) 
     base = np.array(colours()[attrs["colour"]], dtype=np.float64)
     color = tuple(np.clip(base + rng.uniform(-12, 12, size=3), 0, 255))
     ax, ay, axis, _ = POSITIONS[attrs["position"]]
-    r = SIZES[attrs["size"]] * side
-    step = 2 * r + GAP * side
-    gx, gy = (ax + rng.uniform(-0.02, 0.02)) * side, (ay + rng.uniform(-0.02, 0.02)) * side
+    n, r = attrs["count"], SIZES[attrs["size"]] * side
+    # Layout in whole pixels, so every object of a group has the same sub-pixel phase and the gaps
+    # are exact: `step` between centres, shrunk only if the group would not fit in the image.
+    step = math.ceil(2 * r + max(GAP * side, MIN_GAP_PX))
+    if n > 1:
+        step = min(step, int((side - 2 * EDGE_PX - 2 * r) // (n - 1)))
+    half_span = (n - 1) * step / 2 + r  # from the group's centre to its outer edge, along the axis
+    lo_along, hi_along = math.ceil(half_span + EDGE_PX), math.floor(side - half_span - EDGE_PX)
+    lo_across, hi_across = math.ceil(r + EDGE_PX), math.floor(side - r - EDGE_PX)
+    g_along = round(((ay if axis == "vertical" else ax) + rng.uniform(-0.02, 0.02)) * side)
+    g_across = round(((ax if axis == "vertical" else ay) + rng.uniform(-0.02, 0.02)) * side)
+    g_along = min(max(g_along, lo_along), hi_along)
     phase = float(rng.integers(4))  # pattern offset, in pixels (quantised: masks are cached)
     second = second_color(color)
-    n = attrs["count"]
     for i in range(n):
-        along, across = (i - (n - 1) / 2) * step, rng.uniform(-0.02, 0.02) * side
-        cx, cy = (gx + across, gy + along) if axis == "vertical" else (gx + along, gy + across)
+        along = g_along + round((i - (n - 1) / 2) * step)
+        across = min(max(g_across + round(rng.uniform(-0.02, 0.02) * side), lo_across), hi_across)
+        cx, cy = (across, along) if axis == "vertical" else (along, across)
         angle = ANGLES[int(rng.integers(len(ANGLES)))]
         masks = object_masks(attrs["shape"], r, angle, attrs["pattern"], phase, side / 64.0)
         stamp(canvas, masks, cx=cx, cy=cy, color=color, second=second)
@@ -196,21 +207,33 @@ def describe(attrs: dict[str, Any], *, rng: np.random.Generator) -> str:
     return template.format(obj=f"{det} {' '.join(words)}", where=POSITIONS[attrs["position"]][3])
 
 
-def make_shapes_sample(
-    index: int, *, split: str, spec: ShapesSpec, epoch: int = 0
-) -> tuple[Image.Image, str, dict[str, Any]]:
-    """Image, caption and attributes of sample ``index`` of ``split`` ("train", "val", "heldout")."""
-    sid = _split_id(split)
+def _attributes(index: int, split: str, spec: ShapesSpec) -> tuple[np.random.Generator, dict[str, Any]]:
     pairs = heldout_pairs(spec) if split == "heldout" else seen_pairs(spec)
     if not pairs:
         raise ValueError(
             f"split {split!r} has no colour x shape pairs (holdout_fraction={spec.holdout_fraction})"
         )
-    rng = np.random.default_rng([spec.seed, sid, index])
-    attrs = sample_attributes(rng, pairs)
+    rng = np.random.default_rng([spec.seed, _split_id(split), index])
+    return rng, sample_attributes(rng, pairs)  # the same rng goes on to draw the image
+
+
+def shapes_attributes(index: int, *, split: str, spec: ShapesSpec) -> dict[str, Any]:
+    """Attributes of sample ``index`` without drawing it (cheap, for statistics and tests)."""
+    return _attributes(index, split, spec)[1]
+
+
+def shapes_caption(attrs: dict[str, Any], index: int, *, split: str, spec: ShapesSpec, epoch: int = 0) -> str:
+    """The caption of sample ``index`` (with attributes ``attrs``) in ``epoch``."""
+    return describe(attrs, rng=np.random.default_rng([spec.seed, _split_id(split), index, epoch, 1]))
+
+
+def make_shapes_sample(
+    index: int, *, split: str, spec: ShapesSpec, epoch: int = 0
+) -> tuple[Image.Image, str, dict[str, Any]]:
+    """Image, caption and attributes of sample ``index`` of ``split`` ("train", "val", "heldout")."""
+    rng, attrs = _attributes(index, split, spec)
     image = render(attrs, image_size=spec.image_size, rng=rng)
-    caption = describe(attrs, rng=np.random.default_rng([spec.seed, sid, index, epoch, 1]))
-    return image, caption, attrs
+    return image, shapes_caption(attrs, index, split=split, spec=spec, epoch=epoch), attrs
 
 
 class ShapesDataset(Dataset):

@@ -148,17 +148,18 @@ def stamp(
     canvas: np.ndarray,
     masks: tuple[np.ndarray, np.ndarray],
     *,
-    cx: float,
-    cy: float,
+    cx: int,
+    cy: int,
     color: tuple[float, float, float],
     second: tuple[float, float, float],
 ) -> None:
-    """Alpha-composite an object (from :func:`object_masks`) centred near ``(cx, cy)`` onto
-    ``canvas`` (float32 ``(H, W, 3)``, modified in place; parts outside the canvas are cut off)."""
+    """Alpha-composite an object (from :func:`object_masks`) centred on the pixel corner
+    ``(cx, cy)`` onto ``canvas`` (float32 ``(H, W, 3)``, modified in place; parts outside the canvas
+    are cut off)."""
     alpha, main = masks
     p = alpha.shape[0]
     h, w, _ = canvas.shape
-    left, top = int(round(cx - p / 2)), int(round(cy - p / 2))
+    left, top = cx - p // 2, cy - p // 2
     x0, y0, x1, y1 = max(left, 0), max(top, 0), min(left + p, w), min(top + p, h)
     if x0 >= x1 or y0 >= y1:
         return
