@@ -214,7 +214,8 @@ class TarShards(IterableDataset):
             captions, seed=self.seed, epoch=self.epoch, index=zlib.crc32(key.encode())
         )
 
-    def _worker_samples(self) -> Iterator[Any]:
+    def _worker_groups(self) -> Iterator[tuple[str, str, dict[str, bytes]] | Skip]:
+        """This worker's raw samples, ``(shard, key, {ext: bytes})``, in shard order."""
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         plan = assign_shards(
@@ -235,27 +236,31 @@ class TarShards(IterableDataset):
                         yield group
                     continue
                 if n % stride == offset:
-                    yield self._sample(shard, *group)
+                    yield (shard, *group)
                 n += 1
 
-    def __iter__(self) -> Iterator[Any]:
-        samples = self._worker_samples()
-        if self.shuffle_buffer <= 1:
-            yield from samples
-            return
+    def _shuffled(self, groups: Iterator[Any]) -> Iterator[Any]:
+        """Reservoir-style shuffle of still-encoded samples (bytes are small; decoded tensors are not)."""
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
         buffer: list[Any] = []
-        for s in samples:
+        for g in groups:
             if len(buffer) < self.shuffle_buffer:
-                buffer.append(s)
+                buffer.append(g)
                 continue
             i = int(rng.integers(len(buffer)))
             yield buffer[i]
-            buffer[i] = s
+            buffer[i] = g
         rng.shuffle(buffer)
         yield from buffer
+
+    def __iter__(self) -> Iterator[Any]:
+        groups = self._worker_groups()
+        if self.shuffle_buffer > 1:
+            groups = self._shuffled(groups)
+        for g in groups:
+            yield g if isinstance(g, Skip) else self._sample(*g)
 
 
 def list_shards(source: str | Path) -> list[str]:
