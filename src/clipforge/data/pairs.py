@@ -17,6 +17,7 @@ import csv
 import json
 import os
 from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,16 @@ from clipforge.data.skips import (
 
 Transform = Callable[[Image.Image], Any]
 Sample = tuple[Any, str] | tuple[Any, list[str]] | Skip
+
+
+@cache
+def _image_extensions() -> frozenset[str]:
+    return frozenset(e.lower().lstrip(".") for e in IMAGE_EXTENSIONS)
+
+
+def is_image_extension(ext: str) -> bool:
+    """``"jpg"``, ``".JPG"``... is one of ``IMAGE_EXTENSIONS`` (whichever way those are spelt)."""
+    return ext.lower().lstrip(".") in _image_extensions()
 
 
 class StringTable:
@@ -260,7 +271,7 @@ def read_folder(
         raise NotADirectoryError(f"{root} is not a folder")
     images, skips = [], []
     for p in sorted(root.rglob("*")):
-        if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file():
+        if not is_image_extension(p.suffix) or not p.is_file():
             continue
         if not p.with_suffix(".txt").is_file():
             skips.append(Skip(MISSING_CAPTION, str(p), "no .txt caption file beside it"))

@@ -28,7 +28,8 @@ from PIL import Image
 from torch.utils.data import IterableDataset
 
 from clipforge.data.captions import clean_captions, pick_caption
-from clipforge.data.images import IMAGE_EXTENSIONS, ImageDecodeError, load_image
+from clipforge.data.images import ImageDecodeError, load_image
+from clipforge.data.pairs import is_image_extension
 from clipforge.data.skips import (
     BAD_CAPTION,
     CORRUPT_IMAGE,
@@ -194,7 +195,7 @@ class TarShards(IterableDataset):
 
     def _sample(self, shard: str, key: str, members: dict[str, bytes]) -> Any:
         where = f"{shard}:{key}"
-        image_ext = next((e for e in members if "." + e in IMAGE_EXTENSIONS), None)
+        image_ext = next((e for e in members if is_image_extension(e)), None)
         if image_ext is None:
             return Skip(MISSING_IMAGE, where, f"members: {sorted(members)}")
         cap_ext = "txt" if "txt" in members else "json" if "json" in members else None
