@@ -1,0 +1,166 @@
+"""The run directory: resolved config, tokenizer, metrics, and atomic training checkpoints.
+
+Layout of ``<out>/<name>/``::
+
+    run.json                      the resolved TrainConfig
+    tokenizer.json                the tokenizer the run uses (so a resume never re-trains it)
+    metrics.jsonl                 one JSON object per logged step / evaluation
+    checkpoints/step-000200.safetensors   weights (+ config, tokenizer) via clipforge.checkpoint
+    checkpoints/step-000200.state.pt      optimiser, grad scaler, RNG states, step, counters
+    checkpoints/best.safetensors  the best evaluation so far (best.json says which step/metric)
+    model.safetensors             the final weights
+
+Every file is written to a temporary name, fsynced and renamed, and a step counts as saved only
+when both its weights and its state exist: a process killed at any moment leaves the previous
+complete checkpoint intact, and ``latest_step`` finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import save_checkpoint
+
+_STEP_RE = re.compile(r"^step-(\d+)\.state\.pt$")
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)``, fsync the file, rename it over ``path``, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not supported on this platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random state the loop can touch, in a form ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class RunDir:
+    """Paths of one run and the operations on its checkpoints. Only the main process writes."""
+
+    def __init__(self, path: str | Path, *, keep_last: int = 2) -> None:
+        self.path = Path(path)
+        self.keep_last = keep_last
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def final_model(self) -> Path:
+        return self.path / "model.safetensors"
+
+    @property
+    def best_model(self) -> Path:
+        return self.checkpoints / "best.safetensors"
+
+    def weights_file(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:06d}.safetensors"
+
+    def state_file(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:06d}.state.pt"
+
+    def saved_steps(self) -> list[int]:
+        """Steps with a complete checkpoint (weights and state both present), ascending."""
+        if not self.checkpoints.is_dir():
+            return []
+        steps = []
+        for p in self.checkpoints.iterdir():
+            m = _STEP_RE.match(p.name)
+            if m and self.weights_file(int(m.group(1))).is_file():
+                steps.append(int(m.group(1)))
+        return sorted(steps)
+
+    def latest_step(self) -> int | None:
+        steps = self.saved_steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, model: torch.nn.Module, *, tokenizer: Any, state: dict[str, Any],
+             provenance: dict[str, Any]) -> None:
+        """Weights first, then the state that makes the step resumable, then prune old steps."""
+        save_checkpoint(self.weights_file(step), model, tokenizer=tokenizer, provenance=provenance)
+        atomic_write(self.state_file(step), lambda tmp: torch.save(state, tmp))
+        for old in self.saved_steps()[: -self.keep_last]:
+            self.state_file(old).unlink(missing_ok=True)  # state first: a half-pruned step is never "complete"
+            self.weights_file(old).unlink(missing_ok=True)
+
+    def load_state(self, step: int) -> dict[str, Any]:
+        return torch.load(self.state_file(step), map_location="cpu", weights_only=True)
+
+    def save_best(self, step: int, metric: str, value: float) -> None:
+        src = self.weights_file(step)
+        atomic_write(self.best_model, lambda tmp: shutil.copyfile(src, tmp))
+        atomic_write_text(self.checkpoints / "best.json",
+                          json.dumps({"step": step, "metric": metric, "value": value}, indent=2))

@@ -1,0 +1,128 @@
+"""Typed, strict training configuration.
+
+A :class:`TrainConfig` says everything a run needs: the data, the model, the optimiser and its
+schedule, precision, accumulation, locking, checkpointing and evaluation. It round-trips through
+plain JSON (``run.json`` in the run directory); an unknown or misspelt key is an error naming it.
+
+Batch sizes are *global*: ``batch_size`` pairs per optimiser step across all processes, split
+evenly over ranks and then into ``accum_steps`` micro-batches. The same config therefore trains
+the same model (same negatives, same steps) on 1 process or on 8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import ConfigError
+
+Loss = Literal["clip", "siglip"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+TokenizerChoice = str  # "openai", "train" (BPE learnt from the training captions) or a tokenizer path
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults train ``vit-tiny`` with the CLIP loss."""
+
+    # data
+    data: str = ""  # csv/tsv/jsonl file, image folder, webdataset shards, or "shapes"
+    val_data: str | None = None  # held-out pairs for periodic retrieval eval
+    image_key: str = "image"
+    caption_key: str = "caption"
+    cache: str | None = None  # directory of a pre-decoded uint8 image cache (built on first use)
+    workers: int = 2
+    # model and tokenizer
+    model: str = "vit-tiny"  # a built-in name or a model-config JSON file
+    init: str | None = None  # fine-tune from this clipforge checkpoint
+    tokenizer: TokenizerChoice = "openai"
+    vocab_size: int = 1024  # only for tokenizer="train"
+    loss: Loss = "clip"
+    loss_chunk_size: int | None = None
+    # optimisation
+    steps: int = 1000  # optimiser steps in total
+    batch_size: int = 128  # global pairs per optimiser step
+    accum_steps: int = 1  # micro-batches per step (negatives still span the whole batch)
+    lr: float = 5e-4
+    min_lr: float = 0.0
+    warmup_steps: int = 100
+    weight_decay: float = 0.2
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    grad_clip: float | None = 1.0
+    precision: Precision = "auto"
+    device: str = "auto"
+    seed: int = 0
+    grad_checkpointing: bool = False
+    # locking (LiT)
+    lock_image: bool = False
+    lock_image_unlocked_blocks: int = 0  # with lock_image: leave the last N blocks (and the head) trainable
+    # run directory, checkpoints, logging, eval
+    out: str = "runs"
+    name: str = ""  # run directory is out/name; "" picks a timestamped name
+    save_every: int = 200
+    keep_last: int = 2
+    log_every: int = 10
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_tasks: str | None = None  # "shapes" for the built-in zero-shot tasks
+    progress: bool = True
+
+    def validate(self) -> TrainConfig:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(f"train config: {msg}")
+
+        need(bool(self.data), "data is required (a file, folder, shard pattern or 'shapes')")
+        need(self.loss in ("clip", "siglip"), f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        need(self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}")
+        for key in ("steps", "batch_size", "accum_steps", "keep_last", "save_every", "log_every"):
+            value = getattr(self, key)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                 f"{key} must be a positive int, got {value!r}")
+        for key in ("warmup_steps", "eval_every", "workers", "lock_image_unlocked_blocks"):
+            value = getattr(self, key)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                 f"{key} must be a non-negative int, got {value!r}")
+        need(self.batch_size % self.accum_steps == 0,
+             f"batch_size {self.batch_size} is not divisible by accum_steps {self.accum_steps}")
+        need(self.lr > 0 and 0 <= self.min_lr <= self.lr, "need lr > 0 and 0 <= min_lr <= lr")
+        need(self.weight_decay >= 0, "weight_decay must be >= 0")
+        need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"bad betas {self.betas}")
+        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive or null")
+        need(self.loss_chunk_size is None or self.loss_chunk_size >= 1, "loss_chunk_size must be >= 1")
+        need(isinstance(self.vocab_size, int) and self.vocab_size > 0, "vocab_size must be a positive int")
+        need(not self.lock_image_unlocked_blocks or self.lock_image,
+             "lock_image_unlocked_blocks needs lock_image")
+        return self
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "train config") -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values).validate()
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON: {e}") from e
+        return cls.from_dict(data, where=str(path))

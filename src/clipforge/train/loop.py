@@ -1,0 +1,354 @@
+"""The training loop: ``fit(cfg)`` trains a CLIP model and returns where the results are.
+
+One optimiser step: take the rank's batch for this step (a pure function of seed and step), move it
+to the device, split it into ``accum_steps`` micro-batches, forward + backward with the negatives
+of the whole global batch (:mod:`.accumulation`, the distributed loss), clip, step AdamW at the
+scheduled learning rate. Every ``save_every`` steps the main process writes an atomic checkpoint
+(weights + optimiser/RNG state); ``resume=True`` continues from the latest one, bit-exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ..device import parse_precision
+from ..losses import clip_loss, siglip_loss
+from .accumulation import LossFn, forward_backward, split_batch
+from .batches import TrainData
+from .checkpoints import RunDir, atomic_write_text, rng_state, set_rng_state
+from .config import TrainConfig
+from .distributed import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_min_int,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+    wrap_ddp,
+)
+from .evaluation import EvalTask, RetrievalSet, evaluate, headline
+from .lit import lock_image_tower, set_train_mode
+from .metrics import MetricsLogger, Progress
+from .optim import build_optimizer, lr_at, set_lr
+from .setup import (
+    base_model_config,
+    build_eval_sets,
+    build_model,
+    build_tokenizer,
+    build_train_dataset,
+    final_model_config,
+)
+
+log = logging.getLogger(__name__)
+
+# Keys that may change between an interrupted run and its resumption without changing the result.
+RESUMABLE_CHANGES = frozenset({"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"})
+
+
+@dataclass(frozen=True)
+class FitResult:
+    run_dir: Path
+    model_path: Path  # the final weights (a clipforge checkpoint)
+    steps: int
+    eval: dict[str, float]  # the final evaluation (empty when there is nothing to evaluate on)
+    skipped: int  # training samples skipped as unusable
+
+
+def make_loss_fn(kind: str, *, chunk_size: int | None, distributed: bool) -> LossFn:
+    """(image_features, text_features, logit_scale, logit_bias) -> loss, for ``kind`` clip or siglip."""
+    if kind == "clip":
+        return lambda img, txt, scale, bias: clip_loss(img, txt, scale, chunk_size=chunk_size, distributed=distributed)
+    if kind == "siglip":
+        def siglip(img, txt, scale, bias):
+            if bias is None:
+                raise ValueError("the sigmoid loss needs a model with a logit bias (init_logit_bias)")
+            return siglip_loss(img, txt, scale, bias, chunk_size=chunk_size, distributed=distributed)
+        return siglip
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype) -> Callable[[], Any]:
+    """A factory of autocast contexts (mixed precision; weights and optimiser stay float32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def fit(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    train_dataset: Dataset | None = None,
+    eval_sets: tuple[list[EvalTask], RetrievalSet | None] | None = None,
+) -> FitResult:
+    """Train according to ``cfg``; under torchrun, every process calls this (only rank 0 writes).
+
+    ``train_dataset`` (map-style or iterable, items ``(image, caption)`` or a ``Skip``) replaces
+    ``cfg.data``; ``eval_sets`` replaces the zero-shot tasks / retrieval pairs built from the config.
+    """
+    cfg.validate()
+    dist_info = init_distributed(cfg.device)
+    try:
+        return _Trainer(cfg, dist_info, resume=resume, train_dataset=train_dataset, eval_sets=eval_sets).run()
+    finally:
+        cleanup_distributed(dist_info)
+
+
+def resolve_run_dir(cfg: TrainConfig, *, resume: bool) -> Path:
+    """``out/name``; without a name, a new timestamped directory (or, to resume, the newest run)."""
+    out = Path(cfg.out)
+    if cfg.name:
+        return out / cfg.name
+    if resume:
+        runs = sorted((p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise FileNotFoundError(f"--resume: no run directory with a run.json under {out}")
+        return runs[-1]
+    return out / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def check_resumable(stored: TrainConfig, given: TrainConfig, where: Path) -> None:
+    a, b = stored.to_dict(), given.to_dict()
+    changed = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES | {"name", "out"})
+    if changed:
+        detail = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in changed)
+        raise ValueError(f"cannot resume {where}: the config differs from its run.json ({detail})")
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, info: DistInfo, *, resume: bool, train_dataset: Dataset | None,
+                 eval_sets: tuple[list[EvalTask], RetrievalSet | None] | None) -> None:
+        self.info = info
+        path = Path(broadcast_object(str(resolve_run_dir(cfg, resume=resume)) if info.is_main else None, info))
+        self.rundir = RunDir(path, keep_last=cfg.keep_last)
+        self.start_step = self.rundir.latest_step() if resume else None
+        if resume and self.rundir.config_file.is_file():
+            check_resumable(TrainConfig.from_json(self.rundir.config_file), cfg, path)
+        elif not resume and self.rundir.latest_step() is not None:
+            raise FileExistsError(f"{path} already holds checkpoints: pass --resume, or choose another --name")
+        self.cfg = cfg
+        if info.is_main:
+            atomic_write_text(self.rundir.config_file, cfg.to_json())
+
+        # model config -> data -> tokenizer (may learn from the data) -> final model config -> model
+        model_cfg, init_info = base_model_config(cfg)
+        self.dataset = train_dataset if train_dataset is not None else build_train_dataset(
+            cfg, model_cfg, rank=info.rank, world_size=info.world_size)
+        self.tokenizer = self._tokenizer(model_cfg, init_info)
+        self.model_cfg = final_model_config(model_cfg, self.tokenizer)
+        self.model = build_model(cfg, self.model_cfg, device=info.device)
+        self.frozen = lock_image_tower(self.model, unlocked_blocks=cfg.lock_image_unlocked_blocks) \
+            if cfg.lock_image else []
+        self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                         betas=tuple(cfg.betas), eps=cfg.eps)
+        self.dtype = parse_precision(cfg.precision, info.device)
+        self.autocast = autocast_for(info.device, self.dtype)
+        self.scaler = torch.amp.GradScaler(info.device.type) if self.dtype == torch.float16 else None
+        self.loss_fn = make_loss_fn(cfg.loss, chunk_size=cfg.loss_chunk_size, distributed=info.distributed)
+        self.eval_sets = eval_sets if eval_sets is not None else (
+            build_eval_sets(cfg, self.model_cfg) if info.is_main else ([], None))
+        from ..data import Collator, SkipStats
+
+        self.skips = SkipStats()
+        self.data = TrainData(self.dataset, collate=Collator(self.tokenizer), global_batch=cfg.batch_size,
+                              seed=cfg.seed, rank=info.rank, world_size=info.world_size, workers=cfg.workers,
+                              pin_memory=info.device.type == "cuda")
+        self.metrics = MetricsLogger(self.rundir.metrics_file, enabled=info.is_main)
+        if self.start_step is None:
+            self.metrics.truncate_after(0)  # a fresh start: drop records of an earlier attempt
+        self.best: tuple[str, float] | None = None
+        self.stream_positions: list | None = None
+        if self.start_step is not None:
+            self._restore(self.start_step)
+        self.ddp = wrap_ddp(self.model, info)
+
+    def _tokenizer(self, model_cfg, init_info):
+        from ..tokenizer import Tokenizer
+
+        if self.rundir.tokenizer_file.is_file() and self.start_step is not None:
+            return Tokenizer.from_metadata(json.loads(self.rundir.tokenizer_file.read_text()))
+        tokenizer = None
+        if self.info.is_main:  # learning a vocabulary is deterministic, but do it once
+            tokenizer = build_tokenizer(self.cfg, dataset=self.dataset, init=init_info,
+                                        context_length=model_cfg.text.context_length)
+            atomic_write_text(self.rundir.tokenizer_file, json.dumps(tokenizer.to_metadata()))
+        meta = broadcast_object(tokenizer.to_metadata() if tokenizer is not None else None, self.info)
+        return tokenizer if tokenizer is not None else Tokenizer.from_metadata(meta)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self, step: int) -> dict[str, Any]:
+        positions = self.stream_positions
+        if self.data.iterable:
+            positions = [list(self.data.position)]
+            if self.info.distributed:
+                gathered: list[Any] = [None] * self.info.world_size
+                torch.distributed.all_gather_object(gathered, positions[0])
+                positions = gathered
+        return {
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_state(),
+            "skips": self.skips.state_dict(),
+            "stream_positions": positions,
+            "best": list(self.best) if self.best else None,
+        }
+
+    def _save(self, step: int) -> None:
+        state = self._state(step)  # collective when streaming: every rank takes part
+        if self.info.is_main:
+            provenance = {"run": str(self.rundir.path), "step": step, "train_config": self.cfg.to_dict()}
+            self.rundir.save(step, self.model, tokenizer=self.tokenizer, state=state, provenance=provenance)
+
+    def _restore(self, step: int) -> None:
+        from ..checkpoint import load_state_dict_strict, load_weights
+
+        load_state_dict_strict(self.model, load_weights(self.rundir.weights_file(step), device=self.info.device),
+                               source=str(self.rundir.weights_file(step)))
+        state = self.rundir.load_state(step)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.skips.load_state_dict(state["skips"])
+        self.stream_positions = state["stream_positions"]
+        self.best = tuple(state["best"]) if state["best"] else None
+        self.metrics.truncate_after(step)
+        log.info("resumed %s at step %d", self.rundir.path, step)
+
+    # ------------------------------------------------------------------ one step
+
+    def _step(self, step: int, batch: Any) -> torch.Tensor | None:
+        from ..data import prepare_images
+
+        self.skips.update(batch.skipped, batch.skip_notes)
+        n = all_reduce_min_int(len(batch), self.info)  # ranks must hold equal batches for the gathered loss
+        if n == 0:
+            log.warning("step %d: every sample of the batch was skipped; no update", step)
+            return None
+        dev, pre = self.info.device, self.model_cfg.preprocess
+        images = prepare_images(batch.images[:n], mean=pre.mean, std=pre.std, device=dev)  # (n, 3, H, W)
+        tokens = batch.tokens[:n].to(dev, non_blocking=True)  # (n, T)
+        set_lr(self.optimizer, lr_at(step, base_lr=self.cfg.lr, warmup_steps=self.cfg.warmup_steps,
+                                     total_steps=self.cfg.steps, min_lr=self.cfg.min_lr))
+        loss_fn = self.loss_fn
+        if self.scaler is not None:
+            loss_fn = lambda *a: self.scaler.scale(self.loss_fn(*a))  # noqa: E731
+        no_sync = self.ddp.no_sync if self.info.distributed else None
+        loss = forward_backward(self.ddp, split_batch(images, tokens, self.cfg.accum_steps), loss_fn,
+                                autocast=self.autocast, no_sync=no_sync)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+            loss = loss / self.scaler.get_scale()
+        if self.cfg.grad_clip is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    # ------------------------------------------------------------------ the run
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        tasks, retrieval = self.eval_sets
+        results: dict[str, float] = {}
+        if self.info.is_main and (tasks or retrieval is not None):
+            results = evaluate(self.model, self.tokenizer, tasks=tasks, retrieval=retrieval, autocast=self.autocast)
+            self.metrics.log(step, {f"eval/{k}": v for k, v in results.items()})
+            top = headline(results)
+            if top is not None and (self.best is None or top[1] > self.best[1]):
+                self.best = (top[0], top[1])
+                self.rundir.save_best(step, *top)
+        barrier(self.info)
+        set_train_mode(self.model, self.frozen)
+        return results
+
+    def run(self) -> FitResult:
+        cfg, info = self.cfg, self.info
+        step = self.start_step or 0
+        set_train_mode(self.model, self.frozen)
+        progress = Progress(total=cfg.steps, initial=step, enabled=cfg.progress and info.is_main)
+        position = None
+        if self.data.iterable and self.stream_positions:
+            position = tuple(self.stream_positions[info.rank])
+        batches = self.data.batches(step, position=position)
+        results: dict[str, float] = {}
+        evaluated = -1
+        try:
+            while step < cfg.steps:
+                t0 = time.perf_counter()
+                batch = next(batches)
+                waited = time.perf_counter() - t0
+                loss = self._step(step, batch)
+                step += 1
+                progress.update(samples=len(batch) * info.world_size, data_wait=waited)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    progress.set_loss(self._log(step, loss, progress))
+                is_eval = bool(cfg.eval_every) and step % cfg.eval_every == 0
+                if step % cfg.save_every == 0 or step == cfg.steps or is_eval:
+                    self._save(step)
+                if is_eval:
+                    results = self._evaluate(step)
+                    evaluated = step
+                    progress.write(_summary(step, results))
+        finally:
+            progress.close()
+        if evaluated != step:
+            results = self._evaluate(step)
+        if info.is_main:
+            from ..checkpoint import save_checkpoint
+
+            provenance = {"run": str(self.rundir.path), "step": step, "train_config": cfg.to_dict()}
+            save_checkpoint(self.rundir.final_model, self.model, tokenizer=self.tokenizer, provenance=provenance)
+            if results:
+                atomic_write_text(self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2))
+            if self.skips.total:
+                log.warning("skipped %d unusable training samples: %s", self.skips.total, self.skips.summary())
+        self.metrics.close()
+        barrier(info)
+        return FitResult(self.rundir.path, self.rundir.final_model, step, results, self.skips.total)
+
+    def _log(self, step: int, loss: torch.Tensor | None, progress: Progress) -> float | None:
+        value = None
+        if loss is not None:
+            value = float(all_reduce_mean(loss, self.info))
+            if value != value or value in (float("inf"), float("-inf")):
+                raise FloatingPointError(f"step {step}: the loss is {value}; lower the lr or use --precision fp32")
+        samples_per_s, data_wait = progress.window()
+        record = {
+            "loss": value,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "logit_scale": float(self.model.logit_scale.detach().exp()),
+            "samples_per_s": samples_per_s,
+            "data_wait": data_wait,
+            "epoch": self.data.epoch_of(step - 1),
+            "skipped": self.skips.total,
+        }
+        if self.model.logit_bias is not None:
+            record["logit_bias"] = float(self.model.logit_bias.detach())
+        self.metrics.log(step, record)
+        return value
+
+
+def _summary(step: int, results: dict[str, float]) -> str:
+    parts = [f"{k.split('/', 1)[1]}={v:.3f}" for k, v in results.items()
+             if k.endswith("/top1") or k.endswith("R@1") or k == "zeroshot/mean_top1"]
+    return f"step {step}: " + " ".join(parts)
