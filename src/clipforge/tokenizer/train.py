@@ -1,0 +1,1 @@
+def train_bpe(*a, **k): raise NotImplementedError
