@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from ..models import CLIP
-from .features import encode_texts
 from .prompts import read_entries
+from .zeroshot import encode_texts
 
 
 @dataclass

@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..models import CLIP
 from .prompts import check_labels, check_templates, load_templates
+from .zeroshot import build_classifier
 
 FORMAT = "clipforge.zeroshot/1"
 ScoreMode = Literal["softmax", "sigmoid"]
@@ -43,21 +44,6 @@ def model_fingerprint(model: CLIP) -> str:
     return h.hexdigest()[:16]
 
 
-@torch.no_grad()
-def _class_embeddings(
-    model: CLIP, tokenizer: Callable, classnames: list[str], templates: list[str]
-) -> torch.Tensor:
-    # TODO(merge train): replace with clipforge.eval.zeroshot.build_classifier (one implementation).
-    from .features import encode_texts
-    from .prompts import fill
-
-    rows = []
-    for name in classnames:
-        emb = encode_texts(model, tokenizer, fill(templates, name))  # (T, E), normalised
-        rows.append(torch.nn.functional.normalize(emb.mean(dim=0), dim=-1))
-    return torch.stack(rows)  # (C, E)
-
-
 class ZeroShotClassifier:
     """Labels scored against images by cosine similarity to prompt-ensembled text embeddings."""
 
@@ -72,7 +58,7 @@ class ZeroShotClassifier:
     ) -> None:
         labels = check_labels(list(labels))
         templates = check_templates(list(templates)) if templates is not None else load_templates("default")
-        weights = _class_embeddings(model, tokenizer, labels, templates)
+        weights = build_classifier(model, tokenizer, labels, templates)  # (C, E)
         self._setup(model, labels, templates, weights, transform)
 
     def _setup(

@@ -196,7 +196,7 @@ def explain_text(
     method: Method = "auto",
 ) -> Explanation:
     """:func:`explain` for a text string (encoded as is, no templates)."""
-    from .features import encode_texts
+    from .zeroshot import encode_texts
 
     return explain(
         model, transform, image, encode_texts(model, tokenizer, [text])[0], text=text, method=method

@@ -1,4 +1,6 @@
-"""Embeddings of image files and texts in batches, skipping (and reporting) unreadable images."""
+"""Embeddings of image files in batches, skipping (and reporting) unreadable images.
+
+Text embeddings and the batched image encoder itself are in :mod:`clipforge.eval.zeroshot`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 from PIL import Image
 
 from ..models import CLIP
+from .zeroshot import encode_images
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +45,14 @@ def read_images(
     return images, kept, failures
 
 
-@torch.no_grad()
-def encode_images(
+def embed_images(
     model: CLIP, transform: Callable, images: Sequence[Image.Image], *, batch_size: int = 64
 ) -> torch.Tensor:
-    """PIL images → normalised embeddings (N, E), float32 on CPU."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.stack([transform(im) for im in images[start : start + batch_size]])  # (B, 3, H, W)
-        out.append(model.encode_image(batch.to(model.device)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.config.embed_dim)
+    """PIL images → normalised embeddings (N, E), float32 on CPU (through ``zeroshot.encode_images``)."""
+    if not images:
+        return torch.zeros(0, model.config.embed_dim)
+    pixels = torch.stack([transform(im) for im in images])  # (N, 3, H, W)
+    return encode_images(model, pixels, batch_size=batch_size).cpu()
 
 
 def encode_image_files(
@@ -71,7 +72,7 @@ def encode_image_files(
     for start in range(0, len(paths), batch_size):
         images, ok, bad = read_images(paths[start : start + batch_size])
         if images:
-            chunks.append(encode_images(model, transform, images, batch_size=batch_size))
+            chunks.append(embed_images(model, transform, images, batch_size=batch_size))
         kept += [start + i for i in ok]
         failures += bad
         bar.update(len(ok) + len(bad))
@@ -80,16 +81,3 @@ def encode_image_files(
         log.warning("skipped %d of %d images that could not be read", len(failures), len(paths))
     features = torch.cat(chunks) if chunks else torch.zeros(0, model.config.embed_dim)
     return ImageFeatures(features, kept, failures)
-
-
-@torch.no_grad()
-def encode_texts(
-    model: CLIP, tokenizer: Callable, texts: Sequence[str], *, batch_size: int = 256
-) -> torch.Tensor:
-    """Texts → normalised embeddings (N, E), float32 on CPU. ``tokenizer(list) -> (B, T)`` ids."""
-    ctx = model.config.text.context_length
-    out = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(list(texts[start : start + batch_size]), context_length=ctx)  # (B, T)
-        out.append(model.encode_text(tokens.to(model.device)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.config.embed_dim)

@@ -17,9 +17,12 @@ def topk_accuracy(
         )
     if scores.shape[0] == 0:
         raise ValueError("no samples to score")
-    order = scores.argsort(dim=1, descending=True)  # (N, C)
-    rank = (order == labels[:, None]).float().argmax(dim=1)  # (N,) 0-based rank of the true class
-    return {k: (rank < k).float().mean().item() for k in ks if k <= scores.shape[1]}
+    ks = tuple(k for k in ks if k <= scores.shape[1])
+    if not ks:
+        return {}
+    top = scores.topk(max(ks), dim=1).indices  # (N, kmax)
+    hits = top == labels.to(top.device)[:, None]  # (N, kmax)
+    return {k: hits[:, :k].any(dim=1).float().mean().item() for k in ks}
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Class names, prompt templates and label lists, read from plain text files.
 
 File format (class names, labels and templates alike): UTF-8, one entry per line; blank lines and
-lines starting with ``#`` are ignored. A template holds exactly one ``{}`` where the class name
-goes (``a photo of a {}.``). Every problem is reported with the file and line number.
+lines starting with ``#`` are ignored. A template holds exactly one ``{}`` (or ``{c}``) where the
+class name goes (``a photo of a {}.``). Every problem is reported with the file and line number.
 
 Built-in template sets live as data files in ``clipforge/eval/templates/`` and are named by their
 stem (``default``, ``simple``, ``objects``); any other argument is read as a path.
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-
-TEMPLATE_PLACEHOLDER = "{}"
 
 
 def builtin_templates() -> list[str]:
@@ -42,9 +40,10 @@ def read_entries(path: str | Path, *, what: str) -> list[tuple[int, str]]:
 
 
 def check_template(template: str, *, where: str) -> str:
-    """``template`` if it has exactly one ``{}`` and no other braces; else a ValueError naming ``where``."""
-    count = template.count(TEMPLATE_PLACEHOLDER)
-    stray = template.replace(TEMPLATE_PLACEHOLDER, "")
+    """``template`` if it has exactly one ``{}`` or ``{c}`` and no other braces; else a ValueError
+    naming ``where``."""
+    count = template.count("{}") + template.count("{c}")
+    stray = template.replace("{}", "").replace("{c}", "")
     if count != 1 or "{" in stray or "}" in stray:
         raise ValueError(
             f"{where}: template {template!r} must contain exactly one '{{}}' for the class name "
@@ -102,8 +101,3 @@ def check_labels(labels: list[str], *, source: str = "labels") -> list[str]:
         if cleaned.index(label) != i:
             raise ValueError(f"{source}: duplicate label {label!r}")
     return cleaned
-
-
-def fill(templates: list[str], name: str) -> list[str]:
-    """Every template with ``name`` in place of ``{}``."""
-    return [t.replace(TEMPLATE_PLACEHOLDER, name) for t in templates]
