@@ -26,9 +26,11 @@ def _loss_and_grads(fn, img, txt, *scalars, **options):
 
 
 def _assert_rel(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str):
+    """Max-abs error relative to the largest expected value (values below 1e-2 count as 1e-2, so that
+    an expected exact zero, e.g. d loss / d scale for a single pair, tolerates rounding)."""
     err = (actual - expected).abs().max().item()
     ref = expected.abs().max().item()
-    assert err <= tol * max(ref, 1e-30), f"{what}: max abs error {err:.3e} vs max abs value {ref:.3e}"
+    assert err <= tol * max(ref, 1e-2), f"{what}: max abs error {err:.3e} vs max abs value {ref:.3e}"
 
 
 # -- the seeds' worked example ---------------------------------------------------------------------

@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _tiles(n: int, m: int, chunk_size: int) -> Iterator[tuple[slice, slice]]:
-    for i0 in range(0, n, chunk_size):
-        for j0 in range(0, m, chunk_size):
-            yield slice(i0, min(i0 + chunk_size, n)), slice(j0, min(j0 + chunk_size, m))
+def _blocks(size: int, chunk_size: int) -> Iterator[slice]:
+    for start in range(0, size, chunk_size):
+        yield slice(start, min(start + chunk_size, size))
 
 
 class _PairwiseLogSumExp(torch.autograd.Function):
@@ -35,14 +34,16 @@ class _PairwiseLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, scale: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
-        n, m = a.shape[0], b.shape[0]
-        a_s = a * scale  # (n, d): the scale folded into the rows once
-        row_lse = a.new_full((n,), float("-inf"))  # (n,)
-        col_lse = a.new_full((m,), float("-inf"))  # (m,)
-        for rows, cols in _tiles(n, m, chunk_size):
-            tile = a_s[rows] @ b[cols].T  # (ci, cj)
-            row_lse[rows] = torch.logaddexp(row_lse[rows], torch.logsumexp(tile, dim=1))
-            col_lse[cols] = torch.logaddexp(col_lse[cols], torch.logsumexp(tile, dim=0))
+        row_lse = a.new_empty(a.shape[0])  # (n,)
+        col_lse = a.new_full((b.shape[0],), float("-inf"))  # (m,)
+        for rows in _blocks(a.shape[0], chunk_size):
+            a_rows = a[rows] * scale  # (ci, d): the scale folded into this block of rows
+            row_acc = a.new_full((rows.stop - rows.start,), float("-inf"))  # (ci,)
+            for cols in _blocks(b.shape[0], chunk_size):
+                tile = a_rows @ b[cols].T  # (ci, cj)
+                row_acc = torch.logaddexp(row_acc, torch.logsumexp(tile, dim=1))
+                col_lse[cols] = torch.logaddexp(col_lse[cols], torch.logsumexp(tile, dim=0))
+            row_lse[rows] = row_acc
         ctx.chunk_size = chunk_size
         ctx.save_for_backward(a, b, scale, row_lse, col_lse)
         return row_lse, col_lse
@@ -51,22 +52,23 @@ class _PairwiseLogSumExp(torch.autograd.Function):
     def backward(ctx, g_row: Tensor, g_col: Tensor):
         a, b, scale, row_lse, col_lse = ctx.saved_tensors
         need_a, need_b, need_scale = ctx.needs_input_grad[:3]
-        a_s = a * scale  # (n, d)
         # d row_lse_i / d S_ij = softmax over the row, d col_lse_j / d S_ij = softmax over the column:
         # G_ij = g_row_i * exp(S_ij - row_lse_i) + g_col_j * exp(S_ij - col_lse_j).
-        g_sb = torch.zeros_like(a) if (need_a or need_scale) else None  # (n, d): sum_j G_ij b_j
+        g_b = torch.zeros_like(a) if (need_a or need_scale) else None  # (n, d): sum_j G_ij b_j
         grad_b = torch.zeros_like(b) if need_b else None  # (m, d): scale * sum_i G_ij a_i
-        for rows, cols in _tiles(a.shape[0], b.shape[0], ctx.chunk_size):
-            tile = a_s[rows] @ b[cols].T  # (ci, cj), recomputed
-            g = torch.sub(tile, row_lse[rows, None]).exp_().mul_(g_row[rows, None])  # (ci, cj)
-            g.add_(tile.sub_(col_lse[None, cols]).exp_().mul_(g_col[None, cols]))  # G tile
-            if g_sb is not None:
-                g_sb[rows].addmm_(g, b[cols])
-            if grad_b is not None:
-                grad_b[cols].addmm_(g.T, a_s[rows])
-        grad_a = g_sb * scale if need_a else None
+        for rows in _blocks(a.shape[0], ctx.chunk_size):
+            a_rows = a[rows] * scale  # (ci, d)
+            for cols in _blocks(b.shape[0], ctx.chunk_size):
+                tile = a_rows @ b[cols].T  # (ci, cj), recomputed
+                g = torch.sub(tile, row_lse[rows, None]).exp_().mul_(g_row[rows, None])  # (ci, cj)
+                g.add_(tile.sub_(col_lse[None, cols]).exp_().mul_(g_col[None, cols]))  # G tile
+                if g_b is not None:
+                    g_b[rows].addmm_(g, b[cols])
+                if grad_b is not None:
+                    grad_b[cols].addmm_(g.T, a_rows)
         # dS/dscale = a @ b.T, so dL/dscale = sum_ij G_ij a_i.b_j = sum_i a_i . (G b)_i: no extra N^2 work.
-        grad_scale = (a * g_sb).sum() if need_scale else None
+        grad_scale = torch.dot(a.reshape(-1), g_b.reshape(-1)) if need_scale else None
+        grad_a = g_b.mul_(scale) if need_a else None  # in place: no second (n, d) buffer
         return grad_a, grad_b, grad_scale, None
 
 
@@ -85,33 +87,35 @@ class _PairwiseSigmoidLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, offset: int, chunk_size: int,
                 need_grad: bool) -> Tensor:
-        a_s = a * scale  # (n, d)
         total = a.new_zeros(())
         if need_grad:
-            g_sb = torch.zeros_like(a)  # (n, d): sum_j G_ij b_j
+            g_b = torch.zeros_like(a)  # (n, d): sum_j G_ij b_j
             grad_b = torch.zeros_like(b)  # (m, d)
             grad_bias = a.new_zeros(())
-        for rows, cols in _tiles(a.shape[0], b.shape[0], chunk_size):
-            # Positives of this tile lie on its diagonal number k (empty view when there are none).
-            k = rows.start + offset - cols.start
-            y = torch.addmm(bias, a_s[rows], b[cols].T)  # (ci, cj) logits x
-            y.diagonal(k).neg_()  # y = -z * x: +x on negatives, -x on positives
-            total += F.softplus(y).sum()  # -log sigmoid(z x) = softplus(-z x), exact for any sign
-            if need_grad:
-                g = y.sigmoid_()  # d/dx softplus(-z x) = -z sigmoid(-z x): sigmoid(y) ...
-                g.diagonal(k).neg_()  # ... times -z = +1 on negatives, -1 on positives
-                g_sb[rows].addmm_(g, b[cols])
-                grad_b[cols].addmm_(g.T, a_s[rows])
-                grad_bias += g.sum()
+        for rows in _blocks(a.shape[0], chunk_size):
+            a_rows = a[rows] * scale  # (ci, d)
+            for cols in _blocks(b.shape[0], chunk_size):
+                y = torch.addmm(bias, a_rows, b[cols].T)  # (ci, cj) logits x
+                # Positives of this tile lie on its diagonal number k (an empty view when there are none).
+                k = rows.start + offset - cols.start
+                y.diagonal(k).neg_()  # y = -z * x: +x on negatives, -x on positives
+                total += F.softplus(y).sum()  # -log sigmoid(z x) = softplus(-z x), exact for any sign
+                if need_grad:
+                    g = y.sigmoid_()  # d/dx softplus(-z x) = -z sigmoid(-z x): sigmoid(y) ...
+                    g.diagonal(k).neg_()  # ... times -z = +1 on negatives, -1 on positives
+                    g_b[rows].addmm_(g, b[cols])
+                    grad_b[cols].addmm_(g.T, a_rows)
+                    grad_bias += g.sum()
         if need_grad:
-            ctx.save_for_backward(g_sb * scale, grad_b, (a * g_sb).sum(), grad_bias)
+            grad_scale = torch.dot(a.reshape(-1), g_b.reshape(-1))
+            ctx.save_for_backward(g_b.mul_(scale), grad_b, grad_scale, grad_bias)
         ctx.need_grad = need_grad
         return total
 
     @staticmethod
     def backward(ctx, grad_total: Tensor):
         if not ctx.need_grad:
-            raise RuntimeError("pairwise_sigmoid_loss was called with grad mode off; it cannot backpropagate")
+            raise RuntimeError("pairwise_sigmoid_loss ran with grad mode off; it cannot backpropagate")
         grad_a, grad_b, grad_scale, grad_bias = ctx.saved_tensors
         return grad_total * grad_a, grad_total * grad_b, grad_total * grad_scale, grad_total * grad_bias, \
             None, None, None
