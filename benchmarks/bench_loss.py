@@ -149,7 +149,8 @@ def _table(results: dict, sizes: list[int], impls: list[str]) -> str:
             else:
                 ratio = "—"
             peak = r["peak_bytes"] / GIB
-            lines.append(f"| {kind} | {impl} | {n} | {r['seconds']:.1f} | {per:.1f} | {ratio} | {peak:.2f} GiB |")
+            lines.append(f"| {kind} | {impl} | {n} | {r['seconds']:.1f} | {per:.1f} | {ratio} "
+                         f"| {peak:.2f} GiB |")
     lines.append("")
     lines.append("† open_clip did not run at this N: ratio against its ns/N² at the largest N it ran.")
     return "\n".join(lines)
@@ -192,7 +193,8 @@ def main() -> None:
     print(f"d = {args.dim}, float32, chunk_size = {args.chunk_size}, {os.cpu_count()} CPUs\n")
     print(_table(results, args.sizes, impls))
     if args.json:
-        args.json.write_text(json.dumps([{"impl": i, "n": n, **r} for (i, n), r in results.items()], indent=1))
+        rows = [{"impl": impl, "n": n, **r} for (impl, n), r in results.items()]
+        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

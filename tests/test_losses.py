@@ -40,7 +40,8 @@ def _worked_example_by_hand() -> float:
     tau = 0.07
     image = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     text = [[0.9, 0.1, 0.0], [0.1, 0.8, 0.1], [0.0, 0.3, 0.7]]
-    s = [[sum(a * b for a, b in zip(i, t)) / tau for t in text] for i in image]  # unnormalised dots
+    # unnormalised dot products over tau
+    s = [[sum(a * b for a, b in zip(i, t, strict=True)) / tau for t in text] for i in image]
 
     def log_sum_exp(values):
         m = max(values)
@@ -104,7 +105,7 @@ def test_chunked_clip_matches_naive(dtype, n, chunk_size):
     naive, naive_grads = _loss_and_grads(clip_loss, img, txt, scale)
     chunked, chunked_grads = _loss_and_grads(clip_loss, img, txt, scale, chunk_size=chunk_size)
     _assert_rel(chunked, naive, 1e-5, "loss")
-    for name, got, want in zip(("image", "text", "logit_scale"), chunked_grads, naive_grads):
+    for name, got, want in zip(("image", "text", "logit_scale"), chunked_grads, naive_grads, strict=True):
         _assert_rel(got, want, 1e-5, f"grad {name}")
         assert got.dtype == dtype
 
@@ -118,7 +119,8 @@ def test_chunked_siglip_matches_naive(dtype, n, chunk_size):
     naive, naive_grads = _loss_and_grads(siglip_loss, img, txt, scale, bias)
     chunked, chunked_grads = _loss_and_grads(siglip_loss, img, txt, scale, bias, chunk_size=chunk_size)
     _assert_rel(chunked, naive, 1e-5, "loss")
-    for name, got, want in zip(("image", "text", "logit_scale", "logit_bias"), chunked_grads, naive_grads):
+    names = ("image", "text", "logit_scale", "logit_bias")
+    for name, got, want in zip(names, chunked_grads, naive_grads, strict=True):
         _assert_rel(got, want, 1e-5, f"grad {name}")
 
 
@@ -160,14 +162,14 @@ def test_chunked_is_safe_at_large_scale(dtype):
     chunked, chunked_grads = _loss_and_grads(clip_loss, img, txt, scale, chunk_size=6)
     assert torch.isfinite(chunked) and all(torch.isfinite(g).all() for g in chunked_grads)
     _assert_rel(chunked, naive, 1e-5, "loss")
-    for got, want in zip(chunked_grads, naive_grads):
+    for got, want in zip(chunked_grads, naive_grads, strict=True):
         _assert_rel(got, want, 1e-5, "grad")
     bias = torch.tensor(-10.0, dtype=dtype, requires_grad=True)
     naive, naive_grads = _loss_and_grads(siglip_loss, img, txt, scale, bias)
     chunked, chunked_grads = _loss_and_grads(siglip_loss, img, txt, scale, bias, chunk_size=6)
     assert torch.isfinite(chunked)
     _assert_rel(chunked, naive, 1e-5, "siglip loss")
-    for got, want in zip(chunked_grads, naive_grads):
+    for got, want in zip(chunked_grads, naive_grads, strict=True):
         _assert_rel(got, want, 1e-5, "siglip grad")
 
 
