@@ -243,3 +243,37 @@ def test_heat_maps_all_methods_both_towers(tmp_path, name):
     out = ex.save(tmp_path / "x.png")
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (90, 90)  # the centre square of the 120x90 image
+
+
+# ---- retrieval metrics -------------------------------------------------------------------------
+def test_retrieval_metrics_on_hand_built_embeddings_with_known_ranks():
+    from clipforge.eval.retrieval import retrieval_metrics
+
+    eye = torch.eye(4)
+    images = eye  # image i is the unit vector e_i
+    # captions: 0,1 -> image 0; 2 -> image 1; 3 -> image 2; 4,5 -> image 3
+    texts = torch.stack(
+        [
+            eye[0],  # rank 1 for image 0
+            F.normalize(eye[0] * 0.2 + eye[1], dim=0),  # closest to image 1, so image 0 is 2nd
+            F.normalize(eye[1] + 0.5 * eye[2] + 0.7 * eye[3], dim=0),  # image 1 first
+            F.normalize(eye[0] + 0.9 * eye[1] + 0.8 * eye[3] + 0.5 * eye[2], dim=0),  # image 2 fourth
+            F.normalize(eye[2] + 0.5 * eye[3], dim=0),  # image 3 second
+            F.normalize(eye[3] + 0.1 * eye[1], dim=0),  # image 3 first
+        ]
+    )
+    owner = [0, 0, 1, 2, 3, 3]
+    m = retrieval_metrics(images, texts, owner, ks=(1, 2, 3))
+    # text -> image ranks (1-based): 1, 2, 1, 4, 2, 1
+    assert m["text_to_image_R@1"] == pytest.approx(3 / 6)
+    assert m["text_to_image_R@2"] == pytest.approx(5 / 6)
+    assert m["text_to_image_R@3"] == pytest.approx(5 / 6)
+    assert m["text_to_image_mean_rank"] == pytest.approx((1 + 2 + 1 + 4 + 2 + 1) / 6)
+    assert m["text_to_image_median_rank"] == 1.0  # torch's median: the lower middle value
+    # image -> text: the best-ranked of an image's own captions counts, other own captions don't push
+    # it down. Image 0: caption 0 first. Image 1: caption 1 (not its own) beats caption 2 -> rank 2.
+    # Image 2: captions 4 (0.89), 2 (0.38), 3 (0.30) -> own caption third. Image 3: caption 5 first.
+    assert m["image_to_text_R@1"] == pytest.approx(2 / 4)
+    assert m["image_to_text_R@2"] == pytest.approx(3 / 4)
+    assert m["image_to_text_R@3"] == pytest.approx(4 / 4)
+    assert m["image_to_text_mean_rank"] == pytest.approx((1 + 2 + 3 + 1) / 4)
