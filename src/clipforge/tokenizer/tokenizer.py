@@ -164,7 +164,8 @@ class Tokenizer:
                 chunks = _chunks(text)
             start = len(flat)
             try:
-                extend(chain.from_iterable(map(cache.__getitem__, chunks)))
+                for chunk in chunks:
+                    extend(cache[chunk])
             except KeyError:  # some chunk never seen: fill the cache as we go
                 del flat[start:]
                 for chunk in chunks:
