@@ -132,6 +132,13 @@ def _plan() -> _Plan | None:
     )
 
 
+def clear_cache() -> None:
+    """Forget the cached detector answers (they are exact; this only frees memory)."""
+    plan = _plan()
+    if plan is not None:
+        plan.cache.clear()
+
+
 def _detector_fires(text: str, plan: _Plan) -> bool:
     """``BADNESS_RE.search(text)``, searching only windows that could hold a match (may over-report:
     ``^`` can fire at a window start). Answers are cached per window: captions repeat phrases."""
