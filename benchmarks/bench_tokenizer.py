@@ -78,7 +78,10 @@ def make_builders(with_hf: bool) -> dict[str, Callable[[], Encoder]]:
             def build_hf() -> Encoder:
                 hf = CLIPTokenizerFast.from_pretrained(hf_dir)
                 return lambda texts: hf(
-                    [_utf8_safe(t) for t in texts], padding="max_length", truncation=True, max_length=77,
+                    [_utf8_safe(t) for t in texts],
+                    padding="max_length",
+                    truncation=True,
+                    max_length=77,
                     return_tensors="pt",
                 )["input_ids"]
 
@@ -105,13 +108,17 @@ def run_pass(encode: Encoder, texts: list[str], batch: int) -> tuple[float, torc
 def unpadded_agreement(a: torch.Tensor, b: torch.Tensor, eot: int) -> float:
     """Fraction of rows whose ids up to and including the end token agree."""
     ends_a, ends_b = (a == eot).int().argmax(1), (b == eot).int().argmax(1)
-    same = [bool(ea == eb and torch.equal(a[i, : ea + 1], b[i, : eb + 1])) for i, (ea, eb) in
-            enumerate(zip(ends_a.tolist(), ends_b.tolist()))]
+    same = [
+        bool(ea == eb and torch.equal(a[i, : ea + 1], b[i, : eb + 1]))
+        for i, (ea, eb) in enumerate(zip(ends_a.tolist(), ends_b.tolist(), strict=True))
+    ]
     return sum(same) / len(same)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face's CLIPTokenizerFast")
@@ -148,7 +155,10 @@ def main() -> None:
                     agree = f"{100 * unpadded_agreement(outputs[name], reference, eot):.1f}%"
                 rows.append((corpus_name, mode, name, rate, rate / base, agree))
 
-    print(f"\nbatch {args.batch}, context 77, median of {args.repeats} interleaved runs, torch {torch.__version__}\n")
+    print(
+        f"\nbatch {args.batch}, context 77, median of {args.repeats} interleaved runs, "
+        f"torch {torch.__version__}\n"
+    )
     print("| corpus | pass | tokenizer | captions/s | vs open_clip | ids equal to open_clip |")
     print("|---|---|---|---:|---:|---|")
     for corpus_name, mode, name, rate, ratio, agree in rows:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # Character-level fixers in the order ftfy 6's fix_and_explain applies them after fix_encoding.
 _FIXER_ORDER = (

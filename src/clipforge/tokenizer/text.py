@@ -25,7 +25,9 @@ import re
 from .ftfy_fast import fix_text
 
 # open_clip's special tokens come first, then the pattern of OpenAI's CLIP.
-PRETOKENIZE_PATTERN = r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
+PRETOKENIZE_PATTERN = (
+    r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
+)
 
 # ASCII characters ftfy or html.unescape may change: C0 controls other than \t \n \f \r (ftfy
 # deletes them, \x1b starts terminal escapes), DEL and '&'. \r is safe: ftfy turns it into \n and

@@ -111,7 +111,8 @@ class Tokenizer:
         tok = cls(merges, context_length=int(metadata["context_length"]))
         if tok.vocab_size != int(metadata["vocab_size"]):
             raise TokenizerError(
-                f"tokenizer metadata says vocab_size={metadata['vocab_size']} but its merges build {tok.vocab_size}"
+                f"tokenizer metadata says vocab_size={metadata['vocab_size']} but its merges build "
+                f"{tok.vocab_size}"
             )
         return tok
 
@@ -264,7 +265,9 @@ def _rust_bpe(tokens: list[str], merges: Sequence[Merge]) -> Any:
     except ImportError as err:  # a core dependency, but say what to do
         raise ImportError("clipforge's tokenizer needs `pip install tokenizers`") from err
     vocab = {t: i for i, t in enumerate(tokens)}
-    return models.BPE(vocab=vocab, merges=list(merges), end_of_word_suffix=WORD_END, continuing_subword_prefix="")
+    return models.BPE(
+        vocab=vocab, merges=list(merges), end_of_word_suffix=WORD_END, continuing_subword_prefix=""
+    )
 
 
 def _chunks(text: str) -> list[str]:
@@ -278,7 +281,9 @@ def _check_context_length(ctx: int) -> None:
         raise TokenizerError(f"context_length must be an int >= 2 (start + end tokens), got {ctx!r}")
 
 
-def get_tokenizer(name_or_path: str | os.PathLike | None = "openai", *, context_length: int = 77) -> Tokenizer:
+def get_tokenizer(
+    name_or_path: str | os.PathLike | None = "openai", *, context_length: int = 77
+) -> Tokenizer:
     """``"openai"`` (or None): OpenAI's vocabulary; a directory: Hugging Face ``vocab.json`` +
     ``merges.txt``; a ``.gz`` file: a vocabulary in OpenAI's format."""
     if name_or_path is None or str(name_or_path) == "openai":
