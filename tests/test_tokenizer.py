@@ -22,7 +22,7 @@ from clipforge.tokenizer import (
     get_tokenizer,
     train_bpe,
 )
-from clipforge.tokenizer.text import clean_text, full_clean, pretokenize
+from clipforge.tokenizer.text import _pretokenizer, clean_text, full_clean, pretokenize
 from clipforge.tokenizer.vocab import (
     OPENAI_VOCAB_FILE,
     base_tokens,
@@ -280,6 +280,22 @@ def test_ftfy_detector_windows_are_sound() -> None:
     for alternative in alternatives:
         assert any(named_only(item) for item in alternative.data), alternative
     assert ftfy_fast._plan().window == tree.getwidth()[1] == 7
+
+
+def test_ascii_pretokenizer_equals_unicode_pattern() -> None:
+    rng = random.Random(0)
+    pieces = [chr(c) for c in range(128)] + [
+        "'s",
+        "'S",
+        "'ll",
+        "'LL",
+        "<start_of_text>",
+        "<END_OF_TEXT>",
+        "  ",
+    ]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(5000)]
+    unicode_pattern = _pretokenizer()
+    assert all(pretokenize(t) == unicode_pattern.findall(t) for t in texts)
 
 
 def test_pretokenize_keeps_specials_and_contractions() -> None:
