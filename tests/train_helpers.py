@@ -63,3 +63,26 @@ def random_tokens(n: int, *, vocab_size: int = 64, context_length: int = 24, see
         tokens[row, 1:length] = torch.randint(1, vocab_size - 2, (length - 1,), generator=g)
         tokens[row, length] = vocab_size - 1
     return tokens
+
+
+def write_pairs_csv(root: Path, *, n: int = 48, size: int = 20, bad: bool = False) -> Path:
+    """``root/pairs.csv`` (columns filepath, title) over small PNG colour patches; with ``bad`` also a
+    row whose image is missing, one with an empty caption and one with an undecodable image."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    names = list(COLOURS)
+    rows = ["filepath,title"]
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        name = names[i % len(names)]
+        pixels = np.clip(np.array(COLOURS[name]) * 255 + rng.normal(0, 20, (size, size, 3)), 0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(root / "img" / f"{i:03d}.png")
+        rows.append(f"img/{i:03d}.png,a {('small', 'large')[i % 2]} {name} square")
+    if bad:
+        (root / "img" / "broken.png").write_bytes(b"not a png")
+        rows += ["img/missing.png,a red square", "img/000.png,", "img/broken.png,a blue square"]
+    path = root / "pairs.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
