@@ -78,7 +78,7 @@ def measure_step_seconds(cfg: TrainConfig, *, steps: int = 3) -> float:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        float(loss)  # wait for the device
+        float(loss.detach())  # wait for the device
         times.append(time.perf_counter() - t0)
     return sorted(times[1:])[len(times[1:]) // 2]
 
