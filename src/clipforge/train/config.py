@@ -31,8 +31,8 @@ class TrainConfig:
     # data
     data: str = ""  # csv/tsv/jsonl file, image folder, webdataset shards, or "shapes"
     val_data: str | None = None  # held-out pairs for periodic retrieval eval
-    image_key: str = "image"
-    caption_key: str = "caption"
+    image_key: str = "filepath"
+    caption_key: str = "title"
     cache: str | None = None  # directory of a pre-decoded uint8 image cache (built on first use)
     workers: int = 2
     # model and tokenizer

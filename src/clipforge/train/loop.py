@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -235,7 +236,8 @@ class _Trainer:
     def _step(self, step: int, batch: Any) -> torch.Tensor | None:
         from ..data import prepare_images
 
-        self.skips.update(batch.skipped, batch.skip_notes)
+        if self.data.epoch_of(step) == 0:  # later epochs meet the same bad samples again: count them once
+            self.skips.update(batch.skipped, batch.skip_notes)
         n = all_reduce_min_int(len(batch), self.info)  # ranks must hold equal batches for the gathered loss
         if n == 0:
             log.warning("step %d: every sample of the batch was skipped; no update", step)
@@ -320,11 +322,26 @@ class _Trainer:
             save_checkpoint(self.rundir.final_model, self.model, tokenizer=self.tokenizer, provenance=provenance)
             if results:
                 atomic_write_text(self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2))
-            if self.skips.total:
-                log.warning("skipped %d unusable training samples: %s", self.skips.total, self.skips.summary())
+        skips = self._skip_summary()
+        if info.is_main and skips.total:
+            log.warning("%s unusable training samples: %s", skips.total, skips.summary())
         self.metrics.close()
         barrier(info)
-        return FitResult(self.rundir.path, self.rundir.final_model, step, results, self.skips.total)
+        return FitResult(self.rundir.path, self.rundir.final_model, step, results, skips.total)
+
+    def _skip_summary(self):
+        """Rows skipped while reading the index, plus samples skipped in the first epoch on any rank."""
+        from ..data import SkipStats
+
+        counts = [self.skips.state_dict()]
+        if self.info.distributed:
+            counts = [None] * self.info.world_size
+            torch.distributed.all_gather_object(counts, self.skips.state_dict())
+        total = SkipStats()
+        for c in counts:
+            total.update(c)
+        total.update(Counter(s.reason for s in getattr(self.dataset, "load_skips", [])))
+        return total
 
     def _log(self, step: int, loss: torch.Tensor | None, progress: Progress) -> float | None:
         value = None

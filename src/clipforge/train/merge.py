@@ -39,7 +39,7 @@ def interpolate_state_dicts(
             out[key] = (ta if alpha < 0.5 else tb).clone()
         else:
             work = torch.promote_types(ta.dtype, torch.float32)
-            mixed = torch.lerp(ta.to(work), tb.to(work, device=ta.device), alpha)
+            mixed = torch.lerp(ta.to(work), tb.to(device=ta.device, dtype=work), alpha)
             out[key] = mixed.to(ta.dtype)
     return out
 

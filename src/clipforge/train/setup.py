@@ -77,7 +77,14 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
 def training_captions(dataset: Dataset, *, limit: int = 10_000) -> Iterator[str]:
     """Up to ``limit`` captions of the training data (evenly spread), for learning a BPE vocabulary.
     (Reading a caption decodes its image too; a few thousand captions cover a domain's words.)"""
+    from ..data.shapes import ShapesDataset, shapes_attributes, shapes_caption
+
     inner = getattr(dataset, "dataset", dataset)
+    if isinstance(inner, ShapesDataset):  # captions without drawing the images
+        spec, split = inner.spec, inner.split
+        for i in range(min(limit, len(inner))):
+            yield shapes_caption(shapes_attributes(i, split=split, spec=spec), i, split=split, spec=spec)
+        return
     if isinstance(inner, IterableDataset):
         for i, item in enumerate(inner):
             if i >= limit:

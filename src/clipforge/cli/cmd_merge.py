@@ -1,0 +1,25 @@
+"""``clipforge merge A B --alpha 0.5 --out C``: WiSE-FT weight interpolation of two checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="interpolate two checkpoints of one model (WiSE-FT)",
+                       description="Write (1 - alpha) * A + alpha * B. A is usually the zero-shot model, "
+                                   "B its fine-tuned version; alpha 0 gives A, 1 gives B.")
+    p.add_argument("a", type=Path, help="first checkpoint (.safetensors)")
+    p.add_argument("b", type=Path, help="second checkpoint, same architecture and tokenizer")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of B, in [0, 1] (default 0.5)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the merged checkpoint")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.merge import merge_checkpoints
+
+    path = merge_checkpoints(args.a, args.b, alpha=args.alpha, out=args.out)
+    print(f"merged {args.a} and {args.b} with alpha={args.alpha}: {path}")
+    return 0

@@ -1,0 +1,125 @@
+"""``clipforge train``: every TrainConfig field is a flag (``--batch-size 256``), or use ``--config run.json``.
+
+Precedence: built-in defaults < ``--config`` file (or, with ``--resume``, the run's own run.json) <
+flags given on the command line. Run it under ``torchrun`` for several processes/nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+HELP = {
+    "data": "training pairs: a .csv/.tsv, .jsonl, image folder, tar shards ('shards/{000..099}.tar') or 'shapes'",
+    "val_data": "held-out pairs for retrieval eval (default: shapes' val split when training on shapes)",
+    "image_key": "CSV/JSONL column holding the image path",
+    "caption_key": "CSV/JSONL column holding the caption(s)",
+    "cache": "directory for a pre-decoded uint8 image cache (built on first use)",
+    "workers": "DataLoader worker processes decoding images",
+    "model": "architecture: a built-in name (clipforge models) or a model-config JSON file",
+    "init": "fine-tune from this clipforge checkpoint (its tokenizer is kept)",
+    "tokenizer": "'openai', 'train' (learn a BPE vocabulary from the training captions) or a tokenizer path",
+    "vocab_size": "vocabulary size for --tokenizer train",
+    "loss": "clip (softmax InfoNCE) or siglip (pairwise sigmoid)",
+    "loss_chunk_size": "exact linear-memory loss in tiles of this size (huge batches)",
+    "steps": "optimiser steps in total",
+    "batch_size": "GLOBAL pairs per step, over all processes and accumulation micro-batches",
+    "accum_steps": "micro-batches per step; negatives still span the whole batch (GradCache)",
+    "lr": "peak learning rate",
+    "min_lr": "learning rate at the end of the cosine",
+    "warmup_steps": "linear warm-up steps",
+    "weight_decay": "AdamW weight decay (never on norms, biases, embeddings, logit scale/bias)",
+    "betas": "AdamW betas",
+    "eps": "AdamW epsilon",
+    "grad_clip": "clip the gradient norm at this value",
+    "precision": "auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16 autocast",
+    "device": "auto, cpu, cuda, cuda:1 ...",
+    "seed": "seed of the initialisation and the data order",
+    "grad_checkpointing": "recompute activations in the backward pass (less memory)",
+    "lock_image": "LiT: freeze the image tower",
+    "lock_image_unlocked_blocks": "with --lock-image: keep the last N blocks and the head trainable",
+    "out": "parent directory of run directories",
+    "name": "run directory name (default: a timestamp; with --resume, the newest run)",
+    "save_every": "checkpoint every N steps",
+    "keep_last": "keep the last K step checkpoints (plus best and final)",
+    "log_every": "log metrics every N steps",
+    "eval_every": "evaluate every N steps (0: only at the end)",
+    "eval_tasks": "zero-shot tasks to evaluate: 'shapes'",
+    "progress": "show a progress bar",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..train.config import TrainConfig
+
+    p = sub.add_parser("train", help="train or fine-tune a CLIP model", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=None, help="a run.json / TrainConfig JSON file")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out/--name from its latest checkpoint")
+    defaults = TrainConfig()
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{HELP.get(field.name, '')} (default: {getattr(defaults, field.name)!r})"
+        p.add_argument(flag, dest=field.name, default=argparse.SUPPRESS, help=help_text, **_arg_kind(hints[field.name]))
+    p.set_defaults(func=run)
+
+
+def _arg_kind(hint: Any) -> dict[str, Any]:
+    """argparse options for a TrainConfig field's type."""
+    args = typing.get_args(hint)
+    optional = type(None) in args and (typing.get_origin(hint) in (typing.Union, types.UnionType))
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(hint) is typing.Literal:
+        return {"choices": list(typing.get_args(hint))}
+    if typing.get_origin(hint) is tuple:
+        return {"type": typing.get_args(hint)[0], "nargs": len(typing.get_args(hint)), "metavar": "X"}
+    base = hint if hint in (int, float) else str
+    if optional:
+        return {"type": lambda s, base=base: None if s.lower() in ("none", "null") else base(s)}
+    return {"type": base}
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """Defaults < --config (or the resumed run's run.json) < flags."""
+    import json
+
+    from ..train.config import TrainConfig
+    from ..train.loop import resolve_run_dir
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    base: dict[str, Any] = {}
+    if args.config is not None:
+        base = json.loads(args.config.read_text())
+    elif args.resume:
+        probe = TrainConfig(**{k: v for k, v in given.items() if k in ("out", "name")})
+        run_json = resolve_run_dir(probe, resume=True) / "run.json"
+        if run_json.is_file():
+            base = json.loads(run_json.read_text())
+            base["name"] = run_json.parent.name
+    merged = {**base, **{k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}}
+    return TrainConfig.from_dict(merged, where=str(args.config) if args.config else "train options")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.loop import fit
+
+    cfg = build_config(args)
+    result = fit(cfg, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process reports
+        return 0
+    print(f"run directory: {result.run_dir}")
+    print(f"final weights: {result.model_path}")
+    if result.eval:
+        print(f"evaluation:    {result.run_dir / 'eval.json'}")
+    if result.skipped:
+        print(f"skipped {result.skipped} unusable training samples (see the log above)")
+    return 0

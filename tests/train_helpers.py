@@ -1,0 +1,88 @@
+"""Small stand-ins shared by the training tests: a tiny architecture and a tiny image-text dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from clipforge.config import ModelConfig, TextConfig, VisionConfig
+
+COLOURS = {
+    "red": (0.9, 0.1, 0.1), "green": (0.1, 0.8, 0.2), "blue": (0.1, 0.2, 0.9), "yellow": (0.9, 0.9, 0.1),
+    "purple": (0.6, 0.1, 0.7), "orange": (1.0, 0.55, 0.0), "white": (0.95, 0.95, 0.95), "black": (0.05, 0.05, 0.05),
+}
+
+
+def tiny_model_config(*, image_size: int = 16, vocab_size: int = 64, context_length: int = 24) -> ModelConfig:
+    return ModelConfig(
+        embed_dim=16,
+        vision=VisionConfig(image_size=image_size, patch_size=8, width=32, layers=2, head_width=16),
+        text=TextConfig(context_length=context_length, vocab_size=vocab_size, width=32, layers=2, head_width=16),
+        name="test-tiny",
+    )
+
+
+def write_tiny_model(path: Path, **kw) -> Path:
+    path.write_text(json.dumps(tiny_model_config(**kw).to_dict()))
+    return path
+
+
+class ColourPairs(Dataset):
+    """``(image (3, S, S), caption)``: a colour patch with random noise (drawn from the global torch
+    RNG, like a random augmentation) and a caption naming the colour."""
+
+    def __init__(self, n: int = 256, *, size: int = 16) -> None:
+        self.n, self.size = n, size
+        self.names = list(COLOURS)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        name = self.names[i % len(self.names)]
+        base = torch.tensor(COLOURS[name]).view(3, 1, 1).expand(3, self.size, self.size)
+        image = (base + 0.3 * torch.rand(3, self.size, self.size) - 0.15 - 0.45) / 0.27  # roughly normalised
+        size_word = ("small", "large")[(i // len(self.names)) % 2]
+        return image, f"a {size_word} {name} square"
+
+
+def random_tokens(n: int, *, vocab_size: int = 64, context_length: int = 24, seed: int = 0) -> torch.Tensor:
+    """Token rows shaped like a tokenizer's output: start, ids, end (the largest id), padding."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(n, context_length, dtype=torch.long)
+    for row in range(n):
+        length = int(torch.randint(3, context_length - 1, (1,), generator=g))
+        tokens[row, 0] = vocab_size - 2
+        tokens[row, 1:length] = torch.randint(1, vocab_size - 2, (length - 1,), generator=g)
+        tokens[row, length] = vocab_size - 1
+    return tokens
+
+
+def write_pairs_csv(root: Path, *, n: int = 48, size: int = 20, bad: bool = False) -> Path:
+    """``root/pairs.csv`` (columns filepath, title) over small PNG colour patches; with ``bad`` also a
+    row whose image is missing, one with an empty caption and one with an undecodable image."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    names = list(COLOURS)
+    rows = ["filepath,title"]
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        name = names[i % len(names)]
+        pixels = np.clip(np.array(COLOURS[name]) * 255 + rng.normal(0, 20, (size, size, 3)), 0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(root / "img" / f"{i:03d}.png")
+        rows.append(f"img/{i:03d}.png,a {('small', 'large')[i % 2]} {name} square")
+    if bad:
+        (root / "img" / "broken.png").write_bytes(b"not a png")
+        rows += ["img/missing.png,a red square", "img/000.png,", "img/broken.png,a blue square"]
+    path = root / "pairs.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
