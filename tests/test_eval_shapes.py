@@ -11,8 +11,9 @@ from PIL import Image
 
 from clipforge.api import load
 from clipforge.cli.main import main
-from clipforge.data import ShapesSpec, export_shapes, zero_shot_tasks
-from clipforge.eval.linear_probe import linear_probe, stratified_split
+from clipforge.data import ShapesDataset, ShapesSpec, export_shapes, zero_shot_tasks
+from clipforge.data.shapes import COUNT_WORDS, POSITIONS, shapes_attributes
+from clipforge.eval.linear_probe import linear_probe
 from clipforge.eval.zeroshot import build_classifier, encode_images, zero_shot_accuracy
 from clipforge.train.evaluation import materialize_task
 
@@ -63,32 +64,39 @@ def test_cli_zeroshot_equals_the_training_loop_report(shapes_model, tmp_path, ca
     assert "zero-shot top-1" in capsys.readouterr().out
 
 
-def _probe_vs_zero_shot(model, tokenizer, transform, names, per_class):
-    spec = ShapesSpec(image_size=model.config.vision.image_size, eval_per_class=per_class)
-    probe, zero = {}, {}
-    for task in zero_shot_tasks(spec, names=names, transform=transform):
-        t = materialize_task(task)
-        feats = encode_images(model, t.images)  # (N, E)
-        train, test = stratified_split(t.labels.numpy(), 0.5, seed=0)
-        classifier = build_classifier(model, tokenizer, t.classnames, t.templates)
-        zero[t.name] = zero_shot_accuracy(feats[test], classifier, t.labels[test], topk=(1,))["top1"]
-        probe[t.name] = linear_probe(
-            feats[train], t.labels[train], feats[test], t.labels[test], num_classes=len(t.classnames)
-        ).accuracy
-    return probe, zero
-
-
 def test_linear_probe_beats_zero_shot_on_the_shapes_tasks(shapes_model):
-    # After one minute of training the model knows colours (zero-shot ~99%) and has only begun on
-    # count, pattern and position: there its image features already hold more than its text side
-    # can name, which is what a linear probe shows. (Shape is still at chance both ways.)
+    # The probe learns from 2000 training-split images labelled by their attributes and is scored on
+    # each task's evaluation images, beside zero-shot on the same images. After a minute of training
+    # the model knows colours (zero-shot ~98%) and has only begun on pattern, count and position:
+    # there its image features already hold more than its text side can name. (Shape is still at
+    # chance both ways, and slow to probe, so it is left out.)
     ckpt, _ = shapes_model
     model, tokenizer, transform = load(ckpt)
-    probe, zero = _probe_vs_zero_shot(model, tokenizer, transform, ("count", "pattern", "position"), 150)
-    for name in probe:
-        assert probe[name] > zero[name] + 0.03, (name, probe, zero)
-    probe, zero = _probe_vs_zero_shot(model, tokenizer, transform, ("colour",), 30)
-    assert probe["colour"] >= zero["colour"] - 0.02 and probe["colour"] > 0.9, (probe, zero)
+    spec = ShapesSpec(image_size=model.config.vision.image_size)
+    train = ShapesDataset("train", spec=spec, transform=transform)
+    x_train = encode_images(model, torch.stack([train[i][0] for i in range(2000)]))  # (2000, E)
+    attrs = [shapes_attributes(i, split="train", spec=spec) for i in range(2000)]
+    probe, zero = {}, {}
+    for task in zero_shot_tasks(spec, names=("colour", "pattern", "count", "position"), transform=transform):
+        t = materialize_task(task)
+        y_train = torch.tensor([task.classnames.index(_class_of(task.name, a)) for a in attrs])
+        feats = encode_images(model, t.images)  # (N, E)
+        classifier = build_classifier(model, tokenizer, t.classnames, t.templates)
+        zero[t.name] = zero_shot_accuracy(feats, classifier, t.labels, topk=(1,))["top1"]
+        fitted = linear_probe(x_train, y_train, feats, t.labels, num_classes=len(t.classnames))
+        probe[t.name] = fitted.accuracy
+    for name in ("pattern", "count", "position"):
+        assert probe[name] > zero[name] + 0.05, (name, probe, zero)
+    assert probe["colour"] > 0.95 and probe["colour"] >= zero["colour"] - 0.02, (probe, zero)
+
+
+def _class_of(task: str, attrs: dict) -> str:
+    """The class name of a shapes image with ``attrs`` in ``task`` (as the task sets name them)."""
+    if task == "count":
+        return f"{COUNT_WORDS[attrs['count']]} shape{'s' if attrs['count'] > 1 else ''}"
+    if task == "position":
+        return POSITIONS[attrs["position"]][3]
+    return attrs[task]
 
 
 def test_cli_linear_probe_and_few_shot(shapes_model, tmp_path):
