@@ -9,8 +9,8 @@ Three methods, all returning a map over the model's input view scaled to [0, 1]:
   respect to a late feature map. ResNet: the last stage's map, each channel weighted by its mean
   gradient (the original Grad-CAM). ViT: the tokens entering the last block, each token weighted
   by its own gradient (the positive part of Σ_c gradient × activation per patch): averaging the
-  gradient over tokens, as for a CNN, gave near-constant maps on ViTs in our tests, because only
-  the class token's path reaches the output after the last block.
+  gradient over tokens, as for a CNN, gave maps with no consistent contrast on ViTs in our tests
+  (often all zero after the ReLU).
 * ``"gradient"`` (any tower): input saliency, |gradient × input| summed over colour channels and
   smoothed over small windows, at pixel resolution.
 

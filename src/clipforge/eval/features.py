@@ -28,7 +28,7 @@ class ImageFeatures:
 
 
 def read_images(
-    paths: Sequence[str | Path], *, warn: bool = True
+    paths: Sequence[str | Path], *, warn: bool = False
 ) -> tuple[list[Image.Image], list[int], list[tuple[str, str]]]:
     """Decoded images, the input index of each, and (path, reason) for each one that failed."""
     from ..data.images import ImageDecodeError, load_image
@@ -78,6 +78,7 @@ def encode_image_files(
         bar.update(len(ok) + len(bad))
     bar.close()
     if failures:
-        log.warning("skipped %d of %d images that could not be read", len(failures), len(paths))
+        named = "; ".join(f"{p}: {r}" for p, r in failures[:5]) + ("; ..." if len(failures) > 5 else "")
+        log.warning("skipped %d of %d images that could not be read (%s)", len(failures), len(paths), named)
     features = torch.cat(chunks) if chunks else torch.zeros(0, model.config.embed_dim)
     return ImageFeatures(features, kept, failures)
