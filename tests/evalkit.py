@@ -105,7 +105,7 @@ def train_shapes_model(folder):
 
 def two_object_image(seed: int, *, size: int = 128):
     """A large solid red circle and another solid shape of another colour, side by side, drawn by the
-    shapes renderer. Returns (image, boolean mask of the red circle's pixels)."""
+    shapes renderer. Returns (image, mask of the red circle, mask of the other shape), masks (H, W)."""
     import numpy as np
 
     from clipforge.data.shapes import render
@@ -123,4 +123,4 @@ def two_object_image(seed: int, *, size: int = 128):
     mask_b = np.abs(img_b - img_b[0, 0]).sum(-1) > 30
     out = img_a.copy()
     out[mask_b] = img_b[mask_b]
-    return Image.fromarray(out.astype(np.uint8)), mask_a
+    return Image.fromarray(out.astype(np.uint8)), mask_a, mask_b & ~mask_a

@@ -6,20 +6,22 @@ Three methods, all returning a map over the model's input view scaled to [0, 1]:
   through the image tower's final norm and projection (``model.visual.project_patches``).
   One forward pass, no gradients; as coarse as the patch grid.
 * ``"gradcam"`` (ViTs and ResNets): Grad-CAM, from the gradient of the image–text cosine with
-  respect to a late feature map. ResNet: the last stage's map, each channel weighted by its mean
-  gradient (the original Grad-CAM). ViT: the tokens entering the last block, each token weighted
-  by its own gradient (the positive part of Σ_c gradient × activation per patch): averaging the
-  gradient over tokens, as for a CNN, gave maps with no consistent contrast on ViTs in our tests
-  (often all zero after the ReLU).
+  respect to intermediate feature maps. ResNet: the last stage's map, each channel weighted by its
+  mean gradient (the original Grad-CAM). ViT: at the input of every block, each patch token's
+  Σ_c gradient × activation (its own gradient, not one averaged over tokens), positive part,
+  scaled to a maximum of 1; the blocks' maps are averaged. In our tests the CNN form (gradients
+  averaged over tokens, last block only) gave maps with no consistent contrast on ViTs, and any
+  single block was less reliable than the average over all of them.
 * ``"gradient"`` (any tower): input saliency, |gradient × input| summed over colour channels and
   smoothed over small windows, at pixel resolution.
 
-``"auto"`` picks ``"gradient"``: it works for any tower and was the most reliable of the three in
-our measurements on small shapes models (``benchmarks/bench_explain.py``, docs/evaluation.md):
-on every two-object test image the map was brighter on the object the text names. Grad-CAM was
-brighter there on average but not on every image, and raw patch similarity is usually
-*inverted* on CLIP-style models (background patches score highest, because only the class token
-is trained to align with text): read ``"patch"`` maps with that in mind.
+``"auto"`` picks ``"gradcam"``, the most faithful of the three in our measurements on small shapes
+models (``benchmarks/bench_explain.py``, docs/evaluation.md): on a red circle beside another
+shape, its map of "a red circle" is brighter on the circle than on the other shape. The input
+gradient highlights *both* objects against the background (it shows what the score is sensitive
+to, for or against), and raw patch similarity is usually *inverted* on CLIP-style models
+(background patches score highest, because only the class token is trained to align with text):
+read ``"patch"`` maps with that in mind.
 
 The model sees a resized, centre-cropped view of the image; :func:`model_view` cuts that region
 out of the original, and the overlay is drawn on it at the original's resolution.
@@ -42,7 +44,7 @@ from ..models.vit import VisionTransformer
 
 Method = Literal["auto", "patch", "gradcam", "gradient"]
 METHODS: tuple[str, ...] = ("auto", "patch", "gradcam", "gradient")
-AUTO_METHOD = "gradient"
+AUTO_METHOD = "gradcam"
 
 # Colour ramp for overlays (low → high): dark blue, blue, cyan, yellow, red.
 _RAMP_POS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
@@ -89,19 +91,22 @@ def _grad_cam(model: CLIP, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)  # keeps a graph even when the weights are frozen
         if isinstance(visual, VisionTransformer):
-            captured: list[torch.Tensor] = []
-            grab = lambda _module, args: captured.append(args[0])  # the stream entering the last block
-            handle = visual.transformer.blocks[-1].register_forward_pre_hook(grab)
+            captured: list[torch.Tensor] = []  # the residual stream entering each block
+            grab = lambda _module, args: captured.append(args[0])
+            hooks = [block.register_forward_pre_hook(grab) for block in visual.transformer.blocks]
             saved, visual.transformer.grad_checkpointing = visual.transformer.grad_checkpointing, False
             try:
                 score = _cosine(model, visual(x), t)
             finally:
-                handle.remove()
+                for hook in hooks:
+                    hook.remove()
                 visual.transformer.grad_checkpointing = saved
-            (grads,) = torch.autograd.grad(score, captured[0])  # (1, 1 + g², width)
-            acts, grads = captured[0][0, 1:].detach().float(), grads[0, 1:].float()  # (g², width) each
-            cam = F.relu((acts * grads).sum(dim=-1))  # (g²,) per-token weights, see the module docstring
-            return cam.view(visual.grid, visual.grid)  # (g, g)
+            grads = torch.autograd.grad(score, captured)  # each (1, 1 + g², width)
+            cams = []
+            for acts, grad in zip(captured, grads, strict=True):
+                cam = F.relu((acts[0, 1:].detach().float() * grad[0, 1:].float()).sum(dim=-1))  # (g²,)
+                cams.append(cam / cam.max() if cam.max() > 0 else cam)
+            return torch.stack(cams).mean(dim=0).view(visual.grid, visual.grid)  # (g, g)
         saved, visual.grad_checkpointing = visual.grad_checkpointing, False
         try:
             features = visual.forward_features(x)  # (1, C, h, w)
