@@ -1,0 +1,83 @@
+"""Shared helpers for the search tests: a tiny random CLIP, a tokenizer, and image folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from conftest import tiny_config
+from PIL import Image
+
+from clipforge.models import create_model, get_model_config
+
+
+class WordTokenizer:
+    """A stand-in tokenizer: each word hashed to an id; SOT first, EOT (the largest id) last."""
+
+    def __init__(self, vocab_size: int = 64, context_length: int = 16) -> None:
+        self.vocab_size, self.context_length = vocab_size, context_length
+        self.sot_token_id, self.eot_token_id = vocab_size - 2, vocab_size - 1
+
+    def __call__(self, texts: list[str], context_length: int | None = None) -> torch.Tensor:
+        ctx = context_length or self.context_length
+        out = torch.zeros(len(texts), ctx, dtype=torch.long)  # (B, T)
+        for i, text in enumerate(texts):
+            ids = [1 + zlib.crc32(w.encode()) % (self.vocab_size - 3) for w in text.lower().split()]
+            ids = [self.sot_token_id, *ids[: ctx - 2], self.eot_token_id]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return create_model(tiny_config(get_model_config("vit-tiny"))).eval()
+
+
+def tiny_encoder(seed: int = 0):
+    from clipforge.api import image_transform
+    from clipforge.index import Encoder
+
+    model = tiny_model(seed)
+    return Encoder(model, WordTokenizer(), image_transform(model.config))
+
+
+def tokenizer_for_checkpoint():
+    """A real BPE tokenizer when clipforge.tokenizer is available, else None."""
+    try:
+        from clipforge.tokenizer import train_bpe
+    except ImportError:
+        return None
+    captions = ["a red circle", "a blue square", "a dog on a beach", "a cat on a sofa", "two green triangles"] * 4
+    return train_bpe(captions, vocab_size=300, context_length=16)
+
+
+def save_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A checkpoint of a tiny random model whose tokenizer fits its vocabulary."""
+    from clipforge.checkpoint import save_checkpoint
+
+    tok = tokenizer_for_checkpoint()
+    torch.manual_seed(seed)
+    cfg = tiny_config(get_model_config("vit-tiny"))
+    if tok is not None:
+        cfg = cfg.replace(text=dataclasses.replace(cfg.text, vocab_size=tok.vocab_size))
+    model = create_model(cfg).eval()
+    return save_checkpoint(path, model, tokenizer=tok)
+
+
+def write_image(path: Path, seed: int, *, size: tuple[int, int] = (40, 32), fmt: str | None = None) -> Path:
+    """A small, distinct image (random blocks of colour) at ``path``."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    pixels = np.kron(blocks, np.ones((size[1] // 4, size[0] // 4, 1), dtype=np.uint8))  # (H, W, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return path
+
+
+def make_folder(root: Path, n: int, *, start: int = 0) -> list[Path]:
+    """``n`` images of mixed formats in nested folders."""
+    exts = [".png", ".jpg", ".webp", ".bmp", ".gif", ".tiff"]
+    return [write_image(root / f"d{i % 3}" / f"img{i:04d}{exts[i % len(exts)]}", seed=i) for i in range(start, start + n)]
