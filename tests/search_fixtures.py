@@ -50,7 +50,8 @@ def tokenizer_for_checkpoint():
         from clipforge.tokenizer import train_bpe
     except ImportError:
         return None
-    captions = ["a red circle", "a blue square", "a dog on a beach", "a cat on a sofa", "two green triangles"] * 4
+    captions = ["a red circle", "a blue square", "a dog on a beach", "a cat on a sofa", "two green triangles"]
+    captions *= 4
     return train_bpe(captions, vocab_size=300, context_length=16)
 
 
@@ -80,4 +81,5 @@ def write_image(path: Path, seed: int, *, size: tuple[int, int] = (40, 32), fmt:
 def make_folder(root: Path, n: int, *, start: int = 0) -> list[Path]:
     """``n`` images of mixed formats in nested folders."""
     exts = [".png", ".jpg", ".webp", ".bmp", ".gif", ".tiff"]
-    return [write_image(root / f"d{i % 3}" / f"img{i:04d}{exts[i % len(exts)]}", seed=i) for i in range(start, start + n)]
+    names = [f"d{i % 3}/img{i:04d}{exts[i % len(exts)]}" for i in range(start, start + n)]
+    return [write_image(root / name, seed=start + j) for j, name in enumerate(names)]

@@ -62,8 +62,8 @@ def test_ivf_agrees_with_exact(queries_from):
     assert (found[:, 0] == truth[:, 0]).mean() >= 0.95
     # where both return the same neighbour, they give it the same score
     for q in range(len(queries)):
-        known = dict(zip(truth[q].tolist(), exact_scores[q].tolist()))
-        for i, s in zip(found[q].tolist(), scores[q].tolist()):
+        known = dict(zip(truth[q].tolist(), exact_scores[q].tolist(), strict=True))
+        for i, s in zip(found[q].tolist(), scores[q].tolist(), strict=True):
             if i in known:
                 assert s == pytest.approx(known[i], abs=1e-5)
     # probing every list is exact
@@ -75,7 +75,8 @@ def fill_store(path, vectors, *, start=0, model_id="m1"):
     store = IndexStore(path, create=True)
     store.bind(model_id=model_id, embed_dim=vectors.shape[1], root=path.parent)
     with store.transaction() as c:
-        store.insert(c, [NewRow(f"f{start + i}.png", 1, 1, f"h{start + i}", v) for i, v in enumerate(vectors)])
+        rows = [NewRow(f"f{start + i}.png", 1, 1, f"h{start + i}", v) for i, v in enumerate(vectors)]
+        store.insert(c, rows)
     return store
 
 
@@ -94,7 +95,8 @@ def test_persisted_ann_is_reused_and_rebuilt_when_stale(tmp_path, monkeypatch):
 
     built = []
     real_build = IvfIndex.build.__func__
-    monkeypatch.setattr(IvfIndex, "build", classmethod(lambda cls, *a, **k: built.append(1) or real_build(cls, *a, **k)))
+    counting = classmethod(lambda cls, *a, **k: built.append(1) or real_build(cls, *a, **k))
+    monkeypatch.setattr(IvfIndex, "build", counting)
     again, _ = open_vector_index(store, threshold=1000)
     assert again.kind == "ivf" and built == []  # loaded from disk
 

@@ -53,8 +53,9 @@ def test_embed_resumes_finished_parts_and_checks_models(tmp_path):
     stored = np.load(parts[0].with_suffix(".npy"))
     assert stored.dtype == np.float16 and stored.shape == (2, enc.embed_dim)
 
-    with IndexStore(tmp_path / "a.cfidx", create=True) as store, pytest.raises(ValueError, match="embedded with model"):
-        merge_shards(store, out, model_id="sha256:another")
+    with IndexStore(tmp_path / "a.cfidx", create=True) as store:
+        with pytest.raises(ValueError, match="embedded with model"):
+            merge_shards(store, out, model_id="sha256:another")
     with IndexStore(tmp_path / "b.cfidx", create=True) as store, pytest.raises(FileNotFoundError):
         merge_shards(store, tmp_path)
     with pytest.raises(ValueError, match="rank"):

@@ -114,7 +114,9 @@ class IvfIndex:
     def nlist(self) -> int:
         return int(self.index.nlist)
 
-    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, *, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (Q, E)
         params = faiss.SearchParametersIVF(nprobe=int(nprobe or self.nprobe))  # per call: thread-safe
@@ -154,12 +156,15 @@ class IvfIndex:
         t_train = time.perf_counter() - t0
         step = 65536
         for start in tqdm(range(0, n, step), desc="ann add", unit="chunk", disable=not progress):
-            index.add_with_ids(vectors[start : start + step], np.asarray(ids[start : start + step], dtype=np.int64))
+            chunk_ids = np.asarray(ids[start : start + step], dtype=np.int64)
+            index.add_with_ids(vectors[start : start + step], chunk_ids)
         t_add = time.perf_counter() - t0 - t_train
         built = cls(index, nprobe=nprobe or 1)
         calibration = None
         if nprobe is None:
-            built.nprobe, calibration = calibrate_nprobe(built, ids, vectors, recall_target=recall_target, seed=seed)
+            built.nprobe, calibration = calibrate_nprobe(
+                built, ids, vectors, recall_target=recall_target, seed=seed
+            )
         built.info = {"nlist": nlist, "nprobe": built.nprobe, "train_seconds": round(t_train, 3),
                       "add_seconds": round(t_add, 3), "calibration": calibration}
         log.info("built IVF index: %d vectors, nlist=%d, nprobe=%d (train %.1f s, add %.1f s)",
@@ -179,7 +184,8 @@ class IvfIndex:
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of each row of ``truth`` (Q, k) ids that appears in the same row of ``found``."""
     k = truth.shape[1]
-    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(found, truth)]))
+    hits = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, truth, strict=True)]
+    return float(np.mean(hits)) / k
 
 
 def calibrate_nprobe(

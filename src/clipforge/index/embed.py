@@ -56,8 +56,9 @@ class IndexReport:
 
     def summary(self) -> str:
         return (
-            f"{self.total} images indexed from {self.root}: {self.added} embedded, {self.reused} copies reused, "
-            f"{self.renamed} renamed, {self.touched} touched, {self.removed} removed, {self.unchanged} unchanged, "
+            f"{self.total} images indexed from {self.root}: {self.added} embedded, "
+            f"{self.reused} copies reused, {self.renamed} renamed, {self.touched} touched, "
+            f"{self.removed} removed, {self.unchanged} unchanged, "
             f"{len(self.skipped)} skipped, {len(self.outside_links)} outside links not followed "
             f"({self.seconds:.1f} s)"
         )
@@ -189,9 +190,9 @@ def index_folder(
             report.reused += len(ok) - len(need)
             if need:
                 encoded = encoder.encode_pixels(pixels[need])  # (len(need), E)
-                for i, vector in zip(need, encoded):
+                for i, vector in zip(need, encoded, strict=True):
                     vectors[i] = vector
-            for it, vector in zip(ok, vectors):
+            for it, vector in zip(ok, vectors, strict=True):
                 pending.append(NewRow(it["path"], it["size"], it["mtime_ns"], it["sha256"], vector))
             for it in items:
                 if it["error"] is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ann import DEFAULT_THRESHOLD, VectorIndex, open_vector_index
+from .ann import DEFAULT_THRESHOLD, open_vector_index
 from .encoder import Encoder
 from .store import Fingerprint, IndexStore
 
@@ -98,7 +98,9 @@ class ImageIndex:
     def query_vector(self, *, text: str | None = None, image=None, image_weight: float = 0.5) -> np.ndarray:
         """(E,) unit query: the text embedding, the image embedding, or their weighted blend."""
         if self.encoder is None:
-            raise ValueError("this index was opened without a model: pass encoder= to search by text or image")
+            raise ValueError(
+                "this index was opened without a model: pass encoder= to search by text or image"
+            )
         has_text = text is not None and bool(text.strip())
         if not has_text and image is None:
             raise ValueError("give a text query, an image, or both")
@@ -106,7 +108,8 @@ class ImageIndex:
             raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
         parts = []
         if has_text:
-            parts.append((1.0 - image_weight if image is not None else 1.0, self.encoder.encode_texts([text])[0]))
+            weight = 1.0 - image_weight if image is not None else 1.0
+            parts.append((weight, self.encoder.encode_texts([text])[0]))
         if image is not None:
             if isinstance(image, (str, Path)):
                 from clipforge.data.images import load_image
@@ -119,7 +122,9 @@ class ImageIndex:
             raise ValueError("the text and image queries cancel out; change image_weight")
         return (q / norm).astype(np.float32)
 
-    def search(self, *, text: str | None = None, image=None, k: int = 10, image_weight: float = 0.5) -> list[SearchHit]:
+    def search(
+        self, *, text: str | None = None, image=None, k: int = 10, image_weight: float = 0.5
+    ) -> list[SearchHit]:
         """Top-``k`` hits for a text, an image (PIL image or path), or both."""
         return self.search_vector(self.query_vector(text=text, image=image, image_weight=image_weight), k=k)
 
@@ -129,7 +134,7 @@ class ImageIndex:
             raise ValueError(f"k must be at least 1, got {k}")
         vectors = self._vectors
         scores, ids = vectors.search(np.asarray(query, dtype=np.float32)[None], k)  # (1, k) each
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         paths = self.store.paths_of(i for i, _ in found)
         # A row deleted since the vectors were loaded has no path: drop it rather than fail.
         return [SearchHit(i, paths[i], s) for i, s in found if i in paths]

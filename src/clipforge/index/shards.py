@@ -165,7 +165,7 @@ def merge_shards(
         for key in ("model_id", "root", "embed_dim"):
             if meta[key] != first[key]:
                 raise ValueError(f"{path}: {key} {meta[key]!r} differs from {parts[0].name}'s {first[key]!r}")
-        for (rel, size, mtime_ns, sha), vector in zip(meta["rows"], vectors):
+        for (rel, size, mtime_ns, sha), vector in zip(meta["rows"], vectors, strict=True):
             row = existing.get(rel)
             if row is not None and (row.size, row.mtime_ns, row.sha256) == (size, mtime_ns, sha):
                 report.unchanged += 1

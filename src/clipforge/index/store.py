@@ -98,7 +98,9 @@ class IndexStore:
     def __init__(self, path: str | Path, *, create: bool = False) -> None:
         self.path = Path(path)
         if not create and not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no index database (run `clipforge index FOLDER --db {path}`)")
+            raise FileNotFoundError(
+                f"{self.path}: no index database (run `clipforge index FOLDER --db {path}`)"
+            )
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -200,7 +202,8 @@ class IndexStore:
             if current["model_id"] != model_id:
                 raise ModelMismatchError(
                     f"{self.path} was built with model {current['model_id']} "
-                    f"({self.get_meta('model_name') or 'unnamed'}), not {model_id} ({model_name or 'unnamed'}); "
+                    f"({self.get_meta('model_name') or 'unnamed'}), "
+                    f"not {model_id} ({model_name or 'unnamed'}); "
                     "use the same model, or --rebuild to re-embed everything"
                 )
             if current["root"] != root:
@@ -222,7 +225,8 @@ class IndexStore:
             raise IndexDatabaseError(f"{self.path} is empty: no model has been bound to it yet")
         if self.model_id != model_id:
             raise ModelMismatchError(
-                f"{self.path} was built with model {self.model_id} ({self.get_meta('model_name') or 'unnamed'}), "
+                f"{self.path} was built with model {self.model_id} "
+                f"({self.get_meta('model_name') or 'unnamed'}), "
                 f"but the query model is {model_id}; search with the model that built the index, "
                 "or re-index with `clipforge index FOLDER --model CKPT --rebuild`"
             )
@@ -261,7 +265,8 @@ class IndexStore:
         return out
 
     def embedding_of_hash(self, sha256: str) -> np.ndarray | None:
-        row = self._conn().execute("SELECT embedding FROM images WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
+        sql = "SELECT embedding FROM images WHERE sha256 = ? LIMIT 1"
+        row = self._conn().execute(sql, (sha256,)).fetchone()
         return None if row is None else self._decode(row[0])
 
     def embedding_of(self, image_id: int) -> np.ndarray | None:
@@ -316,7 +321,8 @@ class IndexStore:
     def move(c: sqlite3.Connection, image_id: int, *, path: str, size: int, mtime_ns: int) -> None:
         """A renamed (or merely touched) file keeps its row and embedding."""
         c.execute("DELETE FROM skipped WHERE path = ?", (path,))
-        c.execute("UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?", (path, size, mtime_ns, image_id))
+        sql = "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?"
+        c.execute(sql, (path, size, mtime_ns, image_id))
 
     @staticmethod
     def delete(c: sqlite3.Connection, paths: Iterable[str]) -> None:
