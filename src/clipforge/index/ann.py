@@ -247,17 +247,20 @@ def ann_paths(db_path: str | Path) -> tuple[Path, Path]:
 def open_vector_index(
     store: IndexStore,
     *,
-    threshold: int = DEFAULT_THRESHOLD,
+    threshold: int | None = None,
     nprobe: int | None = None,
     rebuild: bool = False,
     progress: bool = False,
 ) -> tuple[VectorIndex, Fingerprint]:
     """The search structure for ``store`` and the fingerprint it reflects.
 
-    Below ``threshold`` rows: an :class:`ExactIndex` over the stored vectors. Otherwise the
+    Below ``threshold`` rows (default: the store's ``ann_threshold`` setting, else
+    ``DEFAULT_THRESHOLD``): an :class:`ExactIndex` over the stored vectors. Otherwise the
     persisted IVF index if its fingerprint matches the database, else a freshly built (and saved) one.
     ``nprobe`` overrides the calibrated value.
     """
+    if threshold is None:
+        threshold = int(store.get_meta("ann_threshold") or DEFAULT_THRESHOLD)
     fp = store.fingerprint()
     if fp.count < threshold:
         ids, vectors, fp = store.load_embeddings()

@@ -123,7 +123,7 @@ def index_folder(
     t0 = time.perf_counter()
     root = Path(root).resolve()
     store.bind(model_id=encoder.model_id, embed_dim=encoder.embed_dim, root=root, dtype=dtype,
-               model_name=encoder.model_name, rebuild=rebuild)
+               model_name=encoder.model_name, model_path=encoder.model_path, rebuild=rebuild)
     listing = walk_images(root, include_hidden=include_hidden)
     d = diff_folder(listing.files, store.files(), store.skipped())
     report = IndexReport(str(root), unchanged=len(d.unchanged), outside_links=listing.outside_links,

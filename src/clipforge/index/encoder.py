@@ -48,6 +48,7 @@ class Encoder:
         *,
         model_id: str | None = None,
         model_name: str = "",
+        model_path: str = "",
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -55,6 +56,7 @@ class Encoder:
         self.model_id = model_id or state_dict_model_id(model)
         config = getattr(model, "config", None)
         self.model_name = model_name or getattr(config, "name", "") or ""
+        self.model_path = model_path  # the checkpoint file, when loaded from one
         self.embed_dim = int(config.embed_dim) if config is not None else None
         self.lock = threading.Lock()
 
@@ -71,7 +73,8 @@ class Encoder:
         dev = resolve_device(device)
         model, info = load_checkpoint(path, device=dev, dtype=parse_precision(precision, dev))
         return cls(model, _LazyTokenizer(info.config, info.tokenizer), image_transform(info.config),
-                   model_id=checkpoint_model_id(path), model_name=Path(path).name)
+                   model_id=checkpoint_model_id(path), model_name=Path(path).name,
+                   model_path=str(Path(path).resolve()))
 
     @property
     def device(self) -> torch.device:

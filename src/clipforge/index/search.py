@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ann import DEFAULT_THRESHOLD, open_vector_index
+from .ann import open_vector_index
 from .encoder import Encoder
 from .store import Fingerprint, IndexStore
 
@@ -39,7 +39,7 @@ class ImageIndex:
         store: IndexStore,
         *,
         encoder: Encoder | None = None,
-        threshold: int = DEFAULT_THRESHOLD,
+        threshold: int | None = None,
         nprobe: int | None = None,
         refresh_seconds: float = 2.0,
         progress: bool = False,
@@ -58,7 +58,7 @@ class ImageIndex:
                                                              progress=progress)
 
     @classmethod
-    def open(cls, db: str | Path, *, encoder: Encoder | None = None, threshold: int = DEFAULT_THRESHOLD,
+    def open(cls, db: str | Path, *, encoder: Encoder | None = None, threshold: int | None = None,
              nprobe: int | None = None, progress: bool = False) -> ImageIndex:
         return cls(IndexStore(db), encoder=encoder, threshold=threshold, nprobe=nprobe, progress=progress)
 

@@ -161,6 +161,10 @@ class IndexStore:
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
     @property
     def model_id(self) -> str | None:
         return self.get_meta("model_id")
@@ -187,6 +191,7 @@ class IndexStore:
         root: str | Path,
         dtype: str = "float32",
         model_name: str = "",
+        model_path: str = "",
         rebuild: bool = False,
     ) -> None:
         """Tie an empty store to a model and folder, or check that it already is.
@@ -210,13 +215,16 @@ class IndexStore:
                 raise IndexDatabaseError(
                     f"{self.path} indexes folder {current['root']}, not {root}; use another --db or --rebuild"
                 )
+            if model_path and model_path != self.get_meta("model_path"):
+                with self.transaction() as c:  # same weights, moved: remember where they are now
+                    c.execute("INSERT OR REPLACE INTO meta VALUES ('model_path', ?)", (model_path,))
             return
         with self.transaction() as c:
             if rebuild:
                 c.execute("DELETE FROM images")
                 c.execute("DELETE FROM skipped")
             values = {"model_id": model_id, "embed_dim": str(embed_dim), "root": root, "dtype": dtype,
-                      "model_name": model_name}
+                      "model_name": model_name, "model_path": model_path}
             c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
 
     def check_model(self, model_id: str) -> None:
