@@ -117,10 +117,10 @@ class _LazyTokenizer:
         self.config, self.metadata, self._tokenizer = config, metadata, None
         self._lock = threading.Lock()
 
-    def __call__(self, texts: list[str]) -> torch.Tensor:
+    def __call__(self, texts: list[str], context_length: int | None = None) -> torch.Tensor:
         with self._lock:
             if self._tokenizer is None:
                 from clipforge.api import tokenizer_for
 
                 self._tokenizer = tokenizer_for(self.config, self.metadata)
-        return self._tokenizer(texts)
+        return self._tokenizer(texts, context_length=context_length)
