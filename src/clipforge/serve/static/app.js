@@ -78,8 +78,8 @@ function showQueryImage(file) {
 }
 
 function selectIndexed(hit, figure) {
-  document.querySelectorAll(".hit.selected").forEach((el) => el.classList.remove("selected"));
-  figure.classList.add("selected");
+  document.querySelectorAll(".hit.picked").forEach((el) => el.classList.remove("picked"));
+  figure.classList.add("picked");
   state.selected = { id: hit.id };
   const img = document.createElement("img");
   img.src = `/api/thumb/${hit.id}`;
