@@ -297,3 +297,32 @@ def test_concurrent_requests_are_safe(env):
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(job, range(96)))
     assert all(code == 200 and ok for code, ok in results)
+
+
+def test_text_batcher_batches_concurrent_queries_and_matches_direct_encoding(env):
+    from clipforge.serve.batching import TextBatcher
+
+    enc = env["encoder"]
+    batcher = TextBatcher(enc, max_batch=8)
+    texts = [f"query number {i}" for i in range(40)]
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            vectors = list(pool.map(batcher.encode, texts))
+        direct = enc.encode_texts(texts)
+        np.testing.assert_allclose(np.stack(vectors), direct, atol=1e-5)
+        assert batcher.texts == 40 and batcher.batches < 40  # some queries shared a call
+    finally:
+        batcher.close()
+
+    class Broken:
+        def encode_texts(self, texts):
+            raise RuntimeError("model exploded")
+
+    broken = TextBatcher(Broken())
+    try:
+        with pytest.raises(RuntimeError, match="exploded"):
+            broken.encode("x")
+        with pytest.raises(RuntimeError, match="exploded"):  # the worker survived the first error
+            broken.encode("y")
+    finally:
+        broken.close()

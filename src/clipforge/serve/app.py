@@ -8,6 +8,7 @@ limit and checked for decompression bombs before decoding. JSON bodies are valid
 
 from __future__ import annotations
 
+import contextlib
 from importlib import resources
 
 import numpy as np
@@ -59,7 +60,13 @@ def create_app(
     title: str = "clipforge search",
 ) -> FastAPI:
     """The application: JSON API under ``/api``, the web page at ``/``, OpenAPI docs at ``/docs``."""
-    app = FastAPI(title=title, description="Semantic image search, zero-shot classification and moderation.")
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()  # stop the text-batching thread
+
+    app = FastAPI(title=title, description="Semantic image search, zero-shot classification and moderation.",
+                  lifespan=lifespan)
     app.state.service = service
 
     @app.exception_handler(UploadError)

@@ -1,7 +1,8 @@
 """What the server does, without HTTP: search, classify, moderate, embed, thumbnails.
 
 One :class:`SearchService` is shared by all request threads. Model calls go through the
-:class:`~clipforge.index.encoder.Encoder`, whose lock runs them one at a time; decoding uploads,
+:class:`~clipforge.index.encoder.Encoder`, whose lock runs them one at a time (text queries are
+batched by one worker thread, :mod:`.batching`); decoding uploads,
 thumbnails and vector search run concurrently. SQLite connections are per thread (see
 :class:`~clipforge.index.store.IndexStore`). Zero-shot classification and moderation reuse the
 image embedding (stored, for indexed images) and score it with ``clipforge.eval``'s
@@ -20,6 +21,7 @@ import torch
 
 from ..index import ImageIndex
 from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
+from .batching import TextBatcher
 from .uploads import DEFAULT_MAX_PIXELS, decode_upload
 
 
@@ -73,6 +75,7 @@ class SearchService:
         self._thumbs = _LRU(thumb_cache)
         self._texts = _LRU(text_cache)
         self._classifiers = _LRU(classifier_cache)
+        self._batcher = TextBatcher(self.encoder)
         self.policy = policy
         self._moderator = None
         self._moderator_lock = threading.Lock()
@@ -106,7 +109,7 @@ class SearchService:
         return k
 
     def text_vector(self, text: str) -> np.ndarray:
-        return self._texts.get(text, lambda: self.encoder.encode_texts([text])[0])  # (E,)
+        return self._texts.get(text, lambda: self._batcher.encode(text))  # (E,)
 
     def image_vector(self, *, image_bytes: bytes | None = None, image_id: int | None = None) -> np.ndarray:
         """(E,) embedding of an uploaded image, or the stored one of an indexed image."""
@@ -120,6 +123,9 @@ class SearchService:
         return self.encoder.encode_images([decode_upload(image_bytes, max_pixels=self.max_pixels)])[0]
 
     # -- operations --------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._batcher.close()
+
     def health(self) -> dict:
         fp = self.index.fingerprint
         return {"status": "ok", "images": fp.count, "model_id": fp.model_id, "model": self.encoder.model_name,
