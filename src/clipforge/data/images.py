@@ -52,7 +52,8 @@ def load_image(
 
     ``max_pixels`` bounds width * height, checked from the header before any pixel is decoded.
     ``name`` labels in-memory bytes in error messages (e.g. a tar member); paths label themselves.
-    Raises :class:`ImageDecodeError` for every failure.
+    Raises :class:`ImageDecodeError` for every failure (truncated data included, unless the caller
+    has set Pillow's global ``ImageFile.LOAD_TRUNCATED_IMAGES``).
     """
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         label = name or "<bytes>"
@@ -78,8 +79,9 @@ def load_image(
         width, height = handle.size
         if width * height > max_pixels:
             raise ImageDecodeError(
-                label, f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} "
-                "(possible decompression bomb)"
+                label,
+                f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} "
+                "(possible decompression bomb)",
             )
         if width == 0 or height == 0:
             raise ImageDecodeError(label, f"empty image ({width}x{height})")

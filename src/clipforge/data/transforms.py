@@ -99,9 +99,7 @@ def random_resized_crop_box(
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
 
-def normalize_uint8(
-    batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]
-) -> torch.Tensor:
+def normalize_uint8(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(B, H, W, 3) uint8 pixels → (B, 3, H, W) float32, ``(x / 255 - mean) / std``.
 
     The arithmetic is the reference's (float32 divide by 255, subtract mean, divide by std), so an
@@ -182,7 +180,9 @@ class ImageTransform:
     def __repr__(self) -> str:
         p = self.preprocess
         kind = f"train, scale={self.scale}, ratio={self.ratio}" if self.train else p.resize_mode
-        return f"ImageTransform(size={self.image_size}, {kind}, {p.interpolation}, mean={p.mean}, std={p.std})"
+        return (
+            f"ImageTransform(size={self.image_size}, {kind}, {p.interpolation}, mean={p.mean}, std={p.std})"
+        )
 
 
 def image_transform(
@@ -207,6 +207,9 @@ def image_transform(
     if not 0 < ratio[0] <= ratio[1]:
         raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
     return ImageTransform(
-        preprocess, image_size, train=train, scale=(float(scale[0]), float(scale[1])),
+        preprocess,
+        image_size,
+        train=train,
+        scale=(float(scale[0]), float(scale[1])),
         ratio=(float(ratio[0]), float(ratio[1])),
     )
