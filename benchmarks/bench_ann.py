@@ -91,11 +91,21 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     t0 = time.perf_counter()
-    vectors, sample = make_data(args.n, args.dim, topics=args.topics, subtopics=args.subtopics,
-                                sub_spread=args.sub_spread, spread=args.spread, seed=args.seed)
+    vectors, sample = make_data(
+        args.n,
+        args.dim,
+        topics=args.topics,
+        subtopics=args.subtopics,
+        sub_spread=args.sub_spread,
+        spread=args.spread,
+        seed=args.seed,
+    )
     ids = np.arange(1, args.n + 1, dtype=np.int64)
-    print(f"data: {args.n} x {args.dim} float32 ({vectors.nbytes / 2**30:.2f} GiB) in "
-          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(
+        f"data: {args.n} x {args.dim} float32 ({vectors.nbytes / 2**30:.2f} GiB) in "
+        f"{time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
     query_sets = {
         "near (image-like)": sample(args.queries, np.random.default_rng(args.seed + 1)),
         "far (text-like, cos 0.3)": far_queries(vectors, args.queries, cos=0.3, seed=args.seed + 2),
@@ -105,15 +115,20 @@ def main() -> None:
     ivf = IvfIndex.build(ids, vectors, progress=True)
     build_s = time.perf_counter() - t0
     info = ivf.info
-    print(f"built: nlist={ivf.nlist} nprobe={ivf.nprobe} train {info['train_seconds']:.1f} s, "
-          f"add {info['add_seconds']:.1f} s, total {build_s:.1f} s", file=sys.stderr)
+    print(
+        f"built: nlist={ivf.nlist} nprobe={ivf.nprobe} train {info['train_seconds']:.1f} s, "
+        f"add {info['add_seconds']:.1f} s, total {build_s:.1f} s",
+        file=sys.stderr,
+    )
 
     truth = {}
     for name, q in query_sets.items():
         t0 = time.perf_counter()
         truth[name] = ids[_exact_topk_ids(vectors, q, 10)]
-        print(f"exact top-10 for {len(q)} '{name}' queries (batched): {time.perf_counter() - t0:.1f} s",
-              file=sys.stderr)
+        print(
+            f"exact top-10 for {len(q)} '{name}' queries (batched): {time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+        )
 
     exact = ExactIndex(ids, vectors)
     exact_queries = query_sets["near (image-like)"][: args.exact_latency_queries]
@@ -127,11 +142,15 @@ def main() -> None:
             recall = recall_at_k(found, truth[name])
             rows.append((nprobe, name, recall, np.percentile(ms, 50), np.percentile(ms, 99)))
 
-    print(f"\n### ANN search, {args.n:,} x {args.dim} vectors, {args.threads} threads "
-          f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible)\n")
-    print(f"IVF-Flat (inner product): nlist = {ivf.nlist}, calibrated nprobe = {ivf.nprobe}; "
-          f"k-means training {info['train_seconds']:.1f} s, adding {info['add_seconds']:.1f} s, "
-          f"build total incl. calibration {build_s:.1f} s.\n")
+    print(
+        f"\n### ANN search, {args.n:,} x {args.dim} vectors, {args.threads} threads "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible)\n"
+    )
+    print(
+        f"IVF-Flat (inner product): nlist = {ivf.nlist}, calibrated nprobe = {ivf.nprobe}; "
+        f"k-means training {info['train_seconds']:.1f} s, adding {info['add_seconds']:.1f} s, "
+        f"build total incl. calibration {build_s:.1f} s.\n"
+    )
     print("| search | nprobe | queries | recall@10 | p50 ms | p99 ms | p50 speed-up vs exact |")
     print("|---|---:|---|---:|---:|---:|---:|")
     ex50, ex99 = np.percentile(exact_ms, 50), np.percentile(exact_ms, 99)
@@ -140,8 +159,10 @@ def main() -> None:
         mark = " **(calibrated)**" if nprobe == ivf.nprobe else ""
         print(f"| IVF{mark} | {nprobe} | {name} | {recall:.3f} | {p50:.2f} | {p99:.2f} | {ex50 / p50:.0f}× |")
     nn = np.sort(query_sets["near (image-like)"][:200] @ vectors.T, axis=1)[:, -10:]  # (200, 10)
-    print(f"\nneighbourhoods: mean cosine of a near query to its 1st / 10th neighbour "
-          f"{nn[:, -1].mean():.2f} / {nn[:, 0].mean():.2f}.")
+    print(
+        f"\nneighbourhoods: mean cosine of a near query to its 1st / 10th neighbour "
+        f"{nn[:, -1].mean():.2f} / {nn[:, 0].mean():.2f}."
+    )
     print(f"calibration (recall@10 on its own perturbed queries, by nprobe): {info['calibration']}")
 
 

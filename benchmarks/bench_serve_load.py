@@ -47,7 +47,9 @@ class HashTokenizer:
         ctx = context_length or self.context_length
         out = torch.zeros(len(texts), ctx, dtype=torch.long)
         for i, t in enumerate(texts):
-            ids = [self.vocab_size - 2] + [1 + zlib.crc32(w.encode()) % (self.vocab_size - 3) for w in t.split()]
+            ids = [self.vocab_size - 2] + [
+                1 + zlib.crc32(w.encode()) % (self.vocab_size - 3) for w in t.split()
+            ]
             ids = ids[: ctx - 1] + [self.vocab_size - 1]
             out[i, : len(ids)] = torch.tensor(ids)
         return out
@@ -65,10 +67,18 @@ def build_encoder(model_name: str):
     try:
         from clipforge.tokenizer import get_tokenizer
 
-        tokenizer, kind = get_tokenizer("openai", context_length=model.config.text.context_length), "openai BPE"
+        tokenizer, kind = (
+            get_tokenizer("openai", context_length=model.config.text.context_length),
+            "openai BPE",
+        )
     except Exception:  # tokenizer module or vocabulary file not available
-        tokenizer, kind = HashTokenizer(model.config.text.vocab_size, model.config.text.context_length), "hash"
-    return Encoder(model, tokenizer, image_transform(model.config), model_id=MODEL_ID, model_name=model_name), kind
+        tokenizer, kind = (
+            HashTokenizer(model.config.text.vocab_size, model.config.text.context_length),
+            "hash",
+        )
+    return Encoder(
+        model, tokenizer, image_transform(model.config), model_id=MODEL_ID, model_name=model_name
+    ), kind
 
 
 def build_index(db: Path, n: int, dim: int, root: Path) -> None:
@@ -105,9 +115,32 @@ def serve(args) -> None:
 
 def queries(n: int) -> list[str]:
     colours = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple", "pink", "brown"]
-    things = ["dog", "cat", "car", "bicycle", "house", "tree", "boat", "bird", "horse", "chair", "cup", "train"]
-    places = ["on a beach", "in a forest", "in the snow", "at night", "in a city", "on a table", "in a field",
-              "near a lake", "under a bridge", "in the rain"]
+    things = [
+        "dog",
+        "cat",
+        "car",
+        "bicycle",
+        "house",
+        "tree",
+        "boat",
+        "bird",
+        "horse",
+        "chair",
+        "cup",
+        "train",
+    ]
+    places = [
+        "on a beach",
+        "in a forest",
+        "in the snow",
+        "at night",
+        "in a city",
+        "on a table",
+        "in a field",
+        "near a lake",
+        "under a bridge",
+        "in the rain",
+    ]
     combos = [f"a {c} {t} {p}" for c, t, p in itertools.product(colours, things, places)]  # 1200
     combos += [f"two {c} {t}s {p}" for c, t, p in itertools.product(colours, things, places)]
     rng = np.random.default_rng(1)
@@ -129,7 +162,9 @@ async def load(base: str, jobs: list, concurrency: int, deadline: float) -> tupl
 
     latencies, errors = [], []
     queue = list(reversed(jobs))
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=concurrency)) as c:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=60, limits=httpx.Limits(max_connections=concurrency)
+    ) as c:
 
         async def worker():
             while queue and time.monotonic() < deadline:
@@ -151,8 +186,10 @@ async def load(base: str, jobs: list, concurrency: int, deadline: float) -> tupl
 
 def report(name: str, lat: list[float], errors: list[str], seconds: float, sent: int) -> str:
     a = np.array(lat)
-    return (f"| {name} | {sent} | {len(errors)} | {len(a) / seconds:.0f} | {np.percentile(a, 50):.0f} | "
-            f"{np.percentile(a, 90):.0f} | {np.percentile(a, 99):.0f} | {a.max():.0f} |")
+    return (
+        f"| {name} | {sent} | {len(errors)} | {len(a) / seconds:.0f} | {np.percentile(a, 50):.0f} | "
+        f"{np.percentile(a, 90):.0f} | {np.percentile(a, 99):.0f} | {a.max():.0f} |"
+    )
 
 
 def main() -> None:
@@ -163,7 +200,9 @@ def main() -> None:
     p.add_argument("--model", default="ViT-B-32")
     p.add_argument("--threads", type=int, default=2, help="torch threads in the server")
     p.add_argument("--time-limit", type=float, default=600.0)
-    p.add_argument("--mixed", type=int, default=400, help="requests in the mixed run (20%% image uploads); 0: skip")
+    p.add_argument(
+        "--mixed", type=int, default=400, help="requests in the mixed run (20%% image uploads); 0: skip"
+    )
     p.add_argument("--_serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -184,9 +223,24 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(args.threads)}
-        server = subprocess.Popen([sys.executable, __file__, "--_serve", "--db", str(db), "--port", str(port),
-                                   "--model", args.model, "--threads", str(args.threads)],
-                                  env=env, stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--_serve",
+                "--db",
+                str(db),
+                "--port",
+                str(port),
+                "--model",
+                args.model,
+                "--threads",
+                str(args.threads),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             ready = server.stdout.readline().strip()
             print(ready, file=sys.stderr)
@@ -207,7 +261,9 @@ def main() -> None:
             jobs = [("GET", "/api/search", {"params": {"q": q, "k": 20}}) for q in qs]
             t0 = time.perf_counter()
             lat, errors = asyncio.run(load(base, jobs, args.concurrency, deadline))
-            rows.append(report("text search, distinct queries", lat, errors, time.perf_counter() - t0, len(jobs)))
+            rows.append(
+                report("text search, distinct queries", lat, errors, time.perf_counter() - t0, len(jobs))
+            )
             all_errors = errors
             if args.mixed:
                 images = [jpeg(i) for i in range(20)]
@@ -215,13 +271,22 @@ def main() -> None:
                 jobs = []
                 for i in range(args.mixed):
                     if i % 5 == 4:
-                        jobs.append(("POST", "/api/search/image", {"params": {"k": 20}, "content": images[i % 20]}))
+                        jobs.append(
+                            ("POST", "/api/search/image", {"params": {"k": 20}, "content": images[i % 20]})
+                        )
                     else:
                         jobs.append(("GET", "/api/search", {"params": {"q": popular[i % 50], "k": 20}}))
                 t0 = time.perf_counter()
                 lat, errors = asyncio.run(load(base, jobs, args.concurrency, deadline))
-                rows.append(report("mixed: 80% repeated text, 20% 320px JPEG uploads", lat, errors,
-                                   time.perf_counter() - t0, len(jobs)))
+                rows.append(
+                    report(
+                        "mixed: 80% repeated text, 20% 320px JPEG uploads",
+                        lat,
+                        errors,
+                        time.perf_counter() - t0,
+                        len(jobs),
+                    )
+                )
                 all_errors = all_errors + errors
             health = httpx.get(f"{base}/api/health").json()
         finally:
@@ -229,9 +294,12 @@ def main() -> None:
             server.wait(timeout=30)
 
     print(f"\n### Load test: `clipforge serve` on loopback, concurrency {args.concurrency}\n")
-    print(f"Server: {args.model} (random init, {ready.split('tokenizer=')[-1]} tokenizer), {args.threads} torch "
-          f"threads, index of {health['images']:,} embeddings ({health['search']} search); "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs shared by client and server.\n")
+    print(
+        f"Server: {args.model} (random init, {ready.split('tokenizer=')[-1]} tokenizer), "
+        f"{args.threads} torch threads, index of {health['images']:,} embeddings "
+        f"({health['search']} search); "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs shared by client and server.\n"
+    )
     print("| run | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:

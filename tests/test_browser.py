@@ -19,8 +19,15 @@ from search_fixtures import make_folder, tiny_encoder
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("CLIPFORGE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _free_port() -> int:
@@ -69,8 +76,14 @@ def page(server):
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             external = []
-            page.on("request", lambda r: external.append(r.url) if not r.url.startswith(("http://127.0.0.1",
-                                                                                          "blob:", "data:")) else None)
+            page.on(
+                "request",
+                lambda r: (
+                    external.append(r.url)
+                    if not r.url.startswith(("http://127.0.0.1", "blob:", "data:"))
+                    else None
+                ),
+            )
             page.goto(server["url"])
             yield page
             assert errors == [], errors
@@ -81,7 +94,8 @@ def page(server):
 
 def loaded_thumbnails(page) -> int:
     return page.evaluate(
-        "() => [...document.querySelectorAll('#results .hit img')].filter(i => i.complete && i.naturalWidth > 0).length"
+        "() => [...document.querySelectorAll('#results .hit img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length"
     )
 
 
@@ -90,10 +104,14 @@ def test_typing_a_query_shows_result_thumbnails(page):
     page.fill("#q", "a dog on a beach")
     page.press("#q", "Enter")
     page.wait_for_selector("#results .hit img")
-    page.wait_for_function("() => [...document.querySelectorAll('#results .hit img')]"
-                           ".every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results .hit img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
     assert loaded_thumbnails(page) == 10  # top 24 of 10 images: all of them
-    scores = page.eval_on_selector_all("#results .hit .score", "els => els.map(e => parseFloat(e.textContent))")
+    scores = page.eval_on_selector_all(
+        "#results .hit .score", "els => els.map(e => parseFloat(e.textContent))"
+    )
     assert scores == sorted(scores, reverse=True)
     assert "results in" in page.inner_text("#status")
 

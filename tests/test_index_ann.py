@@ -14,8 +14,15 @@ from clipforge.index.store import NewRow
 pytest.importorskip("faiss", reason="faiss-cpu not installed (pip install 'clipforge[index]')")
 
 
-def clustered(n: int, dim: int, *, clusters: int = 50, spread: float = 0.5, seed: int = 0,
-              sample_seed: int | None = None) -> np.ndarray:
+def clustered(
+    n: int,
+    dim: int,
+    *,
+    clusters: int = 50,
+    spread: float = 0.5,
+    seed: int = 0,
+    sample_seed: int | None = None,
+) -> np.ndarray:
     """Unit vectors around random centres (drawn from ``seed``): (N, dim) float32."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
@@ -80,7 +87,7 @@ def fill_store(path, vectors, *, start=0, model_id="m1"):
     return store
 
 
-def test_persisted_ann_is_reused_and_rebuilt_when_stale(tmp_path, monkeypatch):
+def test_persisted_ann_is_reused_updated_or_rebuilt(tmp_path, monkeypatch):
     db = tmp_path / "i.cfidx"
     vectors = clustered(3000, 16)
     store = fill_store(db, vectors)
@@ -100,22 +107,100 @@ def test_persisted_ann_is_reused_and_rebuilt_when_stale(tmp_path, monkeypatch):
     again, _ = open_vector_index(store, threshold=1000)
     assert again.kind == "ivf" and built == []  # loaded from disk
 
-    with store.transaction() as c:  # a new row: stale
-        store.insert(c, [NewRow("late.png", 1, 1, "late", vectors[0])])
-    fresh, fp2 = open_vector_index(store, threshold=1000)
-    assert built == [1] and len(fresh) == 3001 and fp2.count == 3001
-    assert json.loads(meta_path.read_text())["fingerprint"] == fp2.to_dict()
-
-    with store.transaction() as c:  # a deleted row and a new one: same count, still stale
+    new_vec = clustered(1, 16, seed=9)[0]
+    with store.transaction() as c:  # a new row, and a deleted one: same count, other fingerprint
         store.delete(c, ["f5.png"])
-        store.insert(c, [NewRow("later.png", 1, 1, "later", vectors[1])])
-    assert store.fingerprint().count == 3001
+        store.insert(c, [NewRow("late.png", 1, 1, "late", new_vec)])
+    late_id = store.files()["late.png"].id
+    assert store.fingerprint().count == 3000 and store.fingerprint() != fp
+    updated, fp2 = open_vector_index(store, threshold=1000)
+    assert built == [] and len(updated) == 3000 and fp2 == store.fingerprint()  # updated, not rebuilt
+    _, found = updated.search(new_vec[None], 1, nprobe=updated.nlist)
+    assert found[0, 0] == late_id
+    _, found = updated.search(vectors[5][None], 3, nprobe=updated.nlist)
+    assert 6 not in found[0]  # f5.png had id 6
+    assert json.loads(meta_path.read_text())["fingerprint"] == fp2.to_dict()  # and saved
+    reloaded, _ = open_vector_index(store, threshold=1000)
+    assert built == [] and len(reloaded) == 3000
+
+    store.bind(model_id="m2", embed_dim=16, root=db.parent, rebuild=True)  # another model: rebuilt
+    with store.transaction() as c:
+        store.insert(c, [NewRow(f"g{i}.png", 1, 1, f"g{i}", v) for i, v in enumerate(vectors[:1500])])
     open_vector_index(store, threshold=1000)
+    assert built == [1]
+
+    with store.transaction() as c:  # grown more than max_growth times since training: rebuilt
+        store.insert(c, [NewRow(f"h{i}.png", 1, 1, f"h{i}", v) for i, v in enumerate(clustered(1600, 16))])
+    open_vector_index(store, threshold=1000, max_growth=2.0)
     assert built == [1, 1]
 
     meta_path.write_text("{ not json")  # damaged sidecar: rebuilt, not a crash
     open_vector_index(store, threshold=1000)
     assert built == [1, 1, 1]
+    index_path.write_bytes(index_path.read_bytes())  # a file the sidecar does not describe: rebuilt
+    open_vector_index(store, threshold=1000)
+    assert built == [1, 1, 1, 1]
+    store.close()
+
+
+def test_in_memory_indexes_follow_the_database(tmp_path):
+    db = tmp_path / "i.cfidx"
+    vectors = clustered(1500, 16)
+    store = fill_store(db, vectors)
+    for threshold in (10_000, 1000):  # exact, then IVF
+        prev = open_vector_index(store, threshold=threshold)
+        assert open_vector_index(store, threshold=threshold, previous=prev) is prev  # unchanged
+        extra = clustered(10, 16, seed=threshold)
+        with store.transaction() as c:
+            store.delete(c, [f"f{i}.png" for i in range(10)])
+            store.insert(
+                c,
+                [NewRow(f"x{threshold}-{i}.png", 1, 1, f"x{threshold}-{i}", v) for i, v in enumerate(extra)],
+            )
+        index, fp = open_vector_index(store, threshold=threshold, previous=prev)
+        assert fp == store.fingerprint() and len(index) == len(prev[0])
+        ids, vecs, _ = store.load_embeddings()
+        exact = ExactIndex(ids, vecs)
+        q = np.concatenate([extra, vectors[:10]])
+        kw = {"nprobe": index.nlist} if index.kind == "ivf" else {}
+        assert (index.search(q, 5, **kw)[1] == exact.search(q, 5)[1]).all()
+        store.bind(model_id="m1", embed_dim=16, root=db.parent, rebuild=True)  # start over, same model
+        with store.transaction() as c:
+            store.insert(c, [NewRow(f"f{i}.png", 1, 1, f"h{i}", v) for i, v in enumerate(vectors)])
+    store.close()
+
+
+def test_searches_during_in_place_updates(tmp_path):
+    import threading
+
+    db = tmp_path / "i.cfidx"
+    vectors = clustered(2000, 16)
+    store = fill_store(db, vectors)
+    index, fp = open_vector_index(store, threshold=1000)
+    errors, stop = [], threading.Event()
+
+    def searcher():
+        while not stop.is_set():
+            try:
+                scores, found = index.search(vectors[:4], 5)
+                assert found.shape == (4, 5)
+            except Exception as e:  # noqa: BLE001 (collected for the assertion below)
+                errors.append(e)
+
+    threads = [threading.Thread(target=searcher) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for step in range(10):
+            with store.transaction() as c:
+                store.delete(c, [f"f{step}.png"])
+                store.insert(c, [NewRow(f"n{step}.png", 1, 1, f"n{step}", vectors[step])])
+            index, fp = open_vector_index(store, threshold=1000, previous=(index, fp))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == [] and len(index) == 2000
     store.close()
 
 

@@ -55,8 +55,9 @@ def test_sigkill_mid_run_then_rerun_gives_the_full_index(tmp_path):
     make_folder(root, 100)
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=str(TESTS), src=str(SRC), root=str(root), db=str(db)))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while committed(db) < 12:

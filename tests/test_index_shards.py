@@ -20,8 +20,17 @@ def test_shards_merge_to_the_same_index(tmp_path):
     enc = tiny_encoder()
     parts = []
     for rank in range(3):
-        parts += embed_shards(root, enc, out, rank=rank, world_size=3, part_size=2, dtype="float32",
-                              num_workers=0, progress=False)
+        parts += embed_shards(
+            root,
+            enc,
+            out,
+            rank=rank,
+            world_size=3,
+            part_size=2,
+            dtype="float32",
+            num_workers=0,
+            progress=False,
+        )
     assert len(parts) == 3 * 2  # 12 files over 3 ranks: 4 each, in parts of 2
     rows = [r[0] for p in parts for r in json.loads(p.read_text())["rows"]]
     assert len(rows) == len(set(rows)) == 11  # disjoint, complete, the broken file skipped

@@ -45,8 +45,15 @@ def env(tmp_path_factory):
     service = SearchService(ImageIndex.open(db, encoder=encoder), policy=load_policy(base / "policy.yaml"))
     client = TestClient(create_app(service, max_upload_bytes=MAX_UPLOAD))
     ids = {p: i for p, (i, *_rest) in IndexStore(db).files().items()}
-    return {"root": root, "db": db, "base": base, "client": client, "service": service, "ids": ids,
-            "encoder": encoder}
+    return {
+        "root": root,
+        "db": db,
+        "base": base,
+        "client": client,
+        "service": service,
+        "ids": ids,
+        "encoder": encoder,
+    }
 
 
 def assert_alive(client):
@@ -67,8 +74,15 @@ def test_health_page_and_openapi(env):
         assert r.status_code == 200 and kind in r.headers["content-type"]
         assert "http://" not in r.text and "https://" not in r.text
     spec = c.get("/openapi.json").json()
-    assert {"/api/search", "/api/search/image", "/api/classify", "/api/moderate", "/api/embed/text",
-            "/api/health", "/api/thumb/{image_id}"} <= set(spec["paths"])
+    assert {
+        "/api/search",
+        "/api/search/image",
+        "/api/classify",
+        "/api/moderate",
+        "/api/embed/text",
+        "/api/health",
+        "/api/thumb/{image_id}",
+    } <= set(spec["paths"])
     assert c.get("/docs").status_code == 200
 
 
@@ -89,8 +103,11 @@ def test_more_like_this_and_image_upload_search(env):
     assert hits[0]["id"] == ids[target] and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     r = c.post("/api/search/image", params={"k": 3}, content=(root / target).read_bytes())
     assert r.status_code == 200 and r.json()["hits"][0]["path"] == target
-    both = c.post("/api/search/image", params={"k": 3, "text": "a dog", "image_weight": 0.9},
-                  content=(root / target).read_bytes())
+    both = c.post(
+        "/api/search/image",
+        params={"k": 3, "text": "a dog", "image_weight": 0.9},
+        content=(root / target).read_bytes(),
+    )
     assert both.status_code == 200 and both.json()["hits"][0]["path"] == target
 
 
@@ -102,17 +119,29 @@ def test_classify_moderate_embed(env):
     labels = r.json()["labels"]
     assert sorted(x["label"] for x in labels) == ["blue", "green", "red"]
     assert sum(x["score"] for x in labels) == pytest.approx(1.0, abs=1e-4)
-    by_id = c.post("/api/classify/indexed", json={"id": ids["d0/img0000.png"], "labels": ["red", "blue", "green"],
-                                                  "k": 3}).json()["labels"]
+    by_id = c.post(
+        "/api/classify/indexed",
+        json={"id": ids["d0/img0000.png"], "labels": ["red", "blue", "green"], "k": 3},
+    ).json()["labels"]
     assert [x["label"] for x in by_id] == [x["label"] for x in labels]
-    assert c.post("/api/classify", params={"labels": "a,b", "templates": "../../etc/passwd"},
-                  content=image).status_code == 400
+    assert (
+        c.post(
+            "/api/classify", params={"labels": "a,b", "templates": "../../etc/passwd"}, content=image
+        ).status_code
+        == 400
+    )
     assert c.post("/api/classify", params={"labels": "a,a"}, content=image).status_code == 400
 
     m = c.post("/api/moderate", content=image).json()
-    assert m["decision"] in ("flag", "pass") and set(m["scores"]) == {"a red object", "a blue object",
-                                                                      "a green object"}
-    assert c.post("/api/moderate/indexed", json={"id": ids["d0/img0000.png"]}).json()["decision"] == m["decision"]
+    assert m["decision"] in ("flag", "pass") and set(m["scores"]) == {
+        "a red object",
+        "a blue object",
+        "a green object",
+    }
+    assert (
+        c.post("/api/moderate/indexed", json={"id": ids["d0/img0000.png"]}).json()["decision"]
+        == m["decision"]
+    )
 
     e = c.post("/api/embed/text", json={"texts": ["a dog", "a cat"]}).json()
     vectors = np.array(e["embeddings"])
@@ -131,7 +160,7 @@ def test_moderation_off_without_policy(env):
 
 def test_thumbnails_and_originals_by_id(env):
     c, ids, root = env["client"], env["ids"], env["root"]
-    for path, image_id in ids.items():
+    for image_id in ids.values():
         r = c.get(f"/api/thumb/{image_id}")
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
         assert r.content[:2] == b"\xff\xd8"
@@ -142,6 +171,7 @@ def test_thumbnails_and_originals_by_id(env):
 # -- hostile requests --------------------------------------------------------------------------------
 def png_bomb(width: int, height: int) -> bytes:
     """A valid grayscale PNG of ``width`` x ``height`` zero pixels: tiny file, huge when decoded."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -190,23 +220,26 @@ def test_bad_images_are_400(env):
     assert_alive(c)
 
 
-@pytest.mark.parametrize("url", [
-    "/api/thumb/..%2F..%2F..%2Fetc%2Fpasswd",
-    "/api/thumb/%2Fetc%2Fpasswd",
-    "/api/thumb/../../etc/passwd",
-    "/api/thumb/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-    "/api/thumb/1%2F..%2F..%2Fetc%2Fpasswd",
-    "/api/thumb/-1",
-    "/api/thumb/999999",
-    "/api/thumb/1.5",
-    "/api/image/..%2F..%2Foutside.png",
-    "/api/image/%2Fetc%2Fpasswd",
-    "/api/image/0",
-    "/static/..%2Fapp.py",
-    "/static/%2e%2e%2fservice.py",
-    "/static/../../../etc/passwd",
-    "/static/%2Fetc%2Fpasswd",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/thumb/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/api/thumb/%2Fetc%2Fpasswd",
+        "/api/thumb/../../etc/passwd",
+        "/api/thumb/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/api/thumb/1%2F..%2F..%2Fetc%2Fpasswd",
+        "/api/thumb/-1",
+        "/api/thumb/999999",
+        "/api/thumb/1.5",
+        "/api/image/..%2F..%2Foutside.png",
+        "/api/image/%2Fetc%2Fpasswd",
+        "/api/image/0",
+        "/static/..%2Fapp.py",
+        "/static/%2e%2e%2fservice.py",
+        "/static/../../../etc/passwd",
+        "/static/%2Fetc%2Fpasswd",
+    ],
+)
 def test_path_traversal_attempts_get_4xx(env, url):
     c = env["client"]
     r = c.get(url)
@@ -227,8 +260,10 @@ def test_tampered_rows_and_swapped_links_do_not_escape_the_root(env, tmp_path):
     with sqlite3.connect(db) as conn:  # a database edited by someone else
         conn.execute("UPDATE images SET path = '../outside.png' WHERE id = (SELECT MIN(id) FROM images)")
         evil_id = conn.execute("SELECT MIN(id) FROM images").fetchone()[0]
-        conn.execute("UPDATE images SET path = ? WHERE id = (SELECT MAX(id) FROM images WHERE id != ?)",
-                     (str(base / "outside.png"), swap_id))
+        conn.execute(
+            "UPDATE images SET path = ? WHERE id = (SELECT MAX(id) FROM images WHERE id != ?)",
+            (str(base / "outside.png"), swap_id),
+        )
         abs_id = conn.execute("SELECT MAX(id) FROM images WHERE id != ?", (swap_id,)).fetchone()[0]
     try:
         (root / "swap.png").unlink()
@@ -243,18 +278,21 @@ def test_tampered_rows_and_swapped_links_do_not_escape_the_root(env, tmp_path):
         (root / "swap.png").unlink()
 
 
-@pytest.mark.parametrize("body,status", [
-    (b"{not json", 422),
-    (b'{"text": "a dog", "k": "many"}', 422),
-    (b'{"text": "a dog", "k": 0}', 422),
-    (b'{"text": "a dog", "k": 100000}', 400),
-    (b'{"text": "' + b"x" * 5000 + b'"}', 422),
-    (b'{"text": 5}', 422),
-    (b"[]", 422),
-    (b'{"k": 3}', 400),
-    (b'{"id": 123456789}', 404),
-    (b"\xff\xfe\x00garbage", 422),
-])
+@pytest.mark.parametrize(
+    "body,status",
+    [
+        (b"{not json", 422),
+        (b'{"text": "a dog", "k": "many"}', 422),
+        (b'{"text": "a dog", "k": 0}', 422),
+        (b'{"text": "a dog", "k": 100000}', 400),
+        (b'{"text": "' + b"x" * 5000 + b'"}', 422),
+        (b'{"text": 5}', 422),
+        (b"[]", 422),
+        (b'{"k": 3}', 400),
+        (b'{"id": 123456789}', 404),
+        (b"\xff\xfe\x00garbage", 422),
+    ],
+)
 def test_malformed_json_gets_4xx_and_the_server_keeps_serving(env, body, status):
     c = env["client"]
     r = c.post("/api/search", content=body, headers={"content-type": "application/json"})
@@ -326,3 +364,28 @@ def test_text_batcher_batches_concurrent_queries_and_matches_direct_encoding(env
             broken.encode("y")
     finally:
         broken.close()
+
+
+def test_server_follows_a_concurrent_indexing_run(tmp_path):
+    root, db = tmp_path / "photos", tmp_path / "i.cfidx"
+    make_folder(root, 3)
+    encoder = tiny_encoder()
+    with IndexStore(db, create=True) as store:
+        index_folder(root, store, encoder, num_workers=0, progress=False)
+    service = SearchService(ImageIndex.open(db, encoder=encoder))
+    service.index.refresh_seconds = 0.0
+    c = TestClient(create_app(service))
+    assert c.get("/api/health").json()["images"] == 3
+    write_image(root / "new.png", 42)
+    with IndexStore(db) as store:  # another writer (as `clipforge index` in another process would be)
+        index_folder(root, store, encoder, num_workers=0, progress=False)
+    import time
+
+    deadline = time.monotonic() + 20
+    while c.get("/api/health").json()["images"] != 4:
+        c.get("/api/search", params={"q": "anything", "k": 1})  # searches trigger the background refresh
+        assert time.monotonic() < deadline, "the server never saw the new image"
+        time.sleep(0.05)
+    r = c.post("/api/search/image", params={"k": 1}, content=(root / "new.png").read_bytes())
+    assert r.json()["hits"][0]["path"] == "new.png"
+    service.close()

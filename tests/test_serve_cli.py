@@ -25,16 +25,36 @@ def test_serve_command_end_to_end(tmp_path, capsys):
     root, db = tmp_path / "photos", tmp_path / "p.cfidx"
     make_folder(root, 5)
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
-    assert main(["index", str(root), "--model", str(ckpt), "--db", str(db), "--workers", "0", "--no-progress"]) == 0
+    assert (
+        main(["index", str(root), "--model", str(ckpt), "--db", str(db), "--workers", "0", "--no-progress"])
+        == 0
+    )
     capsys.readouterr()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clipforge", "serve", str(ckpt), "--db", str(db), "--port", str(port),
-         "--device", "cpu", "--max-upload-mb", "0.5"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "clipforge",
+            "serve",
+            str(ckpt),
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--max-upload-mb",
+            "0.5",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -53,8 +73,12 @@ def test_serve_command_end_to_end(tmp_path, capsys):
         r = httpx.post(f"{base}/api/search/image", params={"k": 2}, content=image)
         assert r.status_code == 200 and r.json()["hits"][0]["path"] == "d0/img0003.bmp"
         assert httpx.post(f"{base}/api/search/image", content=b"\0" * 600_000).status_code == 413
-        assert httpx.post(f"{base}/api/search", content=b"{oops", headers={"content-type": "application/json"}
-                          ).status_code == 422
+        assert (
+            httpx.post(
+                f"{base}/api/search", content=b"{oops", headers={"content-type": "application/json"}
+            ).status_code
+            == 422
+        )
         with socket.create_connection(("127.0.0.1", port)) as raw:  # not even HTTP
             raw.sendall(b"\x16\x03\x01 garbage that is not a request\r\n\r\n")
             raw.recv(1024)

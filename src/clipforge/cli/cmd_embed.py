@@ -14,7 +14,8 @@ import os
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "embed", help="embed an image folder into shard files (one slice per torchrun process)",
+        "embed",
+        help="embed an image folder into shard files (one slice per torchrun process)",
         description="Writes part-w<W>-r<R>-<J>.npy (embeddings) + .json (paths, sizes, mtimes, hashes) to "
         "--out. Parts already written for the same model and files are skipped, so a killed job resumes.",
     )
@@ -43,8 +44,16 @@ def run(args: argparse.Namespace) -> int:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
     encoder = Encoder.from_checkpoint(args.model, device=device, precision=args.precision)
     parts = embed_shards(
-        args.folder, encoder, args.out, rank=rank, world_size=world, part_size=args.part_size, dtype=args.dtype,
-        batch_size=args.batch_size, num_workers=args.workers, progress=not args.no_progress and rank == 0,
+        args.folder,
+        encoder,
+        args.out,
+        rank=rank,
+        world_size=world,
+        part_size=args.part_size,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.no_progress and rank == 0,
     )
     print(f"rank {rank}/{world}: {len(parts)} part(s) in {args.out}")
     return 0

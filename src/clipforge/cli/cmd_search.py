@@ -10,7 +10,8 @@ from .cmd_index import DEFAULT_DB
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "search", help="search an image index by text, by image, or both",
+        "search",
+        help="search an image index by text, by image, or both",
         description="Top-k images of an index (built by `clipforge index`) for a text query, a query image "
         "(--image), or both blended (--image-weight).",
     )
@@ -51,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
         for rank, h in enumerate(hits, 1):
             print(f"{rank:>4}  {h.score:>7.4f}  {root / h.path}")
     if args.html:
-        title = " + ".join(x for x in (args.query and f'"{args.query}"', args.image and f"image {args.image}") if x)
+        title = " + ".join(
+            x for x in (args.query and f'"{args.query}"', args.image and f"image {args.image}") if x
+        )
         Path(args.html).write_text(render_gallery(hits, root, title=f"clipforge search: {title}"))
         if not args.json:
             print(f"gallery written to {args.html}")

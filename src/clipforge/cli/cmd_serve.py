@@ -9,7 +9,8 @@ from .cmd_index import DEFAULT_DB
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "serve", help="serve search, classify, moderate and embed over HTTP, with a web page",
+        "serve",
+        help="serve search, classify, moderate and embed over HTTP, with a web page",
         description="Starts a web server: the page at /, the JSON API under /api, OpenAPI docs at /docs. "
         "Binds to 127.0.0.1 unless --host says otherwise.",
     )
@@ -30,8 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from ..serve import SearchService, create_app, run_server
 
     service = SearchService.from_paths(
-        args.checkpoint, args.db, device=args.device, precision=args.precision, policy=args.policy,
-        max_pixels=int(args.max_megapixels * 1_000_000), nprobe=args.nprobe,
+        args.checkpoint,
+        args.db,
+        device=args.device,
+        precision=args.precision,
+        policy=args.policy,
+        max_pixels=int(args.max_megapixels * 1_000_000),
+        nprobe=args.nprobe,
     )
     app = create_app(service, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     print(f"serving {service.health()['images']} images on http://{args.host}:{args.port}/ (API docs: /docs)")

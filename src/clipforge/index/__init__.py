@@ -11,7 +11,18 @@ from .search import ImageIndex, SearchHit
 from .store import Fingerprint, IndexDatabaseError, IndexStore, ModelMismatchError
 
 __all__ = [
-    "Encoder", "ExactIndex", "Fingerprint", "ImageIndex", "IndexDatabaseError", "IndexReport", "IndexStore",
-    "IvfIndex", "ModelMismatchError", "SearchHit", "checkpoint_model_id", "index_folder", "open_vector_index",
+    "Encoder",
+    "ExactIndex",
+    "Fingerprint",
+    "ImageIndex",
+    "IndexDatabaseError",
+    "IndexReport",
+    "IndexStore",
+    "IvfIndex",
+    "ModelMismatchError",
+    "SearchHit",
+    "checkpoint_model_id",
+    "index_folder",
+    "open_vector_index",
     "state_dict_model_id",
 ]

@@ -9,23 +9,28 @@
   stored vectors (a stand-in for text queries, see :func:`calibrate_nprobe`).
 
 :func:`open_vector_index` returns the right one for a store. The faiss index is persisted next to
-the database (``<db>.faiss`` plus ``<db>.faiss.json`` holding the store :class:`Fingerprint` it was
-built from); when that fingerprint disagrees with the database (rows added, removed, or another
-model), it is rebuilt automatically. Both files are replaced atomically.
+the database (``<db>.faiss`` plus ``<db>.faiss.json`` holding the store :class:`Fingerprint` it
+reflects). When that fingerprint disagrees with the database it is fixed automatically: brought up
+to date in place (rows are immutable and ids never reused, so "ids no longer live" and "ids above
+the old maximum" are exactly the changes) or, after another model or too much growth since the
+centroids were trained, rebuilt. Both files are replaced atomically. A server keeps its index in
+memory and applies the same updates while a ``clipforge index`` run adds rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from .store import Fingerprint, IndexStore, atomic_write
+from .store import Fingerprint, IndexStore, Snapshot, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +52,7 @@ def _faiss():
     try:
         import faiss
     except ImportError as e:
-        raise ImportError(
-            "approximate search needs faiss: pip install 'clipforge[index]' (faiss-cpu)"
-        ) from e
+        raise ImportError("approximate search needs faiss: pip install 'clipforge[index]' (faiss-cpu)") from e
     return faiss
 
 
@@ -67,6 +70,13 @@ class ExactIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def updated(self, snap: Snapshot) -> ExactIndex:
+        """A new index: rows no longer live dropped, the snapshot's new rows appended."""
+        keep = np.isin(self.ids, snap.all_ids)
+        return ExactIndex(
+            np.concatenate([self.ids[keep], snap.ids]), np.concatenate([self.vectors[keep], snap.vectors])
+        )
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))  # (Q, E)
         q, n = len(queries), len(self.ids)
@@ -83,6 +93,45 @@ class ExactIndex:
         scores_out[:, :kk] = np.take_along_axis(top_scores, order, axis=1)
         ids_out[:, :kk] = self.ids[top]
         return scores_out, ids_out
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds back new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def read(self):
+        with self._cond:
+            while self._writing or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self):
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
 
 
 def ivf_nlist(n: int) -> int:
@@ -106,6 +155,11 @@ class IvfIndex:
         self.index = index
         self.nprobe = int(nprobe)
         self.info = dict(info or {})
+        self._rw = _ReadWriteLock()  # searches share it; in-place updates take it alone
+
+    @property
+    def trained_count(self) -> int:
+        return int(self.info.get("trained_count", len(self)))
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -120,8 +174,19 @@ class IvfIndex:
         faiss = _faiss()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (Q, E)
         params = faiss.SearchParametersIVF(nprobe=int(nprobe or self.nprobe))  # per call: thread-safe
-        scores, ids = self.index.search(queries, int(k), params=params)
+        with self._rw.read():
+            scores, ids = self.index.search(queries, int(k), params=params)
         return scores, ids
+
+    def apply(self, snap: Snapshot) -> None:
+        """Update in place: remove ids that are no longer live, add the snapshot's new rows
+        (assigned to the existing centroids)."""
+        faiss = _faiss()
+        live = faiss.IDSelectorBatch(np.ascontiguousarray(snap.all_ids, dtype=np.int64))
+        with self._rw.write():
+            self.index.remove_ids(faiss.IDSelectorNot(live))
+            if len(snap.ids):
+                self.index.add_with_ids(np.ascontiguousarray(snap.vectors, dtype=np.float32), snap.ids)
 
     @classmethod
     def build(
@@ -165,10 +230,22 @@ class IvfIndex:
             built.nprobe, calibration = calibrate_nprobe(
                 built, ids, vectors, recall_target=recall_target, seed=seed
             )
-        built.info = {"nlist": nlist, "nprobe": built.nprobe, "train_seconds": round(t_train, 3),
-                      "add_seconds": round(t_add, 3), "calibration": calibration}
-        log.info("built IVF index: %d vectors, nlist=%d, nprobe=%d (train %.1f s, add %.1f s)",
-                 n, nlist, built.nprobe, t_train, t_add)
+        built.info = {
+            "nlist": nlist,
+            "nprobe": built.nprobe,
+            "trained_count": n,
+            "train_seconds": round(t_train, 3),
+            "add_seconds": round(t_add, 3),
+            "calibration": calibration,
+        }
+        log.info(
+            "built IVF index: %d vectors, nlist=%d, nprobe=%d (train %.1f s, add %.1f s)",
+            n,
+            nlist,
+            built.nprobe,
+            t_train,
+            t_add,
+        )
         return built
 
     def save(self, path: str | Path) -> None:
@@ -250,39 +327,95 @@ def open_vector_index(
     threshold: int | None = None,
     nprobe: int | None = None,
     rebuild: bool = False,
+    previous: tuple[VectorIndex, Fingerprint] | None = None,
+    max_growth: float = 4.0,
     progress: bool = False,
 ) -> tuple[VectorIndex, Fingerprint]:
     """The search structure for ``store`` and the fingerprint it reflects.
 
     Below ``threshold`` rows (default: the store's ``ann_threshold`` setting, else
-    ``DEFAULT_THRESHOLD``): an :class:`ExactIndex` over the stored vectors. Otherwise the
-    persisted IVF index if its fingerprint matches the database, else a freshly built (and saved) one.
-    ``nprobe`` overrides the calibrated value.
+    ``DEFAULT_THRESHOLD``): an :class:`ExactIndex` over the stored vectors. Otherwise an IVF index:
+    the persisted one if its fingerprint matches the database; else the persisted one brought up to
+    date (removed rows dropped, new rows added) if the model is the same and the index has grown
+    less than ``max_growth`` times since its centroids were trained; else a new one. Either way the
+    result is saved. ``previous`` (an index and fingerprint already in memory) is updated the same
+    way instead of being reloaded. ``nprobe`` overrides the calibrated value.
     """
     if threshold is None:
         threshold = int(store.get_meta("ann_threshold") or DEFAULT_THRESHOLD)
     fp = store.fingerprint()
-    if fp.count < threshold:
+    want_ivf = fp.count >= threshold
+    if previous is not None and not rebuild:
+        index, old = previous
+        if old == fp:
+            return previous
+        if old.model_id == fp.model_id:
+            if index.kind == "exact" and not want_ivf:
+                snap = store.snapshot(after_id=old.max_id)
+                return index.updated(snap), snap.fingerprint
+            if index.kind == "ivf" and want_ivf and fp.count <= max_growth * index.trained_count:
+                snap = store.snapshot(after_id=old.max_id)
+                index.apply(snap)
+                return index, snap.fingerprint
+    if not want_ivf:
         ids, vectors, fp = store.load_embeddings()
         return ExactIndex(ids, vectors), fp
+
     index_path, meta_path = ann_paths(store.path)
     if not rebuild and index_path.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
-            if Fingerprint(**meta["fingerprint"]) == fp:
-                ivf = IvfIndex.load(index_path, nprobe=nprobe or meta["nprobe"], info=meta)
-                if len(ivf) == fp.count:
-                    return ivf, fp
-            log.info("ANN index %s is stale (built from %s, database is %s): rebuilding",
-                     index_path, meta.get("fingerprint"), fp.to_dict())
+            saved = Fingerprint(**meta["fingerprint"])
+            st = index_path.stat()
+            if meta.get("file") != [st.st_size, st.st_mtime_ns]:
+                raise ValueError("the sidecar describes another version of the index file")
+            if saved == fp or (
+                saved.model_id == fp.model_id
+                and fp.count <= max_growth * int(meta.get("trained_count", saved.count))
+            ):
+                ivf = IvfIndex.load(index_path, nprobe=meta["nprobe"], info=meta)
+                if len(ivf) != saved.count:
+                    raise ValueError(f"{len(ivf)} vectors in the file, {saved.count} in its fingerprint")
+                if saved != fp:
+                    log.info(
+                        "ANN index %s is behind the database (%s vs %s): updating",
+                        index_path,
+                        saved.to_dict(),
+                        fp.to_dict(),
+                    )
+                    snap = store.snapshot(after_id=saved.max_id)
+                    ivf.apply(snap)
+                    fp = snap.fingerprint
+                    _save_ivf(ivf, fp, index_path, meta_path)
+                if nprobe:
+                    ivf.nprobe = nprobe
+                return ivf, fp
+            log.info(
+                "ANN index %s was built for %s, the database is %s: rebuilding",
+                index_path,
+                saved.to_dict(),
+                fp.to_dict(),
+            )
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
             log.warning("ANN index %s unreadable (%s): rebuilding", index_path, e)
     ids, vectors, fp = store.load_embeddings()
     ivf = IvfIndex.build(ids, vectors, progress=progress)
     del vectors
-    ivf.save(index_path)
-    meta = {"fingerprint": fp.to_dict(), **ivf.info}
-    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    _save_ivf(ivf, fp, index_path, meta_path)
     if nprobe:
         ivf.nprobe = nprobe
     return ivf, fp
+
+
+def _save_ivf(ivf: IvfIndex, fp: Fingerprint, index_path: Path, meta_path: Path) -> None:
+    """The index, then its sidecar naming the file's size and mtime: a crash between the two
+    leaves a sidecar that does not describe the file, which is then rebuilt, never misread."""
+    ivf.save(index_path)
+    st = index_path.stat()
+    meta = {
+        **ivf.info,
+        "fingerprint": fp.to_dict(),
+        "nprobe": ivf.info.get("nprobe", ivf.nprobe),
+        "file": [st.st_size, st.st_mtime_ns],
+    }
+    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))

@@ -80,8 +80,14 @@ class ImageFiles(Dataset):
         from clipforge.data.images import load_image
 
         f = self.files[i]
-        item = {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": None, "pixels": None,
-                "error": None}
+        item = {
+            "path": f.path,
+            "size": f.size,
+            "mtime_ns": f.mtime_ns,
+            "sha256": None,
+            "pixels": None,
+            "error": None,
+        }
         try:
             with open(self.root / f.path, "rb") as fh:
                 st = os.fstat(fh.fileno())  # what we read is what we record
@@ -122,12 +128,23 @@ def index_folder(
 
     t0 = time.perf_counter()
     root = Path(root).resolve()
-    store.bind(model_id=encoder.model_id, embed_dim=encoder.embed_dim, root=root, dtype=dtype,
-               model_name=encoder.model_name, model_path=encoder.model_path, rebuild=rebuild)
+    store.bind(
+        model_id=encoder.model_id,
+        embed_dim=encoder.embed_dim,
+        root=root,
+        dtype=dtype,
+        model_name=encoder.model_name,
+        model_path=encoder.model_path,
+        rebuild=rebuild,
+    )
     listing = walk_images(root, include_hidden=include_hidden)
     d = diff_folder(listing.files, store.files(), store.skipped())
-    report = IndexReport(str(root), unchanged=len(d.unchanged), outside_links=listing.outside_links,
-                         unreadable=listing.unreadable)
+    report = IndexReport(
+        str(root),
+        unchanged=len(d.unchanged),
+        outside_links=listing.outside_links,
+        unreadable=listing.unreadable,
+    )
 
     # -- 2. content hashes where a stored row may already hold the content ---------------------
     gone_by_hash: dict[str, list] = {}
@@ -177,7 +194,9 @@ def index_folder(
         workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
         loader = DataLoader(
             ImageFiles(root, to_embed, encoder.transform, max_pixels=max_pixels),
-            batch_size=batch_size, num_workers=workers, collate_fn=collate_items,
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=collate_items,
             pin_memory=encoder.device.type == "cuda",
         )
         pending: list[NewRow] = []

@@ -72,9 +72,14 @@ class Encoder:
 
         dev = resolve_device(device)
         model, info = load_checkpoint(path, device=dev, dtype=parse_precision(precision, dev))
-        return cls(model, _LazyTokenizer(info.config, info.tokenizer), image_transform(info.config),
-                   model_id=checkpoint_model_id(path), model_name=Path(path).name,
-                   model_path=str(Path(path).resolve()))
+        return cls(
+            model,
+            _LazyTokenizer(info.config, info.tokenizer),
+            image_transform(info.config),
+            model_id=checkpoint_model_id(path),
+            model_name=Path(path).name,
+            model_path=str(Path(path).resolve()),
+        )
 
     @property
     def device(self) -> torch.device:

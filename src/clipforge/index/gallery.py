@@ -36,7 +36,9 @@ def render_gallery(hits: list[SearchHit], root: str | Path, *, title: str, thumb
             f"{label}</figcaption></figure>"
         )
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
-        f"<body><h1>{html.escape(title)}</h1>\n<div class=\"grid\">\n" + "\n".join(cards) + "\n</div></body></html>\n"
+        f'<body><h1>{html.escape(title)}</h1>\n<div class="grid">\n'
+        + "\n".join(cards)
+        + "\n</div></body></html>\n"
     )

@@ -111,9 +111,7 @@ def walk_images(
     return FolderListing(files, sorted(outside), sorted(unreadable))
 
 
-def diff_folder(
-    files: list[FileStat], rows: dict[str, FileRow], skipped: dict[str, SkipRow]
-) -> FolderDiff:
+def diff_folder(files: list[FileStat], rows: dict[str, FileRow], skipped: dict[str, SkipRow]) -> FolderDiff:
     """Split a listing against the stored rows and skip records (metadata only, no file reads)."""
     unchanged, new, changed, skip_unchanged = [], [], [], []
     on_disk = set()

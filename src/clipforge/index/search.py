@@ -3,8 +3,8 @@
 An :class:`ImageIndex` joins a store, its vector index and (for text/image queries) an
 :class:`~clipforge.index.encoder.Encoder` of the same model. A combined query is the normalised
 weighted sum of the text and image embeddings. The vector index is reloaded when the database has
-changed (checked at most every ``refresh_seconds``), so a server keeps up with a running
-``clipforge index`` without restarting.
+changed (checked at most every ``refresh_seconds``; added and removed rows are applied to the
+index in memory), so a server keeps up with a running ``clipforge index`` without restarting.
 """
 
 from __future__ import annotations
@@ -54,12 +54,20 @@ class ImageIndex:
         self.progress = progress
         self._lock = threading.Lock()  # one reload at a time
         self._checked = 0.0
-        self._vectors, self._fingerprint = open_vector_index(store, threshold=threshold, nprobe=nprobe,
-                                                             progress=progress)
+        self._vectors, self._fingerprint = open_vector_index(
+            store, threshold=threshold, nprobe=nprobe, progress=progress
+        )
 
     @classmethod
-    def open(cls, db: str | Path, *, encoder: Encoder | None = None, threshold: int | None = None,
-             nprobe: int | None = None, progress: bool = False) -> ImageIndex:
+    def open(
+        cls,
+        db: str | Path,
+        *,
+        encoder: Encoder | None = None,
+        threshold: int | None = None,
+        nprobe: int | None = None,
+        progress: bool = False,
+    ) -> ImageIndex:
         return cls(IndexStore(db), encoder=encoder, threshold=threshold, nprobe=nprobe, progress=progress)
 
     @property
@@ -78,7 +86,7 @@ class ImageIndex:
         return len(self._vectors)
 
     def refresh(self, *, force: bool = False) -> bool:
-        """Reload the vectors if the database changed; True if it did. Cheap when nothing changed."""
+        """Follow the database if it changed; True if it did. Cheap when nothing changed."""
         now = time.monotonic()
         if not force and now - self._checked < self.refresh_seconds:
             return False
@@ -89,8 +97,13 @@ class ImageIndex:
                 return False
             if self.encoder is not None:
                 self.store.check_model(self.encoder.model_id)
-            vectors, fp = open_vector_index(self.store, threshold=self.threshold, nprobe=self.nprobe,
-                                            progress=self.progress)
+            vectors, fp = open_vector_index(
+                self.store,
+                threshold=self.threshold,
+                nprobe=self.nprobe,
+                previous=(self._vectors, self._fingerprint),
+                progress=self.progress,
+            )
             self._vectors, self._fingerprint = vectors, fp  # one reference swap: readers never see half
             return True
 

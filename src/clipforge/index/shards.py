@@ -84,8 +84,12 @@ def embed_shards(
             written.append(meta_path)
             continue
         rows, vectors, skipped = [], [], []
-        loader = DataLoader(ImageFiles(root, files, encoder.transform, max_pixels=max_pixels),
-                            batch_size=batch_size, num_workers=workers, collate_fn=collate_items)
+        loader = DataLoader(
+            ImageFiles(root, files, encoder.transform, max_pixels=max_pixels),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=collate_items,
+        )
         for items, pixels in loader:
             ok = [it for it in items if it["error"] is None]
             if ok:
@@ -96,10 +100,20 @@ def embed_shards(
         matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.embed_dim), np.float32)
         npy_path = meta_path.with_suffix(".npy")
         atomic_write(npy_path, lambda tmp, m=matrix: _save_npy(tmp, m.astype(dtype)))
-        meta = {"format": SHARD_FORMAT, "model_id": encoder.model_id, "model_name": encoder.model_name,
-                "embed_dim": encoder.embed_dim, "dtype": dtype, "root": str(root), "rank": rank,
-                "world_size": world_size, "part": part, "files": _describe(files), "rows": rows,
-                "skipped": skipped}
+        meta = {
+            "format": SHARD_FORMAT,
+            "model_id": encoder.model_id,
+            "model_name": encoder.model_name,
+            "embed_dim": encoder.embed_dim,
+            "dtype": dtype,
+            "root": str(root),
+            "rank": rank,
+            "world_size": world_size,
+            "part": part,
+            "files": _describe(files),
+            "rows": rows,
+            "skipped": skipped,
+        }
         atomic_write(meta_path, lambda tmp, m=meta: Path(tmp).write_text(json.dumps(m)))
         written.append(meta_path)
     bar.close()
@@ -118,8 +132,11 @@ def _part_done(meta_path: Path, model_id: str, root: Path, files: list[FileStat]
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return False
-    return (meta.get("model_id") == model_id and meta.get("root") == str(root)
-            and meta.get("files") == _describe(files))
+    return (
+        meta.get("model_id") == model_id
+        and meta.get("root") == str(root)
+        and meta.get("files") == _describe(files)
+    )
 
 
 def read_part(meta_path: str | Path) -> tuple[dict, np.ndarray]:
@@ -133,8 +150,10 @@ def read_part(meta_path: str | Path) -> tuple[dict, np.ndarray]:
         raise ValueError(f"{meta_path}: not a clipforge embeddings shard (format {meta.get('format')!r})")
     vectors = np.load(meta_path.with_suffix(".npy"), allow_pickle=False).astype(np.float32)
     if vectors.shape != (len(meta["rows"]), meta["embed_dim"]):
-        raise ValueError(f"{meta_path}: {vectors.shape} embeddings for {len(meta['rows'])} rows "
-                         f"of dimension {meta['embed_dim']}")
+        raise ValueError(
+            f"{meta_path}: {vectors.shape} embeddings for {len(meta['rows'])} rows "
+            f"of dimension {meta['embed_dim']}"
+        )
     return meta, vectors
 
 
@@ -155,9 +174,14 @@ def merge_shards(
     first, _ = read_part(parts[0])
     if model_id is not None and first["model_id"] != model_id:
         raise ValueError(f"{parts[0]}: embedded with model {first['model_id']}, not {model_id}")
-    store.bind(model_id=first["model_id"], embed_dim=first["embed_dim"], root=first["root"],
-               dtype="float32" if first["dtype"] == "float32" else "float16",
-               model_name=first.get("model_name", ""), rebuild=rebuild)
+    store.bind(
+        model_id=first["model_id"],
+        embed_dim=first["embed_dim"],
+        root=first["root"],
+        dtype="float32" if first["dtype"] == "float32" else "float16",
+        model_name=first.get("model_name", ""),
+        rebuild=rebuild,
+    )
     existing = store.files()
     pending: list[NewRow] = []
     for path in parts:

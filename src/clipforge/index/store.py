@@ -92,6 +92,13 @@ class Fingerprint(NamedTuple):
         return self._asdict()
 
 
+class Snapshot(NamedTuple):
+    all_ids: np.ndarray  # (N,) every live row id
+    ids: np.ndarray  # (M,) ids of the rows returned
+    vectors: np.ndarray  # (M, E) float32
+    fingerprint: Fingerprint
+
+
 class IndexStore:
     """An index database. ``create=False`` refuses a path that holds no index yet."""
 
@@ -223,8 +230,14 @@ class IndexStore:
             if rebuild:
                 c.execute("DELETE FROM images")
                 c.execute("DELETE FROM skipped")
-            values = {"model_id": model_id, "embed_dim": str(embed_dim), "root": root, "dtype": dtype,
-                      "model_name": model_name, "model_path": model_path}
+            values = {
+                "model_id": model_id,
+                "embed_dim": str(embed_dim),
+                "root": root,
+                "dtype": dtype,
+                "model_name": model_name,
+                "model_path": model_path,
+            }
             c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
 
     def check_model(self, model_id: str) -> None:
@@ -283,21 +296,32 @@ class IndexStore:
 
     def load_embeddings(self) -> tuple[np.ndarray, np.ndarray, Fingerprint]:
         """All embeddings as ``(ids (N,) int64, vectors (N, E) float32, fingerprint)``, one snapshot."""
+        snap = self.snapshot(after_id=0)
+        return snap.ids, snap.vectors, snap.fingerprint
+
+    def snapshot(self, *, after_id: int) -> Snapshot:
+        """In one read transaction: every live id, and the rows with ``id > after_id`` (the rows
+        added since a fingerprint with ``max_id == after_id``; ids are never reused)."""
         conn = self._conn()
         dim, dtype = self.embed_dim or 0, np.dtype(self.dtype)
         conn.execute("BEGIN")
         try:
             fp = self.fingerprint_in_txn(conn)
-            ids = np.empty(fp.count, dtype=np.int64)
-            vectors = np.empty((fp.count, dim), dtype=np.float32)
-            n = 0
-            for image_id, blob in conn.execute("SELECT id, embedding FROM images ORDER BY id"):
+            all_ids = np.fromiter(
+                (r[0] for r in conn.execute("SELECT id FROM images ORDER BY id")),
+                dtype=np.int64,
+                count=fp.count,
+            )
+            n_new = int(np.count_nonzero(all_ids > after_id))
+            ids = np.empty(n_new, dtype=np.int64)
+            vectors = np.empty((n_new, dim), dtype=np.float32)
+            rows = conn.execute("SELECT id, embedding FROM images WHERE id > ? ORDER BY id", (after_id,))
+            for n, (image_id, blob) in enumerate(rows):
                 ids[n] = image_id
                 vectors[n] = np.frombuffer(blob, dtype=dtype)
-                n += 1
         finally:
             conn.execute("COMMIT")
-        return ids, vectors, fp
+        return Snapshot(all_ids, ids, vectors, fp)
 
     def fingerprint_in_txn(self, conn: sqlite3.Connection) -> Fingerprint:
         count, max_id = conn.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM images").fetchone()

@@ -35,8 +35,9 @@ def indexed_file(root: str | Path, rel_path: str) -> Path:
     return Path(real)
 
 
-def make_thumbnail(path: str | Path, *, size: int = THUMB_SIZE, max_pixels: int = THUMB_MAX_PIXELS,
-                   quality: int = 85) -> bytes:
+def make_thumbnail(
+    path: str | Path, *, size: int = THUMB_SIZE, max_pixels: int = THUMB_MAX_PIXELS, quality: int = 85
+) -> bytes:
     """JPEG bytes of the image at ``path``, fitted in ``size`` x ``size``, EXIF-oriented.
 
     JPEGs are decoded at reduced scale (``draft``), which makes large photos cheap to thumbnail.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from importlib import resources
+from typing import Annotated
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -21,9 +22,13 @@ from .service import NotConfigured, NotFound, SearchService
 from .uploads import DEFAULT_MAX_UPLOAD_BYTES, UploadError, read_limited
 
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
-IMAGE_BODY = {"requestBody": {"required": True, "content": {"image/*": {"schema": {"type": "string",
-                                                                                     "format": "binary"}}}}}
-Text = Field(min_length=1, max_length=1000)
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+K = Annotated[int, Query(ge=1, description="number of results")]
 
 
 class SearchRequest(BaseModel):
@@ -60,13 +65,17 @@ def create_app(
     title: str = "clipforge search",
 ) -> FastAPI:
     """The application: JSON API under ``/api``, the web page at ``/``, OpenAPI docs at ``/docs``."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         service.close()  # stop the text-batching thread
 
-    app = FastAPI(title=title, description="Semantic image search, zero-shot classification and moderation.",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description="Semantic image search, zero-shot classification and moderation.",
+        lifespan=lifespan,
+    )
     app.state.service = service
 
     @app.exception_handler(UploadError)
@@ -94,37 +103,61 @@ def create_app(
         return service.health()
 
     @app.get("/api/search", tags=["search"], summary="text search")
-    def search_get(q: str = Query(min_length=1, max_length=1000), k: int = Query(20, ge=1)) -> dict:
+    def search_get(q: Annotated[str, Query(min_length=1, max_length=1000)], k: K = 20) -> dict:
         return {"query": q, "hits": service.search(text=q, k=k)}
 
     @app.post("/api/search", tags=["search"], summary="text and/or indexed-image search (JSON)")
     def search_post(req: SearchRequest) -> dict:
-        return {"hits": service.search(text=req.text, image_id=req.id, k=req.k, image_weight=req.image_weight)}
+        return {
+            "hits": service.search(text=req.text, image_id=req.id, k=req.k, image_weight=req.image_weight)
+        }
 
-    @app.post("/api/search/image", tags=["search"], summary="image upload search (body: image bytes)",
-              openapi_extra=IMAGE_BODY)
-    async def search_image(request: Request, k: int = Query(20, ge=1), text: str | None = Query(None, max_length=1000),
-                           image_weight: float = Query(0.5, ge=0.0, le=1.0)) -> dict:
+    @app.post(
+        "/api/search/image",
+        tags=["search"],
+        summary="image upload search (body: image bytes)",
+        openapi_extra=IMAGE_BODY,
+    )
+    async def search_image(
+        request: Request,
+        k: K = 20,
+        text: Annotated[str | None, Query(max_length=1000)] = None,
+        image_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
+    ) -> dict:
         data = await body(request)
-        hits = await run_in_threadpool(lambda: service.search(text=text, image_bytes=data, k=k,
-                                                              image_weight=image_weight))
+        hits = await run_in_threadpool(
+            lambda: service.search(text=text, image_bytes=data, k=k, image_weight=image_weight)
+        )
         return {"hits": hits}
 
-    @app.post("/api/classify", tags=["classify"], summary="zero-shot classify an upload (body: image bytes)",
-              openapi_extra=IMAGE_BODY)
-    async def classify_upload(request: Request, labels: list[str] = Query(..., description="comma-separated"),
-                              k: int = Query(5, ge=1), templates: str = Query("default", max_length=40)) -> dict:
+    @app.post(
+        "/api/classify",
+        tags=["classify"],
+        summary="zero-shot classify an upload (body: image bytes)",
+        openapi_extra=IMAGE_BODY,
+    )
+    async def classify_upload(
+        request: Request,
+        labels: Annotated[list[str], Query(description="comma-separated; or repeat the parameter")],
+        k: K = 5,
+        templates: Annotated[str, Query(max_length=40, description="built-in template set")] = "default",
+    ) -> dict:
         data = await body(request)
-        result = await run_in_threadpool(lambda: service.classify(_labels(labels), image_bytes=data, k=k,
-                                                                  templates=templates))
+        result = await run_in_threadpool(
+            lambda: service.classify(_labels(labels), image_bytes=data, k=k, templates=templates)
+        )
         return {"labels": result}
 
     @app.post("/api/classify/indexed", tags=["classify"], summary="zero-shot classify an indexed image")
     def classify_indexed(req: ClassifyRequest) -> dict:
         return {"labels": service.classify(req.labels, image_id=req.id, k=req.k, templates=req.templates)}
 
-    @app.post("/api/moderate", tags=["moderate"], summary="moderate an upload (body: image bytes)",
-              openapi_extra=IMAGE_BODY)
+    @app.post(
+        "/api/moderate",
+        tags=["moderate"],
+        summary="moderate an upload (body: image bytes)",
+        openapi_extra=IMAGE_BODY,
+    )
     async def moderate_upload(request: Request) -> dict:
         data = await body(request)
         return await run_in_threadpool(lambda: service.moderate(image_bytes=data))
@@ -140,24 +173,41 @@ def create_app(
         vectors = service.embed_texts(req.texts)
         return {"model_id": service.encoder.model_id, "embeddings": np.round(vectors, 6).tolist()}
 
-    @app.post("/api/embed/image", tags=["embed"], summary="image embedding (body: image bytes)",
-              openapi_extra=IMAGE_BODY)
+    @app.post(
+        "/api/embed/image",
+        tags=["embed"],
+        summary="image embedding (body: image bytes)",
+        openapi_extra=IMAGE_BODY,
+    )
     async def embed_image(request: Request) -> dict:
         data = await body(request)
         vector = await run_in_threadpool(service.embed_image, data)
         return {"model_id": service.encoder.model_id, "embedding": np.round(vector, 6).tolist()}
 
-    @app.get("/api/thumb/{image_id}", tags=["images"], summary="JPEG thumbnail of an indexed image",
-             response_class=Response)
+    @app.get(
+        "/api/thumb/{image_id}",
+        tags=["images"],
+        summary="JPEG thumbnail of an indexed image",
+        response_class=Response,
+    )
     def thumbnail(image_id: int) -> Response:
-        return Response(service.thumbnail(image_id), media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=3600"})
+        return Response(
+            service.thumbnail(image_id),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "private, max-age=3600"},
+        )
 
-    @app.get("/api/image/{image_id}", tags=["images"], summary="the original file of an indexed image",
-             response_class=FileResponse)
+    @app.get(
+        "/api/image/{image_id}",
+        tags=["images"],
+        summary="the original file of an indexed image",
+        response_class=FileResponse,
+    )
     def original(image_id: int) -> FileResponse:
         path = service.image_path(image_id)
-        return FileResponse(path, headers={"Content-Disposition": "inline", "X-Content-Type-Options": "nosniff"})
+        return FileResponse(
+            path, headers={"Content-Disposition": "inline", "X-Content-Type-Options": "nosniff"}
+        )
 
     # -- web page --------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

@@ -20,5 +20,12 @@ def run_server(
         import uvicorn
     except ImportError as e:
         raise ImportError("serving needs uvicorn: pip install 'clipforge[serve]'") from e
-    uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=limit_concurrency,
-                timeout_keep_alive=timeout_keep_alive, server_header=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive=timeout_keep_alive,
+        server_header=False,
+    )

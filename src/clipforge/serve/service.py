@@ -11,7 +11,9 @@ image embedding (stored, for indexed images) and score it with ``clipforge.eval`
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,8 @@ from ..index import ImageIndex
 from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
 from .batching import TextBatcher
 from .uploads import DEFAULT_MAX_PIXELS, decode_upload
+
+log = logging.getLogger(__name__)
 
 
 class NotFound(LookupError):
@@ -76,6 +80,9 @@ class SearchService:
         self._texts = _LRU(text_cache)
         self._classifiers = _LRU(classifier_cache)
         self._batcher = TextBatcher(self.encoder)
+        self._refresh_lock = threading.Lock()
+        self._refresher: threading.Thread | None = None
+        self._refreshed = time.monotonic()
         self.policy = policy
         self._moderator = None
         self._moderator_lock = threading.Lock()
@@ -100,7 +107,9 @@ class SearchService:
 
             loaded_policy = load_policy(policy)
         encoder = Encoder.from_checkpoint(checkpoint, device=device, precision=precision)
-        return cls(ImageIndex.open(db, encoder=encoder, nprobe=nprobe), policy=loaded_policy, max_pixels=max_pixels)
+        return cls(
+            ImageIndex.open(db, encoder=encoder, nprobe=nprobe), policy=loaded_policy, max_pixels=max_pixels
+        )
 
     # -- helpers ---------------------------------------------------------------------------------
     def _check_k(self, k: int) -> int:
@@ -123,13 +132,39 @@ class SearchService:
         return self.encoder.encode_images([decode_upload(image_bytes, max_pixels=self.max_pixels)])[0]
 
     # -- operations --------------------------------------------------------------------------------
+    def _refresh_in_background(self) -> None:
+        """Follow database changes (a running `clipforge index`) without making a request wait:
+        the update runs in its own thread; searches use the current vectors meanwhile."""
+        with self._refresh_lock:
+            if self._refresher is not None and self._refresher.is_alive():
+                return
+            if time.monotonic() - self._refreshed < self.index.refresh_seconds:
+                return
+            self._refreshed = time.monotonic()
+            self._refresher = threading.Thread(
+                target=self._refresh, name="clipforge-index-refresh", daemon=True
+            )
+            self._refresher.start()
+
+    def _refresh(self) -> None:
+        try:
+            self.index.refresh()
+        except Exception:  # e.g. the database was rebuilt with another model: keep serving, say why
+            log.exception("could not follow changes of %s", self.index.store.path)
+
     def close(self) -> None:
         self._batcher.close()
 
     def health(self) -> dict:
         fp = self.index.fingerprint
-        return {"status": "ok", "images": fp.count, "model_id": fp.model_id, "model": self.encoder.model_name,
-                "search": self.index.kind, "moderation": self.policy is not None}
+        return {
+            "status": "ok",
+            "images": fp.count,
+            "model_id": fp.model_id,
+            "model": self.encoder.model_name,
+            "search": self.index.kind,
+            "moderation": self.policy is not None,
+        }
 
     def search(
         self,
@@ -152,13 +187,17 @@ class SearchService:
         if has_text:
             parts.append((1.0 - image_weight if has_image else 1.0, self.text_vector(text.strip())))
         if has_image:
-            parts.append((image_weight if has_text else 1.0,
-                          self.image_vector(image_bytes=image_bytes, image_id=image_id)))
+            parts.append(
+                (
+                    image_weight if has_text else 1.0,
+                    self.image_vector(image_bytes=image_bytes, image_id=image_id),
+                )
+            )
         query = sum(w * v for w, v in parts)  # (E,)
         norm = float(np.linalg.norm(query))
         if norm == 0.0:
             raise ValueError("the text and image queries cancel out; change image_weight")
-        self.index.refresh()
+        self._refresh_in_background()
         return [h.to_dict() for h in self.index.search_vector(query / norm, k=k)]
 
     def _classifier(self, labels: tuple[str, ...], templates: str):
@@ -170,8 +209,13 @@ class SearchService:
 
         def build():
             with self.encoder.lock:  # builds class embeddings with the text tower
-                return ZeroShotClassifier(self.encoder.model, self.encoder.tokenizer, list(labels),
-                                          load_templates(templates), transform=self.encoder.transform)
+                return ZeroShotClassifier(
+                    self.encoder.model,
+                    self.encoder.tokenizer,
+                    list(labels),
+                    load_templates(templates),
+                    transform=self.encoder.transform,
+                )
 
         return self._classifiers.get((labels, templates), build)
 
@@ -189,7 +233,9 @@ class SearchService:
 
         labels = check_labels(list(labels))
         clf = self._classifier(tuple(labels), templates)
-        features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[None]  # (1, E)
+        features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[
+            None
+        ]  # (1, E)
         ranked = clf.rank(clf.scores_from_features(features), k=max(1, min(k, len(labels))))[0]
         return [{"label": label, "score": round(score, 6)} for label, score in ranked]
 
@@ -201,8 +247,12 @@ class SearchService:
                 from ..eval.moderate import Moderator
 
                 with self.encoder.lock:
-                    self._moderator = Moderator(self.encoder.model, self.encoder.tokenizer, self.policy,
-                                                transform=self.encoder.transform)
+                    self._moderator = Moderator(
+                        self.encoder.model,
+                        self.encoder.tokenizer,
+                        self.policy,
+                        transform=self.encoder.transform,
+                    )
         features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[None]
         decision = self._moderator.decide(self._moderator.scores_from_features(features))[0]
         return decision.to_dict()
