@@ -138,7 +138,8 @@ def index_folder(
         rebuild=rebuild,
     )
     listing = walk_images(root, include_hidden=include_hidden)
-    d = diff_folder(listing.files, store.files(), store.skipped())
+    stored = store.files()
+    d = diff_folder(listing.files, stored, store.skipped())
     report = IndexReport(
         str(root),
         unchanged=len(d.unchanged),
@@ -151,12 +152,11 @@ def index_folder(
     for row in d.gone:
         gone_by_hash.setdefault(row.sha256, []).append(row)
     gone_sizes = {row.size for row in d.gone}
-    stored = store.files()
     moves: list[tuple[int, FileStat]] = []  # (row id, new stat)
     copies: list[NewRow] = []
     to_embed: list[FileStat] = []
     candidates = d.changed + [f for f in d.new if f.size in gone_sizes]
-    known = set(f.path for f in candidates)
+    known = {f.path for f in candidates}
     for f in tqdm(candidates, desc="hashing", unit="file", disable=not progress or len(candidates) < 100):
         try:
             digest = file_sha256(root / f.path)
