@@ -24,11 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default: 10)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest accepted image (default: 40)")
     p.add_argument("--nprobe", type=int, default=None, help="ANN lists to probe (default: calibrated)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for the model")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..serve import SearchService, create_app, run_server
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     service = SearchService.from_paths(
         args.checkpoint,
