@@ -217,3 +217,32 @@ def test_index_refreshes_when_the_database_changes(tmp_path):
     run_index(root, db, enc)
     assert index.refresh() and len(index) == 4
     assert index.search(image=root / "late.png", k=1)[0].path == "late.png"
+
+
+def test_database_is_in_wal_mode(tmp_path):
+    make_folder(tmp_path / "p", 1)
+    run_index(tmp_path / "p", tmp_path / "i.cfidx", tiny_encoder())
+    with sqlite3.connect(tmp_path / "i.cfidx") as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_foreign_files_are_refused_untouched(tmp_path):
+    from clipforge.index import IndexDatabaseError
+
+    garbage = tmp_path / "garbage.cfidx"
+    garbage.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(IndexDatabaseError, match="not a clipforge index"):
+        IndexStore(garbage)
+    with pytest.raises(IndexDatabaseError, match="not a clipforge index"):
+        IndexStore(garbage, create=True)
+    foreign = tmp_path / "other.sqlite"
+    with sqlite3.connect(foreign) as c:
+        c.execute("CREATE TABLE notes (x TEXT)")
+    with pytest.raises(IndexDatabaseError, match="not a clipforge index"):
+        IndexStore(foreign, create=True)
+    with sqlite3.connect(foreign) as c:
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        mode = c.execute("PRAGMA journal_mode").fetchone()[0]
+    assert tables == ["notes"] and mode == "delete"
+    with pytest.raises(FileNotFoundError, match="no index database"):
+        IndexStore(tmp_path / "missing.cfidx")

@@ -111,16 +111,26 @@ class IndexStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        conn = self._conn()
+        not_ours = f"{self.path}: not a clipforge index database"
         try:
-            conn.executescript(_SCHEMA_SQL)
+            conn = self._conn()
+            empty = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+            if not empty:  # an existing database: ours, or refused untouched
+                schema = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                schema = schema[0] if schema else None
+            elif create:
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
+                conn.executescript(_SCHEMA_SQL)
+                with self.transaction() as c:
+                    c.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
+                schema = SCHEMA
+            else:
+                raise IndexDatabaseError(f"{not_ours} (empty)")
         except sqlite3.DatabaseError as e:
-            raise IndexDatabaseError(f"{self.path}: not a clipforge index database ({e})") from e
-        schema = self.get_meta("schema")
-        if schema is None:
-            with self.transaction() as c:
-                c.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
-        elif schema != SCHEMA:
+            self.close()
+            raise IndexDatabaseError(f"{not_ours} ({e})") from e
+        if schema != SCHEMA:
+            self.close()
             raise IndexDatabaseError(f"{self.path}: index schema {schema!r}, this clipforge reads {SCHEMA!r}")
 
     # -- connections -------------------------------------------------------------------------
@@ -129,7 +139,6 @@ class IndexStore:
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
