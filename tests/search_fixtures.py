@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
 import zlib
 from pathlib import Path
 
@@ -83,3 +84,16 @@ def make_folder(root: Path, n: int, *, start: int = 0) -> list[Path]:
     exts = [".png", ".jpg", ".webp", ".bmp", ".gif", ".tiff"]
     names = [f"d{i % 3}/img{i:04d}{exts[i % len(exts)]}" for i in range(start, start + n)]
     return [write_image(root / name, seed=start + j) for j, name in enumerate(names)]
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid grayscale PNG of ``width`` x ``height`` zero pixels: tiny file, huge when decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (width + 1)  # filter byte + pixels
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

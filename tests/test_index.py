@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from search_fixtures import make_folder, tiny_encoder, write_image
+from search_fixtures import make_folder, png_bomb, tiny_encoder, write_image
 
 from clipforge.index import ImageIndex, IndexStore, ModelMismatchError, index_folder
 from clipforge.index.scan import walk_images
@@ -127,20 +127,21 @@ def test_bad_files_are_skipped_listed_and_retried_only_when_changed(tmp_path):
     (root / "empty.png").write_bytes(b"")
     good = write_image(tmp_path / "t.png", 9).read_bytes()
     (root / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "bomb.png").write_bytes(png_bomb(2000, 2000))  # 4 MP in a few kB; limit below: 1 MP
     enc = CountingEncoder(tiny_encoder())
-    report = run_index(root, db, enc)
+    report = run_index(root, db, enc, max_pixels=1_000_000)
     assert report.total == 3
     skipped = {s.path: s.reason for s in report.skipped}
-    assert sorted(skipped) == ["empty.png", "garbage.jpg", "truncated.png"]
-    assert all(skipped.values())
+    assert sorted(skipped) == ["bomb.png", "empty.png", "garbage.jpg", "truncated.png"]
+    assert all(skipped.values()) and "max_pixels" in skipped["bomb.png"]
     enc.encoded = 0
-    again = run_index(root, db, enc)  # unchanged broken files are not retried, still listed
+    again = run_index(root, db, enc, max_pixels=1_000_000)  # unchanged broken files: not retried, listed
     assert enc.encoded == 0 and sorted(s.path for s in again.skipped) == sorted(skipped)
     (root / "garbage.jpg").write_bytes(good)  # fixed (a PNG named .jpg: decoded by content)
     (root / "empty.png").unlink()
-    fixed = run_index(root, db, enc)
+    fixed = run_index(root, db, enc, max_pixels=1_000_000)
     assert enc.encoded == 1 and fixed.total == 4
-    assert [s.path for s in fixed.skipped] == ["truncated.png"]
+    assert [s.path for s in fixed.skipped] == ["bomb.png", "truncated.png"]
 
 
 def test_model_mismatch_is_an_error_unless_rebuild(tmp_path):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import struct
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from search_fixtures import make_folder, tiny_encoder, write_image
+from search_fixtures import make_folder, png_bomb, tiny_encoder, write_image
 
 pytest.importorskip("fastapi", reason="fastapi not installed (pip install 'clipforge[serve]')")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -169,19 +167,6 @@ def test_thumbnails_and_originals_by_id(env):
 
 
 # -- hostile requests --------------------------------------------------------------------------------
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid grayscale PNG of ``width`` x ``height`` zero pixels: tiny file, huge when decoded."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = b"\x00" * (width + 1)  # filter byte + pixels
-    comp = zlib.compressobj(9)
-    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def test_oversized_uploads_are_refused(env):
     c = env["client"]
     big = os.urandom(MAX_UPLOAD + 1)
