@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from ..index import ImageIndex
 from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
 from .batching import TextBatcher
 from .uploads import DEFAULT_MAX_PIXELS, decode_upload
+
+if TYPE_CHECKING:
+    from ..eval.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ class SearchService:
         self,
         index: ImageIndex,
         *,
-        policy=None,
+        policy: Policy | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_k: int = 200,
         thumb_size: int = THUMB_SIZE,
