@@ -55,7 +55,7 @@ class HashTokenizer:
         return out
 
 
-def build_encoder(model_name: str):
+def build_encoder(model_name: str, precision: str = "fp32"):
     import torch
 
     from clipforge.api import image_transform
@@ -63,7 +63,8 @@ def build_encoder(model_name: str):
     from clipforge.models import create_model
 
     torch.manual_seed(0)
-    model = create_model(model_name).eval()
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    model = create_model(model_name, dtype=dtype).eval()
     try:
         from clipforge.tokenizer import get_tokenizer
 
@@ -107,7 +108,7 @@ def serve(args) -> None:
     from clipforge.serve import SearchService, create_app
 
     torch.set_num_threads(args.threads)
-    encoder, kind = build_encoder(args.model)
+    encoder, kind = build_encoder(args.model, args.precision)
     service = SearchService(ImageIndex.open(args.db, encoder=encoder))
     print(f"server ready: {service.health()} tokenizer={kind}", flush=True)
     uvicorn.run(create_app(service), host="127.0.0.1", port=args.port, log_level="warning")
@@ -199,6 +200,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=100_000, help="index size (random embeddings)")
     p.add_argument("--model", default="ViT-B-32")
     p.add_argument("--threads", type=int, default=2, help="torch threads in the server")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="server model precision")
     p.add_argument("--time-limit", type=float, default=600.0)
     p.add_argument(
         "--mixed", type=int, default=400, help="requests in the mixed run (20%% image uploads); 0: skip"
@@ -236,6 +238,8 @@ def main() -> None:
                 args.model,
                 "--threads",
                 str(args.threads),
+                "--precision",
+                args.precision,
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -295,7 +299,7 @@ def main() -> None:
 
     print(f"\n### Load test: `clipforge serve` on loopback, concurrency {args.concurrency}\n")
     print(
-        f"Server: {args.model} (random init, {ready.split('tokenizer=')[-1]} tokenizer), "
+        f"Server: {args.model} {args.precision} (random init, {ready.split('tokenizer=')[-1]} tokenizer), "
         f"{args.threads} torch threads, index of {health['images']:,} embeddings "
         f"({health['search']} search); "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs shared by client and server.\n"
