@@ -13,10 +13,14 @@ from importlib import resources
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+
+try:
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from pydantic import BaseModel, Field
+except ImportError as e:  # the package imports this module; say how to get the extra
+    raise ImportError(f"clipforge's HTTP server needs FastAPI ({e}): pip install 'clipforge[serve]'") from e
 
 from .service import NotConfigured, NotFound, SearchService
 from .uploads import DEFAULT_MAX_UPLOAD_BYTES, UploadError, read_limited
