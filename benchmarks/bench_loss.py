@@ -28,7 +28,7 @@ GIB = 1 << 30
 
 # Rough peak working set, in N^2 float32 matrices, of the implementations that materialise the
 # logits; measured at N = 8192 with this script (see docs/bench/loss.md) and rounded up.
-MATERIALISED_MATRICES = {"open_clip ClipLoss": 6, "clipforge naive": 5, "open_clip SigLipLoss": 6}
+MATERIALISED_MATRICES = {"open_clip ClipLoss": 4.5, "clipforge naive": 5.5, "open_clip SigLipLoss": 5.5}
 
 IMPLS = {  # name -> (loss kind, materialises N^2)
     "open_clip ClipLoss": ("clip", True),
@@ -126,8 +126,8 @@ def _run_case(python: str, impl: str, n: int, args: argparse.Namespace) -> dict:
 
 
 def _table(results: dict, sizes: list[int], impls: list[str]) -> str:
-    lines = ["| loss | implementation | N | time (s) | ns / N² | time/N² vs open_clip | peak above inputs |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| loss | implementation | N | time (s) | ns / N² | time/N² vs open_clip | peak above inputs "
+             "| loss value |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for impl in impls:
         kind = IMPLS[impl][0]
         peer = "open_clip ClipLoss" if kind == "clip" else "open_clip SigLipLoss"
@@ -139,7 +139,7 @@ def _table(results: dict, sizes: list[int], impls: list[str]) -> str:
             if r is None:
                 continue
             if r["status"] != "ok":
-                lines.append(f"| {kind} | {impl} | {n} | OOM | — | — | {r['error']} |")
+                lines.append(f"| {kind} | {impl} | {n} | OOM | — | — | {r['error']} | — |")
                 continue
             per = r["seconds"] / n / n * 1e9
             if p and p["status"] == "ok":
@@ -150,7 +150,7 @@ def _table(results: dict, sizes: list[int], impls: list[str]) -> str:
                 ratio = "—"
             peak = r["peak_bytes"] / GIB
             lines.append(f"| {kind} | {impl} | {n} | {r['seconds']:.1f} | {per:.1f} | {ratio} "
-                         f"| {peak:.2f} GiB |")
+                         f"| {peak:.2f} GiB | {r['loss']:.4f} |")
     lines.append("")
     lines.append("† open_clip did not run at this N: ratio against its ns/N² at the largest N it ran.")
     return "\n".join(lines)
@@ -160,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384, 32768, 65536])
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--chunk-size", type=int, default=4096)
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS), metavar="IMPL")
     parser.add_argument("--oc-python", default=sys.executable,
                         help="interpreter with open_clip installed (default: this one)")
@@ -168,12 +168,21 @@ def main() -> None:
     parser.add_argument("--mem-cap-gib", type=float, default=20.0, help="address-space cap per case")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per case")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--table-from", type=Path, help="only print the table of a previous --json file")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
         impl, n = args.child
         print(json.dumps(_child(impl, int(n), args.dim, args.chunk_size, args.mem_cap_gib)))
+        return
+
+    if args.table_from:
+        rows = json.loads(args.table_from.read_text())
+        results = {(r.pop("impl"), r.pop("n")): r for r in rows}
+        sizes = sorted({n for _, n in results})
+        impls = [i for i in IMPLS if any(impl == i for impl, _ in results)]
+        print(_table(results, sizes, impls))
         return
 
     from tqdm import tqdm

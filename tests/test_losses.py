@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipforge.losses import clip_loss, pairwise_logsumexp, pairwise_sigmoid_loss, siglip_loss
+from clipforge.losses import clip_loss, infonce_terms, pairwise_sigmoid_loss, siglip_loss
 
 
 def _features(n: int, d: int, dtype: torch.dtype, *, seed: int = 0, normalise: bool = True):
@@ -25,12 +25,12 @@ def _loss_and_grads(fn, img, txt, *scalars, **options):
     return loss.detach(), [g.detach() for g in grads]
 
 
-def _assert_rel(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str):
-    """Max-abs error relative to the largest expected value (values below 1e-2 count as 1e-2, so that
-    an expected exact zero, e.g. d loss / d scale for a single pair, tolerates rounding)."""
+def _assert_rel(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str, *, floor: float = 1e-2):
+    """Max-abs error relative to the largest expected value. Values below ``floor`` count as ``floor``,
+    so that an expected exact zero (a single pair: loss 0, d loss / d scale 0) tolerates rounding."""
     err = (actual - expected).abs().max().item()
     ref = expected.abs().max().item()
-    assert err <= tol * max(ref, 1e-2), f"{what}: max abs error {err:.3e} vs max abs value {ref:.3e}"
+    assert err <= tol * max(ref, floor), f"{what}: max abs error {err:.3e} vs max abs value {ref:.3e}"
 
 
 # -- the seeds' worked example ---------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_chunked_clip_matches_naive(dtype, n, chunk_size):
     scale = torch.tensor(1 / 0.07, dtype=dtype, requires_grad=True)
     naive, naive_grads = _loss_and_grads(clip_loss, img, txt, scale)
     chunked, chunked_grads = _loss_and_grads(clip_loss, img, txt, scale, chunk_size=chunk_size)
-    _assert_rel(chunked, naive, 1e-5, "loss")
+    _assert_rel(chunked, naive, 1e-5, "loss", floor=1.0)
     for name, got, want in zip(("image", "text", "logit_scale"), chunked_grads, naive_grads, strict=True):
         _assert_rel(got, want, 1e-5, f"grad {name}")
         assert got.dtype == dtype
@@ -118,7 +118,7 @@ def test_chunked_siglip_matches_naive(dtype, n, chunk_size):
     bias = torch.tensor(-4.0, dtype=dtype, requires_grad=True)
     naive, naive_grads = _loss_and_grads(siglip_loss, img, txt, scale, bias)
     chunked, chunked_grads = _loss_and_grads(siglip_loss, img, txt, scale, bias, chunk_size=chunk_size)
-    _assert_rel(chunked, naive, 1e-5, "loss")
+    _assert_rel(chunked, naive, 1e-5, "loss", floor=1.0)
     names = ("image", "text", "logit_scale", "logit_bias")
     for name, got, want in zip(names, chunked_grads, naive_grads, strict=True):
         _assert_rel(got, want, 1e-5, f"grad {name}")
@@ -131,23 +131,27 @@ def test_gradcheck_chunked_kernels():
     scale = torch.tensor(2.5, dtype=torch.float64, requires_grad=True)
     bias = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
 
-    def lse(a, b, scale):
-        return pairwise_logsumexp(a, b, scale, chunk_size=4)
+    def terms(a, b, scale):
+        return infonce_terms(a, b, scale, positive_offset=1, chunk_size=4)
 
     def sig(a, b, scale, bias):
         return pairwise_sigmoid_loss(a, b, scale, bias, positive_offset=2, chunk_size=4)
 
-    assert torch.autograd.gradcheck(lse, (a, b, scale))
+    assert torch.autograd.gradcheck(terms, (a, b, scale))
     assert torch.autograd.gradcheck(sig, (a, b, scale, bias))
 
 
-def test_rectangular_logsumexp_matches_torch():
+@pytest.mark.parametrize("offset", [0, 3, 6])
+def test_rectangular_terms_match_torch(offset):
     a, b = torch.randn(5, 4, dtype=torch.float64), torch.randn(11, 4, dtype=torch.float64)
     scale = torch.tensor(3.0, dtype=torch.float64)
-    rows, cols = pairwise_logsumexp(a, b, scale, chunk_size=3)
+    rows, cols, positives = infonce_terms(a, b, scale, positive_offset=offset, chunk_size=3)
     logits = scale * a @ b.T
     torch.testing.assert_close(rows, logits.logsumexp(1))
     torch.testing.assert_close(cols, logits.logsumexp(0))
+    torch.testing.assert_close(positives, logits.diagonal(offset))
+    with pytest.raises(ValueError, match="positive_offset"):
+        infonce_terms(a, b, scale, positive_offset=7, chunk_size=3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -161,7 +165,7 @@ def test_chunked_is_safe_at_large_scale(dtype):
     naive, naive_grads = _loss_and_grads(clip_loss, img, txt, scale)
     chunked, chunked_grads = _loss_and_grads(clip_loss, img, txt, scale, chunk_size=6)
     assert torch.isfinite(chunked) and all(torch.isfinite(g).all() for g in chunked_grads)
-    _assert_rel(chunked, naive, 1e-5, "loss")
+    _assert_rel(chunked, naive, 1e-5, "loss", floor=1.0)
     for got, want in zip(chunked_grads, naive_grads, strict=True):
         _assert_rel(got, want, 1e-5, "grad")
     bias = torch.tensor(-10.0, dtype=dtype, requires_grad=True)

@@ -1,6 +1,6 @@
 """Contrastive losses as pure functions: CLIP (InfoNCE) and SigLIP, naive or chunked, local or distributed."""
 
-from clipforge.losses.chunked import pairwise_logsumexp, pairwise_sigmoid_loss
+from clipforge.losses.chunked import infonce_terms, pairwise_sigmoid_loss
 from clipforge.losses.contrastive import clip_loss
 from clipforge.losses.distributed import all_gather_with_grad, gather_features
 from clipforge.losses.siglip import siglip_loss
@@ -9,7 +9,7 @@ __all__ = [
     "all_gather_with_grad",
     "clip_loss",
     "gather_features",
-    "pairwise_logsumexp",
+    "infonce_terms",
     "pairwise_sigmoid_loss",
     "siglip_loss",
 ]

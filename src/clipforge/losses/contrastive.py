@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from clipforge.losses._inputs import check_chunk_size, check_features, check_scalar
-from clipforge.losses.chunked import pairwise_logsumexp
+from clipforge.losses.chunked import infonce_terms
 from clipforge.losses.distributed import all_gather_with_grad, check_equal_local_batch, world_info
 
 
@@ -54,18 +54,19 @@ def clip_loss(
         if world > 1:
             check_equal_local_batch(n, device=image_features.device)
             all_text = all_gather_with_grad(text_features)  # (W*n, d)
+    offset = rank * n  # the positive of local image i is text i + offset
 
     if chunk_size is None:
         logits = logit_scale * image_features @ all_text.T  # (n, W*n)
         row_lse = logits.logsumexp(dim=1)  # (n,): each local image against every text
         col_lse = logits.logsumexp(dim=0)  # (W*n,): every text against the local images
+        positives = logit_scale * (image_features * text_features).sum(dim=-1)  # (n,): S[i, i + offset]
     else:
-        row_lse, col_lse = pairwise_logsumexp(image_features, all_text, logit_scale, chunk_size=chunk_size)
+        row_lse, col_lse, positives = infonce_terms(image_features, all_text, logit_scale,
+                                                    positive_offset=offset, chunk_size=chunk_size)
 
     if all_text is not text_features:
         # Text -> image needs each text against *all* images: combine the per-rank partial sums.
         col_lse = all_gather_with_grad(col_lse[None]).logsumexp(dim=0)  # (W, W*n) -> (W*n,)
-        col_lse = col_lse[rank * n : (rank + 1) * n]  # (n,): this rank's texts
-
-    positives = logit_scale * (image_features * text_features).sum(dim=-1)  # (n,): S_ii
+        col_lse = col_lse[offset : offset + n]  # (n,): this rank's texts
     return 0.5 * (row_lse.mean() + col_lse.mean()) - positives.mean()
