@@ -37,11 +37,6 @@ class LabelledImages:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, indices: list[int]) -> LabelledImages:
-        return LabelledImages(
-            [self.paths[i] for i in indices], [self.labels[i] for i in indices], self.classnames, self.source
-        )
-
 
 def load_labelled(
     source: str | Path,
