@@ -18,7 +18,8 @@ EXPORT_FORMATS = ("hf", "open_clip", "onnx")
 
 def export_hf(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None) -> Path:
     """A directory that ``transformers.CLIPModel.from_pretrained`` and ``CLIPProcessor`` load:
-    ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` and the tokenizer files."""
+    ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` and the tokenizer files
+    (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``)."""
     out = Path(out_dir)
     cfg = model.config
     config = hf.config_to_hf(cfg)  # raises for ResNet towers and sigmoid-loss biases
@@ -32,7 +33,21 @@ def export_hf(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None)
     _write_json(out / "preprocessor_config.json", hf.preprocess_to_hf(cfg))
     if tokenizer is not None:
         tokenizer.save_hf(out)
+        _write_json(out / "tokenizer_config.json", _hf_tokenizer_config(cfg.text.context_length))
     return out
+
+
+def _hf_tokenizer_config(context_length: int) -> dict[str, Any]:
+    """Lets ``AutoTokenizer`` read ``vocab.json`` + ``merges.txt`` with CLIP's special tokens."""
+    return {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": context_length,
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "processor_class": "CLIPProcessor",
+    }
 
 
 def export_open_clip(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None) -> Path:

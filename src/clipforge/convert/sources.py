@@ -62,13 +62,15 @@ def import_model(
         raise ConvertError(f"{found.weights}: already a clipforge checkpoint; load it with clipforge.load")
     if found.format == "hf":
         _expect(format, "hf", source)
-        cfg, sd, vocab_dir = _read_hf_dir(found)
+        cfg, sd = _read_hf_dir(found)
         fmt = "hf"
         if act is not None:
             cfg = cfg.replace(act=act)
     else:
-        sd, kind, fmt, cfg = _read_openai_layout(found, format=format, model=model, act=act)
-        vocab_dir = None
+        sd, fmt, cfg = _read_openai_layout(found, format=format, model=model, act=act)
+    folder = Path(source)
+    has_vocab = folder.is_dir() and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    vocab_dir = folder if has_vocab else None
     net = CLIP(cfg)
     try:
         load_state_dict_strict(net, sd, source=str(found.weights))
@@ -188,8 +190,8 @@ def _expect(requested: str, found: str, source: str | Path) -> None:
 
 def _read_openai_layout(
     found: Detected, *, format: str, model: str | Path | None, act: str | None
-) -> tuple[StateDict, str, str, ModelConfig]:
-    """A weights file (or open_clip folder) in OpenAI's names -> (our state dict, kind, format, config)."""
+) -> tuple[StateDict, str, ModelConfig]:
+    """A weights file (or open_clip folder) in OpenAI's names -> (our state dict, format, config)."""
     assert found.weights is not None
     sd, kind = read_tensors(found.weights)
     layout = classify_keys(sd)
@@ -252,10 +254,10 @@ def _read_openai_layout(
             cfg = inferred
     except ConfigError as e:
         raise ConvertError(f"{found.weights}: {e}") from e
-    return open_clip.from_open_clip(sd), kind, fmt, cfg
+    return open_clip.from_open_clip(sd), fmt, cfg
 
 
-def _read_hf_dir(found: Detected) -> tuple[ModelConfig, StateDict, Path | None]:
+def _read_hf_dir(found: Detected) -> tuple[ModelConfig, StateDict]:
     assert found.config is not None and found.weights is not None
     folder = found.config.parent
     try:
@@ -271,8 +273,7 @@ def _read_hf_dir(found: Detected) -> tuple[ModelConfig, StateDict, Path | None]:
     for f in _weight_files(found):
         part, _ = read_tensors(f)
         sd.update(part)
-    vocab_dir = folder if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file() else None
-    return cfg, hf.from_hf(sd), vocab_dir
+    return cfg, hf.from_hf(sd)
 
 
 def _weight_files(found: Detected) -> list[Path]:
