@@ -1,0 +1,35 @@
+# Set-up is part of every target: a fresh machine needs only `make quickstart` or `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build of PyTorch; on a GPU machine use e.g. TORCH_SPEC=torch (or install torch first).
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.clipforge-installed
+
+.PHONY: setup quickstart test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[all,dev]" playwright
+	$(BIN)/python scripts/fetch_openai_vocab.py || echo "note: OpenAI vocabulary not fetched; tests that need it will skip"
+	bash scripts/install_browser.sh || echo "note: chromium not installed; the browser test will skip"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+quickstart: setup
+	$(BIN)/clipforge quickstart
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not distributed"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
