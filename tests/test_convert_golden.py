@@ -12,9 +12,8 @@ import torch
 from convert_utils import ASSETS, max_diff, small_tokenizer
 from safetensors.torch import load_file
 
-import clipforge.api
-from clipforge.checkpoint import load_checkpoint
-from clipforge.checkpoint import read_checkpoint_info
+from clipforge.api import load
+from clipforge.checkpoint import load_checkpoint, read_checkpoint_info
 from clipforge.cli.main import main
 from clipforge.convert import ConvertError, convert, import_model, openai
 
@@ -29,7 +28,9 @@ CASES = {  # case -> (checkpoint file, import options)
 
 
 def expected(case: str) -> dict[str, torch.Tensor]:
-    return load_file(str(ASSETS / f"{case.replace('_jit', '_vit').replace('_state_dict', '_vit')}.expected.safetensors"))
+    return load_file(
+        str(ASSETS / f"{case.replace('_jit', '_vit').replace('_state_dict', '_vit')}.expected.safetensors")
+    )
 
 
 def assert_matches(model, ref: dict[str, torch.Tensor]) -> None:
@@ -54,9 +55,19 @@ def test_openai_sources_get_quickgelu_and_inferred_architecture():
         cfg = imported.model.config
         assert imported.format == "openai"
         assert cfg.act == "quick_gelu"
-        assert (cfg.vision.kind, cfg.vision.patch_size, cfg.vision.image_size, cfg.vision.width) == ("vit", 16, 32, 64)
+        assert (cfg.vision.kind, cfg.vision.patch_size, cfg.vision.image_size, cfg.vision.width) == (
+            "vit",
+            16,
+            32,
+            64,
+        )
         assert (cfg.vision.layers, cfg.vision.heads, cfg.embed_dim) == (1, 1, 32)
-        assert (cfg.text.context_length, cfg.text.vocab_size, cfg.text.width, cfg.text.layers) == (16, 520, 64, 1)
+        assert (cfg.text.context_length, cfg.text.vocab_size, cfg.text.width, cfg.text.layers) == (
+            16,
+            520,
+            64,
+            1,
+        )
 
 
 def test_resnet_architecture_inferred_from_shapes():
@@ -85,7 +96,7 @@ def test_convert_writes_self_describing_checkpoint(tmp_path):
     assert info.provenance["format"] == "openai"
     assert info.provenance["sha256"] == {source.name: hashlib.sha256(source.read_bytes()).hexdigest()}
     assert info.tokenizer is not None and info.tokenizer["vocab_size"] == 520
-    loaded = clipforge.api.load(tmp_path / "out")  # the folder works as well as the file
+    loaded = load(tmp_path / "out")  # the folder works as well as the file
     assert_matches(loaded.model, expected("openai_jit"))
     assert loaded.tokenizer.encode("the cat") == small_tokenizer().encode("the cat")
 
@@ -94,8 +105,15 @@ def test_cli_convert(tmp_path, capsys):
     vocab = tmp_path / "vocab"
     small_tokenizer().save_hf(vocab)
     out = tmp_path / "rn50.safetensors"
-    args = ["convert", str(ASSETS / "rn50.safetensors"), str(out), "--model-config", str(ASSETS / "rn50.json"),
-            "--vocab", str(vocab)]
+    args = [
+        "convert",
+        str(ASSETS / "rn50.safetensors"),
+        str(out),
+        "--model-config",
+        str(ASSETS / "rn50.json"),
+        "--vocab",
+        str(vocab),
+    ]
     assert main(args) == 0
     assert "wrote" in capsys.readouterr().out
     model, _ = load_checkpoint(out)
@@ -121,8 +139,10 @@ def test_plain_state_dict_without_markers_needs_to_be_told(tmp_path):
 
 def test_ddp_prefix_and_state_dict_wrapper(tmp_path):
     sd = load_file(str(ASSETS / "vit_b32.safetensors"))
-    torch.save({"epoch": 3, "name": "run", "state_dict": {f"module.{k}": v for k, v in sd.items()}},
-               tmp_path / "epoch_3.pt")
+    torch.save(
+        {"epoch": 3, "name": "run", "state_dict": {f"module.{k}": v for k, v in sd.items()}},
+        tmp_path / "epoch_3.pt",
+    )
     imported = import_model(tmp_path / "epoch_3.pt", model=ASSETS / "vit_b32.json")
     assert_matches(imported.model, expected("vit_b32"))
 
@@ -133,7 +153,9 @@ def test_custom_text_layout(tmp_path):
 
     sd = load_file(str(ASSETS / "vit_b32.safetensors"))
     text = ("token_embedding", "positional_embedding", "transformer.", "ln_final", "text_projection")
-    save_file({f"text.{k}" if k.startswith(text) else k: v for k, v in sd.items()}, str(tmp_path / "ct.safetensors"))
+    save_file(
+        {f"text.{k}" if k.startswith(text) else k: v for k, v in sd.items()}, str(tmp_path / "ct.safetensors")
+    )
     imported = import_model(tmp_path / "ct.safetensors", model=ASSETS / "vit_b32.json")
     assert_matches(imported.model, expected("vit_b32"))
 

@@ -104,12 +104,17 @@ def main() -> None:
             )
             traced.save(str(HERE / f"{case}.jit.pt"))
             sd = dict(model.state_dict())
-            sd.update(input_resolution=torch.tensor(32), context_length=torch.tensor(CTX),
-                      vocab_size=torch.tensor(VOCAB))
+            sd.update(
+                input_resolution=torch.tensor(32),
+                context_length=torch.tensor(CTX),
+                vocab_size=torch.tensor(VOCAB),
+            )
             torch.save(sd, HERE / f"{case}.pt")
         else:
-            save_file({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
-                      str(HERE / f"{case}.safetensors"))
+            save_file(
+                {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
+                str(HERE / f"{case}.safetensors"),
+            )
     total = sum(f.stat().st_size for f in HERE.iterdir() if f.suffix != ".py")
     print(f"wrote golden assets to {HERE} ({total / 1e6:.2f} MB)")
 
