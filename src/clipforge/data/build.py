@@ -1,0 +1,105 @@
+"""``build_dataset``: pick the dataset class from what a source path looks like."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from clipforge.data.pairs import read_csv, read_folder, read_jsonl
+from clipforge.data.webdataset import TarShards, list_shards
+
+SHAPES_PREFIX = "shapes:"
+
+
+def describe_source(source: str | Path) -> str:
+    """The format ``build_dataset`` will read: "csv", "jsonl", "folder", "tar" or "shapes"."""
+    text = str(source)
+    if text.startswith(SHAPES_PREFIX):
+        return "shapes"
+    if "{" in text or text.lower().endswith(".tar"):
+        return "tar"
+    path = Path(text)
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".tab"):
+        return "csv"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if path.is_dir():
+        has_tars = any(path.glob("*.tar"))
+        return "tar" if has_tars else "folder"
+    if not path.exists():
+        raise FileNotFoundError(f"data source {text!r} does not exist")
+    raise ValueError(
+        f"cannot tell the format of {text!r}: expected a .csv/.tsv, .jsonl, .tar, a brace pattern "
+        f"like 'shards/{{000000..000099}}.tar', a folder, or 'shapes:<split>'"
+    )
+
+
+def build_dataset(
+    source: str | Path,
+    *,
+    transform: Callable[[Image.Image], Any] | None,
+    image_key: str = "filepath",
+    caption_key: str = "title",
+    delimiter: str | None = None,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle_buffer: int = 1000,
+    all_captions: bool = False,
+) -> Dataset:
+    """An image-text dataset yielding ``(transform(image), caption)`` or a ``Skip``.
+
+    - ``*.csv`` / ``*.tsv``: columns ``image_key`` and ``caption_key``; paths relative to the file.
+    - ``*.jsonl``: objects with those keys; a caption may be a list (one picked per epoch).
+    - a folder of images with same-named ``.txt`` captions (searched recursively).
+    - ``*.tar``, a folder of ``.tar`` files, or a brace pattern ``shards/{000000..000099}.tar``:
+      WebDataset shards, streamed (an IterableDataset split over ``rank``/``world_size`` and
+      DataLoader workers, shuffled within a ``shuffle_buffer``).
+    - ``shapes:train`` / ``shapes:val`` / ``shapes:heldout``: the built-in shapes data (default
+      :class:`~clipforge.data.shapes.ShapesSpec` with ``seed``).
+
+    Map-style datasets are split across ranks by the caller's sampler (``DistributedSampler``);
+    ``rank``/``world_size`` only matter to tar shards.
+    """
+    kind = describe_source(source)
+    if kind == "shapes":
+        from clipforge.data.shapes import ShapesDataset, ShapesSpec
+
+        return ShapesDataset(
+            str(source)[len(SHAPES_PREFIX) :], spec=ShapesSpec(seed=seed), transform=transform
+        )
+    if kind == "tar":
+        return TarShards(
+            list_shards(source),
+            transform=transform,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            shuffle_buffer=shuffle_buffer,
+            all_captions=all_captions,
+        )
+    if kind == "csv":
+        return read_csv(
+            source,
+            transform=transform,
+            image_key=image_key,
+            caption_key=caption_key,
+            delimiter=delimiter,
+            seed=seed,
+            all_captions=all_captions,
+        )
+    if kind == "jsonl":
+        return read_jsonl(
+            source,
+            transform=transform,
+            image_key=image_key,
+            caption_key=caption_key,
+            seed=seed,
+            all_captions=all_captions,
+        )
+    return read_folder(source, transform=transform, seed=seed, all_captions=all_captions)

@@ -1,0 +1,290 @@
+"""Map-style image-text pair datasets: a CSV/TSV file, a JSONL file, or a folder of images with
+same-named ``.txt`` captions.
+
+The index is read once at construction; rows that cannot be used (a missing column, a bad JSON
+line, an empty caption) are skipped there, kept in ``dataset.load_skips`` naming ``file:line``,
+and logged once. Images are decoded in ``__getitem__``; a missing or undecodable image returns a
+:class:`~clipforge.data.skips.Skip` instead of ``(image, caption)``.
+
+Paths and captions live in packed byte tables rather than lists of Python strings, so DataLoader
+workers forked from a process holding millions of rows do not slowly copy them all (touching a
+Python object writes its reference count, which un-shares its memory page).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from clipforge.data.captions import clean_captions, pick_caption
+from clipforge.data.images import IMAGE_EXTENSIONS, ImageDecodeError, load_image
+from clipforge.data.skips import (
+    BAD_CAPTION,
+    CORRUPT_IMAGE,
+    MALFORMED_JSON,
+    MALFORMED_ROW,
+    MISSING_CAPTION,
+    MISSING_IMAGE,
+    Skip,
+    log_load_skips,
+)
+
+Transform = Callable[[Image.Image], Any]
+Sample = tuple[Any, str] | tuple[Any, list[str]] | Skip
+
+
+@cache
+def _image_extensions() -> frozenset[str]:
+    return frozenset(e.lower().lstrip(".") for e in IMAGE_EXTENSIONS)
+
+
+def is_image_extension(ext: str) -> bool:
+    """``"jpg"``, ``".JPG"``... is one of ``IMAGE_EXTENSIONS`` (whichever way those are spelt)."""
+    return ext.lower().lstrip(".") in _image_extensions()
+
+
+class StringTable:
+    """An immutable list of strings stored as one UTF-8 blob plus offsets (fork-friendly)."""
+
+    def __init__(self, items: Sequence[str]) -> None:
+        encoded = [s.encode("utf-8") for s in items]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
+        self._blob = np.frombuffer(b"".join(encoded), dtype=np.uint8) if encoded else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return self._blob[self._offsets[i] : self._offsets[i + 1]].tobytes().decode("utf-8")
+
+
+class PairsDataset(Dataset):
+    """``(transform(image), caption)`` pairs from an in-memory index.
+
+    Each row has one or more captions (or, for folders, a caption file read on access); with
+    several, one is chosen per epoch from (seed, epoch, index) — call :meth:`set_epoch` before each
+    epoch (DataLoader workers must not be persistent, so they pick up the new epoch).
+    ``all_captions=True`` returns the full list instead (used to build a cache).
+    """
+
+    def __init__(
+        self,
+        *,
+        images: Sequence[str],
+        captions: Sequence[str],
+        wheres: Sequence[str],
+        transform: Transform | None,
+        seed: int = 0,
+        all_captions: bool = False,
+        load_skips: Sequence[Skip] = (),
+        source: str = "",
+    ) -> None:
+        if not (len(images) == len(captions) == len(wheres)):
+            raise ValueError("images, captions and wheres must have the same length")
+        self._images = StringTable(images)
+        self._captions = StringTable(captions)  # "\n"-joined captions; "" = read <image stem>.txt
+        self._wheres = StringTable(wheres)
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self.all_captions = all_captions
+        self.load_skips = list(load_skips)
+        self.source = source
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def image_path(self, index: int) -> Path:
+        return Path(self._images[index])
+
+    def source_files(self) -> list[Path]:
+        """Every file this dataset reads (for a cache fingerprint)."""
+        files = [Path(self.source)] if self.source and Path(self.source).is_file() else []
+        files += [Path(self._images[i]) for i in range(len(self))]
+        files += [
+            Path(self._images[i]).with_suffix(".txt") for i in range(len(self)) if not self._captions[i]
+        ]
+        return files
+
+    def _captions_of(self, index: int) -> list[str] | Skip:
+        joined = self._captions[index]
+        if joined:
+            return joined.split("\n")
+        txt = Path(self._images[index]).with_suffix(".txt")
+        try:
+            text = txt.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Skip(MISSING_CAPTION, str(txt))
+        except (UnicodeDecodeError, OSError) as e:
+            return Skip(BAD_CAPTION, str(txt), str(e))
+        caps = clean_captions(text, split_lines=True)
+        return Skip(caps, str(txt)) if isinstance(caps, str) else caps
+
+    def __getitem__(self, index: int) -> Sample:
+        captions = self._captions_of(index)
+        if isinstance(captions, Skip):
+            return captions
+        path = self._images[index]
+        try:
+            image = load_image(path)
+            pixels = self.transform(image) if self.transform is not None else image
+        except FileNotFoundError:
+            return Skip(MISSING_IMAGE, self._wheres[index], path)
+        except (ImageDecodeError, OSError, ValueError) as e:
+            if not os.path.exists(path):
+                return Skip(MISSING_IMAGE, self._wheres[index], path)
+            return Skip(CORRUPT_IMAGE, self._wheres[index], str(e)[:200])
+        if self.all_captions:
+            return pixels, captions
+        return pixels, pick_caption(captions, seed=self.seed, epoch=self.epoch, index=index)
+
+
+def _resolve(base: Path, value: str) -> str:
+    p = Path(value)
+    return str(p if p.is_absolute() else base / p)
+
+
+def _add_row(
+    raw_image: Any, raw_caption: Any, *, base: Path, where: str, out: tuple[list, list, list], skips: list
+) -> None:
+    if not isinstance(raw_image, str) or not raw_image.strip():
+        skips.append(Skip(MALFORMED_ROW, where, "image path is empty or not a string"))
+        return
+    caps = clean_captions(raw_caption)
+    if isinstance(caps, str):
+        skips.append(Skip(caps, where))
+        return
+    out[0].append(_resolve(base, raw_image.strip()))
+    out[1].append("\n".join(caps))
+    out[2].append(where)
+
+
+def read_csv(
+    path: str | Path,
+    *,
+    transform: Transform | None,
+    image_key: str = "filepath",
+    caption_key: str = "title",
+    delimiter: str | None = None,
+    seed: int = 0,
+    all_captions: bool = False,
+) -> PairsDataset:
+    """A CSV (``,``) or TSV (``\\t``; picked from the extension unless ``delimiter`` is given) with a
+    header row. Image paths are relative to the file's folder. A file without the named columns is
+    an error; a row missing a value is skipped and counted."""
+    path = Path(path)
+    if delimiter is None:
+        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    out: tuple[list, list, list] = ([], [], [])
+    skips: list[Skip] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        header = reader.fieldnames or []
+        missing = [k for k in (image_key, caption_key) if k not in header]
+        if missing:
+            raise KeyError(
+                f"{path}: no column {', '.join(map(repr, missing))} in the header; columns are {header} "
+                f"(choose others with image_key= / caption_key=, or the delimiter with delimiter=)"
+            )
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if row.get(image_key) is None or row.get(caption_key) is None:
+                skips.append(Skip(MALFORMED_ROW, where, "row has fewer columns than the header"))
+                continue
+            _add_row(row[image_key], row[caption_key], base=path.parent, where=where, out=out, skips=skips)
+    log_load_skips(str(path), skips)
+    return PairsDataset(
+        images=out[0],
+        captions=out[1],
+        wheres=out[2],
+        transform=transform,
+        seed=seed,
+        all_captions=all_captions,
+        load_skips=skips,
+        source=str(path),
+    )
+
+
+def read_jsonl(
+    path: str | Path,
+    *,
+    transform: Transform | None,
+    image_key: str = "filepath",
+    caption_key: str = "title",
+    seed: int = 0,
+    all_captions: bool = False,
+) -> PairsDataset:
+    """One JSON object per line; the caption may be a string or a list of strings (one is picked
+    per epoch). Image paths are relative to the file's folder. Bad lines are skipped and counted."""
+    path = Path(path)
+    out: tuple[list, list, list] = ([], [], [])
+    skips: list[Skip] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                skips.append(Skip(MALFORMED_JSON, where, str(e)))
+                continue
+            if not isinstance(obj, dict) or image_key not in obj or caption_key not in obj:
+                skips.append(
+                    Skip(MALFORMED_ROW, where, f"needs an object with keys {image_key!r}, {caption_key!r}")
+                )
+                continue
+            _add_row(obj[image_key], obj[caption_key], base=path.parent, where=where, out=out, skips=skips)
+    log_load_skips(str(path), skips)
+    return PairsDataset(
+        images=out[0],
+        captions=out[1],
+        wheres=out[2],
+        transform=transform,
+        seed=seed,
+        all_captions=all_captions,
+        load_skips=skips,
+        source=str(path),
+    )
+
+
+def read_folder(
+    root: str | Path, *, transform: Transform | None, seed: int = 0, all_captions: bool = False
+) -> PairsDataset:
+    """Every image under ``root`` (recursively, sorted) with its caption in ``<same name>.txt``;
+    each non-empty line of the ``.txt`` is one caption. Images without a ``.txt`` are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder")
+    images, skips = [], []
+    for p in sorted(root.rglob("*")):
+        if not is_image_extension(p.suffix) or not p.is_file():
+            continue
+        if not p.with_suffix(".txt").is_file():
+            skips.append(Skip(MISSING_CAPTION, str(p), "no .txt caption file beside it"))
+            continue
+        images.append(str(p))
+    log_load_skips(str(root), skips)
+    return PairsDataset(
+        images=images,
+        captions=[""] * len(images),
+        wheres=images,
+        transform=transform,
+        seed=seed,
+        all_captions=all_captions,
+        load_skips=skips,
+        source=str(root),
+    )
