@@ -6,6 +6,7 @@ with open_clip's own normalised embeddings on fixed inputs.
 """
 
 import hashlib
+import json
 
 import pytest
 import torch
@@ -68,6 +69,16 @@ def test_openai_sources_get_quickgelu_and_inferred_architecture():
             64,
             1,
         )
+
+
+def test_openai_archive_stays_quickgelu_with_a_config(tmp_path):
+    """A config given for an OpenAI file fixes the heads, never the activation (open_clip #771/#983)."""
+    cfg = json.loads((ASSETS / "openai_vit.json").read_text())
+    del cfg["quick_gelu"]
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    imported = import_model(ASSETS / "openai_vit.jit.pt", model=tmp_path / "cfg.json")
+    assert imported.format == "openai" and imported.model.config.act == "quick_gelu"
+    assert_matches(imported.model, expected("openai_jit"))
 
 
 def test_resnet_architecture_inferred_from_shapes():

@@ -62,6 +62,8 @@ def import_model(
         raise ConvertError(f"{found.weights}: already a clipforge checkpoint; load it with clipforge.load")
     if found.format == "hf":
         _expect(format, "hf", source)
+        if model is not None:
+            raise ConvertError(f"{source}: a Hugging Face folder brings its own config.json; drop --model")
         cfg, sd = _read_hf_dir(found)
         fmt = "hf"
         if act is not None:
@@ -214,16 +216,15 @@ def _read_openai_layout(
         fmt = "open_clip"
         model = found.config if model is None else model
     elif format == "auto":
-        if openai_like and model is None:
+        if openai_like:  # OpenAI's own file: QuickGELU even when a config is given for the shapes
             fmt = "openai"
         elif model is not None or act is not None:
             fmt = "open_clip"
         else:
             raise ConvertError(
-                f"{found.weights}: an OpenAI/open_clip-layout state dict that does not record its activation."
-                " "
-                "Say what it is: --format openai (OpenAI's release: QuickGELU), or --model NAME / "
-                "--model-config JSON (open_clip), or --act gelu|quick_gelu"
+                f"{found.weights}: an OpenAI/open_clip-layout state dict that does not record its "
+                "activation. Say what it is: --format openai (OpenAI's release: QuickGELU), or "
+                "--model NAME / --model-config JSON (open_clip), or --act gelu|quick_gelu"
             )
     else:
         if format == "hf":
