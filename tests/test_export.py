@@ -130,3 +130,8 @@ def test_cli_export(tmp_path, capsys):
     rn = save_checkpoint(tmp_path / "rn.safetensors", tiny("RN50"), tokenizer=small_tokenizer())
     assert main(["export", str(rn), str(tmp_path / "x"), "--to", "hf"]) == 1
     assert "no ResNet image tower" in capsys.readouterr().err
+    bare = save_checkpoint(tmp_path / "bare.safetensors", ours)  # no tokenizer: weights still export
+    assert main(["export", str(bare), str(tmp_path / "onnx"), "--to", "onnx"]) == 0
+    out = capsys.readouterr().out
+    assert "no tokenizer" in out and "onnxruntime matches PyTorch" in out
+    assert not (tmp_path / "onnx" / "vocab.json").exists()

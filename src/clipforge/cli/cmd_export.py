@@ -21,21 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import load
+    from ..convert.export import export, load_for_export
 
-    loaded = load(args.ckpt, device="cpu", precision="fp32")
+    model, tokenizer = load_for_export(args.ckpt)
+    if tokenizer is None:
+        print("note: the model has no tokenizer; no tokenizer files are written")
     if args.to == "onnx":
         from ..convert.onnx import export_onnx
 
         result = export_onnx(
-            loaded.model, args.out, tokenizer=loaded.tokenizer, opset=args.opset, verify=not args.no_verify
+            model, args.out, tokenizer=tokenizer, opset=args.opset, verify=not args.no_verify
         )
         print(f"wrote {result.image_path} and {result.text_path}")
         if result.max_abs_diff is not None:
             print(f"  onnxruntime matches PyTorch: max abs diff {result.max_abs_diff:.1e}")
         return 0
-    from ..convert import export
-
-    out = export(loaded.model, args.out, to=args.to, tokenizer=loaded.tokenizer)
+    out = export(model, args.out, to=args.to, tokenizer=tokenizer)
     print(f"wrote {args.to} model to {out}")
     return 0
