@@ -162,3 +162,15 @@ def test_full_size_vit_b32_converts_in_seconds(tmp_path):
     with torch.no_grad():
         assert max_diff(model.encode_image(images), want_image) <= 1e-5
         assert max_diff(model.encode_text(tokens), want_text) <= 1e-5
+
+
+def test_imported_preprocessing_matches_hf_processor(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    hf_folder(tmp_path, act="gelu", patch=16, image=32)  # bilinear, non-default mean/std
+    processor = transformers.CLIPImageProcessor.from_pretrained(tmp_path)
+    loaded = load(tmp_path)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (57, 43, 3), dtype=np.uint8))
+    want = processor(images=image, return_tensors="pt")["pixel_values"][0]
+    assert max_diff(loaded.transform(image), want) <= 1e-5

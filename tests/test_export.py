@@ -72,10 +72,16 @@ def test_hf_export_loads_in_transformers(tmp_path):
     image_processor = processor.image_processor
     assert list(image_processor.image_mean) == list(ours.config.preprocess.mean)
     assert image_processor.crop_size["height"] == 64
+    # the processor reproduces our preprocessing (resize shortest side, centre crop, mean/std)
+    import numpy as np
     from PIL import Image
 
-    pixels = processor(images=Image.new("RGB", (80, 64), (200, 30, 90)), return_tensors="pt")["pixel_values"]
+    from clipforge.api import image_transform
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (75, 101, 3), dtype=np.uint8))
+    pixels = processor(images=image, return_tensors="pt")["pixel_values"]
     assert pixels.shape == (1, 3, 64, 64)
+    assert max_diff(pixels[0], image_transform(ours)(image)) <= 1e-5
 
 
 def test_export_refuses_what_the_target_cannot_hold(tmp_path):
