@@ -163,7 +163,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
                     f"{self.path}: storage {key} holds {len(raw)} bytes, "
                     f"expected {numel * itemsize} (truncated?)"
                 )
-            buf = bytearray(raw[: numel * itemsize])
+            size = numel * itemsize
+            buf = bytearray(raw) if len(raw) == size else bytearray(memoryview(raw)[:size])
             self.storages[key] = (
                 torch.frombuffer(buf, dtype=dtype) if numel else torch.empty(0, dtype=dtype)
             )  # (numel,)
