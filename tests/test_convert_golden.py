@@ -174,3 +174,9 @@ def test_custom_text_layout(tmp_path):
 def test_named_model_config_must_match_shapes():
     with pytest.raises(ConvertError, match="patch_size: config says 16, checkpoint has 32"):
         import_model(ASSETS / "vit_b32.safetensors", model="ViT-B-16")
+
+
+def test_legacy_non_zip_torch_save(tmp_path):
+    sd = torch.load(ASSETS / "openai_vit.pt", weights_only=True)
+    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert_matches(import_model(tmp_path / "legacy.pt").model, expected("openai_state_dict"))
