@@ -42,7 +42,19 @@ def load(
     device: str | torch.device = "cpu",
     precision: str | torch.dtype = "fp32",
 ) -> Loaded:
-    """Load a clipforge checkpoint (``.safetensors``): model in eval mode, tokenizer, eval transform."""
+    """Load a model: model in eval mode, tokenizer, eval transform.
+
+    ``path`` is a clipforge checkpoint (``.safetensors``, or a folder holding ``model.safetensors``) or
+    any source ``clipforge convert`` reads (OpenAI ``.pt``, open_clip files, Hugging Face folders),
+    converted in memory."""
+    from .convert import find_clipforge_checkpoint, load_source
+
     dev = resolve_device(device)
-    model, info = load_checkpoint(path, device=dev, dtype=parse_precision(precision, dev))
+    dtype = parse_precision(precision, dev)
+    ckpt = find_clipforge_checkpoint(path)
+    if ckpt is None:
+        model, tokenizer = load_source(path)
+        model = model.to(device=dev, dtype=dtype).eval()
+        return Loaded(model, tokenizer, image_transform(model.config))
+    model, info = load_checkpoint(ckpt, device=dev, dtype=dtype)
     return Loaded(model, tokenizer_for(info.config, info.tokenizer), image_transform(info.config))
