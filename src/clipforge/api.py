@@ -39,10 +39,14 @@ def tokenizer_for(config: ModelConfig, metadata: dict | None = None):
 def load(
     path: str | Path,
     *,
-    device: str | torch.device = "cpu",
-    precision: str | torch.dtype = "fp32",
+    device: str | torch.device = "auto",
+    precision: str | torch.dtype = "auto",
 ) -> Loaded:
     """Load a model: model in eval mode, tokenizer, eval transform.
+
+    ``device="auto"`` picks CUDA when present; ``precision="auto"`` runs bf16 on GPUs and on CPUs with
+    native bf16 matrix instructions (AVX512-BF16/AMX), fp32 elsewhere. Pass ``precision="fp32"`` for
+    bit-exact reference numbers.
 
     ``path`` is a clipforge checkpoint (``.safetensors``, or a folder holding ``model.safetensors``) or
     any source ``clipforge convert`` reads (OpenAI ``.pt``, open_clip files, Hugging Face folders),
