@@ -79,7 +79,7 @@ def test_hf_folder_converts_with_equal_embeddings(tmp_path, act, patch):
     want_image, want_text = reference(ref, images, tokens)
 
     path = convert(tmp_path / "hf", tmp_path / "out")
-    loaded = load(path)
+    loaded = load(path, precision="fp32")
     cfg = loaded.model.config
     assert (cfg.act, cfg.vision.patch_size, cfg.vision.heads, cfg.text.heads) == (act, patch, 2, 2)
     assert cfg.preprocess.mean == tuple(MEAN) and cfg.preprocess.std == tuple(STD)
@@ -95,7 +95,7 @@ def test_hf_folder_converts_with_equal_embeddings(tmp_path, act, patch):
 def test_load_reads_hf_folder_directly(tmp_path):
     ref = hf_folder(tmp_path, act="quick_gelu", patch=16, image=32)
     images, tokens = torch.randn(1, 3, 32, 32), example_tokens(2, lengths=[5, 16])
-    loaded = load(tmp_path)
+    loaded = load(tmp_path, precision="fp32")
     want_image, want_text = reference(ref, images, tokens)
     with torch.no_grad():
         assert max_diff(loaded.model.encode_image(images), want_image) <= 1e-5
@@ -170,7 +170,7 @@ def test_imported_preprocessing_matches_hf_processor(tmp_path):
 
     hf_folder(tmp_path, act="gelu", patch=16, image=32)  # bilinear, non-default mean/std
     processor = transformers.CLIPImageProcessor.from_pretrained(tmp_path)
-    loaded = load(tmp_path)
+    loaded = load(tmp_path, precision="fp32")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (57, 43, 3), dtype=np.uint8))
     want = processor(images=image, return_tensors="pt")["pixel_values"][0]
     assert max_diff(loaded.transform(image), want) <= 1e-5
