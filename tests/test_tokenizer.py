@@ -345,7 +345,7 @@ def test_hf_files_must_agree(trained: Tokenizer, tmp_path: Path) -> None:
     with pytest.raises(TokenizerError, match="tokens but"):
         Tokenizer.from_hf_files(vocab_json, merges_txt)
     merges_txt.write_text("#version: 0.2\na b c\n", encoding="utf-8")
-    with pytest.raises(TokenizerError, match="merges.txt: line 1"):
+    with pytest.raises(TokenizerError, match="merges.txt: line 2"):
         Tokenizer.from_hf_files(vocab_json, merges_txt)
     with pytest.raises(TokenizerError, match="not a known token"):
         Tokenizer.from_merges([("ab", "c")])
