@@ -164,7 +164,7 @@ def main() -> None:
         f"torch {torch.__version__}\n"
     )
     print(
-        "| corpus | pass | tokenizer | captions/CPU-s | vs open_clip | captions/s (wall) | vs open_clip | ids |"
+        "| corpus | pass | tokenizer | captions/CPU-s | vs open_clip | captions/s wall | vs open_clip | ids |"
     )
     print("|---|---|---|---:|---:|---:|---:|---|")
     for corpus_name, mode, name, cpu, cpu_ratio, wall, wall_ratio, agree in rows:
