@@ -204,25 +204,29 @@ class Tokenizer:
         return ids if ids is not None else self._add_chunk(chunk)
 
     def _add_chunk(self, chunk: str) -> tuple[int, ...]:
-        ids = tuple(chain.from_iterable(self._word_ids(w) for w in pretokenize(chunk)))
+        ids: tuple[int, ...] = ()
+        for word in pretokenize(chunk):
+            word_ids = self._word_cache.get(word)
+            ids += word_ids if word_ids is not None else self._add_word(word)
         if len(self._chunk_cache) >= _CHUNK_CACHE_SIZE:
             self._chunk_cache.clear()
         self._chunk_cache[chunk] = ids
         return ids
 
-    def _word_ids(self, word: str) -> tuple[int, ...]:
-        ids = self._word_cache.get(word)
-        if ids is not None:
-            return ids
+    def _add_word(self, word: str) -> tuple[int, ...]:
         if word == SOT_TOKEN or word == EOT_TOKEN:  # the text spelt a special token: OpenAI maps it
             ids = (self.sot_token_id if word == SOT_TOKEN else self.eot_token_id,)
         else:
-            symbols = word.encode("utf-8").decode("latin-1").translate(self._byte_table)
-            ids = tuple(t.id for t in self._bpe.tokenize(symbols))
+            # Words hold no whitespace, and printable ASCII bytes map to themselves.
+            symbols = word if word.isascii() and word.isprintable() else self._byte_symbols(word)
+            ids = tuple([token.id for token in self._bpe.tokenize(symbols)])
         if len(self._word_cache) >= _WORD_CACHE_SIZE:
             self._word_cache.clear()
         self._word_cache[word] = ids
         return ids
+
+    def _byte_symbols(self, word: str) -> str:
+        return word.encode("utf-8").decode("latin-1").translate(self._byte_table)
 
     # ------------------------------------------------------------------ decoding
 
