@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .ftfy_fast import clear_cache as clear_ftfy_cache
-from .text import _ASCII_UNSAFE, clean_text, pretokenize
+from .text import _ASCII_UNSAFE, clean_chunks, pretokenize
 from .vocab import (
     EOT_TOKEN,
     SOT_TOKEN,
@@ -139,7 +139,7 @@ class Tokenizer:
         """ids of ``text`` without start/end tokens and without truncation."""
         if not isinstance(text, str):
             raise TokenizerError(f"expected a str, got {type(text).__name__}")
-        return list(chain.from_iterable(self._chunk_ids(c) for c in _chunks(text)))
+        return list(chain.from_iterable(self._chunk_ids(c) for c in clean_chunks(text)))
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         """(B, context_length) int64 token ids: start, ids, end, zero padding (truncated keeping end)."""
@@ -170,7 +170,7 @@ class Tokenizer:
             if text.isascii() and not ascii_unsafe(text):
                 chunks = text.lower().split()  # == the full clean-up for such text
             else:
-                chunks = _chunks(text)
+                chunks = clean_chunks(text)
             start = len(flat)
             try:
                 for chunk in chunks:
@@ -272,12 +272,6 @@ def _rust_bpe(tokens: list[str], merges: Sequence[Merge]) -> Any:
     return models.BPE(
         vocab=vocab, merges=list(merges), end_of_word_suffix=WORD_END, continuing_subword_prefix=""
     )
-
-
-def _chunks(text: str) -> list[str]:
-    """Space-separated chunks of the cleaned text (each pre-tokenises independently)."""
-    cleaned = clean_text(text)
-    return cleaned.split(" ") if cleaned else []
 
 
 def _check_context_length(ctx: int) -> None:
