@@ -1,4 +1,4 @@
-"""OpenAI's text clean-up and pre-tokenisation, with an exact fast path.
+r"""OpenAI's text clean-up and pre-tokenisation, with an exact fast path.
 
 OpenAI's CLIP (and open_clip's ``SimpleTokenizer``) turn a caption into words like this:
 
@@ -32,7 +32,7 @@ PRETOKENIZE_PATTERN = (
 # ASCII characters ftfy or html.unescape may change: C0 controls other than \t \n \f \r (ftfy
 # deletes them, \x1b starts terminal escapes), DEL and '&'. \r is safe: ftfy turns it into \n and
 # both collapse to one space.
-_ASCII_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f&]")
+ASCII_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f&]")
 
 
 @functools.cache
@@ -67,7 +67,7 @@ def full_clean(text: str) -> str:
 
 def _fixed(text: str) -> str:
     """ftfy + html.unescape twice, skipped where provably a no-op."""
-    if text.isascii() and _ASCII_UNSAFE.search(text) is None:
+    if text.isascii() and ASCII_UNSAFE.search(text) is None:
         return text
     return html.unescape(html.unescape(fix_text(text)))  # exact ftfy, see ftfy_fast.py
 

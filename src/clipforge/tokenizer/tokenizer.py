@@ -4,14 +4,15 @@ ids are identical to open_clip's ``SimpleTokenizer`` (OpenAI's reference): same 
 pre-tokenisation (``text.py``), same merges, same start/end tokens, truncation that keeps the end
 token, zero padding. The speed comes from
 
-* an exact fast path around ``ftfy`` (``text.needs_ftfy``), its cost dominates the reference;
+* skipping ``ftfy`` where it provably changes nothing and an exact, cheaper ``ftfy.fix_text``
+  elsewhere (``text.py``, ``ftfy_fast.py``): ftfy dominates the reference's cost;
 * a cache from whole space-separated chunks (``"dog,"``, ``"it's"``) to their ids: most chunks of a
   caption were seen before, so a caption costs a lower-case, a split and a few dict look-ups;
 * Hugging Face's Rust BPE (``tokenizers.models.BPE``, built with the tokenizer) for chunks never
   seen, one word at a time (no thread pool, so DataLoader workers may fork freely);
 * specials, truncation and padding done with vectorised numpy into one preallocated array.
 
-Both caches are bounded: when one is full it is emptied (memory stays bounded, ids never change).
+Both caches are bounded (~25 MB at most): when one is full it is emptied; ids never change.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from .ftfy_fast import clear_cache as clear_ftfy_cache
-from .text import _ASCII_UNSAFE, clean_chunks, pretokenize
+from .text import ASCII_UNSAFE, clean_chunks, pretokenize
 from .vocab import (
     EOT_TOKEN,
     SOT_TOKEN,
@@ -45,8 +46,8 @@ from .vocab import (
 )
 
 METADATA_KIND = "clip_bpe"
-_CHUNK_CACHE_SIZE = 1 << 18
-_WORD_CACHE_SIZE = 1 << 17
+_CHUNK_CACHE_SIZE = 1 << 17
+_WORD_CACHE_SIZE = 1 << 16
 
 
 class Tokenizer:
@@ -160,7 +161,7 @@ class Tokenizer:
     def _encode_flat(self, texts: Sequence[str]) -> tuple[list[int], list[int]]:
         """All texts' ids concatenated, and the number of ids of each text."""
         cache, add = self._chunk_cache, self._add_chunk
-        ascii_unsafe = _ASCII_UNSAFE.search
+        ascii_unsafe = ASCII_UNSAFE.search
         flat: list[int] = []
         extend = flat.extend
         counts = []
