@@ -22,7 +22,7 @@ from clipforge.tokenizer import (
     get_tokenizer,
     train_bpe,
 )
-from clipforge.tokenizer.text import _pretokenizer, clean_text, full_clean, pretokenize
+from clipforge.tokenizer.text import _pretokenizer, clean_chunks, clean_text, full_clean, pretokenize
 from clipforge.tokenizer.vocab import (
     OPENAI_VOCAB_FILE,
     base_tokens,
@@ -178,6 +178,21 @@ def test_live_open_clip(openai: Tokenizer, corpus: list[str]) -> None:
 def test_clean_text_matches_reference_on_corpus(corpus: list[str]) -> None:
     diff = [t for t in corpus if clean_text(t) != full_clean(t)]
     assert not diff, f"{len(diff)} rows differ, first: {diff[0]!r}"
+
+
+def test_clean_chunks_equals_split_clean_text(corpus: list[str]) -> None:
+    assert all(clean_chunks(t) == (clean_text(t).split(" ") if clean_text(t) else []) for t in corpus)
+    # Lower-casing never creates or removes whitespace, for any code point ...
+    spaces = []
+    for cp in range(0x110000):
+        c = chr(cp)
+        assert any(x.isspace() for x in c.lower()) == c.isspace(), hex(cp)
+        if c.isspace():
+            spaces.append(c)
+    # ... and final sigma looks no further than the next whitespace, whatever it is.
+    for space in spaces + ["  \u2003"]:
+        for text in (f"ΟΔΥΣ{space}ΣΕΥΣ", f"Σ{space}Α", f"ΑΣ{space}", f"ΑΣ.{space}Β", f"Α{space}Σ{space}Β"):
+            assert " ".join(text.lower().split()) == " ".join(text.split()).lower(), repr(space)
 
 
 def _ftfy_sensitive_text(rng: random.Random, pool: list[str]) -> str:
@@ -345,7 +360,7 @@ def test_hf_files_must_agree(trained: Tokenizer, tmp_path: Path) -> None:
     with pytest.raises(TokenizerError, match="tokens but"):
         Tokenizer.from_hf_files(vocab_json, merges_txt)
     merges_txt.write_text("#version: 0.2\na b c\n", encoding="utf-8")
-    with pytest.raises(TokenizerError, match="merges.txt: line 1"):
+    with pytest.raises(TokenizerError, match="merges.txt: line 2"):
         Tokenizer.from_hf_files(vocab_json, merges_txt)
     with pytest.raises(TokenizerError, match="not a known token"):
         Tokenizer.from_merges([("ab", "c")])

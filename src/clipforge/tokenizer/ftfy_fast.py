@@ -8,11 +8,11 @@ character-level fixers, then NFC. It costs 15-60 us per caption, most of OpenAI'
 
 * skips each character-level fixer when the text holds none of the characters it changes (read
   from ftfy's tables), and NFC when the text is already normalised;
-* replaces ``fix_encoding`` by its own entry test: ftfy leaves a text alone unless its mojibake
-  detector ``badness.BADNESS_RE`` matches. Every match of that regex contains one of the non-ASCII
-  characters the regex names and is at most ``W`` (= 7) characters long, so we only search short
-  windows around those characters, caching the answer per window. When the detector fires, the
-  text goes to the real ``ftfy.fix_text``.
+* calls ``fix_encoding`` only when its entry test passes: it returns the text unchanged unless
+  ftfy's mojibake detector ``badness.BADNESS_RE`` matches. Every match of that regex contains one
+  of the non-ASCII characters the regex names and is at most ``W`` (= 7) characters long, so we
+  search only short windows around those characters, caching the answer per window (a window
+  may over-report; then ``fix_encoding`` runs and decides, as in ftfy).
 
 Any ftfy other than 6.x goes straight to ``ftfy.fix_text``. Equality with ``ftfy.fix_text`` is
 tested on the golden corpus and on random text built around every character ftfy looks at.
@@ -45,6 +45,7 @@ _WINDOW_CACHE_SIZE = 1 << 16
 class _Plan:
     fixers: tuple[tuple[re.Pattern, Callable[[str], str]], ...]  # (characters it changes, fixer)
     unescape_html: Callable[[str], str]
+    fix_encoding: Callable[[str], str]
     fixed_chars: re.Pattern  # any character one of `fixers` may change
     detector_chars: re.Pattern  # the non-ASCII characters BADNESS_RE names
     detector_clusters: re.Pattern  # runs of them with gaps shorter than two windows
@@ -114,6 +115,7 @@ def _plan() -> _Plan | None:
         fixers = tuple((char_class(changed[name]), ftfy.FIXERS[name]) for name in _FIXER_ORDER)
         detector = badness.BADNESS_RE
         unescape = ftfy.FIXERS["unescape_html"]
+        fix_encoding = ftfy.fix_encoding
         max_segment = ftfy.TextFixerConfig().max_decode_length
     except (ImportError, AttributeError, KeyError, TypeError):
         return None
@@ -123,6 +125,7 @@ def _plan() -> _Plan | None:
     return _Plan(
         fixers=fixers,
         unescape_html=unescape,
+        fix_encoding=fix_encoding,
         fixed_chars=char_class(set().union(*changed.values())),
         detector_chars=re.compile(named),
         detector_clusters=re.compile(f"{named}(?:[^{named[1:-1]}]{{0,{gap}}}{named})*"),
@@ -159,14 +162,14 @@ def _detector_fires(text: str, plan: _Plan) -> bool:
     return False
 
 
-def _fix_segment(text: str, unescape: bool, plan: _Plan) -> str | None:
-    """ftfy's fix_and_explain loop for one line, or None if fix_encoding would have to run."""
+def _fix_segment(text: str, unescape: bool, plan: _Plan) -> str:
+    """ftfy's fix_and_explain loop for one line (explain=False, default configuration)."""
     while True:
         original = text
         if unescape and "&" in text:
             text = plan.unescape_html(text)
-        if _detector_fires(text, plan):
-            return None
+        if _detector_fires(text, plan):  # else fix_encoding would return the text unchanged
+            text = plan.fix_encoding(text)
         if plan.fixed_chars.search(text):
             for changes, fixer in plan.fixers:
                 if changes.search(text):
@@ -177,8 +180,8 @@ def _fix_segment(text: str, unescape: bool, plan: _Plan) -> str | None:
             return text
 
 
-def _fix_lines(text: str, plan: _Plan) -> str | None:
-    """ftfy.fix_text's segmentation (lines, at most max_decode_length long), or None to defer to ftfy."""
+def _fix_lines(text: str, plan: _Plan) -> str:
+    """ftfy.fix_text's segmentation: lines, at most max_decode_length long, each fixed alone."""
     if "\n" not in text and len(text) <= plan.max_segment:  # the common case: one segment
         return _fix_segment(text, "<" not in text, plan)
     out: list[str] = []
@@ -187,10 +190,7 @@ def _fix_lines(text: str, plan: _Plan) -> str | None:
         end = min(text.find("\n", pos) + 1 or len(text), pos + plan.max_segment)
         segment = text[pos:end]
         unescape = unescape and "<" not in segment  # once off, off for the rest (as in ftfy)
-        fixed = _fix_segment(segment, unescape, plan)
-        if fixed is None:
-            return None
-        out.append(fixed)
+        out.append(_fix_segment(segment, unescape, plan))
         pos = end
     return "".join(out)
 
@@ -198,8 +198,7 @@ def _fix_lines(text: str, plan: _Plan) -> str | None:
 def fix_text(text: str) -> str:
     """Exactly ``ftfy.fix_text(text)`` with the default configuration."""
     plan = _plan()
-    fixed = None if plan is None else _fix_lines(text, plan)
-    return fixed if fixed is not None else _ftfy().fix_text(text)
+    return _fix_lines(text, plan) if plan is not None else _ftfy().fix_text(text)
 
 
 def _ftfy() -> Any:

@@ -1,4 +1,4 @@
-"""OpenAI's text clean-up and pre-tokenisation, with an exact fast path.
+r"""OpenAI's text clean-up and pre-tokenisation, with an exact fast path.
 
 OpenAI's CLIP (and open_clip's ``SimpleTokenizer``) turn a caption into words like this:
 
@@ -32,7 +32,7 @@ PRETOKENIZE_PATTERN = (
 # ASCII characters ftfy or html.unescape may change: C0 controls other than \t \n \f \r (ftfy
 # deletes them, \x1b starts terminal escapes), DEL and '&'. \r is safe: ftfy turns it into \n and
 # both collapse to one space.
-_ASCII_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f&]")
+ASCII_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f&]")
 
 
 @functools.cache
@@ -65,8 +65,22 @@ def full_clean(text: str) -> str:
     return " ".join(text.split()).lower()  # split/join also strips
 
 
+def _fixed(text: str) -> str:
+    """ftfy + html.unescape twice, skipped where provably a no-op."""
+    if text.isascii() and ASCII_UNSAFE.search(text) is None:
+        return text
+    return html.unescape(html.unescape(fix_text(text)))  # exact ftfy, see ftfy_fast.py
+
+
 def clean_text(text: str) -> str:
     """OpenAI's clean-up: ftfy, html.unescape twice, strip, collapse whitespace, lower-case."""
-    if not (text.isascii() and _ASCII_UNSAFE.search(text) is None):
-        text = html.unescape(html.unescape(fix_text(text)))  # exact ftfy, see ftfy_fast.py
-    return " ".join(text.split()).lower()  # split/join also strips
+    return " ".join(_fixed(text).split()).lower()  # split/join also strips
+
+
+def clean_chunks(text: str) -> list[str]:
+    """``clean_text(text).split(" ")`` (``[]`` for an empty result), without the joined string.
+
+    Lower-casing before splitting is the same: no case mapping creates or removes whitespace, and
+    the only context-dependent one (Greek final sigma) stops at any whitespace character.
+    """
+    return _fixed(text).lower().split()

@@ -4,14 +4,15 @@ ids are identical to open_clip's ``SimpleTokenizer`` (OpenAI's reference): same 
 pre-tokenisation (``text.py``), same merges, same start/end tokens, truncation that keeps the end
 token, zero padding. The speed comes from
 
-* an exact fast path around ``ftfy`` (``text.needs_ftfy``), its cost dominates the reference;
+* skipping ``ftfy`` where it provably changes nothing and an exact, cheaper ``ftfy.fix_text``
+  elsewhere (``text.py``, ``ftfy_fast.py``): ftfy dominates the reference's cost;
 * a cache from whole space-separated chunks (``"dog,"``, ``"it's"``) to their ids: most chunks of a
   caption were seen before, so a caption costs a lower-case, a split and a few dict look-ups;
 * Hugging Face's Rust BPE (``tokenizers.models.BPE``, built with the tokenizer) for chunks never
   seen, one word at a time (no thread pool, so DataLoader workers may fork freely);
 * specials, truncation and padding done with vectorised numpy into one preallocated array.
 
-Both caches are bounded: when one is full it is emptied (memory stays bounded, ids never change).
+Both caches are bounded (~25 MB at most): when one is full it is emptied; ids never change.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from .ftfy_fast import clear_cache as clear_ftfy_cache
-from .text import _ASCII_UNSAFE, clean_text, pretokenize
+from .text import ASCII_UNSAFE, clean_chunks, pretokenize
 from .vocab import (
     EOT_TOKEN,
     SOT_TOKEN,
@@ -45,8 +46,8 @@ from .vocab import (
 )
 
 METADATA_KIND = "clip_bpe"
-_CHUNK_CACHE_SIZE = 1 << 18
-_WORD_CACHE_SIZE = 1 << 17
+_CHUNK_CACHE_SIZE = 1 << 17
+_WORD_CACHE_SIZE = 1 << 16
 
 
 class Tokenizer:
@@ -139,7 +140,7 @@ class Tokenizer:
         """ids of ``text`` without start/end tokens and without truncation."""
         if not isinstance(text, str):
             raise TokenizerError(f"expected a str, got {type(text).__name__}")
-        return list(chain.from_iterable(self._chunk_ids(c) for c in _chunks(text)))
+        return list(chain.from_iterable(self._chunk_ids(c) for c in clean_chunks(text)))
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         """(B, context_length) int64 token ids: start, ids, end, zero padding (truncated keeping end)."""
@@ -160,7 +161,7 @@ class Tokenizer:
     def _encode_flat(self, texts: Sequence[str]) -> tuple[list[int], list[int]]:
         """All texts' ids concatenated, and the number of ids of each text."""
         cache, add = self._chunk_cache, self._add_chunk
-        ascii_unsafe = _ASCII_UNSAFE.search
+        ascii_unsafe = ASCII_UNSAFE.search
         flat: list[int] = []
         extend = flat.extend
         counts = []
@@ -170,7 +171,7 @@ class Tokenizer:
             if text.isascii() and not ascii_unsafe(text):
                 chunks = text.lower().split()  # == the full clean-up for such text
             else:
-                chunks = _chunks(text)
+                chunks = clean_chunks(text)
             start = len(flat)
             try:
                 for chunk in chunks:
@@ -204,25 +205,29 @@ class Tokenizer:
         return ids if ids is not None else self._add_chunk(chunk)
 
     def _add_chunk(self, chunk: str) -> tuple[int, ...]:
-        ids = tuple(chain.from_iterable(self._word_ids(w) for w in pretokenize(chunk)))
+        ids: tuple[int, ...] = ()
+        for word in pretokenize(chunk):
+            word_ids = self._word_cache.get(word)
+            ids += word_ids if word_ids is not None else self._add_word(word)
         if len(self._chunk_cache) >= _CHUNK_CACHE_SIZE:
             self._chunk_cache.clear()
         self._chunk_cache[chunk] = ids
         return ids
 
-    def _word_ids(self, word: str) -> tuple[int, ...]:
-        ids = self._word_cache.get(word)
-        if ids is not None:
-            return ids
+    def _add_word(self, word: str) -> tuple[int, ...]:
         if word == SOT_TOKEN or word == EOT_TOKEN:  # the text spelt a special token: OpenAI maps it
             ids = (self.sot_token_id if word == SOT_TOKEN else self.eot_token_id,)
         else:
-            symbols = word.encode("utf-8").decode("latin-1").translate(self._byte_table)
-            ids = tuple(t.id for t in self._bpe.tokenize(symbols))
+            # Words hold no whitespace, and printable ASCII bytes map to themselves.
+            symbols = word if word.isascii() and word.isprintable() else self._byte_symbols(word)
+            ids = tuple([token.id for token in self._bpe.tokenize(symbols)])
         if len(self._word_cache) >= _WORD_CACHE_SIZE:
             self._word_cache.clear()
         self._word_cache[word] = ids
         return ids
+
+    def _byte_symbols(self, word: str) -> str:
+        return word.encode("utf-8").decode("latin-1").translate(self._byte_table)
 
     # ------------------------------------------------------------------ decoding
 
@@ -268,12 +273,6 @@ def _rust_bpe(tokens: list[str], merges: Sequence[Merge]) -> Any:
     return models.BPE(
         vocab=vocab, merges=list(merges), end_of_word_suffix=WORD_END, continuing_subword_prefix=""
     )
-
-
-def _chunks(text: str) -> list[str]:
-    """Space-separated chunks of the cleaned text (each pre-tokenises independently)."""
-    cleaned = clean_text(text)
-    return cleaned.split(" ") if cleaned else []
 
 
 def _check_context_length(ctx: int) -> None:

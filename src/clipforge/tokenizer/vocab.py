@@ -81,37 +81,47 @@ def base_tokens() -> list[str]:
 
 
 def tokens_from_merges(merges: Sequence[Merge], *, source: str = "merges") -> list[str]:
-    """The full id -> token list for ``merges``; checks every merge builds on known tokens."""
+    """The full id -> token list for ``merges``; checks every merge joins two known tokens into a
+    new one (a part with a space, an empty part or a non-string is never a known token)."""
     tokens = base_tokens()
     known = set(tokens)
     for rank, merge in enumerate(merges):
-        if len(merge) != 2 or not all(isinstance(p, str) and p and " " not in p for p in merge):
-            raise TokenizerError(f"{source}: merge {rank} is not two non-empty tokens: {merge!r}")
-        first, second = merge
-        for part in merge:
-            if part not in known:
-                raise TokenizerError(
-                    f"{source}: merge {rank} {first} {second}: {part!r} is not a known token"
-                )
-        joined = first + second
-        if joined in known:
-            raise TokenizerError(
-                f"{source}: merge {rank} {first} {second} rebuilds existing token {joined!r}"
-            )
+        try:
+            first, second = merge
+            joined = first + second
+            valid = first in known and second in known and joined not in known
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise TokenizerError(f"{source}: merge {rank} {merge!r}: {_merge_problem(merge, known)}")
         known.add(joined)
         tokens.append(joined)
     return tokens + [SOT_TOKEN, EOT_TOKEN]
 
 
+def _merge_problem(merge: object, known: set[str]) -> str:
+    if not (isinstance(merge, tuple | list) and len(merge) == 2 and all(isinstance(p, str) for p in merge)):
+        return "is not a pair of strings"
+    unknown = [p for p in merge if p not in known]
+    if unknown:
+        return f"{unknown[0]!r} is not a known token"
+    return f"rebuilds existing token {merge[0] + merge[1]!r}"
+
+
 def parse_merges(text: str, *, source: str = "merges") -> list[Merge]:
     """Merges from ``"a b"`` lines; a leading ``#version`` line and trailing blank lines are skipped."""
     lines = text.split("\n")
+    first_line = 1
     if lines and lines[0].startswith("#version"):
-        lines = lines[1:]
+        lines, first_line = lines[1:], 2
     while lines and not lines[-1].strip():
         lines.pop()
+    return _parse_lines(lines, source=source, first_line=first_line)
+
+
+def _parse_lines(lines: Sequence[str], *, source: str, first_line: int) -> list[Merge]:
     merges = []
-    for lineno, line in enumerate(lines, start=1):
+    for lineno, line in enumerate(lines, start=first_line):
         parts = line.split()
         if len(parts) != 2:
             raise TokenizerError(f"{source}: line {lineno} is not a merge 'a b': {line!r}")
@@ -159,10 +169,11 @@ def read_openai_merges(path: str | os.PathLike) -> list[Merge]:
         text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise TokenizerError(f"{path}: cannot read the BPE vocabulary: {err}") from err
-    lines = text.split("\n")[1 : OPENAI_NUM_MERGES + 1]  # line 0 is a header
-    if len(lines) < OPENAI_NUM_MERGES:
-        raise TokenizerError(f"{path}: has {len(lines)} merges, CLIP needs {OPENAI_NUM_MERGES}")
-    return parse_merges("\n".join(lines), source=str(path))
+    lines = text.split("\n", OPENAI_NUM_MERGES + 1)[1 : OPENAI_NUM_MERGES + 1]  # line 1 is a header
+    if len(lines) < OPENAI_NUM_MERGES or not lines[-1].strip():
+        have = sum(1 for line in lines if line.strip())
+        raise TokenizerError(f"{path}: has {have} merges, CLIP needs {OPENAI_NUM_MERGES}")
+    return _parse_lines(lines, source=str(path), first_line=2)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
