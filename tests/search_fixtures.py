@@ -46,26 +46,21 @@ def tiny_encoder(seed: int = 0):
 
 
 def tokenizer_for_checkpoint():
-    """A small BPE tokenizer trained on a few captions when clipforge.tokenizer can, else None."""
-    captions = ["a red circle", "a blue square", "a dog on a beach", "a cat on a sofa", "two green triangles"]
-    try:
-        from clipforge.tokenizer import train_bpe
+    """A small BPE tokenizer trained on a few captions (the 512 byte tokens + a few merges)."""
+    from clipforge.tokenizer import train_bpe
 
-        return train_bpe(captions * 4, vocab_size=300, context_length=16)
-    except (ImportError, NotImplementedError):
-        return None
+    captions = ["a red circle", "a blue square", "a dog on a beach", "a cat on a sofa", "two green triangles"]
+    return train_bpe(captions * 4, vocab_size=560, context_length=16, progress=False)
 
 
 def save_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A checkpoint of a tiny random model whose tokenizer fits its vocabulary: its own trained BPE,
-    or (without one) OpenAI's vocabulary size, so loading falls back to the OpenAI tokenizer."""
+    """A checkpoint of a tiny random model with its own trained BPE tokenizer inside."""
     from clipforge.checkpoint import save_checkpoint
 
     tok = tokenizer_for_checkpoint()
     torch.manual_seed(seed)
     cfg = tiny_config(get_model_config("vit-tiny"))
-    vocab_size = tok.vocab_size if tok is not None else 49408
-    cfg = cfg.replace(text=dataclasses.replace(cfg.text, vocab_size=vocab_size))
+    cfg = cfg.replace(text=dataclasses.replace(cfg.text, vocab_size=tok.vocab_size))
     model = create_model(cfg).eval()
     return save_checkpoint(path, model, tokenizer=tok)
 
