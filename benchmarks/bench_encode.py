@@ -157,10 +157,10 @@ def main() -> None:
                 print(f"skip {peer}: {e}")
                 break
             with torch.inference_mode():
-                t_img = timed(lambda: m.image(images), repeats=args.repeats)
+                t_img = timed(lambda m=m: m.image(images), repeats=args.repeats)
                 row = {"peer": peer, "mode": mode, "img/s": args.image_batch / t_img}
                 for kind, tok in texts.items():
-                    row[f"text/s ({kind})"] = args.text_batch / timed(lambda: m.text(tok), repeats=args.repeats)
+                    row[f"text/s ({kind})"] = args.text_batch / timed(lambda m=m, tok=tok: m.text(tok), repeats=args.repeats)
             rows.append(row)
             print(row, flush=True)
     if "clipforge" in args.peers:

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from clipforge.config import ModelConfig, TextConfig, VisionConfig
+from clipforge.config import ModelConfig, TextConfig
 
 
 def tiny_config(cfg: ModelConfig) -> ModelConfig:

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_config
 from safetensors.torch import save_file
 
 from clipforge.checkpoint import (
@@ -13,7 +14,6 @@ from clipforge.checkpoint import (
     save_checkpoint,
 )
 from clipforge.models import create_model, get_model_config
-from conftest import tiny_config
 
 
 @pytest.fixture
@@ -108,3 +108,13 @@ def test_truncated_weights(tmp_path, model):
     path.write_bytes(data[: len(data) - 100])
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
+
+
+def test_loaded_model_is_trainable(tmp_path, model):
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "m.safetensors", model))
+    params = dict(loaded.named_parameters())
+    assert params.keys() == dict(model.named_parameters()).keys()
+    assert all(p.requires_grad and p.device.type == "cpu" for p in params.values())
+    images, tokens = inputs(model.config)
+    loaded.train()(images, tokens).image_features.sum().backward()
+    assert loaded.visual.proj.grad is not None

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_config
 
 import clipforge.models as m
 from clipforge.config import ConfigError, ModelConfig
-from conftest import tiny_config
 
 NAMES = m.list_models()
 

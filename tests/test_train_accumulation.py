@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from train_helpers import random_tokens, tiny_model_config
 
 from clipforge.models import CLIP
 from clipforge.train.accumulation import forward_backward, split_batch
 from clipforge.train.loop import make_loss_fn
-from train_helpers import random_tokens, tiny_model_config
 
 
 def _grads(model):

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import write_pairs_csv, write_tiny_model
 
 from clipforge.checkpoint import read_checkpoint_info
 from clipforge.cli.main import main
-from train_helpers import write_pairs_csv, write_tiny_model
 
 
 def _base(data, model, out, name, *extra):

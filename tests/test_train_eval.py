@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from train_helpers import tiny_model_config
 
 from clipforge.eval.retrieval import retrieval_metrics
 from clipforge.eval.zeroshot import build_classifier, fill_template, zero_shot_accuracy
 from clipforge.models import CLIP
-from train_helpers import tiny_model_config
 
 
 def test_retrieval_with_several_captions_per_image():

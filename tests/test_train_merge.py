@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from train_helpers import tiny_model_config
 
 from clipforge.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from clipforge.cli.main import main
 from clipforge.models import CLIP
 from clipforge.train.merge import interpolate_state_dicts, merge_checkpoints
-from train_helpers import tiny_model_config
 
 
 @pytest.fixture

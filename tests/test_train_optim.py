@@ -2,10 +2,10 @@ import math
 
 import pytest
 import torch
+from train_helpers import tiny_model_config
 
 from clipforge.models import CLIP
 from clipforge.train.optim import build_optimizer, lr_at, no_weight_decay, param_groups
-from train_helpers import tiny_model_config
 
 
 def test_schedule_warmup_then_cosine():

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from train_helpers import write_pairs_csv, write_tiny_model
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

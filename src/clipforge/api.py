@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -15,7 +16,7 @@ from .models import CLIP
 
 class Loaded(NamedTuple):
     model: CLIP
-    tokenizer: "Tokenizer"  # noqa: F821 (clipforge.tokenizer.Tokenizer)
+    tokenizer: Tokenizer  # noqa: F821 (clipforge.tokenizer.Tokenizer)
     transform: Callable
 
 

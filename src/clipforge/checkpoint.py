@@ -88,8 +88,13 @@ def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: cannot read safetensors weights: {e}") from e
 
 
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
-    """Copy ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error naming it."""
+def load_state_dict_strict(
+    model: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint", assign: bool = False
+) -> None:
+    """Copy ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error naming it.
+
+    With ``assign`` the tensors replace the model's own (no copy): use it for a model built on the
+    meta device, whose random initialisation is then never computed."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -107,7 +112,7 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], *, 
         problems.append(f"{len(shapes)} shape mismatch(es): {_short(shapes)}")
     if problems:
         raise CheckpointError(f"{source} does not fit the model config: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def load_checkpoint(
@@ -118,8 +123,9 @@ def load_checkpoint(
 ) -> tuple[CLIP, CheckpointInfo]:
     """The model stored at ``path`` (eval mode) and its metadata."""
     info = read_checkpoint_info(path)
-    model = CLIP(info.config)
-    load_state_dict_strict(model, load_weights(path), source=str(path))
+    with torch.device("meta"):  # skip the random initialisation the weights would overwrite
+        model = CLIP(info.config)
+    load_state_dict_strict(model, load_weights(path), source=str(path), assign=True)
     model = model.to(device=device, dtype=dtype).eval()
     return model, info
 

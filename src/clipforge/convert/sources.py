@@ -73,9 +73,11 @@ def import_model(
     folder = Path(source)
     has_vocab = folder.is_dir() and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
     vocab_dir = folder if has_vocab else None
-    net = CLIP(cfg)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the source
+        net = CLIP(cfg)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}  # fp16 sources -> fp32
     try:
-        load_state_dict_strict(net, sd, source=str(found.weights))
+        load_state_dict_strict(net, sd, source=str(found.weights), assign=True)
     except ValueError as e:
         raise ConvertError(str(e)) from e
     files = _weight_files(found)

@@ -9,7 +9,6 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import Activation
 
-
 # PyTorch's LayerNorm kernels accumulate half-precision inputs in float32, so the plain module is
 # accurate for bf16/fp16 weights; an explicit float32 round trip costs ~3x the time on CPU.
 LayerNorm = nn.LayerNorm
