@@ -160,7 +160,8 @@ def main() -> None:
                 t_img = timed(lambda m=m: m.image(images), repeats=args.repeats)
                 row = {"peer": peer, "mode": mode, "img/s": args.image_batch / t_img}
                 for kind, tok in texts.items():
-                    row[f"text/s ({kind})"] = args.text_batch / timed(lambda m=m, tok=tok: m.text(tok), repeats=args.repeats)
+                    t_txt = timed(lambda m=m, tok=tok: m.text(tok), repeats=args.repeats)
+                    row[f"text/s ({kind})"] = args.text_batch / t_txt
             rows.append(row)
             print(row, flush=True)
     if "clipforge" in args.peers:
