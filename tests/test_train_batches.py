@@ -1,9 +1,9 @@
 """The data order is a pure function of (seed, epoch, step); ranks split each global batch."""
 
 import torch
+from train_helpers import ColourPairs
 
 from clipforge.train.batches import SeededDataset, StepBatchSampler, TrainData, epoch_permutation, mix_seed
-from train_helpers import ColourPairs
 
 
 def test_permutation_depends_on_seed_and_epoch_only():

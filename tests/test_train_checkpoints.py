@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
+from train_helpers import tiny_model_config
 
 from clipforge.config import ConfigError
 from clipforge.models import CLIP
 from clipforge.train.checkpoints import RunDir, rng_state, set_rng_state
 from clipforge.train.config import TrainConfig
 from clipforge.train.metrics import MetricsLogger, read_metrics
-from train_helpers import tiny_model_config
 
 
 def test_keep_last_and_latest_complete_step(tmp_path):

@@ -3,22 +3,27 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from train_helpers import tiny_model_config
 
 from clipforge.eval.retrieval import retrieval_metrics
 from clipforge.eval.zeroshot import build_classifier, fill_template, zero_shot_accuracy
 from clipforge.models import CLIP
-from train_helpers import tiny_model_config
 
 
 def test_retrieval_with_several_captions_per_image():
     # 3 images on the axes; captions 0,1 -> image 0, caption 2 -> image 1, caption 3 -> image 2.
     images = torch.eye(3)
-    texts = F.normalize(torch.tensor([
-        [1.0, 0.0, 0.0],   # image 0, ranked 1st
-        [0.0, 1.0, 0.2],   # image 0 but closest to image 1: text->image rank 3
-        [0.1, 1.0, 0.0],   # image 1, ranked 1st
-        [0.0, 0.9, 1.0],   # image 2, ranked 1st (0.0 vs 0.9 vs 1.0)
-    ]), dim=-1)
+    texts = F.normalize(
+        torch.tensor(
+            [
+                [1.0, 0.0, 0.0],  # image 0, ranked 1st
+                [0.0, 1.0, 0.2],  # image 0 but closest to image 1: text->image rank 3
+                [0.1, 1.0, 0.0],  # image 1, ranked 1st
+                [0.0, 0.9, 1.0],  # image 2, ranked 1st (0.0 vs 0.9 vs 1.0)
+            ]
+        ),
+        dim=-1,
+    )
     m = retrieval_metrics(images, texts, [0, 0, 1, 2], ks=(1, 2))
     # text -> image ranks (0-based): 0, 2, 0, 0
     assert m["text_to_image_R@1"] == pytest.approx(3 / 4)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from train_helpers import random_tokens, tiny_model_config
 
 from clipforge.config import VisionConfig
 from clipforge.models import CLIP
@@ -9,7 +10,6 @@ from clipforge.train.accumulation import forward_backward
 from clipforge.train.lit import lock_image_tower, set_train_mode
 from clipforge.train.loop import make_loss_fn
 from clipforge.train.optim import build_optimizer
-from train_helpers import random_tokens, tiny_model_config
 
 RESNET = VisionConfig(kind="resnet", image_size=64, width=8, layers=(1, 1, 1, 2), head_width=16)
 

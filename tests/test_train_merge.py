@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from train_helpers import tiny_model_config
 
 from clipforge.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from clipforge.cli.main import main
 from clipforge.models import CLIP
 from clipforge.train.merge import interpolate_state_dicts, merge_checkpoints
-from train_helpers import tiny_model_config
 
 
 @pytest.fixture
@@ -16,7 +16,12 @@ def two_checkpoints(tmp_path):
     a = CLIP(tiny_model_config())
     torch.manual_seed(2)
     b = CLIP(tiny_model_config())
-    return save_checkpoint(tmp_path / "a.safetensors", a), save_checkpoint(tmp_path / "b.safetensors", b), a, b
+    return (
+        save_checkpoint(tmp_path / "a.safetensors", a),
+        save_checkpoint(tmp_path / "b.safetensors", b),
+        a,
+        b,
+    )
 
 
 @pytest.mark.parametrize("alpha,which", [(0.0, 0), (1.0, 1)])
