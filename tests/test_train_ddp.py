@@ -92,7 +92,7 @@ def test_two_gloo_processes_match_one(tmp_path):
 
     a, b = _losses(out / "one"), _losses(out / "two")
     assert len(a) == len(b) == 6
-    for step, (x, y) in enumerate(zip(a, b), start=1):
+    for step, (x, y) in enumerate(zip(a, b, strict=True), start=1):
         assert abs(x - y) <= 1e-4, f"step {step}: 1 process {x}, 2 processes {y}"
     assert a[-1] < a[0]  # it did learn
     wa, wb = load_file(out / "one" / "model.safetensors"), load_file(out / "two" / "model.safetensors")

@@ -13,10 +13,10 @@ def test_schedule_warmup_then_cosine():
     lrs = [lr_at(s, **kw) for s in range(110)]
     assert lrs[0] == pytest.approx(1e-4)  # (0 + 1) / 10 of the peak
     assert lrs[9] == pytest.approx(1e-3)  # warm-up ends at the peak
-    assert all(b > a for a, b in zip(lrs[:9], lrs[1:10]))  # linear rise
+    assert all(b > a for a, b in zip(lrs[:9], lrs[1:10], strict=True))  # linear rise
     assert lrs[10] == pytest.approx(1e-3)  # cosine starts at the peak
     assert lrs[60] == pytest.approx((1e-3 + 1e-5) / 2)  # half way down the cosine
-    assert all(b <= a for a, b in zip(lrs[10:], lrs[11:]))  # then only decreases
+    assert all(b <= a for a, b in zip(lrs[10:], lrs[11:], strict=False))  # then only decreases
     assert lr_at(110, **kw) == pytest.approx(1e-5)
     assert lr_at(500, **kw) == pytest.approx(1e-5)  # stays at the floor past the end
     mid = lr_at(35, **kw)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 HELP = {
-    "data": "training pairs: a .csv/.tsv, .jsonl, image folder, tar shards ('shards/{000..099}.tar'), 'shapes'",
+    "data": "training pairs: .csv/.tsv, .jsonl, image folder, tar shards ('shards/{000..099}.tar'), 'shapes'",
     "val_data": "held-out pairs for retrieval eval (default: shapes' val split when training on shapes)",
     "image_key": "CSV/JSONL column holding the image path",
     "caption_key": "CSV/JSONL column holding the caption(s)",

@@ -18,8 +18,8 @@ The random state is replayed for the second pass so stochastic layers draw the s
 from __future__ import annotations
 
 import contextlib
-from contextlib import AbstractContextManager as ContextManager
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 
 import torch
 from torch import Tensor, nn

@@ -7,8 +7,8 @@ evaluation is only the forward passes. Nothing here touches a random state.
 from __future__ import annotations
 
 import contextlib
-from contextlib import AbstractContextManager as ContextManager
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from typing import Any
 
