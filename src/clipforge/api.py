@@ -39,10 +39,26 @@ def tokenizer_for(config: ModelConfig, metadata: dict | None = None):
 def load(
     path: str | Path,
     *,
-    device: str | torch.device = "cpu",
-    precision: str | torch.dtype = "fp32",
+    device: str | torch.device = "auto",
+    precision: str | torch.dtype = "auto",
 ) -> Loaded:
-    """Load a clipforge checkpoint (``.safetensors``): model in eval mode, tokenizer, eval transform."""
+    """Load a model: model in eval mode, tokenizer, eval transform.
+
+    ``device="auto"`` picks CUDA when present; ``precision="auto"`` runs bf16 on GPUs and on CPUs with
+    native bf16 matrix instructions (AVX512-BF16/AMX), fp32 elsewhere. Pass ``precision="fp32"`` for
+    bit-exact reference numbers.
+
+    ``path`` is a clipforge checkpoint (``.safetensors``, or a folder holding ``model.safetensors``) or
+    any source ``clipforge convert`` reads (OpenAI ``.pt``, open_clip files, Hugging Face folders),
+    converted in memory."""
+    from .convert import find_clipforge_checkpoint, load_source
+
     dev = resolve_device(device)
-    model, info = load_checkpoint(path, device=dev, dtype=parse_precision(precision, dev))
+    dtype = parse_precision(precision, dev)
+    ckpt = find_clipforge_checkpoint(path)
+    if ckpt is None:
+        model, tokenizer = load_source(path)
+        model = model.to(device=dev, dtype=dtype).eval()
+        return Loaded(model, tokenizer, image_transform(model.config))
+    model, info = load_checkpoint(ckpt, device=dev, dtype=dtype)
     return Loaded(model, tokenizer_for(info.config, info.tokenizer), image_transform(info.config))

@@ -44,15 +44,60 @@ _OTHER = {
 _PROJ = {"visual.proj": "visual_projection.weight", "text.proj": "text_projection.weight"}
 
 
+# transformers' CLIPVisionConfig / CLIPTextConfig defaults, for config.json files that omit keys.
+_HF_VISION_DEFAULTS = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "image_size": 224,
+    "patch_size": 32,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5,
+    "num_channels": 3,
+}
+_HF_TEXT_DEFAULTS = {
+    "hidden_size": 512,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 8,
+    "max_position_embeddings": 77,
+    "vocab_size": 49408,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5,
+    "eos_token_id": 2,
+}
+_PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}
+
+
 def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
-    """A clipforge config from a ``CLIPConfig`` dict (``config.json``). Only ViT towers exist in HF CLIP."""
-    v, t = hf["vision_config"], hf["text_config"]
-    acts = {v.get("hidden_act", "quick_gelu"), t.get("hidden_act", "quick_gelu")}
+    """A clipforge config from a ``CLIPConfig`` dict (``config.json``). Only ViT towers exist in HF CLIP.
+
+    Anything that would make clipforge compute something else is a ``ValueError``: another model type,
+    an activation other than GELU/QuickGELU, a LayerNorm epsilon other than 1e-5, or text features read
+    at an end token that is not the largest id (clipforge pools at ``argmax``, as OpenAI does)."""
+    if hf.get("model_type", "clip") != "clip":
+        raise ValueError(f"model_type {hf.get('model_type')!r} is not a Hugging Face CLIPModel ('clip')")
+    v = {**_HF_VISION_DEFAULTS, **(hf.get("vision_config") or {})}
+    t = {**_HF_TEXT_DEFAULTS, **(hf.get("text_config") or {})}
+    acts = {v["hidden_act"], t["hidden_act"]}
     if len(acts) != 1 or next(iter(acts)) not in _HF_ACT:
         raise ValueError(f"unsupported activation(s) {sorted(acts)}: clipforge maps 'gelu' and 'quick_gelu'")
-    for tower in (v, t):
+    for name, tower in (("vision_config", v), ("text_config", t)):
         if tower["hidden_size"] % tower["num_attention_heads"]:
-            raise ValueError("hidden_size is not a multiple of num_attention_heads")
+            raise ValueError(f"{name}: hidden_size is not a multiple of num_attention_heads")
+        if not math.isclose(tower["layer_norm_eps"], 1e-5):
+            raise ValueError(
+                f"{name}: layer_norm_eps {tower['layer_norm_eps']} is not supported (clipforge uses 1e-5)"
+            )
+    if v["num_channels"] != 3:
+        raise ValueError(f"vision_config.num_channels {v['num_channels']} is not supported (RGB only)")
+    eos = t["eos_token_id"]
+    if eos not in (2, t["vocab_size"] - 1):  # 2: legacy configs, where transformers pools at argmax too
+        raise ValueError(
+            f"text_config.eos_token_id {eos} is not the largest token id ({t['vocab_size'] - 1}); "
+            "clipforge reads text features at the largest id"
+        )
     return ModelConfig(
         embed_dim=hf.get("projection_dim", 512),
         act=_HF_ACT[acts.pop()],
@@ -78,9 +123,76 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     ).validate()
 
 
+def preprocess_from_hf(pp: dict[str, Any], *, image_size: int) -> PreprocessConfig:
+    """``preprocessor_config.json`` (``CLIPImageProcessor``) -> ours. The crop must be the model's size."""
+    crop = _hf_size(pp.get("crop_size", image_size)) if pp.get("do_center_crop", True) else None
+    size = pp.get("size", {"shortest_edge": image_size})
+    if isinstance(size, dict) and "shortest_edge" in size:
+        resize_mode, final = "shortest", crop if crop is not None else size["shortest_edge"]
+        if crop is not None and size["shortest_edge"] != crop:
+            raise ValueError(
+                f"resize to {size['shortest_edge']} then crop {crop} is not supported (equal sizes only)"
+            )
+    else:
+        resize_mode, final = "squash", _hf_size(size)
+    if final != image_size:
+        raise ValueError(f"preprocessor image size {final} differs from the model's image_size {image_size}")
+    resample = pp.get("resample", 3)
+    if resample not in _PIL_RESAMPLE:
+        raise ValueError(f"resample={resample} is not supported (2 bilinear, 3 bicubic)")
+    if not pp.get("do_rescale", True) or not math.isclose(pp.get("rescale_factor", 1 / 255), 1 / 255):
+        raise ValueError("only rescaling by 1/255 is supported")
+    defaults = PreprocessConfig()
+    mean, std = pp.get("image_mean", defaults.mean), pp.get("image_std", defaults.std)
+    if not pp.get("do_normalize", True):
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    out = PreprocessConfig(
+        mean=tuple(mean),
+        std=tuple(std),
+        interpolation=_PIL_RESAMPLE[resample],  # type: ignore[arg-type]
+        resize_mode=resize_mode,
+    )
+    out.validate()
+    return out
+
+
+def preprocess_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    """A ``CLIPImageProcessor`` config reproducing ``cfg.preprocess`` at ``cfg.vision.image_size``."""
+    p, s = cfg.preprocess, cfg.vision.image_size
+    shortest = p.resize_mode == "shortest"
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "processor_class": "CLIPProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": s} if shortest else {"height": s, "width": s},
+        "resample": {v: k for k, v in _PIL_RESAMPLE.items()}[p.interpolation],
+        "do_center_crop": shortest,
+        "crop_size": {"height": s, "width": s},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(p.mean),
+        "image_std": list(p.std),
+        "do_convert_rgb": True,
+    }
+
+
+def _hf_size(size: Any) -> int:
+    if isinstance(size, int):
+        return size
+    if isinstance(size, dict) and size.get("height") == size.get("width") and size.get("height"):
+        return int(size["height"])
+    raise ValueError(f"unsupported image size {size!r} (square sizes only)")
+
+
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    """A ``CLIPConfig`` dict for ``cfg``; ResNet towers and a sigmoid-loss bias have no HF counterpart."""
     if cfg.vision.kind != "vit":
         raise ValueError("Hugging Face CLIPModel has no ResNet image tower; only ViT models can be exported")
+    if cfg.init_logit_bias is not None:
+        raise ValueError(
+            "Hugging Face CLIPModel has no logit_bias; a sigmoid-loss model cannot be exported to it"
+        )
     v, t = cfg.vision, cfg.text
     return {
         "model_type": "clip",

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..models import CLIP
+from .metrics import topk_accuracy
 
 
 def fill_template(template: str, classname: str) -> str:
@@ -76,10 +77,7 @@ def zero_shot_accuracy(
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}")
     logits = image_features.float() @ classifier.float().to(image_features.device).T  # (N, C)
-    kmax = min(max(topk), num_classes)
-    pred = logits.topk(kmax, dim=1).indices  # (N, kmax)
-    hits = pred == labels[:, None]  # (N, kmax)
-    return {f"top{k}": hits[:, :k].any(dim=1).float().mean().item() for k in topk if k <= num_classes}
+    return {f"top{k}": v for k, v in topk_accuracy(logits, labels, ks=tuple(topk)).items()}
 
 
 def predict(image_features: Tensor, classifier: Tensor) -> Tensor:

@@ -1,0 +1,67 @@
+"""Shared plumbing of the evaluation and application commands (eval, classify, caption, moderate):
+model flags, image inputs with per-file skip reports, JSON output, explanation file names."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_model_args(p: argparse.ArgumentParser, *, precision: str = "auto") -> None:
+    p.add_argument("--model", required=True, help="clipforge checkpoint (.safetensors)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
+    p.add_argument("--precision", default=precision, help=f"fp32, bf16, fp16 or auto (default {precision})")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def load_model(args: argparse.Namespace):
+    """``clipforge.api.Loaded`` (model, tokenizer, transform) for the parsed model flags."""
+    from ..api import load
+
+    return load(args.model, device=args.device, precision=args.precision)
+
+
+def skipped_json(failures: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"path": p, "reason": r} for p, r in failures]
+
+
+def report_skips(failures: list[tuple[str, str]]) -> None:
+    for path, reason in failures:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+
+
+def emit_json(payload: dict[str, Any], out: str | None = None) -> None:
+    """Print ``payload`` as JSON, or write it to ``out`` (folders created)."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False)
+    if out is None:
+        print(text)
+        return
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def slug(text: str, *, limit: int = 40) -> str:
+    """A file-name-safe short form of a label: ``"a red object"`` → ``"a-red-object"``."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:limit] or "text"
+
+
+def explanation_paths(images: list[str], texts: list[str], folder: str | Path) -> list[Path]:
+    """One PNG name per (image, text) in ``folder``: ``<stem>.<text>.png``, made unique when two
+    images share a stem."""
+    folder = Path(folder)
+    names, used = [], set()
+    for image, text in zip(images, texts, strict=True):
+        base = f"{Path(image).stem}.{slug(text)}"
+        name, n = base, 1
+        while name in used:
+            n += 1
+            name = f"{base}-{n}"
+        used.add(name)
+        names.append(folder / f"{name}.png")
+    return names

@@ -1,0 +1,61 @@
+"""``clipforge caption IMAGES --model CKPT --bank captions.txt``: captioning by retrieval."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._apps import add_model_args, emit_json, load_model, report_skips, skipped_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "caption",
+        help="best captions for each image from a caption bank (captioning by retrieval)",
+        description="Ranks every caption of the bank (one per line) against each image.",
+    )
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    add_model_args(p)
+    p.add_argument("--bank", required=True, help="text file of candidate captions, one per line")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="captions per image")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..eval.caption import CaptionBank, load_caption_bank
+    from ..eval.datasets import collect_images
+    from ..eval.features import encode_image_files
+
+    captions = load_caption_bank(args.bank)
+    if args.top_k < 1:
+        raise ValueError(f"-k must be at least 1, got {args.top_k}")
+    paths = collect_images(args.images)
+    model, tokenizer, transform = load_model(args)
+    bank = CaptionBank(model, tokenizer, captions)
+    feats = encode_image_files(
+        model, transform, paths, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    report_skips(feats.failures)
+    if not feats.kept:
+        raise ValueError("none of the images could be read")
+    matches = bank.top_k(feats.features, k=args.top_k)
+    results = [
+        {"path": str(paths[i]), "captions": [m.to_dict() for m in ms]}
+        for i, ms in zip(feats.kept, matches, strict=True)
+    ]
+    if args.json:
+        emit_json(
+            {
+                "model": args.model,
+                "bank": args.bank,
+                "bank_size": len(captions),
+                "results": results,
+                "skipped": skipped_json(feats.failures),
+            }
+        )
+        return 0
+    for r in results:
+        print(r["path"])
+        for m in r["captions"]:
+            print(f"  {m['similarity']:7.4f}  {m['probability']:6.3f}  {m['caption']}")
+    return 0

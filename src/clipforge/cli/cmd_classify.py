@@ -1,0 +1,94 @@
+"""``clipforge classify IMAGES... --model CKPT --labels a,b,c``: zero-shot labels for each image."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._apps import add_model_args, emit_json, explanation_paths, load_model, report_skips, skipped_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "classify",
+        help="zero-shot classify images against labels",
+        description="Ranks the labels for each image (template-ensembled zero-shot classification).",
+    )
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    add_model_args(p)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--labels", help="comma-separated labels, e.g. cat,dog,bird")
+    group.add_argument("--labels-file", help="file with one label per line")
+    p.add_argument("--templates", default="default", help="built-in template set or template file")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="labels shown per image")
+    p.add_argument(
+        "--mode",
+        choices=("softmax", "sigmoid"),
+        default="softmax",
+        help="softmax: one distribution over labels; sigmoid: independent (sigmoid-loss models)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--explain", metavar="DIR", help="write a heat map PNG of the top label for each image")
+    p.add_argument("--explain-method", default="auto", choices=("auto", "patch", "gradcam", "gradient"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..eval.classifier import ZeroShotClassifier
+    from ..eval.datasets import collect_images
+    from ..eval.features import encode_image_files
+    from ..eval.prompts import load_classnames, load_templates, parse_labels
+
+    labels = (
+        parse_labels(args.labels)
+        if args.labels is not None
+        else load_classnames(args.labels_file, what="labels")
+    )
+    templates = load_templates(args.templates)
+    if args.top_k < 1:
+        raise ValueError(f"-k must be at least 1, got {args.top_k}")
+    paths = collect_images(args.images)
+    model, tokenizer, transform = load_model(args)
+    clf = ZeroShotClassifier(model, tokenizer, labels, templates, transform=transform)
+    feats = encode_image_files(
+        model, transform, paths, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    report_skips(feats.failures)
+    if not feats.kept:
+        raise ValueError("none of the images could be read")
+    ranked = clf.rank(clf.scores_from_features(feats.features, mode=args.mode), k=args.top_k)
+    results = [
+        {"path": str(paths[i]), "labels": [{"label": lab, "score": s} for lab, s in r]}
+        for i, r in zip(feats.kept, ranked, strict=True)
+    ]
+    if args.explain:
+        _explain(args, model, transform, clf, results)
+    if args.json:
+        emit_json(
+            {
+                "model": args.model,
+                "mode": args.mode,
+                "labels": labels,
+                "results": results,
+                "skipped": skipped_json(feats.failures),
+            }
+        )
+        return 0
+    for r in results:
+        print(r["path"])
+        for item in r["labels"]:
+            print(f"  {item['score']:7.4f}  {item['label']}")
+        if "explanation" in r:
+            print(f"  heat map: {r['explanation']}")
+    return 0
+
+
+def _explain(args, model, transform, clf, results: list[dict]) -> None:
+    from ..data.images import load_image
+    from ..eval.explain import explain
+
+    tops = [r["labels"][0]["label"] for r in results]
+    outs = explanation_paths([r["path"] for r in results], tops, args.explain)
+    for r, label, out in zip(results, tops, outs, strict=True):
+        emb = clf.class_embeddings[clf.labels.index(label)]  # (E,) the template-ensembled label
+        ex = explain(model, transform, load_image(r["path"]), emb, text=label, method=args.explain_method)
+        r["explanation"] = str(ex.save(out))

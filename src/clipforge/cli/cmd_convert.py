@@ -1,0 +1,66 @@
+"""``clipforge convert SOURCE OUT``: OpenAI / open_clip / Hugging Face checkpoint -> clipforge checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert an OpenAI, open_clip or Hugging Face checkpoint to a clipforge checkpoint",
+        description="Convert a checkpoint into a self-describing clipforge checkpoint "
+        "(OUT/model.safetensors, or OUT itself when it ends in .safetensors). "
+        "Nothing in the source is executed.",
+    )
+    p.add_argument(
+        "source", help="OpenAI .pt, open_clip .pt/.bin/.safetensors or folder, Hugging Face folder"
+    )
+    p.add_argument("out", help="output folder (or .safetensors file)")
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "openai", "open_clip", "hf"],
+        help="source format (default: detect)",
+    )
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--model", help="open_clip model name, e.g. ViT-B-32 or ViT-B-32-quickgelu")
+    model.add_argument("--model-config", metavar="JSON", help="open_clip (or clipforge) model config JSON")
+    p.add_argument(
+        "--vocab",
+        metavar="PATH",
+        help="tokenizer vocabulary for sources without one (OpenAI's bpe_simple_vocab_16e6.txt.gz "
+        "or a folder with vocab.json + merges.txt); default: OpenAI's",
+    )
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--act", choices=["gelu", "quick_gelu"], help="override the activation")
+    act.add_argument(
+        "--quick-gelu", action="store_const", const="quick_gelu", dest="act", help="same as --act quick_gelu"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from ..checkpoint import read_checkpoint_info
+    from ..convert import convert
+
+    start = time.perf_counter()
+    path = convert(
+        args.source,
+        args.out,
+        format=args.format,
+        model=args.model or args.model_config,
+        act=args.act,
+        vocab=args.vocab,
+    )
+    info = read_checkpoint_info(path)
+    c = info.config
+    tower = f"ViT-{c.vision.patch_size}" if c.vision.kind == "vit" else f"ResNet{list(c.vision.layers)}"
+    print(f"wrote {path} in {time.perf_counter() - start:.1f}s")
+    print(
+        f"  from {info.provenance.get('format')}: {tower} {c.vision.image_size}px, width {c.vision.width}, "
+        f"text {c.text.layers}x{c.text.width}, embed {c.embed_dim}, act {c.act}"
+    )
+    return 0

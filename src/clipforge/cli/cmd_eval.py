@@ -1,0 +1,164 @@
+"""``clipforge eval zeroshot|retrieval|linear-probe DATA --model CKPT``: evaluation as JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._apps import add_model_args, emit_json, load_model, report_skips
+
+LABELLED_HELP = "a folder with one sub-folder per class, or a .csv/.tsv with image and label columns"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a model: zeroshot, retrieval, linear-probe")
+    tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
+
+    z = tasks.add_parser("zeroshot", help="zero-shot classification accuracy on a labelled image set")
+    z.add_argument("data", help=LABELLED_HELP)
+    _labelled_args(z)
+    z.add_argument("--templates", default="default", help="built-in template set or template file")
+    z.add_argument("--plot", help="confusion-matrix PNG (default: beside --out as <out>.confusion.png)")
+    z.set_defaults(func=run_zeroshot)
+
+    r = tasks.add_parser("retrieval", help="image-text retrieval recall@1/5/10 both ways, mean/median rank")
+    r.add_argument(
+        "data",
+        help="image-caption pairs: .csv/.tsv, .jsonl, a folder of images + .txt captions, or tar shards",
+    )
+    r.add_argument("--image-key", default="filepath", help="image column (CSV/JSONL)")
+    r.add_argument("--caption-key", default="title", help="caption column (CSV/JSONL)")
+    r.add_argument("--workers", type=int, default=0, help="image decoding processes")
+    _common(r)
+    r.set_defaults(func=run_retrieval)
+
+    lp = tasks.add_parser("linear-probe", help="logistic regression on frozen image embeddings")
+    lp.add_argument("data", help=LABELLED_HELP + " (the test set when --train is given)")
+    _labelled_args(lp)
+    lp.add_argument("--train", help="training images (same classes); default: split DATA")
+    lp.add_argument("--k-shot", type=int, help="k training images per class (few-shot)")
+    lp.add_argument("--test-fraction", type=float, default=0.5, help="share of DATA held out when no --train")
+    lp.add_argument("--val-fraction", type=float, default=0.2, help="share of training images used to pick C")
+    lp.add_argument("--seed", type=int, default=0)
+    lp.add_argument("--templates", help="also report zero-shot accuracy on the same test images")
+    lp.set_defaults(func=run_linear_probe)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_model_args(p, precision="fp32")
+    p.add_argument("--out", help="write the results JSON here (default: print it)")
+
+
+def _labelled_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--classnames", help="file of class names for the prompts, one per line")
+    p.add_argument("--image-key", default="filepath", help="image column of a CSV")
+    p.add_argument("--label-key", default="label", help="label column of a CSV")
+    _common(p)
+
+
+def _load_data(args: argparse.Namespace, source: str, classnames: list[str] | None = None):
+    from ..eval.datasets import load_labelled
+    from ..eval.prompts import load_classnames
+
+    if classnames is None and args.classnames:
+        classnames = load_classnames(args.classnames)
+    return load_labelled(source, classnames=classnames, image_key=args.image_key, label_key=args.label_key)
+
+
+def _header(args: argparse.Namespace, model) -> dict:
+    from ..eval.classifier import model_fingerprint
+
+    return {
+        "model": args.model,
+        "model_name": model.config.name,
+        "model_id": model_fingerprint(model),
+        "data": args.data,
+    }
+
+
+def run_zeroshot(args: argparse.Namespace) -> int:
+    from ..eval.evaluate import zeroshot_dataset
+    from ..eval.plots import save_confusion_matrix
+    from ..eval.prompts import load_templates
+
+    templates = load_templates(args.templates)
+    data = _load_data(args, args.data)
+    model, tokenizer, transform = load_model(args)
+    report = zeroshot_dataset(
+        model,
+        tokenizer,
+        transform,
+        data,
+        templates,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    report_skips(report.failures)
+    result = {**_header(args, model), "templates": args.templates, **report.to_dict()}
+    plot = args.plot or (str(Path(args.out).with_suffix(".confusion.png")) if args.out else None)
+    if plot:
+        result["confusion_png"] = str(
+            save_confusion_matrix(
+                report.confusion, report.classnames, plot, title=f"zero-shot: {Path(args.data).name}"
+            )
+        )
+    emit_json(result, args.out)
+    if args.out:
+        print(f"zero-shot top-1 {result['top1']:.4f} on {result['n_images']} images -> {args.out}")
+    return 0
+
+
+def run_retrieval(args: argparse.Namespace) -> int:
+    from ..eval.evaluate import retrieval_dataset
+
+    model, tokenizer, transform = load_model(args)
+    report = retrieval_dataset(
+        model,
+        tokenizer,
+        transform,
+        args.data,
+        image_key=args.image_key,
+        caption_key=args.caption_key,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    result = {**_header(args, model), **report.to_dict()}
+    emit_json(result, args.out)
+    if args.out:
+        print(
+            f"R@1 text->image {result['text_to_image_R@1']:.4f}, "
+            f"image->text {result['image_to_text_R@1']:.4f} "
+            f"({result['n_images']} images, {result['n_captions']} captions) -> {args.out}"
+        )
+    return 0
+
+
+def run_linear_probe(args: argparse.Namespace) -> int:
+    from ..eval.evaluate import linear_probe_dataset
+    from ..eval.prompts import load_templates
+
+    templates = load_templates(args.templates) if args.templates else None
+    data = _load_data(args, args.data)
+    train = _load_data(args, args.train, classnames=data.classnames) if args.train else None
+    model, tokenizer, transform = load_model(args)
+    report = linear_probe_dataset(
+        model,
+        transform,
+        data,
+        train=train,
+        k_shot=args.k_shot,
+        test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        tokenizer=tokenizer if templates else None,
+        templates=templates,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    report_skips(report.failures)
+    result = {**_header(args, model), **report.to_dict()}
+    emit_json(result, args.out)
+    if args.out:
+        print(f"linear probe top-1 {result['top1']:.4f} (C={result['C']:g}) -> {args.out}")
+    return 0

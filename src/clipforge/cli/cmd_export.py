@@ -1,0 +1,41 @@
+"""``clipforge export CKPT OUT --to hf|open_clip|onnx``: write a model in another library's format."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a model to a Hugging Face folder, an open_clip folder or ONNX encoders",
+        description="Export CKPT (a clipforge checkpoint, or any source 'clipforge convert' reads) into the "
+        "folder OUT.",
+    )
+    p.add_argument("ckpt", help="clipforge checkpoint (or convertible source)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--to", required=True, choices=["hf", "open_clip", "onnx"], help="target format")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-verify", action="store_true", help="ONNX: skip the onnxruntime comparison")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..convert.export import export, load_for_export
+
+    model, tokenizer = load_for_export(args.ckpt)
+    if tokenizer is None:
+        print("note: the model has no tokenizer; no tokenizer files are written")
+    if args.to == "onnx":
+        from ..convert.onnx import export_onnx
+
+        result = export_onnx(
+            model, args.out, tokenizer=tokenizer, opset=args.opset, verify=not args.no_verify
+        )
+        print(f"wrote {result.image_path} and {result.text_path}")
+        if result.max_abs_diff is not None:
+            print(f"  onnxruntime matches PyTorch: max abs diff {result.max_abs_diff:.1e}")
+        return 0
+    out = export(model, args.out, to=args.to, tokenizer=tokenizer)
+    print(f"wrote {args.to} model to {out}")
+    return 0

@@ -1,0 +1,107 @@
+"""``clipforge index FOLDER --model CKPT``: build or update a searchable image index."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+DEFAULT_DB = "clipforge.cfidx"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "index",
+        help="index an image folder for semantic search (incremental)",
+        description="Embed every image under FOLDER into an SQLite index. Re-running only embeds new or "
+        "changed files, drops deleted ones and keeps renamed ones. Safe to interrupt: the next run resumes.",
+    )
+    p.add_argument("folder", nargs="?", help="image folder (optional with --from-embeddings)")
+    p.add_argument("--model", help="clipforge checkpoint (.safetensors)")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
+    p.add_argument("--rebuild", action="store_true", help="drop the index and re-embed everything")
+    p.add_argument(
+        "--report", action="store_true", help="list skipped (undecodable) files and links not followed"
+    )
+    p.add_argument("--from-embeddings", metavar="DIR", help="merge shards written by `clipforge embed`")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: up to 4)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored embedding type")
+    p.add_argument(
+        "--ann-threshold",
+        type=int,
+        default=None,
+        help="use a faiss ANN index from this many images on (default: 50000; remembered)",
+    )
+    p.add_argument(
+        "--include-hidden", action="store_true", help="also index files and folders starting with '.'"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..index import Encoder, IndexStore, index_folder, open_vector_index
+    from ..index.encoder import checkpoint_model_id
+    from ..index.shards import merge_shards
+
+    if args.from_embeddings is None and (args.folder is None or args.model is None):
+        raise ValueError("give FOLDER and --model (or --from-embeddings DIR)")
+    progress = not args.no_progress
+    out: dict = {"db": args.db}
+    with IndexStore(args.db, create=True) as store:
+        if args.from_embeddings:
+            model_id = checkpoint_model_id(args.model) if args.model else None
+            merged = merge_shards(store, args.from_embeddings, model_id=model_id, rebuild=args.rebuild)
+            out["merged"] = {
+                "parts": merged.parts,
+                "added": merged.added,
+                "unchanged": merged.unchanged,
+                "skipped": len(merged.skipped),
+            }
+            _say(
+                args,
+                f"merged {merged.parts} shard parts: {merged.added} added, {merged.unchanged} unchanged, "
+                f"{len(merged.skipped)} skipped",
+            )
+        if args.folder is not None and args.model is not None:
+            encoder = Encoder.from_checkpoint(args.model, device=args.device, precision=args.precision)
+            report = index_folder(
+                args.folder,
+                store,
+                encoder,
+                rebuild=args.rebuild and not args.from_embeddings,
+                dtype=args.dtype,
+                batch_size=args.batch_size,
+                num_workers=args.workers,
+                include_hidden=args.include_hidden,
+                progress=progress,
+            )
+            out["index"] = {k: v for k, v in vars(report).items() if k not in ("skipped",)}
+            _say(args, report.summary())
+            if args.report:
+                out["outside_links"] = report.outside_links
+                _say(
+                    args,
+                    *(f"  link not followed (points outside the folder): {p}" for p in report.outside_links),
+                )
+                _say(args, *(f"  unreadable: {p}" for p in report.unreadable))
+        skipped = list(store.skipped().values())
+        out["skipped"] = [{"path": s.path, "reason": s.reason} for s in skipped]
+        if args.report:
+            _say(args, f"{len(skipped)} skipped file(s):", *(f"  {s.path}: {s.reason}" for s in skipped))
+        if args.ann_threshold is not None:  # remembered: searches use it too
+            store.set_meta("ann_threshold", str(args.ann_threshold))
+        vectors, fp = open_vector_index(store, progress=progress)  # build the ANN index now, not at search
+        out["search"] = {"kind": vectors.kind, "count": fp.count}
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def _say(args: argparse.Namespace, *lines: str) -> None:
+    if not args.json:
+        for line in lines:
+            print(line)

@@ -1,0 +1,81 @@
+"""``clipforge moderate IMAGES --model CKPT --policy policy.yaml``: flag or pass each image."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._apps import add_model_args, emit_json, explanation_paths, load_model, report_skips, skipped_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "moderate",
+        help="flag images that match a policy's flagged descriptions",
+        description="Scores each image against the policy's flagged and benign descriptions; an image is "
+        "flagged when a flagged description's score reaches its threshold. See docs/evaluation.md.",
+    )
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    add_model_args(p)
+    p.add_argument("--policy", required=True, help="policy YAML (flagged/benign descriptions, thresholds)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--explain", metavar="DIR", help="write a heat map PNG of the matched description")
+    p.add_argument("--explain-method", default="auto", choices=("auto", "patch", "gradcam", "gradient"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..eval.datasets import collect_images
+    from ..eval.features import encode_image_files
+    from ..eval.moderate import Moderator
+    from ..eval.policy import load_policy
+
+    policy = load_policy(args.policy)
+    paths = collect_images(args.images)
+    model, tokenizer, transform = load_model(args)
+    moderator = Moderator(model, tokenizer, policy, transform=transform)
+    feats = encode_image_files(
+        model, transform, paths, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    report_skips(feats.failures)
+    if not feats.kept:
+        raise ValueError("none of the images could be read")
+    decisions = moderator.decide(moderator.scores_from_features(feats.features))
+    results = [{"path": str(paths[i]), **d.to_dict()} for i, d in zip(feats.kept, decisions, strict=True)]
+    if args.explain:
+        _explain(args, model, transform, moderator, results)
+    n_flagged = sum(d.flagged for d in decisions)
+    if args.json:
+        emit_json(
+            {
+                "model": args.model,
+                "policy": args.policy,
+                "mode": policy.mode,
+                "flagged": n_flagged,
+                "passed": len(decisions) - n_flagged,
+                "results": results,
+                "skipped": skipped_json(feats.failures),
+            }
+        )
+        return 0
+    for r in results:
+        print(
+            f"{r['decision'].upper():4}  score {r['score']:.3f}  margin {r['margin']:+.3f}  "
+            f"{r['matched']!r}  {r['path']}"
+        )
+        if "explanation" in r:
+            print(f"      heat map: {r['explanation']}")
+    print(f"{n_flagged} flagged, {len(decisions) - n_flagged} passed, {len(feats.failures)} skipped")
+    return 0
+
+
+def _explain(args, model, transform, moderator, results: list[dict]) -> None:
+    from ..data.images import load_image
+    from ..eval.explain import explain
+
+    clf = moderator.classifier
+    matched = [r["matched"] for r in results]
+    outs = explanation_paths([r["path"] for r in results], matched, args.explain)
+    for r, text, out in zip(results, matched, outs, strict=True):
+        emb = clf.class_embeddings[clf.labels.index(text)]  # (E,)
+        ex = explain(model, transform, load_image(r["path"]), emb, text=text, method=args.explain_method)
+        r["explanation"] = str(ex.save(out))

@@ -1,0 +1,51 @@
+"""``clipforge serve CKPT --db photos.cfidx``: HTTP API + web page for an image index."""
+
+from __future__ import annotations
+
+import argparse
+
+from .cmd_index import DEFAULT_DB
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve search, classify, moderate and embed over HTTP, with a web page",
+        description="Starts a web server: the page at /, the JSON API under /api, OpenAPI docs at /docs. "
+        "Binds to 127.0.0.1 unless --host says otherwise.",
+    )
+    p.add_argument("checkpoint", help="clipforge checkpoint the index was built with")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--policy", help="moderation policy YAML (enables /api/moderate)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default: 10)")
+    p.add_argument("--max-megapixels", type=float, default=40.0, help="largest accepted image (default: 40)")
+    p.add_argument("--nprobe", type=int, default=None, help="ANN lists to probe (default: calibrated)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for the model")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..serve import SearchService, create_app, run_server
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    service = SearchService.from_paths(
+        args.checkpoint,
+        args.db,
+        device=args.device,
+        precision=args.precision,
+        policy=args.policy,
+        max_pixels=int(args.max_megapixels * 1_000_000),
+        nprobe=args.nprobe,
+    )
+    app = create_app(service, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    print(f"serving {service.health()['images']} images on http://{args.host}:{args.port}/ (API docs: /docs)")
+    run_server(app, host=args.host, port=args.port)
+    return 0

@@ -1,0 +1,141 @@
+"""Safe reading of foreign checkpoint files into a flat ``{name: tensor}`` state dict.
+
+Nothing from a checkpoint is executed: safetensors files hold no code, PyTorch pickles are read with
+``torch.load(weights_only=True)`` (its restricted unpickler builds only tensors and containers), and
+TorchScript archives go through :mod:`.torchscript`, which never compiles or runs their code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import CheckpointError
+from .torchscript import ArchiveError, is_torchscript_archive, read_torchscript_tensors
+
+StateDict = dict[str, torch.Tensor]
+
+# Prefixes that wrappers add to every key: DDP (``module.``) and ``torch.compile`` (``_orig_mod.``).
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+class ConvertError(CheckpointError):
+    """A source checkpoint that cannot be read or mapped onto a clipforge model."""
+
+
+def sniff(path: str | Path) -> str:
+    """A file's container: ``safetensors``, ``torchscript``, ``torch_zip``, ``pickle`` or ``unknown``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) >= 9 and head[8:9] == b"{":
+        n = int.from_bytes(head[:8], "little")
+        if 0 < n < 100_000_000:
+            return "safetensors"
+    if head[:4] == b"PK\x03\x04":
+        return "torchscript" if is_torchscript_archive(path) else "torch_zip"
+    if head[:1] == b"\x80":  # pickle protocol 2+ (PyTorch's legacy, non-zip format)
+        return "pickle"
+    return "unknown"
+
+
+def read_tensors(path: str | Path) -> tuple[StateDict, str]:
+    """A checkpoint file's tensors, unwrapped from ``{"state_dict": ...}`` and any ``module.`` prefix.
+
+    Returns ``(state_dict, kind)`` with ``kind`` from :func:`sniff`. Raises :class:`ConvertError`
+    naming the file for truncated, corrupt or unsafe files and for files that are not checkpoints.
+    """
+    path = Path(path)
+    kind = sniff(path)
+    if kind == "safetensors":
+        obj: Any = _read_safetensors(path)
+    elif kind == "torchscript":
+        try:
+            obj = read_torchscript_tensors(path)
+        except ArchiveError as e:
+            raise ConvertError(str(e)) from e
+    elif kind in ("torch_zip", "pickle"):
+        obj = _torch_load(path)
+    else:
+        raise ConvertError(
+            f"{path}: not a checkpoint (expected a .safetensors file, a PyTorch .pt/.bin/.pth file or a "
+            "TorchScript archive)"
+        )
+    return _flatten(obj, path), kind
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header (empty when there is none)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConvertError(f"{path}: corrupt safetensors header ({e})") from e
+    return header.get("__metadata__") or {}
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def strip_prefix(sd: StateDict) -> StateDict:
+    """Drop a wrapper prefix (``module.``, ``_orig_mod.``) shared by every key."""
+    changed = True
+    while changed and sd:
+        changed = False
+        for p in _WRAPPER_PREFIXES:
+            if all(k.startswith(p) for k in sd):
+                sd = {k[len(p) :]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+def _read_safetensors(path: Path) -> StateDict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ConvertError(f"{path}: cannot read safetensors file (truncated or corrupt?): {e}") from e
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConvertError(
+            f"{path}: refused to unpickle: the file holds objects other than tensors and containers, "
+            f"which could run code when loaded. Nothing was executed. ({first})"
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ConvertError(f"{path}: cannot read PyTorch file (truncated or corrupt?): {e}") from e
+
+
+def _flatten(obj: Any, path: Path) -> StateDict:
+    """Unwrap ``{"state_dict": sd}`` (training checkpoints) and check every value is a tensor."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise ConvertError(f"{path}: expected a state dict (name -> tensor), got {type(obj).__name__}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ConvertError(
+            f"{path}: not a state dict: {len(bad)} entr{'y is' if len(bad) == 1 else 'ies are'} not tensors "
+            f"({', '.join(bad[:6])}{', ...' if len(bad) > 6 else ''})"
+        )
+    return strip_prefix({str(k): v for k, v in obj.items()})

@@ -1,0 +1,155 @@
+"""ONNX export: separate image and text encoders, dynamic batch (and text length), checked with onnxruntime.
+
+``image_encoder.onnx``: ``images`` float32 (B, 3, S, S), preprocessed -> ``image_embeds`` (B, E), normalised.
+``text_encoder.onnx``: ``tokens`` int64 (B, T), T <= context length -> ``text_embeds`` (B, E), L2-normalised.
+The text tower's padding skip (a data-dependent slice) is switched off while exporting, so the graph
+handles any T; outputs are unchanged because attention is causal. ``clipforge_onnx.json`` records the
+model config (preprocessing, context length) next to them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from ..models import CLIP
+from .io import ConvertError
+
+IMAGE_FILE, TEXT_FILE, META_FILE = "image_encoder.onnx", "text_encoder.onnx", "clipforge_onnx.json"
+
+
+class OnnxExport(NamedTuple):
+    image_path: Path
+    text_path: Path
+    max_abs_diff: float | None  # onnxruntime vs PyTorch on random inputs (None when not verified)
+
+
+class _ImageEncoder(nn.Module):
+    def __init__(self, model: CLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(images)
+
+
+class _TextEncoder(nn.Module):
+    def __init__(self, model: CLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens)
+
+
+def export_onnx(
+    model: CLIP,
+    out_dir: str | Path,
+    *,
+    tokenizer: Any | None = None,
+    opset: int = 17,
+    verify: bool = True,
+    atol: float = 1e-4,
+) -> OnnxExport:
+    """Export both encoders of ``model`` (as float32 on CPU) to ``out_dir``; with ``verify`` run them in
+    onnxruntime and raise if any output differs from PyTorch's by more than ``atol``."""
+    try:
+        import onnx  # noqa: F401  (the legacy exporter needs it)
+    except ImportError as e:
+        raise ImportError("ONNX export needs onnx: pip install 'clipforge[export]'") from e
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = copy.deepcopy(model).float().cpu().eval()
+    net.text.skip_padding = False  # a data-dependent slice would freeze the traced text length
+    cfg = net.config
+    size, ctx = cfg.vision.image_size, cfg.text.context_length
+    images = torch.randn(2, 3, size, size)
+    tokens = _example_tokens(2, ctx, ctx, vocab=cfg.text.vocab_size)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and deprecation chatter
+        torch.onnx.export(
+            _ImageEncoder(net),
+            (images,),
+            str(out / IMAGE_FILE),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=["image_embeds"],
+            dynamic_axes={"images": {0: "batch"}, "image_embeds": {0: "batch"}},
+        )
+        torch.onnx.export(
+            _TextEncoder(net),
+            (tokens,),
+            str(out / TEXT_FILE),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["tokens"],
+            output_names=["text_embeds"],
+            dynamic_axes={"tokens": {0: "batch", 1: "length"}, "text_embeds": {0: "batch"}},
+        )
+    meta = {
+        "config": cfg.to_dict(),
+        "image_encoder": {
+            "file": IMAGE_FILE,
+            "input": "images float32 (B, 3, H, W), preprocessed",
+            "output": "image_embeds float32 (B, E), L2-normalised",
+        },
+        "text_encoder": {
+            "file": TEXT_FILE,
+            "input": f"tokens int64 (B, T), T <= {ctx}",
+            "output": "text_embeds float32 (B, E), L2-normalised",
+        },
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_hf(out)
+    diff = verify_onnx(model, out, atol=atol) if verify else None
+    return OnnxExport(out / IMAGE_FILE, out / TEXT_FILE, diff)
+
+
+def verify_onnx(model: CLIP, out_dir: str | Path, *, atol: float = 1e-4, seed: int = 0) -> float:
+    """Largest |onnxruntime - PyTorch| over random batches of two sizes and two text lengths."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError("checking ONNX files needs onnxruntime: pip install 'clipforge[export]'") from e
+    out = Path(out_dir)
+    net = copy.deepcopy(model).float().cpu().eval()
+    cfg = net.config
+    gen = torch.Generator().manual_seed(seed)
+    image_sess = ort.InferenceSession(str(out / IMAGE_FILE), providers=["CPUExecutionProvider"])
+    text_sess = ort.InferenceSession(str(out / TEXT_FILE), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    with torch.no_grad():
+        for batch in (1, 3):
+            images = torch.randn(batch, 3, cfg.vision.image_size, cfg.vision.image_size, generator=gen)
+            got = image_sess.run(None, {"images": images.numpy()})[0]
+            worst = max(worst, float((torch.from_numpy(got) - net.encode_image(images)).abs().max()))
+            for length in (cfg.text.context_length, max(2, cfg.text.context_length // 2)):
+                tokens = _example_tokens(
+                    batch, length, cfg.text.context_length, vocab=cfg.text.vocab_size, gen=gen
+                )
+                got = text_sess.run(None, {"tokens": tokens.numpy()})[0]
+                worst = max(worst, float((torch.from_numpy(got) - net.encode_text(tokens)).abs().max()))
+    if worst > atol:
+        raise ConvertError(f"ONNX outputs differ from PyTorch by {worst:.2e} (> {atol:.0e})")
+    return worst
+
+
+def _example_tokens(
+    batch: int, length: int, ctx: int, *, vocab: int, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """(batch, length) ids: start token, random text of varied length, end token (the largest id), zeros."""
+    tokens = torch.zeros(batch, length, dtype=torch.long)
+    for i in range(batch):
+        n = int(torch.randint(2, min(length, ctx) + 1, (1,), generator=gen))
+        tokens[i, 0] = vocab - 2
+        tokens[i, 1 : n - 1] = torch.randint(1, vocab - 2, (n - 2,), generator=gen)
+        tokens[i, n - 1] = vocab - 1
+    return tokens

@@ -1,0 +1,303 @@
+"""Import any supported checkpoint as a clipforge model, and write it as a self-describing checkpoint.
+
+``import_model`` detects the format (:mod:`.detect`), reads tensors safely (:mod:`.io`), builds the
+config (from the source's own config, a given open_clip name/JSON, or the tensor shapes), maps the
+names (:mod:`.openai`, :mod:`.open_clip`, :mod:`.hf`) and loads them strictly, so a missing, left-over
+or mis-shaped tensor is an error naming it. ``convert`` adds the tokenizer and provenance and saves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from .. import __version__
+from ..checkpoint import load_state_dict_strict, save_checkpoint
+from ..config import ConfigError, ModelConfig
+from ..models import CLIP, get_model_config
+from . import hf, open_clip, openai
+from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
+from .io import ConvertError, read_tensors, sha256_file
+
+log = logging.getLogger(__name__)
+StateDict = dict[str, torch.Tensor]
+
+# open_clip names that are also clipforge's named configs; "-quickgelu" selects QuickGELU.
+QUICKGELU_SUFFIX = "-quickgelu"
+
+
+class Imported(NamedTuple):
+    model: CLIP  # float32, eval mode, on CPU
+    format: str  # "openai", "open_clip" or "hf"
+    provenance: dict[str, Any]
+    vocab_dir: Path | None  # a folder with vocab.json + merges.txt that came with the source
+
+
+def import_model(
+    source: str | Path,
+    *,
+    format: str = "auto",
+    model: str | Path | None = None,
+    act: str | None = None,
+) -> Imported:
+    """Read ``source`` (file or directory) as a clipforge model without executing anything in it.
+
+    ``format``: ``auto`` | ``openai`` | ``open_clip`` | ``hf``. ``model``: an open_clip model name
+    (``ViT-B-32``, ``ViT-B-32-quickgelu``, ...) or a config JSON (open_clip's or clipforge's) for
+    open_clip checkpoints, whose files record no architecture. ``act`` (``gelu``|``quick_gelu``)
+    overrides the activation.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    if act is not None and act not in ("gelu", "quick_gelu"):
+        raise ValueError(f"unknown activation {act!r}; use gelu or quick_gelu")
+    start = time.perf_counter()
+    found = detect(source)
+    if found.format == "clipforge":
+        raise ConvertError(f"{found.weights}: already a clipforge checkpoint; load it with clipforge.load")
+    if found.format == "hf":
+        _expect(format, "hf", source)
+        if model is not None:
+            raise ConvertError(f"{source}: a Hugging Face folder brings its own config.json; drop --model")
+        cfg, sd = _read_hf_dir(found)
+        fmt = "hf"
+        if act is not None:
+            cfg = cfg.replace(act=act)
+    else:
+        sd, fmt, cfg = _read_openai_layout(found, format=format, model=model, act=act)
+    folder = Path(source)
+    has_vocab = folder.is_dir() and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    vocab_dir = folder if has_vocab else None
+    net = CLIP(cfg)
+    try:
+        load_state_dict_strict(net, sd, source=str(found.weights))
+    except ValueError as e:
+        raise ConvertError(str(e)) from e
+    files = _weight_files(found)
+    provenance = {
+        "source": str(Path(source).resolve()),
+        "format": fmt,
+        "sha256": {f.name: sha256_file(f) for f in files},
+        "converted_with": f"clipforge {__version__}",
+    }
+    if model is not None:
+        provenance["model"] = str(model)
+    log.info("imported %s (%s) in %.1fs", source, fmt, time.perf_counter() - start)
+    return Imported(net.eval(), fmt, provenance, vocab_dir)
+
+
+def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = None) -> Any:
+    """The tokenizer for an imported model: ``vocab`` if given (a vocabulary file/folder or a
+    ``Tokenizer``), else the source's own files, else OpenAI's vocabulary (a clear error if absent)."""
+    from ..tokenizer import Tokenizer, TokenizerError, get_tokenizer
+
+    ctx = imported.model.config.text.context_length
+    try:
+        if isinstance(vocab, Tokenizer):
+            tok = vocab
+        elif vocab is not None:
+            tok = get_tokenizer(str(vocab), context_length=ctx)
+        elif imported.vocab_dir is not None:
+            tok = Tokenizer.from_hf_files(
+                imported.vocab_dir / "vocab.json", imported.vocab_dir / "merges.txt", context_length=ctx
+            )
+        else:
+            tok = get_tokenizer("openai", context_length=ctx)
+    except (TokenizerError, FileNotFoundError, OSError) as e:
+        what = (
+            "given vocabulary"
+            if vocab is not None
+            else ("source's tokenizer files" if imported.vocab_dir else "default OpenAI vocabulary")
+        )
+        hint = (
+            ""
+            if vocab is not None
+            else (
+                " The source carries no usable vocabulary: pass --vocab PATH (OpenAI's "
+                "bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt), "
+                "or run scripts/fetch_openai_vocab.py."
+            )
+        )
+        raise ConvertError(f"cannot load the {what}: {e}.{hint}") from e
+    model_vocab = imported.model.config.text.vocab_size
+    if tok.vocab_size > model_vocab:
+        raise ConvertError(
+            f"the tokenizer has {tok.vocab_size} tokens but the model's embedding only {model_vocab}"
+        )
+    if tok.vocab_size != model_vocab:
+        log.warning(
+            "tokenizer has %d tokens, the model %d: check the vocabulary", tok.vocab_size, model_vocab
+        )
+    return tok
+
+
+def convert(
+    source: str | Path,
+    out: str | Path,
+    *,
+    format: str = "auto",
+    model: str | Path | None = None,
+    act: str | None = None,
+    vocab: str | Path | None = None,
+) -> Path:
+    """Convert ``source`` into a clipforge checkpoint at ``out`` (a ``.safetensors`` file, or a
+    directory that receives ``model.safetensors``). Returns the written path."""
+    imported = import_model(source, format=format, model=model, act=act)
+    tokenizer = import_tokenizer(imported, vocab=vocab)
+    out = Path(out)
+    path = out if out.suffix == ".safetensors" else out / CLIPFORGE_WEIGHTS
+    return save_checkpoint(path, imported.model, tokenizer=tokenizer, provenance=imported.provenance)
+
+
+def resolve_model_config(model: str | Path) -> ModelConfig:
+    """An open_clip model name (``RN50``, ``ViT-B-32-quickgelu``), an open_clip config JSON (plain or
+    ``open_clip_config.json`` with ``model_cfg``) or a clipforge config JSON."""
+    path = Path(model)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such model config")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON: {e}") from e
+        if isinstance(data, dict) and "model_cfg" in data:
+            return open_clip.config_from_open_clip(
+                data["model_cfg"], preprocess=data.get("preprocess_cfg"), name=path.parent.name
+            )
+        if isinstance(data, dict) and "vision_cfg" in data:
+            return open_clip.config_from_open_clip(data, name=path.stem)
+        return ModelConfig.from_dict(data)
+    name = str(model)
+    quick = name.endswith(QUICKGELU_SUFFIX)
+    base = name[: -len(QUICKGELU_SUFFIX)] if quick else name
+    try:
+        cfg = get_model_config(base)
+    except ConfigError as e:
+        raise ConfigError(
+            f"{e}. For other open_clip models pass their config JSON with --model-config "
+            f"(open_clip/model_configs/{name}.json)"
+        ) from e
+    return cfg.replace(act="quick_gelu" if quick else "gelu", name=name)
+
+
+def _expect(requested: str, found: str, source: str | Path) -> None:
+    if requested not in ("auto", found):
+        raise ConvertError(f"{source}: looks like a {found} checkpoint, not {requested}")
+
+
+def _read_openai_layout(
+    found: Detected, *, format: str, model: str | Path | None, act: str | None
+) -> tuple[StateDict, str, ModelConfig]:
+    """A weights file (or open_clip folder) in OpenAI's names -> (our state dict, format, config)."""
+    assert found.weights is not None
+    sd, kind = read_tensors(found.weights)
+    layout = classify_keys(sd)
+    if layout == "hf":
+        raise ConvertError(
+            f"{found.weights}: Hugging Face weights; convert the model directory (with its config.json)"
+        )
+    if layout == "clipforge":
+        raise ConvertError(
+            f"{found.weights}: clipforge parameter names without clipforge metadata; "
+            "re-save it with clipforge.checkpoint.save_checkpoint"
+        )
+    if layout != "openai_layout":
+        raise ConvertError(
+            f"{found.weights}: no CLIP parameters found (first keys: {', '.join(list(sd)[:5])})"
+        )
+    openai_like = kind == "torchscript" or openai.has_openai_markers(sd)
+    if found.format == "open_clip":
+        _expect(format, "open_clip", found.weights)
+        fmt = "open_clip"
+        model = found.config if model is None else model
+    elif format == "auto":
+        if openai_like:  # OpenAI's own file: QuickGELU even when a config is given for the shapes
+            fmt = "openai"
+        elif model is not None or act is not None:
+            fmt = "open_clip"
+        else:
+            raise ConvertError(
+                f"{found.weights}: an OpenAI/open_clip-layout state dict that does not record its "
+                "activation. Say what it is: --format openai (OpenAI's release: QuickGELU), or "
+                "--model NAME / --model-config JSON (open_clip), or --act gelu|quick_gelu"
+            )
+    else:
+        if format == "hf":
+            raise ConvertError(
+                f"{found.weights}: OpenAI/open_clip weights, not a Hugging Face model directory"
+            )
+        fmt = format
+    if fmt == "openai" and act is None:
+        act = "quick_gelu"  # OpenAI trained every released model with QuickGELU
+    sd = openai.clean(sd)
+    try:
+        inferred = openai.infer_config(sd, act=act or "gelu", exact_heads=model is None)
+        if model is not None:
+            cfg = resolve_model_config(model)
+            diffs = openai.compare_configs(cfg, inferred)
+            if diffs:
+                raise ConfigError(f"{found.weights} does not match model config {model}: " + "; ".join(diffs))
+            if act is not None:
+                cfg = cfg.replace(act=act)
+            if inferred.init_logit_bias is not None and cfg.init_logit_bias is None:
+                cfg = cfg.replace(init_logit_bias=inferred.init_logit_bias)
+        elif fmt == "open_clip" and act is None:
+            raise ConfigError(
+                "open_clip checkpoints do not record their activation: pass --model NAME, "
+                "--model-config JSON or --act gelu|quick_gelu"
+            )
+        else:
+            cfg = inferred
+    except ConfigError as e:
+        raise ConvertError(f"{found.weights}: {e}") from e
+    return open_clip.from_open_clip(sd), fmt, cfg
+
+
+def _read_hf_dir(found: Detected) -> tuple[ModelConfig, StateDict]:
+    assert found.config is not None and found.weights is not None
+    folder = found.config.parent
+    try:
+        cfg = hf.config_from_hf(json.loads(found.config.read_text()))
+        pp_file = folder / "preprocessor_config.json"
+        if pp_file.is_file():
+            pp = hf.preprocess_from_hf(json.loads(pp_file.read_text()), image_size=cfg.vision.image_size)
+            cfg = cfg.replace(preprocess=pp)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConvertError(f"{folder}: cannot map the Hugging Face config: {e}") from e
+    cfg = cfg.replace(name=folder.name)
+    sd: StateDict = {}
+    for f in _weight_files(found):
+        part, _ = read_tensors(f)
+        sd.update(part)
+    return cfg, hf.from_hf(sd)
+
+
+def _weight_files(found: Detected) -> list[Path]:
+    """The files that hold the tensors (the shards of a sharded Hugging Face checkpoint)."""
+    assert found.weights is not None
+    if found.weights.name.endswith(".index.json"):
+        try:
+            index = json.loads(found.weights.read_text())
+            names = sorted(set(index["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError) as e:
+            raise ConvertError(f"{found.weights}: invalid shard index ({e})") from e
+        return [found.weights.parent / n for n in names]
+    return [found.weights]
+
+
+def load_source(
+    source: str | Path,
+    *,
+    format: str = "auto",
+    model: str | Path | None = None,
+    act: str | None = None,
+    vocab: str | Path | Any | None = None,
+) -> tuple[CLIP, Any]:
+    """(model, tokenizer) for any supported non-clipforge source, converted in memory."""
+    imported = import_model(source, format=format, model=model, act=act)
+    return imported.model, import_tokenizer(imported, vocab=vocab)

@@ -1,0 +1,167 @@
+"""Labelled image sets for evaluation, and image paths given on a command line.
+
+Two layouts of a labelled set:
+
+* an **image folder** with one sub-folder per class (``root/<class name>/*.png``); the class names
+  are the sub-folder names in sorted order (or the order of a given class-name list);
+* a **CSV/TSV file** with an image column and a label column (``filepath,label`` by default);
+  relative image paths are relative to the file's folder; a label is a class name, or an integer
+  index into the given class names.
+
+Rows that cannot be used are reported with ``file:line`` and skipped; images are not opened here
+(an unreadable image is reported and skipped when features are computed).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.images import is_image_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelledImages:
+    """Image paths with integer labels into ``classnames``."""
+
+    paths: list[Path]
+    labels: list[int]
+    classnames: list[str]
+    source: str
+    skipped: list[str] = field(default_factory=list)  # "file:line: reason" for each unusable row
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def load_labelled(
+    source: str | Path,
+    *,
+    classnames: list[str] | None = None,
+    image_key: str = "filepath",
+    label_key: str = "label",
+) -> LabelledImages:
+    """An image folder (sub-folder per class) or a ``.csv``/``.tsv`` file with labels.
+
+    ``classnames`` (the names put into prompts): for a folder, either a list containing every
+    sub-folder name (matched by name; the list sets the order), or exactly one name per sub-folder
+    in sorted order (a renaming, e.g. WordNet ids → words). For a CSV, label names must be in the
+    list, and integer labels index it."""
+    source = Path(source)
+    if source.is_dir():
+        data = image_folder(source, classnames=classnames)
+    elif source.suffix.lower() in (".csv", ".tsv"):
+        data = labelled_csv(source, classnames=classnames, image_key=image_key, label_key=label_key)
+    elif not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    else:
+        raise ValueError(f"{source}: expected a folder with one sub-folder per class, or a .csv/.tsv file")
+    if not data.paths:
+        raise ValueError(f"{source}: no labelled images found")
+    return data
+
+
+def image_folder(root: str | Path, *, classnames: list[str] | None = None) -> LabelledImages:
+    """``root/<class>/<image>``; see :func:`load_labelled` for how ``classnames`` applies."""
+    root = Path(root)
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ValueError(f"{root}: no class sub-folders (expected {root}/<class name>/<image files>)")
+    if classnames is None:
+        names, index = folders, {f: i for i, f in enumerate(folders)}
+    elif all(f in classnames for f in folders):
+        names, index = list(classnames), {f: classnames.index(f) for f in folders}
+    elif len(classnames) == len(folders):
+        names, index = list(classnames), {f: i for i, f in enumerate(folders)}
+        log.info("%s: class names given by position for the %d sorted sub-folders", root, len(folders))
+    else:
+        raise ValueError(
+            f"{root}: {len(folders)} class sub-folders but {len(classnames)} class names, and not every "
+            "sub-folder is named in the list"
+        )
+    paths, labels = [], []
+    for folder in folders:
+        files = sorted(p for p in (root / folder).rglob("*") if p.is_file() and is_image_file(p))
+        if not files:
+            log.warning("%s: no image files in class folder %r", root, folder)
+        paths += files
+        labels += [index[folder]] * len(files)
+    return LabelledImages(paths, labels, names, str(root))
+
+
+def labelled_csv(
+    path: str | Path,
+    *,
+    classnames: list[str] | None = None,
+    image_key: str = "filepath",
+    label_key: str = "label",
+) -> LabelledImages:
+    """A CSV (or TSV, by extension) with a header naming ``image_key`` and ``label_key``.
+
+    Labels are class names or integer indices. Without ``classnames`` the classes are the sorted
+    set of names, or ``"0" … "max"`` for integer labels."""
+    path = Path(path)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        header = reader.fieldnames or []
+        for key in (image_key, label_key):
+            if key not in header:
+                raise ValueError(f"{path}:1: no column {key!r} in the header (columns: {header})")
+        rows = [(reader.line_num, row) for row in reader]
+    raw: list[tuple[int, Path, str]] = []
+    skipped = []
+    for line, row in rows:
+        image, label = (row.get(image_key) or "").strip(), (row.get(label_key) or "").strip()
+        if not image or not label:
+            skipped.append(f"{path}:{line}: empty {(image_key if not image else label_key)!r}")
+            continue
+        image_path = Path(image) if Path(image).is_absolute() else path.parent / image
+        raw.append((line, image_path, label))
+    integer = bool(raw) and all(label.isdigit() for _, _, label in raw)
+    if classnames is not None:
+        names = list(classnames)
+    elif integer:
+        names = [str(i) for i in range(max(int(label) for _, _, label in raw) + 1)]
+    else:
+        names = sorted({label for _, _, label in raw})
+    index = {name: i for i, name in enumerate(names)}
+    paths, labels = [], []
+    for line, image_path, label in raw:
+        if integer and int(label) < len(names):
+            labels.append(int(label))
+        elif not integer and label in index:
+            labels.append(index[label])
+        else:
+            skipped.append(f"{path}:{line}: label {label!r} is not one of the {len(names)} classes")
+            continue
+        paths.append(image_path)
+    for reason in skipped[:5]:
+        log.warning("skipped row %s", reason)
+    if len(skipped) > 5:
+        log.warning("skipped %d more rows of %s", len(skipped) - 5, path)
+    return LabelledImages(paths, labels, names, str(path), skipped)
+
+
+def collect_images(inputs: list[str | Path], *, recursive: bool = True) -> list[Path]:
+    """Files and folders from a command line → image files (folders expanded, sorted).
+
+    A named file is kept whatever its extension (so that an unreadable one is reported when it is
+    opened); a missing path is a FileNotFoundError."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            pattern = p.rglob("*") if recursive else p.iterdir()
+            found += sorted(f for f in pattern if f.is_file() and is_image_file(f))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    if not found:
+        raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
+    return found

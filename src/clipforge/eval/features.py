@@ -1,0 +1,84 @@
+"""Embeddings of image files in batches, skipping (and reporting) unreadable images.
+
+Text embeddings and the batched image encoder itself are in :mod:`clipforge.eval.zeroshot`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..models import CLIP
+from .zeroshot import encode_images
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageFeatures:
+    """Normalised embeddings of the images that could be read, and what happened to the others."""
+
+    features: torch.Tensor  # (N_ok, E), float32 on CPU
+    kept: list[int]  # index into the input list of each row of ``features``
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) per skipped file
+
+
+def read_images(
+    paths: Sequence[str | Path], *, warn: bool = False
+) -> tuple[list[Image.Image], list[int], list[tuple[str, str]]]:
+    """Decoded images, the input index of each, and (path, reason) for each one that failed."""
+    from ..data.images import ImageDecodeError, load_image
+
+    images, kept, failures = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            images.append(load_image(p))
+            kept.append(i)
+        except ImageDecodeError as e:
+            failures.append((str(p), e.reason))
+            if warn:
+                log.warning("skipped unreadable image %s: %s", p, e.reason)
+    return images, kept, failures
+
+
+def embed_images(
+    model: CLIP, transform: Callable, images: Sequence[Image.Image], *, batch_size: int = 64
+) -> torch.Tensor:
+    """PIL images → normalised embeddings (N, E), float32 on CPU (through ``zeroshot.encode_images``)."""
+    if not images:
+        return torch.zeros(0, model.config.embed_dim)
+    pixels = torch.stack([transform(im) for im in images])  # (N, 3, H, W)
+    return encode_images(model, pixels, batch_size=batch_size).cpu()
+
+
+def encode_image_files(
+    model: CLIP,
+    transform: Callable,
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+    desc: str = "images",
+) -> ImageFeatures:
+    """Read and embed image files in batches; an unreadable file is logged, listed and skipped."""
+    from tqdm.auto import tqdm
+
+    chunks, kept, failures = [], [], []
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
+    for start in range(0, len(paths), batch_size):
+        images, ok, bad = read_images(paths[start : start + batch_size])
+        if images:
+            chunks.append(embed_images(model, transform, images, batch_size=batch_size))
+        kept += [start + i for i in ok]
+        failures += bad
+        bar.update(len(ok) + len(bad))
+    bar.close()
+    if failures:
+        named = "; ".join(f"{p}: {r}" for p, r in failures[:5]) + ("; ..." if len(failures) > 5 else "")
+        log.warning("skipped %d of %d images that could not be read (%s)", len(failures), len(paths), named)
+    features = torch.cat(chunks) if chunks else torch.zeros(0, model.config.embed_dim)
+    return ImageFeatures(features, kept, failures)

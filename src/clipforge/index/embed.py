@@ -1,0 +1,240 @@
+"""Indexing a folder: decode in parallel workers, encode in batches, commit as we go.
+
+One run of :func:`index_folder`:
+
+1. lists the folder and diffs it against the store by (size, mtime) (:mod:`.scan`);
+2. hashes, in this process, the files whose content may already be known: changed paths (a
+   ``touch`` keeps its row) and new files with the size of a vanished row (a rename keeps its row
+   and embedding: nothing is decoded or encoded for it);
+3. in one transaction applies those moves and deletes rows whose files are gone;
+4. decodes the remaining files in ``DataLoader`` workers (each worker reads the bytes once, hashes
+   them, decodes and preprocesses), encodes them in batches, and commits every ``commit_every``
+   images. A file whose bytes match a stored row (a copy) gets that row's embedding, unencoded.
+
+Killing the process at any point loses at most the uncommitted batch: the next run sees those files
+as new and finishes the job. Files that cannot be decoded are recorded with the reason and skipped
+until they change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .encoder import Encoder
+from .scan import FileStat, diff_folder, file_sha256, walk_images
+from .store import IndexStore, NewRow, SkipRow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default bomb limit
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did."""
+
+    root: str
+    total: int = 0  # rows in the index afterwards
+    added: int = 0  # newly embedded files
+    reused: int = 0  # copies of stored content (embedding copied)
+    renamed: int = 0  # moved files (row kept)
+    touched: int = 0  # mtime changed, content not
+    removed: int = 0  # rows of vanished files
+    unchanged: int = 0
+    skipped: list[SkipRow] = field(default_factory=list)  # all undecodable files (new and old)
+    outside_links: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.total} images indexed from {self.root}: {self.added} embedded, "
+            f"{self.reused} copies reused, {self.renamed} renamed, {self.touched} touched, "
+            f"{self.removed} removed, {self.unchanged} unchanged, "
+            f"{len(self.skipped)} skipped, {len(self.outside_links)} outside links not followed "
+            f"({self.seconds:.1f} s)"
+        )
+
+
+class ImageFiles(Dataset):
+    """Reads, hashes, decodes and preprocesses files in a worker; failures become records, not raises."""
+
+    def __init__(self, root: str | Path, files: list[FileStat], transform, *, max_pixels: int) -> None:
+        self.root = Path(root)
+        self.files = files
+        self.transform = transform
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        from clipforge.data.images import load_image
+
+        f = self.files[i]
+        item = {
+            "path": f.path,
+            "size": f.size,
+            "mtime_ns": f.mtime_ns,
+            "sha256": None,
+            "pixels": None,
+            "error": None,
+        }
+        try:
+            with open(self.root / f.path, "rb") as fh:
+                st = os.fstat(fh.fileno())  # what we read is what we record
+                data = fh.read()
+            item.update(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=hashlib.sha256(data).hexdigest())
+            image = load_image(data, name=f.path, max_pixels=self.max_pixels)
+            item["pixels"] = self.transform(image)  # (3, H, W)
+        except Exception as e:  # any failure of one file is that file's skip reason
+            reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+            item["error"] = str(reason)
+        return item
+
+
+def collate_items(items: list[dict]) -> tuple[list[dict], torch.Tensor | None]:
+    """Keep the records; stack the pixels of the decodable ones → (B_ok, 3, H, W)."""
+    ok = [it.pop("pixels") for it in items if it["pixels"] is not None]
+    for it in items:
+        it.pop("pixels", None)
+    return items, (torch.stack(ok) if ok else None)
+
+
+def index_folder(
+    root: str | Path,
+    store: IndexStore,
+    encoder: Encoder,
+    *,
+    rebuild: bool = False,
+    dtype: str = "float32",
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    commit_every: int = 256,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    include_hidden: bool = False,
+    progress: bool = True,
+) -> IndexReport:
+    """Bring ``store`` up to date with the images under ``root`` (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    root = Path(root).resolve()
+    store.bind(
+        model_id=encoder.model_id,
+        embed_dim=encoder.embed_dim,
+        root=root,
+        dtype=dtype,
+        model_name=encoder.model_name,
+        model_path=encoder.model_path,
+        rebuild=rebuild,
+    )
+    listing = walk_images(root, include_hidden=include_hidden)
+    stored = store.files()
+    d = diff_folder(listing.files, stored, store.skipped())
+    report = IndexReport(
+        str(root),
+        unchanged=len(d.unchanged),
+        outside_links=listing.outside_links,
+        unreadable=listing.unreadable,
+    )
+
+    # -- 2. content hashes where a stored row may already hold the content ---------------------
+    gone_by_hash: dict[str, list] = {}
+    for row in d.gone:
+        gone_by_hash.setdefault(row.sha256, []).append(row)
+    gone_sizes = {row.size for row in d.gone}
+    moves: list[tuple[int, FileStat]] = []  # (row id, new stat)
+    copies: list[NewRow] = []
+    to_embed: list[FileStat] = []
+    candidates = d.changed + [f for f in d.new if f.size in gone_sizes]
+    known = {f.path for f in candidates}
+    for f in tqdm(candidates, desc="hashing", unit="file", disable=not progress or len(candidates) < 100):
+        try:
+            digest = file_sha256(root / f.path)
+        except OSError as e:
+            log.warning("cannot read %s: %s", f.path, e)
+            continue
+        old = stored.get(f.path)
+        if old is not None and old.sha256 == digest:  # touched: same bytes
+            moves.append((old.id, f))
+            report.touched += 1
+        elif old is None and gone_by_hash.get(digest):  # renamed
+            moves.append((gone_by_hash[digest].pop().id, f))
+            report.renamed += 1
+        elif (vector := store.embedding_of_hash(digest)) is not None:  # a copy of stored content
+            copies.append(NewRow(f.path, f.size, f.mtime_ns, digest, vector))
+            report.reused += 1
+        else:
+            to_embed.append(f)
+    to_embed += [f for f in d.new if f.path not in known]
+    to_embed.sort()
+    moved_ids = {row_id for row_id, _ in moves}
+    vanished = [row.path for row in d.gone if row.id not in moved_ids]
+
+    # -- 3. moves, copies and deletions: one transaction -----------------------------------------
+    with store.transaction() as c:
+        store.delete(c, vanished)
+        store.forget_skips(c, d.skip_gone)
+        for row_id, f in moves:
+            store.move(c, row_id, path=f.path, size=f.size, mtime_ns=f.mtime_ns)
+        store.insert(c, copies)
+    report.removed = len(vanished)
+
+    # -- 4. decode in workers, encode in batches, commit as we go ------------------------------
+    if to_embed:
+        workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        loader = DataLoader(
+            ImageFiles(root, to_embed, encoder.transform, max_pixels=max_pixels),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=collate_items,
+            pin_memory=encoder.device.type == "cuda",
+        )
+        pending: list[NewRow] = []
+        skips: list[SkipRow] = []
+        bar = tqdm(total=len(to_embed), desc="embedding", unit="img", disable=not progress)
+        for items, pixels in loader:
+            ok = [it for it in items if it["error"] is None]  # row i of ``pixels`` is ok[i]
+            vectors = [store.embedding_of_hash(it["sha256"]) for it in ok]  # a copy: no encoding
+            need = [i for i, v in enumerate(vectors) if v is None]
+            report.reused += len(ok) - len(need)
+            if need:
+                encoded = encoder.encode_pixels(pixels[need])  # (len(need), E)
+                for i, vector in zip(need, encoded, strict=True):
+                    vectors[i] = vector
+            for it, vector in zip(ok, vectors, strict=True):
+                pending.append(NewRow(it["path"], it["size"], it["mtime_ns"], it["sha256"], vector))
+            for it in items:
+                if it["error"] is not None:
+                    log.warning("skipping %s: %s", it["path"], it["error"])
+                    skips.append(SkipRow(it["path"], it["size"], it["mtime_ns"], it["error"]))
+            report.added += len(need)
+            bar.update(len(items))
+            if len(pending) + len(skips) >= commit_every:
+                _commit(store, pending, skips)
+        _commit(store, pending, skips)
+        bar.close()
+
+    report.skipped = list(store.skipped().values())
+    report.total = store.count()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _commit(store: IndexStore, rows: list[NewRow], skips: list[SkipRow]) -> None:
+    if not rows and not skips:
+        return
+    with store.transaction() as c:
+        store.insert(c, rows)
+        store.record_skips(c, skips)
+    rows.clear()
+    skips.clear()

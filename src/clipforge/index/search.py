@@ -1,0 +1,153 @@
+"""Querying an index: text, image, or both, top-k.
+
+An :class:`ImageIndex` joins a store, its vector index and (for text/image queries) an
+:class:`~clipforge.index.encoder.Encoder` of the same model. A combined query is the normalised
+weighted sum of the text and image embeddings. The vector index is reloaded when the database has
+changed (checked at most every ``refresh_seconds``; added and removed rows are applied to the
+index in memory), so a server keeps up with a running ``clipforge index`` without restarting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .ann import open_vector_index
+from .encoder import Encoder
+from .store import Fingerprint, IndexStore
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: int
+    path: str  # relative to the index root
+    score: float  # cosine similarity
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "path": self.path, "score": round(self.score, 6)}
+
+
+class ImageIndex:
+    """Search over an index database. Thread-safe for concurrent queries."""
+
+    def __init__(
+        self,
+        store: IndexStore,
+        *,
+        encoder: Encoder | None = None,
+        threshold: int | None = None,
+        nprobe: int | None = None,
+        refresh_seconds: float = 2.0,
+        progress: bool = False,
+    ) -> None:
+        if encoder is not None:
+            store.check_model(encoder.model_id)
+        self.store = store
+        self.encoder = encoder
+        self.threshold = threshold
+        self.nprobe = nprobe
+        self.refresh_seconds = refresh_seconds
+        self.progress = progress
+        self._lock = threading.Lock()  # one reload at a time
+        self._checked = 0.0
+        self._vectors, self._fingerprint = open_vector_index(
+            store, threshold=threshold, nprobe=nprobe, progress=progress
+        )
+
+    @classmethod
+    def open(
+        cls,
+        db: str | Path,
+        *,
+        encoder: Encoder | None = None,
+        threshold: int | None = None,
+        nprobe: int | None = None,
+        progress: bool = False,
+    ) -> ImageIndex:
+        return cls(IndexStore(db), encoder=encoder, threshold=threshold, nprobe=nprobe, progress=progress)
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    @property
+    def kind(self) -> str:
+        return self._vectors.kind
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self._fingerprint
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Follow the database if it changed; True if it did. Cheap when nothing changed."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.refresh_seconds:
+            return False
+        with self._lock:
+            self._checked = now
+            fp = self.store.fingerprint()
+            if fp == self._fingerprint and not force:
+                return False
+            if self.encoder is not None:
+                self.store.check_model(self.encoder.model_id)
+            vectors, fp = open_vector_index(
+                self.store,
+                threshold=self.threshold,
+                nprobe=self.nprobe,
+                previous=(self._vectors, self._fingerprint),
+                progress=self.progress,
+            )
+            self._vectors, self._fingerprint = vectors, fp  # one reference swap: readers never see half
+            return True
+
+    # -- queries ---------------------------------------------------------------------------------
+    def query_vector(self, *, text: str | None = None, image=None, image_weight: float = 0.5) -> np.ndarray:
+        """(E,) unit query: the text embedding, the image embedding, or their weighted blend."""
+        if self.encoder is None:
+            raise ValueError(
+                "this index was opened without a model: pass encoder= to search by text or image"
+            )
+        has_text = text is not None and bool(text.strip())
+        if not has_text and image is None:
+            raise ValueError("give a text query, an image, or both")
+        if not 0.0 <= image_weight <= 1.0:
+            raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
+        parts = []
+        if has_text:
+            weight = 1.0 - image_weight if image is not None else 1.0
+            parts.append((weight, self.encoder.encode_texts([text])[0]))
+        if image is not None:
+            if isinstance(image, (str, Path)):
+                from clipforge.data.images import load_image
+
+                image = load_image(image)
+            parts.append((image_weight if has_text else 1.0, self.encoder.encode_images([image])[0]))
+        q = sum(w * v for w, v in parts)  # (E,)
+        norm = float(np.linalg.norm(q))
+        if norm == 0.0:
+            raise ValueError("the text and image queries cancel out; change image_weight")
+        return (q / norm).astype(np.float32)
+
+    def search(
+        self, *, text: str | None = None, image=None, k: int = 10, image_weight: float = 0.5
+    ) -> list[SearchHit]:
+        """Top-``k`` hits for a text, an image (PIL image or path), or both."""
+        return self.search_vector(self.query_vector(text=text, image=image, image_weight=image_weight), k=k)
+
+    def search_vector(self, query: np.ndarray, *, k: int = 10) -> list[SearchHit]:
+        """Top-``k`` hits for one (E,) unit vector."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        vectors = self._vectors
+        scores, ids = vectors.search(np.asarray(query, dtype=np.float32)[None], k)  # (1, k) each
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        paths = self.store.paths_of(i for i, _ in found)
+        # A row deleted since the vectors were loaded has no path: drop it rather than fail.
+        return [SearchHit(i, paths[i], s) for i, s in found if i in paths]

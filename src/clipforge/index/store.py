@@ -1,0 +1,393 @@
+"""The embedding store: one SQLite database (WAL mode) per indexed folder.
+
+Each indexed file is one row: its path relative to the folder root, size, mtime, SHA-256 of its
+bytes and its embedding (a float32 or float16 blob). The ``meta`` table records which model made
+the embeddings, the embedding size and dtype and the folder root, so asking an index to work with
+another model is caught instead of returning meaningless neighbours. Files that could not be
+decoded are remembered in ``skipped`` (with the size and mtime seen), so they are listed by
+``--report`` and retried only once they change.
+
+Rows are immutable in their embedding: a changed file gets a new row (and a new id; ids are
+``AUTOINCREMENT`` and never reused), a renamed one keeps its row. Hence ``(row count, max id,
+model id)`` changes exactly when the set of stored embeddings changes, which is what
+:class:`Fingerprint` captures for the ANN index (see :mod:`clipforge.index.ann`).
+
+Every write happens in a transaction; a process killed at any moment leaves the database at its
+last commit. Connections are per thread, so one store can be shared by a threaded server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+SCHEMA = "clipforge.index/1"
+DTYPES = ("float32", "float16")
+
+_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_sha256 ON images (sha256);
+CREATE TABLE IF NOT EXISTS skipped (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+class IndexDatabaseError(ValueError):
+    """A database that cannot be used as asked (wrong model, wrong folder, not an index)."""
+
+
+class ModelMismatchError(IndexDatabaseError):
+    """The index was built with another model than the one asked to use it."""
+
+
+class FileRow(NamedTuple):
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+class SkipRow(NamedTuple):
+    path: str
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+class NewRow(NamedTuple):
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    embedding: np.ndarray  # (E,)
+
+
+class Fingerprint(NamedTuple):
+    count: int
+    max_id: int
+    model_id: str
+
+    def to_dict(self) -> dict:
+        return self._asdict()
+
+
+class Snapshot(NamedTuple):
+    all_ids: np.ndarray  # (N,) every live row id
+    ids: np.ndarray  # (M,) ids of the rows returned
+    vectors: np.ndarray  # (M, E) float32
+    fingerprint: Fingerprint
+
+
+class IndexStore:
+    """An index database. ``create=False`` refuses a path that holds no index yet."""
+
+    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(
+                f"{self.path}: no index database (run `clipforge index FOLDER --db {path}`)"
+            )
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        not_ours = f"{self.path}: not a clipforge index database"
+        try:
+            conn = self._conn()
+            empty = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+            if not empty:  # an existing database: ours, or refused untouched
+                schema = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                schema = schema[0] if schema else None
+            elif create:
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
+                conn.executescript(_SCHEMA_SQL)
+                with self.transaction() as c:
+                    c.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
+                schema = SCHEMA
+            else:
+                raise IndexDatabaseError(f"{not_ours} (empty)")
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise IndexDatabaseError(f"{not_ours} ({e})") from e
+        if schema != SCHEMA:
+            self.close()
+            raise IndexDatabaseError(f"{self.path}: index schema {schema!r}, this clipforge reads {SCHEMA!r}")
+
+    # -- connections -------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(sqlite3.ProgrammingError):  # made in another thread
+                    conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> IndexStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- meta ----------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
+    @property
+    def model_id(self) -> str | None:
+        return self.get_meta("model_id")
+
+    @property
+    def embed_dim(self) -> int | None:
+        value = self.get_meta("embed_dim")
+        return None if value is None else int(value)
+
+    @property
+    def dtype(self) -> str:
+        return self.get_meta("dtype") or "float32"
+
+    @property
+    def root(self) -> Path | None:
+        value = self.get_meta("root")
+        return None if value is None else Path(value)
+
+    def bind(
+        self,
+        *,
+        model_id: str,
+        embed_dim: int,
+        root: str | Path,
+        dtype: str = "float32",
+        model_name: str = "",
+        model_path: str = "",
+        rebuild: bool = False,
+    ) -> None:
+        """Tie an empty store to a model and folder, or check that it already is.
+
+        A store built with another model (or for another folder) raises unless ``rebuild``, which
+        drops every row and re-binds.
+        """
+        if dtype not in DTYPES:
+            raise ValueError(f"embedding dtype must be one of {DTYPES}, got {dtype!r}")
+        root = str(Path(root).resolve())
+        current = {k: self.get_meta(k) for k in ("model_id", "embed_dim", "root", "dtype")}
+        if current["model_id"] is not None and not rebuild:
+            if current["model_id"] != model_id:
+                raise ModelMismatchError(
+                    f"{self.path} was built with model {current['model_id']} "
+                    f"({self.get_meta('model_name') or 'unnamed'}), "
+                    f"not {model_id} ({model_name or 'unnamed'}); "
+                    "use the same model, or --rebuild to re-embed everything"
+                )
+            if current["root"] != root:
+                raise IndexDatabaseError(
+                    f"{self.path} indexes folder {current['root']}, not {root}; use another --db or --rebuild"
+                )
+            if model_path and model_path != self.get_meta("model_path"):
+                with self.transaction() as c:  # same weights, moved: remember where they are now
+                    c.execute("INSERT OR REPLACE INTO meta VALUES ('model_path', ?)", (model_path,))
+            return
+        with self.transaction() as c:
+            if rebuild:
+                c.execute("DELETE FROM images")
+                c.execute("DELETE FROM skipped")
+            values = {
+                "model_id": model_id,
+                "embed_dim": str(embed_dim),
+                "root": root,
+                "dtype": dtype,
+                "model_name": model_name,
+                "model_path": model_path,
+            }
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+
+    def check_model(self, model_id: str) -> None:
+        """Raise :class:`ModelMismatchError` unless the index was built with ``model_id``."""
+        if self.model_id is None:
+            raise IndexDatabaseError(f"{self.path} is empty: no model has been bound to it yet")
+        if self.model_id != model_id:
+            raise ModelMismatchError(
+                f"{self.path} was built with model {self.model_id} "
+                f"({self.get_meta('model_name') or 'unnamed'}), "
+                f"but the query model is {model_id}; search with the model that built the index, "
+                "or re-index with `clipforge index FOLDER --model CKPT --rebuild`"
+            )
+
+    # -- reads ---------------------------------------------------------------------------------
+    def files(self) -> dict[str, FileRow]:
+        rows = self._conn().execute("SELECT id, path, size, mtime_ns, sha256 FROM images")
+        return {r[1]: FileRow(*r) for r in rows}
+
+    def skipped(self) -> dict[str, SkipRow]:
+        rows = self._conn().execute("SELECT path, size, mtime_ns, reason FROM skipped ORDER BY path")
+        return {r[0]: SkipRow(*r) for r in rows}
+
+    def count(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+    def fingerprint(self) -> Fingerprint:
+        conn = self._conn()
+        conn.execute("BEGIN")  # one snapshot for both reads
+        try:
+            return self.fingerprint_in_txn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def path_of(self, image_id: int) -> str | None:
+        row = self._conn().execute("SELECT path FROM images WHERE id = ?", (int(image_id),)).fetchone()
+        return None if row is None else row[0]
+
+    def paths_of(self, ids: Iterable[int]) -> dict[int, str]:
+        ids = [int(i) for i in ids]
+        out: dict[int, str] = {}
+        for start in range(0, len(ids), 500):  # stay below SQLite's host-parameter limit
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self._conn().execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk))
+        return out
+
+    def embedding_of_hash(self, sha256: str) -> np.ndarray | None:
+        sql = "SELECT embedding FROM images WHERE sha256 = ? LIMIT 1"
+        row = self._conn().execute(sql, (sha256,)).fetchone()
+        return None if row is None else self._decode(row[0])
+
+    def embedding_of(self, image_id: int) -> np.ndarray | None:
+        row = self._conn().execute("SELECT embedding FROM images WHERE id = ?", (int(image_id),)).fetchone()
+        return None if row is None else self._decode(row[0])
+
+    def load_embeddings(self) -> tuple[np.ndarray, np.ndarray, Fingerprint]:
+        """All embeddings as ``(ids (N,) int64, vectors (N, E) float32, fingerprint)``, one snapshot."""
+        snap = self.snapshot(after_id=0)
+        return snap.ids, snap.vectors, snap.fingerprint
+
+    def snapshot(self, *, after_id: int) -> Snapshot:
+        """In one read transaction: every live id, and the rows with ``id > after_id`` (the rows
+        added since a fingerprint with ``max_id == after_id``; ids are never reused)."""
+        conn = self._conn()
+        dim, dtype = self.embed_dim or 0, np.dtype(self.dtype)
+        conn.execute("BEGIN")
+        try:
+            fp = self.fingerprint_in_txn(conn)
+            all_ids = np.fromiter(
+                (r[0] for r in conn.execute("SELECT id FROM images ORDER BY id")),
+                dtype=np.int64,
+                count=fp.count,
+            )
+            n_new = int(np.count_nonzero(all_ids > after_id))
+            ids = np.empty(n_new, dtype=np.int64)
+            vectors = np.empty((n_new, dim), dtype=np.float32)
+            rows = conn.execute("SELECT id, embedding FROM images WHERE id > ? ORDER BY id", (after_id,))
+            for n, (image_id, blob) in enumerate(rows):
+                ids[n] = image_id
+                vectors[n] = np.frombuffer(blob, dtype=dtype)
+        finally:
+            conn.execute("COMMIT")
+        return Snapshot(all_ids, ids, vectors, fp)
+
+    def fingerprint_in_txn(self, conn: sqlite3.Connection) -> Fingerprint:
+        count, max_id = conn.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM images").fetchone()
+        row = conn.execute("SELECT value FROM meta WHERE key = 'model_id'").fetchone()
+        return Fingerprint(count, max_id, row[0] if row else "")
+
+    def _decode(self, blob: bytes) -> np.ndarray:
+        return np.frombuffer(blob, dtype=np.dtype(self.dtype)).astype(np.float32)
+
+    def encode(self, vector: np.ndarray) -> bytes:
+        """One embedding as a blob of the store's dtype, checking its size."""
+        vector = np.asarray(vector)
+        if vector.shape != (self.embed_dim,):
+            raise ValueError(f"embedding of shape {vector.shape}, the index stores ({self.embed_dim},)")
+        return np.ascontiguousarray(vector, dtype=np.dtype(self.dtype)).tobytes()
+
+    # -- writes (call inside ``with store.transaction() as c``) ---------------------------------
+    def insert(self, c: sqlite3.Connection, rows: Iterable[NewRow]) -> None:
+        """Insert rows, replacing any row at the same path (a changed file gets a new id)."""
+        rows = list(rows)
+        c.executemany("DELETE FROM images WHERE path = ?", [(r.path,) for r in rows])
+        c.executemany("DELETE FROM skipped WHERE path = ?", [(r.path,) for r in rows])
+        c.executemany(
+            "INSERT INTO images (path, size, mtime_ns, sha256, embedding) VALUES (?, ?, ?, ?, ?)",
+            [(r.path, r.size, r.mtime_ns, r.sha256, self.encode(r.embedding)) for r in rows],
+        )
+
+    @staticmethod
+    def move(c: sqlite3.Connection, image_id: int, *, path: str, size: int, mtime_ns: int) -> None:
+        """A renamed (or merely touched) file keeps its row and embedding."""
+        c.execute("DELETE FROM skipped WHERE path = ?", (path,))
+        sql = "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?"
+        c.execute(sql, (path, size, mtime_ns, image_id))
+
+    @staticmethod
+    def delete(c: sqlite3.Connection, paths: Iterable[str]) -> None:
+        c.executemany("DELETE FROM images WHERE path = ?", [(p,) for p in paths])
+
+    @staticmethod
+    def record_skips(c: sqlite3.Connection, skips: Iterable[SkipRow]) -> None:
+        c.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", list(skips))
+
+    @staticmethod
+    def forget_skips(c: sqlite3.Connection, paths: Iterable[str]) -> None:
+        c.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p in paths])
+
+
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file over ``path``: readers see the old
+    file or the new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

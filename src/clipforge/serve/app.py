@@ -1,0 +1,232 @@
+"""The HTTP layer: FastAPI routes over a :class:`~clipforge.serve.service.SearchService`.
+
+Images are uploaded as the raw request body (``curl --data-binary @q.jpg``), read with a byte
+limit and checked for decompression bombs before decoding. JSON bodies are validated by pydantic
+(malformed → 422). Thumbnails and files are addressed by index id only. Every error is a JSON
+``{"detail": ...}`` with a 4xx status; nothing a client sends can stop the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from importlib import resources
+from typing import Annotated
+
+import numpy as np
+
+try:
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from pydantic import BaseModel, Field
+except ImportError as e:  # the package imports this module; say how to get the extra
+    raise ImportError(f"clipforge's HTTP server needs FastAPI ({e}): pip install 'clipforge[serve]'") from e
+
+from .service import NotConfigured, NotFound, SearchService
+from .uploads import DEFAULT_MAX_UPLOAD_BYTES, UploadError, read_limited
+
+STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+K = Annotated[int, Query(ge=1, description="number of results")]
+
+
+class SearchRequest(BaseModel):
+    text: str | None = Field(default=None, max_length=1000, description="text query")
+    id: int | None = Field(default=None, description="an indexed image's id: 'more like this'")
+    k: int = Field(default=20, ge=1)
+    image_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class ClassifyRequest(BaseModel):
+    id: int = Field(description="an indexed image's id")
+    labels: list[str] = Field(min_length=1, max_length=100)
+    k: int = Field(default=5, ge=1)
+    templates: str = Field(default="default", max_length=40)
+
+
+class ModerateRequest(BaseModel):
+    id: int
+
+
+class EmbedTextRequest(BaseModel):
+    texts: list[str] = Field(min_length=1, max_length=256)
+
+
+def _labels(raw: list[str]) -> list[str]:
+    """Repeated ``labels=`` parameters and/or comma-separated values → one list."""
+    return [part for value in raw for part in value.split(",")]
+
+
+def create_app(
+    service: SearchService,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    title: str = "clipforge search",
+) -> FastAPI:
+    """The application: JSON API under ``/api``, the web page at ``/``, OpenAPI docs at ``/docs``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()  # stop the text-batching thread
+
+    app = FastAPI(
+        title=title,
+        description="Semantic image search, zero-shot classification and moderation.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(UploadError)
+    async def _upload(request: Request, e: UploadError):
+        return JSONResponse({"detail": str(e)}, status_code=e.status)
+
+    @app.exception_handler(NotFound)
+    async def _missing(request: Request, e: NotFound):
+        return JSONResponse({"detail": str(e)}, status_code=404)
+
+    @app.exception_handler(NotConfigured)
+    async def _off(request: Request, e: NotConfigured):
+        return JSONResponse({"detail": str(e)}, status_code=501)
+
+    @app.exception_handler(ValueError)
+    async def _bad(request: Request, e: ValueError):
+        return JSONResponse({"detail": str(e)}, status_code=400)
+
+    async def body(request: Request) -> bytes:
+        return await read_limited(request, max_upload_bytes)
+
+    # -- API -----------------------------------------------------------------------------------
+    @app.get("/api/health", tags=["service"])
+    def health() -> dict:
+        return service.health()
+
+    @app.get("/api/search", tags=["search"], summary="text search")
+    def search_get(q: Annotated[str, Query(min_length=1, max_length=1000)], k: K = 20) -> dict:
+        return {"query": q, "hits": service.search(text=q, k=k)}
+
+    @app.post("/api/search", tags=["search"], summary="text and/or indexed-image search (JSON)")
+    def search_post(req: SearchRequest) -> dict:
+        return {
+            "hits": service.search(text=req.text, image_id=req.id, k=req.k, image_weight=req.image_weight)
+        }
+
+    @app.post(
+        "/api/search/image",
+        tags=["search"],
+        summary="image upload search (body: image bytes)",
+        openapi_extra=IMAGE_BODY,
+    )
+    async def search_image(
+        request: Request,
+        k: K = 20,
+        text: Annotated[str | None, Query(max_length=1000)] = None,
+        image_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
+    ) -> dict:
+        data = await body(request)
+        hits = await run_in_threadpool(
+            lambda: service.search(text=text, image_bytes=data, k=k, image_weight=image_weight)
+        )
+        return {"hits": hits}
+
+    @app.post(
+        "/api/classify",
+        tags=["classify"],
+        summary="zero-shot classify an upload (body: image bytes)",
+        openapi_extra=IMAGE_BODY,
+    )
+    async def classify_upload(
+        request: Request,
+        labels: Annotated[list[str], Query(description="comma-separated; or repeat the parameter")],
+        k: K = 5,
+        templates: Annotated[str, Query(max_length=40, description="built-in template set")] = "default",
+    ) -> dict:
+        data = await body(request)
+        result = await run_in_threadpool(
+            lambda: service.classify(_labels(labels), image_bytes=data, k=k, templates=templates)
+        )
+        return {"labels": result}
+
+    @app.post("/api/classify/indexed", tags=["classify"], summary="zero-shot classify an indexed image")
+    def classify_indexed(req: ClassifyRequest) -> dict:
+        return {"labels": service.classify(req.labels, image_id=req.id, k=req.k, templates=req.templates)}
+
+    @app.post(
+        "/api/moderate",
+        tags=["moderate"],
+        summary="moderate an upload (body: image bytes)",
+        openapi_extra=IMAGE_BODY,
+    )
+    async def moderate_upload(request: Request) -> dict:
+        data = await body(request)
+        return await run_in_threadpool(lambda: service.moderate(image_bytes=data))
+
+    @app.post("/api/moderate/indexed", tags=["moderate"], summary="moderate an indexed image")
+    def moderate_indexed(req: ModerateRequest) -> dict:
+        return service.moderate(image_id=req.id)
+
+    @app.post("/api/embed/text", tags=["embed"], summary="text embeddings (unit norm)")
+    def embed_text(req: EmbedTextRequest) -> dict:
+        if any(not t or len(t) > 1000 for t in req.texts):
+            raise HTTPException(422, "each text must have 1 to 1000 characters")
+        vectors = service.embed_texts(req.texts)
+        return {"model_id": service.encoder.model_id, "embeddings": np.round(vectors, 6).tolist()}
+
+    @app.post(
+        "/api/embed/image",
+        tags=["embed"],
+        summary="image embedding (body: image bytes)",
+        openapi_extra=IMAGE_BODY,
+    )
+    async def embed_image(request: Request) -> dict:
+        data = await body(request)
+        vector = await run_in_threadpool(service.embed_image, data)
+        return {"model_id": service.encoder.model_id, "embedding": np.round(vector, 6).tolist()}
+
+    @app.get(
+        "/api/thumb/{image_id}",
+        tags=["images"],
+        summary="JPEG thumbnail of an indexed image",
+        response_class=Response,
+    )
+    def thumbnail(image_id: int) -> Response:
+        return Response(
+            service.thumbnail(image_id),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "private, max-age=3600"},
+        )
+
+    @app.get(
+        "/api/image/{image_id}",
+        tags=["images"],
+        summary="the original file of an indexed image",
+        response_class=FileResponse,
+    )
+    def original(image_id: int) -> FileResponse:
+        path = service.image_path(image_id)
+        return FileResponse(
+            path, headers={"Content-Disposition": "inline", "X-Content-Type-Options": "nosniff"}
+        )
+
+    # -- web page --------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def index_page() -> Response:
+        return _static("index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in STATIC_FILES:  # a fixed list: no path ever reaches the file system
+            raise HTTPException(404, "not found")
+        return _static(name)
+
+    return app
+
+
+def _static(name: str) -> Response:
+    data = (resources.files("clipforge.serve") / "static" / name).read_bytes()
+    return Response(data, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})

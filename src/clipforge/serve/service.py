@@ -1,0 +1,289 @@
+"""What the server does, without HTTP: search, classify, moderate, embed, thumbnails.
+
+One :class:`SearchService` is shared by all request threads. Model calls go through the
+:class:`~clipforge.index.encoder.Encoder`, whose lock runs them one at a time (text queries are
+batched by one worker thread, :mod:`.batching`); decoding uploads,
+thumbnails and vector search run concurrently. SQLite connections are per thread (see
+:class:`~clipforge.index.store.IndexStore`). Zero-shot classification and moderation reuse the
+image embedding (stored, for indexed images) and score it with ``clipforge.eval``'s
+``ZeroShotClassifier`` / ``Moderator``, built once per label set (cached) or per policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..index import ImageIndex
+from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
+from .batching import TextBatcher
+from .uploads import DEFAULT_MAX_PIXELS, decode_upload
+
+if TYPE_CHECKING:
+    from ..eval.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(LookupError):
+    """No such indexed image (or it is no longer readable)."""
+
+
+class NotConfigured(RuntimeError):
+    """A feature the server was started without (e.g. moderation without a policy)."""
+
+
+class _LRU:
+    """A small thread-safe least-recently-used cache."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, make: Callable):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        value = make()  # outside the lock: a slow miss does not block hits
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
+class SearchService:
+    def __init__(
+        self,
+        index: ImageIndex,
+        *,
+        policy: Policy | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_k: int = 200,
+        thumb_size: int = THUMB_SIZE,
+        thumb_cache: int = 2048,
+        text_cache: int = 4096,
+        classifier_cache: int = 16,
+    ) -> None:
+        if index.encoder is None:
+            raise ValueError("the service needs an index opened with an encoder (the model)")
+        self.index = index
+        self.encoder = index.encoder
+        self.max_pixels = max_pixels
+        self.max_k = max_k
+        self.thumb_size = thumb_size
+        self._thumbs = _LRU(thumb_cache)
+        self._texts = _LRU(text_cache)
+        self._classifiers = _LRU(classifier_cache)
+        self._batcher = TextBatcher(self.encoder)
+        self._refresh_lock = threading.Lock()
+        self._refresher: threading.Thread | None = None
+        self._refreshed = time.monotonic()
+        self.policy = policy
+        self._moderator = None
+        self._moderator_lock = threading.Lock()
+
+    @classmethod
+    def from_paths(
+        cls,
+        checkpoint: str | Path,
+        db: str | Path,
+        *,
+        device: str = "auto",
+        precision: str = "fp32",
+        policy: str | Path | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        nprobe: int | None = None,
+    ) -> SearchService:
+        from ..index import Encoder
+
+        loaded_policy = None
+        if policy is not None:
+            from ..eval.policy import load_policy
+
+            loaded_policy = load_policy(policy)
+        encoder = Encoder.from_checkpoint(checkpoint, device=device, precision=precision)
+        return cls(
+            ImageIndex.open(db, encoder=encoder, nprobe=nprobe), policy=loaded_policy, max_pixels=max_pixels
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _check_k(self, k: int) -> int:
+        if not 1 <= k <= self.max_k:
+            raise ValueError(f"k must be between 1 and {self.max_k}, got {k}")
+        return k
+
+    def text_vector(self, text: str) -> np.ndarray:
+        return self._texts.get(text, lambda: self._batcher.encode(text))  # (E,)
+
+    def image_vector(self, *, image_bytes: bytes | None = None, image_id: int | None = None) -> np.ndarray:
+        """(E,) embedding of an uploaded image, or the stored one of an indexed image."""
+        if image_id is not None:
+            vector = self.index.store.embedding_of(image_id)
+            if vector is None:
+                raise NotFound(f"no indexed image with id {image_id}")
+            return vector
+        if image_bytes is None:
+            raise ValueError("no image given")
+        return self.encoder.encode_images([decode_upload(image_bytes, max_pixels=self.max_pixels)])[0]
+
+    # -- operations --------------------------------------------------------------------------------
+    def _refresh_in_background(self) -> None:
+        """Follow database changes (a running `clipforge index`) without making a request wait:
+        the update runs in its own thread; searches use the current vectors meanwhile."""
+        with self._refresh_lock:
+            if self._refresher is not None and self._refresher.is_alive():
+                return
+            if time.monotonic() - self._refreshed < self.index.refresh_seconds:
+                return
+            self._refreshed = time.monotonic()
+            self._refresher = threading.Thread(
+                target=self._refresh, name="clipforge-index-refresh", daemon=True
+            )
+            self._refresher.start()
+
+    def _refresh(self) -> None:
+        try:
+            self.index.refresh()
+        except Exception:  # e.g. the database was rebuilt with another model: keep serving, say why
+            log.exception("could not follow changes of %s", self.index.store.path)
+
+    def close(self) -> None:
+        self._batcher.close()
+
+    def health(self) -> dict:
+        fp = self.index.fingerprint
+        return {
+            "status": "ok",
+            "images": fp.count,
+            "model_id": fp.model_id,
+            "model": self.encoder.model_name,
+            "search": self.index.kind,
+            "moderation": self.policy is not None,
+        }
+
+    def search(
+        self,
+        *,
+        text: str | None = None,
+        image_bytes: bytes | None = None,
+        image_id: int | None = None,
+        k: int = 20,
+        image_weight: float = 0.5,
+    ) -> list[dict]:
+        """Hits as dicts (id, path, score). Text, an image (uploaded or by id), or both blended."""
+        self._check_k(k)
+        if not 0.0 <= image_weight <= 1.0:
+            raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
+        has_text = text is not None and bool(text.strip())
+        has_image = image_bytes is not None or image_id is not None
+        if not has_text and not has_image:
+            raise ValueError("give a text query, an image, or both")
+        parts = []
+        if has_text:
+            parts.append((1.0 - image_weight if has_image else 1.0, self.text_vector(text.strip())))
+        if has_image:
+            parts.append(
+                (
+                    image_weight if has_text else 1.0,
+                    self.image_vector(image_bytes=image_bytes, image_id=image_id),
+                )
+            )
+        query = sum(w * v for w, v in parts)  # (E,)
+        norm = float(np.linalg.norm(query))
+        if norm == 0.0:
+            raise ValueError("the text and image queries cancel out; change image_weight")
+        self._refresh_in_background()
+        return [h.to_dict() for h in self.index.search_vector(query / norm, k=k)]
+
+    def _classifier(self, labels: tuple[str, ...], templates: str):
+        from ..eval.classifier import ZeroShotClassifier
+        from ..eval.prompts import builtin_templates, load_templates
+
+        if templates not in builtin_templates():  # a client names a built-in set, never a path
+            raise ValueError(f"unknown template set {templates!r}; choose one of {builtin_templates()}")
+
+        def build():
+            with self.encoder.lock:  # builds class embeddings with the text tower
+                return ZeroShotClassifier(
+                    self.encoder.model,
+                    self.encoder.tokenizer,
+                    list(labels),
+                    load_templates(templates),
+                    transform=self.encoder.transform,
+                )
+
+        return self._classifiers.get((labels, templates), build)
+
+    def classify(
+        self,
+        labels: list[str],
+        *,
+        image_bytes: bytes | None = None,
+        image_id: int | None = None,
+        k: int = 5,
+        templates: str = "default",
+    ) -> list[dict]:
+        """The ``k`` most likely labels (softmax over ``labels``), best first."""
+        from ..eval.prompts import check_labels
+
+        labels = check_labels(list(labels))
+        clf = self._classifier(tuple(labels), templates)
+        features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[
+            None
+        ]  # (1, E)
+        ranked = clf.rank(clf.scores_from_features(features), k=max(1, min(k, len(labels))))[0]
+        return [{"label": label, "score": round(score, 6)} for label, score in ranked]
+
+    def moderate(self, *, image_bytes: bytes | None = None, image_id: int | None = None) -> dict:
+        if self.policy is None:
+            raise NotConfigured("moderation is off: start the server with --policy POLICY.yaml")
+        with self._moderator_lock:
+            if self._moderator is None:
+                from ..eval.moderate import Moderator
+
+                with self.encoder.lock:
+                    self._moderator = Moderator(
+                        self.encoder.model,
+                        self.encoder.tokenizer,
+                        self.policy,
+                        transform=self.encoder.transform,
+                    )
+        features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[None]
+        decision = self._moderator.decide(self._moderator.scores_from_features(features))[0]
+        return decision.to_dict()
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode_texts(texts)  # (B, E)
+
+    def embed_image(self, image_bytes: bytes) -> np.ndarray:
+        return self.image_vector(image_bytes=image_bytes)  # (E,)
+
+    def image_path(self, image_id: int) -> Path:
+        """The file of an indexed image: looked up by id in the database, never taken from a client."""
+        rel = self.index.store.path_of(image_id)
+        if rel is None:
+            raise NotFound(f"no indexed image with id {image_id}")
+        try:
+            return indexed_file(self.index.root, rel)
+        except ThumbnailError as e:
+            raise NotFound(f"image {image_id} is not available ({e})") from e
+
+    def thumbnail(self, image_id: int) -> bytes:
+        path = self.image_path(image_id)
+
+        def build():
+            try:
+                return make_thumbnail(path, size=self.thumb_size, max_pixels=self.max_pixels * 4)
+            except ThumbnailError as e:
+                raise NotFound(f"image {image_id} cannot be shown ({e})") from e
+
+        return self._thumbs.get(image_id, build)

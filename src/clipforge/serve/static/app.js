@@ -1,0 +1,202 @@
+// clipforge search page: plain JavaScript, no dependencies, talks only to this server's /api.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { queryFile: null, selected: null, health: null, seq: 0 };
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  let body = null;
+  try { body = await response.json(); } catch (_) { /* not JSON */ }
+  if (!response.ok) {
+    const detail = body && body.detail;
+    const message = typeof detail === "string" ? detail : JSON.stringify(detail || response.statusText);
+    throw new Error(`${response.status}: ${message}`);
+  }
+  return body;
+}
+
+function renderHits(hits, took) {
+  const grid = $("results");
+  grid.replaceChildren();
+  for (const hit of hits) {
+    const figure = document.createElement("figure");
+    figure.className = "hit";
+    figure.dataset.id = hit.id;
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.alt = hit.path;
+    img.src = `/api/thumb/${hit.id}`;
+    const caption = document.createElement("figcaption");
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = hit.score.toFixed(3);
+    caption.append(score, document.createTextNode(hit.path));
+    figure.append(img, caption);
+    figure.addEventListener("click", () => selectIndexed(hit, figure));
+    figure.addEventListener("dblclick", () => window.open(`/api/image/${hit.id}`, "_blank", "noopener"));
+    grid.append(figure);
+  }
+  setStatus(`${hits.length} result${hits.length === 1 ? "" : "s"} in ${took} ms`);
+}
+
+async function runSearch() {
+  const text = $("q").value.trim();
+  const k = Number($("k").value);
+  const seq = ++state.seq;  // a slower, older answer must not overwrite a newer one
+  const started = performance.now();
+  try {
+    let result;
+    if (state.queryFile) {
+      const params = new URLSearchParams({ k });
+      if (text && $("combine").checked) params.set("text", text);
+      result = await api(`/api/search/image?${params}`, {
+        method: "POST", body: state.queryFile,
+        headers: { "Content-Type": state.queryFile.type || "application/octet-stream" },
+      });
+    } else if (text) {
+      result = await api(`/api/search?${new URLSearchParams({ q: text, k })}`);
+    } else {
+      return;
+    }
+    if (seq === state.seq) renderHits(result.hits, Math.round(performance.now() - started));
+  } catch (err) {
+    if (seq === state.seq) setStatus(err.message, true);
+  }
+}
+
+function showQueryImage(file) {
+  state.queryFile = file;
+  const box = $("query-image");
+  box.hidden = !file;
+  if (file) box.querySelector("img").src = URL.createObjectURL(file);
+}
+
+function selectIndexed(hit, figure) {
+  document.querySelectorAll(".hit.picked").forEach((el) => el.classList.remove("picked"));
+  figure.classList.add("picked");
+  state.selected = { id: hit.id };
+  const img = document.createElement("img");
+  img.src = `/api/thumb/${hit.id}`;
+  img.alt = hit.path;
+  $("selected").replaceChildren(img);
+  $("selected").classList.remove("empty");
+}
+
+function selectFile(file) {
+  state.selected = { file };
+  const img = document.createElement("img");
+  img.src = URL.createObjectURL(file);
+  img.alt = file.name;
+  $("selected").replaceChildren(img);
+  $("selected").classList.remove("empty");
+}
+
+function useFile(file) {
+  if (!file || !file.type.startsWith("image/")) {
+    setStatus("drop an image file (jpg, png, webp, gif, bmp, tiff)", true);
+    return;
+  }
+  showQueryImage(file);
+  selectFile(file);
+  runSearch();
+}
+
+async function classify() {
+  const labels = $("labels").value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (!state.selected) return setStatus("pick an image first (click a result or drop one)", true);
+  if (!labels.length) return setStatus("type some labels, comma-separated", true);
+  try {
+    let result;
+    if (state.selected.file) {
+      const params = new URLSearchParams({ labels: labels.join(","), k: labels.length });
+      result = await api(`/api/classify?${params}`, { method: "POST", body: state.selected.file });
+    } else {
+      result = await api("/api/classify/indexed", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ id: state.selected.id, labels, k: labels.length }),
+      });
+    }
+    const list = $("labels-out");
+    list.replaceChildren();
+    for (const { label, score } of result.labels) {
+      const li = document.createElement("li");
+      li.textContent = `${label} — ${(100 * score).toFixed(1)}%`;
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.style.width = `${Math.max(1, 100 * score)}%`;
+      li.append(bar);
+      list.append(li);
+    }
+    setStatus("classified");
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
+async function moderate() {
+  if (!state.selected) return setStatus("pick an image first", true);
+  try {
+    const result = state.selected.file
+      ? await api("/api/moderate", { method: "POST", body: state.selected.file })
+      : await api("/api/moderate/indexed", {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ id: state.selected.id }),
+        });
+    const out = $("moderation-out");
+    out.hidden = false;
+    out.textContent = `${result.decision.toUpperCase()}: ${result.matched} (margin ${result.margin.toFixed(3)})`;
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
+function moreLikeThis() {
+  if (!state.selected) return setStatus("pick an image first", true);
+  if (state.selected.file) return useFile(state.selected.file);
+  showQueryImage(null);
+  const seq = ++state.seq;
+  const started = performance.now();
+  api("/api/search", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ id: state.selected.id, k: Number($("k").value) }),
+  }).then((r) => { if (seq === state.seq) renderHits(r.hits, Math.round(performance.now() - started)); })
+    .catch((err) => setStatus(err.message, true));
+}
+
+function init() {
+  let timer = null;
+  $("search-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
+  $("q").addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { if (!state.queryFile) runSearch(); }, 300);
+  });
+  $("k").addEventListener("change", runSearch);
+  $("file").addEventListener("change", (e) => useFile(e.target.files[0]));
+  $("clear-image").addEventListener("click", () => { showQueryImage(null); runSearch(); });
+  $("classify").addEventListener("click", classify);
+  $("similar").addEventListener("click", moreLikeThis);
+  $("moderate").addEventListener("click", moderate);
+  let depth = 0;
+  document.addEventListener("dragenter", (e) => { e.preventDefault(); depth++; document.body.classList.add("dragging"); });
+  document.addEventListener("dragleave", () => { if (--depth <= 0) { depth = 0; document.body.classList.remove("dragging"); } });
+  document.addEventListener("dragover", (e) => e.preventDefault());
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    depth = 0;
+    document.body.classList.remove("dragging");
+    useFile(e.dataTransfer.files[0]);
+  });
+  api("/api/health").then((h) => {
+    state.health = h;
+    $("moderate").hidden = !h.moderation;
+    setStatus(`${h.images} images indexed · ${h.model} · ${h.search} search`);
+  }).catch((err) => setStatus(`server unavailable: ${err.message}`, true));
+}
+
+init();

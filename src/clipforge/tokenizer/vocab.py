@@ -1,0 +1,214 @@
+"""The CLIP BPE vocabulary: byte alphabet, merge lists and the files they come in.
+
+A CLIP vocabulary is fully determined by its ordered list of merges:
+
+    ids 0..255          the 256 byte characters (GPT-2's printable byte -> unicode table)
+    ids 256..511        the same characters followed by the word-end marker ``</w>``
+    ids 512..512+M-1    one token per merge, the two parts joined, in merge order
+    id  512+M           ``<start_of_text>``
+    id  512+M+1         ``<end_of_text>``  (always the LARGEST id)
+
+The text tower reads its features at ``tokens.argmax(-1)``, which is the end-of-text position only
+because end-of-text is the largest id: every vocabulary built here keeps that invariant.
+
+Three file formats are read: OpenAI's ``bpe_simple_vocab_16e6.txt.gz`` (one header line, then
+merges, of which the first 49152 - 256 - 2 = 48894 are used), Hugging Face's ``vocab.json`` +
+``merges.txt``, and a plain merges text (``"a b"`` per line) as stored in checkpoint metadata.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class TokenizerError(ValueError):
+    """A tokenizer file, vocabulary or input that cannot be used."""
+
+
+WORD_END = "</w>"
+SOT_TOKEN = "<start_of_text>"
+EOT_TOKEN = "<end_of_text>"
+# Hugging Face names the same two tokens differently; both spellings are accepted when reading.
+HF_SOT_TOKEN = "<|startoftext|>"
+HF_EOT_TOKEN = "<|endoftext|>"
+
+OPENAI_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+OPENAI_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+OPENAI_NUM_MERGES = 49152 - 256 - 2  # = 48894; OpenAI's released models use exactly these
+OPENAI_WHEEL = "open_clip_torch==3.3.0"  # ships the vocabulary file (we never commit it)
+
+Merge = tuple[str, str]
+
+
+def _printable_bytes() -> list[int]:
+    return [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+
+
+def _byte_order() -> list[int]:
+    """Bytes in OpenAI's vocabulary order: the printable ones first, then the rest ascending."""
+    printable = _printable_bytes()
+    return printable + [b for b in range(256) if b not in printable]
+
+
+@functools.cache
+def byte_to_unicode() -> tuple[str, ...]:
+    """GPT-2's reversible table: byte value -> a printable unicode character (index = byte).
+    Printable bytes map to themselves, the others to chr(256), chr(257), ... in byte order."""
+    n_printable = len(_printable_bytes())
+    table = {
+        b: chr(b) if i < n_printable else chr(256 + i - n_printable) for i, b in enumerate(_byte_order())
+    }
+    return tuple(table[b] for b in range(256))
+
+
+@functools.cache
+def unicode_to_byte() -> dict[str, int]:
+    return {c: b for b, c in enumerate(byte_to_unicode())}
+
+
+def base_tokens() -> list[str]:
+    """The 512 tokens every CLIP vocabulary starts with (bytes, then bytes + ``</w>``), in OpenAI's
+    order: ids 0..187 are the printable bytes, 188..255 the others."""
+    table = byte_to_unicode()
+    chars = [table[b] for b in _byte_order()]
+    return chars + [c + WORD_END for c in chars]
+
+
+def tokens_from_merges(merges: Sequence[Merge], *, source: str = "merges") -> list[str]:
+    """The full id -> token list for ``merges``; checks every merge builds on known tokens."""
+    tokens = base_tokens()
+    known = set(tokens)
+    for rank, merge in enumerate(merges):
+        if len(merge) != 2 or not all(isinstance(p, str) and p and " " not in p for p in merge):
+            raise TokenizerError(f"{source}: merge {rank} is not two non-empty tokens: {merge!r}")
+        first, second = merge
+        for part in merge:
+            if part not in known:
+                raise TokenizerError(
+                    f"{source}: merge {rank} {first} {second}: {part!r} is not a known token"
+                )
+        joined = first + second
+        if joined in known:
+            raise TokenizerError(
+                f"{source}: merge {rank} {first} {second} rebuilds existing token {joined!r}"
+            )
+        known.add(joined)
+        tokens.append(joined)
+    return tokens + [SOT_TOKEN, EOT_TOKEN]
+
+
+def parse_merges(text: str, *, source: str = "merges") -> list[Merge]:
+    """Merges from ``"a b"`` lines; a leading ``#version`` line and trailing blank lines are skipped."""
+    lines = text.split("\n")
+    if lines and lines[0].startswith("#version"):
+        lines = lines[1:]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    merges = []
+    for lineno, line in enumerate(lines, start=1):
+        parts = line.split()
+        if len(parts) != 2:
+            raise TokenizerError(f"{source}: line {lineno} is not a merge 'a b': {line!r}")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def merges_to_text(merges: Sequence[Merge]) -> str:
+    return "\n".join(f"{a} {b}" for a, b in merges)
+
+
+# --------------------------------------------------------------------------- OpenAI's file
+
+
+def default_cache_dir() -> Path:
+    """``$CLIPFORGE_CACHE`` or ``~/.cache/clipforge``."""
+    env = os.environ.get("CLIPFORGE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "clipforge"
+
+
+def find_openai_vocab(path: str | os.PathLike | None = None) -> Path:
+    """Locate OpenAI's vocabulary: ``path``, else ``$CLIPFORGE_VOCAB``, else the cache directory."""
+    if path is not None:
+        candidates = [Path(path).expanduser()]
+    elif os.environ.get("CLIPFORGE_VOCAB"):
+        candidates = [Path(os.environ["CLIPFORGE_VOCAB"]).expanduser()]
+    else:
+        candidates = [default_cache_dir() / OPENAI_VOCAB_FILE]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise TokenizerError(
+        f"OpenAI's BPE vocabulary not found at {candidates[0]}. It ships inside the open_clip_torch "
+        "wheel and is not part of clipforge; fetch it once with `python scripts/fetch_openai_vocab.py` "
+        "(or `python -c 'import clipforge.tokenizer as t; t.fetch_openai_vocab()'`), or point "
+        "$CLIPFORGE_VOCAB at an existing bpe_simple_vocab_16e6.txt.gz."
+    )
+
+
+def read_openai_merges(path: str | os.PathLike) -> list[Merge]:
+    """The 48894 merges OpenAI's CLIP uses, from ``bpe_simple_vocab_16e6.txt.gz``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise TokenizerError(f"{path}: cannot read the BPE vocabulary: {err}") from err
+    lines = text.split("\n")[1 : OPENAI_NUM_MERGES + 1]  # line 0 is a header
+    if len(lines) < OPENAI_NUM_MERGES:
+        raise TokenizerError(f"{path}: has {len(lines)} merges, CLIP needs {OPENAI_NUM_MERGES}")
+    return parse_merges("\n".join(lines), source=str(path))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- Hugging Face files
+
+
+def read_hf_files(vocab_json: str | os.PathLike, merges_txt: str | os.PathLike) -> list[Merge]:
+    """Merges from ``merges.txt``, after checking ``vocab.json`` is exactly the vocabulary they build."""
+    merges_path, vocab_path = Path(merges_txt), Path(vocab_json)
+    try:
+        merges = parse_merges(merges_path.read_text(encoding="utf-8"), source=str(merges_path))
+        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TokenizerError(f"cannot read Hugging Face tokenizer files: {err}") from err
+    if not isinstance(vocab, dict):
+        raise TokenizerError(f"{vocab_path}: expected a JSON object token -> id")
+    expected = tokens_from_merges(merges, source=str(merges_path))
+    aliases = {HF_SOT_TOKEN: SOT_TOKEN, HF_EOT_TOKEN: EOT_TOKEN}
+    if len(vocab) != len(expected):
+        raise TokenizerError(
+            f"{vocab_path}: has {len(vocab)} tokens but {merges_path} builds {len(expected)} "
+            f"(512 byte tokens + {len(merges)} merges + 2 special tokens)"
+        )
+    for token, idx in vocab.items():
+        name = aliases.get(token, token)
+        if not isinstance(idx, int) or not 0 <= idx < len(expected) or expected[idx] != name:
+            want = expected.index(name) if name in expected else "none"
+            raise TokenizerError(
+                f"{vocab_path}: token {token!r} has id {idx}, but the vocabulary built from "
+                f"{merges_path} gives it id {want}"
+            )
+    return merges
+
+
+def write_hf_files(directory: str | os.PathLike, merges: Sequence[Merge]) -> tuple[Path, Path]:
+    """Write ``vocab.json`` + ``merges.txt`` (special tokens under Hugging Face's names)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = tokens_from_merges(merges)
+    tokens[-2:] = [HF_SOT_TOKEN, HF_EOT_TOKEN]
+    vocab_path, merges_path = directory / "vocab.json", directory / "merges.txt"
+    vocab_path.write_text(
+        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8"
+    )
+    merges_path.write_text("#version: 0.2\n" + merges_to_text(merges) + "\n", encoding="utf-8")
+    return vocab_path, merges_path

@@ -1,0 +1,100 @@
+"""Shared helpers for the search tests: a tiny random CLIP, a tokenizer, and image folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from conftest import tiny_config
+from PIL import Image
+
+from clipforge.models import create_model, get_model_config
+
+
+class WordTokenizer:
+    """A stand-in tokenizer: each word hashed to an id; SOT first, EOT (the largest id) last."""
+
+    def __init__(self, vocab_size: int = 64, context_length: int = 16) -> None:
+        self.vocab_size, self.context_length = vocab_size, context_length
+        self.sot_token_id, self.eot_token_id = vocab_size - 2, vocab_size - 1
+
+    def __call__(self, texts: list[str], context_length: int | None = None) -> torch.Tensor:
+        ctx = context_length or self.context_length
+        out = torch.zeros(len(texts), ctx, dtype=torch.long)  # (B, T)
+        for i, text in enumerate(texts):
+            ids = [1 + zlib.crc32(w.encode()) % (self.vocab_size - 3) for w in text.lower().split()]
+            ids = [self.sot_token_id, *ids[: ctx - 2], self.eot_token_id]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return create_model(tiny_config(get_model_config("vit-tiny"))).eval()
+
+
+def tiny_encoder(seed: int = 0):
+    from clipforge.api import image_transform
+    from clipforge.index import Encoder
+
+    model = tiny_model(seed)
+    return Encoder(model, WordTokenizer(), image_transform(model.config))
+
+
+def tokenizer_for_checkpoint():
+    """A small BPE tokenizer trained on a few captions when clipforge.tokenizer can, else None."""
+    captions = ["a red circle", "a blue square", "a dog on a beach", "a cat on a sofa", "two green triangles"]
+    try:
+        from clipforge.tokenizer import train_bpe
+
+        return train_bpe(captions * 4, vocab_size=300, context_length=16)
+    except (ImportError, NotImplementedError):
+        return None
+
+
+def save_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A checkpoint of a tiny random model whose tokenizer fits its vocabulary: its own trained BPE,
+    or (without one) OpenAI's vocabulary size, so loading falls back to the OpenAI tokenizer."""
+    from clipforge.checkpoint import save_checkpoint
+
+    tok = tokenizer_for_checkpoint()
+    torch.manual_seed(seed)
+    cfg = tiny_config(get_model_config("vit-tiny"))
+    vocab_size = tok.vocab_size if tok is not None else 49408
+    cfg = cfg.replace(text=dataclasses.replace(cfg.text, vocab_size=vocab_size))
+    model = create_model(cfg).eval()
+    return save_checkpoint(path, model, tokenizer=tok)
+
+
+def write_image(path: Path, seed: int, *, size: tuple[int, int] = (40, 32), fmt: str | None = None) -> Path:
+    """A small, distinct image (random blocks of colour) at ``path``."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    pixels = np.kron(blocks, np.ones((size[1] // 4, size[0] // 4, 1), dtype=np.uint8))  # (H, W, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return path
+
+
+def make_folder(root: Path, n: int, *, start: int = 0) -> list[Path]:
+    """``n`` images of mixed formats in nested folders."""
+    exts = [".png", ".jpg", ".webp", ".bmp", ".gif", ".tiff"]
+    names = [f"d{i % 3}/img{i:04d}{exts[i % len(exts)]}" for i in range(start, start + n)]
+    return [write_image(root / name, seed=start + j) for j, name in enumerate(names)]
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid grayscale PNG of ``width`` x ``height`` zero pixels: tiny file, huge when decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (width + 1)  # filter byte + pixels
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

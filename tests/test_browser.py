@@ -1,0 +1,141 @@
+"""A real browser (Debian's chromium driven by Playwright) uses the search page against a live server.
+
+Needs ``pip install playwright`` and ``apt-get install chromium`` (no ``playwright install``: no
+browser download). Skips with the reason when either is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+from search_fixtures import make_folder, tiny_encoder
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CLIPFORGE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
+        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    uvicorn = pytest.importorskip("uvicorn", reason="uvicorn not installed (pip install 'clipforge[serve]')")
+    from clipforge.index import ImageIndex, IndexStore, index_folder
+    from clipforge.serve import SearchService, create_app
+
+    base = tmp_path_factory.mktemp("browser")
+    root, db = base / "photos", base / "i.cfidx"
+    make_folder(root, 10)
+    encoder = tiny_encoder()
+    with IndexStore(db, create=True) as store:
+        index_folder(root, store, encoder, num_workers=0, progress=False)
+    app = create_app(SearchService(ImageIndex.open(db, encoder=encoder)))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}/", "root": root}
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture()
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            external = []
+            page.on(
+                "request",
+                lambda r: (
+                    external.append(r.url)
+                    if not r.url.startswith(("http://127.0.0.1", "blob:", "data:"))
+                    else None
+                ),
+            )
+            page.goto(server["url"])
+            yield page
+            assert errors == [], errors
+            assert external == [], f"the page reached outside the server: {external}"
+        finally:
+            browser.close()
+
+
+def loaded_thumbnails(page) -> int:
+    return page.evaluate(
+        "() => [...document.querySelectorAll('#results .hit img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length"
+    )
+
+
+def test_typing_a_query_shows_result_thumbnails(page):
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('10 images')")
+    page.fill("#q", "a dog on a beach")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#results .hit img")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results .hit img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    assert loaded_thumbnails(page) == 10  # top 24 of 10 images: all of them
+    scores = page.eval_on_selector_all(
+        "#results .hit .score", "els => els.map(e => parseFloat(e.textContent))"
+    )
+    assert scores == sorted(scores, reverse=True)
+    assert "results in" in page.inner_text("#status")
+
+
+def test_dropping_an_image_searches_by_image_and_classify_panel_works(page, server):
+    data = (server["root"] / "d1" / "img0004.gif").read_bytes()
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('images indexed')")
+    transfer = page.evaluate_handle(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "query.gif", { type: "image/gif" }));
+            return dt;
+        }""",
+        base64.b64encode(data).decode(),
+    )
+    page.dispatch_event("body", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("#results .hit")
+    first = page.inner_text("#results .hit figcaption")
+    assert "d1/img0004.gif" in first and first.startswith("1.000")
+
+    page.click("#results .hit:nth-child(2)")
+    page.fill("#labels", "red, green, blue")
+    page.click("#classify")
+    page.wait_for_selector("#labels-out li")
+    rows = page.eval_on_selector_all("#labels-out li", "els => els.map(e => e.textContent)")
+    assert len(rows) == 3 and all("%" in r for r in rows)

@@ -1,0 +1,158 @@
+"""Bad inputs are clear errors naming the problem, and nothing from a checkpoint is ever executed."""
+
+import json
+import pickle
+import zipfile
+
+import pytest
+import torch
+from convert_utils import ASSETS
+from safetensors.torch import load_file, save_file
+
+from clipforge.config import ConfigError
+from clipforge.convert import ConvertError, import_model, read_tensors
+from clipforge.convert.open_clip import config_from_open_clip
+
+
+class _RunsCode:
+    """Unpickling this calls exec(): it writes a marker file if a loader ever executes pickled code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+def malicious_pickle(marker) -> bytes:
+    return pickle.dumps({"visual.conv1.weight": _RunsCode(marker)}, protocol=2)
+
+
+def test_plain_pickle_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.pt").write_bytes(malicious_pickle(marker))
+    with pytest.raises(ConvertError, match="refused to unpickle.*Nothing was executed"):
+        import_model(tmp_path / "evil.pt", format="openai")
+    assert not marker.exists()
+
+
+def test_torch_zip_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    with zipfile.ZipFile(tmp_path / "evil.pt", "w") as zf:
+        zf.writestr("archive/data.pkl", malicious_pickle(marker))
+        zf.writestr("archive/version", "3\n")
+    with pytest.raises(ConvertError, match="refused to unpickle"):
+        read_tensors(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_torchscript_archive_that_would_run_code_is_refused(tmp_path):
+    """A TorchScript-shaped zip goes through our own restricted unpickler (torch.jit.load is never used)."""
+    marker = tmp_path / "pwned"
+    with zipfile.ZipFile(tmp_path / "evil.pt", "w") as zf:
+        zf.writestr("model/data.pkl", malicious_pickle(marker))
+        zf.writestr("model/constants.pkl", pickle.dumps((), protocol=2))
+        zf.writestr("model/code/__torch__.py", f"open({str(marker)!r}, 'w')\n")
+    with pytest.raises(ConvertError, match=r"refusing to load global '(__builtin__|builtins)\.exec'"):
+        import_model(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_real_archive_code_is_never_run(tmp_path):
+    """The golden archive's TorchScript code made to touch a file: reading works, the file never appears."""
+    marker = tmp_path / "pwned"
+    with zipfile.ZipFile(ASSETS / "openai_vit.jit.pt") as src, zipfile.ZipFile(tmp_path / "m.pt", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if "/code/" in item.filename and item.filename.endswith(".py"):
+                data = f"open({str(marker)!r}, 'w')\n".encode() + data
+            dst.writestr(item, data)
+    assert import_model(tmp_path / "m.pt").format == "openai"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("asset", ["openai_vit.jit.pt", "openai_vit.pt", "vit_b32.safetensors"])
+def test_truncated_files(tmp_path, asset):
+    data = (ASSETS / asset).read_bytes()
+    (tmp_path / asset).write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ConvertError, match=r"truncated|corrupt|not a checkpoint"):
+        import_model(tmp_path / asset, model=ASSETS / "vit_b32.json" if "vit_b32" in asset else None)
+
+
+@pytest.mark.parametrize("content", [b"hello, not a model\n", b"\x89PNG\r\n\x1a\n" + bytes(100), b"{}"])
+def test_files_of_the_wrong_kind(tmp_path, content):
+    (tmp_path / "x.pt").write_bytes(content)
+    with pytest.raises(ConvertError, match="not a checkpoint"):
+        import_model(tmp_path / "x.pt")
+
+
+def test_non_tensor_payload_and_unknown_names(tmp_path):
+    torch.save({"epoch": 1, "weights": [1, 2]}, tmp_path / "a.pt")
+    with pytest.raises(ConvertError, match="not tensors"):
+        import_model(tmp_path / "a.pt")
+    torch.save({"encoder.weight": torch.zeros(2)}, tmp_path / "b.pt")
+    with pytest.raises(ConvertError, match="no CLIP parameters"):
+        import_model(tmp_path / "b.pt")
+    with pytest.raises(ConvertError, match="holds no known checkpoint"):
+        import_model(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        import_model(tmp_path / "missing.pt")
+
+
+def test_missing_and_leftover_tensors_are_named(tmp_path):
+    sd = load_file(str(ASSETS / "vit_b32.safetensors"))
+    broken = {k: v for k, v in sd.items() if k != "visual.transformer.resblocks.1.mlp.c_fc.bias"}
+    save_file(broken, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(
+        ConvertError, match=r"missing 1 tensor\(s\): visual\.transformer\.blocks\.1\.mlp\.fc1\.bias"
+    ):
+        import_model(tmp_path / "missing.safetensors", model=ASSETS / "vit_b32.json")
+    save_file({**sd, "visual.extra_head.weight": torch.zeros(3)}, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(ConvertError, match=r"unexpected 1 tensor\(s\): visual\.extra_head\.weight"):
+        import_model(tmp_path / "extra.safetensors", model=ASSETS / "vit_b32.json")
+
+
+def test_architectures_we_cannot_map(tmp_path):
+    sd = load_file(str(ASSETS / "vit_b32.safetensors"))
+    save_file(
+        {**sd, "visual.transformer.resblocks.0.ls_1.gamma": torch.ones(32)}, str(tmp_path / "ls.safetensors")
+    )
+    with pytest.raises(ConvertError, match="layer scale"):
+        import_model(tmp_path / "ls.safetensors", model=ASSETS / "vit_b32.json")
+    no_ln_pre = {k: v for k, v in sd.items() if not k.startswith("visual.ln_pre")}
+    save_file(no_ln_pre, str(tmp_path / "noln.safetensors"))
+    with pytest.raises(ConvertError, match="no_ln_pre"):
+        import_model(tmp_path / "noln.safetensors", act="gelu")
+
+
+@pytest.mark.parametrize(
+    "vision,text,match",
+    [
+        ({"timm_model_name": "vit_base_patch16_224"}, {}, "timm_model_name"),
+        ({"attentional_pool": True}, {}, "attentional_pool"),
+        ({"no_ln_pre": True}, {}, "no_ln_pre"),
+        ({"final_ln_after_pool": True}, {}, "final_ln_after_pool"),
+        ({}, {"hf_model_name": "xlm-roberta-base"}, "hf_model_name"),
+        ({}, {"pool_type": "last"}, "pool_type"),
+        ({}, {"mystery_option": 1}, "unknown open_clip option text_cfg.mystery_option"),
+    ],
+)
+def test_open_clip_configs_we_cannot_map(vision, text, match):
+    cfg = json.loads((ASSETS / "vit_b32.json").read_text())
+    cfg["vision_cfg"].update(vision)
+    cfg["text_cfg"].update(text)
+    with pytest.raises(ConfigError, match=match):
+        config_from_open_clip(cfg)
+
+
+def test_open_clip_config_defaults_are_accepted():
+    cfg = json.loads((ASSETS / "vit_b32.json").read_text())
+    cfg["vision_cfg"].update(no_ln_pre=False, pool_type="tok", patch_dropout=0.0, output_tokens=False)
+    cfg["text_cfg"].update(pool_type="argmax", proj_bias=False, hf_tokenizer_name="")
+    cfg["custom_text"] = True
+    assert config_from_open_clip(cfg).vision.patch_size == 32
+
+
+def test_unknown_model_name_points_to_config_json():
+    with pytest.raises(ConvertError, match="--model-config"):
+        import_model(ASSETS / "vit_b32.safetensors", model="ViT-bigG-14")
