@@ -1,6 +1,7 @@
 """Training-step throughput: clipforge's loop step vs a minimal open_clip training step, same data.
 
-    PYTHONPATH=src python benchmarks/bench_train.py [--steps 8] [--rounds 2] [--peer-python /work/venv-oc/bin/python]
+    PYTHONPATH=src python benchmarks/bench_train.py [--steps 8] [--rounds 2] \
+        [--peer-python /work/venv-oc/bin/python]
 
 Both sides train the same architecture (ViT 64 px / patch 8 / width 256 / depth 6; text width 256
 / depth 6 / context 32; embed 256 — clipforge's ``vit-small``) on the same batch of 128 shapes
@@ -38,9 +39,12 @@ def make_batch(path: Path) -> None:
     from clipforge.data.transforms import image_transform
     from clipforge.tokenizer import get_tokenizer
 
-    ds = ShapesDataset("train", spec=ShapesSpec(image_size=64),
-                       transform=image_transform(PreprocessConfig(), 64, train=False))
-    images, captions = zip(*(ds[i] for i in range(BATCH)))
+    ds = ShapesDataset(
+        "train",
+        spec=ShapesSpec(image_size=64),
+        transform=image_transform(PreprocessConfig(), 64, train=False),
+    )
+    images, captions = zip(*(ds[i] for i in range(BATCH)), strict=True)
     tokens = get_tokenizer("openai", context_length=32)(list(captions))
     torch.save({"images": torch.stack(images), "tokens": tokens}, path)
 
@@ -90,7 +94,11 @@ def open_clip_rate(batch: dict, precision: str, steps: int) -> float:  # runs in
         model = open_clip.create_model("bench-vit-small").train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     loss_fn = ClipLoss()
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if precision == "bf16"
+        else contextlib.nullcontext
+    )
     images, tokens = batch["images"], batch["tokens"]
 
     def step():
@@ -135,13 +143,20 @@ def main() -> None:
                 r = clipforge_rate(batch, precision, args.steps)
                 best[("clipforge", precision)] = max(best.get(("clipforge", precision), 0.0), r)
                 if have_peer:
-                    done = subprocess.run([args.peer_python, __file__, "--peer", str(path), precision, str(args.steps)],
-                                          capture_output=True, text=True, check=True)
+                    done = subprocess.run(
+                        [args.peer_python, __file__, "--peer", str(path), precision, str(args.steps)],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
                     r = json.loads(done.stdout.strip().splitlines()[-1])["rate"]
                     best[("open_clip", precision)] = max(best.get(("open_clip", precision), 0.0), r)
 
-    print(f"Training step, ViT 64px/8 w256 d6 + text w256 d6 ctx32, batch {BATCH}, {torch.get_num_threads()} threads, "
-          f"best of {args.rounds} rounds x {args.steps} steps\n")
+    print(
+        f"Training step, ViT 64px/8 w256 d6 + text w256 d6 ctx32, batch {BATCH}, "
+        f"{torch.get_num_threads()} threads, "
+        f"best of {args.rounds} rounds x {args.steps} steps\n"
+    )
     print("| precision | open_clip samples/s | clipforge samples/s | clipforge / open_clip |")
     print("|---|---|---|---|")
     for precision in ("fp32", "bf16"):

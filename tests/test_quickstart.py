@@ -11,12 +11,22 @@ from clipforge.cli.main import main
 def test_short_quickstart_writes_eval_report_and_checkpoint(tmp_path, capsys):
     from clipforge.train import quickstart as qs
 
-    r = qs.quickstart(out=tmp_path, name="qs", steps=3, progress=False,
-                      overrides={"batch_size": 32, "log_every": 1})
+    r = qs.quickstart(
+        out=tmp_path, name="qs", steps=3, progress=False, overrides={"batch_size": 32, "log_every": 1}
+    )
     run = tmp_path / "qs"
     assert r.run_dir == run and r.report_path == run / "report.md" and r.eval_path == run / "eval.json"
-    for name in ("model.safetensors", "eval.json", "report.md", "metrics.jsonl", "run.json", "tokenizer.json",
-                 "loss.png", "accuracy.png", "similarity.png"):
+    for name in (
+        "model.safetensors",
+        "eval.json",
+        "report.md",
+        "metrics.jsonl",
+        "run.json",
+        "tokenizer.json",
+        "loss.png",
+        "accuracy.png",
+        "similarity.png",
+    ):
         assert (run / name).is_file(), name
     figures = json.loads((run / "eval.json").read_text())
     assert figures["steps"] == 3 and figures["batch_size"] == 32

@@ -59,11 +59,14 @@ def test_accumulation_is_not_per_micro_batch_losses():
 def test_chunked_loss_and_accumulation_agree():
     model = CLIP(tiny_model_config())
     images, tokens = torch.randn(10, 3, 16, 16), random_tokens(10)
-    plain = forward_backward(model, [(images, tokens)], make_loss_fn("clip", chunk_size=None, distributed=False))
+    plain = forward_backward(
+        model, [(images, tokens)], make_loss_fn("clip", chunk_size=None, distributed=False)
+    )
     expected = _grads(model)
     model.zero_grad(set_to_none=True)
-    chunked = forward_backward(model, split_batch(images, tokens, 2),
-                               make_loss_fn("clip", chunk_size=4, distributed=False))
+    chunked = forward_backward(
+        model, split_batch(images, tokens, 2), make_loss_fn("clip", chunk_size=4, distributed=False)
+    )
     torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-6)
     for name, g in _grads(model).items():
         torch.testing.assert_close(g, expected[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -20,7 +20,7 @@ def test_ranks_partition_the_global_batch_and_start_step_skips_ahead():
     assert len(whole) == 6  # 50 // 8, the incomplete batch is dropped
     r0 = list(StepBatchSampler(50, global_batch=8, seed=0, epoch=0, rank=0, world_size=2))
     r1 = list(StepBatchSampler(50, global_batch=8, seed=0, epoch=0, rank=1, world_size=2))
-    for g, a, b in zip(whole, r0, r1):
+    for g, a, b in zip(whole, r0, r1, strict=True):
         assert g == a + b
     later = list(StepBatchSampler(50, global_batch=8, seed=0, epoch=0, start_step=4))
     assert later == whole[4:]

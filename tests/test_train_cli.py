@@ -12,9 +12,33 @@ from clipforge.cli.main import main
 
 
 def _base(data, model, out, name, *extra):
-    return ["train", "--data", str(data), "--model", str(model), "--tokenizer", "train", "--vocab-size", "600",
-            "--steps", "4", "--batch-size", "8", "--warmup-steps", "1", "--out", str(out), "--name", name,
-            "--workers", "0", "--no-progress", "--log-every", "1", *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        str(model),
+        "--tokenizer",
+        "train",
+        "--vocab-size",
+        "600",
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "1",
+        "--out",
+        str(out),
+        "--name",
+        name,
+        "--workers",
+        "0",
+        "--no-progress",
+        "--log-every",
+        "1",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +49,25 @@ def tiny(tmp_path_factory):
 
 def test_siglip_run_with_retrieval_eval(tiny, capsys):
     data, model, out = tiny
-    assert main(_base(data, model, out, "sig", "--loss", "siglip", "--val-data", str(data), "--eval-every", "2",
-                      "--precision", "bf16")) == 0
+    assert (
+        main(
+            _base(
+                data,
+                model,
+                out,
+                "sig",
+                "--loss",
+                "siglip",
+                "--val-data",
+                str(data),
+                "--eval-every",
+                "2",
+                "--precision",
+                "bf16",
+            )
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "final weights" in printed and "skipped 3 unusable" in printed
     run = out / "sig"
@@ -55,14 +96,28 @@ def test_fine_tune_with_locked_image_tower(tiny):
             assert torch.equal(before[key], after[key]), key
     assert not torch.equal(before["text.proj"], after["text.proj"])
     # the fine-tuned checkpoint keeps the base model's tokenizer
-    assert read_checkpoint_info(base).tokenizer == read_checkpoint_info(out / "lit" / "model.safetensors").tokenizer
+    assert (
+        read_checkpoint_info(base).tokenizer
+        == read_checkpoint_info(out / "lit" / "model.safetensors").tokenizer
+    )
 
 
 def test_config_file_and_flag_precedence(tiny, tmp_path):
     data, model, out = tiny
-    cfg = {"data": str(data), "model": str(model), "tokenizer": "train", "vocab_size": 600, "steps": 2,
-           "batch_size": 8, "warmup_steps": 1, "out": str(out), "name": "fromfile", "workers": 0,
-           "progress": False, "accum_steps": 2}
+    cfg = {
+        "data": str(data),
+        "model": str(model),
+        "tokenizer": "train",
+        "vocab_size": 600,
+        "steps": 2,
+        "batch_size": 8,
+        "warmup_steps": 1,
+        "out": str(out),
+        "name": "fromfile",
+        "workers": 0,
+        "progress": False,
+        "accum_steps": 2,
+    }
     (tmp_path / "run.json").write_text(json.dumps(cfg))
     assert main(["train", "--config", str(tmp_path / "run.json"), "--steps", "3"]) == 0
     saved = json.loads((out / "fromfile" / "run.json").read_text())

@@ -13,12 +13,17 @@ from clipforge.models import CLIP
 def test_retrieval_with_several_captions_per_image():
     # 3 images on the axes; captions 0,1 -> image 0, caption 2 -> image 1, caption 3 -> image 2.
     images = torch.eye(3)
-    texts = F.normalize(torch.tensor([
-        [1.0, 0.0, 0.0],   # image 0, ranked 1st
-        [0.0, 1.0, 0.2],   # image 0 but closest to image 1: text->image rank 3
-        [0.1, 1.0, 0.0],   # image 1, ranked 1st
-        [0.0, 0.9, 1.0],   # image 2, ranked 1st (0.0 vs 0.9 vs 1.0)
-    ]), dim=-1)
+    texts = F.normalize(
+        torch.tensor(
+            [
+                [1.0, 0.0, 0.0],  # image 0, ranked 1st
+                [0.0, 1.0, 0.2],  # image 0 but closest to image 1: text->image rank 3
+                [0.1, 1.0, 0.0],  # image 1, ranked 1st
+                [0.0, 0.9, 1.0],  # image 2, ranked 1st (0.0 vs 0.9 vs 1.0)
+            ]
+        ),
+        dim=-1,
+    )
     m = retrieval_metrics(images, texts, [0, 0, 1, 2], ks=(1, 2))
     # text -> image ranks (0-based): 0, 2, 0, 0
     assert m["text_to_image_R@1"] == pytest.approx(3 / 4)

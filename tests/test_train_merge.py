@@ -16,7 +16,12 @@ def two_checkpoints(tmp_path):
     a = CLIP(tiny_model_config())
     torch.manual_seed(2)
     b = CLIP(tiny_model_config())
-    return save_checkpoint(tmp_path / "a.safetensors", a), save_checkpoint(tmp_path / "b.safetensors", b), a, b
+    return (
+        save_checkpoint(tmp_path / "a.safetensors", a),
+        save_checkpoint(tmp_path / "b.safetensors", b),
+        a,
+        b,
+    )
 
 
 @pytest.mark.parametrize("alpha,which", [(0.0, 0), (1.0, 1)])

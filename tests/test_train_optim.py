@@ -13,10 +13,10 @@ def test_schedule_warmup_then_cosine():
     lrs = [lr_at(s, **kw) for s in range(110)]
     assert lrs[0] == pytest.approx(1e-4)  # (0 + 1) / 10 of the peak
     assert lrs[9] == pytest.approx(1e-3)  # warm-up ends at the peak
-    assert all(b > a for a, b in zip(lrs[:9], lrs[1:10]))  # linear rise
+    assert all(b > a for a, b in zip(lrs[:9], lrs[1:10], strict=True))  # linear rise
     assert lrs[10] == pytest.approx(1e-3)  # cosine starts at the peak
     assert lrs[60] == pytest.approx((1e-3 + 1e-5) / 2)  # half way down the cosine
-    assert all(b <= a for a, b in zip(lrs[10:], lrs[11:]))  # then only decreases
+    assert all(b <= a for a, b in zip(lrs[10:], lrs[11:], strict=False))  # then only decreases
     assert lr_at(110, **kw) == pytest.approx(1e-5)
     assert lr_at(500, **kw) == pytest.approx(1e-5)  # stays at the floor past the end
     mid = lr_at(35, **kw)
@@ -34,7 +34,9 @@ def test_no_weight_decay_on_norms_biases_embeddings_and_temperature(kind):
     if kind == "resnet":
         from clipforge.config import VisionConfig
 
-        cfg = cfg.replace(vision=VisionConfig(kind="resnet", image_size=64, width=8, layers=(1, 1, 1, 1), head_width=16))
+        cfg = cfg.replace(
+            vision=VisionConfig(kind="resnet", image_size=64, width=8, layers=(1, 1, 1, 1), head_width=16)
+        )
     model = CLIP(cfg)
     decay, no_decay = param_groups(model, weight_decay=0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
@@ -42,12 +44,23 @@ def test_no_weight_decay_on_norms_biases_embeddings_and_temperature(kind):
     decayed = {names[id(p)] for p in decay["params"]}
     plain = {names[id(p)] for p in no_decay["params"]}
     assert decayed | plain == set(names.values()) and not decayed & plain
-    for must_not in ("logit_scale", "logit_bias", "text.token_embed.weight", "text.pos_embed",
-                     "text.norm_final.weight", "text.norm_final.bias", "text.transformer.blocks.0.attn.qkv.bias"):
+    for must_not in (
+        "logit_scale",
+        "logit_bias",
+        "text.token_embed.weight",
+        "text.pos_embed",
+        "text.norm_final.weight",
+        "text.norm_final.bias",
+        "text.transformer.blocks.0.attn.qkv.bias",
+    ):
         assert must_not in plain
     if kind == "vit":
         assert {"visual.cls_token", "visual.pos_embed", "visual.norm_pre.weight"} <= plain
-        assert {"visual.patch_embed.weight", "visual.proj", "visual.transformer.blocks.0.mlp.fc1.weight"} <= decayed
+        assert {
+            "visual.patch_embed.weight",
+            "visual.proj",
+            "visual.transformer.blocks.0.mlp.fc1.weight",
+        } <= decayed
     else:
         assert {"visual.attnpool.pos_embed", "visual.stem.1.weight"} <= plain  # a BatchNorm weight
         assert "visual.stem.0.weight" in decayed  # a conv kernel

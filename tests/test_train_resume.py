@@ -17,11 +17,44 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def _cmd(data: Path, model: Path, out: Path, name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "clipforge", "train", "--data", str(data), "--model", str(model),
-            "--tokenizer", "train", "--vocab-size", "600", "--steps", "14", "--batch-size", "8",
-            "--accum-steps", "2", "--warmup-steps", "3", "--lr", "3e-3", "--save-every", "2",
-            "--log-every", "1", "--precision", "fp32", "--out", str(out), "--name", name,
-            "--workers", "0", "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "clipforge",
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        str(model),
+        "--tokenizer",
+        "train",
+        "--vocab-size",
+        "600",
+        "--steps",
+        "14",
+        "--batch-size",
+        "8",
+        "--accum-steps",
+        "2",
+        "--warmup-steps",
+        "3",
+        "--lr",
+        "3e-3",
+        "--save-every",
+        "2",
+        "--log-every",
+        "1",
+        "--precision",
+        "fp32",
+        "--out",
+        str(out),
+        "--name",
+        name,
+        "--workers",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _env() -> dict:
@@ -48,8 +81,12 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     for wait_for_step in (4, 8):
         # resume (the first time: start) with a different worker count, and kill it at a random moment
         extra = ["--resume", "--workers", "1"] if kills else []
-        proc = subprocess.Popen(_cmd(data, model, out, "killed", *extra), env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _cmd(data, model, out, "killed", *extra),
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 300
         while not (ckpts / f"step-{wait_for_step:06d}.state.pt").exists():
             assert proc.poll() is None, "the run ended before it could be killed"
@@ -89,5 +126,7 @@ def test_resume_refuses_a_changed_config(tmp_path):
     changed = _cmd(data, model, out, "r", "--resume", "--lr", "1e-2")
     done = subprocess.run(changed, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 1 and "lr" in done.stderr and "cannot resume" in done.stderr
-    again = subprocess.run(_cmd(data, model, out, "r"), env=_env(), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        _cmd(data, model, out, "r"), env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 1 and "--resume" in again.stderr

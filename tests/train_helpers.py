@@ -11,8 +11,14 @@ from torch.utils.data import Dataset
 from clipforge.config import ModelConfig, TextConfig, VisionConfig
 
 COLOURS = {
-    "red": (0.9, 0.1, 0.1), "green": (0.1, 0.8, 0.2), "blue": (0.1, 0.2, 0.9), "yellow": (0.9, 0.9, 0.1),
-    "purple": (0.6, 0.1, 0.7), "orange": (1.0, 0.55, 0.0), "white": (0.95, 0.95, 0.95), "black": (0.05, 0.05, 0.05),
+    "red": (0.9, 0.1, 0.1),
+    "green": (0.1, 0.8, 0.2),
+    "blue": (0.1, 0.2, 0.9),
+    "yellow": (0.9, 0.9, 0.1),
+    "purple": (0.6, 0.1, 0.7),
+    "orange": (1.0, 0.55, 0.0),
+    "white": (0.95, 0.95, 0.95),
+    "black": (0.05, 0.05, 0.05),
 }
 
 
@@ -20,7 +26,9 @@ def tiny_model_config(*, image_size: int = 16, vocab_size: int = 64, context_len
     return ModelConfig(
         embed_dim=16,
         vision=VisionConfig(image_size=image_size, patch_size=8, width=32, layers=2, head_width=16),
-        text=TextConfig(context_length=context_length, vocab_size=vocab_size, width=32, layers=2, head_width=16),
+        text=TextConfig(
+            context_length=context_length, vocab_size=vocab_size, width=32, layers=2, head_width=16
+        ),
         name="test-tiny",
     )
 

@@ -7,9 +7,12 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("merge", help="interpolate two checkpoints of one model (WiSE-FT)",
-                       description="Write (1 - alpha) * A + alpha * B. A is usually the zero-shot model, "
-                                   "B its fine-tuned version; alpha 0 gives A, 1 gives B.")
+    p = sub.add_parser(
+        "merge",
+        help="interpolate two checkpoints of one model (WiSE-FT)",
+        description="Write (1 - alpha) * A + alpha * B. A is usually the zero-shot model, "
+        "B its fine-tuned version; alpha 0 gives A, 1 gives B.",
+    )
     p.add_argument("a", type=Path, help="first checkpoint (.safetensors)")
     p.add_argument("b", type=Path, help="second checkpoint, same architecture and tokenizer")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of B, in [0, 1] (default 0.5)")

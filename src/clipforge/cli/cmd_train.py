@@ -1,4 +1,4 @@
-"""``clipforge train``: every TrainConfig field is a flag (``--batch-size 256``), or use ``--config run.json``.
+"""``clipforge train``: every TrainConfig field is a flag (``--batch-size 256``); or ``--config run.json``.
 
 Precedence: built-in defaults < ``--config`` file (or, with ``--resume``, the run's own run.json) <
 flags given on the command line. Run it under ``torchrun`` for several processes/nodes.
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 HELP = {
-    "data": "training pairs: a .csv/.tsv, .jsonl, image folder, tar shards ('shards/{000..099}.tar') or 'shapes'",
+    "data": "training pairs: .csv/.tsv, .jsonl, image folder, tar shards ('shards/{000..099}.tar'), 'shapes'",
     "val_data": "held-out pairs for retrieval eval (default: shapes' val split when training on shapes)",
     "image_key": "CSV/JSONL column holding the image path",
     "caption_key": "CSV/JSONL column holding the caption(s)",
@@ -57,16 +57,24 @@ HELP = {
 def register(sub: argparse._SubParsersAction) -> None:
     from ..train.config import TrainConfig
 
-    p = sub.add_parser("train", help="train or fine-tune a CLIP model", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune a CLIP model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", type=Path, default=None, help="a run.json / TrainConfig JSON file")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out/--name from its latest checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out/--name from its latest checkpoint"
+    )
     defaults = TrainConfig()
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         help_text = f"{HELP.get(field.name, '')} (default: {getattr(defaults, field.name)!r})"
-        p.add_argument(flag, dest=field.name, default=argparse.SUPPRESS, help=help_text, **_arg_kind(hints[field.name]))
+        p.add_argument(
+            flag, dest=field.name, default=argparse.SUPPRESS, help=help_text, **_arg_kind(hints[field.name])
+        )
     p.set_defaults(func=run)
 
 

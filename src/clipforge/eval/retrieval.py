@@ -30,7 +30,9 @@ def retrieval_metrics(
     owner = torch.as_tensor(text_to_image, dtype=torch.long, device=image_emb.device)  # (M,)
     n, m = image_emb.shape[0], text_emb.shape[0]
     if owner.shape != (m,):
-        raise ValueError(f"text_to_image must give one image index per caption ({m}), got shape {tuple(owner.shape)}")
+        raise ValueError(
+            f"text_to_image must give one image index per caption ({m}), got shape {tuple(owner.shape)}"
+        )
     if n == 0 or m == 0:
         raise ValueError("retrieval needs at least one image and one caption")
     if int(owner.min()) < 0 or int(owner.max()) >= n:

@@ -57,7 +57,11 @@ def build_classifier(model: CLIP, tokenizer, classnames: Sequence[str], template
 
 
 def zero_shot_accuracy(
-    image_features: Tensor, classifier: Tensor, labels: Tensor | Sequence[int], *, topk: Sequence[int] = (1, 5)
+    image_features: Tensor,
+    classifier: Tensor,
+    labels: Tensor | Sequence[int],
+    *,
+    topk: Sequence[int] = (1, 5),
 ) -> dict[str, float]:
     """Top-k accuracy of ``image_features (N, E) @ classifier (C, E).T`` against ``labels (N,)``.
 

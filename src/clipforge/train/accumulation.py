@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import ContextManager
+from contextlib import AbstractContextManager as ContextManager
 
 import torch
 from torch import Tensor, nn
@@ -82,7 +82,10 @@ def forward_backward(
             with autocast():
                 out = model(images, tokens)
             outputs = [out.image_features, out.text_features]
-            grad_outputs = [image_grads[i].to(out.image_features.dtype), text_grads[i].to(out.text_features.dtype)]
+            grad_outputs = [
+                image_grads[i].to(out.image_features.dtype),
+                text_grads[i].to(out.text_features.dtype),
+            ]
             if i == last:  # the temperature (and bias) enter once, through the last pass
                 outputs.append(out.logit_scale)
                 grad_outputs.append(grads[2].to(out.logit_scale.dtype))

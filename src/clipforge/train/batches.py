@@ -46,7 +46,14 @@ class StepBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, n: int, *, global_batch: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+        self,
+        n: int,
+        *,
+        global_batch: int,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
         start_step: int = 0,
     ) -> None:
         if global_batch % world_size:
@@ -105,8 +112,16 @@ class TrainData:
     """
 
     def __init__(
-        self, dataset: Dataset, *, collate: Callable[[list[Any]], Any], global_batch: int, seed: int,
-        rank: int = 0, world_size: int = 1, workers: int = 0, pin_memory: bool = False,
+        self,
+        dataset: Dataset,
+        *,
+        collate: Callable[[list[Any]], Any],
+        global_batch: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        workers: int = 0,
+        pin_memory: bool = False,
     ) -> None:
         self.iterable = isinstance(dataset, IterableDataset)
         self.dataset = dataset if self.iterable else SeededDataset(dataset, seed=seed)
@@ -119,7 +134,9 @@ class TrainData:
 
     @property
     def steps_per_epoch(self) -> int | None:
-        return None if self.iterable else StepBatchSampler.steps_per_epoch(len(self.dataset), self.global_batch)
+        return (
+            None if self.iterable else StepBatchSampler.steps_per_epoch(len(self.dataset), self.global_batch)
+        )
 
     def epoch_of(self, step: int) -> int:
         return self.position[0] if self.iterable else step // self.steps_per_epoch
@@ -128,8 +145,12 @@ class TrainData:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)  # before the workers fork, so they see it
         return DataLoader(
-            self.dataset, num_workers=self.workers, collate_fn=self.collate, pin_memory=self.pin_memory,
-            generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch, 0xDA7A)), **kwargs,
+            self.dataset,
+            num_workers=self.workers,
+            collate_fn=self.collate,
+            pin_memory=self.pin_memory,
+            generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch, 0xDA7A)),
+            **kwargs,
         )
 
     def batches(self, start_step: int, *, position: tuple[int, int] | None = None) -> Iterator[Any]:
@@ -140,8 +161,15 @@ class TrainData:
         n, step = len(self.dataset), start_step
         while True:
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
-            sampler = StepBatchSampler(n, global_batch=self.global_batch, seed=self.seed, epoch=epoch,
-                                       rank=self.rank, world_size=self.world_size, start_step=in_epoch)
+            sampler = StepBatchSampler(
+                n,
+                global_batch=self.global_batch,
+                seed=self.seed,
+                epoch=epoch,
+                rank=self.rank,
+                world_size=self.world_size,
+                start_step=in_epoch,
+            )
             for batch in self._loader(epoch, batch_sampler=sampler):
                 yield batch
                 step += 1
@@ -157,5 +185,7 @@ class TrainData:
                 self.position = (epoch, read)
                 yield batch
             if read == 0:
-                raise ValueError(f"epoch {epoch} of the training data gave no full batch of {self.local_batch}")
+                raise ValueError(
+                    f"epoch {epoch} of the training data gave no full batch of {self.local_batch}"
+                )
             epoch, done = epoch + 1, 0

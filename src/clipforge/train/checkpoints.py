@@ -147,13 +147,22 @@ class RunDir:
         steps = self.saved_steps()
         return steps[-1] if steps else None
 
-    def save(self, step: int, model: torch.nn.Module, *, tokenizer: Any, state: dict[str, Any],
-             provenance: dict[str, Any]) -> None:
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        *,
+        tokenizer: Any,
+        state: dict[str, Any],
+        provenance: dict[str, Any],
+    ) -> None:
         """Weights first, then the state that makes the step resumable, then prune old steps."""
         save_checkpoint(self.weights_file(step), model, tokenizer=tokenizer, provenance=provenance)
         atomic_write(self.state_file(step), lambda tmp: torch.save(state, tmp))
         for old in self.saved_steps()[: -self.keep_last]:
-            self.state_file(old).unlink(missing_ok=True)  # state first: a half-pruned step is never "complete"
+            self.state_file(old).unlink(
+                missing_ok=True
+            )  # state first: a half-pruned step is never "complete"
             self.weights_file(old).unlink(missing_ok=True)
 
     def load_state(self, step: int) -> dict[str, Any]:
@@ -162,5 +171,7 @@ class RunDir:
     def save_best(self, step: int, metric: str, value: float) -> None:
         src = self.weights_file(step)
         atomic_write(self.best_model, lambda tmp: shutil.copyfile(src, tmp))
-        atomic_write_text(self.checkpoints / "best.json",
-                          json.dumps({"step": step, "metric": metric, "value": value}, indent=2))
+        atomic_write_text(
+            self.checkpoints / "best.json",
+            json.dumps({"step": step, "metric": metric, "value": value}, indent=2),
+        )

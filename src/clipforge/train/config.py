@@ -80,22 +80,30 @@ class TrainConfig:
         need(self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}")
         for key in ("steps", "batch_size", "accum_steps", "keep_last", "save_every", "log_every"):
             value = getattr(self, key)
-            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                 f"{key} must be a positive int, got {value!r}")
+            need(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                f"{key} must be a positive int, got {value!r}",
+            )
         for key in ("warmup_steps", "eval_every", "workers", "lock_image_unlocked_blocks"):
             value = getattr(self, key)
-            need(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-                 f"{key} must be a non-negative int, got {value!r}")
-        need(self.batch_size % self.accum_steps == 0,
-             f"batch_size {self.batch_size} is not divisible by accum_steps {self.accum_steps}")
+            need(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                f"{key} must be a non-negative int, got {value!r}",
+            )
+        need(
+            self.batch_size % self.accum_steps == 0,
+            f"batch_size {self.batch_size} is not divisible by accum_steps {self.accum_steps}",
+        )
         need(self.lr > 0 and 0 <= self.min_lr <= self.lr, "need lr > 0 and 0 <= min_lr <= lr")
         need(self.weight_decay >= 0, "weight_decay must be >= 0")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"bad betas {self.betas}")
         need(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive or null")
         need(self.loss_chunk_size is None or self.loss_chunk_size >= 1, "loss_chunk_size must be >= 1")
         need(isinstance(self.vocab_size, int) and self.vocab_size > 0, "vocab_size must be a positive int")
-        need(not self.lock_image_unlocked_blocks or self.lock_image,
-             "lock_image_unlocked_blocks needs lock_image")
+        need(
+            not self.lock_image_unlocked_blocks or self.lock_image,
+            "lock_image_unlocked_blocks needs lock_image",
+        )
         return self
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -114,7 +122,9 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values).validate()
 

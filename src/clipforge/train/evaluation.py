@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -47,8 +48,13 @@ class RetrievalSet:
 def _load_all(dataset: Dataset, *, limit: int | None, workers: int) -> list[Any]:
     n = len(dataset) if limit is None else min(limit, len(dataset))
     subset = torch.utils.data.Subset(dataset, range(n))
-    loader = DataLoader(subset, batch_size=64, num_workers=workers, collate_fn=list,
-                        generator=torch.Generator().manual_seed(0))  # never draws from the global RNG
+    loader = DataLoader(
+        subset,
+        batch_size=64,
+        num_workers=workers,
+        collate_fn=list,
+        generator=torch.Generator().manual_seed(0),
+    )  # never draws from the global RNG
     return [item for batch in loader for item in batch]
 
 
@@ -95,7 +101,9 @@ def evaluate(
                 results[f"zeroshot/{task.name}/{key}"] = value
             results[f"zeroshot/{task.name}/chance"] = task.chance
         if tasks:
-            results["zeroshot/mean_top1"] = sum(results[f"zeroshot/{t.name}/top1"] for t in tasks) / len(tasks)
+            results["zeroshot/mean_top1"] = sum(results[f"zeroshot/{t.name}/top1"] for t in tasks) / len(
+                tasks
+            )
         if retrieval is not None:
             img = encode_images(model, retrieval.images, batch_size=batch_size)  # (N, E)
             txt = encode_texts(model, tokenizer, retrieval.captions, batch_size=batch_size)  # (M, E)

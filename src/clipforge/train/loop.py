@@ -56,7 +56,9 @@ from .setup import (
 log = logging.getLogger(__name__)
 
 # Keys that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = frozenset({"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"})
+RESUMABLE_CHANGES = frozenset(
+    {"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"}
+)
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,16 @@ class FitResult:
 def make_loss_fn(kind: str, *, chunk_size: int | None, distributed: bool) -> LossFn:
     """(image_features, text_features, logit_scale, logit_bias) -> loss, for ``kind`` clip or siglip."""
     if kind == "clip":
-        return lambda img, txt, scale, bias: clip_loss(img, txt, scale, chunk_size=chunk_size, distributed=distributed)
+        return lambda img, txt, scale, bias: clip_loss(
+            img, txt, scale, chunk_size=chunk_size, distributed=distributed
+        )
     if kind == "siglip":
+
         def siglip(img, txt, scale, bias):
             if bias is None:
                 raise ValueError("the sigmoid loss needs a model with a logit bias (init_logit_bias)")
             return siglip_loss(img, txt, scale, bias, chunk_size=chunk_size, distributed=distributed)
+
         return siglip
     raise ValueError(f"unknown loss {kind!r}")
 
@@ -114,7 +120,9 @@ def resolve_run_dir(cfg: TrainConfig, *, resume: bool) -> Path:
     if cfg.name:
         return out / cfg.name
     if resume:
-        runs = sorted((p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime)
+        runs = sorted(
+            (p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime
+        )
         if not runs:
             raise FileNotFoundError(f"--resume: no run directory with a run.json under {out}")
         return runs[-1]
@@ -130,43 +138,71 @@ def check_resumable(stored: TrainConfig, given: TrainConfig, where: Path) -> Non
 
 
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, info: DistInfo, *, resume: bool, train_dataset: Dataset | None,
-                 eval_sets: tuple[list[EvalTask], RetrievalSet | None] | None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        info: DistInfo,
+        *,
+        resume: bool,
+        train_dataset: Dataset | None,
+        eval_sets: tuple[list[EvalTask], RetrievalSet | None] | None,
+    ) -> None:
         self.info = info
-        path = Path(broadcast_object(str(resolve_run_dir(cfg, resume=resume)) if info.is_main else None, info))
+        path = Path(
+            broadcast_object(str(resolve_run_dir(cfg, resume=resume)) if info.is_main else None, info)
+        )
         self.rundir = RunDir(path, keep_last=cfg.keep_last)
         self.start_step = self.rundir.latest_step() if resume else None
         if resume and self.rundir.config_file.is_file():
             check_resumable(TrainConfig.from_json(self.rundir.config_file), cfg, path)
         elif not resume and self.rundir.latest_step() is not None:
-            raise FileExistsError(f"{path} already holds checkpoints: pass --resume, or choose another --name")
+            raise FileExistsError(
+                f"{path} already holds checkpoints: pass --resume, or choose another --name"
+            )
         self.cfg = cfg
         if info.is_main:
             atomic_write_text(self.rundir.config_file, cfg.to_json())
 
         # model config -> data -> tokenizer (may learn from the data) -> final model config -> model
         model_cfg, init_info = base_model_config(cfg)
-        self.dataset = train_dataset if train_dataset is not None else build_train_dataset(
-            cfg, model_cfg, rank=info.rank, world_size=info.world_size)
+        self.dataset = (
+            train_dataset
+            if train_dataset is not None
+            else build_train_dataset(cfg, model_cfg, rank=info.rank, world_size=info.world_size)
+        )
         self.tokenizer = self._tokenizer(model_cfg, init_info)
         self.model_cfg = final_model_config(model_cfg, self.tokenizer)
         self.model = build_model(cfg, self.model_cfg, device=info.device)
-        self.frozen = lock_image_tower(self.model, unlocked_blocks=cfg.lock_image_unlocked_blocks) \
-            if cfg.lock_image else []
-        self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                         betas=tuple(cfg.betas), eps=cfg.eps)
+        self.frozen = (
+            lock_image_tower(self.model, unlocked_blocks=cfg.lock_image_unlocked_blocks)
+            if cfg.lock_image
+            else []
+        )
+        self.optimizer = build_optimizer(
+            self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas), eps=cfg.eps
+        )
         self.dtype = parse_precision(cfg.precision, info.device)
         self.autocast = autocast_for(info.device, self.dtype)
         self.scaler = torch.amp.GradScaler(info.device.type) if self.dtype == torch.float16 else None
         self.loss_fn = make_loss_fn(cfg.loss, chunk_size=cfg.loss_chunk_size, distributed=info.distributed)
-        self.eval_sets = eval_sets if eval_sets is not None else (
-            build_eval_sets(cfg, self.model_cfg) if info.is_main else ([], None))
+        self.eval_sets = (
+            eval_sets
+            if eval_sets is not None
+            else (build_eval_sets(cfg, self.model_cfg) if info.is_main else ([], None))
+        )
         from ..data import Collator, SkipStats
 
         self.skips = SkipStats()
-        self.data = TrainData(self.dataset, collate=Collator(self.tokenizer), global_batch=cfg.batch_size,
-                              seed=cfg.seed, rank=info.rank, world_size=info.world_size, workers=cfg.workers,
-                              pin_memory=info.device.type == "cuda")
+        self.data = TrainData(
+            self.dataset,
+            collate=Collator(self.tokenizer),
+            global_batch=cfg.batch_size,
+            seed=cfg.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+            workers=cfg.workers,
+            pin_memory=info.device.type == "cuda",
+        )
         self.metrics = MetricsLogger(self.rundir.metrics_file, enabled=info.is_main)
         if self.start_step is None:
             self.metrics.truncate_after(0)  # a fresh start: drop records of an earlier attempt
@@ -183,8 +219,9 @@ class _Trainer:
             return Tokenizer.from_metadata(json.loads(self.rundir.tokenizer_file.read_text()))
         tokenizer = None
         if self.info.is_main:  # learning a vocabulary is deterministic, but do it once
-            tokenizer = build_tokenizer(self.cfg, dataset=self.dataset, init=init_info,
-                                        context_length=model_cfg.text.context_length)
+            tokenizer = build_tokenizer(
+                self.cfg, dataset=self.dataset, init=init_info, context_length=model_cfg.text.context_length
+            )
             atomic_write_text(self.rundir.tokenizer_file, json.dumps(tokenizer.to_metadata()))
         meta = broadcast_object(tokenizer.to_metadata() if tokenizer is not None else None, self.info)
         return tokenizer if tokenizer is not None else Tokenizer.from_metadata(meta)
@@ -218,8 +255,11 @@ class _Trainer:
     def _restore(self, step: int) -> None:
         from ..checkpoint import load_state_dict_strict, load_weights
 
-        load_state_dict_strict(self.model, load_weights(self.rundir.weights_file(step), device=self.info.device),
-                               source=str(self.rundir.weights_file(step)))
+        load_state_dict_strict(
+            self.model,
+            load_weights(self.rundir.weights_file(step), device=self.info.device),
+            source=str(self.rundir.weights_file(step)),
+        )
         state = self.rundir.load_state(step)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:
@@ -245,14 +285,27 @@ class _Trainer:
         dev, pre = self.info.device, self.model_cfg.preprocess
         images = prepare_images(batch.images[:n], mean=pre.mean, std=pre.std, device=dev)  # (n, 3, H, W)
         tokens = batch.tokens[:n].to(dev, non_blocking=True)  # (n, T)
-        set_lr(self.optimizer, lr_at(step, base_lr=self.cfg.lr, warmup_steps=self.cfg.warmup_steps,
-                                     total_steps=self.cfg.steps, min_lr=self.cfg.min_lr))
+        set_lr(
+            self.optimizer,
+            lr_at(
+                step,
+                base_lr=self.cfg.lr,
+                warmup_steps=self.cfg.warmup_steps,
+                total_steps=self.cfg.steps,
+                min_lr=self.cfg.min_lr,
+            ),
+        )
         loss_fn = self.loss_fn
         if self.scaler is not None:
             loss_fn = lambda *a: self.scaler.scale(self.loss_fn(*a))  # noqa: E731
         no_sync = self.ddp.no_sync if self.info.distributed else None
-        loss = forward_backward(self.ddp, split_batch(images, tokens, self.cfg.accum_steps), loss_fn,
-                                autocast=self.autocast, no_sync=no_sync)
+        loss = forward_backward(
+            self.ddp,
+            split_batch(images, tokens, self.cfg.accum_steps),
+            loss_fn,
+            autocast=self.autocast,
+            no_sync=no_sync,
+        )
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
             loss = loss / self.scaler.get_scale()
@@ -273,7 +326,9 @@ class _Trainer:
         tasks, retrieval = self.eval_sets
         results: dict[str, float] = {}
         if self.info.is_main and (tasks or retrieval is not None):
-            results = evaluate(self.model, self.tokenizer, tasks=tasks, retrieval=retrieval, autocast=self.autocast)
+            results = evaluate(
+                self.model, self.tokenizer, tasks=tasks, retrieval=retrieval, autocast=self.autocast
+            )
             self.metrics.log(step, {f"eval/{k}": v for k, v in results.items()})
             top = headline(results)
             if top is not None and (self.best is None or top[1] > self.best[1]):
@@ -319,9 +374,13 @@ class _Trainer:
             from ..checkpoint import save_checkpoint
 
             provenance = {"run": str(self.rundir.path), "step": step, "train_config": cfg.to_dict()}
-            save_checkpoint(self.rundir.final_model, self.model, tokenizer=self.tokenizer, provenance=provenance)
+            save_checkpoint(
+                self.rundir.final_model, self.model, tokenizer=self.tokenizer, provenance=provenance
+            )
             if results:
-                atomic_write_text(self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2))
+                atomic_write_text(
+                    self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2)
+                )
         skips = self._skip_summary()
         if info.is_main and skips.total:
             log.warning("%s unusable training samples: %s", skips.total, skips.summary())
@@ -348,7 +407,9 @@ class _Trainer:
         if loss is not None:
             value = float(all_reduce_mean(loss, self.info))
             if value != value or value in (float("inf"), float("-inf")):
-                raise FloatingPointError(f"step {step}: the loss is {value}; lower the lr or use --precision fp32")
+                raise FloatingPointError(
+                    f"step {step}: the loss is {value}; lower the lr or use --precision fp32"
+                )
         samples_per_s, data_wait = progress.window()
         record = {
             "loss": value,
@@ -366,6 +427,9 @@ class _Trainer:
 
 
 def _summary(step: int, results: dict[str, float]) -> str:
-    parts = [f"{k.split('/', 1)[1]}={v:.3f}" for k, v in results.items()
-             if k.endswith("/top1") or k.endswith("R@1") or k == "zeroshot/mean_top1"]
+    parts = [
+        f"{k.split('/', 1)[1]}={v:.3f}"
+        for k, v in results.items()
+        if k.endswith("/top1") or k.endswith("R@1") or k == "zeroshot/mean_top1"
+    ]
     return f"step {step}: " + " ".join(parts)

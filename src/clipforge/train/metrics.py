@@ -32,8 +32,9 @@ class MetricsLogger:
         """Drop records past ``step`` (written before a crash, about to be recomputed on resume)."""
         if not (self.enabled and self.path.is_file()):
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and _step_of(line) <= step]
+        kept = [
+            line for line in self.path.read_text().splitlines() if line.strip() and _step_of(line) <= step
+        ]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, values: dict[str, Any]) -> None:
@@ -92,7 +93,10 @@ class Progress:
         if self._bar is None:
             return
         elapsed = max(time.perf_counter() - self._run[2], 1e-9)
-        postfix = {"samples/s": f"{self._run[0] / elapsed:.0f}", "data": f"{100 * self._run[1] / elapsed:.0f}%"}
+        postfix = {
+            "samples/s": f"{self._run[0] / elapsed:.0f}",
+            "data": f"{100 * self._run[1] / elapsed:.0f}%",
+        }
         if self._loss is not None:
             postfix = {"loss": f"{self._loss:.4f}", **postfix}
         self._bar.set_postfix(postfix, refresh=False)

@@ -108,19 +108,25 @@ def quickstart(
     if steps is None:
         step_s = measure_step_seconds(cfg)
         steps = plan_steps(step_s, minutes)
-        print(f"quickstart: {step_s:.2f} s per step of {cfg.batch_size} pairs here -> {steps} steps "
-              f"(~{steps * step_s / 60:.1f} min of training)")
-    cfg = cfg.replace(steps=steps, warmup_steps=min(cfg.warmup_steps, max(steps // 10, 1)),
-                      save_every=steps)
+        print(
+            f"quickstart: {step_s:.2f} s per step of {cfg.batch_size} pairs here -> {steps} steps "
+            f"(~{steps * step_s / 60:.1f} min of training)"
+        )
+    cfg = cfg.replace(steps=steps, warmup_steps=min(cfg.warmup_steps, max(steps // 10, 1)), save_every=steps)
     t_train = time.perf_counter()
     result = fit(cfg)
     train_seconds = time.perf_counter() - t_train
 
     from .report import summarise, write_report
 
-    figures = summarise(result.eval, steps=result.steps, batch_size=cfg.batch_size,
-                        train_seconds=train_seconds, total_seconds=time.perf_counter() - t_start,
-                        targets=TARGETS)
+    figures = summarise(
+        result.eval,
+        steps=result.steps,
+        batch_size=cfg.batch_size,
+        train_seconds=train_seconds,
+        total_seconds=time.perf_counter() - t_start,
+        targets=TARGETS,
+    )
     eval_path = result.run_dir / "eval.json"
     eval_path.write_text(json.dumps(figures, indent=2))
     report_path = write_report(result.run_dir, figures, model_path=result.model_path)

@@ -17,8 +17,15 @@ from .metrics import read_metrics
 TASK_ORDER = ("colour", "shape", "pattern", "count", "position", "colour_shape_seen", "colour_shape_heldout")
 
 
-def summarise(results: dict[str, float], *, steps: int, batch_size: int, train_seconds: float,
-              total_seconds: float, targets: dict[str, float]) -> dict[str, Any]:
+def summarise(
+    results: dict[str, float],
+    *,
+    steps: int,
+    batch_size: int,
+    train_seconds: float,
+    total_seconds: float,
+    targets: dict[str, float],
+) -> dict[str, Any]:
     """Flat evaluation results -> ``{"zeroshot": {task: {top1, top5, chance}}, "retrieval": {...},
     "checks": {...}, ...}``."""
     zeroshot: dict[str, dict[str, float]] = {}
@@ -29,8 +36,10 @@ def summarise(results: dict[str, float], *, steps: int, batch_size: int, train_s
             zeroshot.setdefault(parts[1], {})[parts[2]] = value
         elif parts[0] == "retrieval":
             retrieval[parts[1]] = value
-    checks = {f"{task} top1 >= {goal:.0%}": zeroshot.get(task, {}).get("top1", 0.0) >= goal
-              for task, goal in targets.items()}
+    checks = {
+        f"{task} top1 >= {goal:.0%}": zeroshot.get(task, {}).get("top1", 0.0) >= goal
+        for task, goal in targets.items()
+    }
     held = zeroshot.get("colour_shape_heldout")
     if held:
         checks["colour_shape_heldout top1 >= 2x chance"] = held["top1"] >= 2 * held["chance"]
@@ -73,7 +82,7 @@ def write_report(run_dir: Path, figures: dict[str, Any], *, model_path: Path) ->
         "## Zero-shot accuracy",
         "",
         "Each task classifies held-out images by comparing them with prompts such as "
-        "\"a photo of a red shape.\" — the model was never trained on these labels, only on captions.",
+        '"a photo of a red shape." — the model was never trained on these labels, only on captions.',
         "`colour_shape_heldout` uses colour + shape combinations that never appeared in training: "
         "accuracy above chance there means the model composes what it learnt.",
         "",
@@ -85,14 +94,31 @@ def write_report(run_dir: Path, figures: dict[str, Any], *, model_path: Path) ->
         lines.append(f"| {task} | {acc['top1']:.1%} | {top5} | {acc['chance']:.1%} |")
     r = figures["retrieval"]
     if r:
-        lines += ["", "## Retrieval on the val split", "", "| direction | R@1 | R@5 | R@10 |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Retrieval on the val split",
+            "",
+            "| direction | R@1 | R@5 | R@10 |",
+            "|---|---|---|---|",
+        ]
         for d in ("text_to_image", "image_to_text"):
-            lines.append(f"| {d.replace('_', ' ')} | {r[f'{d}_R@1']:.1%} | {r[f'{d}_R@5']:.1%} | {r[f'{d}_R@10']:.1%} |")
-    lines += ["", "## Checks", ""] + [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in figures["checks"].items()]
+            lines.append(
+                f"| {d.replace('_', ' ')} | "
+                f"{r[f'{d}_R@1']:.1%} | {r[f'{d}_R@5']:.1%} | {r[f'{d}_R@10']:.1%} |"
+            )
+    lines += ["", "## Checks", ""] + [
+        f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in figures["checks"].items()
+    ]
     for title, file in plots:
         lines += ["", f"## {title}", "", f"![{title}]({file})"]
-    lines += [note, "## Files", "", f"- checkpoint: `{model_path.name}` (load it with `clipforge.load(path)`)",
-              "- every figure: `eval.json`; training curves: `metrics.jsonl`; settings: `run.json`", ""]
+    lines += [
+        note,
+        "## Files",
+        "",
+        f"- checkpoint: `{model_path.name}` (load it with `clipforge.load(path)`)",
+        "- every figure: `eval.json`; training curves: `metrics.jsonl`; settings: `run.json`",
+        "",
+    ]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -147,10 +173,12 @@ def _plot_similarity(run_dir: Path, model_path: Path, *, n: int = 8) -> str:
     tokenizer = Tokenizer.from_metadata(info.tokenizer)
     size = info.config.vision.image_size
     val = ShapesDataset("val", spec=ShapesSpec(image_size=size))
-    pils, captions = zip(*(val[i] for i in range(n)))
+    pils, captions = zip(*(val[i] for i in range(n)), strict=True)
     transform = image_transform(info.config.preprocess, size, train=False)
     img = model.encode_image(torch.stack([transform(p) for p in pils]))  # (n, E)
-    txt = model.encode_text(tokenizer(list(captions), context_length=info.config.text.context_length))  # (n, E)
+    txt = model.encode_text(
+        tokenizer(list(captions), context_length=info.config.text.context_length)
+    )  # (n, E)
     sim = (img @ txt.T).numpy()  # (n images, n captions)
 
     fig = plt.figure(figsize=(9, 7))
@@ -163,12 +191,20 @@ def _plot_similarity(run_dir: Path, model_path: Path, *, n: int = 8) -> str:
     ax.imshow(sim.T, cmap="viridis")
     for i in range(n):
         for j in range(n):
-            ax.text(i, j, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="black" if sim[i, j] > sim.mean() else "white")
+            ax.text(
+                i,
+                j,
+                f"{sim[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if sim[i, j] > sim.mean() else "white",
+            )
     ax.set_yticks(range(n), captions, fontsize=8)
     ax.set_xticks([])
-    ax.set_title("cosine similarity: image (column) vs caption (row); the diagonal are the true pairs",
-                 fontsize=9)
+    ax.set_title(
+        "cosine similarity: image (column) vs caption (row); the diagonal are the true pairs", fontsize=9
+    )
     fig.savefig(run_dir / "similarity.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return "similarity.png"

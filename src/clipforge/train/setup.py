@@ -1,4 +1,4 @@
-"""Building what a run needs from its :class:`TrainConfig`: model config, tokenizer, model, data, eval sets."""
+"""What a run needs, built from its :class:`TrainConfig`: model config, tokenizer, model, data, eval sets."""
 
 from __future__ import annotations
 
@@ -60,18 +60,35 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
     if split and not cfg.cache:  # rendered at the model's size: no resampling, same look as the eval sets
         from ..data import ShapesDataset, ShapesSpec
 
-        return ShapesDataset(split, spec=ShapesSpec(image_size=size), transform=image_transform(
-            model_cfg.preprocess, size, train=False))
+        return ShapesDataset(
+            split,
+            spec=ShapesSpec(image_size=size),
+            transform=image_transform(model_cfg.preprocess, size, train=False),
+        )
     if cfg.cache:
         if rank == 0:
-            build_cache(source, cfg.cache, image_size=size, preprocess=model_cfg.preprocess,
-                        image_key=cfg.image_key, caption_key=cfg.caption_key, num_workers=cfg.workers)
+            build_cache(
+                source,
+                cfg.cache,
+                image_size=size,
+                preprocess=model_cfg.preprocess,
+                image_key=cfg.image_key,
+                caption_key=cfg.caption_key,
+                num_workers=cfg.workers,
+            )
         if world_size > 1:
             torch.distributed.barrier()
         return CachedPairs(cfg.cache, seed=cfg.seed)
     transform = image_transform(model_cfg.preprocess, size, train=True)
-    return build_dataset(source, transform=transform, image_key=cfg.image_key, caption_key=cfg.caption_key,
-                         seed=cfg.seed, rank=rank, world_size=world_size)
+    return build_dataset(
+        source,
+        transform=transform,
+        image_key=cfg.image_key,
+        caption_key=cfg.caption_key,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+    )
 
 
 def training_captions(dataset: Dataset, *, limit: int = 10_000) -> Iterator[str]:
@@ -100,7 +117,9 @@ def training_captions(dataset: Dataset, *, limit: int = 10_000) -> Iterator[str]
             yield str(item[1])
 
 
-def build_tokenizer(cfg: TrainConfig, *, dataset: Dataset, context_length: int, init: CheckpointInfo | None) -> Any:
+def build_tokenizer(
+    cfg: TrainConfig, *, dataset: Dataset, context_length: int, init: CheckpointInfo | None
+) -> Any:
     """The run's tokenizer: the ``--init`` checkpoint's own, a BPE learnt from the training captions
     (``tokenizer="train"``), OpenAI's vocabulary (``"openai"``), or one from a path."""
     from ..tokenizer import Tokenizer, get_tokenizer, train_bpe
@@ -113,7 +132,9 @@ def build_tokenizer(cfg: TrainConfig, *, dataset: Dataset, context_length: int, 
         captions = list(training_captions(dataset))
         if not captions:
             raise ValueError(f"no usable captions in {cfg.data} to learn a vocabulary from")
-        log.info("learning a %d-token BPE vocabulary from %d training captions", cfg.vocab_size, len(captions))
+        log.info(
+            "learning a %d-token BPE vocabulary from %d training captions", cfg.vocab_size, len(captions)
+        )
         return train_bpe(captions, vocab_size=cfg.vocab_size, context_length=context_length)
     return get_tokenizer(cfg.tokenizer, context_length=context_length)
 
@@ -158,9 +179,16 @@ def build_eval_sets(
 
         split = _shapes_split(val_source)
         if split:
-            val = ShapesDataset(split, spec=ShapesSpec(image_size=model_cfg.vision.image_size), transform=transform)
+            val = ShapesDataset(
+                split, spec=ShapesSpec(image_size=model_cfg.vision.image_size), transform=transform
+            )
         else:
-            val = build_dataset(val_source, transform=transform, image_key=cfg.image_key,
-                                caption_key=cfg.caption_key, seed=cfg.seed)
+            val = build_dataset(
+                val_source,
+                transform=transform,
+                image_key=cfg.image_key,
+                caption_key=cfg.caption_key,
+                seed=cfg.seed,
+            )
         retrieval = materialize_retrieval(val, workers=workers)
     return tasks, retrieval
