@@ -62,10 +62,11 @@ SHAPES_MODEL = {
     "text": {"context_length": 24, "vocab_size": 49408, "width": 64, "layers": 2, "head_width": 32},
 }
 SHAPES_STEPS = 150
+SHAPES_BATCH = 128
 
 
 def train_shapes_model(folder):
-    """Train (once: later calls find the checkpoint) a tiny ViT for 150 steps of 64 shapes pairs with
+    """Train (once: later calls find the checkpoint) a tiny ViT for 150 steps of 128 shapes pairs with
     the library's training API and a BPE vocabulary learnt from the captions, evaluating the colour
     task at the end exactly as the training loop (and so ``quickstart``) does.
     Returns (checkpoint path, the loop's final evaluation dict). About 30 s on 2 idle CPU cores."""
@@ -90,7 +91,7 @@ def train_shapes_model(folder):
     (colour,) = zero_shot_tasks(spec, names=("colour",), transform=image_transform(model_cfg))
     cfg = TrainConfig(
         data="shapes", model=str(folder / "model.json"), tokenizer="train", vocab_size=1024,
-        steps=SHAPES_STEPS, batch_size=64, lr=2e-3, warmup_steps=20, weight_decay=0.1, precision="fp32",
+        steps=SHAPES_STEPS, batch_size=SHAPES_BATCH, lr=2e-3, warmup_steps=20, weight_decay=0.1, precision="fp32",
         device="cpu", workers=0, out=str(folder), name="run", save_every=10_000, progress=False,
     )  # fmt: skip
     threads = torch.get_num_threads()

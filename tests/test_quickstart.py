@@ -63,6 +63,6 @@ def test_quickstart_refuses_to_overwrite(tmp_path, capsys):
 def test_plan_steps_is_bounded():
     from clipforge.train.quickstart import MAX_STEPS, MIN_STEPS, plan_steps
 
-    assert plan_steps(1.0, 5.0) == int(5 * 60 * 0.85)
+    assert plan_steps(0.25, 5.0) == int(5 * 60 * 0.85 / 0.25)
     assert plan_steps(100.0, 5.0) == MIN_STEPS  # slow machine: take longer rather than stop half-trained
     assert plan_steps(0.001, 5.0) == MAX_STEPS

@@ -45,7 +45,7 @@ def test_vocabulary_sizes() -> None:
     assert len(SHAPES) >= 8 and len(colours()) >= 8 and len(PATTERNS) == 4
     assert set(POSITIONS) == {"left", "right", "top", "bottom", "center"} and set(SIZES) == {"small", "large"}
     assert len(caption_templates()) >= 8
-    assert {"circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "heart"} <= set(SHAPES)
+    assert {"circle", "square", "triangle", "star", "ring", "arrow", "diamond", "cross", "heart"} <= set(SHAPES)
 
 
 def test_samples_are_deterministic_by_seed() -> None:
@@ -116,13 +116,21 @@ def test_heldout_pairs_never_appear_in_train_or_val() -> None:
 
 def test_captions_describe_the_image() -> None:
     counts_seen, positions_mentioned = Counter(), 0
+    mentioned = Counter()  # attribute -> captions naming it
     for i in range(400):
         _, caption, a = make_shapes_sample(i, split="train", spec=SPEC)
         counts_seen[a["count"]] += 1
-        assert a["colour"] in caption.split()
+        words = caption.split()
         noun = a["shape"] if a["count"] == 1 else plural(a["shape"])
         generic = "shape" if a["count"] == 1 else "shapes"
-        assert re.search(rf"\b{a['colour']} ({noun}|{generic})\b", caption), caption
+        # The noun phrase ends in the shape's name (or "shape"), with the colour, when named, just before.
+        match = re.search(rf"\b(?:({a['colour']}) )?({noun}|{generic})\b", caption)
+        assert match, caption
+        assert match.group(1) or match.group(2) != generic, f"'{generic}' without a colour: {caption}"
+        assert not any(c in words for c in colours() if c != a["colour"]), caption
+        assert not any(s in words for s in SHAPES if s != a["shape"]), caption
+        mentioned["colour"] += a["colour"] in words
+        mentioned["shape"] += match.group(2) == noun
         if a["count"] > 1:
             assert f"{COUNT_WORDS[a['count']]} " in caption
         else:
@@ -135,6 +143,8 @@ def test_captions_describe_the_image() -> None:
             assert not any(p in caption for p in PATTERNS if p not in (a["pattern"], "solid")), caption
         other_size = "large" if a["size"] == "small" else "small"
         assert other_size not in caption
+    # Captions are partial descriptions: each attribute is named often, but not always.
+    assert 0.5 * 400 < mentioned["colour"] < 0.9 * 400 and 0.8 * 400 < mentioned["shape"] < 400, mentioned
     assert set(counts_seen) == {1, 2, 3} and positions_mentioned > 150
     example = [make_shapes_sample(i, split="train", spec=SPEC)[1] for i in range(50)]
     assert len(set(example)) == 50

@@ -46,7 +46,8 @@ POSITIONS: dict[str, tuple[float, float, str, str]] = {
 }
 ANGLES = tuple(np.linspace(-0.2, 0.2, 9).round(4).tolist())  # object rotations (radians)
 SPLITS = {"train": 0, "val": 1, "heldout": 2}
-GENERIC_NOUN_PROB = 0.1  # a caption sometimes says "shape" instead of the shape's name
+# How often a caption names each attribute (see ``describe``); "solid" is the pattern of a plain object.
+MENTION_PROB = {"shape": 0.9, "colour": 0.6, "size": 0.5, "pattern": 0.6, "solid": 0.2}
 
 
 def read_data_file(name: str) -> list[str]:
@@ -187,15 +188,24 @@ def plural(noun: str) -> str:
 
 
 def describe(attrs: dict[str, Any], *, rng: np.random.Generator) -> str:
-    """A caption for ``attrs``: colour always; shape name (or, rarely, "shape"); size and pattern
-    usually; count as a number word or article; position when the template has a slot for it."""
+    """A caption for ``attrs`` naming a random subset of the attributes (``MENTION_PROB``): the
+    shape (else "shape"), colour, size and pattern each only sometimes; the count as a number word
+    for groups; the position when the template has a slot for it.
+
+    Partial captions matter. If every caption named every attribute, almost every image in a batch
+    would already differ from the others in colour, pattern, count or position, and the
+    contrastive loss would never need the shape; captions that leave attributes out make the
+    images they could match share those attributes, and make prompts like "a photo of a circle"
+    look like training captions."""
     n = attrs["count"]
-    noun = "shape" if rng.random() < GENERIC_NOUN_PROB else attrs["shape"]
-    words = [attrs["size"]] if rng.random() < 0.75 else []
+    noun = attrs["shape"] if rng.random() < MENTION_PROB["shape"] else "shape"
+    words = [attrs["size"]] if rng.random() < MENTION_PROB["size"] else []
     pattern = attrs["pattern"]
-    if rng.random() < (0.85 if pattern != "solid" else 0.3):
+    if rng.random() < MENTION_PROB["pattern" if pattern != "solid" else "solid"]:
         words.append(pattern)
-    words += [attrs["colour"], plural(noun) if n > 1 else noun]
+    if rng.random() < MENTION_PROB["colour"] or noun == "shape":  # "a shape" alone says nothing
+        words.append(attrs["colour"])
+    words.append(plural(noun) if n > 1 else noun)
     if n > 1:
         det = COUNT_WORDS[n]
     elif rng.random() < 0.15:

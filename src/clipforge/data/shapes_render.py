@@ -51,6 +51,14 @@ def _cross(arm: float = 0.3, reach: float = 0.9) -> np.ndarray:
     )
 
 
+@cache
+def _arrow(shaft: float = 0.25, head: float = 0.7, neck: float = 0.15) -> np.ndarray:
+    """A right-pointing arrow: a shaft from the left edge to ``neck``, then a triangular head."""
+    return np.array(
+        [(-0.95, -shaft), (neck, -shaft), (neck, -head), (0.95, 0.0), (neck, head), (neck, shaft), (-0.95, shaft)]
+    )
+
+
 def in_polygon(u: np.ndarray, v: np.ndarray, verts: np.ndarray) -> np.ndarray:
     """Even-odd rule point-in-polygon test, vectorised over the points."""
     inside = np.zeros(u.shape, dtype=bool)
@@ -78,14 +86,16 @@ SHAPES: dict[str, ShapeFn] = {
     "square": lambda u, v: np.maximum(np.abs(u), np.abs(v)) <= 0.78,
     "triangle": lambda u, v: in_polygon(u, v + 0.15, _regular_polygon(3, radius=1.05)),
     "star": lambda u, v: in_polygon(u, v + 0.05, _star()),
-    "hexagon": lambda u, v: in_polygon(u, v, _regular_polygon(6, radius=0.95, phase=0.0)),
-    "pentagon": lambda u, v: in_polygon(u, v + 0.05, _regular_polygon(5, radius=0.97)),
+    "ring": lambda u, v: (u * u + v * v <= 0.95**2) & (u * u + v * v > 0.5**2),
+    "arrow": lambda u, v: in_polygon(u, v, _arrow()),
     "diamond": lambda u, v: np.abs(u) / 0.75 + np.abs(v) <= 1.0,
     "cross": lambda u, v: in_polygon(u, v, _cross()),
     "heart": _heart,
     "crescent": _crescent,
 }
-"""Shape name → mask function. The names are the vocabulary of captions and zero-shot classes."""
+"""Shape name → mask function. The names are the vocabulary of captions and zero-shot classes.
+Every shape must stay recognisable at the smallest size (a radius of ~6 px in a 64 px image): a
+hexagon or a pentagon that small is a circle, so there are none."""
 
 
 def _stripes(x: np.ndarray, y: np.ndarray, q: float) -> np.ndarray:

@@ -29,6 +29,7 @@ out of the original, and the overlay is drawn on it at the original's resolution
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from ..models import CLIP
 from ..models.vit import VisionTransformer
@@ -59,35 +61,38 @@ def heat_map(
         method = AUTO_METHOD
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r} (choose from {', '.join(METHODS)})")
-    x = image[None].to(device=model.device, dtype=model.dtype)  # (1, 3, H, W)
+    # Maps are computed in float32 whatever the model's precision: Grad-CAM multiplies gradients by
+    # activations and keeps the positive part, and in bf16 that rounding was enough to move the
+    # brightest region to the wrong object on small models. A half-precision tower is copied.
+    visual = model.visual if model.dtype == torch.float32 else copy.deepcopy(model.visual).float()
+    x = image[None].to(device=model.device, dtype=torch.float32)  # (1, 3, H, W)
     t = F.normalize(text_embedding.float().to(model.device), dim=-1)  # (E,)
     if method == "patch":
-        raw = _patch_similarity(model, x, t)
+        raw = _patch_similarity(visual, x, t)
     elif method == "gradcam":
-        raw = _grad_cam(model, x, t)
+        raw = _grad_cam(visual, x, t)
     else:
-        raw = _input_saliency(model, x, t)
+        raw = _input_saliency(visual, x, t)
     raw = raw.detach().float()[None, None]  # (1, 1, h, w)
     full = F.interpolate(raw, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]  # (H, W)
     lo, hi = full.min(), full.max()
     return ((full - lo) / (hi - lo)).cpu() if hi > lo else torch.zeros_like(full).cpu()
 
 
-def _patch_similarity(model: CLIP, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    if not isinstance(model.visual, VisionTransformer):
+def _patch_similarity(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    if not isinstance(visual, VisionTransformer):
         raise ValueError("method 'patch' needs a ViT image tower; use 'gradcam' or 'gradient' for a ResNet")
     with torch.no_grad():
-        patches = F.normalize(model.visual.project_patches(x).float(), dim=-1)  # (1, g, g, E)
+        patches = F.normalize(visual.project_patches(x).float(), dim=-1)  # (1, g, g, E)
     return patches[0] @ t  # (g, g)
 
 
-def _cosine(model: CLIP, embedding: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def _cosine(embedding: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return F.normalize(embedding.float(), dim=-1)[0] @ t  # scalar
 
 
-def _grad_cam(model: CLIP, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def _grad_cam(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     # torch.autograd.grad (not .backward) so that no .grad is left on the model's parameters.
-    visual = model.visual
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)  # keeps a graph even when the weights are frozen
         if isinstance(visual, VisionTransformer):
@@ -96,7 +101,7 @@ def _grad_cam(model: CLIP, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             hooks = [block.register_forward_pre_hook(grab) for block in visual.transformer.blocks]
             saved, visual.transformer.grad_checkpointing = visual.transformer.grad_checkpointing, False
             try:
-                score = _cosine(model, visual(x), t)
+                score = _cosine(visual(x), t)
             finally:
                 for hook in hooks:
                     hook.remove()
@@ -110,7 +115,7 @@ def _grad_cam(model: CLIP, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         saved, visual.grad_checkpointing = visual.grad_checkpointing, False
         try:
             features = visual.forward_features(x)  # (1, C, h, w)
-            score = _cosine(model, visual.attnpool(features), t)
+            score = _cosine(visual.attnpool(features), t)
         finally:
             visual.grad_checkpointing = saved
         (grads,) = torch.autograd.grad(score, features)  # (1, C, h, w)
@@ -118,10 +123,10 @@ def _grad_cam(model: CLIP, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return F.relu(torch.einsum("c,chw->hw", weights, features[0].detach().float()))  # (h, w)
 
 
-def _input_saliency(model: CLIP, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def _input_saliency(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     with torch.enable_grad():
         x = x.detach().float().requires_grad_(True)
-        score = _cosine(model, model.visual(x.to(model.dtype)), t)
+        score = _cosine(visual(x), t)
         (grads,) = torch.autograd.grad(score, x)  # (1, 3, H, W)
     sal = (grads * x.detach()).abs().sum(dim=1, keepdim=True)  # (1, 1, H, W)
     window = max(1, x.shape[-1] // 16) | 1  # odd smoothing window, about 1/16 of the image side

@@ -181,14 +181,14 @@ def _plot_similarity(run_dir: Path, model_path: Path, *, n: int = 8) -> str:
     )  # (n, E)
     sim = (img @ txt.T).numpy()  # (n images, n captions)
 
-    fig = plt.figure(figsize=(9, 7))
-    grid = fig.add_gridspec(2, n, height_ratios=(1, n), hspace=0.05, wspace=0.05)
-    for i, p in enumerate(pils):
-        ax = fig.add_subplot(grid[0, i])
-        ax.imshow(p)
-        ax.axis("off")
-    ax = fig.add_subplot(grid[1, :])
+    fig, ax = plt.subplots(figsize=(9, 7))
     ax.imshow(sim.T, cmap="viridis")
+    for i, p in enumerate(pils):  # each image as a thumbnail over its column, in the same axes
+        ax.imshow(p, extent=(i - 0.45, i + 0.45, -0.6, -1.5))
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(n - 0.5, -1.55)
+    for side in ("top", "right", "left", "bottom"):
+        ax.spines[side].set_visible(False)
     for i in range(n):
         for j in range(n):
             ax.text(
