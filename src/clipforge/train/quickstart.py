@@ -64,10 +64,13 @@ def measure_step_seconds(cfg: TrainConfig, *, steps: int = 3) -> float:
     data_s = 0.0
     if cfg.workers == 0:
         dataset = build_train_dataset(cfg, model_cfg, rank=0, world_size=1)
-        t0 = time.perf_counter()
-        for i in range(min(cfg.batch_size, len(dataset))):
+        n = min(cfg.batch_size, len(dataset) // 3)
+        for i in range(2 * n):  # warm-up: the first samples fill the renderer's caches
             dataset[i]
-        data_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(2 * n, 3 * n):
+            dataset[i]
+        data_s = (time.perf_counter() - t0) * cfg.batch_size / max(n, 1)
     device = resolve_device(cfg.device)
     model = create_model(model_cfg).to(device)
     opt = build_optimizer(model, lr=1e-4, weight_decay=0.0)
