@@ -6,7 +6,9 @@ needs torchvision, which only imports beside torch 2.14.1, hence the separate en
     PYTHONPATH=src /work/venv-oc/bin/python benchmarks/bench_encode.py            # all peers
     PYTHONPATH=src .venv/bin/python benchmarks/bench_encode.py --peers clipforge,hf  # project env
 
-Prints a markdown table (items/s, median of repeats) and the bf16-vs-fp32 cosine of our embeddings.
+Every model is built first; each round then times every (peer, mode) in turn, so a drift in the
+machine's speed affects all peers alike. Prints a markdown table (items/s, median over rounds) and
+the bf16-vs-fp32 cosine of our embeddings.
 """
 
 from __future__ import annotations
@@ -140,30 +142,41 @@ def main() -> None:
     p.add_argument("--peers", default="clipforge,open_clip,hf")
     p.add_argument("--image-batch", type=int, default=32)
     p.add_argument("--text-batch", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="rounds over all peers")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     images = torch.randn(args.image_batch, 3, 224, 224)
     texts = {"captions": tokens_for("captions", args.text_batch), "full-77": tokens_for("full", args.text_batch)}
-    rows = []
+    # Every (peer, mode) is built first, then the rounds go round all of them in turn: slow drifts of
+    # the machine's speed (other jobs, clocks) hit every peer alike instead of whichever ran last.
+    encoders: dict[tuple[str, str], Peer] = {}
     for peer in args.peers.split(","):
-        modes = ["fp32", "bf16"] if peer == "clipforge" else ["fp32", "bf16", "bf16-autocast"]
-        for mode in modes:
+        for mode in ["fp32", "bf16"] if peer == "clipforge" else ["fp32", "bf16", "bf16-autocast"]:
             try:
-                m = make(peer, mode)
+                encoders[(peer, mode)] = make(peer, mode)
             except ImportError as e:
                 print(f"skip {peer}: {e}")
                 break
-            with torch.inference_mode():
-                t_img = timed(lambda m=m: m.image(images), repeats=args.repeats)
-                row = {"peer": peer, "mode": mode, "img/s": args.image_batch / t_img}
-                for kind, tok in texts.items():
-                    t_txt = timed(lambda m=m, tok=tok: m.text(tok), repeats=args.repeats)
-                    row[f"text/s ({kind})"] = args.text_batch / t_txt
-            rows.append(row)
-            print(row, flush=True)
+    jobs = {"img/s": (images, args.image_batch)} | {
+        f"text/s ({kind})": (tok, args.text_batch) for kind, tok in texts.items()
+    }
+    samples: dict[tuple[str, str], dict[str, list[float]]] = {key: {j: [] for j in jobs} for key in encoders}
+    with torch.inference_mode():
+        for enc in encoders.values():  # warm-up
+            enc.image(images[:2])
+            enc.text(texts["captions"][:2])
+        for r in range(args.repeats):
+            for key, enc in encoders.items():
+                for job, (inputs, n) in jobs.items():
+                    fn = enc.image if job == "img/s" else enc.text
+                    samples[key][job].append(n / timed(lambda fn=fn, x=inputs: fn(x), repeats=1, warmup=0))
+            print(f"round {r + 1}/{args.repeats} done", flush=True)
+    rows = [
+        {"peer": peer, "mode": mode} | {job: statistics.median(v) for job, v in samples[(peer, mode)].items()}
+        for peer, mode in encoders
+    ]
     if "clipforge" in args.peers:
         with torch.inference_mode():
             ref, low = make("clipforge", "fp32"), make("clipforge", "bf16")

@@ -170,3 +170,43 @@ def test_bf16_weights_run_and_stay_close():
         bf_i, bf_t = model.encode_image(images).float(), model.encode_text(tokens).float()
     assert (bf_i * ref_i).sum(-1).min() > 0.99
     assert (bf_t * ref_t).sum(-1).min() > 0.99
+
+
+def _full_pass_reference(model: m.CLIP, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Embeddings from the whole last block, the rows read afterwards (the textbook computation)."""
+    v, t = model.visual, model.text
+    img = v.norm_post(v.forward_tokens(images)[:, 0]) @ v.proj  # (B, E)
+    eot = tokens.argmax(dim=-1)  # (B,)
+    x = t.token_embed(tokens) + t.pos_embed[: tokens.shape[1]]  # (B, T, width)
+    x = t.transformer(x, causal=True)[torch.arange(len(tokens)), eot]  # (B, width)
+    return img, t.norm_final(x) @ t.proj
+
+
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
+def test_last_block_computing_only_the_read_rows_changes_nothing(act):
+    # The image tower reads the class token and the text tower the end token, so the last block
+    # computes only those rows; inference also updates activations in place. Both must give the
+    # textbook result, with and without autograd, and the same gradients.
+    cfg = tiny_config(m.get_model_config("vit-tiny")).replace(act=act)
+    cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, image_size=4 * cfg.vision.patch_size, layers=3))
+    model = m.create_model(cfg)
+    images = torch.randn(3, 3, cfg.vision.image_size, cfg.vision.image_size)
+    tokens = random_tokens(cfg, 3, [4, 16, 9])
+    ref_img, ref_txt = _full_pass_reference(model, images, tokens)
+    with torch.no_grad():
+        keep = images.clone()
+        img, txt = model.visual(images), model.text(tokens)
+        assert torch.equal(images, keep)  # in-place inference never touches the caller's tensors
+    torch.testing.assert_close(img, ref_img, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(txt, ref_txt, atol=1e-5, rtol=1e-5)
+
+    params = list(model.parameters())
+    loss = model.visual(images).sum() + model.text(tokens).sum()
+    ref_loss = sum(r.sum() for r in _full_pass_reference(model, images, tokens))
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    ref = torch.autograd.grad(ref_loss, params, allow_unused=True)
+    for p, g, r in zip(params, grads, ref, strict=True):
+        if r is None:
+            assert g is None or not g.any()
+        else:
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4, msg=lambda s, p=p: f"{tuple(p.shape)}: {s}")

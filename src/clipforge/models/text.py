@@ -15,7 +15,8 @@ class TextTransformer(nn.Module):
     The end-of-text token has the largest id in the vocabulary, so its position is ``argmax``.
     Attention is causal and the features are read at that position, so tokens after the longest
     text of a batch cannot change the result: with ``skip_padding`` (default) the batch is cut to
-    that length before encoding.
+    that length before encoding. For the same reason the last block computes only the end-token
+    rows.
     """
 
     def __init__(self, cfg: TextConfig, embed_dim: int, act: Activation) -> None:
@@ -41,6 +42,5 @@ class TextTransformer(nn.Module):
             tokens = tokens[:, : int(eot.max()) + 1]  # (B, T') with T' = longest real text
         T = tokens.shape[1]
         x = self.token_embed(tokens) + self.pos_embed[:T].to(self.token_embed.weight.dtype)  # (B, T, width)
-        x = self.transformer(x, causal=True)
-        x = x[torch.arange(x.shape[0], device=x.device), eot]  # (B, width)
+        x = self.transformer(x, causal=True, rows=eot)  # (B, width): the last block computes only the eot rows
         return self.norm_final(x) @ self.proj

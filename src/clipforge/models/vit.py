@@ -27,19 +27,25 @@ class VisionTransformer(nn.Module):
         self.proj = nn.Parameter(scale * torch.randn(width, embed_dim))
         self.transformer.init_weights()
 
-    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> final-layer tokens (B, 1 + grid², width), class token first."""
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> the transformer's input tokens (B, 1 + grid², width)."""
         x = self.patch_embed(images)  # (B, width, grid, grid)
         x = x.flatten(2).transpose(1, 2)  # (B, grid², width)
         cls = self.cls_token.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
         x = torch.cat([cls, x], dim=1) + self.pos_embed.to(x.dtype)  # (B, 1 + grid², width)
-        x = self.norm_pre(x)
-        return self.transformer(x)
+        return self.norm_pre(x)
+
+    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> final-layer tokens (B, 1 + grid², width), class token first."""
+        return self.transformer(self.embed(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> unnormalised embeddings (B, embed_dim)."""
-        x = self.forward_tokens(images)
-        return self.norm_post(x[:, 0]) @ self.proj
+        """Images (B, 3, H, W) -> unnormalised embeddings (B, embed_dim). Only the class token is
+        read, so the last block computes only its row."""
+        x = self.embed(images)
+        cls_rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # (B,)
+        x = self.transformer(x, rows=cls_rows)  # (B, width)
+        return self.norm_post(x) @ self.proj
 
     def project_patches(self, images: torch.Tensor) -> torch.Tensor:
         """Per-patch embeddings in the joint space, (B, grid, grid, embed_dim): for explanations."""
