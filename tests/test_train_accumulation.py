@@ -39,7 +39,9 @@ def test_accumulated_batch_equals_one_big_batch(loss, parts):
     assert set(got) == set(expected)
     assert "logit_scale" in got and (loss == "clip" or "logit_bias" in got)
     for name, g in expected.items():
-        torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=name)
+        # atol 1e-5: gradients reach ~10 here (pos_embed sums over every row), and micro-batches change
+        # the attention kernels' summation order (measured: 6e-6 at most).
+        torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_accumulation_is_not_per_micro_batch_losses():

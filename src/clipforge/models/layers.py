@@ -107,14 +107,20 @@ class Block(nn.Module):
         if rows is not None:
             x = x[torch.arange(x.shape[0], device=x.device), rows]  # (B, C)
         x = x + a
-        if _in_place_ok() and self.mlp.fc2.bias is not None:
+        if _in_place_ok(x) and self.mlp.fc2.bias is not None:
             return self.mlp.add_to_(x, self.norm2(x))  # x is ours (made just above): update it in place
         return x + self.mlp(self.norm2(x))
 
 
-def _in_place_ok() -> bool:
-    """Eager inference: no autograd graph to keep, no tracer that could mis-record in-place ops."""
-    return not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+def _in_place_ok(x: torch.Tensor) -> bool:
+    """Eager inference: no autograd graph to keep, no tracer that could mis-record in-place ops,
+    and no autocast (in-place ops are not cast, so the dtypes would not match)."""
+    return not (
+        torch.is_grad_enabled()
+        or torch.is_autocast_enabled(x.device.type)
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+    )
 
 
 class Transformer(nn.Module):
