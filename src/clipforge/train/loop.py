@@ -9,13 +9,10 @@ scheduled learning rate. Every ``save_every`` steps the main process writes an a
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +41,7 @@ from .evaluation import EvalTask, RetrievalSet, evaluate, headline
 from .lit import lock_image_tower, set_train_mode
 from .metrics import MetricsLogger, Progress
 from .optim import build_optimizer, lr_at, set_lr
+from .precision import autocast_for
 from .setup import (
     base_model_config,
     build_eval_sets,
@@ -85,27 +83,6 @@ def make_loss_fn(kind: str, *, chunk_size: int | None, distributed: bool) -> Los
 
         return siglip
     raise ValueError(f"unknown loss {kind!r}")
-
-
-def autocast_for(device: torch.device, dtype: torch.dtype) -> Callable[[], Any]:
-    """A factory of autocast contexts (mixed precision; weights and optimiser stay float32).
-
-    On CPU in half precision it also picks the plain ("math") attention kernel: the CPU flash
-    kernel's backward is 2x slower than the math one at CLIP's short sequences (bf16, 65 tokens).
-    """
-    if dtype == torch.float32:
-        return contextlib.nullcontext
-    if device.type != "cpu":
-        return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
-    return functools.partial(_cpu_half_precision, dtype)
-
-
-@contextlib.contextmanager
-def _cpu_half_precision(dtype: torch.dtype):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    with torch.autocast(device_type="cpu", dtype=dtype), sdpa_kernel([SDPBackend.MATH]):
-        yield
 
 
 def fit(

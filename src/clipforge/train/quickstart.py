@@ -26,7 +26,8 @@ import torch
 
 from ..device import parse_precision, resolve_device
 from .config import TrainConfig
-from .loop import autocast_for, fit, make_loss_fn
+from .loop import fit, make_loss_fn
+from .precision import autocast_for
 
 MIN_STEPS = 600
 MAX_STEPS = 1500
