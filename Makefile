@@ -13,7 +13,6 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[all,dev]" playwright
-	$(BIN)/python scripts/fetch_openai_vocab.py || echo "note: OpenAI vocabulary not fetched; tests that need it will skip"
 	bash scripts/install_browser.sh || echo "note: chromium not installed; the browser test will skip"
 	touch $(STAMP)
 

@@ -17,17 +17,19 @@ import torch
 from clipforge.tokenizer import (
     Tokenizer,
     TokenizerError,
-    fetch_openai_vocab,
     ftfy_fast,
     get_tokenizer,
     train_bpe,
 )
+from clipforge.fileio import sha256_file
 from clipforge.tokenizer.text import _pretokenizer, clean_chunks, clean_text, full_clean, pretokenize
 from clipforge.tokenizer.vocab import (
     OPENAI_VOCAB_FILE,
+    OPENAI_VOCAB_SHA256,
     base_tokens,
     byte_to_unicode,
     find_openai_vocab,
+    packaged_openai_vocab,
     parse_merges,
 )
 
@@ -50,10 +52,7 @@ def golden() -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def openai() -> Tokenizer:
-    try:
-        return Tokenizer.from_openai_vocab()
-    except TokenizerError as err:
-        pytest.skip(f"OpenAI vocabulary absent (run scripts/fetch_openai_vocab.py): {err}")
+    return Tokenizer.from_openai_vocab()  # shipped inside the package: never skipped
 
 
 @pytest.fixture(scope="module")
@@ -405,14 +404,15 @@ def test_openai_metadata_round_trip(openai: Tokenizer) -> None:
 
 
 def test_vocab_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLIPFORGE_VOCAB", raising=False)
+    assert find_openai_vocab() == packaged_openai_vocab()  # the default needs no download
     monkeypatch.setenv("CLIPFORGE_VOCAB", str(tmp_path / "missing.txt.gz"))
-    with pytest.raises(TokenizerError, match="fetch_openai_vocab.py"):
+    with pytest.raises(TokenizerError, match=re.escape(str(tmp_path / "missing.txt.gz"))):
         find_openai_vocab()
-    monkeypatch.delenv("CLIPFORGE_VOCAB")
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path))
-    with pytest.raises(TokenizerError, match=re.escape(str(tmp_path / OPENAI_VOCAB_FILE))):
+    with pytest.raises(TokenizerError, match="missing.txt.gz"):
         get_tokenizer("openai")
     (tmp_path / OPENAI_VOCAB_FILE).write_bytes(gzip.compress(b"header\nx y\n"))
+    monkeypatch.setenv("CLIPFORGE_VOCAB", str(tmp_path / OPENAI_VOCAB_FILE))
     assert find_openai_vocab() == tmp_path / OPENAI_VOCAB_FILE
     with pytest.raises(TokenizerError, match="merges, CLIP needs 48894"):
         get_tokenizer("openai")
@@ -420,10 +420,10 @@ def test_vocab_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         get_tokenizer(str(tmp_path / "nope"))
 
 
-def test_fetch_uses_existing_verified_file(openai: Tokenizer, tmp_path: Path) -> None:
-    source = find_openai_vocab()
-    (tmp_path / OPENAI_VOCAB_FILE).write_bytes(source.read_bytes())
-    assert fetch_openai_vocab(tmp_path) == tmp_path / OPENAI_VOCAB_FILE  # no download: hash matches
+def test_packaged_vocab_is_openais_file() -> None:
+    path = packaged_openai_vocab()
+    assert sha256_file(path) == OPENAI_VOCAB_SHA256
+    assert (path.parent / "LICENSE-openai-vocab.txt").is_file()  # MIT notice travels with it
 
 
 def test_parse_merges_skips_header_and_blank_tail() -> None:

@@ -9,8 +9,6 @@ and names the keys that do not fit, so a mismatch is an error instead of silentl
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError, ModelConfig
+from .fileio import atomic_write
 from .models import CLIP
 
 FORMAT = "clipforge.checkpoint/1"
@@ -52,18 +51,7 @@ def save_checkpoint(
     if tokenizer is not None:
         metadata["tokenizer"] = json.dumps(tokenizer.to_metadata())
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:

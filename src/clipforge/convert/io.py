@@ -7,7 +7,6 @@ TorchScript archives go through :mod:`.torchscript`, which never compiles or run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import zipfile
@@ -81,14 +80,6 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConvertError(f"{path}: corrupt safetensors header ({e})") from e
     return header.get("__metadata__") or {}
-
-
-def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def strip_prefix(sd: StateDict) -> StateDict:

@@ -22,7 +22,8 @@ from ..config import ConfigError, ModelConfig
 from ..models import CLIP, get_model_config
 from . import hf, open_clip, openai
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
-from .io import ConvertError, read_tensors, sha256_file
+from ..fileio import sha256_file
+from .io import ConvertError, read_tensors
 
 log = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
@@ -121,8 +122,7 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
             if vocab is not None
             else (
                 " The source carries no usable vocabulary: pass --vocab PATH (OpenAI's "
-                "bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt), "
-                "or run scripts/fetch_openai_vocab.py."
+                "bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt)."
             )
         )
         raise ConvertError(f"cannot load the {what}: {e}.{hint}") from e

@@ -30,7 +30,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .store import Fingerprint, IndexStore, Snapshot, atomic_write
+from ..fileio import atomic_write
+from .store import Fingerprint, IndexStore, Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .encoder import Encoder
-from .scan import FileStat, diff_folder, file_sha256, walk_images
+from ..fileio import sha256_file
+from .scan import FileStat, diff_folder, walk_images
 from .store import IndexStore, NewRow, SkipRow
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def index_folder(
     known = {f.path for f in candidates}
     for f in tqdm(candidates, desc="hashing", unit="file", disable=not progress or len(candidates) < 100):
         try:
-            digest = file_sha256(root / f.path)
+            digest = sha256_file(root / f.path)
         except OSError as e:
             log.warning("cannot read %s: %s", f.path, e)
             continue

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .scan import file_sha256
+from ..fileio import sha256_file
 
 
 def checkpoint_model_id(path: str | Path) -> str:
     """``sha256:<hex>`` of a checkpoint file: the same bytes give the same id on any machine."""
-    return "sha256:" + file_sha256(path)
+    return "sha256:" + sha256_file(path)
 
 
 def state_dict_model_id(model: torch.nn.Module) -> str:

@@ -13,7 +13,6 @@ content hashes in :mod:`clipforge.index.embed`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -129,12 +128,3 @@ def diff_folder(files: list[FileStat], rows: dict[str, FileRow], skipped: dict[s
     gone = [row for path, row in sorted(rows.items()) if path not in on_disk]
     skip_gone = [path for path in sorted(skipped) if path not in on_disk]
     return FolderDiff(unchanged, new, changed, gone, skip_unchanged, skip_gone)
-
-
-def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 from .embed import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
 from .encoder import Encoder
 from .scan import FileStat, walk_images
-from .store import IndexStore, NewRow, SkipRow, atomic_write
+from ..fileio import atomic_write
+from .store import IndexStore, NewRow, SkipRow
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -376,18 +375,3 @@ class IndexStore:
     @staticmethod
     def forget_skips(c: sqlite3.Connection, paths: Iterable[str]) -> None:
         c.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p in paths])
-
-
-def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file over ``path``: readers see the old
-    file or the new one, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

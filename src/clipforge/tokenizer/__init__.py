@@ -1,15 +1,14 @@
 """CLIP's byte-level BPE tokenizer (OpenAI-exact ids, fast) and BPE vocabulary training.
 
     from clipforge.tokenizer import get_tokenizer
-    tok = get_tokenizer("openai")            # needs the vocabulary: scripts/fetch_openai_vocab.py
+    tok = get_tokenizer("openai")            # OpenAI's vocabulary ships inside the package
     tokens, lengths = tok.encode_batch(["a photo of a cat"])   # (B, 77), (B,)
 
 Invariant: the end-of-text token has the largest id, so the text tower may pool at ``argmax``.
 """
 
-from .fetch import fetch_openai_vocab
 from .tokenizer import Tokenizer, get_tokenizer
 from .train import train_bpe
 from .vocab import TokenizerError
 
-__all__ = ["Tokenizer", "TokenizerError", "fetch_openai_vocab", "get_tokenizer", "train_bpe"]
+__all__ = ["Tokenizer", "TokenizerError", "get_tokenizer", "train_bpe"]

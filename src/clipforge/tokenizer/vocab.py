@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -41,7 +40,6 @@ HF_EOT_TOKEN = "<|endoftext|>"
 OPENAI_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 OPENAI_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 OPENAI_NUM_MERGES = 49152 - 256 - 2  # = 48894; OpenAI's released models use exactly these
-OPENAI_WHEEL = "open_clip_torch==3.3.0"  # ships the vocabulary file (we never commit it)
 
 Merge = tuple[str, str]
 
@@ -136,28 +134,28 @@ def merges_to_text(merges: Sequence[Merge]) -> str:
 # --------------------------------------------------------------------------- OpenAI's file
 
 
-def default_cache_dir() -> Path:
-    """``$CLIPFORGE_CACHE`` or ``~/.cache/clipforge``."""
-    env = os.environ.get("CLIPFORGE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "clipforge"
+def packaged_openai_vocab() -> Path:
+    """OpenAI's vocabulary as shipped inside clipforge (MIT licence: ``LICENSE-openai-vocab.txt``)."""
+    return Path(__file__).with_name(OPENAI_VOCAB_FILE)
 
 
 def find_openai_vocab(path: str | os.PathLike | None = None) -> Path:
-    """Locate OpenAI's vocabulary: ``path``, else ``$CLIPFORGE_VOCAB``, else the cache directory."""
+    """Locate OpenAI's vocabulary: ``path``, else ``$CLIPFORGE_VOCAB``, else the packaged copy."""
     if path is not None:
-        candidates = [Path(path).expanduser()]
+        candidate = Path(path).expanduser()
     elif os.environ.get("CLIPFORGE_VOCAB"):
-        candidates = [Path(os.environ["CLIPFORGE_VOCAB"]).expanduser()]
+        candidate = Path(os.environ["CLIPFORGE_VOCAB"]).expanduser()
     else:
-        candidates = [default_cache_dir() / OPENAI_VOCAB_FILE]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        candidate = packaged_openai_vocab()
+    if candidate.is_file():
+        return candidate
     raise TokenizerError(
-        f"OpenAI's BPE vocabulary not found at {candidates[0]}. It ships inside the open_clip_torch "
-        "wheel and is not part of clipforge; fetch it once with `python scripts/fetch_openai_vocab.py` "
-        "(or `python -c 'import clipforge.tokenizer as t; t.fetch_openai_vocab()'`), or point "
-        "$CLIPFORGE_VOCAB at an existing bpe_simple_vocab_16e6.txt.gz."
+        f"OpenAI's BPE vocabulary not found at {candidate}. "
+        + (
+            "It ships inside clipforge: reinstall the package (`pip install --force-reinstall clipforge`)."
+            if path is None and not os.environ.get("CLIPFORGE_VOCAB")
+            else "Point the path (or $CLIPFORGE_VOCAB) at an existing bpe_simple_vocab_16e6.txt.gz."
+        )
     )
 
 
@@ -174,10 +172,6 @@ def read_openai_merges(path: str | os.PathLike) -> list[Merge]:
         have = sum(1 for line in lines if line.strip())
         raise TokenizerError(f"{path}: has {have} merges, CLIP needs {OPENAI_NUM_MERGES}")
     return _parse_lines(lines, source=str(path), first_line=2)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------- Hugging Face files

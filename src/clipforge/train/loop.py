@@ -25,7 +25,8 @@ from ..device import parse_precision
 from ..losses import clip_loss, siglip_loss
 from .accumulation import LossFn, forward_backward, split_batch
 from .batches import TrainData
-from .checkpoints import RunDir, atomic_write_text, rng_state, set_rng_state
+from ..fileio import atomic_write_text
+from .checkpoints import RunDir, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import (
     DistInfo,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import atomic_write_text
+from ..fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 

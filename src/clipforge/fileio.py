@@ -1,0 +1,106 @@
+"""File safety in one place: atomic writes that survive a crash at any moment, and file digests.
+
+``atomic_write`` writes to a temporary file beside the target, fsyncs it, renames it over the
+target and fsyncs the directory: a reader (or a process restarted after SIGKILL or power loss) sees
+the old file or the new one, never a partial one. The new file gets the mode an ordinary ``open``
+would give it (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.
+Temporaries are named ``.<name>.<random>.tmp``; :func:`sweep_temporaries` removes stale ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where the platform allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # fallback: read by setting (briefly) and restoring
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Make a rename inside ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
+    """Call ``write(tmp_path)``, fsync the file, give it the umask's mode, rename it over ``path`` and
+    fsync the directory. On any error the temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """``atomic_write`` of a UTF-8 text file."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """``atomic_write`` of raw bytes."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sweep_temporaries(directory: str | Path, *, older_than_s: float = 0.0) -> list[Path]:
+    """Remove ``atomic_write`` leftovers (``.<name>.*.tmp``) in ``directory`` older than
+    ``older_than_s`` seconds: what a process killed mid-write leaves behind. Returns the removed paths."""
+    directory = Path(directory)
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    now = time.time()
+    for p in directory.iterdir():
+        if not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)) or not p.is_file():
+            continue
+        try:
+            if now - p.stat().st_mtime >= older_than_s:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed
