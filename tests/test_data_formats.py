@@ -14,8 +14,9 @@ from PIL import Image
 
 from clipforge.data import build_dataset, describe_source, read_csv, read_jsonl
 from clipforge.data.captions import clean_captions, pick_caption
+from clipforge.data.shard_io import expand_braces
 from clipforge.data.skips import Skip
-from clipforge.data.webdataset import TarShards, assign_shards, expand_braces, list_shards, split_key
+from clipforge.data.webdataset import TarShards, assign_shards, list_shards, split_key
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 HELP = {
-    "data": "training pairs: .csv/.tsv, .jsonl, image folder, tar shards ('shards/{000..099}.tar'), 'shapes'",
+    "data": "training pairs: .csv/.tsv, .jsonl, image folder, 'shapes', or tar shards: "
+    "'shards/{000..099}.tar', 'pipe:CMD', s3:// gs:// hf:// https:// URLs ('a::b' joins patterns)",
     "val_data": "held-out pairs for retrieval eval (default: shapes' val split when training on shapes)",
     "image_key": "CSV/JSONL column holding the image path",
     "caption_key": "CSV/JSONL column holding the caption(s)",
     "cache": "directory for a pre-decoded uint8 image cache (built on first use)",
     "workers": "DataLoader worker processes decoding images",
+    "shard_sampling": "tar shards: 'epoch' (every shard once per epoch) or 'resampled' (with replacement)",
+    "samples_per_epoch": "streamed data: pairs per epoch (required with --shard-sampling resampled)",
     "model": "architecture: a built-in name (clipforge models) or a model-config JSON file",
     "init": "fine-tune from this clipforge checkpoint (its tokenizer is kept)",
     "tokenizer": "'openai', 'train' (learn a BPE vocabulary from the training captions) or a tokenizer path",

@@ -21,6 +21,7 @@ from ..config import ConfigError
 
 Loss = Literal["clip", "siglip"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+ShardSampling = Literal["epoch", "resampled"]
 TokenizerChoice = str  # "openai", "train" (BPE learnt from the training captions) or a tokenizer path
 
 
@@ -35,6 +36,8 @@ class TrainConfig:
     caption_key: str = "title"
     cache: str | None = None  # directory of a pre-decoded uint8 image cache (built on first use)
     workers: int = 2
+    shard_sampling: ShardSampling = "epoch"  # tar shards: "epoch" (each once per epoch) or "resampled"
+    samples_per_epoch: int | None = None  # streamed data: an epoch is this many pairs (needed when resampled)
     # model and tokenizer
     model: str = "vit-tiny"  # a built-in name or a model-config JSON file
     init: str | None = None  # fine-tune from this clipforge checkpoint
@@ -77,6 +80,18 @@ class TrainConfig:
 
         need(bool(self.data), "data is required (a file, folder, shard pattern or 'shapes')")
         need(self.loss in ("clip", "siglip"), f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        need(
+            self.shard_sampling in ("epoch", "resampled"),
+            f"shard_sampling must be 'epoch' or 'resampled', got {self.shard_sampling!r}",
+        )
+        need(
+            self.samples_per_epoch is None or self.samples_per_epoch >= self.batch_size,
+            f"samples_per_epoch must be at least batch_size ({self.batch_size}), got {self.samples_per_epoch!r}",
+        )
+        need(
+            self.shard_sampling == "epoch" or self.samples_per_epoch is not None,
+            "shard_sampling='resampled' draws shards forever: set samples_per_epoch (pairs per epoch)",
+        )
         need(self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}")
         for key in ("steps", "batch_size", "accum_steps", "keep_last", "save_every", "log_every"):
             value = getattr(self, key)

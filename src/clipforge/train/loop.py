@@ -22,10 +22,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..device import parse_precision
+from ..fileio import atomic_write_text
 from ..losses import clip_loss, siglip_loss
 from .accumulation import LossFn, forward_backward, split_batch
-from .batches import TrainData
-from ..fileio import atomic_write_text
+from .batches import StreamPosition, TrainData
 from .checkpoints import RunDir, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import (
@@ -194,6 +194,7 @@ class _Trainer:
             world_size=info.world_size,
             workers=cfg.workers,
             pin_memory=info.device.type == "cuda",
+            epoch_batches=cfg.samples_per_epoch // cfg.batch_size if cfg.samples_per_epoch else None,
         )
         self.metrics = MetricsLogger(self.rundir.metrics_file, enabled=info.is_main)
         if self.start_step is None:
@@ -223,7 +224,7 @@ class _Trainer:
     def _state(self, step: int) -> dict[str, Any]:
         positions = self.stream_positions
         if self.data.iterable:
-            positions = [list(self.data.position)]
+            positions = [self.data.position.to_dict()]
             if self.info.distributed:
                 gathered: list[Any] = [None] * self.info.world_size
                 torch.distributed.all_gather_object(gathered, positions[0])
@@ -337,7 +338,7 @@ class _Trainer:
         progress = Progress(total=cfg.steps, initial=step, enabled=cfg.progress and info.is_main)
         position = None
         if self.data.iterable and self.stream_positions:
-            position = tuple(self.stream_positions[info.rank])
+            position = StreamPosition.from_dict(self.stream_positions[info.rank])
         batches = self.data.batches(step, position=position)
         results: dict[str, float] = {}
         evaluated = -1

@@ -88,6 +88,7 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
         seed=cfg.seed,
         rank=rank,
         world_size=world_size,
+        resampled=cfg.shard_sampling == "resampled",
     )
 
 
