@@ -17,7 +17,8 @@ from typing import Any
 HELP = {
     "data": "training pairs: .csv/.tsv, .jsonl, image folder, 'shapes', or tar shards: "
     "'shards/{000..099}.tar', 'pipe:CMD', s3:// gs:// hf:// https:// URLs ('a::b' joins patterns)",
-    "val_data": "held-out pairs for retrieval eval (default: shapes' val split when training on shapes)",
+    "val_data": "held-out pairs for retrieval eval, or a CLIP_benchmark retrieval set "
+    "(default: shapes' val split when training on shapes)",
     "image_key": "CSV/JSONL column holding the image path",
     "caption_key": "CSV/JSONL column holding the caption(s)",
     "cache": "directory for a pre-decoded uint8 image cache (built on first use)",
@@ -52,7 +53,11 @@ HELP = {
     "keep_last": "keep the last K step checkpoints (plus best and final)",
     "log_every": "log metrics every N steps",
     "eval_every": "evaluate every N steps (0: only at the end)",
-    "eval_tasks": "zero-shot tasks to evaluate: 'shapes'",
+    "eval_tasks": "zero-shot sets to evaluate, comma-separated: 'shapes', labelled image folders or CSVs, "
+    "CLIP_benchmark wds_<name> folders",
+    "eval_templates": "templates for eval sets without their own: a built-in set (default, imagenet1k...) or a file",
+    "eval_max_images": "evaluate at most this many images of each user eval set",
+    "regression_tolerance": "fine-tuning: warn when zero-shot top-1 falls more than this below the starting model",
     "progress": "show a progress bar",
 }
 

@@ -13,6 +13,7 @@ import pkgutil
 import sys
 
 from .. import __version__
+from ..optional import MissingExtra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError) as e:  # user errors: one clear line, no traceback
+    except (ValueError, FileNotFoundError, OSError, MissingExtra) as e:  # user errors: one line, no traceback
         if args.verbose:
             raise
         print(f"clipforge {args.command}: error: {e}", file=sys.stderr)

@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..data.images import is_image_file
+from torch.utils.data import Dataset
+
+from ..data.images import ImageDecodeError, is_image_file, load_image
+from ..data.skips import CORRUPT_IMAGE, Skip
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +170,23 @@ def collect_images(inputs: list[str | Path], *, recursive: bool = True) -> list[
     if not found:
         raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
     return found
+
+
+class LabelledDataset(Dataset):
+    """``(transform(image), label)`` for each image of a :class:`LabelledImages`, or a :class:`Skip`
+    naming an unreadable file (a map-style dataset for DataLoaders)."""
+
+    def __init__(self, data: LabelledImages, *, transform: Callable | None) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Any:
+        path = self.data.paths[i]
+        try:
+            image = load_image(path)
+            pixels = self.transform(image) if self.transform is not None else image
+        except (ImageDecodeError, OSError, ValueError) as e:
+            return Skip(CORRUPT_IMAGE, str(path), getattr(e, "reason", str(e))[:200])
+        return pixels, self.data.labels[i]

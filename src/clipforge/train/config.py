@@ -70,7 +70,10 @@ class TrainConfig:
     keep_last: int = 2
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate only at the end
-    eval_tasks: str | None = None  # "shapes" for the built-in zero-shot tasks
+    eval_tasks: str | None = None  # comma-separated: "shapes", labelled folders/CSVs, CLIP_benchmark wds_<name> dirs
+    eval_templates: str = "default"  # templates for eval sets that bring none (built-in name or file)
+    eval_max_images: int | None = None  # at most this many images per user eval set (evenly spaced)
+    regression_tolerance: float = 0.02  # warn when a fine-tune loses more zero-shot top-1 than this
     progress: bool = True
 
     def validate(self) -> TrainConfig:
@@ -92,6 +95,8 @@ class TrainConfig:
             self.shard_sampling == "epoch" or self.samples_per_epoch is not None,
             "shard_sampling='resampled' draws shards forever: set samples_per_epoch (pairs per epoch)",
         )
+        need(self.eval_max_images is None or self.eval_max_images >= 1, "eval_max_images must be >= 1 or null")
+        need(self.regression_tolerance >= 0, "regression_tolerance must be >= 0")
         need(self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}")
         for key in ("steps", "batch_size", "accum_steps", "keep_last", "save_every", "log_every"):
             value = getattr(self, key)
@@ -137,9 +142,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
+            raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values).validate()
 

@@ -38,7 +38,7 @@ from .distributed import (
     init_distributed,
     wrap_ddp,
 )
-from .evaluation import EvalTask, RetrievalSet, evaluate, headline
+from .evaluation import EvalTask, RetrievalSet, evaluate, headline, regression_report
 from .lit import lock_image_tower, set_train_mode
 from .metrics import MetricsLogger, Progress
 from .optim import build_optimizer, lr_at, set_lr
@@ -55,9 +55,7 @@ from .setup import (
 log = logging.getLogger(__name__)
 
 # Keys that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = frozenset(
-    {"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"}
-)
+RESUMABLE_CHANGES = frozenset({"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"})
 
 
 @dataclass(frozen=True)
@@ -72,9 +70,7 @@ class FitResult:
 def make_loss_fn(kind: str, *, chunk_size: int | None, distributed: bool) -> LossFn:
     """(image_features, text_features, logit_scale, logit_bias) -> loss, for ``kind`` clip or siglip."""
     if kind == "clip":
-        return lambda img, txt, scale, bias: clip_loss(
-            img, txt, scale, chunk_size=chunk_size, distributed=distributed
-        )
+        return lambda img, txt, scale, bias: clip_loss(img, txt, scale, chunk_size=chunk_size, distributed=distributed)
     if kind == "siglip":
 
         def siglip(img, txt, scale, bias):
@@ -112,9 +108,7 @@ def resolve_run_dir(cfg: TrainConfig, *, resume: bool) -> Path:
     if cfg.name:
         return out / cfg.name
     if resume:
-        runs = sorted(
-            (p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime
-        )
+        runs = sorted((p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime)
         if not runs:
             raise FileNotFoundError(f"--resume: no run directory with a run.json under {out}")
         return runs[-1]
@@ -140,17 +134,13 @@ class _Trainer:
         eval_sets: tuple[list[EvalTask], RetrievalSet | None] | None,
     ) -> None:
         self.info = info
-        path = Path(
-            broadcast_object(str(resolve_run_dir(cfg, resume=resume)) if info.is_main else None, info)
-        )
+        path = Path(broadcast_object(str(resolve_run_dir(cfg, resume=resume)) if info.is_main else None, info))
         self.rundir = RunDir(path, keep_last=cfg.keep_last)
         self.start_step = self.rundir.latest_step() if resume else None
         if resume and self.rundir.config_file.is_file():
             check_resumable(TrainConfig.from_json(self.rundir.config_file), cfg, path)
         elif not resume and self.rundir.latest_step() is not None:
-            raise FileExistsError(
-                f"{path} already holds checkpoints: pass --resume, or choose another --name"
-            )
+            raise FileExistsError(f"{path} already holds checkpoints: pass --resume, or choose another --name")
         self.cfg = cfg
         if info.is_main:
             atomic_write_text(self.rundir.config_file, cfg.to_json())
@@ -166,9 +156,7 @@ class _Trainer:
         self.model_cfg = final_model_config(model_cfg, self.tokenizer)
         self.model = build_model(cfg, self.model_cfg, device=info.device)
         self.frozen = (
-            lock_image_tower(self.model, unlocked_blocks=cfg.lock_image_unlocked_blocks)
-            if cfg.lock_image
-            else []
+            lock_image_tower(self.model, unlocked_blocks=cfg.lock_image_unlocked_blocks) if cfg.lock_image else []
         )
         self.optimizer = build_optimizer(
             self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas), eps=cfg.eps
@@ -200,6 +188,7 @@ class _Trainer:
         if self.start_step is None:
             self.metrics.truncate_after(0)  # a fresh start: drop records of an earlier attempt
         self.best: tuple[str, float] | None = None
+        self.baseline: dict[str, float] | None = None  # zero-shot results of the starting model (--init)
         self.stream_positions: list | None = None
         if self.start_step is not None:
             self._restore(self.start_step)
@@ -237,6 +226,7 @@ class _Trainer:
             "skips": self.skips.state_dict(),
             "stream_positions": positions,
             "best": list(self.best) if self.best else None,
+            "baseline": self.baseline,
         }
 
     def _save(self, step: int) -> None:
@@ -261,6 +251,7 @@ class _Trainer:
         self.skips.load_state_dict(state["skips"])
         self.stream_positions = state["stream_positions"]
         self.best = tuple(state["best"]) if state["best"] else None
+        self.baseline = state.get("baseline")
         self.metrics.truncate_after(step)
         log.info("resumed %s at step %d", self.rundir.path, step)
 
@@ -315,13 +306,39 @@ class _Trainer:
 
     # ------------------------------------------------------------------ the run
 
+    def _evaluate_start(self) -> None:
+        """Fine-tuning: the starting model's zero-shot results, the reference of every later
+        evaluation's ``regression/*`` figures (kept in the checkpoints, so a resume keeps it)."""
+        tasks, _ = self.eval_sets
+        if self.info.is_main and self.cfg.init and tasks and self.baseline is None:
+            self.baseline = evaluate(
+                self.model, self.tokenizer, tasks=tasks, autocast=self.autocast, workers=self.cfg.workers
+            )
+            self.metrics.log(0, {f"start/{k}": v for k, v in self.baseline.items()})
+            set_train_mode(self.model, self.frozen)
+
     def _evaluate(self, step: int) -> dict[str, float]:
         tasks, retrieval = self.eval_sets
         results: dict[str, float] = {}
         if self.info.is_main and (tasks or retrieval is not None):
             results = evaluate(
-                self.model, self.tokenizer, tasks=tasks, retrieval=retrieval, autocast=self.autocast
+                self.model,
+                self.tokenizer,
+                tasks=tasks,
+                retrieval=retrieval,
+                autocast=self.autocast,
+                workers=self.cfg.workers,
             )
+            if self.baseline:
+                deltas, dropped = regression_report(results, self.baseline, tolerance=self.cfg.regression_tolerance)
+                results.update(deltas)
+                if dropped:
+                    log.warning(
+                        "step %d: zero-shot top-1 fell more than %.3f below the starting model: %s",
+                        step,
+                        self.cfg.regression_tolerance,
+                        "; ".join(dropped),
+                    )
             self.metrics.log(step, {f"eval/{k}": v for k, v in results.items()})
             top = headline(results)
             if top is not None and (self.best is None or top[1] > self.best[1]):
@@ -334,6 +351,7 @@ class _Trainer:
     def run(self) -> FitResult:
         cfg, info = self.cfg, self.info
         step = self.start_step or 0
+        self._evaluate_start()
         set_train_mode(self.model, self.frozen)
         progress = Progress(total=cfg.steps, initial=step, enabled=cfg.progress and info.is_main)
         position = None
@@ -367,13 +385,9 @@ class _Trainer:
             from ..checkpoint import save_checkpoint
 
             provenance = {"run": str(self.rundir.path), "step": step, "train_config": cfg.to_dict()}
-            save_checkpoint(
-                self.rundir.final_model, self.model, tokenizer=self.tokenizer, provenance=provenance
-            )
+            save_checkpoint(self.rundir.final_model, self.model, tokenizer=self.tokenizer, provenance=provenance)
             if results:
-                atomic_write_text(
-                    self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2)
-                )
+                atomic_write_text(self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2))
         skips = self._skip_summary()
         if info.is_main and skips.total:
             log.warning("%s unusable training samples: %s", skips.total, skips.summary())
@@ -400,9 +414,7 @@ class _Trainer:
         if loss is not None:
             value = float(all_reduce_mean(loss, self.info))
             if value != value or value in (float("inf"), float("-inf")):
-                raise FloatingPointError(
-                    f"step {step}: the loss is {value}; lower the lr or use --precision fp32"
-                )
+                raise FloatingPointError(f"step {step}: the loss is {value}; lower the lr or use --precision fp32")
         samples_per_s, data_wait = progress.window()
         record = {
             "loss": value,
