@@ -52,6 +52,8 @@ HELP = {
     "save_every": "checkpoint every N steps",
     "keep_last": "keep the last K step checkpoints (plus best and final)",
     "log_every": "log metrics every N steps",
+    "report_to": "experiment trackers, comma-separated: tensorboard, wandb, mlflow (metrics.jsonl is always written)",
+    "project": "W&B project / MLflow experiment name",
     "eval_every": "evaluate every N steps (0: only at the end)",
     "eval_tasks": "zero-shot sets to evaluate, comma-separated: 'shapes', labelled image folders or CSVs, "
     "CLIP_benchmark wds_<name> folders",

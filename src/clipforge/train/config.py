@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import ConfigError
+from .tracking import parse_report_to
 
 Loss = Literal["clip", "siglip"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -69,6 +70,8 @@ class TrainConfig:
     save_every: int = 200
     keep_last: int = 2
     log_every: int = 10
+    report_to: str = ""  # comma-separated experiment trackers: tensorboard, wandb, mlflow (JSONL always)
+    project: str = "clipforge"  # W&B project / MLflow experiment
     eval_every: int = 0  # 0: evaluate only at the end
     eval_tasks: str | None = None  # comma-separated: "shapes", labelled folders/CSVs, CLIP_benchmark wds_<name> dirs
     eval_templates: str = "default"  # templates for eval sets that bring none (built-in name or file)
@@ -96,6 +99,10 @@ class TrainConfig:
             "shard_sampling='resampled' draws shards forever: set samples_per_epoch (pairs per epoch)",
         )
         need(self.eval_max_images is None or self.eval_max_images >= 1, "eval_max_images must be >= 1 or null")
+        try:
+            parse_report_to(self.report_to)
+        except ValueError as e:
+            need(False, str(e))
         need(self.regression_tolerance >= 0, "regression_tolerance must be >= 0")
         need(self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}")
         for key in ("steps", "batch_size", "accum_steps", "keep_last", "save_every", "log_every"):

@@ -51,11 +51,15 @@ from .setup import (
     build_train_dataset,
     final_model_config,
 )
+from .tracking import open_trackers
 
 log = logging.getLogger(__name__)
 
 # Keys that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = frozenset({"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"})
+RESUMABLE_CHANGES = frozenset(
+    {"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"}
+    | {"report_to", "project", "regression_tolerance"}
+)
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,12 @@ class _Trainer:
             pin_memory=info.device.type == "cuda",
             epoch_batches=cfg.samples_per_epoch // cfg.batch_size if cfg.samples_per_epoch else None,
         )
-        self.metrics = MetricsLogger(self.rundir.metrics_file, enabled=info.is_main)
+        trackers = (
+            open_trackers(cfg.report_to, run_dir=self.rundir.path, config=cfg.to_dict(), project=cfg.project)
+            if info.is_main and cfg.report_to
+            else []
+        )
+        self.metrics = MetricsLogger(self.rundir.metrics_file, enabled=info.is_main, trackers=trackers)
         if self.start_step is None:
             self.metrics.truncate_after(0)  # a fresh start: drop records of an earlier attempt
         self.best: tuple[str, float] | None = None
