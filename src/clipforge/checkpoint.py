@@ -38,8 +38,10 @@ def save_checkpoint(
     *,
     tokenizer: Any | None = None,
     provenance: dict[str, Any] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``model`` (and its tokenizer) atomically to ``path`` (a ``.safetensors`` file)."""
+    """Write ``model`` (and its tokenizer) atomically to ``path`` (a ``.safetensors`` file).
+    ``state_dict`` replaces ``model.state_dict()`` (e.g. LoRA adapters merged into plain weights)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -50,7 +52,8 @@ def save_checkpoint(
     }
     if tokenizer is not None:
         metadata["tokenizer"] = json.dumps(tokenizer.to_metadata())
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    weights = model.state_dict() if state_dict is None else state_dict
+    state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 

@@ -119,14 +119,14 @@ class RunDir:
         tokenizer: Any,
         state: dict[str, Any],
         provenance: dict[str, Any],
+        weights: dict[str, torch.Tensor] | None = None,
     ) -> None:
-        """Weights first, then the state that makes the step resumable, then prune old steps."""
-        save_checkpoint(self.weights_file(step), model, tokenizer=tokenizer, provenance=provenance)
+        """Weights first (``weights`` instead of ``model.state_dict()`` when given), then the state
+        that makes the step resumable, then prune old steps."""
+        save_checkpoint(self.weights_file(step), model, tokenizer=tokenizer, provenance=provenance, state_dict=weights)
         atomic_write(self.state_file(step), lambda tmp: torch.save(state, tmp))
         for old in self.saved_steps()[: -self.keep_last]:
-            self.state_file(old).unlink(
-                missing_ok=True
-            )  # state first: a half-pruned step is never "complete"
+            self.state_file(old).unlink(missing_ok=True)  # state first: a half-pruned step is never "complete"
             self.weights_file(old).unlink(missing_ok=True)
 
     def load_state(self, step: int) -> dict[str, Any]:

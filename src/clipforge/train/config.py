@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import ConfigError
+from .lora import parse_towers
 from .tracking import parse_report_to
 
 Loss = Literal["clip", "siglip"]
@@ -64,6 +65,10 @@ class TrainConfig:
     # locking (LiT)
     lock_image: bool = False
     lock_image_unlocked_blocks: int = 0  # with lock_image: leave the last N blocks (and the head) trainable
+    # LoRA: low-rank adapters on the attention and MLP projections, merged into the saved weights
+    lora_rank: int = 0  # 0: off (full fine-tuning)
+    lora_alpha: float | None = None  # adapter scale alpha / rank (default alpha = rank)
+    lora_towers: str = "image,text"
     # run directory, checkpoints, logging, eval
     out: str = "runs"
     name: str = ""  # run directory is out/name; "" picks a timestamped name
@@ -99,6 +104,16 @@ class TrainConfig:
             "shard_sampling='resampled' draws shards forever: set samples_per_epoch (pairs per epoch)",
         )
         need(self.eval_max_images is None or self.eval_max_images >= 1, "eval_max_images must be >= 1 or null")
+        need(
+            isinstance(self.lora_rank, int) and not isinstance(self.lora_rank, bool) and self.lora_rank >= 0,
+            f"lora_rank must be a non-negative int, got {self.lora_rank!r}",
+        )
+        need(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha must be positive or null")
+        need(not (self.lora_rank and self.lock_image), "lora_rank and lock_image cannot be combined (LoRA freezes all)")
+        try:
+            parse_towers(self.lora_towers)
+        except ValueError as e:
+            need(False, str(e))
         try:
             parse_report_to(self.report_to)
         except ValueError as e:

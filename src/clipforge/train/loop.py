@@ -40,6 +40,7 @@ from .distributed import (
 )
 from .evaluation import EvalTask, RetrievalSet, evaluate, headline, regression_report
 from .lit import lock_image_tower, set_train_mode
+from .lora import adapter_state_dict, apply_lora, load_adapters, merged_state_dict, parse_towers
 from .metrics import MetricsLogger, Progress
 from .optim import build_optimizer, lr_at, set_lr
 from .precision import autocast_for
@@ -159,6 +160,10 @@ class _Trainer:
         self.tokenizer = self._tokenizer(model_cfg, init_info)
         self.model_cfg = final_model_config(model_cfg, self.tokenizer)
         self.model = build_model(cfg, self.model_cfg, device=info.device)
+        self.lora = bool(cfg.lora_rank)
+        if self.lora:
+            n = apply_lora(self.model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, towers=parse_towers(cfg.lora_towers))
+            log.info("LoRA rank %d on %d projections (%s)", cfg.lora_rank, n, cfg.lora_towers)
         self.frozen = (
             lock_image_tower(self.model, unlocked_blocks=cfg.lock_image_unlocked_blocks) if cfg.lock_image else []
         )
@@ -236,23 +241,34 @@ class _Trainer:
             "stream_positions": positions,
             "best": list(self.best) if self.best else None,
             "baseline": self.baseline,
+            "lora": adapter_state_dict(self.model) if self.lora else None,
         }
 
     def _save(self, step: int) -> None:
         state = self._state(step)  # collective when streaming: every rank takes part
         if self.info.is_main:
             provenance = {"run": str(self.rundir.path), "step": step, "train_config": self.cfg.to_dict()}
-            self.rundir.save(step, self.model, tokenizer=self.tokenizer, state=state, provenance=provenance)
+            self.rundir.save(
+                step,
+                self.model,
+                tokenizer=self.tokenizer,
+                state=state,
+                provenance=provenance,
+                weights=merged_state_dict(self.model) if self.lora else None,
+            )
 
     def _restore(self, step: int) -> None:
         from ..checkpoint import load_state_dict_strict, load_weights
 
-        load_state_dict_strict(
-            self.model,
-            load_weights(self.rundir.weights_file(step), device=self.info.device),
-            source=str(self.rundir.weights_file(step)),
-        )
         state = self.rundir.load_state(step)
+        if self.lora:  # the frozen base comes from --init (or the seed) as at the start; the adapters from the state
+            load_adapters(self.model, state["lora"])
+        else:
+            load_state_dict_strict(
+                self.model,
+                load_weights(self.rundir.weights_file(step), device=self.info.device),
+                source=str(self.rundir.weights_file(step)),
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
@@ -394,7 +410,13 @@ class _Trainer:
             from ..checkpoint import save_checkpoint
 
             provenance = {"run": str(self.rundir.path), "step": step, "train_config": cfg.to_dict()}
-            save_checkpoint(self.rundir.final_model, self.model, tokenizer=self.tokenizer, provenance=provenance)
+            save_checkpoint(
+                self.rundir.final_model,
+                self.model,
+                tokenizer=self.tokenizer,
+                provenance=provenance,
+                state_dict=merged_state_dict(self.model) if self.lora else None,
+            )
             if results:
                 atomic_write_text(self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2))
         skips = self._skip_summary()
