@@ -45,6 +45,7 @@ HELP = {
     "device": "auto, cpu, cuda, cuda:1 ...",
     "seed": "seed of the initialisation and the data order",
     "grad_checkpointing": "recompute activations in the backward pass (less memory)",
+    "shard": "FSDP2 under torchrun: shard weights, gradients and AdamW state over the processes (large towers)",
     "lock_image": "LiT: freeze the image tower",
     "lock_image_unlocked_blocks": "with --lock-image: keep the last N blocks and the head trainable",
     "lora_rank": "LoRA: train rank-r adapters on the attention and MLP projections only (0: full fine-tuning)",

@@ -7,6 +7,7 @@ Layout of ``<out>/<name>/``::
     metrics.jsonl                 one JSON object per logged step / evaluation
     checkpoints/step-000200.safetensors   weights (+ config, tokenizer) via clipforge.checkpoint
     checkpoints/step-000200.state.pt      optimiser, grad scaler, RNG states, step, counters
+    checkpoints/step-000200.dcp/          sharded (FSDP) runs: model + optimiser shards of every rank
     checkpoints/best.safetensors  the best evaluation so far (best.json says which step/metric)
     model.safetensors             the final weights
 
@@ -93,6 +94,10 @@ class RunDir:
     def weights_file(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:06d}.safetensors"
 
+    def shard_dir(self, step: int) -> Path:
+        """Sharded (FSDP) runs: every rank's shards of model and optimiser (torch.distributed.checkpoint)."""
+        return self.checkpoints / f"step-{step:06d}.dcp"
+
     def state_file(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:06d}.state.pt"
 
@@ -128,6 +133,7 @@ class RunDir:
         for old in self.saved_steps()[: -self.keep_last]:
             self.state_file(old).unlink(missing_ok=True)  # state first: a half-pruned step is never "complete"
             self.weights_file(old).unlink(missing_ok=True)
+            shutil.rmtree(self.shard_dir(old), ignore_errors=True)
 
     def load_state(self, step: int) -> dict[str, Any]:
         return torch.load(self.state_file(step), map_location="cpu", weights_only=True)

@@ -62,6 +62,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     grad_checkpointing: bool = False
+    shard: bool = False  # FSDP2: shard parameters, gradients and optimiser state over the ranks
     # locking (LiT)
     lock_image: bool = False
     lock_image_unlocked_blocks: int = 0  # with lock_image: leave the last N blocks (and the head) trainable
@@ -109,6 +110,8 @@ class TrainConfig:
             f"lora_rank must be a non-negative int, got {self.lora_rank!r}",
         )
         need(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha must be positive or null")
+        need(not (self.shard and self.lora_rank), "shard with lora_rank is not supported yet")
+        need(not (self.shard and self.precision == "fp16"), "shard needs precision bf16 or fp32 (no fp16 loss scaling)")
         need(not (self.lora_rank and self.lock_image), "lora_rank and lock_image cannot be combined (LoRA freezes all)")
         try:
             parse_towers(self.lora_towers)

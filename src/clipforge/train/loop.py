@@ -52,6 +52,15 @@ from .setup import (
     build_train_dataset,
     final_model_config,
 )
+from .sharding import (
+    clip_grad_norm,
+    full_state_dict,
+    load_sharded,
+    no_gradient_sync,
+    save_sharded,
+    shard_model,
+    sync_replicated_grads,
+)
 from .tracking import open_trackers
 
 log = logging.getLogger(__name__)
@@ -167,6 +176,9 @@ class _Trainer:
         self.frozen = (
             lock_image_tower(self.model, unlocked_blocks=cfg.lock_image_unlocked_blocks) if cfg.lock_image else []
         )
+        self.sharded = cfg.shard
+        if self.sharded:  # FSDP2 before the optimiser, which must see the sharded parameters
+            shard_model(self.model, info)
         self.optimizer = build_optimizer(
             self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas), eps=cfg.eps
         )
@@ -177,7 +189,7 @@ class _Trainer:
         self.eval_sets = (
             eval_sets
             if eval_sets is not None
-            else (build_eval_sets(cfg, self.model_cfg) if info.is_main else ([], None))
+            else (build_eval_sets(cfg, self.model_cfg) if info.is_main or self.sharded else ([], None))
         )
         from ..data import Collator, SkipStats
 
@@ -206,7 +218,7 @@ class _Trainer:
         self.stream_positions: list | None = None
         if self.start_step is not None:
             self._restore(self.start_step)
-        self.ddp = wrap_ddp(self.model, info)
+        self.ddp = self.model if self.sharded else wrap_ddp(self.model, info)
 
     def _tokenizer(self, model_cfg, init_info):
         from ..tokenizer import Tokenizer
@@ -234,7 +246,7 @@ class _Trainer:
                 positions = gathered
         return {
             "step": step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if self.sharded else self.optimizer.state_dict(),  # sharded: in step-N.dcp/
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_state(),
             "skips": self.skips.state_dict(),
@@ -246,6 +258,9 @@ class _Trainer:
 
     def _save(self, step: int) -> None:
         state = self._state(step)  # collective when streaming: every rank takes part
+        weights = self._weights()  # collective when sharded
+        if self.sharded:  # each rank's shards of model and optimiser, before the state commits the step
+            save_sharded(self.model, self.optimizer, self.rundir.shard_dir(step), self.info)
         if self.info.is_main:
             provenance = {"run": str(self.rundir.path), "step": step, "train_config": self.cfg.to_dict()}
             self.rundir.save(
@@ -254,8 +269,15 @@ class _Trainer:
                 tokenizer=self.tokenizer,
                 state=state,
                 provenance=provenance,
-                weights=merged_state_dict(self.model) if self.lora else None,
+                weights=weights,
             )
+
+    def _weights(self) -> dict[str, torch.Tensor] | None:
+        """What a saved model holds when it is not ``model.state_dict()``: the full weights gathered
+        from the shards (rank 0; collective), or the LoRA adapters merged into plain weights."""
+        if self.sharded:
+            return full_state_dict(self.model)
+        return merged_state_dict(self.model) if self.lora else None
 
     def _restore(self, step: int) -> None:
         from ..checkpoint import load_state_dict_strict, load_weights
@@ -263,13 +285,16 @@ class _Trainer:
         state = self.rundir.load_state(step)
         if self.lora:  # the frozen base comes from --init (or the seed) as at the start; the adapters from the state
             load_adapters(self.model, state["lora"])
+        elif self.sharded:
+            load_sharded(self.model, self.optimizer, self.rundir.shard_dir(step))
         else:
             load_state_dict_strict(
                 self.model,
                 load_weights(self.rundir.weights_file(step), device=self.info.device),
                 source=str(self.rundir.weights_file(step)),
             )
-        self.optimizer.load_state_dict(state["optimizer"])
+        if not self.sharded:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -307,7 +332,9 @@ class _Trainer:
         loss_fn = self.loss_fn
         if self.scaler is not None:
             loss_fn = lambda *a: self.scaler.scale(self.loss_fn(*a))  # noqa: E731
-        no_sync = self.ddp.no_sync if self.info.distributed else None
+        no_sync = self.ddp.no_sync if self.info.distributed and not self.sharded else None
+        if self.sharded:
+            no_sync = lambda: no_gradient_sync(self.model)  # noqa: E731
         loss = forward_backward(
             self.ddp,
             split_batch(images, tokens, self.cfg.accum_steps),
@@ -315,12 +342,17 @@ class _Trainer:
             autocast=self.autocast,
             no_sync=no_sync,
         )
+        if self.sharded:
+            sync_replicated_grads(self.model, self.info)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
             loss = loss / self.scaler.get_scale()
         if self.cfg.grad_clip is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
+            if self.sharded:
+                clip_grad_norm(params, self.cfg.grad_clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -335,7 +367,7 @@ class _Trainer:
         """Fine-tuning: the starting model's zero-shot results, the reference of every later
         evaluation's ``regression/*`` figures (kept in the checkpoints, so a resume keeps it)."""
         tasks, _ = self.eval_sets
-        if self.info.is_main and self.cfg.init and tasks and self.baseline is None:
+        if (self.info.is_main or self.sharded) and self.cfg.init and tasks and self.baseline is None:
             self.baseline = evaluate(
                 self.model, self.tokenizer, tasks=tasks, autocast=self.autocast, workers=self.cfg.workers
             )
@@ -345,7 +377,7 @@ class _Trainer:
     def _evaluate(self, step: int) -> dict[str, float]:
         tasks, retrieval = self.eval_sets
         results: dict[str, float] = {}
-        if self.info.is_main and (tasks or retrieval is not None):
+        if (self.info.is_main or self.sharded) and (tasks or retrieval is not None):  # sharded: every rank computes
             results = evaluate(
                 self.model,
                 self.tokenizer,
@@ -368,7 +400,8 @@ class _Trainer:
             top = headline(results)
             if top is not None and (self.best is None or top[1] > self.best[1]):
                 self.best = (top[0], top[1])
-                self.rundir.save_best(step, *top)
+                if self.info.is_main:
+                    self.rundir.save_best(step, *top)
         barrier(self.info)
         set_train_mode(self.model, self.frozen)
         return results
@@ -406,6 +439,7 @@ class _Trainer:
             progress.close()
         if evaluated != step:
             results = self._evaluate(step)
+        weights = self._weights()
         if info.is_main:
             from ..checkpoint import save_checkpoint
 
@@ -415,7 +449,7 @@ class _Trainer:
                 self.model,
                 tokenizer=self.tokenizer,
                 provenance=provenance,
-                state_dict=merged_state_dict(self.model) if self.lora else None,
+                state_dict=weights,
             )
             if results:
                 atomic_write_text(self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2))
