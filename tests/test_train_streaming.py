@@ -146,3 +146,26 @@ def test_fit_on_pipe_shards_resumes_to_identical_weights(tmp_path):
     a, b = load_file(straight.model_path), load_file(resumed.model_path)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_fsspec_urls_stream_and_a_missing_fsspec_is_an_install_hint(tmp_path, monkeypatch):
+    fsspec = pytest.importorskip("fsspec", reason="fsspec not installed (pip install 'clipforge[stream]')")
+    import sys
+
+    from clipforge.optional import MissingExtra
+
+    paths = write_shards(tmp_path)
+    memory = fsspec.filesystem("memory")
+    for p in paths:  # an object store stand-in: fsspec's in-process memory file system
+        memory.pipe(f"/bucket/{p.name}", p.read_bytes())
+    try:
+        local, remote = (
+            _stream(src, workers=0).batches(0) for src in (sources(tmp_path)["local"], "memory://bucket/s{0..2}.tar")
+        )
+        for _ in range(7):  # past the end of the first epoch
+            assert _same(next(local), next(remote))
+    finally:
+        memory.rm("/bucket", recursive=True)
+    monkeypatch.setitem(sys.modules, "fsspec", None)
+    with pytest.raises(MissingExtra, match=r"pip install 'clipforge\[stream\]'"):
+        list(build_dataset("s3://bucket/s0.tar", transform=augment, shuffle_buffer=0))
