@@ -17,6 +17,12 @@ from clipforge.checkpoint import load_checkpoint
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
+def _rows(run) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def _torchrun(*args: str) -> None:
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
@@ -56,3 +62,22 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
     for key in wb:
         assert torch.equal(wb[key], wc[key]), f"{key} differs after resuming from the shards"
     assert _losses(out / "cut") == b
+
+    # bf16 autocast + gradient checkpointing + periodic zero-shot eval (every rank computes it)
+    labelled = tmp_path / "labelled"
+    for i, png in enumerate(sorted((data.parent / "img").glob("*.png"))[:8]):
+        (labelled / ("ab"[i % 2])).mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, labelled / "ab"[i % 2] / png.name)
+    extra = [
+        "--shard",
+        "--grad-checkpointing",
+        "--precision",
+        "bf16",
+        "--eval-tasks",
+        str(labelled),
+        "--eval-every",
+        "3",
+    ]
+    _torchrun(*_args(data, model, out, "bf16", *extra))
+    rows = [r for r in _rows(out / "bf16") if "eval/zeroshot/labelled/top1" in r]
+    assert [r["step"] for r in rows] == [3, 6] and (out / "bf16" / "checkpoints" / "best.safetensors").is_file()

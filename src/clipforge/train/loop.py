@@ -43,7 +43,7 @@ from .lit import lock_image_tower, set_train_mode
 from .lora import adapter_state_dict, apply_lora, load_adapters, merged_state_dict, parse_towers
 from .metrics import MetricsLogger, Progress
 from .optim import build_optimizer, lr_at, set_lr
-from .precision import autocast_for
+from .precision import autocast_for, step_kernels_for
 from .setup import (
     base_model_config,
     build_eval_sets,
@@ -184,6 +184,7 @@ class _Trainer:
         )
         self.dtype = parse_precision(cfg.precision, info.device)
         self.autocast = autocast_for(info.device, self.dtype)
+        self.step_kernels = step_kernels_for(info.device, self.dtype)
         self.scaler = torch.amp.GradScaler(info.device.type) if self.dtype == torch.float16 else None
         self.loss_fn = make_loss_fn(cfg.loss, chunk_size=cfg.loss_chunk_size, distributed=info.distributed)
         self.eval_sets = (
@@ -335,13 +336,14 @@ class _Trainer:
         no_sync = self.ddp.no_sync if self.info.distributed and not self.sharded else None
         if self.sharded:
             no_sync = lambda: no_gradient_sync(self.model)  # noqa: E731
-        loss = forward_backward(
-            self.ddp,
-            split_batch(images, tokens, self.cfg.accum_steps),
-            loss_fn,
-            autocast=self.autocast,
-            no_sync=no_sync,
-        )
+        with self.step_kernels():
+            loss = forward_backward(
+                self.ddp,
+                split_batch(images, tokens, self.cfg.accum_steps),
+                loss_fn,
+                autocast=self.autocast,
+                no_sync=no_sync,
+            )
         if self.sharded:
             sync_replicated_grads(self.model, self.info)
         if self.scaler is not None:
