@@ -22,6 +22,7 @@ import json
 import random
 import re
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import torch
 
 from ..checkpoint import save_checkpoint
 from ..fileio import atomic_write, atomic_write_text
+from .config import TrainConfig
 
 _STEP_RE = re.compile(r"^step-(\d+)\.state\.pt$")
 
@@ -145,3 +147,31 @@ class RunDir:
             self.checkpoints / "best.json",
             json.dumps({"step": step, "metric": metric, "value": value}, indent=2),
         )
+
+
+# Keys that may change between an interrupted run and its resumption without changing the result.
+RESUMABLE_CHANGES = frozenset(
+    {"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"}
+    | {"report_to", "project", "regression_tolerance"}
+)
+
+
+def resolve_run_dir(cfg: TrainConfig, *, resume: bool) -> Path:
+    """``out/name``; without a name, a new timestamped directory (or, to resume, the newest run)."""
+    out = Path(cfg.out)
+    if cfg.name:
+        return out / cfg.name
+    if resume:
+        runs = sorted((p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise FileNotFoundError(f"--resume: no run directory with a run.json under {out}")
+        return runs[-1]
+    return out / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def check_resumable(stored: TrainConfig, given: TrainConfig, where: Path) -> None:
+    a, b = stored.to_dict(), given.to_dict()
+    changed = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES | {"name", "out"})
+    if changed:
+        detail = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in changed)
+        raise ValueError(f"cannot resume {where}: the config differs from its run.json ({detail})")

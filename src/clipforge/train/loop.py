@@ -14,7 +14,6 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from ..fileio import atomic_write_text
 from ..losses import clip_loss, siglip_loss
 from .accumulation import LossFn, forward_backward, split_batch
 from .batches import StreamPosition, TrainData
-from .checkpoints import RunDir, rng_state, set_rng_state
+from .checkpoints import RunDir, check_resumable, resolve_run_dir, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import (
     DistInfo,
@@ -64,13 +63,6 @@ from .sharding import (
 from .tracking import open_trackers
 
 log = logging.getLogger(__name__)
-
-# Keys that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = frozenset(
-    {"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"}
-    | {"report_to", "project", "regression_tolerance"}
-)
-
 
 @dataclass(frozen=True)
 class FitResult:
@@ -114,27 +106,6 @@ def fit(
         return _Trainer(cfg, dist_info, resume=resume, train_dataset=train_dataset, eval_sets=eval_sets).run()
     finally:
         cleanup_distributed(dist_info)
-
-
-def resolve_run_dir(cfg: TrainConfig, *, resume: bool) -> Path:
-    """``out/name``; without a name, a new timestamped directory (or, to resume, the newest run)."""
-    out = Path(cfg.out)
-    if cfg.name:
-        return out / cfg.name
-    if resume:
-        runs = sorted((p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise FileNotFoundError(f"--resume: no run directory with a run.json under {out}")
-        return runs[-1]
-    return out / datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def check_resumable(stored: TrainConfig, given: TrainConfig, where: Path) -> None:
-    a, b = stored.to_dict(), given.to_dict()
-    changed = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES | {"name", "out"})
-    if changed:
-        detail = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in changed)
-        raise ValueError(f"cannot resume {where}: the config differs from its run.json ({detail})")
 
 
 class _Trainer:
