@@ -87,6 +87,7 @@ def lora_run(tmp_path):
     return cfg, init
 
 
+@pytest.mark.slow
 def test_lora_fit_trains_only_adapters_saves_plain_weights_and_resumes(lora_run):
     cfg, init = lora_run
     straight = fit(dataclasses.replace(cfg, name="straight"))
