@@ -31,7 +31,9 @@ def lock_image_tower(model: CLIP, *, unlocked_blocks: int = 0) -> list[nn.Module
     visual = model.visual
     units, head = _stages(visual)
     if unlocked_blocks < 0 or unlocked_blocks > len(units):
-        raise ValueError(f"unlocked_blocks must be in 0..{len(units)} for this image tower, got {unlocked_blocks}")
+        raise ValueError(
+            f"unlocked_blocks must be in 0..{len(units)} for this image tower, got {unlocked_blocks}"
+        )
     for p in visual.parameters():
         p.requires_grad_(False)
     trainable: list[nn.Module] = []

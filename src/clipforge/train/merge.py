@@ -25,7 +25,9 @@ def interpolate_state_dicts(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if set(a) != set(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-        raise ValueError(f"the checkpoints hold different tensors: only in A {only_a[:5]}, only in B {only_b[:5]}")
+        raise ValueError(
+            f"the checkpoints hold different tensors: only in A {only_a[:5]}, only in B {only_b[:5]}"
+        )
     out = {}
     for key, ta in a.items():
         tb = b[key]

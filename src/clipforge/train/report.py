@@ -37,7 +37,8 @@ def summarise(
         elif parts[0] == "retrieval":
             retrieval[parts[1]] = value
     checks = {
-        f"{task} top1 >= {goal:.0%}": zeroshot.get(task, {}).get("top1", 0.0) >= goal for task, goal in targets.items()
+        f"{task} top1 >= {goal:.0%}": zeroshot.get(task, {}).get("top1", 0.0) >= goal
+        for task, goal in targets.items()
     }
     held = zeroshot.get("colour_shape_heldout")
     if held:
@@ -102,9 +103,12 @@ def write_report(run_dir: Path, figures: dict[str, Any], *, model_path: Path) ->
         ]
         for d in ("text_to_image", "image_to_text"):
             lines.append(
-                f"| {d.replace('_', ' ')} | {r[f'{d}_R@1']:.1%} | {r[f'{d}_R@5']:.1%} | {r[f'{d}_R@10']:.1%} |"
+                f"| {d.replace('_', ' ')} | "
+                f"{r[f'{d}_R@1']:.1%} | {r[f'{d}_R@5']:.1%} | {r[f'{d}_R@10']:.1%} |"
             )
-    lines += ["", "## Checks", ""] + [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in figures["checks"].items()]
+    lines += ["", "## Checks", ""] + [
+        f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in figures["checks"].items()
+    ]
     for title, file in plots:
         lines += ["", f"## {title}", "", f"![{title}]({file})"]
     lines += [
@@ -172,7 +176,9 @@ def _plot_similarity(run_dir: Path, model_path: Path, *, n: int = 8) -> str:
     pils, captions = zip(*(val[i] for i in range(n)), strict=True)
     transform = image_transform(info.config.preprocess, size, train=False)
     img = model.encode_image(torch.stack([transform(p) for p in pils]))  # (n, E)
-    txt = model.encode_text(tokenizer(list(captions), context_length=info.config.text.context_length))  # (n, E)
+    txt = model.encode_text(
+        tokenizer(list(captions), context_length=info.config.text.context_length)
+    )  # (n, E)
     sim = (img @ txt.T).numpy()  # (n images, n captions)
 
     fig, ax = plt.subplots(figsize=(9, 7))
@@ -196,7 +202,9 @@ def _plot_similarity(run_dir: Path, model_path: Path, *, n: int = 8) -> str:
             )
     ax.set_yticks(range(n), captions, fontsize=8)
     ax.set_xticks([])
-    ax.set_title("cosine similarity: image (column) vs caption (row); the diagonal are the true pairs", fontsize=9)
+    ax.set_title(
+        "cosine similarity: image (column) vs caption (row); the diagonal are the true pairs", fontsize=9
+    )
     fig.savefig(run_dir / "similarity.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return "similarity.png"
