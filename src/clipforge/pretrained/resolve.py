@@ -26,6 +26,7 @@ from pathlib import Path
 from ..checkpoint import save_checkpoint
 from ..config import PreprocessConfig
 from ..convert import detect, find_clipforge_checkpoint, import_model, import_tokenizer
+from ..convert.detect import OPEN_CLIP_WEIGHTS
 from ..fileio import sha256_file
 from ..models import list_models
 from .download import download_url
@@ -130,6 +131,8 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
         prefer = "transformers" if entry.format == "hf" else "open_clip"
         source = snapshot(entry.hf_hub, revision=entry.revision, prefer=prefer)
         label = f"hf-hub:{entry.hf_hub}@{source.name}"
+        if entry.format == "open_clip":  # the registry knows the architecture: the weights file is enough
+            source = next((source / n for n in OPEN_CLIP_WEIGHTS if (source / n).is_file()), source)
     fmt = "hf" if (source / "config.json").is_file() and entry.format != "open_clip" else entry.format
     return _convert_to_cache(
         source,
