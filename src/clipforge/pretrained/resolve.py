@@ -87,11 +87,11 @@ def resolve_model(reference: str | os.PathLike, *, progress: bool = True) -> Res
         raise UnknownModelError(
             f"{ref!r} is an architecture, not weights: "
             + (f"pick pretrained weights, e.g. {', '.join(tags[:6])}" if tags else "it has no pretrained weights")
-            + " (or train one: `clipforge train --model " + ref + "`)"
+            + " (or train one: `clipforge train --model "
+            + ref
+            + "`)"
         )
-    raise UnknownModelError(
-        f"{ref!r}: no such file or folder, pretrained name or Hub id. {closest_names_hint(ref)}"
-    )
+    raise UnknownModelError(f"{ref!r}: no such file or folder, pretrained name or Hub id. {closest_names_hint(ref)}")
 
 
 def resolve_checkpoint(reference: str | os.PathLike, *, progress: bool = True) -> Path:
