@@ -19,10 +19,8 @@ CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]  # OpenAI's ids for "a photo
 @pytest.mark.slow
 def test_wheel_ships_its_data_and_tokenizes_offline(tmp_path):
     pytest.importorskip("setuptools", reason="building the wheel needs setuptools in this environment")
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
+    built = subprocess.run([*command, str(ROOT)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = tmp_path.glob("clipforge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
