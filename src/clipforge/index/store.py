@@ -19,10 +19,9 @@ last commit. Connections are per thread, so one store can be shared by a threade
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,6 +48,11 @@ CREATE TABLE IF NOT EXISTS skipped (
     reason TEXT NOT NULL
 );
 """
+
+
+def _is_sql_int(value: int) -> bool:
+    """Whether ``value`` fits SQLite's signed 64-bit INTEGER (else binding it raises OverflowError)."""
+    return -(2**63) <= int(value) < 2**63
 
 
 class IndexDatabaseError(ValueError):
@@ -281,11 +285,13 @@ class IndexStore:
             conn.execute("COMMIT")
 
     def path_of(self, image_id: int) -> str | None:
+        if not _is_sql_int(image_id):
+            return None  # no row can have it (SQLite ids are signed 64-bit)
         row = self._conn().execute("SELECT path FROM images WHERE id = ?", (int(image_id),)).fetchone()
         return None if row is None else row[0]
 
     def paths_of(self, ids: Iterable[int]) -> dict[int, str]:
-        ids = [int(i) for i in ids]
+        ids = [int(i) for i in ids if _is_sql_int(i)]
         out: dict[int, str] = {}
         for start in range(0, len(ids), 500):  # stay below SQLite's host-parameter limit
             chunk = ids[start : start + 500]
@@ -299,6 +305,8 @@ class IndexStore:
         return None if row is None else self._decode(row[0])
 
     def embedding_of(self, image_id: int) -> np.ndarray | None:
+        if not _is_sql_int(image_id):
+            return None
         row = self._conn().execute("SELECT embedding FROM images WHERE id = ?", (int(image_id),)).fetchone()
         return None if row is None else self._decode(row[0])
 
