@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.images import is_image_file
+from ..data.pairs import has_undecodable
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def labelled_csv(
     set of names, or ``"0" … "max"`` for integer labels."""
     path = Path(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:  # bad bytes: row skipped
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
         for key in (image_key, label_key):
@@ -116,6 +117,12 @@ def labelled_csv(
     raw: list[tuple[int, Path, str]] = []
     skipped = []
     for line, row in rows:
+        if None in row:
+            skipped.append(f"{path}:{line}: more columns than the header")
+            continue
+        if has_undecodable(row.get(image_key), row.get(label_key)):
+            skipped.append(f"{path}:{line}: invalid UTF-8")
+            continue
         image, label = (row.get(image_key) or "").strip(), (row.get(label_key) or "").strip()
         if not image or not label:
             skipped.append(f"{path}:{line}: empty {(image_key if not image else label_key)!r}")

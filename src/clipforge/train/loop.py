@@ -22,10 +22,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..device import parse_precision
+from ..fileio import atomic_write_text
 from ..losses import clip_loss, siglip_loss
 from .accumulation import LossFn, forward_backward, split_batch
 from .batches import TrainData
-from ..fileio import atomic_write_text
 from .checkpoints import RunDir, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import (
@@ -268,8 +268,7 @@ class _Trainer:
     def _step(self, step: int, batch: Any) -> torch.Tensor | None:
         from ..data import prepare_images
 
-        if self.data.epoch_of(step) == 0:  # later epochs meet the same bad samples again: count them once
-            self.skips.update(batch.skipped, batch.skip_notes)
+        self.skips.update(batch.skipped, batch.skip_notes, batch.skip_keys)  # every epoch: files can vanish
         n = all_reduce_min_int(len(batch), self.info)  # ranks must hold equal batches for the gathered loss
         if n == 0:
             log.warning("step %d: every sample of the batch was skipped; no update", step)
@@ -381,7 +380,7 @@ class _Trainer:
         return FitResult(self.rundir.path, self.rundir.final_model, step, results, skips.total)
 
     def _skip_summary(self):
-        """Rows skipped while reading the index, plus samples skipped in the first epoch on any rank."""
+        """Rows skipped while reading the index, plus every sample skipped during the run on any rank."""
         from ..data import SkipStats
 
         counts = [self.skips.state_dict()]
@@ -390,7 +389,7 @@ class _Trainer:
             torch.distributed.all_gather_object(counts, self.skips.state_dict())
         total = SkipStats()
         for c in counts:
-            total.update(c)
+            total.merge(c)
         total.update(Counter(s.reason for s in getattr(self.dataset, "load_skips", [])))
         return total
 
