@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
@@ -86,16 +86,23 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def sweep_temporaries(directory: str | Path, *, older_than_s: float = 0.0) -> list[Path]:
+def sweep_temporaries(
+    directory: str | Path, *, older_than_s: float = 0.0, names: Iterable[str] | None = None
+) -> list[Path]:
     """Remove ``atomic_write`` leftovers (``.<name>.*.tmp``) in ``directory`` older than
-    ``older_than_s`` seconds: what a process killed mid-write leaves behind. Returns the removed paths."""
+    ``older_than_s`` seconds: what a process killed mid-write leaves behind. With ``names``, only
+    the temporaries of those target file names (for folders shared with other programs).
+    Returns the removed paths."""
     directory = Path(directory)
+    prefixes = None if names is None else tuple(f".{n}." for n in names)
     removed: list[Path] = []
     if not directory.is_dir():
         return removed
     now = time.time()
     for p in directory.iterdir():
         if not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)) or not p.is_file():
+            continue
+        if prefixes is not None and not p.name.startswith(prefixes):
             continue
         try:
             if now - p.stat().st_mtime >= older_than_s:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write_text
+
 
 def add_model_args(p: argparse.ArgumentParser, *, precision: str = "auto") -> None:
     p.add_argument("--model", required=True, help="clipforge checkpoint (.safetensors)")
@@ -41,9 +43,7 @@ def emit_json(payload: dict[str, Any], out: str | None = None) -> None:
     if out is None:
         print(text)
         return
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n", encoding="utf-8")
+    atomic_write_text(Path(out), text + "\n")
 
 
 def slug(text: str, *, limit: int = 40) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from ..fileio import atomic_write_text
 from .cmd_index import DEFAULT_DB
 
 
@@ -30,8 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..index import Encoder, ImageIndex, IndexStore
     from ..index.gallery import render_gallery
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         title = " + ".join(
             x for x in (args.query and f'"{args.query}"', args.image and f"image {args.image}") if x
         )
-        Path(args.html).write_text(render_gallery(hits, root, title=f"clipforge search: {title}"))
+        atomic_write_text(Path(args.html), render_gallery(hits, root, title=f"clipforge search: {title}"))
         if not args.json:
             print(f"gallery written to {args.html}")
     store.close()

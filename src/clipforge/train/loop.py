@@ -153,6 +153,8 @@ class _Trainer:
             )
         self.cfg = cfg
         if info.is_main:
+            for p in self.rundir.sweep():
+                log.info("removed %s, left by an interrupted save", p)
             atomic_write_text(self.rundir.config_file, cfg.to_json())
 
         # model config -> data -> tokenizer (may learn from the data) -> final model config -> model
