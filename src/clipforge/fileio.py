@@ -9,6 +9,7 @@ Temporaries are named ``.<name>.<random>.tmp``; :func:`sweep_temporaries` remove
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -47,17 +48,40 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
+# How writers implemented outside Python (safetensors, torch, faiss) report a full disk.
+_DISK_FULL_MARKS = ("no space left", "storagefull", "disk quota", "file write failed", "errno 28", "enospc")
+
+
+def write_error(path: str | Path, error: BaseException) -> OSError | None:
+    """``error`` raised while writing ``path`` as an ``OSError`` naming ``path`` (not the temporary
+    file) and the cause, or None when it is not a storage failure (a bug, an interrupt)."""
+    if isinstance(error, OSError):
+        return OSError(error.errno, error.strerror or str(error), str(path))
+    text = str(error).lower()
+    if any(mark in text for mark in _DISK_FULL_MARKS):
+        return OSError(errno.ENOSPC, f"cannot write (disk full?): {str(error).strip().splitlines()[0]}", str(path))
+    return None
+
+
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)``, fsync the file, give it the umask's mode, rename it over ``path`` and
-    fsync the directory. On any error the temporary file is removed and ``path`` is untouched."""
+    fsync the directory. On any error the temporary file is removed and ``path`` is untouched; a
+    storage failure (disk full, quota, I/O error), whichever library reports it, is raised as an
+    ``OSError`` naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except Exception as e:
+            storage = write_error(path, e)
+            if storage is None:
+                raise
+            raise storage from e
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:

@@ -153,13 +153,19 @@ class IndexStore:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:  # disk full, read-only, I/O error: the data is intact
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise IndexDatabaseError(f"{self.path}: cannot write the index ({e}); nothing was changed") from e
 
     def close(self) -> None:
         with self._lock:

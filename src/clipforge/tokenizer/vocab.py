@@ -32,6 +32,10 @@ class TokenizerError(ValueError):
     """A tokenizer file, vocabulary or input that cannot be used."""
 
 
+class TokenizerInputError(TokenizerError, TypeError):
+    """Texts of the wrong type (None, bytes, a dict, a number ...): a TypeError and a TokenizerError."""
+
+
 WORD_END = "</w>"
 SOT_TOKEN = "<start_of_text>"
 EOT_TOKEN = "<end_of_text>"
