@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     store = IndexStore(args.db)
     model = args.model or store.get_meta("model_path")
     if not model:
-        raise ValueError(f"{args.db} does not record its model's path: pass --model CKPT")
+        from ..index.store import describe_model
+
+        made_by = describe_model(store.get_meta("model_id"), store.get_meta("model_name"))
+        raise ValueError(f"{args.db} does not record its model's file (made by {made_by}): pass --model CKPT")
     encoder = Encoder.from_checkpoint(model, device=args.device, precision=args.precision)
     index = ImageIndex(store, encoder=encoder, nprobe=args.nprobe)
     hits = index.search(text=args.query, image=args.image, k=args.k, image_weight=args.image_weight)

@@ -104,6 +104,7 @@ def build_cache(
     num_workers: int = 2,
     batch_size: int = 64,
     force: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Build (or reuse, when its fingerprint still matches) the cache of ``source`` in
     ``cache_dir``; returns ``cache_dir``. ``source`` is anything ``build_dataset`` reads;
@@ -144,6 +145,7 @@ def build_cache(
                 desc=f"caching {Path(str(source)).name}",
                 total=None if total is None else -(-total // batch_size),
                 unit="batch",
+                disable=not progress,
             ):
                 for sample in batch:
                     if isinstance(sample, Skip):

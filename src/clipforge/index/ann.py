@@ -50,6 +50,9 @@ class VectorIndex(Protocol):
 
 
 def _faiss():
+    loader_log = logging.getLogger("faiss.loader")  # reports each CPU-specific build it tries at INFO
+    if loader_log.level == logging.NOTSET:  # ("Could not load library with AVX2 support"): not news
+        loader_log.setLevel(logging.WARNING)
     try:
         import faiss
     except ImportError as e:

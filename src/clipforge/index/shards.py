@@ -107,6 +107,7 @@ def embed_shards(
             "format": SHARD_FORMAT,
             "model_id": encoder.model_id,
             "model_name": encoder.model_name,
+            "model_path": encoder.model_path,  # so that `search` finds the model of a merged index
             "embed_dim": encoder.embed_dim,
             "dtype": dtype,
             "root": str(root),
@@ -183,6 +184,7 @@ def merge_shards(
         root=first["root"],
         dtype="float32" if first["dtype"] == "float32" else "float16",
         model_name=first.get("model_name", ""),
+        model_path=first.get("model_path", ""),
         rebuild=rebuild,
     )
     existing = store.files()

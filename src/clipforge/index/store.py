@@ -55,6 +55,13 @@ def _is_sql_int(value: int) -> bool:
     return -(2**63) <= int(value) < 2**63
 
 
+def describe_model(model_id: str | None, name: str | None = "", path: str | None = "") -> str:
+    """A model as a person can tell it apart: file (every run's weights are ``model.safetensors``,
+    so the full path), name, and the weights' id."""
+    parts = [p for p in (path, name if name and not (path and path.endswith(name)) else "") if p]
+    return f"{' / '.join(parts) or 'an unnamed model'} [id {model_id}]"
+
+
 class IndexDatabaseError(ValueError):
     """A database that cannot be used as asked (wrong model, wrong folder, not an index)."""
 
@@ -231,9 +238,8 @@ class IndexStore:
         if current["model_id"] is not None and not rebuild:
             if current["model_id"] != model_id:
                 raise ModelMismatchError(
-                    f"{self.path} was built with model {current['model_id']} "
-                    f"({self.get_meta('model_name') or 'unnamed'}), "
-                    f"not {model_id} ({model_name or 'unnamed'}); "
+                    f"{self.path} was built with {self._stored_model()}, not with "
+                    f"{describe_model(model_id, model_name, model_path)}; "
                     "use the same model, or --rebuild to re-embed everything"
                 )
             if current["root"] != root:
@@ -258,16 +264,19 @@ class IndexStore:
             }
             c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
 
-    def check_model(self, model_id: str) -> None:
-        """Raise :class:`ModelMismatchError` unless the index was built with ``model_id``."""
+    def _stored_model(self) -> str:
+        return describe_model(self.get_meta("model_id"), self.get_meta("model_name"), self.get_meta("model_path"))
+
+    def check_model(self, model_id: str, *, model_name: str = "", model_path: str = "") -> None:
+        """Raise :class:`ModelMismatchError` (naming both models) unless the index was built with
+        ``model_id``."""
         if self.model_id is None:
             raise IndexDatabaseError(f"{self.path} is empty: no model has been bound to it yet")
         if self.model_id != model_id:
             raise ModelMismatchError(
-                f"{self.path} was built with model {self.model_id} "
-                f"({self.get_meta('model_name') or 'unnamed'}), "
-                f"but the query model is {model_id}; search with the model that built the index, "
-                "or re-index with `clipforge index FOLDER --model CKPT --rebuild`"
+                f"{self.path} was built with {self._stored_model()}, but the query model is "
+                f"{describe_model(model_id, model_name, model_path)}; search with the model that built "
+                "the index, or re-index with `clipforge index FOLDER --model CKPT --rebuild`"
             )
 
     # -- reads ---------------------------------------------------------------------------------
