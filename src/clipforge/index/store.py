@@ -238,7 +238,7 @@ class IndexStore:
         if current["model_id"] is not None and not rebuild:
             if current["model_id"] != model_id:
                 raise ModelMismatchError(
-                    f"{self.path} was built with {self._stored_model()}, not with "
+                    f"{self.path} was built with model {self._stored_model()}, not with model "
                     f"{describe_model(model_id, model_name, model_path)}; "
                     "use the same model, or --rebuild to re-embed everything"
                 )
@@ -274,7 +274,7 @@ class IndexStore:
             raise IndexDatabaseError(f"{self.path} is empty: no model has been bound to it yet")
         if self.model_id != model_id:
             raise ModelMismatchError(
-                f"{self.path} was built with {self._stored_model()}, but the query model is "
+                f"{self.path} was built with model {self._stored_model()}, but the query model is "
                 f"{describe_model(model_id, model_name, model_path)}; search with the model that built "
                 "the index, or re-index with `clipforge index FOLDER --model CKPT --rebuild`"
             )
