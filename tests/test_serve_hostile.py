@@ -282,3 +282,25 @@ def test_huge_ids_are_4xx(service, big):
         assert 400 <= r.status_code < 500 and "detail" in r.json(), r.text
     store = service.index.store
     assert store.path_of(big) is None and store.embedding_of(big) is None and store.paths_of([big]) == {}
+
+
+def test_serve_command_wires_token_and_allowed_hosts(service, monkeypatch, capsys):
+    from clipforge.cli import cmd_serve
+
+    served = {}
+    monkeypatch.setattr(SearchService, "from_paths", classmethod(lambda cls, *a, **kw: service))
+    monkeypatch.setattr("clipforge.serve.run_server", lambda app, **kw: served.update(app=app, **kw))
+    monkeypatch.setenv("CLIPFORGE_TOKEN", TOKEN)
+    from clipforge.cli.main import main
+
+    assert main(["serve", "ckpt", "--db", "x.cfidx", "--host", "192.168.1.20", "--allow-host", "photos.lan"]) == 0
+    c = TestClient(served["app"], base_url="http://photos.lan:8000")
+    assert c.get("/api/health").status_code == 401  # the token from the environment is required
+    assert c.get("/api/health", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+    c = TestClient(served["app"], base_url="http://192.168.1.20:8000")  # the bound address is allowed
+    assert c.get("/api/health", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+    c = TestClient(served["app"], base_url="http://evil.example")
+    assert c.get("/api/health", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 400
+    assert served["host"] == "192.168.1.20" and TOKEN not in capsys.readouterr().out
+    names = cmd_serve.allowed_hosts("0.0.0.0", [])
+    assert "localhost" in names and "0.0.0.0" not in names
