@@ -5,7 +5,8 @@
 * a declared ``Content-Length`` over the limit is refused (413) before a byte is read; a body
   streamed without one is cut off (413) as soon as it passes the limit. JSON bodies get a small
   limit (``max_json_bytes``), uploads the upload limit;
-* a client that stops sending its body is answered 408 after ``body_timeout_s`` of silence;
+* the body is read whole here, before routing: a client that stops sending it costs a waiting
+  coroutine only, and is answered 408 after ``body_timeout_s`` of silence;
 * at most ``max_active`` requests run at once (503 beyond): a request counts once its body is in,
   so clients that hang on half-sent requests never lock out legitimate ones.
 
@@ -16,13 +17,19 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.exceptions import HTTPException
-
 from .security import json_error
 
 DEFAULT_MAX_JSON_BYTES = 1024 * 1024
 DEFAULT_BODY_TIMEOUT_S = 10.0
 DEFAULT_MAX_ACTIVE = 256
+
+
+async def _within(receive, seconds: float):
+    """``await receive()`` or ``asyncio.TimeoutError`` after ``seconds``."""
+    if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per message, unlike wait_for
+        async with asyncio.timeout(seconds):
+            return await receive()
+    return await asyncio.wait_for(receive(), seconds)
 
 
 class RequestLimits:
@@ -57,42 +64,39 @@ class RequestLimits:
                 return await json_error(send, 400, f"invalid Content-Length {declared.decode('latin-1')!r}")
             if size > limit:
                 return await json_error(send, 413, f"request body of {size} bytes exceeds the {limit}-byte limit")
-        has_body = (declared is not None and declared != b"0") or b"transfer-encoding" in headers
-        counted = False
-        received = 0
-        body_done = not has_body
-
-        def enter() -> None:
-            nonlocal counted
-            if self.active >= self.max_active:
-                raise HTTPException(503, f"server busy ({self.max_active} requests in progress): retry shortly")
-            self.active += 1
-            counted = True
-
-        async def limited_receive():
-            nonlocal received, body_done
-            if body_done:  # after the body: e.g. waiting for a disconnect, no deadline
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
-            except asyncio.TimeoutError:
-                raise HTTPException(408, f"request body not received within {self.body_timeout_s:g} s") from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+        body = b""
+        if (declared is not None and declared != b"0") or b"transfer-encoding" in headers:
+            # The whole body first, before any routing or parsing: a client that stops sending
+            # costs one waiting coroutine, never a request in the app.
+            chunks, received = [], 0
+            while True:
+                try:
+                    message = await _within(receive, self.body_timeout_s)
+                except asyncio.TimeoutError:
+                    return await json_error(send, 408, f"request body not received within {self.body_timeout_s:g} s")
+                if message["type"] == "http.disconnect":
+                    return  # the client is gone: nobody to answer
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > limit:
-                    raise HTTPException(413, f"request body exceeds the {limit}-byte limit")
+                    return await json_error(send, 413, f"request body exceeds the {limit}-byte limit")
+                chunks.append(chunk)
                 if not message.get("more_body", False):
-                    body_done = True
-                    enter()
-            return message
+                    break
+            body = b"".join(chunks)
+        if self.active >= self.max_active:
+            return await json_error(send, 503, f"server busy ({self.max_active} requests in progress): retry shortly")
+        self.active += 1
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: e.g. waiting for a disconnect, no deadline
 
         try:
-            if not has_body:
-                try:
-                    enter()
-                except HTTPException as e:
-                    return await json_error(send, e.status_code, e.detail)
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, replay, send)
         finally:
-            if counted:
-                self.active -= 1
+            self.active -= 1
