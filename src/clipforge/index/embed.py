@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..fileio import sha256_file
 from .encoder import Encoder
+from ..fileio import sha256_file
 from .scan import FileStat, diff_folder, walk_images
 from .store import IndexStore, NewRow, SkipRow
 

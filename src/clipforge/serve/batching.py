@@ -39,7 +39,9 @@ class TextBatcher:
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="clipforge-text-batcher", daemon=True)
+                    self._thread = threading.Thread(
+                        target=self._run, name="clipforge-text-batcher", daemon=True
+                    )
                     self._thread.start()
 
     def _run(self) -> None:
