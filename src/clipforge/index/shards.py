@@ -22,8 +22,8 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from ..fileio import atomic_write, sweep_temporaries
+from ..inference import Encoder
 from .embed import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
-from .encoder import Encoder
 from .scan import FileStat, walk_images
 from .store import IndexStore, NewRow, SkipRow
 
@@ -107,7 +107,7 @@ def embed_shards(
             "format": SHARD_FORMAT,
             "model_id": encoder.model_id,
             "model_name": encoder.model_name,
-            "model_path": encoder.model_path,  # so that `search` finds the model of a merged index
+            "model_path": encoder.reference,  # so that `search` finds the model of a merged index
             "embed_dim": encoder.embed_dim,
             "dtype": dtype,
             "root": str(root),
