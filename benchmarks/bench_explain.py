@@ -54,12 +54,17 @@ def main() -> None:
             texts[scene.text] = encode_texts(model, tokenizer, [scene.text])[0]
         for m in methods:
             t0 = time.perf_counter()
-            heat = explain(model, transform, scene.image, texts[scene.text], text=scene.text, method=m).heat_on_image()
+            ex = explain(model, transform, scene.image, texts[scene.text], text=scene.text, method=m)
+            heat = ex.heat_on_image()
             seconds[m] += time.perf_counter() - t0
             d_other, d_background = heat_contrast(heat, scene)
             rows[m].append((d_other, d_background, peak_on_target(heat, scene.target)))
-    print(f"model `{args.model}` ({model.config.name or 'unnamed'}), {args.scenes} scenes, {torch.get_num_threads()} threads\n")
-    print("| method | hit (> other and > background) | > other | > background | peak on it | mean named − other / − background | ms per map |")
+    name = model.config.name or "unnamed"
+    print(f"model `{args.model}` ({name}), {args.scenes} scenes, {torch.get_num_threads()} threads\n")
+    print(
+        "| method | hit (> other and > background) | > other | > background | peak on it "
+        "| mean named − other / − background | ms per map |"
+    )
     print("|---|---|---|---|---|---|---|")
     for m in methods:
         a = np.array(rows[m])

@@ -65,7 +65,11 @@ SHAPES_STEPS = 150
 SHAPES_BATCH = 128
 # Models at the quickstart's input size (64 px) for the heat-map tests: the quickstart's own ResNet
 # (``train/quickstart_model.json``), and a ViT with the same 8 x 8 token grid as the one above.
-QUICKSTART_VIT = {**SHAPES_MODEL, "name": "explain-test-vit", "vision": {**SHAPES_MODEL["vision"], "image_size": 64, "patch_size": 8}}
+QUICKSTART_VIT = {
+    **SHAPES_MODEL,
+    "name": "explain-test-vit",
+    "vision": {**SHAPES_MODEL["vision"], "image_size": 64, "patch_size": 8},
+}
 
 
 def quickstart_resnet() -> dict:
@@ -75,7 +79,9 @@ def quickstart_resnet() -> dict:
     return json.loads(resources.files("clipforge.train").joinpath("quickstart_model.json").read_text())
 
 
-def train_shapes_model(folder, *, model: dict = SHAPES_MODEL, steps: int = SHAPES_STEPS, batch_size: int = SHAPES_BATCH):
+def train_shapes_model(
+    folder, *, model: dict = SHAPES_MODEL, steps: int = SHAPES_STEPS, batch_size: int = SHAPES_BATCH
+):
     """Train (once: later calls find the checkpoint) ``model`` (default: a tiny ViT) for 150 steps of
     128 shapes pairs with the library's training API and a BPE vocabulary learnt from the captions,
     evaluating the colour task at the end exactly as the training loop (and so ``quickstart``) does.
