@@ -62,6 +62,7 @@ WINDOW_STEPS = 6  # window positions along each axis (WINDOW_STEPS² forward pas
 WINDOW_BATCH = 36  # windows per forward pass
 WINDOW_SIGMA = 0.25  # spread of a window's score around its centre, in window sides
 
+
 def heat_map(
     model: CLIP, image: torch.Tensor, text_embedding: torch.Tensor, *, method: Method = "auto"
 ) -> torch.Tensor:
@@ -186,7 +187,8 @@ class Explanation:
     def heat_on_image(self) -> np.ndarray:
         """The map over the original image's own pixels, (H, W) float32; NaN where the
         preprocessing cropped the image off."""
-        return explain_draw.heat_on_image(self.heat, self.image.width, self.image.height, resize_mode=self.resize_mode)
+        w, h = self.image.size
+        return explain_draw.heat_on_image(self.heat, w, h, resize_mode=self.resize_mode)
 
     def overlay(self, *, alpha: float = 0.5) -> Image.Image:
         """The original image at its own resolution with the coloured map blended over the part the
