@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._apps import MODEL_HELP
+
 DEFAULT_DB = "clipforge.cfidx"
 
 
@@ -16,12 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "changed files, drops deleted ones and keeps renamed ones. Safe to interrupt: the next run resumes.",
     )
     p.add_argument("folder", nargs="?", help="image folder (optional with --from-embeddings)")
-    p.add_argument("--model", help="clipforge checkpoint (.safetensors)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
     p.add_argument("--rebuild", action="store_true", help="drop the index and re-embed everything")
-    p.add_argument(
-        "--report", action="store_true", help="list skipped (undecodable) files and links not followed"
-    )
+    p.add_argument("--report", action="store_true", help="list skipped (undecodable) files and links not followed")
     p.add_argument("--from-embeddings", metavar="DIR", help="merge shards written by `clipforge embed`")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: up to 4)")
@@ -34,9 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="use a faiss ANN index from this many images on (default: 50000; remembered)",
     )
-    p.add_argument(
-        "--include-hidden", action="store_true", help="also index files and folders starting with '.'"
-    )
+    p.add_argument("--include-hidden", action="store_true", help="also index files and folders starting with '.'")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -44,7 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..index import Encoder, IndexStore, index_folder, open_vector_index
-    from ..index.encoder import checkpoint_model_id
     from ..index.shards import merge_shards
 
     if args.from_embeddings is None and (args.folder is None or args.model is None):
@@ -53,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     out: dict = {"db": args.db}
     with IndexStore(args.db, create=True) as store:
         if args.from_embeddings:
-            model_id = checkpoint_model_id(args.model) if args.model else None
+            model_id = None
+            if args.model:
+                model_id = Encoder.load(
+                    args.model, device=args.device, precision=args.precision, progress=progress
+                ).model_id
             merged = merge_shards(store, args.from_embeddings, model_id=model_id, rebuild=args.rebuild)
             out["merged"] = {
                 "parts": merged.parts,
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(merged.skipped)} skipped",
             )
         if args.folder is not None and args.model is not None:
-            encoder = Encoder.from_checkpoint(args.model, device=args.device, precision=args.precision)
+            encoder = Encoder.load(args.model, device=args.device, precision=args.precision, progress=progress)
             report = index_folder(
                 args.folder,
                 store,

@@ -12,8 +12,7 @@ import logging
 import pkgutil
 import sys
 
-from .. import __version__
-from ..optional import MissingExtra
+from ..version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError, MissingExtra) as e:  # user errors: one line, no traceback
+    except (ValueError, FileNotFoundError, OSError, ImportError) as e:  # expected: one clear line, no traceback
         if args.verbose:
             raise
         print(f"clipforge {args.command}: error: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..fileio import atomic_write, atomic_write_text
 from ..models import CLIP
 from . import hf, open_clip
 from .detect import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
@@ -77,31 +78,11 @@ def _cpu_state(model: CLIP) -> dict[str, torch.Tensor]:
 def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    save_file(state, str(path), metadata={"format": "pt"})
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def load_for_export(source: str | Path) -> tuple[CLIP, Any | None]:
-    """(model, tokenizer) from a clipforge checkpoint (or any convertible source); the tokenizer is
-    None when the checkpoint has none and no vocabulary can be found (weights export fine without)."""
-    from ..checkpoint import load_checkpoint
-    from ..tokenizer import Tokenizer
-    from .detect import find_clipforge_checkpoint
-    from .io import ConvertError
-    from .sources import import_model, import_tokenizer
-
-    ckpt = find_clipforge_checkpoint(source)
-    if ckpt is not None:
-        model, info = load_checkpoint(ckpt)
-        return model, Tokenizer.from_metadata(info.tokenizer) if info.tokenizer else None
-    imported = import_model(source)
-    try:
-        return imported.model, import_tokenizer(imported)
-    except ConvertError:
-        return imported.model, None
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def export(model: CLIP, out: str | Path, *, to: str, tokenizer: Any | None = None) -> Path:

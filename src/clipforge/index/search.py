@@ -1,7 +1,7 @@
 """Querying an index: text, image, or both, top-k.
 
 An :class:`ImageIndex` joins a store, its vector index and (for text/image queries) an
-:class:`~clipforge.index.encoder.Encoder` of the same model. A combined query is the normalised
+:class:`~clipforge.inference.Encoder` of the same model. A combined query is the normalised
 weighted sum of the text and image embeddings. The vector index is reloaded when the database has
 changed (checked at most every ``refresh_seconds``; added and removed rows are applied to the
 index in memory), so a server keeps up with a running ``clipforge index`` without restarting.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference import Encoder
 from .ann import open_vector_index
-from .encoder import Encoder
 from .store import Fingerprint, IndexStore
 
 
@@ -45,7 +45,7 @@ class ImageIndex:
         progress: bool = False,
     ) -> None:
         if encoder is not None:
-            store.check_model(encoder.model_id)
+            store.check_model(encoder.model_id, model_name=encoder.model_name, model_path=encoder.reference)
         self.store = store
         self.encoder = encoder
         self.threshold = threshold
@@ -96,7 +96,8 @@ class ImageIndex:
             if fp == self._fingerprint and not force:
                 return False
             if self.encoder is not None:
-                self.store.check_model(self.encoder.model_id)
+                enc = self.encoder
+                self.store.check_model(enc.model_id, model_name=enc.model_name, model_path=enc.reference)
             vectors, fp = open_vector_index(
                 self.store,
                 threshold=self.threshold,

@@ -49,13 +49,14 @@ class CLIP(nn.Module):
         return self.text.token_embed.weight.device
 
     def encode_image(self, images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
-        """Preprocessed images (B, 3, H, W) -> embeddings (B, embed_dim)."""
-        x = self.visual(images.to(self.dtype))
+        """Preprocessed images (B, 3, H, W) -> embeddings (B, embed_dim); moved to the model's device
+        and dtype."""
+        x = self.visual(images.to(device=self.device, dtype=self.dtype))
         return F.normalize(x, dim=-1) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
-        """Token ids (B, T) -> embeddings (B, embed_dim)."""
-        x = self.text(tokens)
+        """Token ids (B, T) -> embeddings (B, embed_dim); moved to the model's device."""
+        x = self.text(tokens.to(self.device))
         return F.normalize(x, dim=-1) if normalize else x
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> CLIPOutput:
@@ -65,6 +66,14 @@ class CLIP(nn.Module):
             self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE),
             self.logit_bias,
         )
+
+    @torch.no_grad()
+    def scale_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inference-time (scale, bias) as float32 CPU scalars: ``logits = scale · cos (+ bias)``, the
+        scale clamped at :data:`MAX_LOGIT_SCALE` exactly as in training."""
+        scale = self.logit_scale.detach().float().exp().clamp(max=MAX_LOGIT_SCALE).cpu()
+        bias = None if self.logit_bias is None else self.logit_bias.detach().float().cpu()
+        return scale, bias
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in the backward pass instead of storing them."""

@@ -1,7 +1,7 @@
 """What the server does, without HTTP: search, classify, moderate, embed, thumbnails.
 
 One :class:`SearchService` is shared by all request threads. Model calls go through the
-:class:`~clipforge.index.encoder.Encoder`, whose lock runs them one at a time (text queries are
+:class:`~clipforge.inference.Encoder`, whose lock runs them one at a time (text queries are
 batched by one worker thread, :mod:`.batching`); decoding uploads,
 thumbnails and vector search run concurrently. SQLite connections are per thread (see
 :class:`~clipforge.index.store.IndexStore`). Zero-shot classification and moderation reuse the
@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from ..eval.policy import Policy
 
 log = logging.getLogger(__name__)
+
+
+MAX_ID = 2**63 - 1  # index ids are SQLite's signed 64-bit integers
+MAX_LABELS = 100  # per classify request: each label costs a text-encoder pass per template
+MAX_LABEL_CHARS = 200
 
 
 class NotFound(LookupError):
@@ -110,7 +115,7 @@ class SearchService:
             from ..eval.policy import load_policy
 
             loaded_policy = load_policy(policy)
-        encoder = Encoder.from_checkpoint(checkpoint, device=device, precision=precision)
+        encoder = Encoder.load(checkpoint, device=device, precision=precision)
         return cls(
             ImageIndex.open(db, encoder=encoder, nprobe=nprobe), policy=loaded_policy, max_pixels=max_pixels
         )
@@ -145,9 +150,7 @@ class SearchService:
             if time.monotonic() - self._refreshed < self.index.refresh_seconds:
                 return
             self._refreshed = time.monotonic()
-            self._refresher = threading.Thread(
-                target=self._refresh, name="clipforge-index-refresh", daemon=True
-            )
+            self._refresher = threading.Thread(target=self._refresh, name="clipforge-index-refresh", daemon=True)
             self._refresher.start()
 
     def _refresh(self) -> None:
@@ -235,11 +238,13 @@ class SearchService:
         """The ``k`` most likely labels (softmax over ``labels``), best first."""
         from ..eval.prompts import check_labels
 
+        if len(labels) > MAX_LABELS:
+            raise ValueError(f"{len(labels)} labels: at most {MAX_LABELS} per request")
+        if any(len(label) > MAX_LABEL_CHARS for label in labels):
+            raise ValueError(f"labels must have at most {MAX_LABEL_CHARS} characters")
         labels = check_labels(list(labels))
         clf = self._classifier(tuple(labels), templates)
-        features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[
-            None
-        ]  # (1, E)
+        features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[None]  # (1, E)
         ranked = clf.rank(clf.scores_from_features(features), k=max(1, min(k, len(labels))))[0]
         return [{"label": label, "score": round(score, 6)} for label, score in ranked]
 

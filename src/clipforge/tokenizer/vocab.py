@@ -25,9 +25,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..fileio import atomic_write_text
+
 
 class TokenizerError(ValueError):
     """A tokenizer file, vocabulary or input that cannot be used."""
+
+
+class TokenizerInputError(TokenizerError, TypeError):
+    """Texts of the wrong type (None, bytes, a dict, a number ...): a TypeError and a TokenizerError."""
 
 
 WORD_END = "</w>"
@@ -40,6 +46,7 @@ HF_EOT_TOKEN = "<|endoftext|>"
 OPENAI_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 OPENAI_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 OPENAI_NUM_MERGES = 49152 - 256 - 2  # = 48894; OpenAI's released models use exactly these
+OPENAI_VOCAB_SIZE = 512 + OPENAI_NUM_MERGES + 2  # = 49408 tokens
 
 Merge = tuple[str, str]
 
@@ -212,8 +219,6 @@ def write_hf_files(directory: str | os.PathLike, merges: Sequence[Merge]) -> tup
     tokens = tokens_from_merges(merges)
     tokens[-2:] = [HF_SOT_TOKEN, HF_EOT_TOKEN]
     vocab_path, merges_path = directory / "vocab.json", directory / "merges.txt"
-    vocab_path.write_text(
-        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8"
-    )
-    merges_path.write_text("#version: 0.2\n" + merges_to_text(merges) + "\n", encoding="utf-8")
+    atomic_write_text(vocab_path, json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
+    atomic_write_text(merges_path, "#version: 0.2\n" + merges_to_text(merges) + "\n")
     return vocab_path, merges_path

@@ -42,7 +42,7 @@ class TrainConfig:
     samples_per_epoch: int | None = None  # streamed data: an epoch is this many pairs (needed when resampled)
     # model and tokenizer
     model: str = "vit-tiny"  # a built-in name or a model-config JSON file
-    init: str | None = None  # fine-tune from this clipforge checkpoint
+    init: str | None = None  # fine-tune from these weights: any model reference (clipforge.pretrained)
     tokenizer: TokenizerChoice = "openai"
     vocab_size: int = 1024  # only for tokenizer="train"
     loss: Loss = "clip"

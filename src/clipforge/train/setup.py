@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, IterableDataset
 from ..checkpoint import CheckpointInfo, load_state_dict_strict, load_weights, read_checkpoint_info
 from ..config import ModelConfig
 from ..models import CLIP, create_model, get_model_config
+from ..pretrained import resolve_checkpoint
 from .config import TrainConfig
 from .evaluation import EvalTask, RetrievalSet, materialize_retrieval, materialize_task
 
@@ -28,7 +29,7 @@ def base_model_config(cfg: TrainConfig) -> tuple[ModelConfig, CheckpointInfo | N
     """The architecture before the tokenizer is known: from ``--init``'s checkpoint or ``--model``.
     The sigmoid loss starts from SigLIP's temperature and bias (scale 10, bias -10)."""
     if cfg.init:
-        info = read_checkpoint_info(cfg.init)
+        info = read_checkpoint_info(resolve_checkpoint(cfg.init))
         model_cfg = info.config
         if cfg.loss == "siglip" and model_cfg.init_logit_bias is None:
             raise ValueError(f"--loss siglip needs a model with a logit bias; {cfg.init} has none")
@@ -75,6 +76,7 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
                 image_key=cfg.image_key,
                 caption_key=cfg.caption_key,
                 num_workers=cfg.workers,
+                progress=cfg.progress,
             )
         if world_size > 1:
             torch.distributed.barrier()
@@ -131,8 +133,10 @@ def build_tokenizer(cfg: TrainConfig, *, dataset: Dataset, context_length: int, 
         captions = list(training_captions(dataset))
         if not captions:
             raise ValueError(f"no usable captions in {cfg.data} to learn a vocabulary from")
-        log.info("learning a %d-token BPE vocabulary from %d training captions", cfg.vocab_size, len(captions))
-        return train_bpe(captions, vocab_size=cfg.vocab_size, context_length=context_length)
+        log.info(
+            "learning a %d-token BPE vocabulary from %d training captions", cfg.vocab_size, len(captions)
+        )
+        return train_bpe(captions, vocab_size=cfg.vocab_size, context_length=context_length, progress=cfg.progress)
     return get_tokenizer(cfg.tokenizer, context_length=context_length)
 
 
@@ -148,7 +152,8 @@ def build_model(cfg: TrainConfig, model_cfg: ModelConfig, *, device: torch.devic
     torch.manual_seed(cfg.seed)
     model = create_model(model_cfg)
     if cfg.init:
-        load_state_dict_strict(model, load_weights(cfg.init), source=cfg.init)
+        init = resolve_checkpoint(cfg.init)
+        load_state_dict_strict(model, load_weights(init), source=str(init))
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     return model.to(device)
 
