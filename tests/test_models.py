@@ -46,8 +46,13 @@ def test_tiny_model_forward_backward(name):
     assert torch.isfinite(out.image_features).all() and torch.isfinite(out.text_features).all()
     assert torch.allclose(out.image_features.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert torch.allclose(out.text_features.norm(dim=-1), torch.ones(3), atol=1e-5)
-    assert out.logit_scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
-    loss = (out.logit_scale * out.image_features @ out.text_features.T).logsumexp(-1).mean()
+    # OpenAI's initial temperature, or SigLIP's scale 10 for sigmoid-loss models
+    assert out.logit_scale.item() == pytest.approx(1 / 0.07 if cfg.init_logit_bias is None else 10.0, rel=1e-5)
+    logits = out.logit_scale * out.image_features @ out.text_features.T
+    if out.logit_bias is not None:
+        logits = logits + out.logit_bias
+    torch.testing.assert_close(logits, model.logits(out.image_features, out.text_features))
+    loss = logits.logsumexp(-1).mean()
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
