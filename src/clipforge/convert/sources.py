@@ -20,7 +20,7 @@ from .. import __version__
 from ..checkpoint import load_state_dict_strict, save_checkpoint
 from ..config import ConfigError, ModelConfig
 from ..models import CLIP, get_model_config
-from . import hf, open_clip, openai
+from . import hf, hf_siglip, open_clip, openai
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
 from ..fileio import sha256_file
 from .io import ConvertError, read_tensors
@@ -264,19 +264,21 @@ def _read_hf_dir(found: Detected) -> tuple[ModelConfig, StateDict]:
     assert found.config is not None and found.weights is not None
     folder = found.config.parent
     try:
-        cfg = hf.config_from_hf(json.loads(found.config.read_text()))
+        data = json.loads(found.config.read_text())
+        mapping: Any = hf_siglip if hf_siglip.is_siglip(data) else hf
+        cfg = mapping.config_from_hf(data)
         pp_file = folder / "preprocessor_config.json"
         if pp_file.is_file():
-            pp = hf.preprocess_from_hf(json.loads(pp_file.read_text()), image_size=cfg.vision.image_size)
-            cfg = cfg.replace(preprocess=pp)
-    except (ValueError, KeyError, TypeError) as e:
+            read_pp = hf_siglip.preprocess_from_hf_siglip if mapping is hf_siglip else hf.preprocess_from_hf
+            cfg = cfg.replace(preprocess=read_pp(json.loads(pp_file.read_text()), image_size=cfg.vision.image_size))
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ConvertError(f"{folder}: cannot map the Hugging Face config: {e}") from e
     cfg = cfg.replace(name=folder.name)
     sd: StateDict = {}
     for f in _weight_files(found):
         part, _ = read_tensors(f)
         sd.update(part)
-    return cfg, hf.from_hf(sd)
+    return cfg, mapping.from_hf(sd)
 
 
 def _weight_files(found: Detected) -> list[Path]:

@@ -115,7 +115,7 @@ class Block(nn.Module):
         if rows is not None:
             x = x[torch.arange(x.shape[0], device=x.device), rows]  # (B, C)
         x = x + a
-        if _in_place_ok(x) and self.mlp.fc2.bias is not None:
+        if _in_place_ok(x) and self.mlp.fc2.bias is not None and x.is_contiguous():
             return self.mlp.add_to_(x, self.norm2(x))  # x is ours (made just above): update it in place
         return x + self.mlp(self.norm2(x))
 

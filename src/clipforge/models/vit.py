@@ -40,7 +40,9 @@ class VisionTransformer(nn.Module):
         """Images (B, 3, H, W) -> the transformer's input tokens (B, [1 +] grid², width)."""
         x = self.patch_embed(images)  # (B, width, grid, grid)
         x = x.flatten(2).transpose(1, 2)  # (B, grid², width)
-        if self.pool == "cls":
+        if self.pool == "map":
+            x = x.contiguous()  # the blocks update the residual stream in place through views
+        else:
             cls = self.cls_token.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
             x = torch.cat([cls, x], dim=1)  # (B, 1 + grid², width)
         x = x + self.pos_embed.to(x.dtype)
