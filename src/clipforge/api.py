@@ -30,10 +30,10 @@ def image_transform(config: ModelConfig | CLIP, *, train: bool = False) -> Calla
 
 def tokenizer_for(config: ModelConfig, metadata: dict | None = None):
     """The checkpoint's own tokenizer, or OpenAI's vocabulary at the model's context length."""
-    from .tokenizer import Tokenizer, get_tokenizer
+    from .tokenizer import get_tokenizer, tokenizer_from_metadata
 
     if metadata is not None:
-        return Tokenizer.from_metadata(metadata)
+        return tokenizer_from_metadata(metadata)
     return get_tokenizer("openai", context_length=config.text.context_length)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..models import CLIP
-from . import hf, open_clip
+from . import hf, hf_siglip, open_clip
 from .detect import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 
 EXPORT_FORMATS = ("hf", "open_clip", "onnx")
@@ -19,7 +19,10 @@ EXPORT_FORMATS = ("hf", "open_clip", "onnx")
 def export_hf(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None) -> Path:
     """A directory that ``transformers.CLIPModel.from_pretrained`` and ``CLIPProcessor`` load:
     ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` and the tokenizer files
-    (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``)."""
+    (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``). SigLIP-layout models are written as a
+    ``SiglipModel`` (see :func:`export_hf_siglip`)."""
+    if model.config.vision.kind == "vit" and model.config.vision.pool == "map":
+        return export_hf_siglip(model, out_dir, tokenizer=tokenizer)
     out = Path(out_dir)
     cfg = model.config
     config = hf.config_to_hf(cfg)  # raises for ResNet towers and sigmoid-loss biases
@@ -34,6 +37,29 @@ def export_hf(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None)
     if tokenizer is not None:
         tokenizer.save_hf(out)
         _write_json(out / "tokenizer_config.json", _hf_tokenizer_config(cfg.text.context_length))
+    return out
+
+
+def export_hf_siglip(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None) -> Path:
+    """A directory that ``transformers.SiglipModel.from_pretrained`` and ``AutoProcessor`` load:
+    ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` (``SiglipImageProcessor``)
+    and the tokenizer's own files (``spiece.model`` or ``tokenizer.json`` + ``tokenizer_config.json``)."""
+    out = Path(out_dir)
+    cfg = model.config
+    ids = {}
+    if tokenizer is not None:
+        ids = {"pad_token_id": getattr(tokenizer, "pad_id", 0), "eos_token_id": tokenizer.eot_token_id}
+    config = hf_siglip.config_to_hf(cfg, **ids)  # raises for anything but SigLIP's layout
+    config["torch_dtype"] = "float32"
+    state = hf_siglip.to_hf(_cpu_state(model))
+    out.mkdir(parents=True, exist_ok=True)
+    _save_safetensors(state, out / "model.safetensors")
+    _write_json(out / "config.json", config)
+    _write_json(out / "preprocessor_config.json", hf_siglip.preprocess_to_hf(cfg))
+    if tokenizer is not None:
+        tokenizer.save_hf(out)
+        if not (out / "tokenizer_config.json").is_file():  # a CLIP BPE vocabulary (model trained with it)
+            _write_json(out / "tokenizer_config.json", _hf_tokenizer_config(cfg.text.context_length))
     return out
 
 
@@ -88,7 +114,7 @@ def load_for_export(source: str | Path) -> tuple[CLIP, Any | None]:
     """(model, tokenizer) from a clipforge checkpoint (or any convertible source); the tokenizer is
     None when the checkpoint has none and no vocabulary can be found (weights export fine without)."""
     from ..checkpoint import load_checkpoint
-    from ..tokenizer import Tokenizer
+    from ..tokenizer import tokenizer_from_metadata
     from .detect import find_clipforge_checkpoint
     from .io import ConvertError
     from .sources import import_model, import_tokenizer
@@ -96,7 +122,7 @@ def load_for_export(source: str | Path) -> tuple[CLIP, Any | None]:
     ckpt = find_clipforge_checkpoint(source)
     if ckpt is not None:
         model, info = load_checkpoint(ckpt)
-        return model, Tokenizer.from_metadata(info.tokenizer) if info.tokenizer else None
+        return model, tokenizer_from_metadata(info.tokenizer) if info.tokenizer else None
     imported = import_model(source)
     try:
         return imported.model, import_tokenizer(imported)

@@ -19,10 +19,10 @@ import torch
 from .. import __version__
 from ..checkpoint import load_state_dict_strict, save_checkpoint
 from ..config import ConfigError, ModelConfig
+from ..fileio import sha256_file
 from ..models import CLIP, get_model_config
 from . import hf, hf_siglip, open_clip, openai
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
-from ..fileio import sha256_file
 from .io import ConvertError, read_tensors
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Imported(NamedTuple):
     model: CLIP  # float32, eval mode, on CPU
     format: str  # "openai", "open_clip" or "hf"
     provenance: dict[str, Any]
-    vocab_dir: Path | None  # a folder with vocab.json + merges.txt that came with the source
+    vocab_dir: Path | None  # a tokenizer folder (CLIP BPE or SigLIP SentencePiece) that came with the source
 
 
 def import_model(
@@ -71,9 +71,10 @@ def import_model(
             cfg = cfg.replace(act=act)
     else:
         sd, fmt, cfg = _read_openai_layout(found, format=format, model=model, act=act)
+    from ..tokenizer import is_tokenizer_dir
+
     folder = Path(source)
-    has_vocab = folder.is_dir() and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
-    vocab_dir = folder if has_vocab else None
+    vocab_dir = folder if is_tokenizer_dir(folder) else None
     with torch.device("meta"):  # no random initialisation: every tensor comes from the source
         net = CLIP(cfg)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}  # fp16 sources -> fp32
@@ -97,21 +98,19 @@ def import_model(
 def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = None) -> Any:
     """The tokenizer for an imported model: ``vocab`` if given (a vocabulary file/folder or a
     ``Tokenizer``), else the source's own files, else OpenAI's vocabulary (a clear error if absent)."""
-    from ..tokenizer import Tokenizer, TokenizerError, get_tokenizer
+    from ..tokenizer import SentencePieceTokenizer, Tokenizer, TokenizerError, get_tokenizer, tokenizer_from_dir
 
     ctx = imported.model.config.text.context_length
     try:
-        if isinstance(vocab, Tokenizer):
+        if isinstance(vocab, (Tokenizer, SentencePieceTokenizer)):
             tok = vocab
         elif vocab is not None:
             tok = get_tokenizer(str(vocab), context_length=ctx)
         elif imported.vocab_dir is not None:
-            tok = Tokenizer.from_hf_files(
-                imported.vocab_dir / "vocab.json", imported.vocab_dir / "merges.txt", context_length=ctx
-            )
+            tok = tokenizer_from_dir(imported.vocab_dir, context_length=ctx)
         else:
             tok = get_tokenizer("openai", context_length=ctx)
-    except (TokenizerError, FileNotFoundError, OSError) as e:
+    except (TokenizerError, FileNotFoundError, OSError, ImportError) as e:
         what = (
             "given vocabulary"
             if vocab is not None
@@ -122,7 +121,8 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
             if vocab is not None
             else (
                 " The source carries no usable vocabulary: pass --vocab PATH (OpenAI's "
-                "bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt)."
+                "bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt, SigLIP's "
+                "spiece.model or SigLIP 2's tokenizer.json)."
             )
         )
         raise ConvertError(f"cannot load the {what}: {e}.{hint}") from e

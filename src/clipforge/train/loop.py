@@ -22,10 +22,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..device import parse_precision
+from ..fileio import atomic_write_text
 from ..losses import clip_loss, siglip_loss
 from .accumulation import LossFn, forward_backward, split_batch
 from .batches import TrainData
-from ..fileio import atomic_write_text
 from .checkpoints import RunDir, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import (
@@ -205,10 +205,10 @@ class _Trainer:
         self.ddp = wrap_ddp(self.model, info)
 
     def _tokenizer(self, model_cfg, init_info):
-        from ..tokenizer import Tokenizer
+        from ..tokenizer import tokenizer_from_metadata
 
         if self.rundir.tokenizer_file.is_file() and self.start_step is not None:
-            return Tokenizer.from_metadata(json.loads(self.rundir.tokenizer_file.read_text()))
+            return tokenizer_from_metadata(json.loads(self.rundir.tokenizer_file.read_text()))
         tokenizer = None
         if self.info.is_main:  # learning a vocabulary is deterministic, but do it once
             tokenizer = build_tokenizer(
@@ -216,7 +216,7 @@ class _Trainer:
             )
             atomic_write_text(self.rundir.tokenizer_file, json.dumps(tokenizer.to_metadata()))
         meta = broadcast_object(tokenizer.to_metadata() if tokenizer is not None else None, self.info)
-        return tokenizer if tokenizer is not None else Tokenizer.from_metadata(meta)
+        return tokenizer if tokenizer is not None else tokenizer_from_metadata(meta)
 
     # ------------------------------------------------------------------ checkpoints
 

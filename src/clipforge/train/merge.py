@@ -65,6 +65,6 @@ def merge_checkpoints(a: str | Path, b: str | Path, *, alpha: float, out: str | 
 def _tokenizer_from_meta(meta: dict | None):
     if meta is None:
         return None
-    from ..tokenizer import Tokenizer
+    from ..tokenizer import tokenizer_from_metadata
 
-    return Tokenizer.from_metadata(meta)
+    return tokenizer_from_metadata(meta)

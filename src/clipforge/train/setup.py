@@ -122,12 +122,12 @@ def build_tokenizer(
 ) -> Any:
     """The run's tokenizer: the ``--init`` checkpoint's own, a BPE learnt from the training captions
     (``tokenizer="train"``), OpenAI's vocabulary (``"openai"``), or one from a path."""
-    from ..tokenizer import Tokenizer, get_tokenizer, train_bpe
+    from ..tokenizer import get_tokenizer, tokenizer_from_metadata, train_bpe
 
     if init is not None and init.tokenizer is not None:
         if cfg.tokenizer not in ("openai", "train"):
             log.warning("fine-tuning keeps the checkpoint's tokenizer; ignoring tokenizer=%r", cfg.tokenizer)
-        return Tokenizer.from_metadata(init.tokenizer)
+        return tokenizer_from_metadata(init.tokenizer)
     if cfg.tokenizer == "train":
         captions = list(training_captions(dataset))
         if not captions:
