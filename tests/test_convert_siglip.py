@@ -34,7 +34,8 @@ def hf_folder(path: Path, kind: str):
         cfg = transformers.SiglipConfig(text_config=text, vision_config={**vision, "image_size": IMAGE})
         model = perturbed(transformers.SiglipModel(cfg))
     else:
-        cfg = transformers.Siglip2Config(text_config=text, vision_config={**vision, "num_patches": (IMAGE // PATCH) ** 2})
+        vision = {**vision, "num_patches": (IMAGE // PATCH) ** 2}
+        cfg = transformers.Siglip2Config(text_config=text, vision_config=vision)
         model = perturbed(transformers.Siglip2Model(cfg))
     model.save_pretrained(path)
     for f in (TOKENIZERS / kind).iterdir():

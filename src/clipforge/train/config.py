@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ..config import ConfigError
 
-Loss = Literal["clip", "siglip"]
+Loss = Literal["auto", "clip", "siglip"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 TokenizerChoice = str  # "openai", "train" (BPE learnt from the training captions) or a tokenizer path
 
@@ -40,7 +40,7 @@ class TrainConfig:
     init: str | None = None  # fine-tune from this clipforge checkpoint
     tokenizer: TokenizerChoice = "openai"
     vocab_size: int = 1024  # only for tokenizer="train"
-    loss: Loss = "clip"
+    loss: Loss = "auto"  # auto: the model's own objective (siglip for sigmoid-loss models, else clip)
     loss_chunk_size: int | None = None
     # optimisation
     steps: int = 1000  # optimiser steps in total
@@ -76,7 +76,7 @@ class TrainConfig:
                 raise ConfigError(f"train config: {msg}")
 
         need(bool(self.data), "data is required (a file, folder, shard pattern or 'shapes')")
-        need(self.loss in ("clip", "siglip"), f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        need(self.loss in ("auto", "clip", "siglip"), f"loss must be 'auto', 'clip' or 'siglip', got {self.loss!r}")
         need(self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}")
         for key in ("steps", "batch_size", "accum_steps", "keep_last", "save_every", "log_every"):
             value = getattr(self, key)

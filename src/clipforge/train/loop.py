@@ -50,6 +50,7 @@ from .setup import (
     build_tokenizer,
     build_train_dataset,
     final_model_config,
+    resolve_loss,
 )
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,8 @@ class _Trainer:
         self.dtype = parse_precision(cfg.precision, info.device)
         self.autocast = autocast_for(info.device, self.dtype)
         self.scaler = torch.amp.GradScaler(info.device.type) if self.dtype == torch.float16 else None
-        self.loss_fn = make_loss_fn(cfg.loss, chunk_size=cfg.loss_chunk_size, distributed=info.distributed)
+        self.loss_kind = resolve_loss(cfg.loss, self.model_cfg)
+        self.loss_fn = make_loss_fn(self.loss_kind, chunk_size=cfg.loss_chunk_size, distributed=info.distributed)
         self.eval_sets = (
             eval_sets
             if eval_sets is not None

@@ -39,6 +39,14 @@ def base_model_config(cfg: TrainConfig) -> tuple[ModelConfig, CheckpointInfo | N
     return model_cfg, None
 
 
+def resolve_loss(loss: str, model_cfg: ModelConfig) -> str:
+    """``auto`` -> the model's own objective: the sigmoid loss for models that carry a logit bias
+    (SigLIP checkpoints given to ``--init``, SigLIP configs), else the CLIP loss."""
+    if loss != "auto":
+        return loss
+    return "siglip" if model_cfg.objective == "sigmoid" else "clip"
+
+
 def _shapes_split(data: str) -> str | None:
     """``"shapes"`` -> "train", ``"shapes:val"`` -> "val"; anything else -> None."""
     if data == SHAPES:

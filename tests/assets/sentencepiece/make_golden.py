@@ -63,10 +63,10 @@ def build_siglip(rows: list[str], out: Path) -> None:
 def build_siglip2(rows: list[str], out: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + ["<0x%02X>" % b for b in range(256)]
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + [f"<0x{b:02X}>" for b in range(256)]
     tk = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
     tk.normalizer = normalizers.Replace(" ", "\u2581")
-    tk.pre_tokenizer = pre_tokenizers.Split("\u2581", behavior="merged_with_next")  # for training only
+    tk.pre_tokenizer = pre_tokenizers.Split("\u2581", behavior="merged_with_next")  # training only
     trainer = trainers.BpeTrainer(vocab_size=1800, special_tokens=specials, min_frequency=2,
                                   show_progress=False, limit_alphabet=300)
     tk.train_from_iterator([r.lower() for r in rows[:4000]], trainer)
