@@ -16,11 +16,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .. import __version__
 from ..checkpoint import load_state_dict_strict, save_checkpoint
 from ..config import ConfigError, ModelConfig
 from ..fileio import sha256_file
 from ..models import CLIP, get_model_config
+from ..version import __version__
 from . import hf, hf_siglip, open_clip, openai
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
 from .io import ConvertError, read_tensors

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .encoder import Encoder
 from ..fileio import sha256_file
+from ..inference import Encoder
 from .scan import FileStat, diff_folder, walk_images
 from .store import IndexStore, NewRow, SkipRow
 
@@ -135,7 +135,7 @@ def index_folder(
         root=root,
         dtype=dtype,
         model_name=encoder.model_name,
-        model_path=encoder.model_path,
+        model_path=encoder.reference,
         rebuild=rebuild,
     )
     listing = walk_images(root, include_hidden=include_hidden)

@@ -74,6 +74,17 @@ class CLIP(nn.Module):
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> CLIPOutput:
         return CLIPOutput(self.encode_image(images), self.encode_text(tokens), self.scale(), self.logit_bias)
 
+    @torch.no_grad()
+    def scale_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inference-time (scale, bias) as float32 CPU scalars: ``logits = scale · cos (+ bias)``, the
+        scale treated exactly as in training (see :meth:`scale`)."""
+        scale = self.logit_scale.detach().float().exp()
+        if self.logit_bias is None:
+            scale = scale.clamp(max=MAX_LOGIT_SCALE)
+        scale = scale.cpu()
+        bias = None if self.logit_bias is None else self.logit_bias.detach().float().cpu()
+        return scale, bias
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in the backward pass instead of storing them."""
         self.text.transformer.grad_checkpointing = enable
