@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..models import CLIP
-from . import hf, hf_siglip, open_clip
+from . import hf, hf_siglip, open_clip, open_clip_siglip
 from .detect import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 
 EXPORT_FORMATS = ("hf", "open_clip", "onnx")
@@ -83,11 +83,13 @@ def export_open_clip(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None 
     ``merges.txt``) are written beside it for clipforge and other readers."""
     out = Path(out_dir)
     cfg = model.config
+    siglip = cfg.vision.kind == "vit" and cfg.vision.pool == "map"  # timm image tower in open_clip
+    mapping: Any = open_clip_siglip if siglip else open_clip
     config = {
-        "model_cfg": open_clip.config_to_open_clip(cfg),
+        "model_cfg": mapping.config_to_open_clip(cfg),
         "preprocess_cfg": open_clip.preprocess_to_open_clip(cfg),
     }
-    state = open_clip.to_open_clip(_cpu_state(model))
+    state = mapping.to_open_clip(_cpu_state(model))
     out.mkdir(parents=True, exist_ok=True)
     _save_safetensors(state, out / OPEN_CLIP_WEIGHTS[0])
     _write_json(out / OPEN_CLIP_CONFIG, config)

@@ -17,11 +17,11 @@ from typing import Any, NamedTuple
 import torch
 
 from ..checkpoint import load_state_dict_strict, save_checkpoint
-from ..config import ConfigError, ModelConfig
+from ..config import ACTIVATIONS, ConfigError, ModelConfig
 from ..fileio import sha256_file
 from ..models import CLIP, get_model_config
 from ..version import __version__
-from . import hf, hf_siglip, open_clip, openai
+from . import hf, hf_siglip, open_clip, open_clip_siglip, openai
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
 from .io import ConvertError, read_tensors
 
@@ -55,8 +55,8 @@ def import_model(
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
-    if act is not None and act not in ("gelu", "quick_gelu"):
-        raise ValueError(f"unknown activation {act!r}; use gelu or quick_gelu")
+    if act is not None and act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; use {', '.join(ACTIVATIONS)}")
     start = time.perf_counter()
     found = detect(source)
     if found.format == "clipforge":
@@ -168,11 +168,13 @@ def resolve_model_config(model: str | Path) -> ModelConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON: {e}") from e
         if isinstance(data, dict) and "model_cfg" in data:
-            return open_clip.config_from_open_clip(
+            mapping: Any = open_clip_siglip if open_clip_siglip.is_siglip_config(data["model_cfg"]) else open_clip
+            return mapping.config_from_open_clip(
                 data["model_cfg"], preprocess=data.get("preprocess_cfg"), name=path.parent.name
             )
         if isinstance(data, dict) and "vision_cfg" in data:
-            return open_clip.config_from_open_clip(data, name=path.stem)
+            mapping = open_clip_siglip if open_clip_siglip.is_siglip_config(data) else open_clip
+            return mapping.config_from_open_clip(data, name=path.stem)
         return ModelConfig.from_dict(data)
     name = str(model)
     quick = name.endswith(QUICKGELU_SUFFIX)
@@ -184,7 +186,9 @@ def resolve_model_config(model: str | Path) -> ModelConfig:
             f"{e}. For other open_clip models pass their config JSON with --model-config "
             f"(open_clip/model_configs/{name}.json)"
         ) from e
-    return cfg.replace(act="quick_gelu" if quick else "gelu", name=name)
+    # open_clip's names: "-quickgelu" selects QuickGELU, its absence GELU (SigLIP's keep their tanh GELU)
+    act = "quick_gelu" if quick else ("gelu" if cfg.act == "quick_gelu" else cfg.act)
+    return cfg.replace(act=act, name=name)
 
 
 def _expect(requested: str, found: str, source: str | Path) -> None:
@@ -212,6 +216,8 @@ def _read_openai_layout(
         raise ConvertError(
             f"{found.weights}: no CLIP parameters found (first keys: {', '.join(list(sd)[:5])})"
         )
+    if open_clip_siglip.is_open_clip_siglip(sd):
+        return _read_open_clip_siglip(found, sd, format=format, model=model)
     openai_like = kind == "torchscript" or openai.has_openai_markers(sd)
     if found.format == "open_clip":
         _expect(format, "open_clip", found.weights)
@@ -258,6 +264,27 @@ def _read_openai_layout(
     except ConfigError as e:
         raise ConvertError(f"{found.weights}: {e}") from e
     return open_clip.from_open_clip(sd), fmt, cfg
+
+
+def _read_open_clip_siglip(
+    found: Detected, sd: StateDict, *, format: str, model: str | Path | None
+) -> tuple[StateDict, str, ModelConfig]:
+    """open_clip's SigLIP (timm image tower): the config comes from its ``open_clip_config.json``, a
+    given config JSON or a clipforge SigLIP name (``ViT-B-16-SigLIP``); the files record no other."""
+    _expect(format, "open_clip", found.weights or "")
+    model = found.config if model is None else model
+    if model is None:
+        raise ConvertError(
+            f"{found.weights}: open_clip SigLIP weights without their open_clip_config.json: pass --model "
+            "NAME (e.g. ViT-B-16-SigLIP) or --model-config JSON"
+        )
+    try:
+        cfg = resolve_model_config(model)
+    except ConfigError as e:
+        raise ConvertError(f"{found.weights}: {e}") from e
+    if cfg.vision.pool != "map":
+        raise ConvertError(f"{found.weights}: SigLIP weights, but {model} is not a SigLIP architecture")
+    return open_clip_siglip.from_open_clip(sd), "open_clip", cfg
 
 
 def _read_hf_dir(found: Detected) -> tuple[ModelConfig, StateDict]:

@@ -46,8 +46,9 @@ _SPIECE_UNDERLINE = "\u2581"
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _WHITESPACE = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# transformers' SiglipTokenizer class, and the Gemma classes that SigLIP 2 repositories name.
-_SIGLIP_CLASSES = ("SiglipTokenizer",)
+# transformers' SiglipTokenizer class (open_clip's timm/ SigLIP repos name T5's, same vocabulary and
+# read here with SigLIP's rules), and the Gemma classes that SigLIP 2 repositories name.
+_SIGLIP_CLASSES = ("SiglipTokenizer", "T5Tokenizer", "T5TokenizerFast")
 _GEMMA_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer")
 _METADATA_KEYS = {
     "kind", "engine", "model", "context_length", "vocab_size", "clean", "add_bos", "add_eos",
