@@ -20,7 +20,7 @@ from ..data.transforms import image_transform as build_transform
 from ..device import parse_precision, resolve_device
 from ..models import CLIP
 from ..pretrained import ResolvedModel, resolve_model
-from ..tokenizer import TextTokenizer, Tokenizer, TokenizerError, get_tokenizer, tokenizer_from_metadata
+from ..tokenizer import TextTokenizer, TokenizerError, get_tokenizer, tokenizer_from_metadata
 from ..tokenizer.vocab import OPENAI_VOCAB_SIZE
 
 
