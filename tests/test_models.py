@@ -157,11 +157,18 @@ def test_config_json_file(tmp_path):
     assert m.create_model(path).config.vision.kind == "resnet"
 
 
-def test_vit_patch_embeddings_shape():
-    cfg = tiny_config(m.get_model_config("ViT-B-16"))
-    model = m.create_model(cfg)
-    patches = model.visual.project_patches(torch.randn(2, 3, cfg.image_size, cfg.image_size))
+@pytest.mark.parametrize("name", ["ViT-B-16", "ViT-B-16-SigLIP"])
+def test_vit_patch_embeddings_shape(name):
+    cfg = tiny_config(m.get_model_config(name))
+    model = m.create_model(cfg).eval()
+    images = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    patches = model.visual.project_patches(images)
     assert patches.shape == (2, 2, 2, cfg.embed_dim)
+    if cfg.vision.pool == "map":  # each patch pooled on its own: the probe attending to that token alone
+        with torch.no_grad():
+            tokens = model.visual.norm_post(model.visual.forward_tokens(images))  # (2, 4, width)
+            alone = model.visual.attn_pool(tokens[:, 3:4])  # (2, width)
+        torch.testing.assert_close(patches[:, 1, 1].detach(), alone)
 
 
 def test_bf16_weights_run_and_stay_close():
