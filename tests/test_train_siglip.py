@@ -31,14 +31,15 @@ def siglip_checkpoint(tmp_path_factory):
     return root, write_pairs_csv(root / "data", n=24), path
 
 
-@pytest.mark.parametrize("loss,sigmoid", [(None, True), ("clip", False)])
+@pytest.mark.parametrize("loss,sigmoid", [(None, True), ("chunked", True), ("clip", False)])
 def test_init_from_siglip_fine_tunes_with_the_sigmoid_loss(siglip_checkpoint, loss, sigmoid):
     root, data, base = siglip_checkpoint
     name = f"ft-{loss}"
     args = ["train", "--data", str(data), "--init", str(base), "--steps", "3", "--batch-size", "8",
             "--warmup-steps", "1", "--out", str(root / "runs"), "--name", name, "--workers", "0",
             "--no-progress", "--log-every", "1", "--precision", "fp32"]
-    assert main(args + (["--loss", loss] if loss else [])) == 0
+    extra = {None: [], "chunked": ["--loss-chunk-size", "3"], "clip": ["--loss", "clip"]}[loss]
+    assert main(args + extra) == 0
     run = root / "runs" / name
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in rows if "loss" in r]
