@@ -83,7 +83,9 @@ def test_command_accepts_reference(command, kind, world, tmp_path, capsys, monke
         _run(["eval", "zeroshot", str(root / "labelled"), "--model", ref, "--out", str(result), *quiet], capsys)
         assert 0.0 <= json.loads(result.read_text())["top1"] <= 1.0
     elif command == "caption":
-        out = _run(["caption", str(images[0]), "--model", ref, "--bank", str(root / "bank.txt"), "--json", *quiet], capsys)
+        out = _run(
+            ["caption", str(images[0]), "--model", ref, "--bank", str(root / "bank.txt"), "--json", *quiet], capsys
+        )
         assert out.strip()
     elif command == "moderate":
         _run(["moderate", *map(str, images), "--model", ref, "--policy", str(root / "policy.yaml"), *quiet], capsys)
@@ -101,7 +103,20 @@ def test_command_accepts_reference(command, kind, world, tmp_path, capsys, monke
         _run(["serve", ref, "--db", str(db), "--port", "0"], capsys)
         assert served["app"] is not None
     elif command == "embed":
-        _run(["embed", str(root / "photos"), "--model", ref, "--out", str(tmp_path / "shards"), "--workers", "0", *quiet], capsys)
+        _run(
+            [
+                "embed",
+                str(root / "photos"),
+                "--model",
+                ref,
+                "--out",
+                str(tmp_path / "shards"),
+                "--workers",
+                "0",
+                *quiet,
+            ],
+            capsys,
+        )
         assert list((tmp_path / "shards").glob("*.npy"))
     elif command == "export":
         if kind == "siglip-hub":  # a tiny SigLIP has no timm image tower to name: back to transformers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ._apps import add_model_args, emit_json, load_model, report_skips
@@ -96,12 +97,15 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     report_skips(report.failures)
     result = {**_header(args, model), "templates": args.templates, **report.to_dict()}
     plot = args.plot or (str(Path(args.out).with_suffix(".confusion.png")) if args.out else None)
-    if plot:
-        result["confusion_png"] = str(
-            save_confusion_matrix(
-                report.confusion, report.classnames, plot, title=f"zero-shot: {Path(args.data).name}"
+    if plot:  # optional: the results are written whether or not the figure can be
+        try:
+            result["confusion_png"] = str(
+                save_confusion_matrix(
+                    report.confusion, report.classnames, plot, title=f"zero-shot: {Path(args.data).name}"
+                )
             )
-        )
+        except (ImportError, OSError, ValueError) as e:
+            print(f"clipforge eval: note: no confusion-matrix plot ({e})", file=sys.stderr)
     emit_json(result, args.out)
     if args.out:
         print(f"zero-shot top-1 {result['top1']:.4f} on {result['n_images']} images -> {args.out}")

@@ -14,13 +14,14 @@ from .kinds import TextTokenizer, is_tokenizer_dir, tokenizer_from_dir, tokenize
 from .sentencepiece import SentencePieceTokenizer
 from .tokenizer import Tokenizer, get_tokenizer
 from .train import train_bpe
-from .vocab import TokenizerError
+from .vocab import TokenizerError, TokenizerInputError
 
 __all__ = [
     "SentencePieceTokenizer",
     "TextTokenizer",
     "Tokenizer",
     "TokenizerError",
+    "TokenizerInputError",
     "get_tokenizer",
     "is_tokenizer_dir",
     "tokenizer_from_dir",

@@ -34,7 +34,7 @@ import torch
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import normalizers
 
-from .vocab import TokenizerError
+from .vocab import TokenizerError, TokenizerInputError
 
 METADATA_KIND = "sentencepiece"
 Clean = Literal["canonicalize", "lower", "none"]
@@ -299,7 +299,7 @@ class SentencePieceTokenizer:
     def encode(self, text: str) -> list[int]:
         """ids of ``text`` without special tokens, padding or truncation."""
         if not isinstance(text, str):
-            raise TokenizerError(f"expected a str, got {type(text).__name__}")
+            raise TokenizerInputError(f"text must be a str, got {type(text).__name__}")
         if not text.isascii():
             text = _SURROGATE.sub("\ufffd", text)
         if self.engine == "tokenizers":
@@ -332,6 +332,8 @@ class SentencePieceTokenizer:
         """Token ids (B, ctx) as :meth:`__call__`, and each text's length (B,) with its specials."""
         if isinstance(texts, str):
             texts = [texts]
+        if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
+            raise TokenizerInputError(f"texts must be a str or a list of str, got {type(texts).__name__}")
         ctx = self.context_length if context_length is None else context_length
         head = [self.bos_id] if self.add_bos else []
         tail = [self.eos_id] if self.add_eos else []
@@ -342,7 +344,7 @@ class SentencePieceTokenizer:
         lengths = np.zeros(len(texts), dtype=np.int64)  # (B,)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TokenizerError(f"texts[{i}] is {type(text).__name__}, expected str")
+                raise TokenizerInputError(f"texts[{i}] must be a str, got {type(text).__name__}")
             row = head + self.encode(text)[:room] + tail
             tokens[i, : len(row)] = row
             lengths[i] = len(row)

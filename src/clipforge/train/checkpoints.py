@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import save_checkpoint
-from ..fileio import atomic_write, atomic_write_text
+from ..fileio import atomic_write, atomic_write_text, sweep_temporaries
 
 _STEP_RE = re.compile(r"^step-(\d+)\.state\.pt$")
 
@@ -106,6 +106,10 @@ class RunDir:
             if m and self.weights_file(int(m.group(1))).is_file():
                 steps.append(int(m.group(1)))
         return sorted(steps)
+
+    def sweep(self) -> list[Path]:
+        """Remove temporaries a process killed mid-save left in the run folder and its checkpoints."""
+        return sweep_temporaries(self.path) + sweep_temporaries(self.checkpoints)
 
     def latest_step(self) -> int | None:
         steps = self.saved_steps()

@@ -155,6 +155,8 @@ class _Trainer:
             )
         self.cfg = cfg
         if info.is_main:
+            for p in self.rundir.sweep():
+                log.info("removed %s, left by an interrupted save", p)
             atomic_write_text(self.rundir.config_file, cfg.to_json())
 
         if cfg.init:  # the main process downloads/converts (once, into the cache); the others then find it
@@ -273,8 +275,7 @@ class _Trainer:
     def _step(self, step: int, batch: Any) -> torch.Tensor | None:
         from ..data import prepare_images
 
-        if self.data.epoch_of(step) == 0:  # later epochs meet the same bad samples again: count them once
-            self.skips.update(batch.skipped, batch.skip_notes)
+        self.skips.update(batch.skipped, batch.skip_notes, batch.skip_keys)  # every epoch: files can vanish
         n = all_reduce_min_int(len(batch), self.info)  # ranks must hold equal batches for the gathered loss
         if n == 0:
             log.warning("step %d: every sample of the batch was skipped; no update", step)
@@ -386,7 +387,7 @@ class _Trainer:
         return FitResult(self.rundir.path, self.rundir.final_model, step, results, skips.total)
 
     def _skip_summary(self):
-        """Rows skipped while reading the index, plus samples skipped in the first epoch on any rank."""
+        """Rows skipped while reading the index, plus every sample skipped during the run on any rank."""
         from ..data import SkipStats
 
         counts = [self.skips.state_dict()]
@@ -395,7 +396,7 @@ class _Trainer:
             torch.distributed.all_gather_object(counts, self.skips.state_dict())
         total = SkipStats()
         for c in counts:
-            total.update(c)
+            total.merge(c)
         total.update(Counter(s.reason for s in getattr(self.dataset, "load_skips", [])))
         return total
 

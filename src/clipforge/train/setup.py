@@ -84,6 +84,7 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
                 image_key=cfg.image_key,
                 caption_key=cfg.caption_key,
                 num_workers=cfg.workers,
+                progress=cfg.progress,
             )
         if world_size > 1:
             torch.distributed.barrier()
@@ -144,7 +145,7 @@ def build_tokenizer(
         log.info(
             "learning a %d-token BPE vocabulary from %d training captions", cfg.vocab_size, len(captions)
         )
-        return train_bpe(captions, vocab_size=cfg.vocab_size, context_length=context_length)
+        return train_bpe(captions, vocab_size=cfg.vocab_size, context_length=context_length, progress=cfg.progress)
     return get_tokenizer(cfg.tokenizer, context_length=context_length)
 
 
