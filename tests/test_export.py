@@ -94,6 +94,11 @@ def test_export_refuses_what_the_target_cannot_hold(tmp_path):
         export_hf(tiny("ViT-B-32", init_logit_bias=-10.0), tmp_path / "b")
 
 
+def test_siglip_to_open_clip_needs_a_timm_tower(tmp_path):
+    with pytest.raises(ValueError, match="timm's named sizes"):
+        export_open_clip(tiny("siglip-tiny"), tmp_path / "oc")  # open_clip can only name timm's sizes
+
+
 def test_sigmoid_bias_survives_open_clip_round_trip(tmp_path):
     ours = tiny("ViT-B-32", init_logit_bias=-10.0)
     back = import_model(export_open_clip(ours, tmp_path / "oc"))
@@ -101,7 +106,7 @@ def test_sigmoid_bias_survives_open_clip_round_trip(tmp_path):
     assert_same_tensors(ours, back.model)
 
 
-@pytest.mark.parametrize("name", ["ViT-B-32", "RN50"])
+@pytest.mark.parametrize("name", ["ViT-B-32", "RN50", "ViT-B-16-SigLIP"])
 def test_onnx_export_matches_within_1e4(tmp_path, name):
     pytest.importorskip("onnx", reason="ONNX export needs onnx")
     ort = pytest.importorskip("onnxruntime", reason="checking ONNX needs onnxruntime")

@@ -31,6 +31,14 @@ def world(tmp_path_factory):
         refs["hf-folder"] = str(root / "hf")
     except ImportError:
         refs["hf-folder"] = None
+    try:  # a transformers SigLIP 2 repo (its own Gemma tokenizer) by Hub id
+        from test_convert_siglip import hf_folder as siglip_folder
+
+        siglip_folder(root / "siglip", "siglip2")
+        hub_repo(root / "hf-cache", "acme/siglip2-tiny", root / "siglip")
+        refs["siglip-hub"] = "acme/siglip2-tiny"
+    except (ImportError, pytest.skip.Exception):
+        refs["siglip-hub"] = None
     images = make_folder(root / "photos", 4)
     for cls in ("cat", "dog"):
         make_folder(root / "labelled" / cls, 2, start=10 if cls == "dog" else 0)
@@ -58,7 +66,7 @@ def _run(argv: list[str], capsys) -> str:
 COMMANDS = ["classify", "eval", "caption", "moderate", "index+search", "serve", "embed", "export", "merge", "train"]
 
 
-@pytest.mark.parametrize("kind", ["hub-id", "hf-folder", "openai-pt"])
+@pytest.mark.parametrize("kind", ["hub-id", "hf-folder", "openai-pt", "siglip-hub"])
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_accepts_reference(command, kind, world, tmp_path, capsys, monkeypatch):
     root, refs, images = world
@@ -69,6 +77,7 @@ def test_command_accepts_reference(command, kind, world, tmp_path, capsys, monke
     if command == "classify":
         out = _run(["classify", str(images[0]), "--model", ref, "--labels", "cat,dog", "--json", *quiet], capsys)
         assert json.loads(out)["labels"] == ["cat", "dog"]
+        assert json.loads(out)["mode"] == ("sigmoid" if kind == "siglip-hub" else "softmax")  # the model's objective
     elif command == "eval":
         result = tmp_path / "r.json"
         _run(["eval", "zeroshot", str(root / "labelled"), "--model", ref, "--out", str(result), *quiet], capsys)
@@ -110,8 +119,12 @@ def test_command_accepts_reference(command, kind, world, tmp_path, capsys, monke
         )
         assert list((tmp_path / "shards").glob("*.npy"))
     elif command == "export":
-        _run(["export", ref, str(tmp_path / "oc-out"), "--to", "open_clip"], capsys)
-        assert (tmp_path / "oc-out" / "open_clip_config.json").is_file()
+        if kind == "siglip-hub":  # a tiny SigLIP has no timm image tower to name: back to transformers
+            _run(["export", ref, str(tmp_path / "hf-out"), "--to", "hf"], capsys)
+            assert json.loads((tmp_path / "hf-out" / "config.json").read_text())["model_type"] == "siglip"
+        else:
+            _run(["export", ref, str(tmp_path / "oc-out"), "--to", "open_clip"], capsys)
+            assert (tmp_path / "oc-out" / "open_clip_config.json").is_file()
     elif command == "merge":
         _run(["merge", ref, ref, "--alpha", "0.5", "--out", str(tmp_path / "m.safetensors")], capsys)
         assert read_checkpoint_info(tmp_path / "m.safetensors").provenance["method"] == "wise-ft"

@@ -46,8 +46,13 @@ def test_tiny_model_forward_backward(name):
     assert torch.isfinite(out.image_features).all() and torch.isfinite(out.text_features).all()
     assert torch.allclose(out.image_features.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert torch.allclose(out.text_features.norm(dim=-1), torch.ones(3), atol=1e-5)
-    assert out.logit_scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
-    loss = (out.logit_scale * out.image_features @ out.text_features.T).logsumexp(-1).mean()
+    # OpenAI's initial temperature, or SigLIP's scale 10 for sigmoid-loss models
+    assert out.logit_scale.item() == pytest.approx(1 / 0.07 if cfg.init_logit_bias is None else 10.0, rel=1e-5)
+    logits = out.logit_scale * out.image_features @ out.text_features.T
+    if out.logit_bias is not None:
+        logits = logits + out.logit_bias
+    torch.testing.assert_close(logits, model.logits(out.image_features, out.text_features))
+    loss = logits.logsumexp(-1).mean()
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -152,11 +157,18 @@ def test_config_json_file(tmp_path):
     assert m.create_model(path).config.vision.kind == "resnet"
 
 
-def test_vit_patch_embeddings_shape():
-    cfg = tiny_config(m.get_model_config("ViT-B-16"))
-    model = m.create_model(cfg)
-    patches = model.visual.project_patches(torch.randn(2, 3, cfg.image_size, cfg.image_size))
+@pytest.mark.parametrize("name", ["ViT-B-16", "ViT-B-16-SigLIP"])
+def test_vit_patch_embeddings_shape(name):
+    cfg = tiny_config(m.get_model_config(name))
+    model = m.create_model(cfg).eval()
+    images = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    patches = model.visual.project_patches(images)
     assert patches.shape == (2, 2, 2, cfg.embed_dim)
+    if cfg.vision.pool == "map":  # each patch pooled on its own: the probe attending to that token alone
+        with torch.no_grad():
+            tokens = model.visual.norm_post(model.visual.forward_tokens(images))  # (2, 4, width)
+            alone = model.visual.attn_pool(tokens[:, 3:4])  # (2, width)
+        torch.testing.assert_close(patches[:, 1, 1].detach(), alone)
 
 
 def test_bf16_weights_run_and_stay_close():

@@ -18,7 +18,8 @@ from typing import Any, Literal, TypeVar
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
-Activation = Literal["gelu", "quick_gelu"]
+Activation = Literal["gelu", "quick_gelu", "gelu_tanh"]
+ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh")
 
 
 class ConfigError(ValueError):
@@ -28,7 +29,13 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class VisionConfig:
     """Image tower. ``kind="vit"`` uses ``patch_size`` and an int ``layers``; ``kind="resnet"``
-    (OpenAI's ModifiedResNet) uses four stage depths in ``layers`` and ``width`` as the stem width."""
+    (OpenAI's ModifiedResNet) uses four stage depths in ``layers`` and ``width`` as the stem width.
+
+    ViT variants: ``pool="cls"`` (OpenAI) prepends a class token and reads it; ``pool="map"``
+    (SigLIP) has no class token and pools the patch tokens with multi-head attention pooling (a
+    learned probe attending over them, then an MLP). ``norm_pre`` is OpenAI's LayerNorm before the
+    blocks, ``patch_bias`` a bias on the patch embedding, and ``project=False`` drops the final
+    projection (then ``embed_dim`` must equal ``width``)."""
 
     kind: Literal["vit", "resnet"] = "vit"
     image_size: int = 224
@@ -37,6 +44,10 @@ class VisionConfig:
     patch_size: int = 32
     head_width: int = 64
     mlp_ratio: float = 4.0
+    pool: Literal["cls", "map"] = "cls"
+    norm_pre: bool = True
+    patch_bias: bool = False
+    project: bool = True
 
     @property
     def heads(self) -> int:
@@ -50,11 +61,18 @@ class VisionConfig:
         if self.kind == "vit":
             if not isinstance(self.layers, int):
                 raise ConfigError("vision.layers must be an int for a ViT")
-            if self.image_size % self.patch_size:
+            if self.pool not in ("cls", "map"):
+                raise ConfigError(f"vision.pool must be 'cls' or 'map', got {self.pool!r}")
+            # SigLIP's So400m/14 runs at 384 px: its patch convolution drops the last 384 % 14 pixels.
+            if self.image_size % self.patch_size and self.pool == "cls":
                 raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            if self.image_size < self.patch_size:
+                raise ConfigError(f"image_size {self.image_size} is smaller than patch_size {self.patch_size}")
             if self.width % self.head_width:
                 raise ConfigError(f"vision.width {self.width} is not a multiple of head_width {self.head_width}")
         else:
+            if (self.pool, self.norm_pre, self.patch_bias, self.project) != ("cls", True, False, True):
+                raise ConfigError("vision.pool/norm_pre/patch_bias/project are ViT options; leave them unset")
             if not (isinstance(self.layers, tuple) and len(self.layers) == 4):
                 raise ConfigError("vision.layers must list four stage depths for a ResNet")
             if self.image_size % 32:
@@ -65,7 +83,10 @@ class VisionConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    """Causal text Transformer; features are read at the end-of-text token (the largest id)."""
+    """Text Transformer. OpenAI's: causal attention, features read at the end-of-text token (the
+    largest id, ``pool="eot"``). SigLIP's: bidirectional attention (``causal=False``) over texts
+    padded to the full context, features read at the last position (``pool="last"``), and a bias on
+    the final projection (``proj_bias``)."""
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -73,6 +94,9 @@ class TextConfig:
     layers: int = 12
     head_width: int = 64
     mlp_ratio: float = 4.0
+    causal: bool = True
+    pool: Literal["eot", "last"] = "eot"
+    proj_bias: bool = False
 
     @property
     def heads(self) -> int:
@@ -83,6 +107,8 @@ class TextConfig:
             raise ConfigError(f"text.width {self.width} is not a multiple of head_width {self.head_width}")
         if self.context_length < 2:
             raise ConfigError("text.context_length must hold at least the start and end tokens")
+        if self.pool not in ("eot", "last"):
+            raise ConfigError(f"text.pool must be 'eot' or 'last', got {self.pool!r}")
 
 
 @dataclass(frozen=True)
@@ -107,7 +133,9 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A whole dual encoder."""
+    """A whole dual encoder. ``init_logit_bias`` set means the model is scored with the sigmoid
+    (SigLIP) objective: ``sigmoid(logit_scale * cos + logit_bias)`` per pair (see :attr:`objective`).
+    ``norm_eps`` is every LayerNorm's epsilon (OpenAI 1e-5, SigLIP 1e-6)."""
 
     embed_dim: int = 512
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -116,17 +144,30 @@ class ModelConfig:
     init_logit_scale: float = math.log(1 / 0.07)
     init_logit_bias: float | None = None
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    norm_eps: float = 1e-5
     name: str = ""
 
     @property
     def image_size(self) -> int:
         return self.vision.image_size
 
+    @property
+    def objective(self) -> Literal["softmax", "sigmoid"]:
+        """How the model's image-text scores turn into probabilities: ``sigmoid`` (independent, one
+        per pair) for models trained with the sigmoid loss (they carry a logit bias), else ``softmax``."""
+        return "sigmoid" if self.init_logit_bias is not None else "softmax"
+
     def validate(self) -> ModelConfig:
-        if self.act not in ("gelu", "quick_gelu"):
-            raise ConfigError(f"act must be 'gelu' or 'quick_gelu', got {self.act!r}")
+        if self.act not in ACTIVATIONS:
+            raise ConfigError(f"act must be one of {', '.join(ACTIVATIONS)}, got {self.act!r}")
         if self.embed_dim <= 0:
             raise ConfigError("embed_dim must be positive")
+        if not 0 < self.norm_eps < 1:
+            raise ConfigError(f"norm_eps must be in (0, 1), got {self.norm_eps}")
+        if self.vision.kind == "vit" and not self.vision.project and self.embed_dim != self.vision.width:
+            raise ConfigError(
+                f"vision.project=false needs embed_dim == vision.width ({self.embed_dim} != {self.vision.width})"
+            )
         self.vision.validate()
         self.text.validate()
         self.preprocess.validate()

@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--mode",
         choices=("softmax", "sigmoid"),
-        default="softmax",
-        help="softmax: one distribution over labels; sigmoid: independent (sigmoid-loss models)",
+        default=None,
+        help="softmax: one distribution over labels; sigmoid: independent probabilities (sigmoid-loss "
+        "models such as SigLIP). Default: the model's own objective",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--explain", metavar="DIR", help="write a heat map PNG of the top label for each image")
@@ -60,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     report_skips(feats.failures)
     if not feats.kept:
         raise ValueError("none of the images could be read")
-    ranked = clf.rank(clf.scores_from_features(feats.features, mode=args.mode), k=args.top_k)
+    mode = args.mode or model.config.objective
+    ranked = clf.rank(clf.scores_from_features(feats.features, mode=mode), k=args.top_k)
     results = [
         {"path": str(paths[i]), "labels": [{"label": lab, "score": s} for lab, s in r]}
         for i, r in zip(feats.kept, ranked, strict=True)
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json(
             {
                 "model": args.model,
-                "mode": args.mode,
+                "mode": mode,
                 "labels": labels,
                 "results": results,
                 "skipped": skipped_json(feats.failures),

@@ -30,7 +30,8 @@ HELP = {
     "open_clip or Hugging Face folder, a pretrained name (clipforge models --pretrained) or a Hub id",
     "tokenizer": "'openai', 'train' (learn a BPE vocabulary from the training captions) or a tokenizer path",
     "vocab_size": "vocabulary size for --tokenizer train",
-    "loss": "clip (softmax InfoNCE) or siglip (pairwise sigmoid)",
+    "loss": "auto (the model's own objective: siglip for SigLIP models), clip (softmax InfoNCE) "
+    "or siglip (pairwise sigmoid)",
     "loss_chunk_size": "exact linear-memory loss in tiles of this size (huge batches)",
     "steps": "optimiser steps in total",
     "batch_size": "GLOBAL pairs per step, over all processes and accumulation micro-batches",

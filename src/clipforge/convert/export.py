@@ -11,7 +11,7 @@ import torch
 
 from ..fileio import atomic_write, atomic_write_text
 from ..models import CLIP
-from . import hf, open_clip
+from . import hf, hf_siglip, open_clip, open_clip_siglip
 from .detect import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 
 EXPORT_FORMATS = ("hf", "open_clip", "onnx")
@@ -20,7 +20,10 @@ EXPORT_FORMATS = ("hf", "open_clip", "onnx")
 def export_hf(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None) -> Path:
     """A directory that ``transformers.CLIPModel.from_pretrained`` and ``CLIPProcessor`` load:
     ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` and the tokenizer files
-    (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``)."""
+    (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``). SigLIP-layout models are written as a
+    ``SiglipModel`` (see :func:`export_hf_siglip`)."""
+    if model.config.vision.kind == "vit" and model.config.vision.pool == "map":
+        return export_hf_siglip(model, out_dir, tokenizer=tokenizer)
     out = Path(out_dir)
     cfg = model.config
     config = hf.config_to_hf(cfg)  # raises for ResNet towers and sigmoid-loss biases
@@ -35,6 +38,29 @@ def export_hf(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None)
     if tokenizer is not None:
         tokenizer.save_hf(out)
         _write_json(out / "tokenizer_config.json", _hf_tokenizer_config(cfg.text.context_length))
+    return out
+
+
+def export_hf_siglip(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None) -> Path:
+    """A directory that ``transformers.SiglipModel.from_pretrained`` and ``AutoProcessor`` load:
+    ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` (``SiglipImageProcessor``)
+    and the tokenizer's own files (``spiece.model`` or ``tokenizer.json`` + ``tokenizer_config.json``)."""
+    out = Path(out_dir)
+    cfg = model.config
+    ids = {}
+    if tokenizer is not None:
+        ids = {"pad_token_id": getattr(tokenizer, "pad_id", 0), "eos_token_id": tokenizer.eot_token_id}
+    config = hf_siglip.config_to_hf(cfg, **ids)  # raises for anything but SigLIP's layout
+    config["torch_dtype"] = "float32"
+    state = hf_siglip.to_hf(_cpu_state(model))
+    out.mkdir(parents=True, exist_ok=True)
+    _save_safetensors(state, out / "model.safetensors")
+    _write_json(out / "config.json", config)
+    _write_json(out / "preprocessor_config.json", hf_siglip.preprocess_to_hf(cfg))
+    if tokenizer is not None:
+        tokenizer.save_hf(out)
+        if not (out / "tokenizer_config.json").is_file():  # a CLIP BPE vocabulary (model trained with it)
+            _write_json(out / "tokenizer_config.json", _hf_tokenizer_config(cfg.text.context_length))
     return out
 
 
@@ -58,11 +84,13 @@ def export_open_clip(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None 
     ``merges.txt``) are written beside it for clipforge and other readers."""
     out = Path(out_dir)
     cfg = model.config
+    siglip = cfg.vision.kind == "vit" and cfg.vision.pool == "map"  # timm image tower in open_clip
+    mapping: Any = open_clip_siglip if siglip else open_clip
     config = {
-        "model_cfg": open_clip.config_to_open_clip(cfg),
+        "model_cfg": mapping.config_to_open_clip(cfg),
         "preprocess_cfg": open_clip.preprocess_to_open_clip(cfg),
     }
-    state = open_clip.to_open_clip(_cpu_state(model))
+    state = mapping.to_open_clip(_cpu_state(model))
     out.mkdir(parents=True, exist_ok=True)
     _save_safetensors(state, out / OPEN_CLIP_WEIGHTS[0])
     _write_json(out / OPEN_CLIP_CONFIG, config)

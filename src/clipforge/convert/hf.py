@@ -189,6 +189,15 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     """A ``CLIPConfig`` dict for ``cfg``; ResNet towers and a sigmoid-loss bias have no HF counterpart."""
     if cfg.vision.kind != "vit":
         raise ValueError("Hugging Face CLIPModel has no ResNet image tower; only ViT models can be exported")
+    if cfg.vision.pool != "cls" or not cfg.text.causal or cfg.text.pool != "eot":
+        raise ValueError("a SigLIP-style model is exported as a Hugging Face SiglipModel, not a CLIPModel")
+    v, t = cfg.vision, cfg.text
+    if cfg.act not in _HF_ACT or not math.isclose(cfg.norm_eps, 1e-5) or not v.norm_pre or v.patch_bias \
+            or not v.project or t.proj_bias:
+        raise ValueError(
+            "Hugging Face CLIPModel holds OpenAI's layout only (GELU/QuickGELU, LayerNorm eps 1e-5, pre-norm, "
+            "no patch or projection biases); this model differs"
+        )
     if cfg.init_logit_bias is not None:
         raise ValueError(
             "Hugging Face CLIPModel has no logit_bias; a sigmoid-loss model cannot be exported to it"
@@ -242,16 +251,35 @@ def from_hf(sd: StateDict) -> StateDict:
         if theirs in rest:
             out[ours] = rest.pop(theirs).t().contiguous()  # Linear (embed, width) -> matrix (width, embed)
     for ours_prefix, hf_prefix in _TOWERS.items():
-        for i in _block_ids(list(rest), hf_prefix + ".layers"):
-            src, dst = f"{hf_prefix}.layers.{i}.", f"{ours_prefix}.blocks.{i}."
-            for o, h in _BLOCK.items():
-                out[dst + o] = rest.pop(src + h)
-            for kind in ("weight", "bias"):
-                out[dst + f"attn.qkv.{kind}"] = torch.cat(
-                    [rest.pop(src + f"self_attn.{p}_proj.{kind}") for p in "qkv"], dim=0
-                )  # (3 * width, ...)
+        blocks_from_hf(rest, out, hf_prefix=hf_prefix, ours_prefix=ours_prefix)
     out.update(rest)
     return out
+
+
+def blocks_from_hf(rest: StateDict, out: StateDict, *, hf_prefix: str, ours_prefix: str) -> None:
+    """Move the encoder layers ``{hf_prefix}.layers.i.*`` of ``rest`` into ``out`` as our
+    ``{ours_prefix}.blocks.i.*`` (q/k/v fused). Shared by every HF format with CLIP-style layers."""
+    for i in _block_ids(list(rest), hf_prefix + ".layers"):
+        src, dst = f"{hf_prefix}.layers.{i}.", f"{ours_prefix}.blocks.{i}."
+        for o, h in _BLOCK.items():
+            out[dst + o] = rest.pop(src + h)
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.qkv.{kind}"] = torch.cat(
+                [rest.pop(src + f"self_attn.{p}_proj.{kind}") for p in "qkv"], dim=0
+            )  # (3 * width, ...)
+
+
+def blocks_to_hf(rest: StateDict, out: StateDict, *, ours_prefix: str, hf_prefix: str) -> None:
+    """Inverse of :func:`blocks_from_hf`."""
+    for i in _block_ids(list(rest), ours_prefix + ".blocks"):
+        src, dst = f"{ours_prefix}.blocks.{i}.", f"{hf_prefix}.layers.{i}."
+        for o, h in _BLOCK.items():
+            out[dst + h] = rest.pop(src + o)
+        for kind in ("weight", "bias"):
+            q, k, v = rest.pop(src + f"attn.qkv.{kind}").chunk(3, dim=0)
+            out[dst + f"self_attn.q_proj.{kind}"] = q.contiguous()
+            out[dst + f"self_attn.k_proj.{kind}"] = k.contiguous()
+            out[dst + f"self_attn.v_proj.{kind}"] = v.contiguous()
 
 
 def to_hf(sd: StateDict) -> StateDict:
@@ -264,15 +292,7 @@ def to_hf(sd: StateDict) -> StateDict:
     for ours, theirs in _PROJ.items():
         out[theirs] = rest.pop(ours).t().contiguous()
     for ours_prefix, hf_prefix in _TOWERS.items():
-        for i in _block_ids(list(rest), ours_prefix + ".blocks"):
-            src, dst = f"{ours_prefix}.blocks.{i}.", f"{hf_prefix}.layers.{i}."
-            for o, h in _BLOCK.items():
-                out[dst + h] = rest.pop(src + o)
-            for kind in ("weight", "bias"):
-                q, k, v = rest.pop(src + f"attn.qkv.{kind}").chunk(3, dim=0)
-                out[dst + f"self_attn.q_proj.{kind}"] = q.contiguous()
-                out[dst + f"self_attn.k_proj.{kind}"] = k.contiguous()
-                out[dst + f"self_attn.v_proj.{kind}"] = v.contiguous()
+        blocks_to_hf(rest, out, ours_prefix=ours_prefix, hf_prefix=hf_prefix)
     if rest:
         raise ValueError(f"no Hugging Face name for: {', '.join(sorted(rest))}")
     return out

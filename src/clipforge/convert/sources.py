@@ -17,11 +17,11 @@ from typing import Any, NamedTuple
 import torch
 
 from ..checkpoint import load_state_dict_strict, save_checkpoint
-from ..config import ConfigError, ModelConfig
+from ..config import ACTIVATIONS, ConfigError, ModelConfig
 from ..fileio import sha256_file
 from ..models import CLIP, get_model_config
 from ..version import __version__
-from . import hf, open_clip, openai
+from . import hf, hf_siglip, open_clip, open_clip_siglip, openai
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
 from .io import ConvertError, read_tensors
 
@@ -36,7 +36,7 @@ class Imported(NamedTuple):
     model: CLIP  # float32, eval mode, on CPU
     format: str  # "openai", "open_clip" or "hf"
     provenance: dict[str, Any]
-    vocab_dir: Path | None  # a folder with vocab.json + merges.txt that came with the source
+    vocab_dir: Path | None  # a tokenizer folder (CLIP BPE or SigLIP SentencePiece) that came with the source
 
 
 def import_model(
@@ -55,8 +55,8 @@ def import_model(
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
-    if act is not None and act not in ("gelu", "quick_gelu"):
-        raise ValueError(f"unknown activation {act!r}; use gelu or quick_gelu")
+    if act is not None and act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; use {', '.join(ACTIVATIONS)}")
     start = time.perf_counter()
     found = detect(source)
     if found.format == "clipforge":
@@ -71,9 +71,10 @@ def import_model(
             cfg = cfg.replace(act=act)
     else:
         sd, fmt, cfg = _read_openai_layout(found, format=format, model=model, act=act)
+    from ..tokenizer import is_tokenizer_dir
+
     folder = Path(source)
-    has_vocab = folder.is_dir() and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
-    vocab_dir = folder if has_vocab else None
+    vocab_dir = folder if is_tokenizer_dir(folder) else None
     with torch.device("meta"):  # no random initialisation: every tensor comes from the source
         net = CLIP(cfg)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}  # fp16 sources -> fp32
@@ -97,21 +98,19 @@ def import_model(
 def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = None) -> Any:
     """The tokenizer for an imported model: ``vocab`` if given (a vocabulary file/folder or a
     ``Tokenizer``), else the source's own files, else OpenAI's vocabulary (a clear error if absent)."""
-    from ..tokenizer import Tokenizer, TokenizerError, get_tokenizer
+    from ..tokenizer import SentencePieceTokenizer, Tokenizer, TokenizerError, get_tokenizer, tokenizer_from_dir
 
     ctx = imported.model.config.text.context_length
     try:
-        if isinstance(vocab, Tokenizer):
+        if isinstance(vocab, (Tokenizer, SentencePieceTokenizer)):
             tok = vocab
         elif vocab is not None:
             tok = get_tokenizer(str(vocab), context_length=ctx)
         elif imported.vocab_dir is not None:
-            tok = Tokenizer.from_hf_files(
-                imported.vocab_dir / "vocab.json", imported.vocab_dir / "merges.txt", context_length=ctx
-            )
+            tok = tokenizer_from_dir(imported.vocab_dir, context_length=ctx)
         else:
             tok = get_tokenizer("openai", context_length=ctx)
-    except (TokenizerError, FileNotFoundError, OSError) as e:
+    except (TokenizerError, FileNotFoundError, OSError, ImportError) as e:
         what = (
             "given vocabulary"
             if vocab is not None
@@ -122,7 +121,8 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
             if vocab is not None
             else (
                 " The source carries no usable vocabulary: pass --vocab PATH (OpenAI's "
-                "bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt)."
+                "bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt, SigLIP's "
+                "spiece.model or SigLIP 2's tokenizer.json)."
             )
         )
         raise ConvertError(f"cannot load the {what}: {e}.{hint}") from e
@@ -168,11 +168,13 @@ def resolve_model_config(model: str | Path) -> ModelConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON: {e}") from e
         if isinstance(data, dict) and "model_cfg" in data:
-            return open_clip.config_from_open_clip(
+            mapping: Any = open_clip_siglip if open_clip_siglip.is_siglip_config(data["model_cfg"]) else open_clip
+            return mapping.config_from_open_clip(
                 data["model_cfg"], preprocess=data.get("preprocess_cfg"), name=path.parent.name
             )
         if isinstance(data, dict) and "vision_cfg" in data:
-            return open_clip.config_from_open_clip(data, name=path.stem)
+            mapping = open_clip_siglip if open_clip_siglip.is_siglip_config(data) else open_clip
+            return mapping.config_from_open_clip(data, name=path.stem)
         return ModelConfig.from_dict(data)
     name = str(model)
     quick = name.endswith(QUICKGELU_SUFFIX)
@@ -184,7 +186,9 @@ def resolve_model_config(model: str | Path) -> ModelConfig:
             f"{e}. For other open_clip models pass their config JSON with --model-config "
             f"(open_clip/model_configs/{name}.json)"
         ) from e
-    return cfg.replace(act="quick_gelu" if quick else "gelu", name=name)
+    # open_clip's names: "-quickgelu" selects QuickGELU, its absence GELU (SigLIP's keep their tanh GELU)
+    act = "quick_gelu" if quick else ("gelu" if cfg.act == "quick_gelu" else cfg.act)
+    return cfg.replace(act=act, name=name)
 
 
 def _expect(requested: str, found: str, source: str | Path) -> None:
@@ -212,6 +216,8 @@ def _read_openai_layout(
         raise ConvertError(
             f"{found.weights}: no CLIP parameters found (first keys: {', '.join(list(sd)[:5])})"
         )
+    if open_clip_siglip.is_open_clip_siglip(sd):
+        return _read_open_clip_siglip(found, sd, format=format, model=model)
     openai_like = kind == "torchscript" or openai.has_openai_markers(sd)
     if found.format == "open_clip":
         _expect(format, "open_clip", found.weights)
@@ -260,23 +266,46 @@ def _read_openai_layout(
     return open_clip.from_open_clip(sd), fmt, cfg
 
 
+def _read_open_clip_siglip(
+    found: Detected, sd: StateDict, *, format: str, model: str | Path | None
+) -> tuple[StateDict, str, ModelConfig]:
+    """open_clip's SigLIP (timm image tower): the config comes from its ``open_clip_config.json``, a
+    given config JSON or a clipforge SigLIP name (``ViT-B-16-SigLIP``); the files record no other."""
+    _expect(format, "open_clip", found.weights or "")
+    model = found.config if model is None else model
+    if model is None:
+        raise ConvertError(
+            f"{found.weights}: open_clip SigLIP weights without their open_clip_config.json: pass --model "
+            "NAME (e.g. ViT-B-16-SigLIP) or --model-config JSON"
+        )
+    try:
+        cfg = resolve_model_config(model)
+    except ConfigError as e:
+        raise ConvertError(f"{found.weights}: {e}") from e
+    if cfg.vision.pool != "map":
+        raise ConvertError(f"{found.weights}: SigLIP weights, but {model} is not a SigLIP architecture")
+    return open_clip_siglip.from_open_clip(sd), "open_clip", cfg
+
+
 def _read_hf_dir(found: Detected) -> tuple[ModelConfig, StateDict]:
     assert found.config is not None and found.weights is not None
     folder = found.config.parent
     try:
-        cfg = hf.config_from_hf(json.loads(found.config.read_text()))
+        data = json.loads(found.config.read_text())
+        mapping: Any = hf_siglip if hf_siglip.is_siglip(data) else hf
+        cfg = mapping.config_from_hf(data)
         pp_file = folder / "preprocessor_config.json"
         if pp_file.is_file():
-            pp = hf.preprocess_from_hf(json.loads(pp_file.read_text()), image_size=cfg.vision.image_size)
-            cfg = cfg.replace(preprocess=pp)
-    except (ValueError, KeyError, TypeError) as e:
+            read_pp = hf_siglip.preprocess_from_hf_siglip if mapping is hf_siglip else hf.preprocess_from_hf
+            cfg = cfg.replace(preprocess=read_pp(json.loads(pp_file.read_text()), image_size=cfg.vision.image_size))
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ConvertError(f"{folder}: cannot map the Hugging Face config: {e}") from e
     cfg = cfg.replace(name=folder.name)
     sd: StateDict = {}
     for f in _weight_files(found):
         part, _ = read_tensors(f)
         sd.update(part)
-    return cfg, hf.from_hf(sd)
+    return cfg, mapping.from_hf(sd)
 
 
 def _weight_files(found: Detected) -> list[Path]:

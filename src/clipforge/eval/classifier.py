@@ -8,7 +8,8 @@
 Scores: ``mode="softmax"`` turns ``logit_scale · cos`` into a distribution over the labels
 (single-label); ``mode="sigmoid"`` gives each label an independent probability
 ``sigmoid(logit_scale · cos + logit_bias)`` (multi-label), which is calibrated only for a model
-trained with the sigmoid loss, so it needs a model with a ``logit_bias``.
+trained with the sigmoid loss, so it needs a model with a ``logit_bias``. Without ``mode`` the
+model's own objective decides (``model.config.objective``): sigmoid for SigLIP-style models.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ class ZeroShotClassifier:
             logits = logits + bias
         return logits
 
-    def scores_from_features(self, features: torch.Tensor, *, mode: ScoreMode = "softmax") -> torch.Tensor:
-        """Probabilities (N, C): a distribution over labels (softmax), or one per label (sigmoid)."""
+    def scores_from_features(self, features: torch.Tensor, *, mode: ScoreMode | None = None) -> torch.Tensor:
+        """Probabilities (N, C): a distribution over labels (softmax), or one per label (sigmoid);
+        ``None``: the model's own objective."""
+        mode = self.model.config.objective if mode is None else mode
         if mode == "softmax":
             return self.logits(features).softmax(dim=-1)  # a constant bias cancels here
         if mode == "sigmoid":
@@ -93,7 +96,7 @@ class ZeroShotClassifier:
         raise ValueError(f"mode must be 'softmax' or 'sigmoid', got {mode!r}")
 
     def scores(
-        self, images: torch.Tensor | Sequence[Image.Image], *, mode: ScoreMode = "softmax"
+        self, images: torch.Tensor | Sequence[Image.Image], *, mode: ScoreMode | None = None
     ) -> torch.Tensor:
         """Images → probabilities (N, C) in label order."""
         return self.scores_from_features(self.encode(images), mode=mode)
@@ -108,7 +111,7 @@ class ZeroShotClassifier:
         ]
 
     def predict(
-        self, images: torch.Tensor | Sequence[Image.Image], *, k: int = 1, mode: ScoreMode = "softmax"
+        self, images: torch.Tensor | Sequence[Image.Image], *, k: int = 1, mode: ScoreMode | None = None
     ) -> list[list[tuple[str, float]]]:
         """The ``k`` best labels of each image with their probabilities, best first."""
         return self.rank(self.scores(images, mode=mode), k=k)

@@ -148,10 +148,11 @@ def _grad_cam(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tens
                 for hook in hooks:
                     hook.remove()
                 visual.transformer.grad_checkpointing = saved
-            grads = torch.autograd.grad(score, captured)  # each (1, 1 + g², width)
+            grads = torch.autograd.grad(score, captured)  # each (1, [1 +] g², width)
+            first = 1 if visual.pool == "cls" else 0  # skip the class token
             cams = []
             for acts, grad in zip(captured, grads, strict=True):
-                cam = F.relu((acts[0, 1:].detach().float() * grad[0, 1:].float()).sum(dim=-1))  # (g²,)
+                cam = F.relu((acts[0, first:].detach().float() * grad[0, first:].float()).sum(dim=-1))  # (g²,)
                 cams.append(cam / cam.max() if cam.max() > 0 else cam)
             return torch.stack(cams).mean(dim=0).view(visual.grid, visual.grid)  # (g, g)
         saved, visual.grad_checkpointing = visual.grad_checkpointing, False

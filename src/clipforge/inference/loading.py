@@ -20,7 +20,7 @@ from ..data.transforms import image_transform as build_transform
 from ..device import parse_precision, resolve_device
 from ..models import CLIP
 from ..pretrained import ResolvedModel, resolve_model
-from ..tokenizer import Tokenizer, TokenizerError, get_tokenizer
+from ..tokenizer import TextTokenizer, TokenizerError, get_tokenizer, tokenizer_from_metadata
 from ..tokenizer.vocab import OPENAI_VOCAB_SIZE
 
 
@@ -37,11 +37,11 @@ def image_transform(config: ModelConfig | CLIP, *, train: bool = False) -> Calla
     return build_transform(cfg.preprocess, cfg.vision.image_size, train=train)
 
 
-def tokenizer_for(config: ModelConfig, metadata: dict[str, Any] | None = None) -> Tokenizer:
+def tokenizer_for(config: ModelConfig, metadata: dict[str, Any] | None = None) -> TextTokenizer:
     """The checkpoint's own tokenizer, else OpenAI's vocabulary at the model's context length when the
     text tower has OpenAI's vocabulary size (anything else would silently give wrong token ids)."""
     if metadata is not None:
-        return Tokenizer.from_metadata(metadata)
+        return tokenizer_from_metadata(metadata)  # CLIP BPE or SigLIP SentencePiece, as recorded
     if config.text.vocab_size != OPENAI_VOCAB_SIZE:
         raise TokenizerError(
             f"the checkpoint carries no tokenizer and its text tower has {config.text.vocab_size} tokens, "
@@ -77,10 +77,10 @@ class LazyTokenizer:
 
     def __init__(self, config: ModelConfig, metadata: dict[str, Any] | None) -> None:
         self.config, self.metadata = config, metadata
-        self._tokenizer: Tokenizer | None = None
+        self._tokenizer: TextTokenizer | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> Tokenizer:
+    def get(self) -> TextTokenizer:
         with self._lock:
             if self._tokenizer is None:
                 self._tokenizer = tokenizer_for(self.config, self.metadata)

@@ -19,7 +19,7 @@ MAX_LOGIT_SCALE = 100.0
 class CLIPOutput(NamedTuple):
     image_features: torch.Tensor  # (B, embed_dim), L2-normalised
     text_features: torch.Tensor  # (B, embed_dim), L2-normalised
-    logit_scale: torch.Tensor  # scalar, exp(learned log-scale) clamped at 100
+    logit_scale: torch.Tensor  # scalar, exp(learned log-scale); clamped at 100 for softmax models
     logit_bias: torch.Tensor | None  # scalar, only for models trained with the sigmoid loss
 
 
@@ -31,10 +31,12 @@ class CLIP(nn.Module):
         config.validate()
         self.config = config
         if config.vision.kind == "vit":
-            self.visual: nn.Module = VisionTransformer(config.vision, config.embed_dim, config.act)
+            self.visual: nn.Module = VisionTransformer(
+                config.vision, config.embed_dim, config.act, eps=config.norm_eps
+            )
         else:
             self.visual = ModifiedResNet(config.vision, config.embed_dim)
-        self.text = TextTransformer(config.text, config.embed_dim, config.act)
+        self.text = TextTransformer(config.text, config.embed_dim, config.act, eps=config.norm_eps)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
         self.logit_bias: nn.Parameter | None = None
         if config.init_logit_bias is not None:
@@ -59,19 +61,28 @@ class CLIP(nn.Module):
         x = self.text(tokens.to(self.device))
         return F.normalize(x, dim=-1) if normalize else x
 
+    def scale(self) -> torch.Tensor:
+        """``exp(logit_scale)``: clamped at 100 (OpenAI's cap) for softmax models; sigmoid-loss
+        models use it as trained (SigLIP's reach ~117), as big_vision and transformers do."""
+        scale = self.logit_scale.exp()
+        return scale if self.logit_bias is not None else scale.clamp(max=MAX_LOGIT_SCALE)
+
+    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """Normalised features (N, E), (M, E) -> logits (N, M): ``scale * cos (+ logit_bias)``."""
+        logits = self.scale() * image_features @ text_features.T  # (N, M)
+        return logits + self.logit_bias if self.logit_bias is not None else logits
+
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> CLIPOutput:
-        return CLIPOutput(
-            self.encode_image(images),
-            self.encode_text(tokens),
-            self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE),
-            self.logit_bias,
-        )
+        return CLIPOutput(self.encode_image(images), self.encode_text(tokens), self.scale(), self.logit_bias)
 
     @torch.no_grad()
     def scale_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Inference-time (scale, bias) as float32 CPU scalars: ``logits = scale · cos (+ bias)``, the
-        scale clamped at :data:`MAX_LOGIT_SCALE` exactly as in training."""
-        scale = self.logit_scale.detach().float().exp().clamp(max=MAX_LOGIT_SCALE).cpu()
+        scale treated exactly as in training (see :meth:`scale`)."""
+        scale = self.logit_scale.detach().float().exp()
+        if self.logit_bias is None:
+            scale = scale.clamp(max=MAX_LOGIT_SCALE)
+        scale = scale.cpu()
         bias = None if self.logit_bias is None else self.logit_bias.detach().float().cpu()
         return scale, bias
 

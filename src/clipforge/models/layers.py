@@ -35,6 +35,8 @@ def make_activation(act: Activation) -> nn.Module:
         return QuickGELU()
     if act == "gelu":
         return nn.GELU()
+    if act == "gelu_tanh":  # the tanh approximation (SigLIP's "gelu_pytorch_tanh")
+        return nn.GELU(approximate="tanh")
     raise ValueError(f"unknown activation {act!r}")
 
 
@@ -60,14 +62,20 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
             y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
             return self.proj(y)
-        w, b = self.qkv.weight, self.qkv.bias  # q, k, v stacked along the output dim
         picked = x[torch.arange(B, device=x.device), rows]  # (B, C)
-        q = F.linear(picked, w[:C], b[:C]).view(B, nh, 1, hs)  # (B, nh, 1, hs)
-        kv = F.linear(x, w[C:], b[C:]).view(B, T, 2, nh, hs)  # (B, T, 2, nh, hs)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, nh, T, hs)
         mask = None
         if causal:  # row r sees keys 0..r
             mask = (torch.arange(T, device=x.device) <= rows[:, None]).view(B, 1, 1, T)
+        return self.attend(picked, x, mask=mask)
+
+    def attend(self, query: torch.Tensor, x: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One query token per sequence attending over ``x``: query (B, C), x (B, T, C) -> (B, C)."""
+        B, T, C = x.shape
+        nh, hs = self.heads, C // self.heads
+        w, b = self.qkv.weight, self.qkv.bias  # q, k, v stacked along the output dim
+        q = F.linear(query, w[:C], b[:C]).view(B, nh, 1, hs)  # (B, nh, 1, hs)
+        kv = F.linear(x, w[C:], b[C:]).view(B, T, 2, nh, hs)  # (B, T, 2, nh, hs)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, nh, T, hs)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, 1, hs)
         return self.proj(y.reshape(B, C))
 
@@ -94,11 +102,11 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, act: Activation) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, act: Activation, eps: float = 1e-5) -> None:
         super().__init__()
-        self.norm1 = LayerNorm(dim)
+        self.norm1 = LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, heads)
-        self.norm2 = LayerNorm(dim)
+        self.norm2 = LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio), act)
 
     def forward(self, x: torch.Tensor, causal: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,7 +115,7 @@ class Block(nn.Module):
         if rows is not None:
             x = x[torch.arange(x.shape[0], device=x.device), rows]  # (B, C)
         x = x + a
-        if _in_place_ok(x) and self.mlp.fc2.bias is not None:
+        if _in_place_ok(x) and self.mlp.fc2.bias is not None and x.is_contiguous():
             return self.mlp.add_to_(x, self.norm2(x))  # x is ours (made just above): update it in place
         return x + self.mlp(self.norm2(x))
 
@@ -126,9 +134,11 @@ def _in_place_ok(x: torch.Tensor) -> bool:
 class Transformer(nn.Module):
     """A stack of pre-norm blocks with optional activation checkpointing."""
 
-    def __init__(self, dim: int, layers: int, heads: int, mlp_ratio: float, act: Activation) -> None:
+    def __init__(
+        self, dim: int, layers: int, heads: int, mlp_ratio: float, act: Activation, eps: float = 1e-5
+    ) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, act) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, act, eps) for _ in range(layers))
         self.grad_checkpointing = False
 
     def forward(
@@ -162,3 +172,22 @@ class Transformer(nn.Module):
             nn.init.zeros_(block.mlp.fc1.bias)
             nn.init.normal_(block.mlp.fc2.weight, std=proj_std)
             nn.init.zeros_(block.mlp.fc2.bias)
+
+
+class AttentionPool(nn.Module):
+    """Multi-head attention pooling (SigLIP's "MAP" head): a learned probe token attends over the
+    tokens, then a pre-norm MLP is added to the result. (B, T, C) -> (B, C)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, act: Activation, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.probe = nn.Parameter(dim**-0.5 * torch.randn(dim))
+        self.attn = Attention(dim, heads)
+        self.norm = LayerNorm(dim, eps=eps)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), act)
+        nn.init.xavier_uniform_(self.attn.qkv.weight)
+        nn.init.zeros_(self.attn.qkv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probe = self.probe.to(x.dtype).expand(x.shape[0], -1)  # (B, C)
+        y = self.attn.attend(probe, x)  # (B, C)
+        return y + self.mlp(self.norm(y))

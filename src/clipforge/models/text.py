@@ -1,4 +1,5 @@
-"""Causal Transformer text tower; features are read at the end-of-text token."""
+"""Text tower: OpenAI's causal Transformer read at the end token, or SigLIP's bidirectional one read
+at the last position."""
 
 from __future__ import annotations
 
@@ -10,23 +11,27 @@ from .layers import LayerNorm, Transformer
 
 
 class TextTransformer(nn.Module):
-    """Token + position embedding, causal pre-norm blocks, final norm at the end token, projection.
+    """Token + position embedding, pre-norm blocks, final norm at the pooled position, projection.
 
-    The end-of-text token has the largest id in the vocabulary, so its position is ``argmax``.
-    Attention is causal and the features are read at that position, so tokens after the longest
-    text of a batch cannot change the result: with ``skip_padding`` (default) the batch is cut to
-    that length before encoding. For the same reason the last block computes only the end-token
-    rows.
+    ``pool="eot"`` (OpenAI): the end-of-text token has the largest id in the vocabulary, so its
+    position is ``argmax``. With causal attention, tokens after the longest text of a batch cannot
+    change the result: with ``skip_padding`` (default) the batch is cut to that length first.
+    ``pool="last"`` (SigLIP): texts are padded to the full context and the features are read at the
+    last position, which with bidirectional attention depends on every token, padding included.
+    Either way only one row per text is read, so the last block computes only those rows.
     """
 
-    def __init__(self, cfg: TextConfig, embed_dim: int, act: Activation) -> None:
+    def __init__(self, cfg: TextConfig, embed_dim: int, act: Activation, *, eps: float = 1e-5) -> None:
         super().__init__()
         self.context_length = cfg.context_length
+        self.causal = cfg.causal
+        self.pool = cfg.pool
         self.token_embed = nn.Embedding(cfg.vocab_size, cfg.width)
         self.pos_embed = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
-        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, act)
-        self.norm_final = LayerNorm(cfg.width)
+        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, act, eps)
+        self.norm_final = LayerNorm(cfg.width, eps=eps)
         self.proj = nn.Parameter(torch.empty(cfg.width, embed_dim))
+        self.proj_bias = nn.Parameter(torch.zeros(embed_dim)) if cfg.proj_bias else None
         self.skip_padding = True
         nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.01)
@@ -37,10 +42,14 @@ class TextTransformer(nn.Module):
         """Token ids (B, T), T <= context_length -> unnormalised embeddings (B, embed_dim)."""
         if tokens.shape[1] > self.context_length:
             raise ValueError(f"got {tokens.shape[1]} tokens, the model's context length is {self.context_length}")
-        eot = tokens.argmax(dim=-1)  # (B,)
-        if self.skip_padding:
-            tokens = tokens[:, : int(eot.max()) + 1]  # (B, T') with T' = longest real text
+        if self.pool == "eot":
+            rows = tokens.argmax(dim=-1)  # (B,)
+            if self.skip_padding and self.causal:
+                tokens = tokens[:, : int(rows.max()) + 1]  # (B, T') with T' = longest real text
+        else:
+            rows = torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long, device=tokens.device)
         T = tokens.shape[1]
         x = self.token_embed(tokens) + self.pos_embed[:T].to(self.token_embed.weight.dtype)  # (B, T, width)
-        x = self.transformer(x, causal=True, rows=eot)  # (B, width): the last block computes only the eot rows
-        return self.norm_final(x) @ self.proj
+        x = self.transformer(x, causal=self.causal, rows=rows)  # (B, width): last block computes those rows only
+        x = self.norm_final(x) @ self.proj  # (B, embed_dim)
+        return x + self.proj_bias.to(x.dtype) if self.proj_bias is not None else x

@@ -1,4 +1,4 @@
-"""Vision Transformer image tower (OpenAI CLIP layout)."""
+"""Vision Transformer image tower: OpenAI CLIP's layout (class token) or SigLIP's (attention pooling)."""
 
 from __future__ import annotations
 
@@ -6,49 +6,74 @@ import torch
 from torch import nn
 
 from ..config import Activation, VisionConfig
-from .layers import LayerNorm, Transformer
+from .layers import AttentionPool, LayerNorm, Transformer
 
 
 class VisionTransformer(nn.Module):
-    """Patchify, prepend a class token, add learned positions, pre-norm blocks, project the class token."""
+    """Patchify, add learned positions, pre-norm blocks, pool, project.
 
-    def __init__(self, cfg: VisionConfig, embed_dim: int, act: Activation) -> None:
+    ``pool="cls"``: a class token is prepended and read (its row alone in the last block);
+    ``pool="map"``: every patch token is normalised and pooled by :class:`AttentionPool`.
+    """
+
+    def __init__(self, cfg: VisionConfig, embed_dim: int, act: Activation, *, eps: float = 1e-5) -> None:
         super().__init__()
         assert isinstance(cfg.layers, int)
         width, patch = cfg.width, cfg.patch_size
         self.grid = cfg.image_size // patch
-        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=False)
+        self.pool = cfg.pool
+        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=cfg.patch_bias)
         scale = width**-0.5
-        self.cls_token = nn.Parameter(scale * torch.randn(width))
-        self.pos_embed = nn.Parameter(scale * torch.randn(self.grid * self.grid + 1, width))
-        self.norm_pre = LayerNorm(width)
-        self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio, act)
-        self.norm_post = LayerNorm(width)
-        self.proj = nn.Parameter(scale * torch.randn(width, embed_dim))
+        n_prefix = 1 if cfg.pool == "cls" else 0
+        if cfg.pool == "cls":
+            self.cls_token = nn.Parameter(scale * torch.randn(width))
+        self.pos_embed = nn.Parameter(scale * torch.randn(n_prefix + self.grid * self.grid, width))
+        self.norm_pre = LayerNorm(width, eps=eps) if cfg.norm_pre else nn.Identity()
+        self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio, act, eps)
+        self.norm_post = LayerNorm(width, eps=eps)
+        if cfg.pool == "map":
+            self.attn_pool = AttentionPool(width, cfg.heads, cfg.mlp_ratio, act, eps)
+        self.proj = nn.Parameter(scale * torch.randn(width, embed_dim)) if cfg.project else None
         self.transformer.init_weights()
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> the transformer's input tokens (B, 1 + grid², width)."""
+        """Images (B, 3, H, W) -> the transformer's input tokens (B, [1 +] grid², width)."""
         x = self.patch_embed(images)  # (B, width, grid, grid)
         x = x.flatten(2).transpose(1, 2)  # (B, grid², width)
-        cls = self.cls_token.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed.to(x.dtype)  # (B, 1 + grid², width)
+        if self.pool == "map":
+            x = x.contiguous()  # the blocks update the residual stream in place through views
+        else:
+            cls = self.cls_token.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
+            x = torch.cat([cls, x], dim=1)  # (B, 1 + grid², width)
+        x = x + self.pos_embed.to(x.dtype)
         return self.norm_pre(x)
 
     def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> final-layer tokens (B, 1 + grid², width), class token first."""
+        """Images (B, 3, H, W) -> final-layer tokens (B, [1 +] grid², width), class token first."""
         return self.transformer(self.embed(images))
 
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.proj if self.proj is not None else x
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> unnormalised embeddings (B, embed_dim). Only the class token is
-        read, so the last block computes only its row."""
+        """Images (B, 3, H, W) -> unnormalised embeddings (B, embed_dim). With a class token only its
+        row is read, so the last block computes only that row."""
         x = self.embed(images)
+        if self.pool == "map":
+            x = self.norm_post(self.transformer(x))  # (B, grid², width)
+            return self._project(self.attn_pool(x))  # (B, embed_dim)
         cls_rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # (B,)
         x = self.transformer(x, rows=cls_rows)  # (B, width)
-        return self.norm_post(x) @ self.proj
+        return self._project(self.norm_post(x))
 
     def project_patches(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-patch embeddings in the joint space, (B, grid, grid, embed_dim): for explanations."""
-        x = self.forward_tokens(images)[:, 1:]  # (B, grid², width)
-        x = self.norm_post(x) @ self.proj  # (B, grid², embed_dim)
-        return x.view(x.shape[0], self.grid, self.grid, -1)
+        """Per-patch embeddings in the joint space, (B, grid, grid, embed_dim): for explanations.
+        With attention pooling, each patch is pooled on its own (the probe attending to it alone)."""
+        x = self.norm_post(self.forward_tokens(images))  # (B, [1 +] grid², width)
+        B = x.shape[0]
+        if self.pool == "map":
+            x = self.attn_pool(x.reshape(-1, 1, x.shape[-1])).view(B, -1, x.shape[-1])  # (B, grid², width)
+        else:
+            x = x[:, 1:]  # (B, grid², width)
+        x = self._project(x)  # (B, grid², embed_dim)
+        return x.view(B, self.grid, self.grid, -1)

@@ -14,9 +14,12 @@ from pathlib import Path
 from .download import DownloadError, offline
 
 HUB_PREFIX = "hf-hub:"
+_OPEN_CLIP_TOKENIZER = [  # repos with their own vocabulary (SigLIP's spiece.model, SigLIP 2's tokenizer.json)
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model", "vocab.json", "merges.txt",
+]  # fmt: skip
 _OPEN_CLIP = (
-    ["open_clip_config.json", "open_clip_model.safetensors"],
-    ["open_clip_config.json", "open_clip_pytorch_model.bin"],
+    ["open_clip_config.json", "open_clip_model.safetensors", *_OPEN_CLIP_TOKENIZER],
+    ["open_clip_config.json", "open_clip_pytorch_model.bin", *_OPEN_CLIP_TOKENIZER],
 )
 _TRANSFORMERS_FILES = [
     "config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",

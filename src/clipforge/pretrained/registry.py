@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ..config import PreprocessConfig
+from ..config import ACTIVATIONS, PreprocessConfig
 
 FORMATS = ("openai", "open_clip", "hf")
 _KEYS = {
@@ -32,7 +32,7 @@ class UnknownModelError(ValueError):
 class PretrainedEntry:
     name: str  # "<architecture>/<tag>"
     architecture: str
-    act: str  # "gelu" | "quick_gelu": the files do not record it
+    act: str  # "gelu" | "quick_gelu" | "gelu_tanh" (SigLIP): open_clip/OpenAI files do not record it
     format: str  # "openai" | "open_clip" | "hf": how the source's tensors are named
     url: str | None = None  # a plain download, verified against ``sha256``
     sha256: str | None = None
@@ -64,8 +64,8 @@ def _entry(name: str, data: dict[str, Any]) -> PretrainedEntry:
     entry = PretrainedEntry(name=name, **data)
     if "/" not in name or name.split("/", 1)[0] != entry.architecture:
         raise ValueError(f"pretrained.json: {name}: a name is '<architecture>/<tag>' ({entry.architecture}/...)")
-    if entry.act not in ("gelu", "quick_gelu"):
-        raise ValueError(f"pretrained.json: {name}: act must be gelu or quick_gelu")
+    if entry.act not in ACTIVATIONS:
+        raise ValueError(f"pretrained.json: {name}: act must be one of {', '.join(ACTIVATIONS)}")
     if entry.format not in FORMATS:
         raise ValueError(f"pretrained.json: {name}: format must be one of {', '.join(FORMATS)}")
     if bool(entry.url) == bool(entry.hf_hub):

@@ -4,11 +4,27 @@
     tok = get_tokenizer("openai")            # OpenAI's vocabulary ships inside the package
     tokens, lengths = tok.encode_batch(["a photo of a cat"])   # (B, 77), (B,)
 
-Invariant: the end-of-text token has the largest id, so the text tower may pool at ``argmax``.
+Invariant (CLIP BPE): the end-of-text token has the largest id, so the text tower may pool at
+``argmax``. SigLIP's SentencePiece vocabularies (:class:`SentencePieceTokenizer`) pad to the full
+context instead; their text towers read the last position. Checkpoints store either kind:
+:func:`tokenizer_from_metadata` rebuilds it.
 """
 
+from .kinds import TextTokenizer, is_tokenizer_dir, tokenizer_from_dir, tokenizer_from_metadata
+from .sentencepiece import SentencePieceTokenizer
 from .tokenizer import Tokenizer, get_tokenizer
 from .train import train_bpe
 from .vocab import TokenizerError, TokenizerInputError
 
-__all__ = ["Tokenizer", "TokenizerError", "TokenizerInputError", "get_tokenizer", "train_bpe"]
+__all__ = [
+    "SentencePieceTokenizer",
+    "TextTokenizer",
+    "Tokenizer",
+    "TokenizerError",
+    "TokenizerInputError",
+    "get_tokenizer",
+    "is_tokenizer_dir",
+    "tokenizer_from_dir",
+    "tokenizer_from_metadata",
+    "train_bpe",
+]

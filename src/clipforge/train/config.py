@@ -21,7 +21,7 @@ from ..config import ConfigError
 from .lora import parse_towers
 from .tracking import parse_report_to
 
-Loss = Literal["clip", "siglip"]
+Loss = Literal["auto", "clip", "siglip"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ShardSampling = Literal["epoch", "resampled"]
 TokenizerChoice = str  # "openai", "train" (BPE learnt from the training captions) or a tokenizer path
@@ -45,7 +45,7 @@ class TrainConfig:
     init: str | None = None  # fine-tune from these weights: any model reference (clipforge.pretrained)
     tokenizer: TokenizerChoice = "openai"
     vocab_size: int = 1024  # only for tokenizer="train"
-    loss: Loss = "clip"
+    loss: Loss = "auto"  # auto: the model's own objective (siglip for sigmoid-loss models, else clip)
     loss_chunk_size: int | None = None
     # optimisation
     steps: int = 1000  # optimiser steps in total
@@ -91,7 +91,7 @@ class TrainConfig:
                 raise ConfigError(f"train config: {msg}")
 
         need(bool(self.data), "data is required (a file, folder, shard pattern or 'shapes')")
-        need(self.loss in ("clip", "siglip"), f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        need(self.loss in ("auto", "clip", "siglip"), f"loss must be 'auto', 'clip' or 'siglip', got {self.loss!r}")
         need(
             self.shard_sampling in ("epoch", "resampled"),
             f"shard_sampling must be 'epoch' or 'resampled', got {self.shard_sampling!r}",

@@ -18,7 +18,8 @@ from ..models.vit import VisionTransformer
 def _stages(visual: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
     """(trunk units in order, head modules) of an image tower; unlocking N keeps the head + last N units."""
     if isinstance(visual, VisionTransformer):
-        return list(visual.transformer.blocks), [visual.norm_post]
+        head = [visual.norm_post] + ([visual.attn_pool] if visual.pool == "map" else [])
+        return list(visual.transformer.blocks), head
     # ModifiedResNet: the units are its residual blocks in order, the head is the attention pool.
     units = [block for name in ("layer1", "layer2", "layer3", "layer4") for block in getattr(visual, name)]
     return units, [visual.attnpool]
@@ -26,7 +27,7 @@ def _stages(visual: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
 
 def lock_image_tower(model: CLIP, *, unlocked_blocks: int = 0) -> list[nn.Module]:
     """Freeze ``model.visual`` except its last ``unlocked_blocks`` blocks and, when that is > 0, its
-    head (ViT: final norm + projection; ResNet: attention pool). Returns the frozen modules, which
+    head (ViT: final norm, attention pool if any, projection; ResNet: attention pool). Returns the frozen modules, which
     must be kept in eval mode while training (see :func:`set_train_mode`)."""
     visual = model.visual
     units, head = _stages(visual)
@@ -42,7 +43,7 @@ def lock_image_tower(model: CLIP, *, unlocked_blocks: int = 0) -> list[nn.Module
         for module in trainable:
             for p in module.parameters():
                 p.requires_grad_(True)
-        if isinstance(visual, VisionTransformer):
+        if isinstance(visual, VisionTransformer) and visual.proj is not None:
             visual.proj.requires_grad_(True)
     keep = {id(m) for t in trainable for m in t.modules()}
     frozen = [m for m in visual.modules() if id(m) not in keep and not any(True for _ in m.children())]

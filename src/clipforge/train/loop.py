@@ -51,6 +51,7 @@ from .setup import (
     build_tokenizer,
     build_train_dataset,
     final_model_config,
+    resolve_loss,
 )
 from .sharding import (
     clip_grad_norm,
@@ -162,7 +163,8 @@ class _Trainer:
         self.autocast = autocast_for(info.device, self.dtype)
         self.step_kernels = step_kernels_for(info.device, self.dtype)
         self.scaler = torch.amp.GradScaler(info.device.type) if self.dtype == torch.float16 else None
-        self.loss_fn = make_loss_fn(cfg.loss, chunk_size=cfg.loss_chunk_size, distributed=info.distributed)
+        self.loss_kind = resolve_loss(cfg.loss, self.model_cfg)
+        self.loss_fn = make_loss_fn(self.loss_kind, chunk_size=cfg.loss_chunk_size, distributed=info.distributed)
         self.eval_sets = (
             eval_sets
             if eval_sets is not None
@@ -198,10 +200,10 @@ class _Trainer:
         self.ddp = self.model if self.sharded else wrap_ddp(self.model, info)
 
     def _tokenizer(self, model_cfg, init_info):
-        from ..tokenizer import Tokenizer
+        from ..tokenizer import tokenizer_from_metadata
 
         if self.rundir.tokenizer_file.is_file() and self.start_step is not None:
-            return Tokenizer.from_metadata(json.loads(self.rundir.tokenizer_file.read_text()))
+            return tokenizer_from_metadata(json.loads(self.rundir.tokenizer_file.read_text()))
         tokenizer = None
         if self.info.is_main:  # learning a vocabulary is deterministic, but do it once
             tokenizer = build_tokenizer(
@@ -209,7 +211,7 @@ class _Trainer:
             )
             atomic_write_text(self.rundir.tokenizer_file, json.dumps(tokenizer.to_metadata()))
         meta = broadcast_object(tokenizer.to_metadata() if tokenizer is not None else None, self.info)
-        return tokenizer if tokenizer is not None else Tokenizer.from_metadata(meta)
+        return tokenizer if tokenizer is not None else tokenizer_from_metadata(meta)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-_NO_DECAY_NAMES = ("token_embed", "pos_embed", "cls_token", "logit_scale", "logit_bias")
+_NO_DECAY_NAMES = ("token_embed", "pos_embed", "cls_token", "probe", "logit_scale", "logit_bias")
 
 
 def no_weight_decay(name: str, param: nn.Parameter) -> bool:

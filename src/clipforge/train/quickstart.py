@@ -60,7 +60,7 @@ def measure_step_seconds(cfg: TrainConfig, *, steps: int = 3) -> float:
     data is made in the training process (``workers=0``)."""
     from ..models import create_model, get_model_config
     from .optim import build_optimizer
-    from .setup import build_train_dataset
+    from .setup import build_train_dataset, resolve_loss
 
     model_cfg = get_model_config(cfg.model)
     data_s = 0.0
@@ -77,7 +77,7 @@ def measure_step_seconds(cfg: TrainConfig, *, steps: int = 3) -> float:
     model = create_model(model_cfg).to(device)
     opt = build_optimizer(model, lr=1e-4, weight_decay=0.0)
     autocast = autocast_for(device, parse_precision(cfg.precision, device))
-    loss_fn = make_loss_fn(cfg.loss, chunk_size=None, distributed=False)
+    loss_fn = make_loss_fn(resolve_loss(cfg.loss, model_cfg), chunk_size=None, distributed=False)
     g = torch.Generator().manual_seed(0)
     size, ctx = model_cfg.vision.image_size, model_cfg.text.context_length
     images = torch.randn(cfg.batch_size, 3, size, size, generator=g).to(device)

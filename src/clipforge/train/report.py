@@ -168,10 +168,10 @@ def _plot_similarity(run_dir: Path, model_path: Path, *, n: int = 8) -> str:
     from ..checkpoint import load_checkpoint
     from ..data import ShapesDataset, ShapesSpec
     from ..data.transforms import image_transform
-    from ..tokenizer import Tokenizer
+    from ..tokenizer import tokenizer_from_metadata
 
     model, info = load_checkpoint(model_path)
-    tokenizer = Tokenizer.from_metadata(info.tokenizer)
+    tokenizer = tokenizer_from_metadata(info.tokenizer)
     size = info.config.vision.image_size
     val = ShapesDataset("val", spec=ShapesSpec(image_size=size))
     pils, captions = zip(*(val[i] for i in range(n)), strict=True)

@@ -40,6 +40,14 @@ def base_model_config(cfg: TrainConfig) -> tuple[ModelConfig, CheckpointInfo | N
     return model_cfg, None
 
 
+def resolve_loss(loss: str, model_cfg: ModelConfig) -> str:
+    """``auto`` -> the model's own objective: the sigmoid loss for models that carry a logit bias
+    (SigLIP checkpoints given to ``--init``, SigLIP configs), else the CLIP loss."""
+    if loss != "auto":
+        return loss
+    return "siglip" if model_cfg.objective == "sigmoid" else "clip"
+
+
 def _shapes_split(data: str) -> str | None:
     """``"shapes"`` -> "train", ``"shapes:val"`` -> "val"; anything else -> None."""
     if data == SHAPES:
@@ -123,12 +131,12 @@ def training_captions(dataset: Dataset, *, limit: int = 10_000) -> Iterator[str]
 def build_tokenizer(cfg: TrainConfig, *, dataset: Dataset, context_length: int, init: CheckpointInfo | None) -> Any:
     """The run's tokenizer: the ``--init`` checkpoint's own, a BPE learnt from the training captions
     (``tokenizer="train"``), OpenAI's vocabulary (``"openai"``), or one from a path."""
-    from ..tokenizer import Tokenizer, get_tokenizer, train_bpe
+    from ..tokenizer import get_tokenizer, tokenizer_from_metadata, train_bpe
 
     if init is not None and init.tokenizer is not None:
         if cfg.tokenizer not in ("openai", "train"):
             log.warning("fine-tuning keeps the checkpoint's tokenizer; ignoring tokenizer=%r", cfg.tokenizer)
-        return Tokenizer.from_metadata(init.tokenizer)
+        return tokenizer_from_metadata(init.tokenizer)
     if cfg.tokenizer == "train":
         captions = list(training_captions(dataset))
         if not captions:

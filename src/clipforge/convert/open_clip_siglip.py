@@ -1,0 +1,215 @@
+"""open_clip's SigLIP models (``hf-hub:timm/ViT-B-16-SigLIP``, ...) <-> clipforge: pure mappings.
+
+open_clip builds them as a ``CustomTextCLIP``: a timm ViT image tower under ``visual.trunk.`` (no
+class token, ``attn_pool`` = multi-head attention pooling with a learned ``latent``, no projection)
+and its own text Transformer under ``text.`` with bidirectional attention read at the last position
+and a biased ``text_projection``. Nothing here imports open_clip or timm.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+
+from ..config import ConfigError, ModelConfig, TextConfig, VisionConfig
+
+StateDict = dict[str, torch.Tensor]
+
+# timm's SigLIP image towers: name -> (width, layers, heads, mlp width).
+_TIMM_SIZES = {
+    "base": (768, 12, 12, 3072),
+    "large": (1024, 24, 16, 4096),
+    "so400m": (1152, 27, 16, 4304),
+    "giant_opt": (1536, 40, 16, 6144),
+}
+_TIMM_NAME = re.compile(r"^vit_(base|large|so400m|giant_opt)_patch(\d+)_siglip_(\d+)$")
+_ACT = {"tanh": "gelu_tanh", "none": "gelu"}
+
+# ours -> open_clip, whole keys or prefixes (blocks keep timm's own names inside).
+_EXACT = {
+    "visual.patch_embed.weight": "visual.trunk.patch_embed.proj.weight",
+    "visual.patch_embed.bias": "visual.trunk.patch_embed.proj.bias",
+    "text.token_embed.weight": "text.token_embedding.weight",
+    "text.proj_bias": "text.text_projection.bias",
+    "logit_scale": "logit_scale",
+    "logit_bias": "logit_bias",
+}
+_PREFIX = {
+    "visual.transformer.blocks.": "visual.trunk.blocks.",
+    "visual.norm_post.": "visual.trunk.norm.",
+    "visual.attn_pool.attn.proj.": "visual.trunk.attn_pool.proj.",
+    "visual.attn_pool.norm.": "visual.trunk.attn_pool.norm.",
+    "visual.attn_pool.mlp.": "visual.trunk.attn_pool.mlp.",
+    "text.norm_final.": "text.ln_final.",
+}
+_TEXT_BLOCK = {  # ours -> open_clip inside text.transformer
+    "norm1.": "ln_1.",
+    "norm2.": "ln_2.",
+    "attn.qkv.weight": "attn.in_proj_weight",
+    "attn.qkv.bias": "attn.in_proj_bias",
+    "attn.proj.": "attn.out_proj.",
+    "mlp.fc1.": "mlp.c_fc.",
+    "mlp.fc2.": "mlp.c_proj.",
+}
+_OURS_TEXT_BLOCKS, _OC_TEXT_BLOCKS = "text.transformer.blocks.", "text.transformer.resblocks."
+
+
+def is_open_clip_siglip(keys: Any) -> bool:
+    return any(str(k).startswith("visual.trunk.attn_pool.") for k in keys)
+
+
+def is_siglip_config(cfg: dict[str, Any]) -> bool:
+    """An open_clip model config whose image tower is a timm SigLIP ViT."""
+    return bool(_TIMM_NAME.match(str((cfg.get("vision_cfg") or {}).get("timm_model_name") or "")))
+
+
+def config_from_open_clip(
+    cfg: dict[str, Any], *, name: str = "", preprocess: dict[str, Any] | None = None
+) -> ModelConfig:
+    """A clipforge config from an open_clip SigLIP model config (``open_clip_config.json``'s
+    ``model_cfg``); anything clipforge would compute differently is a :class:`ConfigError`."""
+    from .open_clip import preprocess_from_open_clip
+
+    v, t = cfg.get("vision_cfg") or {}, cfg.get("text_cfg") or {}
+    m = _TIMM_NAME.match(str(v.get("timm_model_name") or ""))
+    if m is None:
+        raise ConfigError(f"vision_cfg.timm_model_name {v.get('timm_model_name')!r} is not a timm SigLIP ViT")
+    width, layers, heads, mlp = _TIMM_SIZES[m[1]]
+    patch, image_size = int(m[2]), int(v.get("image_size", m[3]))
+    if v.get("timm_pool", "map") != "map" or v.get("timm_proj", "none") not in ("none", None):
+        raise ConfigError("only timm_pool='map' with timm_proj='none' (SigLIP's image tower) is supported")
+    needed = {"no_causal_mask": True, "proj_bias": True, "pool_type": "last"}
+    wrong = [f"{k}={t.get(k)!r}" for k, want in needed.items() if t.get(k) != want]
+    if wrong:
+        raise ConfigError(f"text_cfg {', '.join(wrong)}: a SigLIP text tower has " + str(needed))
+    eps = float((t.get("norm_kwargs") or {}).get("eps", 1e-5))
+    approx = str((t.get("act_kwargs") or {}).get("approximate", "tanh"))  # timm's SigLIP ViTs use tanh
+    if approx not in _ACT:
+        raise ConfigError(f"text_cfg.act_kwargs.approximate {approx!r} is not supported")
+    if not math.isclose(eps, 1e-6) or approx != "tanh":
+        raise ConfigError(
+            "the timm SigLIP image tower uses GELU(tanh) and LayerNorm eps 1e-6; this text tower differs"
+        )
+    text_width, text_heads = int(t.get("width", width)), int(t.get("heads", heads))
+    if cfg.get("embed_dim", width) != width:
+        raise ConfigError(f"embed_dim {cfg.get('embed_dim')} differs from the image width {width} (no projection)")
+    pp = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "squash"}
+    return ModelConfig(
+        embed_dim=width,
+        act="gelu_tanh",
+        norm_eps=1e-6,
+        init_logit_scale=float(cfg.get("init_logit_scale", math.log(10))),
+        init_logit_bias=float(cfg.get("init_logit_bias", -10.0)),
+        vision=VisionConfig(
+            image_size=image_size, patch_size=patch, width=width, layers=layers, head_width=width // heads,
+            mlp_ratio=mlp / width, pool="map", norm_pre=False, patch_bias=True, project=False,
+        ),
+        text=TextConfig(
+            context_length=int(t.get("context_length", 64)), vocab_size=int(t.get("vocab_size", 32000)),
+            width=text_width, layers=int(t.get("layers", 12)), head_width=text_width // text_heads,
+            mlp_ratio=float(t.get("mlp_ratio", 4.0)), causal=False, pool="last", proj_bias=True,
+        ),
+        preprocess=preprocess_from_open_clip({**pp, **(preprocess or {})}, image_size=image_size),
+        name=name,
+    ).validate()  # fmt: skip
+
+
+def config_to_open_clip(cfg: ModelConfig) -> dict[str, Any]:
+    """An open_clip model config for a SigLIP-layout ``cfg`` whose image tower is one of timm's."""
+    v, t = cfg.vision, cfg.text
+    shape = (v.width, v.layers, v.heads, int(v.width * v.mlp_ratio))
+    size = next((n for n, s in _TIMM_SIZES.items() if s == shape), None)
+    if size is None or cfg.act != "gelu_tanh" or not math.isclose(cfg.norm_eps, 1e-6):
+        raise ValueError("open_clip builds SigLIP image towers from timm's named sizes only; this one is not")
+    return {
+        "embed_dim": cfg.embed_dim,
+        "init_logit_bias": cfg.init_logit_bias,
+        "custom_text": True,
+        "vision_cfg": {
+            "image_size": v.image_size,
+            "timm_model_name": f"vit_{size}_patch{v.patch_size}_siglip_{v.image_size}",
+            "timm_model_pretrained": False,
+            "timm_pool": "map",
+            "timm_proj": "none",
+        },
+        "text_cfg": {
+            "context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width, "heads": t.heads,
+            "layers": t.layers, "mlp_ratio": t.mlp_ratio, "no_causal_mask": True, "proj_bias": True,
+            "pool_type": "last", "norm_kwargs": {"eps": cfg.norm_eps}, "act_kwargs": {"approximate": "tanh"},
+        },
+    }  # fmt: skip
+
+
+def from_open_clip(sd: StateDict) -> StateDict:
+    """open_clip SigLIP state dict -> clipforge's. Unknown keys keep their names (the strict loader
+    then names them)."""
+    out: StateDict = {}
+    rest = dict(sd)
+    for ours, theirs in _EXACT.items():
+        if theirs in rest:
+            out[ours] = rest.pop(theirs)
+    for key in ("logit_scale", "logit_bias"):
+        if key in out:
+            out[key] = out[key].reshape(())
+    if "visual.trunk.pos_embed" in rest:
+        pos = rest.pop("visual.trunk.pos_embed")
+        out["visual.pos_embed"] = pos.reshape(-1, pos.shape[-1])  # (1, N, C) -> (N, C)
+    if "visual.trunk.attn_pool.latent" in rest:
+        out["visual.attn_pool.probe"] = rest.pop("visual.trunk.attn_pool.latent").reshape(-1)
+    for kind in ("weight", "bias"):
+        q, kv = f"visual.trunk.attn_pool.q.{kind}", f"visual.trunk.attn_pool.kv.{kind}"
+        if q in rest and kv in rest:
+            out[f"visual.attn_pool.attn.qkv.{kind}"] = torch.cat([rest.pop(q), rest.pop(kv)])  # (3C, ...)
+    if "text.positional_embedding" in rest:
+        out["text.pos_embed"] = rest.pop("text.positional_embedding")
+    if "text.text_projection.weight" in rest:
+        out["text.proj"] = rest.pop("text.text_projection.weight").t().contiguous()  # (E, W) -> (W, E)
+    for key in list(rest):
+        name = _rename(key, to_ours=True)
+        if name is not None:
+            out[name] = rest.pop(key)
+    out.update(rest)
+    return out
+
+
+def to_open_clip(sd: StateDict) -> StateDict:
+    """clipforge state dict (SigLIP layout) -> open_clip ``CustomTextCLIP`` with a timm trunk."""
+    out: StateDict = {}
+    rest = dict(sd)
+    for ours, theirs in _EXACT.items():
+        if ours in rest:
+            out[theirs] = rest.pop(ours)
+    out["visual.trunk.pos_embed"] = rest.pop("visual.pos_embed").unsqueeze(0)  # (1, N, C)
+    out["visual.trunk.attn_pool.latent"] = rest.pop("visual.attn_pool.probe").reshape(1, 1, -1)
+    for kind in ("weight", "bias"):
+        qkv = rest.pop(f"visual.attn_pool.attn.qkv.{kind}")
+        c = qkv.shape[0] // 3
+        out[f"visual.trunk.attn_pool.q.{kind}"], out[f"visual.trunk.attn_pool.kv.{kind}"] = qkv[:c], qkv[c:]
+    out["text.positional_embedding"] = rest.pop("text.pos_embed")
+    out["text.text_projection.weight"] = rest.pop("text.proj").t().contiguous()
+    for key in list(rest):
+        name = _rename(key, to_ours=False)
+        if name is not None:
+            out[name] = rest.pop(key)
+    if rest:
+        raise ValueError(f"no open_clip SigLIP name for: {', '.join(sorted(rest))}")
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def _rename(key: str, *, to_ours: bool) -> str | None:
+    prefixes = {v: k for k, v in _PREFIX.items()} if to_ours else _PREFIX
+    for src, dst in prefixes.items():
+        if key.startswith(src):
+            return dst + key[len(src) :]
+    src, dst = (_OC_TEXT_BLOCKS, _OURS_TEXT_BLOCKS) if to_ours else (_OURS_TEXT_BLOCKS, _OC_TEXT_BLOCKS)
+    inner = {v: k for k, v in _TEXT_BLOCK.items()} if to_ours else _TEXT_BLOCK
+    if key.startswith(src):
+        idx, _, tail = key[len(src) :].partition(".")
+        for a, b in inner.items():
+            if tail.startswith(a):
+                return f"{dst}{idx}.{b}{tail[len(a) :]}"
+    return None
+

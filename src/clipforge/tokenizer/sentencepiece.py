@@ -1,0 +1,398 @@
+"""SentencePiece vocabularies: SigLIP's (``spiece.model``, Unigram) and SigLIP 2's (Gemma's, as a
+``tokenizer.json`` BPE with byte fallback), with the reference text rules.
+
+The rules are data, stored with the vocabulary in checkpoint metadata (``kind="sentencepiece"``):
+
+* ``clean``: ``"canonicalize"`` (SigLIP / big_vision: lower-case, drop ASCII punctuation, collapse
+  whitespace, strip) as transformers' ``SiglipTokenizer``; ``"lower"`` (SigLIP 2, trained on
+  lower-cased text) as transformers' ``Siglip2Tokenizer``; ``"none"``.
+* ``add_bos`` / ``add_eos``: the special ids around each text (SigLIP: end only; SigLIP 2 as its
+  ``tokenizer_config.json`` says, by default neither, as transformers does).
+* every text is padded with ``pad_id`` to the full context (``padding="max_length"``, right side):
+  SigLIP's text tower reads the last position, so padding is part of the input. Texts that are too
+  long are cut so that the specials still fit (``truncation=True``).
+
+The engine is ``sentencepiece`` for ``spiece.model`` files (an optional dependency) and Hugging
+Face ``tokenizers`` for ``tokenizer.json`` files; ids equal the reference tokenizers' exactly
+(tests/assets/sentencepiece). Lone surrogates, which the references cannot encode, become U+FFFD.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import re
+import string
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer as RustTokenizer
+from tokenizers import normalizers
+
+from .vocab import TokenizerError, TokenizerInputError
+
+METADATA_KIND = "sentencepiece"
+Clean = Literal["canonicalize", "lower", "none"]
+Engine = Literal["sentencepiece", "tokenizers"]
+CLEAN_MODES = ("canonicalize", "lower", "none")
+SPIECE_FILE = "spiece.model"
+TOKENIZER_JSON = "tokenizer.json"
+_SPIECE_UNDERLINE = "\u2581"
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_WHITESPACE = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# transformers' SiglipTokenizer class (open_clip's timm/ SigLIP repos name T5's, same vocabulary and
+# read here with SigLIP's rules), and the Gemma classes that SigLIP 2 repositories name.
+_SIGLIP_CLASSES = ("SiglipTokenizer", "T5Tokenizer", "T5TokenizerFast")
+_GEMMA_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer")
+_METADATA_KEYS = {
+    "kind", "engine", "model", "context_length", "vocab_size", "clean", "add_bos", "add_eos",
+    "bos_id", "eos_id", "pad_id", "unk", "specials",
+}
+
+
+def _require_sentencepiece() -> Any:
+    try:
+        import sentencepiece
+    except ImportError as err:
+        raise ImportError(
+            "SigLIP's spiece.model vocabulary needs sentencepiece: pip install 'clipforge[siglip]'"
+        ) from err
+    return sentencepiece
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece vocabulary with SigLIP's text rules; the same call interface as
+    :class:`~clipforge.tokenizer.Tokenizer` (``tok(texts) -> (B, context_length)`` ids)."""
+
+    def __init__(
+        self,
+        model: bytes,
+        *,
+        engine: Engine,
+        context_length: int = 64,
+        clean: Clean = "canonicalize",
+        add_bos: bool = False,
+        add_eos: bool = True,
+        bos_id: int | None = None,
+        eos_id: int,
+        pad_id: int,
+        unk: str = "<unk>",
+        specials: Sequence[str] = (),
+    ) -> None:
+        if engine not in ("sentencepiece", "tokenizers"):
+            raise TokenizerError(f"engine must be 'sentencepiece' or 'tokenizers', got {engine!r}")
+        if clean not in CLEAN_MODES:
+            raise TokenizerError(f"clean must be one of {', '.join(CLEAN_MODES)}, got {clean!r}")
+        if add_bos and bos_id is None:
+            raise TokenizerError("add_bos needs a bos_id")
+        n_special = int(add_bos) + int(add_eos)
+        if not isinstance(context_length, int) or context_length < max(n_special, 1):
+            raise TokenizerError(f"context_length must be an int >= {max(n_special, 1)}, got {context_length!r}")
+        self._model = bytes(model)
+        self.engine: Engine = engine
+        self.context_length = context_length
+        self.clean: Clean = clean
+        self.add_bos, self.add_eos = bool(add_bos), bool(add_eos)
+        self.bos_id, self.eos_id, self.pad_id = bos_id, int(eos_id), int(pad_id)
+        self.unk = unk
+        self.specials = tuple(specials)
+        self._load()
+        for name, i in (("eos_id", self.eos_id), ("pad_id", self.pad_id), ("bos_id", self.bos_id)):
+            if i is not None and not 0 <= i < self.vocab_size:
+                raise TokenizerError(f"{name} {i} is outside the vocabulary (size {self.vocab_size})")
+
+    def _load(self) -> None:
+        if self.engine == "sentencepiece":
+            spm = _require_sentencepiece()
+            self._sp = spm.SentencePieceProcessor()
+            try:
+                self._sp.LoadFromSerializedProto(self._model)
+            except (RuntimeError, OSError) as e:
+                raise TokenizerError(f"not a SentencePiece model: {e}") from e
+            self.vocab_size: int = self._sp.get_piece_size()
+            self._unk_len = len(self._sp.encode(self.unk, out_type=str))
+        else:
+            try:
+                self._tk = RustTokenizer.from_str(self._model.decode("utf-8"))
+            except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
+                raise TokenizerError(f"not a tokenizers tokenizer.json: {e}") from e
+            self._tk.no_truncation()
+            self._tk.no_padding()
+            self.vocab_size = self._tk.get_vocab_size(with_added_tokens=True)
+        self._lowercase = normalizers.Lowercase()
+        self._special_split = (
+            re.compile(r"\s*(" + "|".join(re.escape(s) for s in sorted(self.specials, key=len, reverse=True)) + r")\s*")
+            if self.specials and self.engine == "sentencepiece"
+            else None
+        )
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def from_hf_dir(cls, directory: str | os.PathLike, *, context_length: int | None = None) -> SentencePieceTokenizer:
+        """A SigLIP (``spiece.model``) or SigLIP 2 / Gemma (``tokenizer.json``) tokenizer folder, as
+        published on the Hub, read with its ``tokenizer_config.json`` (class, specials, length)."""
+        folder = Path(directory)
+        config_file = folder / "tokenizer_config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        cls_name = str(config.get("tokenizer_class") or "")
+        ctx = context_length or _max_length(config) or 64
+        if cls_name in _SIGLIP_CLASSES or (not cls_name and (folder / SPIECE_FILE).is_file()):
+            if not (folder / SPIECE_FILE).is_file():
+                raise TokenizerError(f"{folder}: a SiglipTokenizer folder without {SPIECE_FILE}")
+            eos, pad, unk = (_token(config, k, d) for k, d in (("eos_token", "</s>"), ("pad_token", "</s>"),
+                                                                ("unk_token", "<unk>")))
+            spm = _require_sentencepiece()
+            model = (folder / SPIECE_FILE).read_bytes()
+            sp = spm.SentencePieceProcessor()
+            sp.LoadFromSerializedProto(model)
+            return cls(
+                model,
+                engine="sentencepiece",
+                context_length=ctx,
+                clean="canonicalize" if config.get("do_lower_case", True) else "none",
+                add_eos=True,
+                eos_id=_piece_id(sp.piece_to_id(eos), sp.id_to_piece, eos, folder),
+                pad_id=_piece_id(sp.piece_to_id(pad), sp.id_to_piece, pad, folder),
+                unk=unk,
+                specials=tuple(dict.fromkeys((eos, unk, pad))),
+            )
+        if cls_name in _GEMMA_CLASSES:
+            if not (folder / TOKENIZER_JSON).is_file():
+                raise TokenizerError(f"{folder}: a {cls_name} folder without {TOKENIZER_JSON}")
+            model = (folder / TOKENIZER_JSON).read_bytes()
+            tk = RustTokenizer.from_str(model.decode("utf-8"))
+            ids = {k: tk.token_to_id(_token(config, k, d)) for k, d in
+                   (("bos_token", "<bos>"), ("eos_token", "<eos>"), ("pad_token", "<pad>"))}
+            missing = [k for k, v in ids.items() if v is None]
+            if missing:
+                raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+            return cls(
+                model,
+                engine="tokenizers",
+                context_length=ctx,
+                clean="lower",  # SigLIP 2 was trained on lower-cased text (transformers' Siglip2Tokenizer)
+                # transformers' defaults when tokenizer_config.json is silent: neither (the Hub's
+                # SigLIP 2 repositories say add_bos_token=false and nothing about the end token)
+                add_bos=bool(config.get("add_bos_token", False)),
+                add_eos=bool(config.get("add_eos_token", False)),
+                bos_id=ids["bos_token"],
+                eos_id=ids["eos_token"],
+                pad_id=ids["pad_token"],
+            )
+        raise TokenizerError(
+            f"{folder}: tokenizer_class {cls_name or '(none)'!r} is not a SigLIP tokenizer "
+            f"(known: {', '.join(_SIGLIP_CLASSES + _GEMMA_CLASSES)})"
+        )
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> SentencePieceTokenizer:
+        """Inverse of :meth:`to_metadata`; unknown or missing keys are errors."""
+        if set(metadata) != _METADATA_KEYS:
+            raise TokenizerError(
+                f"sentencepiece tokenizer metadata must have keys {sorted(_METADATA_KEYS)}, got {sorted(metadata)}"
+            )
+        if metadata["kind"] != METADATA_KIND:
+            raise TokenizerError(f"tokenizer metadata kind {metadata['kind']!r} is not {METADATA_KIND!r}")
+        try:
+            model = gzip.decompress(base64.b64decode(metadata["model"]))
+        except (ValueError, OSError) as e:
+            raise TokenizerError(f"tokenizer metadata: the vocabulary is not gzip+base64 ({e})") from e
+        tok = cls(
+            model,
+            engine=metadata["engine"],
+            context_length=int(metadata["context_length"]),
+            clean=metadata["clean"],
+            add_bos=metadata["add_bos"],
+            add_eos=metadata["add_eos"],
+            bos_id=metadata["bos_id"],
+            eos_id=metadata["eos_id"],
+            pad_id=metadata["pad_id"],
+            unk=metadata["unk"],
+            specials=metadata["specials"],
+        )
+        if tok.vocab_size != int(metadata["vocab_size"]):
+            raise TokenizerError(
+                f"tokenizer metadata says vocab_size={metadata['vocab_size']} but its model has {tok.vocab_size}"
+            )
+        return tok
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Everything needed to rebuild this tokenizer, for self-describing checkpoints."""
+        return {
+            "kind": METADATA_KIND,
+            "engine": self.engine,
+            "model": base64.b64encode(gzip.compress(self._model, mtime=0)).decode("ascii"),
+            "context_length": self.context_length,
+            "vocab_size": self.vocab_size,
+            "clean": self.clean,
+            "add_bos": self.add_bos,
+            "add_eos": self.add_eos,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+            "pad_id": self.pad_id,
+            "unk": self.unk,
+            "specials": list(self.specials),
+        }
+
+    def save_hf(self, directory: str | os.PathLike) -> tuple[Path, ...]:
+        """The vocabulary and a ``tokenizer_config.json`` that transformers' ``AutoTokenizer`` reads
+        with the same rules (``SiglipTokenizer`` or ``Siglip2Tokenizer``)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.engine == "sentencepiece":
+            vocab = out / SPIECE_FILE
+            config: dict[str, Any] = {
+                "tokenizer_class": "SiglipTokenizer",
+                "eos_token": self._piece(self.eos_id),
+                "pad_token": self._piece(self.pad_id),
+                "unk_token": self.unk,
+                "do_lower_case": self.clean == "canonicalize",
+            }
+        else:
+            vocab = out / TOKENIZER_JSON
+            config = {
+                "tokenizer_class": "Siglip2Tokenizer" if self.clean == "lower" else "GemmaTokenizer",
+                "bos_token": self._piece(self.bos_id) if self.bos_id is not None else None,
+                "eos_token": self._piece(self.eos_id),
+                "pad_token": self._piece(self.pad_id),
+                "add_bos_token": self.add_bos,
+                "add_eos_token": self.add_eos,
+                "padding_side": "right",
+            }
+        config.update(model_max_length=self.context_length, processor_class="SiglipProcessor")
+        vocab.write_bytes(self._model)
+        config_file = out / "tokenizer_config.json"
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return vocab, config_file
+
+    # ------------------------------------------------------------------ ids of special roles
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.eos_id
+
+    @property
+    def sot_token_id(self) -> int | None:
+        return self.bos_id
+
+    def _piece(self, i: int) -> str:
+        return self._sp.id_to_piece(i) if self.engine == "sentencepiece" else self._tk.id_to_token(i)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _clean(self, text: str) -> str:
+        if self.clean == "none":
+            return text
+        if self.clean == "lower":  # per character, as the tokenizers normalizer (no final-sigma rule)
+            return self._lowercase.normalize_str(text)
+        text = text.lower()  # Python's, as SiglipTokenizer
+        text = text.translate(_PUNCTUATION)
+        return _WHITESPACE.sub(" ", text).strip()
+
+    def encode(self, text: str) -> list[int]:
+        """ids of ``text`` without special tokens, padding or truncation."""
+        if not isinstance(text, str):
+            raise TokenizerInputError(f"text must be a str, got {type(text).__name__}")
+        if not text.isascii():
+            text = _SURROGATE.sub("\ufffd", text)
+        if self.engine == "tokenizers":
+            return self._tk.encode(self._clean(text), add_special_tokens=False).ids
+        return [self._sp.piece_to_id(p) for p in self._sp_pieces(text)]
+
+    def _sp_pieces(self, text: str) -> list[str]:
+        """SiglipTokenizer's pieces: specials split out first, each remaining chunk cleaned and encoded
+        after an ``unk`` prefix that is then dropped (so only the first chunk starts a word)."""
+        text = _SPIECE_UNDERLINE + text.replace(_SPIECE_UNDERLINE, " ")
+        parts = self._special_split.split(text) if self._special_split is not None else [text]
+        pieces: list[str] = []
+        for i, part in enumerate(parts):
+            if i % 2:  # a special token's text (the split keeps the captured separators)
+                pieces.append(part)
+            elif part:
+                encoded = self._sp.encode(self.unk + self._clean(part), out_type=str)
+                pieces.extend(encoded[self._unk_len :] if len(encoded) >= self._unk_len else encoded)
+        if len(pieces) > 1 and pieces[0] == _SPIECE_UNDERLINE and pieces[1] in self.specials:
+            pieces = pieces[1:]
+        return pieces
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        """(B, context_length) int64 ids: [bos] ids [eos], truncated to fit, right-padded with pad_id."""
+        return self.encode_batch(texts, context_length=context_length)[0]
+
+    def encode_batch(
+        self, texts: str | Sequence[str], *, context_length: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (B, ctx) as :meth:`__call__`, and each text's length (B,) with its specials."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
+            raise TokenizerInputError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        ctx = self.context_length if context_length is None else context_length
+        head = [self.bos_id] if self.add_bos else []
+        tail = [self.eos_id] if self.add_eos else []
+        room = ctx - len(head) - len(tail)
+        if room < 0:
+            raise TokenizerError(f"context_length {ctx} cannot hold the special tokens")
+        tokens = np.full((len(texts), ctx), self.pad_id, dtype=np.int64)  # (B, ctx)
+        lengths = np.zeros(len(texts), dtype=np.int64)  # (B,)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TokenizerInputError(f"texts[{i}] must be a str, got {type(text).__name__}")
+            row = head + self.encode(text)[:room] + tail
+            tokens[i, : len(row)] = row
+            lengths[i] = len(row)
+        return torch.from_numpy(tokens), torch.from_numpy(lengths)
+
+    def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
+        """Text of ``ids`` (special and padding ids dropped)."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.reshape(-1).tolist()
+        skip = {self.pad_id, self.eos_id, self.bos_id}
+        keep = []
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < self.vocab_size:
+                raise TokenizerError(f"token id {i} is outside the vocabulary (size {self.vocab_size})")
+            if i not in skip:
+                keep.append(i)
+        if self.engine == "sentencepiece":
+            return self._sp.decode(keep)
+        return self._tk.decode(keep, skip_special_tokens=False)
+
+    def __getstate__(self) -> dict[str, Any]:  # pickle without the native engines
+        return {k: v for k, v in self.__dict__.items() if k not in ("_sp", "_tk", "_special_split", "_lowercase")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._load()
+
+    def __repr__(self) -> str:
+        return (
+            f"SentencePieceTokenizer(engine={self.engine!r}, vocab_size={self.vocab_size}, "
+            f"context_length={self.context_length}, clean={self.clean!r})"
+        )
+
+
+def _token(config: dict[str, Any], key: str, default: str) -> str:
+    value = config.get(key, default)
+    if isinstance(value, dict):  # serialised AddedToken
+        value = value.get("content", default)
+    return str(value) if value is not None else default
+
+
+def _piece_id(i: int, id_to_piece: Any, piece: str, folder: Path) -> int:
+    if id_to_piece(i) != piece:
+        raise TokenizerError(f"{folder}: special token {piece!r} is not in {SPIECE_FILE}")
+    return i
+
+
+def _max_length(config: dict[str, Any]) -> int | None:
+    n = config.get("model_max_length")
+    return int(n) if isinstance(n, int) and 0 < n < 1_000_000 else None
