@@ -12,7 +12,7 @@ from PIL import Image
 
 from clipforge.eval import metrics
 from clipforge.eval.caption import CaptionBank, load_caption_bank
-from clipforge.eval.classifier import ZeroShotClassifier, model_fingerprint
+from clipforge.eval.classifier import ZeroShotClassifier
 from clipforge.eval.datasets import collect_images, load_labelled
 from clipforge.eval.explain import explain, heat_map
 from clipforge.eval.features import encode_image_files
@@ -24,6 +24,7 @@ from clipforge.eval.prompts import (
     load_templates,
     parse_labels,
 )
+from clipforge.inference import model_id
 
 
 # ---- prompt files ------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def test_classifier_scores_save_load_and_model_mismatch(tmp_path):
     assert again.labels == clf.labels and again.templates == clf.templates
     assert torch.equal(again.scores(images), probs)
     # a bf16 copy of the same weights is the same model; different weights are not
-    assert model_fingerprint(tiny_model().to(torch.bfloat16)) == model_fingerprint(model)
+    assert model_id(tiny_model().to(torch.bfloat16)) == model_id(model)
     other = tiny_model()
     with torch.no_grad():
         other.visual.proj.add_(0.01)

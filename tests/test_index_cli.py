@@ -77,8 +77,8 @@ def test_index_report_and_image_search(tmp_path, ckpt, capsys):
 
 
 def test_text_search_through_the_checkpoint_tokenizer(tmp_path, ckpt, capsys):
-    from clipforge.api import tokenizer_for
     from clipforge.checkpoint import read_checkpoint_info
+    from clipforge.inference import tokenizer_for
 
     info = read_checkpoint_info(ckpt)
     tokenizer_for(info.config, info.tokenizer)  # the checkpoint's own, or the packaged OpenAI vocabulary

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from clipforge.fileio import sha256_file
 from clipforge.tokenizer import (
     Tokenizer,
     TokenizerError,
@@ -21,7 +22,6 @@ from clipforge.tokenizer import (
     get_tokenizer,
     train_bpe,
 )
-from clipforge.fileio import sha256_file
 from clipforge.tokenizer.text import _pretokenizer, clean_chunks, clean_text, full_clean, pretokenize
 from clipforge.tokenizer.vocab import (
     OPENAI_VOCAB_FILE,

@@ -13,10 +13,10 @@ from .eval.classifier import ZeroShotClassifier
 from .losses import clip_loss, siglip_loss
 from .models import CLIP, CLIPOutput, create_model, get_model_config, list_models
 from .tokenizer import Tokenizer, get_tokenizer, train_bpe
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "CLIP",
     "CLIPOutput",
     "CheckpointError",

@@ -1,65 +1,43 @@
-"""One-call entry points: ``load`` a checkpoint with its tokenizer and transform, build transforms."""
+"""One-call entry point: ``load`` any model reference with its tokenizer and transform."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .config import ModelConfig
-from .device import parse_precision, resolve_device
+from .inference import image_transform, load_model
 from .models import CLIP
+
+__all__ = ["Loaded", "image_transform", "load"]
 
 
 class Loaded(NamedTuple):
     model: CLIP
-    tokenizer: Tokenizer  # noqa: F821 (clipforge.tokenizer.Tokenizer)
-    transform: Callable
-
-
-def image_transform(config: ModelConfig | CLIP, *, train: bool = False) -> Callable:
-    """The preprocessing a model expects (eval: OpenAI's resize + centre crop; train: random resized crop)."""
-    from .data.transforms import image_transform as _build
-
-    cfg = config.config if isinstance(config, CLIP) else config
-    return _build(cfg.preprocess, cfg.vision.image_size, train=train)
-
-
-def tokenizer_for(config: ModelConfig, metadata: dict | None = None):
-    """The checkpoint's own tokenizer, or OpenAI's vocabulary at the model's context length."""
-    from .tokenizer import Tokenizer, get_tokenizer
-
-    if metadata is not None:
-        return Tokenizer.from_metadata(metadata)
-    return get_tokenizer("openai", context_length=config.text.context_length)
+    tokenizer: Callable  # texts -> (B, T) token ids (a clipforge.tokenizer.Tokenizer)
+    transform: Callable  # PIL image -> (3, H, W) tensor
 
 
 def load(
-    path: str | Path,
+    model: str | os.PathLike,
     *,
     device: str | torch.device = "auto",
     precision: str | torch.dtype = "auto",
+    progress: bool = True,
 ) -> Loaded:
     """Load a model: model in eval mode, tokenizer, eval transform.
 
+    ``model`` is any reference: a clipforge checkpoint (``.safetensors``, or a folder holding
+    ``model.safetensors``); any source ``clipforge convert`` reads (OpenAI ``.pt``, open_clip files,
+    Hugging Face folders), converted in memory; a pretrained name (``"ViT-B-32/openai"``, see
+    ``clipforge.pretrained.list_pretrained()``); or a Hugging Face Hub id (``"hf-hub:laion/CLIP-ViT-B-32-
+    laion2B-s34B-b79K"`` for open_clip repos, ``"openai/clip-vit-base-patch32"`` for transformers repos).
+    Names and Hub ids are downloaded and converted once, then loaded from clipforge's cache.
+
     ``device="auto"`` picks CUDA when present; ``precision="auto"`` runs bf16 on GPUs and on CPUs with
     native bf16 matrix instructions (AVX512-BF16/AMX), fp32 elsewhere. Pass ``precision="fp32"`` for
-    bit-exact reference numbers.
-
-    ``path`` is a clipforge checkpoint (``.safetensors``, or a folder holding ``model.safetensors``) or
-    any source ``clipforge convert`` reads (OpenAI ``.pt``, open_clip files, Hugging Face folders),
-    converted in memory."""
-    from .convert import find_clipforge_checkpoint, load_source
-
-    dev = resolve_device(device)
-    dtype = parse_precision(precision, dev)
-    ckpt = find_clipforge_checkpoint(path)
-    if ckpt is None:
-        model, tokenizer = load_source(path)
-        model = model.to(device=dev, dtype=dtype).eval()
-        return Loaded(model, tokenizer, image_transform(model.config))
-    model, info = load_checkpoint(ckpt, device=dev, dtype=dtype)
-    return Loaded(model, tokenizer_for(info.config, info.tokenizer), image_transform(info.config))
+    bit-exact reference numbers."""
+    loaded = load_model(model, device=device, precision=precision, progress=progress)
+    return Loaded(loaded.model, loaded.tokenizer, loaded.transform)

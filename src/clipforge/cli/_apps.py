@@ -10,9 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+MODEL_HELP = (
+    "the model: a clipforge checkpoint, an OpenAI .pt, an open_clip or Hugging Face folder, a pretrained "
+    "name (e.g. ViT-B-32/openai; list: clipforge models --pretrained) or a Hub id (hf-hub:org/repo for "
+    "open_clip repos, org/repo for transformers repos)"
+)
+
 
 def add_model_args(p: argparse.ArgumentParser, *, precision: str = "auto") -> None:
-    p.add_argument("--model", required=True, help="clipforge checkpoint (.safetensors)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
     p.add_argument("--precision", default=precision, help=f"fp32, bf16, fp16 or auto (default {precision})")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
@@ -23,7 +29,7 @@ def load_model(args: argparse.Namespace):
     """``clipforge.api.Loaded`` (model, tokenizer, transform) for the parsed model flags."""
     from ..api import load
 
-    return load(args.model, device=args.device, precision=args.precision)
+    return load(args.model, device=args.device, precision=args.precision, progress=not args.no_progress)
 
 
 def skipped_json(failures: list[tuple[str, str]]) -> list[dict[str, str]]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ._apps import MODEL_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out. Parts already written for the same model and files are skipped, so a killed job resumes.",
     )
     p.add_argument("folder", help="image folder")
-    p.add_argument("--model", required=True, help="clipforge checkpoint (.safetensors)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="output directory for shard parts")
     p.add_argument("--part-size", type=int, default=50_000, help="images per part file")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto" and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-    encoder = Encoder.from_checkpoint(args.model, device=device, precision=args.precision)
+    encoder = Encoder.load(args.model, device=device, precision=args.precision)
     parts = embed_shards(
         args.folder,
         encoder,

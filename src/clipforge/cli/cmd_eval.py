@@ -66,12 +66,12 @@ def _load_data(args: argparse.Namespace, source: str, classnames: list[str] | No
 
 
 def _header(args: argparse.Namespace, model) -> dict:
-    from ..eval.classifier import model_fingerprint
+    from ..inference import model_id
 
     return {
         "model": args.model,
         "model_name": model.config.name,
-        "model_id": model_fingerprint(model),
+        "model_id": model_id(model),
         "data": args.data,
     }
 

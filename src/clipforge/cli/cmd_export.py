@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._apps import MODEL_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -12,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export CKPT (a clipforge checkpoint, or any source 'clipforge convert' reads) into the "
         "folder OUT.",
     )
-    p.add_argument("ckpt", help="clipforge checkpoint (or convertible source)")
+    p.add_argument("ckpt", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("out", help="output folder")
     p.add_argument("--to", required=True, choices=["hf", "open_clip", "onnx"], help="target format")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
@@ -21,11 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert.export import export, load_for_export
+    from ..convert.export import export
+    from ..inference import LazyTokenizer, load_model
+    from ..tokenizer import TokenizerError
 
-    model, tokenizer = load_for_export(args.ckpt)
-    if tokenizer is None:
-        print("note: the model has no tokenizer; no tokenizer files are written")
+    model, tokenizer, _, _ = load_model(args.ckpt, device="cpu", precision="fp32")
+    try:
+        tokenizer = tokenizer.get() if isinstance(tokenizer, LazyTokenizer) else tokenizer
+    except TokenizerError as e:
+        print(f"note: no tokenizer files are written ({e})")
+        tokenizer = None
     if args.to == "onnx":
         from ..convert.onnx import export_onnx
 

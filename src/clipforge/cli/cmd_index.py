@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._apps import MODEL_HELP
+
 DEFAULT_DB = "clipforge.cfidx"
 
 
@@ -16,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "changed files, drops deleted ones and keeps renamed ones. Safe to interrupt: the next run resumes.",
     )
     p.add_argument("folder", nargs="?", help="image folder (optional with --from-embeddings)")
-    p.add_argument("--model", help="clipforge checkpoint (.safetensors)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
     p.add_argument("--rebuild", action="store_true", help="drop the index and re-embed everything")
     p.add_argument(
@@ -52,7 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..index import Encoder, IndexStore, index_folder, open_vector_index
-    from ..index.encoder import checkpoint_model_id
     from ..index.shards import merge_shards
 
     if args.from_embeddings is None and (args.folder is None or args.model is None):
@@ -61,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     out: dict = {"db": args.db}
     with IndexStore(args.db, create=True) as store:
         if args.from_embeddings:
-            model_id = checkpoint_model_id(args.model) if args.model else None
+            model_id = None
+            if args.model:
+                model_id = Encoder.load(args.model, device=args.device, precision=args.precision).model_id
             merged = merge_shards(store, args.from_embeddings, model_id=model_id, rebuild=args.rebuild)
             out["merged"] = {
                 "parts": merged.parts,
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(merged.skipped)} skipped",
             )
         if args.folder is not None and args.model is not None:
-            encoder = Encoder.from_checkpoint(args.model, device=args.device, precision=args.precision)
+            encoder = Encoder.load(args.model, device=args.device, precision=args.precision)
             report = index_folder(
                 args.folder,
                 store,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._apps import MODEL_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write (1 - alpha) * A + alpha * B. A is usually the zero-shot model, "
         "B its fine-tuned version; alpha 0 gives A, 1 gives B.",
     )
-    p.add_argument("a", type=Path, help="first checkpoint (.safetensors)")
-    p.add_argument("b", type=Path, help="second checkpoint, same architecture and tokenizer")
+    p.add_argument("a", metavar="A", help="first model (usually the zero-shot one): " + MODEL_HELP)
+    p.add_argument("b", metavar="B", help="second model, same architecture and tokenizer (any reference A takes)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of B, in [0, 1] (default 0.5)")
     p.add_argument("--out", type=Path, required=True, help="where to write the merged checkpoint")
     p.set_defaults(func=run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._apps import MODEL_HELP
 from .cmd_index import DEFAULT_DB
 
 
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", help="query image (image -> image search; with a text query: combined)")
     p.add_argument("--image-weight", type=float, default=0.5, help="weight of the image in a combined query")
     p.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
-    p.add_argument("--model", help="checkpoint (default: the one the index was built with)")
+    p.add_argument("--model", help=MODEL_HELP + " (default: the one the index was built with)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--nprobe", type=int, default=None, help="ANN lists to probe (default: calibrated)")
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or store.get_meta("model_path")
     if not model:
         raise ValueError(f"{args.db} does not record its model's path: pass --model CKPT")
-    encoder = Encoder.from_checkpoint(model, device=args.device, precision=args.precision)
+    encoder = Encoder.load(model, device=args.device, precision=args.precision)
     index = ImageIndex(store, encoder=encoder, nprobe=args.nprobe)
     hits = index.search(text=args.query, image=args.image, k=args.k, image_weight=args.image_weight)
     root = index.root

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ._apps import MODEL_HELP
 from .cmd_index import DEFAULT_DB
 
 
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Starts a web server: the page at /, the JSON API under /api, OpenAPI docs at /docs. "
         "Binds to 127.0.0.1 unless --host says otherwise.",
     )
-    p.add_argument("checkpoint", help="clipforge checkpoint the index was built with")
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP + "; the one the index was built with")
     p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -22,7 +22,8 @@ HELP = {
     "cache": "directory for a pre-decoded uint8 image cache (built on first use)",
     "workers": "DataLoader worker processes decoding images",
     "model": "architecture: a built-in name (clipforge models) or a model-config JSON file",
-    "init": "fine-tune from this clipforge checkpoint (its tokenizer is kept)",
+    "init": "fine-tune from these weights (their tokenizer is kept): a clipforge checkpoint, an OpenAI .pt, an "
+    "open_clip or Hugging Face folder, a pretrained name (clipforge models --pretrained) or a Hub id",
     "tokenizer": "'openai', 'train' (learn a BPE vocabulary from the training captions) or a tokenizer path",
     "vocab_size": "vocabulary size for --tokenizer train",
     "loss": "clip (softmax InfoNCE) or siglip (pairwise sigmoid)",

@@ -12,7 +12,7 @@ import logging
 import pkgutil
 import sys
 
-from .. import __version__
+from ..version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -84,26 +84,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def load_for_export(source: str | Path) -> tuple[CLIP, Any | None]:
-    """(model, tokenizer) from a clipforge checkpoint (or any convertible source); the tokenizer is
-    None when the checkpoint has none and no vocabulary can be found (weights export fine without)."""
-    from ..checkpoint import load_checkpoint
-    from ..tokenizer import Tokenizer
-    from .detect import find_clipforge_checkpoint
-    from .io import ConvertError
-    from .sources import import_model, import_tokenizer
-
-    ckpt = find_clipforge_checkpoint(source)
-    if ckpt is not None:
-        model, info = load_checkpoint(ckpt)
-        return model, Tokenizer.from_metadata(info.tokenizer) if info.tokenizer else None
-    imported = import_model(source)
-    try:
-        return imported.model, import_tokenizer(imported)
-    except ConvertError:
-        return imported.model, None
-
-
 def export(model: CLIP, out: str | Path, *, to: str, tokenizer: Any | None = None) -> Path:
     """Write ``model`` as ``to`` (``hf``, ``open_clip`` or ``onnx``) into the directory ``out``."""
     if to == "hf":

@@ -16,13 +16,13 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .. import __version__
 from ..checkpoint import load_state_dict_strict, save_checkpoint
 from ..config import ConfigError, ModelConfig
+from ..fileio import sha256_file
 from ..models import CLIP, get_model_config
+from ..version import __version__
 from . import hf, open_clip, openai
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
-from ..fileio import sha256_file
 from .io import ConvertError, read_tensors
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ class CaptionBank:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         sims = image_features.float().cpu() @ self.embeddings.T  # (N, M)
-        scale = self.model.logit_scale.detach().exp().clamp(max=100.0).float().cpu()
+        scale, _ = self.model.scale_and_bias()
         probs = (scale * sims).softmax(dim=-1)  # (N, M)
         values, indices = sims.topk(min(k, len(self.captions)), dim=-1)  # (N, k)
         return [

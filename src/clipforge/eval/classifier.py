@@ -13,7 +13,6 @@ trained with the sigmoid loss, so it needs a model with a ``logit_bias``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,26 +21,13 @@ from typing import Literal
 import torch
 from PIL import Image
 
+from ..inference import image_transform, model_id
 from ..models import CLIP
 from .prompts import check_labels, check_templates, load_templates
 from .zeroshot import build_classifier
 
 FORMAT = "clipforge.zeroshot/1"
 ScoreMode = Literal["softmax", "sigmoid"]
-
-
-def model_fingerprint(model: CLIP) -> str:
-    """A short id of a model's config and weights, equal across devices and float precisions.
-
-    Hashes the config and, for each tensor, its name, shape and up to 1024 evenly spaced values
-    rounded to bfloat16 (so a bf16 copy of a model has the same id as its fp32 original)."""
-    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().flatten()
-        sample = flat[:: max(1, flat.numel() // 1024)][:1024]
-        h.update(f"{name}{tuple(tensor.shape)}".encode())
-        h.update(sample.to(torch.bfloat16).float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 class ZeroShotClassifier:
@@ -69,13 +55,11 @@ class ZeroShotClassifier:
         class_embeddings: torch.Tensor,
         transform: Callable | None,
     ) -> None:
-        from ..api import image_transform
-
         self.model = model
         self.labels = labels
         self.templates = templates
         self.class_embeddings = class_embeddings.float().cpu()  # (C, E), L2-normalised rows
-        self.model_id = model_fingerprint(model)
+        self.model_id = model_id(model)
         self.transform = transform if transform is not None else image_transform(model)
 
     # ---- scoring ---------------------------------------------------------------------------
@@ -88,10 +72,10 @@ class ZeroShotClassifier:
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Image embeddings (N, E) → ``logit_scale · cos (+ logit_bias)``, (N, C)."""
-        scale = self.model.logit_scale.detach().exp().clamp(max=100.0).float().cpu()
+        scale, bias = self.model.scale_and_bias()
         logits = scale * features.float().cpu() @ self.class_embeddings.T  # (N, C)
-        if self.model.logit_bias is not None:
-            logits = logits + self.model.logit_bias.detach().float().cpu()
+        if bias is not None:
+            logits = logits + bias
         return logits
 
     def scores_from_features(self, features: torch.Tensor, *, mode: ScoreMode = "softmax") -> torch.Tensor:
@@ -163,7 +147,7 @@ class ZeroShotClassifier:
             labels, templates = json.loads(meta["labels"]), json.loads(meta["templates"])
         except (KeyError, json.JSONDecodeError, OSError, SafetensorError) as e:
             raise ValueError(f"{path}: not a readable classifier file ({e})") from e
-        found = model_fingerprint(model)
+        found = model_id(model)
         if meta["model_id"] != found:
             raise ValueError(
                 f"{path}: built for model {meta['model_id']} ({meta.get('model_name') or 'unnamed'}), "

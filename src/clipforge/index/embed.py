@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.images import ImageDecodeError, decode_image, open_image
 from ..data.photos import photo_info
 from ..fileio import sha256_file
-from .encoder import Encoder
+from ..inference import Encoder
 from .scan import FileStat, diff_folder, walk_images
 from .store import IndexStore, NewRow, PhotoFields, SkipRow
 
@@ -152,7 +152,7 @@ def index_folder(
         root=root,
         dtype=dtype,
         model_name=encoder.model_name,
-        model_path=encoder.model_path,
+        model_path=encoder.reference,
         rebuild=rebuild,
     )
     listing = walk_images(root, include_hidden=include_hidden)

@@ -1,7 +1,7 @@
 """Querying an index: text, image, or both, top-k.
 
 An :class:`ImageIndex` joins a store, its vector index and (for text/image queries) an
-:class:`~clipforge.index.encoder.Encoder` of the same model. A combined query is the normalised
+:class:`~clipforge.inference.Encoder` of the same model. A combined query is the normalised
 weighted sum of the text and image embeddings. The vector index is reloaded when the database has
 changed (checked at most every ``refresh_seconds``; added and removed rows are applied to the
 index in memory), so a server keeps up with a running ``clipforge index`` without restarting.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference import Encoder
 from .ann import open_vector_index
-from .encoder import Encoder
 from .store import Fingerprint, IndexStore
 
 

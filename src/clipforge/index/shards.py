@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from .embed import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
-from .encoder import Encoder
-from .scan import FileStat, walk_images
 from ..fileio import atomic_write
+from ..inference import Encoder
+from .embed import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
+from .scan import FileStat, walk_images
 from .store import IndexStore, NewRow, SkipRow
 
 log = logging.getLogger(__name__)

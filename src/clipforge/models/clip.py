@@ -66,6 +66,14 @@ class CLIP(nn.Module):
             self.logit_bias,
         )
 
+    @torch.no_grad()
+    def scale_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inference-time (scale, bias) as float32 CPU scalars: ``logits = scale · cos (+ bias)``, the
+        scale clamped at :data:`MAX_LOGIT_SCALE` exactly as in training."""
+        scale = self.logit_scale.detach().float().exp().clamp(max=MAX_LOGIT_SCALE).cpu()
+        bias = None if self.logit_bias is None else self.logit_bias.detach().float().cpu()
+        return scale, bias
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in the backward pass instead of storing them."""
         self.text.transformer.grad_checkpointing = enable

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from ..index.encoder import Encoder
+from ..inference import Encoder
 
 
 class TextBatcher:

@@ -1,7 +1,7 @@
 """What the server does, without HTTP: search, classify, moderate, embed, thumbnails.
 
 One :class:`SearchService` is shared by all request threads. Model calls go through the
-:class:`~clipforge.index.encoder.Encoder`, whose lock runs them one at a time (text queries are
+:class:`~clipforge.inference.Encoder`, whose lock runs them one at a time (text queries are
 batched by one worker thread, :mod:`.batching`); decoding uploads,
 thumbnails and vector search run concurrently. SQLite connections are per thread (see
 :class:`~clipforge.index.store.IndexStore`). Zero-shot classification and moderation reuse the
@@ -110,7 +110,7 @@ class SearchService:
             from ..eval.policy import load_policy
 
             loaded_policy = load_policy(policy)
-        encoder = Encoder.from_checkpoint(checkpoint, device=device, precision=precision)
+        encoder = Encoder.load(checkpoint, device=device, precision=precision)
         return cls(
             ImageIndex.open(db, encoder=encoder, nprobe=nprobe), policy=loaded_policy, max_pixels=max_pixels
         )

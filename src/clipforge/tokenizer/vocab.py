@@ -40,6 +40,7 @@ HF_EOT_TOKEN = "<|endoftext|>"
 OPENAI_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 OPENAI_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 OPENAI_NUM_MERGES = 49152 - 256 - 2  # = 48894; OpenAI's released models use exactly these
+OPENAI_VOCAB_SIZE = 512 + OPENAI_NUM_MERGES + 2  # = 49408 tokens
 
 Merge = tuple[str, str]
 

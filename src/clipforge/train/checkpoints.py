@@ -18,7 +18,6 @@ complete checkpoint intact, and ``latest_step`` finds it.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil

@@ -37,7 +37,7 @@ class TrainConfig:
     workers: int = 2
     # model and tokenizer
     model: str = "vit-tiny"  # a built-in name or a model-config JSON file
-    init: str | None = None  # fine-tune from this clipforge checkpoint
+    init: str | None = None  # fine-tune from these weights: any model reference (clipforge.pretrained)
     tokenizer: TokenizerChoice = "openai"
     vocab_size: int = 1024  # only for tokenizer="train"
     loss: Loss = "clip"

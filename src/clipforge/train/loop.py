@@ -22,10 +22,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..device import parse_precision
+from ..fileio import atomic_write_text
 from ..losses import clip_loss, siglip_loss
+from ..pretrained import resolve_checkpoint
 from .accumulation import LossFn, forward_backward, split_batch
 from .batches import TrainData
-from ..fileio import atomic_write_text
 from .checkpoints import RunDir, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import (
@@ -155,6 +156,8 @@ class _Trainer:
         if info.is_main:
             atomic_write_text(self.rundir.config_file, cfg.to_json())
 
+        if cfg.init:  # the main process downloads/converts (once, into the cache); the others then find it
+            broadcast_object(str(resolve_checkpoint(cfg.init)) if info.is_main else None, info)
         # model config -> data -> tokenizer (may learn from the data) -> final model config -> model
         model_cfg, init_info = base_model_config(cfg)
         self.dataset = (

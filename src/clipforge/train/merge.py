@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, save_checkpoint
+from ..inference import LazyTokenizer, load_model
+from ..tokenizer import Tokenizer
 
 
 def interpolate_state_dicts(
@@ -47,24 +49,22 @@ def interpolate_state_dicts(
 
 
 def merge_checkpoints(a: str | Path, b: str | Path, *, alpha: float, out: str | Path) -> Path:
-    """Write the WiSE-FT interpolation of checkpoints ``a`` and ``b`` to ``out`` (keeping A's tokenizer
-    metadata when B has the same; a different architecture or tokenizer is an error)."""
-    model_a, info_a = load_checkpoint(a)
-    model_b, info_b = load_checkpoint(b)
-    if info_a.config.replace(name="") != info_b.config.replace(name=""):
+    """Write the WiSE-FT interpolation of models ``a`` and ``b`` (any model references) to ``out``,
+    with their shared tokenizer; a different architecture or tokenizer is an error."""
+    loaded_a = load_model(a, device="cpu", precision="fp32", progress=False)
+    loaded_b = load_model(b, device="cpu", precision="fp32", progress=False)
+    model_a, model_b = loaded_a.model, loaded_b.model
+    if model_a.config.replace(name="") != model_b.config.replace(name=""):
         raise CheckpointError(f"{a} and {b} have different architectures; only the same model can be merged")
-    if info_a.tokenizer != info_b.tokenizer:
+    if _tokenizer_metadata(loaded_a.tokenizer) != _tokenizer_metadata(loaded_b.tokenizer):
         raise CheckpointError(f"{a} and {b} use different tokenizers; merging them would give garbage")
     merged = interpolate_state_dicts(model_a.state_dict(), model_b.state_dict(), alpha=alpha)
     model_a.load_state_dict(merged, strict=True)
-    tokenizer = _tokenizer_from_meta(info_a.tokenizer)
     provenance = {"merged_from": [str(a), str(b)], "alpha": alpha, "method": "wise-ft"}
+    tokenizer = None if _tokenizer_metadata(loaded_a.tokenizer) is None else loaded_a.tokenizer
     return save_checkpoint(out, model_a, tokenizer=tokenizer, provenance=provenance)
 
 
-def _tokenizer_from_meta(meta: dict | None):
-    if meta is None:
-        return None
-    from ..tokenizer import Tokenizer
-
-    return Tokenizer.from_metadata(meta)
+def _tokenizer_metadata(tokenizer: Tokenizer | LazyTokenizer) -> dict | None:
+    """What a checkpoint records of its tokenizer (None: it records none)."""
+    return tokenizer.metadata if isinstance(tokenizer, LazyTokenizer) else tokenizer.to_metadata()

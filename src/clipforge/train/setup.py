@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, IterableDataset
 from ..checkpoint import CheckpointInfo, load_state_dict_strict, load_weights, read_checkpoint_info
 from ..config import ModelConfig
 from ..models import CLIP, create_model, get_model_config
+from ..pretrained import resolve_checkpoint
 from .config import TrainConfig
 from .evaluation import EvalTask, RetrievalSet, materialize_retrieval, materialize_task
 
@@ -28,7 +29,7 @@ def base_model_config(cfg: TrainConfig) -> tuple[ModelConfig, CheckpointInfo | N
     """The architecture before the tokenizer is known: from ``--init``'s checkpoint or ``--model``.
     The sigmoid loss starts from SigLIP's temperature and bias (scale 10, bias -10)."""
     if cfg.init:
-        info = read_checkpoint_info(cfg.init)
+        info = read_checkpoint_info(resolve_checkpoint(cfg.init))
         model_cfg = info.config
         if cfg.loss == "siglip" and model_cfg.init_logit_bias is None:
             raise ValueError(f"--loss siglip needs a model with a logit bias; {cfg.init} has none")
@@ -151,7 +152,8 @@ def build_model(cfg: TrainConfig, model_cfg: ModelConfig, *, device: torch.devic
     torch.manual_seed(cfg.seed)
     model = create_model(model_cfg)
     if cfg.init:
-        load_state_dict_strict(model, load_weights(cfg.init), source=cfg.init)
+        init = resolve_checkpoint(cfg.init)
+        load_state_dict_strict(model, load_weights(init), source=str(init))
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     return model.to(device)
 

@@ -1,0 +1,99 @@
+"""The inference component: a model with its tokenizer, transform, id, device and dtype.
+
+An :class:`Encoder` turns texts and images into unit-norm float32 numpy embeddings and scores them
+the way the model was trained to (``logit_scale``, clamped as in training, and ``logit_bias`` for
+sigmoid-loss models). Model calls run under one lock, so an encoder can be shared by a server's
+threads. Search, the HTTP service and embedding jobs all go through it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..models import CLIP
+from .identity import model_id as compute_model_id
+from .loading import load_model
+
+
+class Encoder:
+    """CLIP model + tokenizer + transform, producing (B, E) unit-norm float32 numpy embeddings."""
+
+    def __init__(
+        self,
+        model: CLIP,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        transform: Callable,
+        *,
+        model_id: str | None = None,
+        model_name: str = "",
+        reference: str = "",
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.transform = transform
+        self.model_id = model_id or compute_model_id(model)
+        self.model_name = model_name or model.config.name or ""
+        self.reference = reference  # what to pass to `Encoder.load` to get this model again
+        self.embed_dim = int(model.config.embed_dim)
+        self.lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        reference: str | os.PathLike,
+        *,
+        device: str | torch.device = "auto",
+        precision: str | torch.dtype = "auto",
+        progress: bool = True,
+    ) -> Encoder:
+        """Any model reference (checkpoint, convertible source, pretrained name, Hub id). The tokenizer
+        is built on first use, so image-only work (indexing) never reads the text vocabulary."""
+        loaded = load_model(reference, device=device, precision=precision, progress=progress)
+        resolved = loaded.resolved
+        # a local path is remembered absolutely (an index may be searched from another directory)
+        remembered = str(os.path.abspath(reference)) if resolved.kind in ("checkpoint", "source") else str(reference)
+        name = loaded.model.config.name or (resolved.path.name if resolved.kind == "checkpoint" else str(reference))
+        return cls(loaded.model, loaded.tokenizer, loaded.transform, model_name=name, reference=remembered)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.scale_and_bias()[0])
+
+    @property
+    def logit_bias(self) -> float | None:
+        bias = self.model.scale_and_bias()[1]
+        return None if bias is None else float(bias)
+
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """(B, 3, H, W) preprocessed images → (B, E) float32."""
+        with self.lock, torch.inference_mode():
+            x = pixels.to(self.device, self.dtype, non_blocking=True)
+            features = self.model.encode_image(x, normalize=True)  # (B, E)
+            return features.float().cpu().numpy()
+
+    def encode_images(self, images: Sequence) -> np.ndarray:
+        """PIL images → (B, E) float32 (the transform runs outside the model lock)."""
+        pixels = torch.stack([self.transform(im) for im in images])  # (B, 3, H, W)
+        return self.encode_pixels(pixels)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Strings → (B, E) float32."""
+        if isinstance(texts, str):
+            raise TypeError("encode_texts takes a list of strings, not one string")
+        tokens = self.tokenizer(list(texts))  # (B, T)
+        with self.lock, torch.inference_mode():
+            features = self.model.encode_text(tokens.to(self.device), normalize=True)  # (B, E)
+            return features.float().cpu().numpy()
