@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._apps import MODEL_HELP
+from ._apps import MODEL_HELP, add_backend_arg
 
 DEFAULT_DB = "clipforge.cfidx"
 
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision", default="auto", help="auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16"
     )
+    add_backend_arg(p)
     p.add_argument(
         "--exact-preprocess",
         action="store_true",
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(merged.skipped)} skipped",
             )
         if args.folder is not None and args.model is not None:
-            encoder = Encoder.load(args.model, device=args.device, precision=args.precision)
+            encoder = Encoder.load(args.model, device=args.device, precision=args.precision, backend=args.backend)
             report = index_folder(
                 args.folder,
                 store,

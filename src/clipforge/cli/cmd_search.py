@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._apps import MODEL_HELP
+from ._apps import MODEL_HELP, add_backend_arg
 from .cmd_index import DEFAULT_DB
 
 
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help=MODEL_HELP + " (default: the one the index was built with)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32")
+    add_backend_arg(p)
     p.add_argument("--nprobe", type=int, default=None, help="ANN lists to probe (default: calibrated)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--html", metavar="OUT", help="also write a thumbnail gallery to this HTML file")
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or store.get_meta("model_path")
     if not model:
         raise ValueError(f"{args.db} does not record its model's path: pass --model CKPT")
-    encoder = Encoder.load(model, device=args.device, precision=args.precision)
+    encoder = Encoder.load(model, device=args.device, precision=args.precision, backend=args.backend)
     index = ImageIndex(store, encoder=encoder, nprobe=args.nprobe)
     hits = index.search(text=args.query, image=args.image, k=args.k, image_weight=args.image_weight)
     root = index.root

@@ -99,6 +99,7 @@ class SearchService:
         *,
         device: str = "auto",
         precision: str = "fp32",
+        backend: str = "torch",
         policy: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         nprobe: int | None = None,
@@ -110,7 +111,7 @@ class SearchService:
             from ..eval.policy import load_policy
 
             loaded_policy = load_policy(policy)
-        encoder = Encoder.load(checkpoint, device=device, precision=precision)
+        encoder = Encoder.load(checkpoint, device=device, precision=precision, backend=backend)
         return cls(
             ImageIndex.open(db, encoder=encoder, nprobe=nprobe), policy=loaded_policy, max_pixels=max_pixels
         )
