@@ -23,6 +23,7 @@ last commit. Connections are per thread, so one store can be shared by a threade
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -128,6 +129,32 @@ class PhotoFilter(NamedTuple):
 
     def is_empty(self) -> bool:
         return all(v is None for v in self)
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        folder: str | None = None,
+        taken_after: str | None = None,
+        taken_before: str | None = None,
+        types: Iterable[str] | str | None = None,
+    ) -> PhotoFilter:
+        """A checked filter: dates as ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]``;
+        ``types`` a list or a comma-separated string. Blank values mean "any"."""
+        for name, value in (("taken_after", taken_after), ("taken_before", taken_before)):
+            if value and not _DATE_BOUND.fullmatch(value):
+                raise ValueError(
+                    f"{name} must be a date like 2021, 2021-07, 2021-07-04 or 2021-07-04T18:30, got {value!r}"
+                )
+        if isinstance(types, str):
+            types = types.split(",")
+        kinds = tuple(t.strip().lower() for t in types or () if t.strip()) or None
+        if folder is not None and (".." in folder.split("/") or folder.startswith("/")):
+            raise ValueError(f"folder must be relative to the index root, without '..', got {folder!r}")
+        return cls(folder or None, taken_after or None, taken_before or None, kinds)
+
+
+_DATE_BOUND = re.compile(r"\d{4}(-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?)?)?")
 
 
 def folder_of(path: str) -> str:
@@ -384,10 +411,10 @@ class IndexStore:
                 params += [folder, len(folder) + 1, folder + "/"]
         if where.taken_after:
             clauses.append("taken_at >= ?")
-            params.append(where.taken_after)
+            params.append(where.taken_after.replace(" ", "T"))
         if where.taken_before:
             clauses.append("taken_at <= ?")
-            params.append(where.taken_before + "\uffff")  # "2021-07-31" includes 2021-07-31T23:59:59
+            params.append(where.taken_before.replace(" ", "T") + "\uffff")  # "2021-07-31" includes 2021-07-31T23:59:59
         if where.types is not None:
             types = [t.lower() for t in where.types]
             clauses.append(f"type IN ({','.join('?' * len(types))})")
