@@ -209,4 +209,7 @@ def test_last_block_computing_only_the_read_rows_changes_nothing(act):
         if r is None:
             assert g is None or not g.any()
         else:
-            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4, msg=lambda s, p=p: f"{tuple(p.shape)}: {s}")
+            # fp32 gradients agree to ~1e-7 of the tensor's own scale (the text embeddings' reach ~100:
+            # there even the textbook path is ~8e-5 from the float64 result)
+            atol = 1e-5 * max(1.0, float(r.abs().max()))
+            torch.testing.assert_close(g, r, atol=atol, rtol=1e-4, msg=lambda s, p=p: f"{tuple(p.shape)}: {s}")

@@ -224,6 +224,18 @@ def test_wrong_digest_caches_nothing(served_openai, tmp_path):
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # no partial, no final, no conversion
 
 
+def test_registry_digest_that_does_not_match_caches_nothing(served_openai, tmp_path, monkeypatch):
+    server, _, _ = served_openai
+    entry = {"architecture": "tiny-openai", "act": "quick_gelu", "format": "openai", "url": server.url}
+    registry_with(monkeypatch, **{"tiny-openai/wrong": {**entry, "sha256": "ab" * 32}})
+    with pytest.raises(DownloadError, match="expected " + "ab" * 32):
+        resolve_model("tiny-openai/wrong")
+    assert [p for p in (tmp_path / "cf-cache").rglob("*") if p.is_file()] == []
+    with pytest.raises(DownloadError, match="SHA-256 mismatch"):  # and again: nothing stale was kept
+        resolve_model("tiny-openai/wrong")
+    assert len(server.requests) == 2
+
+
 def test_interrupted_download_resumes_from_where_it_stopped(served_openai, tmp_path):
     server, _, _ = served_openai
     half = len(server.payload) // 2

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto" and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-    encoder = Encoder.load(args.model, device=device, precision=args.precision)
+    encoder = Encoder.load(args.model, device=device, precision=args.precision, progress=not args.no_progress)
     parts = embed_shards(
         args.folder,
         encoder,

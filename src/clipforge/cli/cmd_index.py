@@ -21,9 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
     p.add_argument("--rebuild", action="store_true", help="drop the index and re-embed everything")
-    p.add_argument(
-        "--report", action="store_true", help="list skipped (undecodable) files and links not followed"
-    )
+    p.add_argument("--report", action="store_true", help="list skipped (undecodable) files and links not followed")
     p.add_argument("--from-embeddings", metavar="DIR", help="merge shards written by `clipforge embed`")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: up to 4)")
@@ -45,9 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="use a faiss ANN index from this many images on (default: 50000; remembered)",
     )
-    p.add_argument(
-        "--include-hidden", action="store_true", help="also index files and folders starting with '.'"
-    )
+    p.add_argument("--include-hidden", action="store_true", help="also index files and folders starting with '.'")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -65,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         if args.from_embeddings:
             model_id = None
             if args.model:
-                model_id = Encoder.load(args.model, device=args.device, precision=args.precision).model_id
+                model_id = Encoder.load(
+                    args.model, device=args.device, precision=args.precision, progress=progress
+                ).model_id
             merged = merge_shards(store, args.from_embeddings, model_id=model_id, rebuild=args.rebuild)
             out["merged"] = {
                 "parts": merged.parts,
@@ -79,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(merged.skipped)} skipped",
             )
         if args.folder is not None and args.model is not None:
-            encoder = Encoder.load(args.model, device=args.device, precision=args.precision, backend=args.backend)
+            encoder = Encoder.load(
+                args.model, device=args.device, precision=args.precision, progress=progress, backend=args.backend
+            )
             report = index_folder(
                 args.folder,
                 store,

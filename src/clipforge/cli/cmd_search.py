@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     store = IndexStore(args.db)
     model = args.model or store.get_meta("model_path")
     if not model:
-        raise ValueError(f"{args.db} does not record its model's path: pass --model CKPT")
+        raise ValueError(f"{args.db} does not record its model: pass --model MODEL")
     encoder = Encoder.load(model, device=args.device, precision=args.precision, backend=args.backend)
     index = ImageIndex(store, encoder=encoder, nprobe=args.nprobe)
     hits = index.search(

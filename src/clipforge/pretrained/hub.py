@@ -50,21 +50,23 @@ def hub_cache_dir() -> str | None:
     return None
 
 
-def snapshot(repo_id: str, *, revision: str | None = None, prefer: str = "open_clip") -> Path:
+def snapshot(repo_id: str, *, revision: str | None = None, prefer: str = "open_clip", label: str = "") -> Path:
     """A local snapshot folder of ``repo_id`` holding one loadable model layout.
 
     ``prefer``: ``"open_clip"`` (``hf-hub:`` ids) tries open_clip's files first, ``"transformers"``
-    (bare ``org/repo`` ids) a transformers model first; the other layout is the fallback."""
+    (bare ``org/repo`` ids) a transformers model first; the other layout is the fallback. ``label``
+    is what the user asked for (a Hub id or pretrained name), for error messages."""
+    label = label or f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
     layouts = (_OPEN_CLIP, _TRANSFORMERS) if prefer == "open_clip" else (_TRANSFORMERS, _OPEN_CLIP)
     folder: Path | None = None
     for layout in layouts:
         for patterns in layout:
-            folder = _download(repo_id, revision, patterns)
+            folder = _download(repo_id, revision, patterns, label=label)
             if has_weights(folder):
                 return folder
     where = hub_cache_dir() or "the Hugging Face cache"
     raise DownloadError(
-        f"hf-hub:{repo_id}: the snapshot in {where} holds no open_clip ({', '.join(_OPEN_CLIP_WEIGHTS)}) "
+        f"{label}: the snapshot in {where} holds no open_clip ({', '.join(_OPEN_CLIP_WEIGHTS)}) "
         f"or transformers ({', '.join(_HF_WEIGHTS)}) weights"
         + ("; with HF_HUB_OFFLINE set, only files already cached are used" if offline() else "")
     )
@@ -74,7 +76,7 @@ def has_weights(folder: Path) -> bool:
     return any((folder / n).is_file() for n in (*_OPEN_CLIP_WEIGHTS, *_HF_WEIGHTS))
 
 
-def _download(repo_id: str, revision: str | None, patterns: list[str]) -> Path:
+def _download(repo_id: str, revision: str | None, patterns: list[str], *, label: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -83,7 +85,6 @@ def _download(repo_id: str, revision: str | None, patterns: list[str]) -> Path:
         RevisionNotFoundError,
     )
 
-    label = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
     try:
         return Path(
             snapshot_download(

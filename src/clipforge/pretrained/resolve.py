@@ -87,11 +87,11 @@ def resolve_model(reference: str | os.PathLike, *, progress: bool = True) -> Res
         raise UnknownModelError(
             f"{ref!r} is an architecture, not weights: "
             + (f"pick pretrained weights, e.g. {', '.join(tags[:6])}" if tags else "it has no pretrained weights")
-            + " (or train one: `clipforge train --model " + ref + "`)"
+            + " (or train one: `clipforge train --model "
+            + ref
+            + "`)"
         )
-    raise UnknownModelError(
-        f"{ref!r}: no such file or folder, pretrained name or Hub id. {closest_names_hint(ref)}"
-    )
+    raise UnknownModelError(f"{ref!r}: no such file or folder, pretrained name or Hub id. {closest_names_hint(ref)}")
 
 
 def resolve_checkpoint(reference: str | os.PathLike, *, progress: bool = True) -> Path:
@@ -129,7 +129,7 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
     else:
         assert entry.hf_hub is not None
         prefer = "transformers" if entry.format == "hf" else "open_clip"
-        source = snapshot(entry.hf_hub, revision=entry.revision, prefer=prefer)
+        source = snapshot(entry.hf_hub, revision=entry.revision, prefer=prefer, label=entry.name)
         label = f"hf-hub:{entry.hf_hub}@{source.name}"
         if entry.format == "open_clip":  # the registry knows the architecture: the weights file is enough
             source = next((source / n for n in OPEN_CLIP_WEIGHTS if (source / n).is_file()), source)
@@ -148,7 +148,7 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
 
 def _from_hub(ref: str, *, prefer: str, progress: bool) -> ResolvedModel:
     repo_id, revision = parse_hub_id(ref)
-    folder = snapshot(repo_id, revision=revision, prefer=prefer)
+    folder = snapshot(repo_id, revision=revision, prefer=prefer, label=ref)
     commit = folder.name  # huggingface_hub names snapshot folders by commit hash
     target = cache_dir() / "converted" / "hub" / repo_id.replace("/", "--") / commit / CONVERTED_FILE
     if not target.is_file():
