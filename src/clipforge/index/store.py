@@ -46,6 +46,7 @@ ALTER TABLE images ADD COLUMN height INTEGER;
 ALTER TABLE images ADD COLUMN type TEXT;
 ALTER TABLE images ADD COLUMN folder TEXT;
 CREATE INDEX IF NOT EXISTS images_taken_at ON images (taken_at);
+CREATE INDEX IF NOT EXISTS images_type ON images (type);
 """
 
 _SCHEMA_SQL = """
@@ -67,6 +68,7 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_sha256 ON images (sha256);
 CREATE INDEX IF NOT EXISTS images_taken_at ON images (taken_at);
+CREATE INDEX IF NOT EXISTS images_type ON images (type);
 CREATE TABLE IF NOT EXISTS skipped (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
