@@ -78,7 +78,7 @@ def main() -> None:
         t_exact, exact = cpu_ms(lambda d=data: transform(load_image(d)))
         t_fast, fast = cpu_ms(lambda d=data: transform(load_image(d, min_side=min_side)))
         size = Image.open(io.BytesIO(data)).size
-        pix = float(torch.nn.functional.cosine_similarity(exact.flatten(), fast.flatten(), dim=0))
+        pix = float(torch.nn.functional.cosine_similarity(exact.double().flatten(), fast.double().flatten(), dim=0))
         rows.append((name, size, t_exact, t_fast, pix))
         exact_px.append(exact)
         fast_px.append(fast)
