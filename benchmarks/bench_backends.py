@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--photos", action="append", default=[], help="folder of real JPEG photos (repeatable)")
+    ap.add_argument("--torch-bf16", action="store_true", help="also time clipforge's PyTorch model in bf16")
     ap.add_argument("--cache", default=None, help="ONNX cache folder (default: a temp dir; export takes minutes)")
     args = ap.parse_args()
     if args.threads:
@@ -119,16 +120,15 @@ def main() -> None:
     onnx32 = onnx_model(model, backend="onnx", model_id=mid, cache_dir=cache, threads=threads)
     onnx8 = onnx_model(model, backend="onnx-int8", model_id=mid, cache_dir=cache, threads=threads)
     print(f"ONNX files ready in {time.perf_counter() - t:.0f} s ({cache})")
-    bf16 = create_model("ViT-B-32").eval()
-    bf16.load_state_dict(model.state_dict())
-    bf16 = bf16.to(torch.bfloat16)
+    bf16 = None
+    if args.torch_bf16:
+        bf16 = create_model("ViT-B-32").eval()
+        bf16.load_state_dict(model.state_dict())
+        bf16 = bf16.to(torch.bfloat16)
 
-    peers = {
-        "clipforge torch fp32": model,
-        "clipforge torch bf16": bf16,
-        "clipforge onnx (fp32)": onnx32,
-        "clipforge onnx-int8": onnx8,
-    }
+    peers = {"clipforge torch fp32": model, "clipforge onnx (fp32)": onnx32, "clipforge onnx-int8": onnx8}
+    if args.torch_bf16:
+        peers["clipforge torch bf16"] = bf16
     if "open_clip" in args.peers:
         import open_clip
 
