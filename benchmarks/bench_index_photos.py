@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="150 + 150 images, the issue's folder")
     ap.add_argument("--work", default=None, help="keep the folder and outputs here (default: a temp dir)")
     ap.add_argument("--skip-exact", action="store_true", help="do not time the exact-preprocessing run")
-    ap.add_argument("--cr-batch-size", type=int, default=None, help="clip-retrieval --batch_size (default: its own, 256)")
+    ap.add_argument("--cr-batch-size", type=int, default=None, help="clip-retrieval --batch_size (default: 256)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.full:
