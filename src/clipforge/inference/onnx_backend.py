@@ -174,8 +174,12 @@ class OnnxModel:
         """Token ids (B, T) -> (B, E) float32, unit norm."""
         if not normalize:
             return self._torch.encode_text(tokens, normalize=normalize)
-        ids = np.ascontiguousarray(tokens.detach().to("cpu", torch.int64).numpy())  # (B, T)
-        return torch.from_numpy(self._text.run(None, {"tokens": ids})[0])  # (B, E)
+        ids = tokens.detach().to("cpu", torch.int64).numpy()  # (B, T)
+        if getattr(self._torch.text, "skip_padding", False) and ids.size:
+            # As the PyTorch tower does: features are read at the end token (the largest id) under
+            # causal attention, so the padding after the longest text cannot matter. Cut it.
+            ids = ids[:, : int(ids.argmax(axis=1).max()) + 1]  # (B, T') with T' = longest real text
+        return torch.from_numpy(self._text.run(None, {"tokens": np.ascontiguousarray(ids)})[0])  # (B, E)
 
     @property
     def device(self) -> torch.device:
