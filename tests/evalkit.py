@@ -63,12 +63,28 @@ SHAPES_MODEL = {
 }
 SHAPES_STEPS = 150
 SHAPES_BATCH = 128
+# Models at the quickstart's input size (64 px) for the heat-map tests: the quickstart's own ResNet
+# (``train/quickstart_model.json``), and a ViT with the same 8 x 8 token grid as the one above.
+QUICKSTART_VIT = {
+    **SHAPES_MODEL,
+    "name": "explain-test-vit",
+    "vision": {**SHAPES_MODEL["vision"], "image_size": 64, "patch_size": 8},
+}
 
 
-def train_shapes_model(folder):
-    """Train (once: later calls find the checkpoint) a tiny ViT for 150 steps of 128 shapes pairs with
-    the library's training API and a BPE vocabulary learnt from the captions, evaluating the colour
-    task at the end exactly as the training loop (and so ``quickstart``) does.
+def quickstart_resnet() -> dict:
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files("clipforge.train").joinpath("quickstart_model.json").read_text())
+
+
+def train_shapes_model(
+    folder, *, model: dict = SHAPES_MODEL, steps: int = SHAPES_STEPS, batch_size: int = SHAPES_BATCH
+):
+    """Train (once: later calls find the checkpoint) ``model`` (default: a tiny ViT) for 150 steps of
+    128 shapes pairs with the library's training API and a BPE vocabulary learnt from the captions,
+    evaluating the colour task at the end exactly as the training loop (and so ``quickstart``) does.
     Returns (checkpoint path, the loop's final evaluation dict). About 30 s on 2 idle CPU cores."""
     import json
     from pathlib import Path
@@ -85,13 +101,13 @@ def train_shapes_model(folder):
     if ckpt.is_file() and report.is_file():
         return ckpt, json.loads(report.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.json").write_text(json.dumps(SHAPES_MODEL))
+    (folder / "model.json").write_text(json.dumps(model))
     model_cfg = get_model_config(str(folder / "model.json"))
     spec = ShapesSpec(image_size=model_cfg.vision.image_size)
     (colour,) = zero_shot_tasks(spec, names=("colour",), transform=image_transform(model_cfg))
     cfg = TrainConfig(
         data="shapes", model=str(folder / "model.json"), tokenizer="train", vocab_size=1024,
-        steps=SHAPES_STEPS, batch_size=SHAPES_BATCH, lr=2e-3, warmup_steps=20, weight_decay=0.1, precision="fp32",
+        steps=steps, batch_size=batch_size, lr=2e-3, warmup_steps=20, weight_decay=0.1, precision="fp32",
         device="cpu", workers=0, out=str(folder), name="run", save_every=10_000, progress=False,
     )  # fmt: skip
     threads = torch.get_num_threads()

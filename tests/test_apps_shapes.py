@@ -5,14 +5,16 @@ import json
 
 import numpy as np
 import pytest
-from evalkit import train_shapes_model, two_object_image
+from evalkit import QUICKSTART_VIT, quickstart_resnet, train_shapes_model, two_object_image
 from PIL import Image
 
 from clipforge.api import load
 from clipforge.cli.main import main
 from clipforge.data import ShapesSpec, zero_shot_tasks
 from clipforge.data.shapes import colours
+from clipforge.data.shapes_scenes import heat_contrast, two_object_scene
 from clipforge.eval.explain import explain, heat_map
+from clipforge.eval.explain_draw import view_geometry
 from clipforge.eval.moderate import Moderator
 from clipforge.eval.policy import parse_policy
 from clipforge.eval.zeroshot import encode_texts
@@ -24,6 +26,23 @@ POLICY = "flagged:\n  - a red object\nbenign:\n" + "".join(f"  - a {c} object\n"
 @pytest.fixture(scope="session")
 def shapes_model(tmp_path_factory):
     return train_shapes_model(tmp_path_factory.getbasetemp() / "evalkit-shapes-model")
+
+
+@pytest.fixture(scope="session")
+def quickstart_sized(tmp_path_factory):
+    """Models at the quickstart's 64 px input, trained like ``shapes_model`` on first use: the
+    quickstart's own ResNet architecture and a ViT (patch 8). Each is a few minutes on a busy
+    2-core machine, hence the slow marks of their tests."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            model = {"resnet": quickstart_resnet(), "vit": QUICKSTART_VIT}[name]
+            ckpt, _ = train_shapes_model(tmp_path_factory.getbasetemp() / f"explain-{name}-64px", model=model)
+            made[name] = load(ckpt)
+        return made[name]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +100,68 @@ def test_heat_map_of_a_red_circle_is_brightest_on_the_red_circle(loaded):
     # most images and on average rather than of every one.
     assert np.mean(contrasts) > 0.1 and sum(c > 0.1 for c in contrasts) >= 6, contrasts
     ex = explain(model, transform, image, text, text="a red circle")
-    assert ex.method == "gradcam" and ex.view.size == image.size and -1.0 <= ex.similarity <= 1.0
+    assert ex.method == "window" and ex.image.size == image.size and -1.0 <= ex.similarity <= 1.0
+
+
+HIT_SCENES = 60
+
+
+def _hit_rate(loaded, method="auto"):
+    """Share of two-object scenes where the map of the named object's text is brighter on that
+    object than on the other one and than on the background (means over the scene's own pixels)."""
+    model, tokenizer, transform = loaded
+    hits = 0
+    for seed in range(HIT_SCENES):
+        scene = two_object_scene(seed)
+        text = encode_texts(model, tokenizer, [scene.text])[0]
+        heat = explain(model, transform, scene.image, text, text=scene.text, method=method).heat_on_image()
+        vs_other, vs_background = heat_contrast(heat, scene)
+        hits += vs_other > 0 and vs_background > 0
+    return hits / HIT_SCENES
+
+
+def test_default_heat_map_lands_on_the_named_object(loaded):
+    # The ViT of the other tests (32 px, patch 4). Grad-CAM, the previous default, hit 54 % of such
+    # scenes on it (its embedding of two objects is often one object's alone; see eval/explain.py).
+    assert _hit_rate(loaded) >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet", "vit"])
+def test_default_heat_map_lands_on_the_named_object_at_quickstart_size(quickstart_sized, name):
+    assert _hit_rate(quickstart_sized(name)) >= 0.9
+
+
+def test_classify_explain_draws_over_the_original_image_at_its_own_size(shapes_model, tmp_path, capsys):
+    """A 150 x 100 photo-like image (wider than the model's square view): the PNG is the original's
+    size, the map is blended over the centre square the model sees and peaks on the red disc there,
+    and the strips the preprocessing crops off are the original, dimmed."""
+    ckpt, _ = shapes_model
+    scene = two_object_scene(4)  # a yellow ring at the bottom, another object at the top, 128 px
+    assert scene.text == "a yellow ring"
+    canvas = np.full((100, 150, 3), np.asarray(scene.image)[0, 0], dtype=np.uint8)
+    canvas[:, 25:125] = np.asarray(scene.image.resize((100, 100), Image.BILINEAR))
+    canvas[:, :25] = canvas[:, 125:] = (30, 160, 40)  # green strips, cut off by the centre crop
+    path = tmp_path / "wide.png"
+    Image.fromarray(canvas).save(path)
+    templates = tmp_path / "bare.txt"
+    templates.write_text("{}\n")
+    rc = main(["classify", str(path), "--model", str(ckpt), "--labels", "a yellow ring,a green square",
+               "--templates", str(templates), "--json", "--explain", str(tmp_path / "maps"),
+               "--no-progress"])  # fmt: skip
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)["results"][0]
+    assert out["labels"][0]["label"] == "a yellow ring"
+    with Image.open(out["explanation"]) as png:
+        assert png.size == (150, 100)
+        drawn = np.asarray(png.convert("RGB")).astype(int)
+    _, _, left, _ = view_geometry(150, 100, size=32, resize_mode="shortest")
+    assert left == 8.0  # 150 x 100 -> 48 x 32, crop from x = 8: the crop keeps x in [25, 125)
+    dimmed = np.round(canvas[:, :24].astype(float) * 0.45)
+    assert np.abs(drawn[:, :24] - dimmed).max() <= 1 and np.abs(drawn[:, 126:] - dimmed).max() <= 1
+    # Inside the view, the red end of the colour ramp is on the ring (bottom half), not the top.
+    redness = drawn[:, 25:125, 0] - drawn[:, 25:125, 2]  # (100, 100)
+    assert redness[50:].mean() > redness[:50].mean() + 20
 
 
 def test_classify_command_json_table_explain_and_bad_files(shapes_model, colour_images, tmp_path, capsys):

@@ -156,3 +156,65 @@ def test_open_clip_config_defaults_are_accepted():
 def test_unknown_model_name_points_to_config_json():
     with pytest.raises(ConvertError, match="--model-config"):
         import_model(ASSETS / "vit_b32.safetensors", model="ViT-bigG-14")
+
+
+def _zip_bomb(path, *, inflated: int = 256 << 20):
+    """A torch-style zip whose data member deflates ``inflated`` zero bytes into a few MB."""
+    good = path.with_name("good.pt")
+    torch.save({"w": torch.zeros(2)}, good)
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", compresslevel=1) as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        info = zipfile.ZipInfo("good/data/bomb")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with dst.open(info, "w", force_zip64=True) as f:
+            block = bytes(1 << 24)
+            for _ in range(inflated // len(block)):
+                f.write(block)
+    return path
+
+
+def test_zip_bomb_is_refused_from_declared_sizes_with_bounded_memory(tmp_path):
+    import subprocess
+    import sys
+
+    bomb = _zip_bomb(tmp_path / "bomb.pt")  # 256 MiB inflated from ~260 kB
+    assert bomb.stat().st_size < 4 * 1024 * 1024
+    # a fresh process: peak RSS after reading a good file, then after meeting the bomb
+    code = (
+        "import resource, sys\n"
+        "from clipforge.convert import ConvertError, read_tensors\n"
+        "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "read_tensors(sys.argv[2])\nbase = peak()\n"
+        "try:\n    read_tensors(sys.argv[1])\nexcept ConvertError as e:\n    print('REFUSED', e)\n"
+        "print('GROWTH_KB', peak() - base)\n"
+    )
+    good = tmp_path / "good.pt"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(bomb), str(good)], capture_output=True, text=True, timeout=300
+    )
+    assert "REFUSED" in done.stdout and "zip bomb" in done.stdout, done.stdout + done.stderr
+    assert int(done.stdout.split("GROWTH_KB")[1]) < 64 * 1024  # nothing of the 256 MiB was inflated
+
+
+def test_deeply_nested_safetensors_header_is_a_clear_error(tmp_path):
+    from clipforge.checkpoint import FORMAT, CheckpointError, read_checkpoint_info
+
+    header = b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(ConvertError, match="nested too deeply"):
+        read_tensors(path)
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        read_checkpoint_info(path)
+    # nesting hidden inside the metadata strings
+    deep = "[" * 100_000 + "]" * 100_000
+    meta = {"__metadata__": {"format": FORMAT, "config": deep, "tokenizer": deep}}
+    raw = json.dumps(meta).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw)
+    with pytest.raises((CheckpointError, ConfigError), match="nested too deeply"):
+        read_checkpoint_info(path)
+    raw = b'["not", "an object"]'
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw)
+    with pytest.raises(CheckpointError, match="not a JSON object"):
+        read_checkpoint_info(path)

@@ -54,9 +54,7 @@ def test_all_skipped_batch_is_empty_but_counted() -> None:
 
 def test_collator_rejects_a_tokenizer_with_the_wrong_batch_size() -> None:
     with pytest.raises(ValueError, match="tokenizer returned 1 rows for 2 captions"):
-        Collator(lambda texts: torch.zeros(1, 4, dtype=torch.long))(
-            [(torch.zeros(3), "a"), (torch.zeros(3), "b")]
-        )
+        Collator(lambda texts: torch.zeros(1, 4, dtype=torch.long))([(torch.zeros(3), "a"), (torch.zeros(3), "b")])
 
 
 def test_skip_stats_counts_logs_first_few_and_summarises(caplog: pytest.LogCaptureFixture) -> None:
@@ -108,9 +106,9 @@ def test_prepare_images_normalises_uint8_batches_and_passes_float_through() -> N
     u8 = torch.randint(0, 256, (2, 4, 4, 3), dtype=torch.uint8)  # (B, H, W, 3)
     out = prepare_images(u8, mean=mean, std=std, device="cpu")
     assert out.shape == (2, 3, 4, 4) and out.dtype == torch.float32
-    expected = (u8.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
-        std
-    ).view(1, 3, 1, 1)
+    expected = (u8.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(
+        1, 3, 1, 1
+    )
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(out, normalize_uint8(u8, mean, std))
     f = torch.randn(2, 3, 4, 4)
@@ -121,3 +119,29 @@ def test_prepare_images_normalises_uint8_batches_and_passes_float_through() -> N
 def test_batch_pin_memory() -> None:
     batch = Collator(fake_tokenizer)([(torch.zeros(3, 2, 2), "a")])
     assert batch.pin_memory().images.is_pinned()
+
+
+def test_skips_are_counted_over_the_whole_run_once_per_sample(caplog: pytest.LogCaptureFixture) -> None:
+    stats = SkipStats()
+    bad = Skip("corrupt_image", "d.csv:3", "broken")
+    collate = Collator(fake_tokenizer)
+    with caplog.at_level(logging.WARNING, logger="clipforge.data.skips"):
+        for _epoch in range(3):  # the same bad sample every epoch: one skip, logged once
+            batch = collate([bad, (torch.zeros(3, 4, 4), "a")])
+            stats.update(batch.skipped, batch.skip_notes, batch.skip_keys)
+        assert stats.counts == Counter({"corrupt_image": 1})
+        gone = collate([Skip("missing_image", "d.csv:7", "x.png"), None])  # a file deleted in epoch 4
+        stats.update(gone.skipped, gone.skip_notes, gone.skip_keys)
+    assert stats.counts == Counter({"corrupt_image": 1, "missing_image": 1, "unknown": 1})
+    assert sum("d.csv:3" in r.getMessage() for r in caplog.records) == 1
+    other = SkipStats()  # another rank met the same bad sample and one of its own
+    other.update(Counter({"corrupt_image": 2}), [], [("corrupt_image", "d.csv:3"), ("corrupt_image", "d.csv:9")])
+    total = SkipStats()
+    total.merge(stats.state_dict())
+    total.merge(other.state_dict())
+    assert total.counts == Counter({"corrupt_image": 2, "missing_image": 1, "unknown": 1})
+    restored = SkipStats()
+    restored.load_state_dict(stats.state_dict())
+    assert restored.seen == stats.seen and restored.counts == stats.counts
+    restored.load_state_dict({"corrupt_image": 4})  # checkpoints from before keys were kept
+    assert restored.counts == Counter({"corrupt_image": 4}) and restored.seen == set()

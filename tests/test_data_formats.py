@@ -14,8 +14,9 @@ from PIL import Image
 
 from clipforge.data import build_dataset, describe_source, read_csv, read_jsonl
 from clipforge.data.captions import clean_captions, pick_caption
+from clipforge.data.shard_io import expand_braces
 from clipforge.data.skips import Skip
-from clipforge.data.webdataset import TarShards, assign_shards, expand_braces, list_shards, split_key
+from clipforge.data.webdataset import TarShards, assign_shards, list_shards, split_key
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
@@ -45,9 +46,7 @@ def reasons(skips: list[Skip]) -> list[str]:
 def test_csv_pairs_with_paths_relative_to_the_csv(tmp_path: Path) -> None:
     write_png(tmp_path / "imgs" / "a.png", (255, 0, 0))
     write_png(tmp_path / "imgs" / "b.png", (0, 0, 255))
-    (tmp_path / "data.csv").write_text(
-        'filepath,title\nimgs/a.png,a red square\nimgs/b.png,"blue, very blue"\n'
-    )
+    (tmp_path / "data.csv").write_text('filepath,title\nimgs/a.png,a red square\nimgs/b.png,"blue, very blue"\n')
     ds = build_dataset(tmp_path / "data.csv", transform=to_tensor)
     assert len(ds) == 2 and ds.load_skips == []
     img, cap = ds[0]
@@ -207,9 +206,7 @@ def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
-def sample_members(
-    key: str, caption: str = "", color: tuple[int, int, int] = (0, 0, 0)
-) -> list[tuple[str, bytes]]:
+def sample_members(key: str, caption: str = "", color: tuple[int, int, int] = (0, 0, 0)) -> list[tuple[str, bytes]]:
     return [(f"{key}.png", png_bytes(color)), (f"{key}.txt", (caption or f"caption of {key}").encode())]
 
 
@@ -318,10 +315,7 @@ def test_shard_assignment_covers_every_sample_exactly_once(n_shards, world_size,
 
 def test_shard_order_is_shuffled_per_epoch_and_identical_across_ranks() -> None:
     def order(epoch: int, seed: int = 0) -> list[int]:
-        return [
-            p[0]
-            for p in assign_shards(50, rank=0, world_size=1, worker=0, num_workers=1, seed=seed, epoch=epoch)
-        ]
+        return [p[0] for p in assign_shards(50, rank=0, world_size=1, worker=0, num_workers=1, seed=seed, epoch=epoch)]
 
     assert order(0) == order(0)
     assert order(0) != order(1)
@@ -389,3 +383,34 @@ def test_build_dataset_picks_the_format(tmp_path: Path) -> None:
     assert len(collect(build_dataset(tmp_path / "tars", transform=None))) == 1
     shapes = build_dataset("shapes:val", transform=to_tensor)
     assert shapes[0][0].shape == (3, 8, 8) and isinstance(shapes[0][1], str)
+
+
+def test_invalid_utf8_and_extra_columns_skip_the_row_not_the_file(tmp_path: Path) -> None:
+    for i in range(3):
+        write_png(tmp_path / f"{i}.png", (i * 80, 0, 0))
+    (tmp_path / "d.csv").write_bytes(
+        b"filepath,title\n0.png,a red square\n1.png,caf\xe9 bad byte\n2.png,a,caption,with,commas\n"
+        b'2.png,"a, quoted caption"\n'
+    )
+    ds = read_csv(tmp_path / "d.csv", transform=to_tensor)
+    assert len(ds) == 2 and reasons(ds.load_skips) == ["malformed_row", "malformed_row"]
+    assert "invalid UTF-8" in ds.load_skips[0].detail and ds.load_skips[0].where.endswith(":3")
+    assert "more columns" in ds.load_skips[1].detail and ds.load_skips[1].where.endswith(":4")
+    assert ds[1][1] == "a, quoted caption"
+    (tmp_path / "d.jsonl").write_bytes(
+        b'{"filepath": "0.png", "title": "ok"}\n{"filepath": "1.png", "title": "\xff\xfe"}\n'
+        b'{"filepath": "2.png", "title": "fine"}\n'
+    )
+    ds = read_jsonl(tmp_path / "d.jsonl", transform=to_tensor)
+    assert len(ds) == 2 and reasons(ds.load_skips) == ["malformed_row"]
+    assert ds.load_skips[0].where.endswith(":2") and "UTF-8" in ds.load_skips[0].detail
+
+
+def test_eval_labelled_csv_skips_undecodable_and_overlong_rows(tmp_path: Path) -> None:
+    from clipforge.eval.datasets import labelled_csv
+
+    for i in range(3):
+        write_png(tmp_path / f"{i}.png", (0, i * 80, 0))
+    (tmp_path / "l.csv").write_bytes(b"filepath,label\n0.png,cat\n1.png,d\xf6g\n2.png,cat,extra\n2.png,dog\n")
+    data = labelled_csv(tmp_path / "l.csv")
+    assert len(data.skipped) == 2 and "UTF-8" in data.skipped[0] and "more columns" in data.skipped[1]

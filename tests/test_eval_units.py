@@ -231,7 +231,7 @@ def test_heat_maps_all_methods_both_towers(tmp_path, name):
     transform = image_transform(model)
     image = shape_image(size=96).resize((120, 90))
     text = F.normalize(model.encode_text(tok(["a red circle"], context_length=16))[0].detach(), dim=-1)
-    methods = ["patch", "gradcam", "gradient"] if name == "vit-tiny" else ["gradcam", "gradient"]
+    methods = ["window", "gradcam", "gradient"] + (["patch"] if name == "vit-tiny" else [])
     for method in methods:
         heat = heat_map(model, transform(image), text, method=method)
         size = model.config.vision.image_size
@@ -243,7 +243,39 @@ def test_heat_maps_all_methods_both_towers(tmp_path, name):
     ex = explain(model, transform, image, text, text="a red circle")
     out = ex.save(tmp_path / "x.png")
     with Image.open(out) as im:
-        assert im.format == "PNG" and im.size == (90, 90)  # the centre square of the 120x90 image
+        assert im.format == "PNG" and im.size == (120, 90)  # the original image, at its own size
+        drawn = np.asarray(im.convert("RGB")).astype(int)
+    original = np.asarray(image).astype(int)  # the strips on each side are cropped off: dimmed
+    assert np.abs(drawn[:, :11] - np.round(original[:, :11] * 0.45)).max() <= 1
+    assert np.abs(drawn[:, 104:] - np.round(original[:, 104:] * 0.45)).max() <= 1
+    assert np.abs(drawn[:, 16:104] - original[:, 16:104]).max() > 20  # the view: the map blended in
+
+
+def test_heat_on_image_inverts_the_preprocessing_geometry():
+    from clipforge.api import image_transform
+    from clipforge.eval.explain_draw import heat_on_image
+
+    heat = torch.rand(8, 8)
+    same = heat_on_image(heat, 8, 8)  # an image at the input size: the map itself
+    assert np.array_equal(same, heat.numpy())
+    twice = heat_on_image(heat, 16, 16)  # bilinear with pixel centres, as F.interpolate samples
+    ref = F.interpolate(heat[None, None], size=(16, 16), mode="bilinear", align_corners=False)[0, 0]
+    assert np.allclose(twice, ref.numpy(), atol=1e-6)
+    wide = heat_on_image(heat, 24, 16)  # shortest: 24x16 -> 12x8, crop x in [2, 10) -> [4, 20) here
+    assert np.isnan(wide[:, :4]).all() and np.isnan(wide[:, 20:]).all() and not np.isnan(wide[:, 4:20]).any()
+    assert not np.isnan(heat_on_image(heat, 24, 16, resize_mode="squash")).any()
+    with pytest.raises(ValueError, match="square"):
+        heat_on_image(torch.rand(4, 8), 8, 8)
+    # A marker drawn on a 300x200 photo lands, through the real transform and back, on itself.
+    model = tiny_model("rn-tiny")
+    transform = image_transform(model)
+    photo = Image.new("RGB", (300, 200), (128, 128, 128))
+    photo.paste((255, 255, 255), (180, 40, 220, 80))
+    x = transform(photo)  # (3, 64, 64)
+    marker = (x[0] > x[0].mean() + 0.5 * x[0].std()).float()  # (64, 64) the marker in the input
+    back = heat_on_image(marker, 300, 200)
+    assert back[40:80, 180:220].mean() > 0.9 and np.nanmean(back[100:, :]) < 0.05
+    assert np.isnan(back[:, :40]).all() and np.isnan(back[:, 260:]).all()  # 300x200 -> centre 200x200
 
 
 # ---- retrieval metrics -------------------------------------------------------------------------

@@ -235,3 +235,42 @@ def test_bad_inputs_raise_clear_errors():
         clip_loss(img.long(), txt.long(), 10.0)
     with pytest.raises(RuntimeError, match="init_process_group"):
         clip_loss(img, txt, 10.0, distributed=True)
+
+
+@pytest.mark.parametrize("loss_name", ["clip", "siglip"])
+@pytest.mark.parametrize("chunk_size", [None, 3])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_loss_chunked_or_not_under_fp32_and_bf16_autocast(loss_name, chunk_size, precision):
+    """What training does: features from layers run under autocast (bf16 under --precision bf16),
+    the loss inside the same autocast region, backward outside. Chunked must match the materialised
+    loss in each precision (issue 13: chunked SigLIP crashed with a dtype mismatch under bf16)."""
+    from clipforge.losses import clip_loss, siglip_loss
+
+    def run(chunk):
+        torch.manual_seed(0)
+        x_img, x_txt = torch.randn(10, 12), torch.randn(10, 12)
+        w_img = torch.randn(12, 8, requires_grad=True)
+        w_txt = torch.randn(12, 8, requires_grad=True)
+        scale = torch.tensor(10.0, requires_grad=True)
+        bias = torch.tensor(-5.0, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            img = F.normalize(x_img @ w_img, dim=-1)  # (10, 8), bf16 under autocast
+            txt = F.normalize(x_txt @ w_txt, dim=-1)
+            if precision == "bf16":
+                assert (x_img @ w_img).dtype == torch.bfloat16
+            if loss_name == "clip":
+                loss = clip_loss(img, txt, scale, chunk_size=chunk)
+            else:
+                loss = siglip_loss(img, txt, scale, bias, chunk_size=chunk)
+        loss.backward()
+        grads = [w_img.grad, w_txt.grad, scale.grad] + ([bias.grad] if loss_name == "siglip" else [])
+        return loss.detach(), grads
+
+    loss, grads = run(chunk_size)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    ref_loss, ref_grads = run(None)
+    tol = 1e-5  # the losses compute in float32 even inside a bf16 autocast region
+    torch.testing.assert_close(loss, ref_loss, rtol=tol, atol=tol)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)

@@ -41,7 +41,7 @@ def env(tmp_path_factory):
     from clipforge.eval.policy import load_policy
 
     service = SearchService(ImageIndex.open(db, encoder=encoder), policy=load_policy(base / "policy.yaml"))
-    client = TestClient(create_app(service, max_upload_bytes=MAX_UPLOAD))
+    client = TestClient(create_app(service, max_upload_bytes=MAX_UPLOAD), base_url="http://127.0.0.1")
     ids = {p: i for p, (i, *_rest) in IndexStore(db).files().items()}
     return {
         "root": root,
@@ -151,7 +151,7 @@ def test_classify_moderate_embed(env):
 
 def test_moderation_off_without_policy(env):
     service = SearchService(ImageIndex.open(env["db"], encoder=env["encoder"]))
-    c = TestClient(create_app(service))
+    c = TestClient(create_app(service), base_url="http://127.0.0.1")
     r = c.post("/api/moderate", content=(env["root"] / "d0" / "img0000.png").read_bytes())
     assert r.status_code == 501 and "--policy" in r.json()["detail"]
 
@@ -253,7 +253,8 @@ def test_tampered_rows_and_swapped_links_do_not_escape_the_root(env, tmp_path):
     try:
         (root / "swap.png").unlink()
         os.symlink(base / "outside.png", root / "swap.png")  # a link swapped in after indexing
-        c = TestClient(create_app(SearchService(ImageIndex.open(db, encoder=env["encoder"]))))
+        app = create_app(SearchService(ImageIndex.open(db, encoder=env["encoder"])))
+        c = TestClient(app, base_url="http://127.0.0.1")
         for image_id in (evil_id, abs_id, swap_id):
             for kind in ("thumb", "image"):
                 r = c.get(f"/api/{kind}/{image_id}")
@@ -359,7 +360,7 @@ def test_server_follows_a_concurrent_indexing_run(tmp_path):
         index_folder(root, store, encoder, num_workers=0, progress=False)
     service = SearchService(ImageIndex.open(db, encoder=encoder))
     service.index.refresh_seconds = 0.0
-    c = TestClient(create_app(service))
+    c = TestClient(create_app(service), base_url="http://127.0.0.1")
     assert c.get("/api/health").json()["images"] == 3
     write_image(root / "new.png", 42)
     with IndexStore(db) as store:  # another writer (as `clipforge index` in another process would be)

@@ -286,3 +286,21 @@ def test_export_writes_a_csv_dataset(tmp_path: Path) -> None:
         and ds.load_skips == []
         and ds[2][1] == make_shapes_sample(2, split="heldout", spec=spec)[1]
     )
+
+
+def test_two_object_scenes_have_disjoint_masks_on_their_objects():
+    from clipforge.data.shapes import colours
+    from clipforge.data.shapes_scenes import heat_contrast, two_object_scene
+
+    for seed in range(20):
+        scene = two_object_scene(seed, image_size=64)
+        again = two_object_scene(seed, image_size=64)
+        assert np.array_equal(np.asarray(scene.image), np.asarray(again.image)) and scene.text == again.text
+        article, colour, shape = scene.text.split()
+        assert article in ("a", "an") and colour in colours()
+        assert scene.target.sum() > 100 and scene.other.sum() > 100 and not (scene.target & scene.other).any()
+        pixels = np.asarray(scene.image).astype(int)
+        assert np.abs(np.median(pixels[scene.target], 0) - colours()[colour]).max() < 20  # the named colour
+        assert np.abs(np.median(pixels[scene.other], 0) - colours()[colour]).max() > 40
+        heat = scene.target.astype(float)  # a perfect map: +1 against both
+        assert heat_contrast(heat, scene) == (1.0, 1.0)

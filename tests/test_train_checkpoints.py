@@ -41,7 +41,7 @@ def test_rng_state_round_trip(tmp_path):
 
 
 def test_metrics_truncate_after(tmp_path):
-    m = MetricsLogger(tmp_path / "metrics.jsonl", tensorboard=False)
+    m = MetricsLogger(tmp_path / "metrics.jsonl")
     for s in range(1, 6):
         m.log(s, {"loss": float(s)})
     m.truncate_after(3)

@@ -38,8 +38,10 @@ def save_checkpoint(
     *,
     tokenizer: Any | None = None,
     provenance: dict[str, Any] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``model`` (and its tokenizer) atomically to ``path`` (a ``.safetensors`` file)."""
+    """Write ``model`` (and its tokenizer) atomically to ``path`` (a ``.safetensors`` file).
+    ``state_dict`` replaces ``model.state_dict()`` (e.g. LoRA adapters merged into plain weights)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -50,7 +52,8 @@ def save_checkpoint(
     }
     if tokenizer is not None:
         metadata["tokenizer"] = json.dumps(tokenizer.to_metadata())
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    weights = model.state_dict() if state_dict is None else state_dict
+    state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
@@ -58,10 +61,13 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     """Read only the metadata of a clipforge checkpoint (no tensors)."""
     meta = _read_header(Path(path))
     try:
-        config = ModelConfig.from_json(meta["config"])
-        tokenizer = json.loads(meta["tokenizer"]) if "tokenizer" in meta else None
-        provenance = json.loads(meta.get("provenance", "{}"))
-    except (ConfigError, json.JSONDecodeError, KeyError) as e:
+        raw_config = parse_json(meta["config"], source=str(path), what="model config")
+        if not isinstance(raw_config, dict):
+            raise ConfigError(f"the model config is a JSON {type(raw_config).__name__}, not an object")
+        config = ModelConfig.from_dict(raw_config)
+        tokenizer = parse_json(meta["tokenizer"], source=str(path), what="tokenizer") if "tokenizer" in meta else None
+        provenance = parse_json(meta.get("provenance", "{}"), source=str(path), what="provenance")
+    except (ConfigError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: invalid clipforge metadata: {e}") from e
     return CheckpointInfo(config, tokenizer, provenance)
 
@@ -125,7 +131,20 @@ def is_clipforge_checkpoint(path: str | Path) -> bool:
         return False
 
 
-def _read_header(path: Path) -> dict[str, str]:
+def parse_json(raw: bytes | str, *, source: str, what: str = "header") -> object:
+    """JSON from an untrusted file, every failure a :class:`CheckpointError` naming ``source``:
+    malformed text, bad UTF-8, and nesting deep enough to exhaust the parser (RecursionError)."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{source}: invalid JSON {what} ({e})") from e
+    except RecursionError:
+        raise CheckpointError(f"{source}: JSON {what} nested too deeply to be a checkpoint's") from None
+
+
+def read_safetensors_header(path: str | Path) -> dict:
+    """The JSON header of a safetensors file (tensor entries and ``__metadata__``), checked."""
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     with open(path, "rb") as f:
@@ -135,11 +154,14 @@ def _read_header(path: Path) -> dict[str, str]:
         n = int.from_bytes(head, "little")
         if n <= 0 or n > 100_000_000 or n + 8 > path.stat().st_size:
             raise CheckpointError(f"{path}: not a safetensors file (bad header length)")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path}: not a safetensors file ({e})") from e
-    meta = header.get("__metadata__") or {}
+        header = parse_json(f.read(n), source=str(path), what="safetensors header")
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (the header is not a JSON object)")
+    return header
+
+
+def _read_header(path: Path) -> dict[str, str]:
+    meta = read_safetensors_header(path).get("__metadata__") or {}
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: a safetensors file but not a clipforge checkpoint (no {FORMAT!r} metadata)")
     return meta

@@ -152,6 +152,10 @@ class ModelConfig:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"model config is not valid JSON: {e}") from e
+        except RecursionError:
+            raise ConfigError("model config is nested too deeply to be a config") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config must be a JSON object, got {type(data).__name__}")
         return cls.from_dict(data)
 
 

@@ -9,11 +9,12 @@ Temporaries are named ``.<name>.<random>.tmp``; :func:`sweep_temporaries` remove
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
@@ -47,17 +48,40 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
+# How writers implemented outside Python (safetensors, torch, faiss) report a full disk.
+_DISK_FULL_MARKS = ("no space left", "storagefull", "disk quota", "file write failed", "errno 28", "enospc")
+
+
+def write_error(path: str | Path, error: BaseException) -> OSError | None:
+    """``error`` raised while writing ``path`` as an ``OSError`` naming ``path`` (not the temporary
+    file) and the cause, or None when it is not a storage failure (a bug, an interrupt)."""
+    if isinstance(error, OSError):
+        return OSError(error.errno, error.strerror or str(error), str(path))
+    text = str(error).lower()
+    if any(mark in text for mark in _DISK_FULL_MARKS):
+        return OSError(errno.ENOSPC, f"cannot write (disk full?): {str(error).strip().splitlines()[0]}", str(path))
+    return None
+
+
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)``, fsync the file, give it the umask's mode, rename it over ``path`` and
-    fsync the directory. On any error the temporary file is removed and ``path`` is untouched."""
+    fsync the directory. On any error the temporary file is removed and ``path`` is untouched; a
+    storage failure (disk full, quota, I/O error), whichever library reports it, is raised as an
+    ``OSError`` naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except Exception as e:
+            storage = write_error(path, e)
+            if storage is None:
+                raise
+            raise storage from e
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
@@ -86,16 +110,23 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def sweep_temporaries(directory: str | Path, *, older_than_s: float = 0.0) -> list[Path]:
+def sweep_temporaries(
+    directory: str | Path, *, older_than_s: float = 0.0, names: Iterable[str] | None = None
+) -> list[Path]:
     """Remove ``atomic_write`` leftovers (``.<name>.*.tmp``) in ``directory`` older than
-    ``older_than_s`` seconds: what a process killed mid-write leaves behind. Returns the removed paths."""
+    ``older_than_s`` seconds: what a process killed mid-write leaves behind. With ``names``, only
+    the temporaries of those target file names (for folders shared with other programs).
+    Returns the removed paths."""
     directory = Path(directory)
+    prefixes = None if names is None else tuple(f".{n}." for n in names)
     removed: list[Path] = []
     if not directory.is_dir():
         return removed
     now = time.time()
     for p in directory.iterdir():
         if not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)) or not p.is_file():
+            continue
+        if prefixes is not None and not p.name.startswith(prefixes):
             continue
         try:
             if now - p.stat().st_mtime >= older_than_s:

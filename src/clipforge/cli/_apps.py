@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write_text
+
 MODEL_HELP = (
     "the model: a clipforge checkpoint, an OpenAI .pt, an open_clip or Hugging Face folder, a pretrained "
     "name (e.g. ViT-B-32/openai; list: clipforge models --pretrained) or a Hub id (hf-hub:org/repo for "
@@ -64,9 +66,7 @@ def emit_json(payload: dict[str, Any], out: str | None = None) -> None:
     if out is None:
         print(text)
         return
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n", encoding="utf-8")
+    atomic_write_text(Path(out), text + "\n")
 
 
 def slug(text: str, *, limit: int = 40) -> str:

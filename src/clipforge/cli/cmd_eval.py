@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ._apps import add_model_args, emit_json, load_model, report_skips
 
 LABELLED_HELP = "a folder with one sub-folder per class, or a .csv/.tsv with image and label columns"
+BENCHMARK_HELP = ", or a CLIP_benchmark WebDataset folder/URL (wds_<name>/ with classnames.txt and <split>/*.tar)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,17 +17,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
 
     z = tasks.add_parser("zeroshot", help="zero-shot classification accuracy on a labelled image set")
-    z.add_argument("data", help=LABELLED_HELP)
+    z.add_argument("data", help=LABELLED_HELP + BENCHMARK_HELP)
     _labelled_args(z)
-    z.add_argument("--templates", default="default", help="built-in template set or template file")
+    z.add_argument(
+        "--templates",
+        help="built-in template set (default, imagenet1k = OpenAI's 80, cifar, ...) or template file "
+        "(default: a CLIP_benchmark set's own templates, else 'default')",
+    )
+    z.add_argument("--split", default="test", help="split folder of a CLIP_benchmark set")
+    z.add_argument("--workers", type=int, default=0, help="image decoding processes (CLIP_benchmark sets)")
     z.add_argument("--plot", help="confusion-matrix PNG (default: beside --out as <out>.confusion.png)")
     z.set_defaults(func=run_zeroshot)
 
     r = tasks.add_parser("retrieval", help="image-text retrieval recall@1/5/10 both ways, mean/median rank")
     r.add_argument(
         "data",
-        help="image-caption pairs: .csv/.tsv, .jsonl, a folder of images + .txt captions, or tar shards",
+        help="image-caption pairs: .csv/.tsv, .jsonl, a folder of images + .txt captions, tar shards, "
+        "or a CLIP_benchmark retrieval set (wds_<name>/ with dataset_type.txt = retrieval)",
     )
+    r.add_argument("--split", default="test", help="split folder of a CLIP_benchmark set")
     r.add_argument("--image-key", default="filepath", help="image column (CSV/JSONL)")
     r.add_argument("--caption-key", default="title", help="caption column (CSV/JSONL)")
     r.add_argument("--workers", type=int, default=0, help="image decoding processes")
@@ -50,7 +60,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _labelled_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--classnames", help="file of class names for the prompts, one per line")
+    p.add_argument(
+        "--classnames",
+        help="class names for the prompts: a file (one per line) or a built-in list (imagenet1k, cifar100, ...)",
+    )
     p.add_argument("--image-key", default="filepath", help="image column of a CSV")
     p.add_argument("--label-key", default="label", help="label column of a CSV")
     _common(p)
@@ -76,32 +89,70 @@ def _header(args: argparse.Namespace, model) -> dict:
     }
 
 
-def run_zeroshot(args: argparse.Namespace) -> int:
-    from ..eval.evaluate import zeroshot_dataset
-    from ..eval.plots import save_confusion_matrix
-    from ..eval.prompts import load_templates
+def _is_benchmark(source: str) -> bool:
+    from ..data.shard_io import is_remote
+    from ..eval.clip_benchmark import is_benchmark_dir
 
-    templates = load_templates(args.templates)
-    data = _load_data(args, args.data)
-    model, tokenizer, transform = load_model(args)
-    report = zeroshot_dataset(
-        model,
-        tokenizer,
-        transform,
-        data,
-        templates,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
-    report_skips(report.failures)
-    result = {**_header(args, model), "templates": args.templates, **report.to_dict()}
-    plot = args.plot or (str(Path(args.out).with_suffix(".confusion.png")) if args.out else None)
-    if plot:
-        result["confusion_png"] = str(
-            save_confusion_matrix(
-                report.confusion, report.classnames, plot, title=f"zero-shot: {Path(args.data).name}"
-            )
+    return is_benchmark_dir(source) or is_remote(source)
+
+
+def run_zeroshot(args: argparse.Namespace) -> int:
+    from ..eval.evaluate import zeroshot_benchmark, zeroshot_dataset
+    from ..eval.plots import save_confusion_matrix
+    from ..eval.prompts import load_classnames, load_templates
+
+    extra: dict = {}
+    if _is_benchmark(args.data):
+        from ..eval.clip_benchmark import load_benchmark
+
+        bench = load_benchmark(args.data, split=args.split)
+        if bench.kind != "classification":
+            raise ValueError(f"{args.data}: a {bench.kind} set; use `clipforge eval retrieval`")
+        classnames = load_classnames(args.classnames) if args.classnames else bench.classnames
+        if not classnames:
+            raise ValueError(f"{args.data}: no classnames.txt; pass --classnames (a file or e.g. imagenet1k)")
+        templates = load_templates(args.templates) if args.templates else bench.templates
+        templates_name = args.templates or ("dataset" if bench.templates else "default")
+        templates = templates or load_templates("default")
+        model, tokenizer, transform = load_model(args)
+        report = zeroshot_benchmark(
+            model,
+            tokenizer,
+            transform,
+            bench,
+            templates=list(templates),
+            classnames=list(classnames),
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=not args.no_progress,
         )
+        extra = {"dataset": bench.name, "split": bench.split}
+    else:
+        templates_name = args.templates or "default"
+        templates = load_templates(templates_name)
+        data = _load_data(args, args.data)
+        model, tokenizer, transform = load_model(args)
+        report = zeroshot_dataset(
+            model,
+            tokenizer,
+            transform,
+            data,
+            templates,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+    report_skips(report.failures)
+    result = {**_header(args, model), **extra, "templates": templates_name, **report.to_dict()}
+    plot = args.plot or (str(Path(args.out).with_suffix(".confusion.png")) if args.out else None)
+    if plot:  # optional: the results are written whether or not the figure can be
+        try:
+            result["confusion_png"] = str(
+                save_confusion_matrix(
+                    report.confusion, report.classnames, plot, title=f"zero-shot: {Path(args.data).name}"
+                )
+            )
+        except (ImportError, OSError, ValueError) as e:
+            print(f"clipforge eval: note: no confusion-matrix plot ({e})", file=sys.stderr)
     emit_json(result, args.out)
     if args.out:
         print(f"zero-shot top-1 {result['top1']:.4f} on {result['n_images']} images -> {args.out}")
@@ -111,12 +162,20 @@ def run_zeroshot(args: argparse.Namespace) -> int:
 def run_retrieval(args: argparse.Namespace) -> int:
     from ..eval.evaluate import retrieval_dataset
 
+    source = args.data
+    if _is_benchmark(args.data):
+        from ..eval.clip_benchmark import load_benchmark
+
+        bench = load_benchmark(args.data, split=args.split)
+        if bench.kind != "retrieval":
+            raise ValueError(f"{args.data}: a {bench.kind} set; use `clipforge eval zeroshot`")
+        source = "::".join(bench.shards)
     model, tokenizer, transform = load_model(args)
     report = retrieval_dataset(
         model,
         tokenizer,
         transform,
-        args.data,
+        source,
         image_key=args.image_key,
         caption_key=args.caption_key,
         batch_size=args.batch_size,

@@ -19,7 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", required=True, help="policy YAML (flagged/benign descriptions, thresholds)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--explain", metavar="DIR", help="write a heat map PNG of the matched description")
-    p.add_argument("--explain-method", default="auto", choices=("auto", "patch", "gradcam", "gradient"))
+    p.add_argument(
+        "--explain-method",
+        default="auto",
+        choices=("auto", "window", "gradcam", "gradient", "patch"),
+        help="how the heat map is made (auto: window; see docs/evaluation.md)",
+    )
     p.set_defaults(func=run)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from ..fileio import atomic_write_text
 from ._apps import MODEL_HELP, add_backend_arg
 from .cmd_index import DEFAULT_DB
 
@@ -38,8 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..index import Encoder, ImageIndex, IndexStore
     from ..index.gallery import render_gallery
     from ..index.store import PhotoFilter
@@ -56,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     store = IndexStore(args.db)
     model = args.model or store.get_meta("model_path")
     if not model:
-        raise ValueError(f"{args.db} does not record its model: pass --model MODEL")
+        from ..index.store import describe_model
+
+        made_by = describe_model(store.get_meta("model_id"), store.get_meta("model_name"))
+        raise ValueError(f"{args.db} does not record its model (made by {made_by}): pass --model MODEL")
     encoder = Encoder.load(model, device=args.device, precision=args.precision, backend=args.backend)
     index = ImageIndex(store, encoder=encoder, nprobe=args.nprobe)
     hits = index.search(
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         title = " + ".join(
             x for x in (args.query and f'"{args.query}"', args.image and f"image {args.image}") if x
         )
-        Path(args.html).write_text(render_gallery(hits, root, title=f"clipforge search: {title}"))
+        atomic_write_text(Path(args.html), render_gallery(hits, root, title=f"clipforge search: {title}"))
         if not args.json:
             print(f"gallery written to {args.html}")
     store.close()

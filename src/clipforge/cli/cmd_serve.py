@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 
 from ._apps import MODEL_HELP, add_backend_arg
 from .cmd_index import DEFAULT_DB
@@ -27,11 +29,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest accepted image (default: 40)")
     p.add_argument("--nprobe", type=int, default=None, help="ANN lists to probe (default: calibrated)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for the model")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="access token required on every route (default: $CLIPFORGE_TOKEN); needed to expose the "
+        "service beyond this machine safely",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name clients use to reach the server (repeatable; loopback names and --host are "
+        "always allowed; '*' allows any)",
+    )
     p.set_defaults(func=run)
+
+
+def allowed_hosts(host: str, extra: list[str]) -> list[str]:
+    """Loopback names, the bound address (when specific) and the names given with --allow-host."""
+    from ..serve.security import LOOPBACK_HOSTS
+
+    names = [*LOOPBACK_HOSTS, *extra]
+    if host not in ("0.0.0.0", "::", ""):
+        names.append(host)
+    else:  # every interface: this machine's own name is the one clients will most often use
+        names.append(socket.gethostname())
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
     from ..serve import SearchService, create_app, run_server
+    from ..serve.security import TOKEN_ENV
 
     if args.threads:
         import torch
@@ -48,7 +77,14 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=int(args.max_megapixels * 1_000_000),
         nprobe=args.nprobe,
     )
-    app = create_app(service, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    print(f"serving {service.health()['images']} images on http://{args.host}:{args.port}/ (API docs: /docs)")
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    app = create_app(
+        service,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        allowed_hosts=allowed_hosts(args.host, args.allow_host),
+        token=token,
+    )
+    login = "?token=…" if token else ""
+    print(f"serving {service.health()['images']} images on http://{args.host}:{args.port}/{login} (API docs: /docs)")
     run_server(app, host=args.host, port=args.port)
     return 0

@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Any
 
 HELP = {
-    "data": "training pairs: .csv/.tsv, .jsonl, image folder, tar shards ('shards/{000..099}.tar'), 'shapes'",
-    "val_data": "held-out pairs for retrieval eval (default: shapes' val split when training on shapes)",
+    "data": "training pairs: .csv/.tsv, .jsonl, image folder, 'shapes', or tar shards: "
+    "'shards/{000..099}.tar', 'pipe:CMD', s3:// gs:// hf:// https:// URLs ('a::b' joins patterns)",
+    "val_data": "held-out pairs for retrieval eval, or a CLIP_benchmark retrieval set "
+    "(default: shapes' val split when training on shapes)",
     "image_key": "CSV/JSONL column holding the image path",
     "caption_key": "CSV/JSONL column holding the caption(s)",
     "cache": "directory for a pre-decoded uint8 image cache (built on first use)",
     "workers": "DataLoader worker processes decoding images",
+    "shard_sampling": "tar shards: 'epoch' (every shard once per epoch) or 'resampled' (with replacement)",
+    "samples_per_epoch": "streamed data: pairs per epoch (required with --shard-sampling resampled)",
     "model": "architecture: a built-in name (clipforge models) or a model-config JSON file",
     "init": "fine-tune from these weights (their tokenizer is kept): a clipforge checkpoint, an OpenAI .pt, an "
     "open_clip or Hugging Face folder, a pretrained name (clipforge models --pretrained) or a Hub id",
@@ -42,15 +46,25 @@ HELP = {
     "device": "auto, cpu, cuda, cuda:1 ...",
     "seed": "seed of the initialisation and the data order",
     "grad_checkpointing": "recompute activations in the backward pass (less memory)",
+    "shard": "FSDP2 under torchrun: shard weights, gradients and AdamW state over the processes (large towers)",
     "lock_image": "LiT: freeze the image tower",
     "lock_image_unlocked_blocks": "with --lock-image: keep the last N blocks and the head trainable",
+    "lora_rank": "LoRA: train rank-r adapters on the attention and MLP projections only (0: full fine-tuning)",
+    "lora_alpha": "LoRA scale alpha/rank (default alpha = rank)",
+    "lora_towers": "towers that get adapters: image,text (comma-separated)",
     "out": "parent directory of run directories",
     "name": "run directory name (default: a timestamp; with --resume, the newest run)",
     "save_every": "checkpoint every N steps",
     "keep_last": "keep the last K step checkpoints (plus best and final)",
     "log_every": "log metrics every N steps",
+    "report_to": "experiment trackers, comma-separated: tensorboard, wandb, mlflow (metrics.jsonl is always written)",
+    "project": "W&B project / MLflow experiment name",
     "eval_every": "evaluate every N steps (0: only at the end)",
-    "eval_tasks": "zero-shot tasks to evaluate: 'shapes'",
+    "eval_tasks": "zero-shot sets to evaluate, comma-separated: 'shapes', labelled image folders or CSVs, "
+    "CLIP_benchmark wds_<name> folders",
+    "eval_templates": "templates for eval sets without their own: a built-in set (default, imagenet1k...) or a file",
+    "eval_max_images": "evaluate at most this many images of each user eval set",
+    "regression_tolerance": "fine-tuning: warn when zero-shot top-1 falls more than this below the starting model",
     "progress": "show a progress bar",
 }
 

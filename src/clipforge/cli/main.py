@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError) as e:  # user errors: one clear line, no traceback
+    except (ValueError, FileNotFoundError, OSError, ImportError) as e:  # expected: one clear line, no traceback
         if args.verbose:
             raise
         print(f"clipforge {args.command}: error: {e}", file=sys.stderr)

@@ -7,7 +7,6 @@ TorchScript archives go through :mod:`.torchscript`, which never compiles or run
 
 from __future__ import annotations
 
-import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, read_safetensors_header
 from .torchscript import ArchiveError, is_torchscript_archive, read_torchscript_tensors
 
 StateDict = dict[str, torch.Tensor]
@@ -57,6 +56,7 @@ def read_tensors(path: str | Path) -> tuple[StateDict, str]:
     if kind == "safetensors":
         obj: Any = _read_safetensors(path)
     elif kind == "torchscript":
+        check_zip_sizes(path)
         try:
             obj = read_torchscript_tensors(path)
         except ArchiveError as e:
@@ -73,13 +73,10 @@ def read_tensors(path: str | Path) -> tuple[StateDict, str]:
 
 def safetensors_metadata(path: str | Path) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file's header (empty when there is none)."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConvertError(f"{path}: corrupt safetensors header ({e})") from e
-    return header.get("__metadata__") or {}
+    try:
+        return read_safetensors_header(path).get("__metadata__") or {}
+    except CheckpointError as e:
+        raise ConvertError(str(e)) from e
 
 
 def strip_prefix(sd: StateDict) -> StateDict:
@@ -99,12 +96,41 @@ def _read_safetensors(path: Path) -> StateDict:
     from safetensors.torch import load_file
 
     try:
+        read_safetensors_header(path)  # checked in Python first: clear errors for hostile headers
+    except CheckpointError as e:
+        raise ConvertError(str(e)) from e
+    try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ConvertError(f"{path}: cannot read safetensors file (truncated or corrupt?): {e}") from e
 
 
+MAX_INFLATION = 4  # a PyTorch zip stores tensors uncompressed: its content is about its size
+ZIP_SLACK_BYTES = 64 * 1024 * 1024
+
+
+def check_zip_sizes(path: str | Path) -> None:
+    """Refuse a zip whose members *declare* far more bytes than the file holds (a zip bomb),
+    before anything is inflated. PyTorch and TorchScript archives store tensors uncompressed."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ConvertError(f"{path}: cannot read zip archive (truncated or corrupt?): {e}") from e
+    size = path.stat().st_size
+    declared = sum(i.file_size for i in infos)
+    if declared > MAX_INFLATION * size + ZIP_SLACK_BYTES:
+        biggest = max(infos, key=lambda i: i.file_size)
+        raise ConvertError(
+            f"{path}: refused: its members would inflate to {declared:,} bytes from a {size:,}-byte file "
+            f"({biggest.filename!r}: {biggest.file_size:,} bytes) — a zip bomb, not a checkpoint"
+        )
+
+
 def _torch_load(path: Path) -> Any:
+    if zipfile.is_zipfile(path):
+        check_zip_sizes(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

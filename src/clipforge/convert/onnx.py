@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..fileio import atomic_write_text
 from ..models import CLIP
 from .io import ConvertError
 
@@ -106,7 +107,7 @@ def export_onnx(
             "output": "text_embeds float32 (B, E), L2-normalised",
         },
     }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save_hf(out)
     diff = verify_onnx(model, out, atol=atol) if verify else None

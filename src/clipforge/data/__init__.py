@@ -8,8 +8,9 @@ from clipforge.data.collate import Batch, Collator, prepare_images
 from clipforge.data.pairs import PairsDataset, read_csv, read_folder, read_jsonl
 from clipforge.data.shapes import ShapesDataset, ShapesSpec, export_shapes, make_shapes_sample
 from clipforge.data.shapes_tasks import ZeroShotTask, zero_shot_tasks
+from clipforge.data.shard_io import expand_braces
 from clipforge.data.skips import Skip, SkipStats
-from clipforge.data.webdataset import TarShards, expand_braces
+from clipforge.data.webdataset import TarShards
 
 __all__ = [
     "Batch",

@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from clipforge.data.pairs import read_csv, read_folder, read_jsonl
+from clipforge.data.shard_io import is_remote, local_path
 from clipforge.data.webdataset import TarShards, list_shards
 
 SHAPES_PREFIX = "shapes:"
@@ -20,9 +21,9 @@ def describe_source(source: str | Path) -> str:
     text = str(source)
     if text.startswith(SHAPES_PREFIX):
         return "shapes"
-    if "{" in text or text.lower().endswith(".tar"):
+    if "{" in text or "::" in text or text.lower().endswith(".tar") or is_remote(text):
         return "tar"
-    path = Path(text)
+    path = local_path(text) or Path(text)
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".tab"):
         return "csv"
@@ -51,15 +52,17 @@ def build_dataset(
     world_size: int = 1,
     shuffle_buffer: int = 1000,
     all_captions: bool = False,
+    resampled: bool = False,
 ) -> Dataset:
     """An image-text dataset yielding ``(transform(image), caption)`` or a ``Skip``.
 
     - ``*.csv`` / ``*.tsv``: columns ``image_key`` and ``caption_key``; paths relative to the file.
     - ``*.jsonl``: objects with those keys; a caption may be a list (one picked per epoch).
     - a folder of images with same-named ``.txt`` captions (searched recursively).
-    - ``*.tar``, a folder of ``.tar`` files, or a brace pattern ``shards/{000000..000099}.tar``:
-      WebDataset shards, streamed (an IterableDataset split over ``rank``/``world_size`` and
-      DataLoader workers, shuffled within a ``shuffle_buffer``).
+    - ``*.tar``, a folder of ``.tar`` files, a brace pattern ``shards/{000000..000099}.tar``, a
+      ``pipe:`` command or an object-store/Hub URL (:mod:`clipforge.data.shard_io`): WebDataset
+      shards, streamed (an IterableDataset split over ``rank``/``world_size`` and DataLoader
+      workers, shuffled within a ``shuffle_buffer``; ``resampled`` draws shards with replacement).
     - ``shapes:train`` / ``shapes:val`` / ``shapes:heldout``: the built-in shapes data (default
       :class:`~clipforge.data.shapes.ShapesSpec` with ``seed``).
 
@@ -82,6 +85,7 @@ def build_dataset(
             world_size=world_size,
             shuffle_buffer=shuffle_buffer,
             all_captions=all_captions,
+            resampled=resampled,
         )
     if kind == "csv":
         return read_csv(

@@ -38,6 +38,7 @@ from clipforge.data.captions import mix_seed, pick_caption
 from clipforge.data.pairs import StringTable
 from clipforge.data.skips import Skip, log_load_skips
 from clipforge.data.transforms import image_transform
+from clipforge.fileio import atomic_write, atomic_write_text
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -103,6 +104,7 @@ def build_cache(
     num_workers: int = 2,
     batch_size: int = 64,
     force: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Build (or reuse, when its fingerprint still matches) the cache of ``source`` in
     ``cache_dir``; returns ``cache_dir``. ``source`` is anything ``build_dataset`` reads;
@@ -130,19 +132,20 @@ def build_cache(
     cache_dir.mkdir(parents=True, exist_ok=True)
     tag = fp[:16]
     images_name, captions_name = f"images-{tag}.u8", f"captions-{tag}.jsonl"
-    tmp_images = cache_dir / f".{images_name}.tmp{os.getpid()}"
-    tmp_captions = cache_dir / f".{captions_name}.tmp{os.getpid()}"
     skips: list[Skip] = list(getattr(dataset, "load_skips", []))
     count = 0
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
     total = None if isinstance(dataset, IterableDataset) else len(dataset)
-    try:
+
+    def stream(tmp_images: str, tmp_captions: str) -> None:
+        nonlocal count
         with open(tmp_images, "wb") as fi, open(tmp_captions, "w", encoding="utf-8") as fc:
             for batch in tqdm(
                 loader,
                 desc=f"caching {Path(str(source)).name}",
                 total=None if total is None else -(-total // batch_size),
                 unit="batch",
+                disable=not progress,
             ):
                 for sample in batch:
                     if isinstance(sample, Skip):
@@ -152,11 +155,12 @@ def build_cache(
                     fi.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
                     fc.write(json.dumps(captions, ensure_ascii=False) + "\n")
                     count += 1
-        os.replace(tmp_images, cache_dir / images_name)
-        os.replace(tmp_captions, cache_dir / captions_name)
-    finally:
-        for tmp in (tmp_images, tmp_captions):
-            tmp.unlink(missing_ok=True)
+
+    # both data files atomically (the manifest, written last, is what makes them valid)
+    atomic_write(
+        cache_dir / images_name,
+        lambda ti: atomic_write(cache_dir / captions_name, lambda tc: stream(ti, tc)),
+    )
     manifest = {
         **settings,
         "fingerprint": fp,
@@ -169,9 +173,7 @@ def build_cache(
         "mean": list(preprocess.mean),
         "std": list(preprocess.std),
     }
-    tmp_manifest = cache_dir / f".{MANIFEST}.tmp{os.getpid()}"
-    tmp_manifest.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    os.replace(tmp_manifest, cache_dir / MANIFEST)
+    atomic_write_text(cache_dir / MANIFEST, json.dumps(manifest, indent=1))
     if old is not None:  # the previous build's data files, unless this build reused their names
         for name in (old.get("images"), old.get("captions")):
             if name and name not in (images_name, captions_name):

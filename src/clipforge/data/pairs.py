@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -40,6 +41,9 @@ from clipforge.data.skips import (
 
 Transform = Callable[[Image.Image], Any]
 Sample = tuple[Any, str] | tuple[Any, list[str]] | Skip
+
+
+_SURROGATES = re.compile("[\udc80-\udcff]")
 
 
 @cache
@@ -172,6 +176,11 @@ def _add_row(
     out[2].append(where)
 
 
+def has_undecodable(*values: Any) -> bool:
+    """Whether text read with ``errors="surrogateescape"`` held bytes that are not UTF-8."""
+    return any(isinstance(v, str) and _SURROGATES.search(v) for v in values)
+
+
 def read_csv(
     path: str | Path,
     *,
@@ -190,7 +199,8 @@ def read_csv(
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     out: tuple[list, list, list] = ([], [], [])
     skips: list[Skip] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    # invalid UTF-8 bytes survive as lone surrogates, so one bad row is skipped, not the whole file
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
         missing = [k for k in (image_key, caption_key) if k not in header]
@@ -203,6 +213,13 @@ def read_csv(
             where = f"{path}:{reader.line_num}"
             if row.get(image_key) is None or row.get(caption_key) is None:
                 skips.append(Skip(MALFORMED_ROW, where, "row has fewer columns than the header"))
+                continue
+            if None in row:  # DictReader's restkey: values beyond the header
+                detail = "row has more columns than the header (an unquoted delimiter in the caption?)"
+                skips.append(Skip(MALFORMED_ROW, where, detail))
+                continue
+            if has_undecodable(row[image_key], row[caption_key]):
+                skips.append(Skip(MALFORMED_ROW, where, "invalid UTF-8"))
                 continue
             _add_row(row[image_key], row[caption_key], base=path.parent, where=where, out=out, skips=skips)
     log_load_skips(str(path), skips)
@@ -232,11 +249,14 @@ def read_jsonl(
     path = Path(path)
     out: tuple[list, list, list] = ([], [], [])
     skips: list[Skip] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
+            if has_undecodable(line):
+                skips.append(Skip(MALFORMED_ROW, where, "invalid UTF-8"))
+                continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:

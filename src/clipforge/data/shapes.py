@@ -30,6 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from clipforge.data.shapes_render import PATTERNS, SHAPES, object_masks, second_color, stamp
+from clipforge.fileio import atomic_write
 
 SIZES = {"small": 0.09, "large": 0.14}  # object radius as a fraction of the image side
 GAP = 0.035  # space between objects of a group, fraction of the image side
@@ -289,28 +290,19 @@ def export_shapes(
         (out / split).mkdir(parents=True, exist_ok=True)
         n = spec.size_of(split)
         digits = max(6, len(str(max(n - 1, 0))))
-        tmp = out / f".{split}.csv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["filepath", "title", "shape", "colour", "pattern", "size", "count", "position"])
-            for i in tqdm(range(n), desc=f"shapes {split}", unit="img", leave=False):
-                image, caption, a = make_shapes_sample(i, split=split, spec=spec)
-                rel = f"{split}/{i:0{digits}d}.png"
-                image.save(out / rel)
-                writer.writerow(
-                    [
-                        rel,
-                        caption,
-                        a["shape"],
-                        a["colour"],
-                        a["pattern"],
-                        a["size"],
-                        a["count"],
-                        a["position"],
-                    ]
-                )
-        tmp.replace(out / f"{split}.csv")
-        written[split] = out / f"{split}.csv"
+
+        def write_split(tmp: str, split: str = split, n: int = n, digits: int = digits) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["filepath", "title", "shape", "colour", "pattern", "size", "count", "position"])
+                for i in tqdm(range(n), desc=f"shapes {split}", unit="img", leave=False):
+                    image, caption, a = make_shapes_sample(i, split=split, spec=spec)
+                    rel = f"{split}/{i:0{digits}d}.png"
+                    image.save(out / rel)
+                    attributes = [a[k] for k in ("shape", "colour", "pattern", "size", "count", "position")]
+                    writer.writerow([rel, caption, *attributes])
+
+        written[split] = atomic_write(out / f"{split}.csv", write_split)  # the CSV last: it names the PNGs
     return written
 
 

@@ -41,10 +41,15 @@ class Skip:
 
 
 class SkipStats:
-    """Running count of skipped samples by reason; logs the first ``log_first`` of them."""
+    """Running count of skipped samples by reason; logs the first ``log_first`` of them.
+
+    Samples named by ``keys`` (``(reason, where)``) are counted once however many epochs meet
+    them, so a file that disappears in a later epoch adds one, and a bad one does not add one per
+    epoch; skips without a name are counted each time."""
 
     def __init__(self, *, log_first: int = 5) -> None:
         self.counts: Counter[str] = Counter()
+        self.seen: set[tuple[str, str]] = set()
         self.log_first = log_first
         self._logged = 0
 
@@ -66,11 +71,26 @@ class SkipStats:
         for s in skips:
             self.record(s)
 
-    def update(self, counts: Mapping[str, int], notes: Iterable[str] = ()) -> None:
-        """Add counts that came back from a worker (e.g. ``batch.skipped``, ``batch.skip_notes``)."""
+    def update(
+        self,
+        counts: Mapping[str, int],
+        notes: Iterable[str] = (),
+        keys: Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        """Add counts that came back from a worker (``batch.skipped``, ``batch.skip_notes``,
+        ``batch.skip_keys``). With ``keys``, samples already counted are not counted again."""
         notes = list(notes)
+        counts = Counter(counts)
+        if keys is not None:
+            keys = [tuple(k) for k in keys]
+            counts.subtract(Counter(reason for reason, _ in keys))  # what remains has no name
+            new = [k for k in dict.fromkeys(keys) if k not in self.seen]
+            notes = [n for n in notes if any(n.startswith(f"{where}:") for _, where in new)]  # log once
+            self.seen.update(new)
+            counts.update(reason for reason, _ in new)
         for reason, n in counts.items():
-            self.counts[reason] += n
+            if n > 0:
+                self.counts[reason] += n
         for note in notes:
             if self._logged >= self.log_first:
                 break
@@ -83,11 +103,27 @@ class SkipStats:
         parts = ", ".join(f"{r} {n}" for r, n in sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])))
         return f"skipped {self.total} samples: {parts}"
 
-    def state_dict(self) -> dict[str, int]:
-        return dict(self.counts)
+    def state_dict(self) -> dict:
+        return {"counts": dict(self.counts), "seen": sorted(self.seen)}
 
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        self.counts = Counter({str(k): int(v) for k, v in state.items()})
+    def load_state_dict(self, state: Mapping) -> None:
+        if "counts" not in state:  # the older flat {reason: count}
+            state = {"counts": state, "seen": []}
+        self.counts = Counter({str(k): int(v) for k, v in state["counts"].items()})
+        self.seen = {(str(r), str(w)) for r, w in state["seen"]}
+
+    def merge(self, state: Mapping) -> None:
+        """Add another process's ``state_dict()``; samples both counted are counted once."""
+        other = SkipStats()
+        other.load_state_dict(state)
+        counts = other.counts.copy()
+        for reason, where in other.seen:
+            if (reason, where) in self.seen:
+                counts[reason] -= 1
+            self.seen.add((reason, where))
+        for reason, n in counts.items():
+            if n > 0:
+                self.counts[reason] += n
 
 
 def log_load_skips(source: str, skips: list[Skip], *, show: int = 3) -> None:

@@ -15,7 +15,6 @@ samples; a distributed loop should run a fixed number of steps per epoch.
 from __future__ import annotations
 
 import json
-import re
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,8 @@ from torch.utils.data import IterableDataset
 from clipforge.data.captions import clean_captions, pick_caption
 from clipforge.data.images import ImageDecodeError, load_image
 from clipforge.data.pairs import is_image_extension
+from clipforge.data.seeding import seed_all
+from clipforge.data.shard_io import expand_urls, local_path, open_shard
 from clipforge.data.skips import (
     BAD_CAPTION,
     CORRUPT_IMAGE,
@@ -40,60 +41,6 @@ from clipforge.data.skips import (
     TRUNCATED_SHARD,
     Skip,
 )
-
-_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.(\d+))?$")
-
-
-def _matching_brace(pattern: str, start: int) -> int:
-    depth = 0
-    for i in range(start, len(pattern)):
-        if pattern[i] == "{":
-            depth += 1
-        elif pattern[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-    raise ValueError(f"unbalanced '{{' in {pattern!r}")
-
-
-def _split_top_commas(body: str) -> list[str]:
-    parts, depth, last = [], 0, 0
-    for i, ch in enumerate(body):
-        depth += ch == "{"
-        depth -= ch == "}"
-        if ch == "," and depth == 0:
-            parts.append(body[last:i])
-            last = i + 1
-    return parts + [body[last:]]
-
-
-def expand_braces(pattern: str) -> list[str]:
-    """Shell-style brace expansion, in order: ``a{00..02}`` → a00 a01 a02 (zero padding kept from
-    the endpoints), ``{x,y}`` → x y, ``{0..10..5}`` → 0 5 10; several and nested groups combine."""
-    start = pattern.find("{")
-    if start < 0:
-        if "}" in pattern:
-            raise ValueError(f"unbalanced '}}' in {pattern!r}")
-        return [pattern]
-    end = _matching_brace(pattern, start)
-    head, body, tail = pattern[:start], pattern[start + 1 : end], pattern[end + 1 :]
-    m = _RANGE.match(body)
-    if m:
-        lo, hi, step = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
-        if step <= 0:
-            raise ValueError(f"brace range step must be positive in {pattern!r}")
-        padded = any(len(g.lstrip("-")) > 1 and g.lstrip("-").startswith("0") for g in m.group(1, 2))
-        width = max(len(m.group(1)), len(m.group(2))) if padded else 0
-        direction = 1 if hi >= lo else -1
-        options = [str(v).zfill(width) for v in range(lo, hi + direction, step * direction)]
-    else:
-        alternatives = _split_top_commas(body)
-        if len(alternatives) == 1:  # "{abc}" is literal, as in bash
-            options = ["{" + alt + "}" for alt in expand_braces(body)]
-        else:
-            options = [o for alt in alternatives for o in expand_braces(alt)]
-    rest = expand_braces(tail)
-    return [head + o + r for o in options for r in rest]
 
 
 def split_key(name: str) -> tuple[str, str]:
@@ -138,9 +85,45 @@ def _captions_from(ext: str, data: bytes) -> list[str] | str:
     return clean_captions(obj)
 
 
+def tar_groups(shard: str) -> Iterator[tuple[str, dict[str, bytes]] | Skip]:
+    """``(key, {ext: bytes})`` for consecutive members of ``shard`` that share a key, streamed; a
+    :class:`Skip` when the shard is missing or breaks off (the half-read group is dropped)."""
+    key, members = None, {}
+    try:
+        with open_shard(shard) as stream, tarfile.open(fileobj=stream, mode="r|*") as tf:
+            for info in tf:
+                if not info.isfile():
+                    continue
+                k, ext = split_key(info.name)
+                if k != key and key is not None:
+                    yield key, members
+                    members = {}
+                key = k
+                f = tf.extractfile(info)
+                members[ext] = f.read() if f is not None else b""
+    except FileNotFoundError as e:
+        yield Skip(MISSING_SHARD, shard, str(e))
+        return
+    except (tarfile.TarError, EOFError, OSError) as e:
+        yield Skip(TRUNCATED_SHARD, f"{shard}:{key}" if key else shard, str(e)[:300])
+        return
+    if key is not None:
+        yield key, members
+
+
 class TarShards(IterableDataset):
     """Iterates ``(transform(image), caption)`` (or a :class:`Skip`) over tar shards, split across
-    DataLoader workers and distributed ranks. Call :meth:`set_epoch` before each epoch."""
+    DataLoader workers and distributed ranks. Call :meth:`set_epoch` before each epoch.
+
+    ``resampled=False`` (epoch mode): each epoch reads every shard once (see :func:`assign_shards`).
+    ``resampled=True``: each worker draws shards with replacement, forever, from a stream seeded by
+    (seed, epoch, rank, worker); the reader decides how many samples make an epoch.
+
+    Exact resume (:meth:`set_resume`): worker ``w`` of the next epoch's loader plays the *logical*
+    worker ``(w + rotate) % num_workers`` and skips the first ``skip[logical]`` samples of its
+    stream without decoding them. Every sample's augmentation is seeded from its position, so
+    the samples after the skip are the same tensors an uninterrupted run produces.
+    """
 
     def __init__(
         self,
@@ -152,6 +135,7 @@ class TarShards(IterableDataset):
         world_size: int = 1,
         shuffle_buffer: int = 0,
         all_captions: bool = False,
+        resampled: bool = False,
     ) -> None:
         if not shards:
             raise ValueError("no tar shards given")
@@ -160,38 +144,28 @@ class TarShards(IterableDataset):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.all_captions = all_captions
+        self.resampled = resampled
         self.epoch = 0
+        self.skip: list[int] = []
+        self.rotate = 0
         self.load_skips: list[Skip] = []
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def source_files(self) -> list[Path]:
-        return [Path(s) for s in self.shards]
+    def set_resume(self, *, skip: Sequence[int], rotate: int) -> None:
+        """Before the loader starts: logical worker ``i`` skips ``skip[i]`` samples; physical worker
+        ``w`` plays logical worker ``(w + rotate) % num_workers``. ``skip=()`` starts from the top."""
+        self.skip, self.rotate = [int(n) for n in skip], int(rotate)
 
-    def _groups(self, shard: str) -> Iterator[tuple[str, dict[str, bytes]] | Skip]:
-        """(key, {ext: bytes}) for consecutive members with the same key; a Skip if the shard breaks."""
-        key, members = None, {}
-        try:
-            with tarfile.open(shard, mode="r|*") as tf:
-                for info in tf:
-                    if not info.isfile():
-                        continue
-                    k, ext = split_key(info.name)
-                    if k != key and key is not None:
-                        yield key, members
-                        members = {}
-                    key = k
-                    f = tf.extractfile(info)
-                    members[ext] = f.read() if f is not None else b""
-        except FileNotFoundError as e:
-            yield Skip(MISSING_SHARD, shard, str(e))
-            return
-        except (tarfile.TarError, EOFError, OSError) as e:
-            yield Skip(TRUNCATED_SHARD, f"{shard}:{key}" if key else shard, str(e))
-            return  # the half-read group is dropped with the shard's tail
-        if key is not None:
-            yield key, members
+    def source_files(self) -> list[Path]:
+        return [p for s in self.shards if (p := local_path(s)) is not None]
+
+    def _worker(self) -> tuple[int, int]:
+        """(logical worker id, number of workers) of the calling DataLoader worker."""
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return (worker + self.rotate) % num_workers, num_workers
 
     def _sample(self, shard: str, key: str, members: dict[str, bytes]) -> Any:
         where = f"{shard}:{key}"
@@ -211,14 +185,16 @@ class TarShards(IterableDataset):
             return Skip(CORRUPT_IMAGE, f"{where}.{image_ext}", str(e)[:200])
         if self.all_captions:
             return pixels, captions
-        return pixels, pick_caption(
-            captions, seed=self.seed, epoch=self.epoch, index=zlib.crc32(key.encode())
-        )
+        return pixels, pick_caption(captions, seed=self.seed, epoch=self.epoch, index=zlib.crc32(key.encode()))
 
-    def _worker_groups(self) -> Iterator[tuple[str, str, dict[str, bytes]] | Skip]:
+    def _worker_groups(self, worker: int, num_workers: int) -> Iterator[tuple[str, str, dict[str, bytes]] | Skip]:
         """This worker's raw samples, ``(shard, key, {ext: bytes})``, in shard order."""
-        info = torch.utils.data.get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self.resampled:
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0x5A3D])
+            while True:
+                shard = self.shards[int(rng.integers(len(self.shards)))]
+                for group in tar_groups(shard):
+                    yield group if isinstance(group, Skip) else (shard, *group)
         plan = assign_shards(
             len(self.shards),
             rank=self.rank,
@@ -231,7 +207,7 @@ class TarShards(IterableDataset):
         for shard_index, stride, offset in plan:
             shard = self.shards[shard_index]
             n = 0
-            for group in self._groups(shard):
+            for group in tar_groups(shard):
                 if isinstance(group, Skip):
                     if offset == 0:  # report a broken shard once, not once per sharer
                         yield group
@@ -240,10 +216,8 @@ class TarShards(IterableDataset):
                     yield (shard, *group)
                 n += 1
 
-    def _shuffled(self, groups: Iterator[Any]) -> Iterator[Any]:
+    def _shuffled(self, groups: Iterator[Any], worker: int) -> Iterator[Any]:
         """Reservoir-style shuffle of still-encoded samples (bytes are small; decoded tensors are not)."""
-        info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
         buffer: list[Any] = []
         for g in groups:
@@ -257,25 +231,35 @@ class TarShards(IterableDataset):
         yield from buffer
 
     def __iter__(self) -> Iterator[Any]:
-        groups = self._worker_groups()
+        worker, num_workers = self._worker()
+        groups = self._worker_groups(worker, num_workers)
         if self.shuffle_buffer > 1:
-            groups = self._shuffled(groups)
-        for g in groups:
-            yield g if isinstance(g, Skip) else self._sample(*g)
+            groups = self._shuffled(groups, worker)
+        skip = self.skip[worker] if worker < len(self.skip) else 0
+        for n, g in enumerate(groups):
+            if n < skip:  # resuming: already consumed by the interrupted run; not decoded
+                continue
+            if isinstance(g, Skip):
+                yield g
+                continue
+            seed_all(self.seed, self.epoch, self.rank, worker, n)
+            yield self._sample(*g)
 
 
 def list_shards(source: str | Path) -> list[str]:
-    """The shard files named by a brace pattern, a single ``.tar`` or a folder of ``.tar`` files."""
+    """The shard sources named by a brace pattern (``::`` joins several), a single ``.tar``, a
+    ``pipe:`` command, a URL, or a folder of ``.tar`` files. Local shards must exist (at least one)."""
     text = str(source)
-    if "{" in text:
-        shards = expand_braces(text)
-    elif Path(text).is_dir():
-        shards = sorted(str(p) for p in Path(text).glob("*.tar"))
+    folder = local_path(text)
+    if "{" in text or "::" in text:
+        shards = expand_urls(text)
+    elif folder is not None and folder.is_dir():
+        shards = sorted(str(p) for p in folder.glob("*.tar"))
     else:
         shards = [text]
-    missing = [s for s in shards if not Path(s).is_file()]
-    if len(missing) == len(shards):
-        raise FileNotFoundError(
-            f"no tar shard found for {text!r} (first looked for {shards[0] if shards else text})"
-        )
+    local = [p for s in shards if (p := local_path(s)) is not None]
+    if shards and len(local) == len(shards) and not any(p.is_file() for p in local):
+        raise FileNotFoundError(f"no tar shard found for {text!r} (first looked for {shards[0] if shards else text})")
+    if not shards:
+        raise FileNotFoundError(f"no tar shard found for {text!r}")
     return shards

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from PIL import Image
 
+from ..fileio import atomic_write
 from ..inference import image_transform, model_id
 from ..models import CLIP
 from .prompts import check_labels, check_templates, load_templates
@@ -127,7 +128,8 @@ class ZeroShotClassifier:
             "model_id": self.model_id,
             "model_name": self.model.config.name or "",
         }
-        save_file({"class_embeddings": self.class_embeddings.contiguous()}, str(path), metadata=meta)
+        tensors = {"class_embeddings": self.class_embeddings.contiguous()}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
         return path
 
     @classmethod

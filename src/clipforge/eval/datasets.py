@@ -16,10 +16,17 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..data.images import is_image_file
+from torch.utils.data import Dataset
+
+from ..data.images import ImageDecodeError, load_image
+from ..data.pairs import has_undecodable
+from ..data.skips import CORRUPT_IMAGE, Skip
+from ..data.walk import walk_images
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +75,18 @@ def load_labelled(
 def image_folder(root: str | Path, *, classnames: list[str] | None = None) -> LabelledImages:
     """``root/<class>/<image>``; see :func:`load_labelled` for how ``classnames`` applies."""
     root = Path(root)
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found: dict[str, list[Path]] = {}  # class folder -> its image files
+    for f in walk_images(root).files:  # links never leave the tree; links to folders are not classes
+        if "/" in f.path:
+            found.setdefault(f.path.split("/", 1)[0], []).append(root / f.path)
+    for p in sorted(root.iterdir()):
+        if not p.name.startswith(".") and p.name not in found and p.is_dir():
+            log.warning("%s: %r holds no image files (or is a link): not a class", root, p.name)
+    folders = sorted(found)
     if not folders:
-        raise ValueError(f"{root}: no class sub-folders (expected {root}/<class name>/<image files>)")
+        raise ValueError(
+            f"{root}: no class sub-folders holding images (expected {root}/<class name>/<image files>)"
+        )
     if classnames is None:
         names, index = folders, {f: i for i, f in enumerate(folders)}
     elif all(f in classnames for f in folders):
@@ -85,9 +101,7 @@ def image_folder(root: str | Path, *, classnames: list[str] | None = None) -> La
         )
     paths, labels = [], []
     for folder in folders:
-        files = sorted(p for p in (root / folder).rglob("*") if p.is_file() and is_image_file(p))
-        if not files:
-            log.warning("%s: no image files in class folder %r", root, folder)
+        files = found[folder]
         paths += files
         labels += [index[folder]] * len(files)
     return LabelledImages(paths, labels, names, str(root))
@@ -106,7 +120,7 @@ def labelled_csv(
     set of names, or ``"0" … "max"`` for integer labels."""
     path = Path(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:  # bad bytes: row skipped
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
         for key in (image_key, label_key):
@@ -116,6 +130,12 @@ def labelled_csv(
     raw: list[tuple[int, Path, str]] = []
     skipped = []
     for line, row in rows:
+        if None in row:
+            skipped.append(f"{path}:{line}: more columns than the header")
+            continue
+        if has_undecodable(row.get(image_key), row.get(label_key)):
+            skipped.append(f"{path}:{line}: invalid UTF-8")
+            continue
         image, label = (row.get(image_key) or "").strip(), (row.get(label_key) or "").strip()
         if not image or not label:
             skipped.append(f"{path}:{line}: empty {(image_key if not image else label_key)!r}")
@@ -151,13 +171,14 @@ def collect_images(inputs: list[str | Path], *, recursive: bool = True) -> list[
     """Files and folders from a command line → image files (folders expanded, sorted).
 
     A named file is kept whatever its extension (so that an unreadable one is reported when it is
-    opened); a missing path is a FileNotFoundError."""
+    opened); a missing path is a FileNotFoundError. Inside a folder, links are followed only to
+    files within it (never out of the tree, never into a directory: no loops)."""
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            pattern = p.rglob("*") if recursive else p.iterdir()
-            found += sorted(f for f in pattern if f.is_file() and is_image_file(f))
+            listing = walk_images(p).files
+            found += [p / f.path for f in listing if recursive or "/" not in f.path]
         elif p.exists():
             found.append(p)
         else:
@@ -165,3 +186,23 @@ def collect_images(inputs: list[str | Path], *, recursive: bool = True) -> list[
     if not found:
         raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
     return found
+
+
+class LabelledDataset(Dataset):
+    """``(transform(image), label)`` for each image of a :class:`LabelledImages`, or a :class:`Skip`
+    naming an unreadable file (a map-style dataset for DataLoaders)."""
+
+    def __init__(self, data: LabelledImages, *, transform: Callable | None) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Any:
+        path = self.data.paths[i]
+        try:
+            image = load_image(path)
+            pixels = self.transform(image) if self.transform is not None else image
+        except (ImageDecodeError, OSError, ValueError) as e:
+            return Skip(CORRUPT_IMAGE, str(path), getattr(e, "reason", str(e))[:200])
+        return pixels, self.data.labels[i]

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from ..models import CLIP
+from .clip_benchmark import BenchmarkImages, BenchmarkSet
 from .datasets import LabelledImages
-from .features import encode_image_files
+from .features import encode_image_files, encode_labelled
 from .linear_probe import ProbeResult, linear_probe, stratified_split
 from .metrics import confusion_matrix, mean_per_class_accuracy, per_class_accuracy
 from .retrieval import retrieval_metrics
@@ -73,20 +74,58 @@ def zeroshot_dataset(
     if not feats.kept:
         raise ValueError(f"{data.source}: none of the {len(data)} images could be read")
     labels = torch.tensor([data.labels[i] for i in feats.kept])  # (N,)
-    classifier = build_classifier(model, tokenizer, data.classnames, templates)  # (C, E)
-    features = feats.features.to(classifier.device)
+    return _zeroshot_report(
+        model, tokenizer, feats.features, labels, data.classnames, templates, feats.failures, data.skipped
+    )
+
+
+def zeroshot_benchmark(
+    model: CLIP,
+    tokenizer: Callable,
+    transform: Callable,
+    bench: BenchmarkSet,
+    *,
+    templates: list[str],
+    classnames: list[str],
+    batch_size: int = 64,
+    workers: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+) -> ZeroShotReport:
+    """Zero-shot accuracy on a CLIP_benchmark WebDataset split (:mod:`.clip_benchmark`)."""
+    features, targets, failures = encode_labelled(
+        model,
+        BenchmarkImages(bench, transform=transform),
+        batch_size=batch_size,
+        workers=workers,
+        limit=limit,
+        progress=progress,
+        desc=bench.name,
+    )
+    if not targets:
+        raise ValueError(f"{bench.root}: no usable images in split {bench.split!r}")
+    labels = torch.tensor(targets, dtype=torch.long)  # (N,)
+    if int(labels.max()) >= len(classnames):
+        raise ValueError(f"{bench.root}: label {int(labels.max())} but only {len(classnames)} class names")
+    return _zeroshot_report(model, tokenizer, features, labels, classnames, templates, failures, [])
+
+
+def _zeroshot_report(
+    model: CLIP,
+    tokenizer: Callable,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    classnames: list[str],
+    templates: list[str],
+    failures: list[tuple[str, str]],
+    skipped_rows: list[str],
+) -> ZeroShotReport:
+    classifier = build_classifier(model, tokenizer, classnames, templates)  # (C, E)
+    features = features.to(classifier.device)  # (N, E)
     accuracy = zero_shot_accuracy(features, classifier, labels, topk=(1, 5))
     predictions = predict(features, classifier).cpu()  # (N,)
-    confusion = confusion_matrix(predictions, labels, len(data.classnames))
-    return ZeroShotReport(
-        list(data.classnames),
-        len(templates),
-        accuracy,
-        confusion,
-        len(feats.kept),
-        feats.failures,
-        data.skipped,
-    )
+    confusion = confusion_matrix(predictions, labels, len(classnames))
+    return ZeroShotReport(list(classnames), len(templates), accuracy, confusion, len(labels), failures, skipped_rows)
 
 
 # ---- retrieval ---------------------------------------------------------------------------------

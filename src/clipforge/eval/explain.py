@@ -1,30 +1,39 @@
 """Why did the model match this image to this text? Heat maps over image regions.
 
-Three methods, all returning a map over the model's input view scaled to [0, 1]:
+Four methods, all returning a map over the model's input view scaled to [0, 1]:
 
-* ``"patch"`` (ViTs): cosine similarity between the text embedding and every patch token pushed
-  through the image tower's final norm and projection (``model.visual.project_patches``).
-  One forward pass, no gradients; as coarse as the patch grid.
+* ``"window"`` (any tower; **the default**, ``auto``): the model looks at the image through square
+  windows of half the input's side on a 5 x 5 grid of positions (outside the window, the image's
+  mean colour); each pixel's heat is the mean image–text cosine of the windows that show it.
+  25 forward passes (batched), no gradients. It asks the model what each region alone matches, so
+  it lands on the named object where the gradient methods below do not (see "Why not Grad-CAM").
 * ``"gradcam"`` (ViTs and ResNets): Grad-CAM, from the gradient of the image–text cosine with
   respect to intermediate feature maps. ResNet: the last stage's map, each channel weighted by its
   mean gradient (the original Grad-CAM). ViT: at the input of every block, each patch token's
   Σ_c gradient × activation (its own gradient, not one averaged over tokens), positive part,
-  scaled to a maximum of 1; the blocks' maps are averaged. In our tests the CNN form (gradients
-  averaged over tokens, last block only) gave maps with no consistent contrast on ViTs, and any
-  single block was less reliable than the average over all of them.
+  scaled to a maximum of 1; the blocks' maps are averaged.
 * ``"gradient"`` (any tower): input saliency, |gradient × input| summed over colour channels and
-  smoothed over small windows, at pixel resolution.
+  smoothed over small windows, at pixel resolution. It highlights *both* objects against the
+  background: it shows what the score is sensitive to, for or against.
+* ``"patch"`` (ViTs): cosine similarity between the text embedding and every patch token pushed
+  through the image tower's final norm and projection (``model.visual.project_patches``). Usually
+  *inverted* on CLIP-style models (background patches score highest: only the class token is
+  trained to align with text).
 
-``"auto"`` picks ``"gradcam"``, the most faithful of the three in our measurements on small shapes
-models (``benchmarks/bench_explain.py``, docs/evaluation.md): on a red circle beside another
-shape, its map of "a red circle" is brighter on the circle than on the other shape. The input
-gradient highlights *both* objects against the background (it shows what the score is sensitive
-to, for or against), and raw patch similarity is usually *inverted* on CLIP-style models
-(background patches score highest, because only the class token is trained to align with text):
-read ``"patch"`` maps with that in mind.
+Why not Grad-CAM (measured with ``benchmarks/bench_explain.py`` on two-object shapes scenes,
+docs/evaluation.md): a gradient is local to the image as a whole, and two traits of small CLIP
+models defeat it. (1) The quickstart ResNet's last stage is a 2 x 2 grid at 64 px; any finer map
+(an earlier stage, or the last stage without its final pooling) shows the attention pool reading a
+summary of the whole image from *empty background cells along the image border* (the zero padding
+makes them distinct), so those cells, not the object, carry the gradient, and the 2 x 2 map is
+brightest on a whole half of the image with its peak at the image edge. (2) A ViT's embedding of
+a two-object image is often one object's alone (the image of a blue circle beside a red heart
+scored −0.58 with "a blue circle", the red heart alone −0.57, the blue circle alone +0.58), so
+the gradient points at the object that decided the embedding: the other one. Looking through
+windows asks about each region in isolation, which neither trait affects.
 
-The model sees a resized, centre-cropped view of the image; :func:`model_view` cuts that region
-out of the original, and the overlay is drawn on it at the original's resolution.
+The model sees a resized, centre-cropped view of the image; :meth:`Explanation.overlay` maps the
+heat back onto the original at its own resolution (``explain_draw``), dimming what was cropped.
 """
 
 from __future__ import annotations
@@ -43,14 +52,15 @@ from torch import nn
 
 from ..models import CLIP
 from ..models.vit import VisionTransformer
+from . import explain_draw
 
-Method = Literal["auto", "patch", "gradcam", "gradient"]
-METHODS: tuple[str, ...] = ("auto", "patch", "gradcam", "gradient")
-AUTO_METHOD = "gradcam"
-
-# Colour ramp for overlays (low → high): dark blue, blue, cyan, yellow, red.
-_RAMP_POS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-_RAMP_RGB = np.array([[0, 0, 96], [0, 64, 255], [0, 224, 224], [255, 224, 0], [224, 0, 0]], dtype=np.float64)
+Method = Literal["auto", "window", "gradcam", "gradient", "patch"]
+METHODS: tuple[str, ...] = ("auto", "window", "gradcam", "gradient", "patch")
+AUTO_METHOD = "window"
+WINDOW_FRACTION = 0.5  # window side / input side
+WINDOW_STEPS = 6  # window positions along each axis (WINDOW_STEPS² forward passes)
+WINDOW_BATCH = 36  # windows per forward pass
+WINDOW_SIGMA = 0.25  # spread of a window's score around its centre, in window sides
 
 
 def heat_map(
@@ -67,7 +77,9 @@ def heat_map(
     visual = model.visual if model.dtype == torch.float32 else copy.deepcopy(model.visual).float()
     x = image[None].to(device=model.device, dtype=torch.float32)  # (1, 3, H, W)
     t = F.normalize(text_embedding.float().to(model.device), dim=-1)  # (E,)
-    if method == "patch":
+    if method == "window":
+        raw = _window_similarity(visual, x, t)
+    elif method == "patch":
         raw = _patch_similarity(visual, x, t)
     elif method == "gradcam":
         raw = _grad_cam(visual, x, t)
@@ -77,6 +89,36 @@ def heat_map(
     full = F.interpolate(raw, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]  # (H, W)
     lo, hi = full.min(), full.max()
     return ((full - lo) / (hi - lo)).cpu() if hi > lo else torch.zeros_like(full).cpu()
+
+
+def _window_similarity(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    size = x.shape[-1]
+    side = max(1, round(size * WINDOW_FRACTION))
+    # Window centres at the cell centres of a WINDOW_STEPS x WINDOW_STEPS grid over the input, so
+    # objects near the border get windows centred on them too (the part past the border is fill).
+    centres = ((torch.arange(WINDOW_STEPS, dtype=torch.float32) + 0.5) * size / WINDOW_STEPS).tolist()
+    boxes = [(cy, cx) for cy in centres for cx in centres]
+    masks = torch.zeros(len(boxes), 1, size, size, device=x.device)  # (n, 1, H, W)
+    for i, (cy, cx) in enumerate(boxes):
+        top, left = round(cy - side / 2), round(cx - side / 2)
+        masks[i, :, max(top, 0) : max(top + side, 0), max(left, 0) : max(left + side, 0)] = 1.0
+    fill = x.mean(dim=(2, 3), keepdim=True)  # (1, 3, 1, 1) the image's mean colour
+    scores = []
+    with torch.no_grad():
+        for m in masks.split(WINDOW_BATCH):
+            views = x * m + fill * (1.0 - m)  # (b, 3, H, W)
+            scores.append(F.normalize(visual(views).float(), dim=-1) @ t)  # (b,)
+    s = torch.cat(scores)  # (n,)
+    # Each window's score is spread around its centre (a Gaussian, not its whole box): a pixel's heat
+    # comes from the windows centred near it, so the peak sits on the object, not beside it where
+    # the windows holding the object and nothing else lie.
+    coord = torch.arange(size, device=x.device, dtype=torch.float32) + 0.5  # (H,)
+    centres = torch.tensor(boxes, device=x.device, dtype=torch.float32)  # (n, 2) y, x
+    sigma = side * WINDOW_SIGMA
+    gy = torch.exp(-((coord[None] - centres[:, :1]) ** 2) / (2 * sigma**2))  # (n, H)
+    gx = torch.exp(-((coord[None] - centres[:, 1:]) ** 2) / (2 * sigma**2))  # (n, W)
+    weights = gy[:, :, None] * gx[:, None, :]  # (n, H, W)
+    return (s[:, None, None] * weights).sum(0) / weights.sum(0)  # (H, W)
 
 
 def _patch_similarity(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -133,42 +175,25 @@ def _input_saliency(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torc
     return F.avg_pool2d(sal, window, stride=1, padding=window // 2)[0, 0]  # (H, W)
 
 
-def model_view(image: Image.Image, *, resize_mode: str = "shortest") -> Image.Image:
-    """The part of ``image`` the model sees: the centred square for ``shortest`` resizing (the
-    preprocessing crops it), the whole image for ``squash``. Converted to RGB."""
-    image = image.convert("RGB")
-    if resize_mode == "squash":
-        return image
-    w, h = image.size
-    s = min(w, h)
-    left, top = int(round((w - s) / 2)), int(round((h - s) / 2))
-    return image.crop((left, top, left + s, top + s))
-
-
-def colorize(heat: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Values in [0, 1], (H, W) → RGB uint8 (H, W, 3) on a blue→red ramp."""
-    h = np.clip(np.asarray(heat, dtype=np.float64), 0.0, 1.0)
-    rgb = np.stack([np.interp(h, _RAMP_POS, _RAMP_RGB[:, c]) for c in range(3)], axis=-1)  # (H, W, 3)
-    return rgb.round().astype(np.uint8)
-
-
-def overlay(view: Image.Image, heat: np.ndarray | torch.Tensor, *, alpha: float = 0.5) -> Image.Image:
-    """Blend the coloured heat map (resized to ``view``) over ``view``."""
-    heat_img = Image.fromarray(np.asarray(heat, dtype=np.float32), mode="F").resize(view.size, Image.BILINEAR)
-    coloured = Image.fromarray(colorize(np.asarray(heat_img)))
-    return Image.blend(view.convert("RGB"), coloured, alpha)
-
-
 @dataclass
 class Explanation:
     text: str
     method: str
     similarity: float  # cosine of the image and text embeddings
-    heat: torch.Tensor  # (H, W) in [0, 1] over the model's input view
-    view: Image.Image  # the region of the original image the model sees
+    heat: torch.Tensor  # (S, S) in [0, 1] over the model's input view
+    image: Image.Image  # the original image, RGB
+    resize_mode: str  # how the preprocessing fitted ``image`` to the input ("shortest" crops)
+
+    def heat_on_image(self) -> np.ndarray:
+        """The map over the original image's own pixels, (H, W) float32; NaN where the
+        preprocessing cropped the image off."""
+        w, h = self.image.size
+        return explain_draw.heat_on_image(self.heat, w, h, resize_mode=self.resize_mode)
 
     def overlay(self, *, alpha: float = 0.5) -> Image.Image:
-        return overlay(self.view, self.heat, alpha=alpha)
+        """The original image at its own resolution with the coloured map blended over the part the
+        model sees (the rest dimmed)."""
+        return explain_draw.overlay(self.image, self.heat_on_image(), alpha=alpha)
 
     def save(self, path: str | Path, *, alpha: float = 0.5) -> Path:
         """Write the overlay as a PNG."""
@@ -195,7 +220,7 @@ def explain(
     heat = heat_map(model, x, text_embedding, method=method)
     resolved = AUTO_METHOD if method == "auto" else method
     return Explanation(
-        text, resolved, similarity, heat, model_view(image, resize_mode=model.config.preprocess.resize_mode)
+        text, resolved, similarity, heat, image.convert("RGB"), model.config.preprocess.resize_mode
     )
 
 

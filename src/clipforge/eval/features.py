@@ -8,9 +8,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from ..models import CLIP
 from .zeroshot import encode_images
@@ -82,3 +84,46 @@ def encode_image_files(
         log.warning("skipped %d of %d images that could not be read (%s)", len(failures), len(paths), named)
     features = torch.cat(chunks) if chunks else torch.zeros(0, model.config.embed_dim)
     return ImageFeatures(features, kept, failures)
+
+
+@torch.no_grad()
+def encode_labelled(
+    model: CLIP,
+    dataset: Dataset | IterableDataset,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    limit: int | None = None,
+    progress: bool = False,
+    desc: str = "images",
+) -> tuple[torch.Tensor, list[Any], list[tuple[str, str]]]:
+    """Embed a dataset of ``(preprocessed image, target)`` items (or :class:`Skip`) in batches:
+    ``(features (N, E) float32 on CPU, targets, [(where, reason) per skipped item])``. ``limit``
+    stops after that many usable items (the first ones of an iterable, evenly spaced otherwise)."""
+    from tqdm.auto import tqdm
+
+    from ..data.skips import Skip
+
+    if limit is not None and not isinstance(dataset, IterableDataset) and len(dataset) > limit:
+        stride = len(dataset) / limit
+        dataset = Subset(dataset, [int(i * stride) for i in range(limit)])  # every class, not the first few
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=list)
+    chunks, targets, failures = [], [], []
+    bar = tqdm(desc=desc, unit="img", disable=not progress)
+    for batch in loader:
+        kept = []
+        for item in batch:
+            if isinstance(item, Skip):
+                failures.append((item.where, item.reason))
+            elif limit is None or len(targets) + len(kept) < limit:
+                kept.append(item)
+        if kept:
+            pixels = torch.stack([torch.as_tensor(p) for p, _ in kept])  # (b, 3, H, W)
+            chunks.append(encode_images(model, pixels, batch_size=batch_size).cpu())  # (b, E)
+            targets += [t for _, t in kept]
+        bar.update(len(batch))
+        if limit is not None and len(targets) >= limit:
+            break
+    bar.close()
+    features = torch.cat(chunks) if chunks else torch.zeros(0, model.config.embed_dim)
+    return features, targets, failures

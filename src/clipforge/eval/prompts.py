@@ -5,7 +5,10 @@ lines starting with ``#`` are ignored. A template holds exactly one ``{}`` (or `
 class name goes (``a photo of a {}.``). Every problem is reported with the file and line number.
 
 Built-in template sets live as data files in ``clipforge/eval/templates/`` and are named by their
-stem (``default``, ``simple``, ``objects``); any other argument is read as a path.
+stem (``default``, ``simple``, ``objects``, and OpenAI's published sets: ``imagenet1k`` (the 80
+templates), ``cifar``, ``pets``, ...); built-in class-name lists in ``clipforge/eval/classnames/``
+(``imagenet1k``, ``cifar10``, ``cifar100``, ``stl10``, ``pets``, ``flowers102`` ...). Any other
+argument is read as a path.
 """
 
 from __future__ import annotations
@@ -14,10 +17,19 @@ from importlib import resources
 from pathlib import Path
 
 
+def _builtin(kind: str) -> list[str]:
+    folder = resources.files("clipforge.eval") / kind
+    return sorted(p.name[: -len(".txt")] for p in folder.iterdir() if p.name.endswith(".txt"))
+
+
 def builtin_templates() -> list[str]:
     """Names of the template sets shipped with clipforge."""
-    folder = resources.files("clipforge.eval") / "templates"
-    return sorted(p.name[: -len(".txt")] for p in folder.iterdir() if p.name.endswith(".txt"))
+    return _builtin("templates")
+
+
+def builtin_classnames() -> list[str]:
+    """Names of the class-name lists shipped with clipforge (``imagenet1k``, ``cifar100`` ...)."""
+    return _builtin("classnames")
 
 
 def read_entries(path: str | Path, *, what: str) -> list[tuple[int, str]]:
@@ -46,8 +58,7 @@ def check_template(template: str, *, where: str) -> str:
     stray = template.replace("{}", "").replace("{c}", "")
     if count != 1 or "{" in stray or "}" in stray:
         raise ValueError(
-            f"{where}: template {template!r} must contain exactly one '{{}}' for the class name "
-            "and no other braces"
+            f"{where}: template {template!r} must contain exactly one '{{}}' for the class name and no other braces"
         )
     return template
 
@@ -59,8 +70,7 @@ def load_templates(name_or_path: str | Path = "default") -> list[str]:
         path = Path(str(resources.files("clipforge.eval") / "templates" / f"{name_or_path}.txt"))
     elif not path.is_file():
         raise FileNotFoundError(
-            f"template file {name_or_path}: no such file, and not a built-in set "
-            f"({', '.join(builtin_templates())})"
+            f"template file {name_or_path}: no such file, and not a built-in set ({', '.join(builtin_templates())})"
         )
     entries = read_entries(path, what="template")
     return [check_template(t, where=f"{path}:{n}") for n, t in entries]
@@ -73,14 +83,23 @@ def check_templates(templates: list[str], *, source: str = "templates") -> list[
     return [check_template(t, where=f"{source}[{i}]") for i, t in enumerate(templates)]
 
 
-def load_classnames(path: str | Path, *, what: str = "class names") -> list[str]:
-    """Class names (or labels) from a file, one per line, in order; duplicates are an error."""
+def load_classnames(
+    name_or_path: str | Path, *, what: str = "class names", allow_duplicates: bool = False
+) -> list[str]:
+    """Class names (or labels) from a file, one per line, in order, or a built-in list by name.
+
+    A duplicate is an error unless ``allow_duplicates`` (built-in lists allow them: OpenAI's
+    ImageNet names give two pairs of classes one name, and the indices must stay those of ImageNet)."""
+    path = Path(name_or_path)
+    if not path.is_file() and str(name_or_path) in builtin_classnames():
+        path = Path(str(resources.files("clipforge.eval") / "classnames" / f"{name_or_path}.txt"))
+        allow_duplicates = True
     seen: dict[str, int] = {}
     names = []
     for number, name in read_entries(path, what=what):
-        if name in seen:
+        if name in seen and not allow_duplicates:
             raise ValueError(f"{path}:{number}: duplicate entry {name!r} (first on line {seen[name]})")
-        seen[name] = number
+        seen.setdefault(name, number)
         names.append(name)
     return names
 

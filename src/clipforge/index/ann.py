@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, sweep_temporaries
 from .store import Fingerprint, IndexStore, Snapshot
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ class VectorIndex(Protocol):
 
 
 def _faiss():
+    loader_log = logging.getLogger("faiss.loader")  # reports each CPU-specific build it tries at INFO
+    if loader_log.level == logging.NOTSET:  # ("Could not load library with AVX2 support"): not news
+        loader_log.setLevel(logging.WARNING)
     try:
         import faiss
     except ImportError as e:
@@ -334,6 +337,18 @@ def ann_paths(db_path: str | Path) -> tuple[Path, Path]:
     return db_path.with_name(db_path.name + ".faiss"), db_path.with_name(db_path.name + ".faiss.json")
 
 
+STALE_TMP_S = 60.0  # a temporary untouched this long belongs to a killed process, not a live writer
+
+
+def sweep_ann_temporaries(db_path: str | Path, *, older_than_s: float = STALE_TMP_S) -> list[Path]:
+    """Remove what a process killed while saving ``<db>.faiss`` / ``<db>.faiss.json`` left beside
+    the database (only those names: the folder may be shared with anything)."""
+    index_path, meta_path = ann_paths(db_path)
+    return sweep_temporaries(
+        index_path.parent, older_than_s=older_than_s, names=[index_path.name, meta_path.name]
+    )
+
+
 def open_vector_index(
     store: IndexStore,
     *,
@@ -356,6 +371,9 @@ def open_vector_index(
     """
     if threshold is None:
         threshold = int(store.get_meta("ann_threshold") or DEFAULT_THRESHOLD)
+    if previous is None:
+        for p in sweep_ann_temporaries(store.path):
+            log.info("removed %s, left by an interrupted save", p)
     fp = store.fingerprint()
     want_ivf = fp.count >= threshold
     if previous is not None and not rebuild:

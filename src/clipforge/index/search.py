@@ -50,7 +50,7 @@ class ImageIndex:
         progress: bool = False,
     ) -> None:
         if encoder is not None:
-            store.check_model(encoder.model_id)
+            store.check_model(encoder.model_id, model_name=encoder.model_name, model_path=encoder.reference)
         self.store = store
         self.encoder = encoder
         self.threshold = threshold
@@ -101,7 +101,8 @@ class ImageIndex:
             if fp == self._fingerprint and not force:
                 return False
             if self.encoder is not None:
-                self.store.check_model(self.encoder.model_id)
+                enc = self.encoder
+                self.store.check_model(enc.model_id, model_name=enc.model_name, model_path=enc.reference)
             vectors, fp = open_vector_index(
                 self.store,
                 threshold=self.threshold,

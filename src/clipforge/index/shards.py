@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, sweep_temporaries
 from ..inference import Encoder
 from .embed import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
 from .scan import FileStat, walk_images
@@ -73,6 +73,8 @@ def embed_shards(
     root = Path(root).resolve()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # parts of a killed run: its temporaries (other ranks' live ones are younger than a minute)
+    sweep_temporaries(out_dir, older_than_s=60.0)
     mine = walk_images(root, include_hidden=include_hidden).files[rank::world_size]
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
     written = []
@@ -105,6 +107,7 @@ def embed_shards(
             "format": SHARD_FORMAT,
             "model_id": encoder.model_id,
             "model_name": encoder.model_name,
+            "model_path": encoder.reference,  # so that `search` finds the model of a merged index
             "embed_dim": encoder.embed_dim,
             "dtype": dtype,
             "root": str(root),
@@ -181,6 +184,7 @@ def merge_shards(
         root=first["root"],
         dtype="float32" if first["dtype"] == "float32" else "float16",
         model_name=first.get("model_name", ""),
+        model_path=first.get("model_path", ""),
         rebuild=rebuild,
     )
     existing = store.files()

@@ -78,6 +78,18 @@ CREATE TABLE IF NOT EXISTS skipped (
 """
 
 
+def _is_sql_int(value: int) -> bool:
+    """Whether ``value`` fits SQLite's signed 64-bit INTEGER (else binding it raises OverflowError)."""
+    return -(2**63) <= int(value) < 2**63
+
+
+def describe_model(model_id: str | None, name: str | None = "", path: str | None = "") -> str:
+    """A model as a person can tell it apart: file (every run's weights are ``model.safetensors``,
+    so the full path), name, and the weights' id."""
+    parts = [p for p in (path, name if name and not (path and path.endswith(name)) else "") if p]
+    return f"{' / '.join(parts) or 'an unnamed model'} [id {model_id}]"
+
+
 class IndexDatabaseError(ValueError):
     """A database that cannot be used as asked (wrong model, wrong folder, not an index)."""
 
@@ -246,13 +258,19 @@ class IndexStore:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:  # disk full, read-only, I/O error: the data is intact
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise IndexDatabaseError(f"{self.path}: cannot write the index ({e}); nothing was changed") from e
 
     def close(self) -> None:
         with self._lock:
@@ -318,9 +336,8 @@ class IndexStore:
         if current["model_id"] is not None and not rebuild:
             if current["model_id"] != model_id:
                 raise ModelMismatchError(
-                    f"{self.path} was built with model {current['model_id']} "
-                    f"({self.get_meta('model_name') or 'unnamed'}), "
-                    f"not {model_id} ({model_name or 'unnamed'}); "
+                    f"{self.path} was built with model {self._stored_model()}, not with model "
+                    f"{describe_model(model_id, model_name, model_path)}; "
                     "use the same model, or --rebuild to re-embed everything"
                 )
             if current["root"] != root:
@@ -345,16 +362,19 @@ class IndexStore:
             }
             c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
 
-    def check_model(self, model_id: str) -> None:
-        """Raise :class:`ModelMismatchError` unless the index was built with ``model_id``."""
+    def _stored_model(self) -> str:
+        return describe_model(self.get_meta("model_id"), self.get_meta("model_name"), self.get_meta("model_path"))
+
+    def check_model(self, model_id: str, *, model_name: str = "", model_path: str = "") -> None:
+        """Raise :class:`ModelMismatchError` (naming both models) unless the index was built with
+        ``model_id``."""
         if self.model_id is None:
             raise IndexDatabaseError(f"{self.path} is empty: no model has been bound to it yet")
         if self.model_id != model_id:
             raise ModelMismatchError(
-                f"{self.path} was built with model {self.model_id} "
-                f"({self.get_meta('model_name') or 'unnamed'}), "
-                f"but the query model is {model_id}; search with the model that built the index, "
-                "or re-index with `clipforge index FOLDER --model CKPT --rebuild`"
+                f"{self.path} was built with model {self._stored_model()}, but the query model is "
+                f"{describe_model(model_id, model_name, model_path)}; search with the model that built "
+                "the index, or re-index with `clipforge index FOLDER --model CKPT --rebuild`"
             )
 
     # -- reads ---------------------------------------------------------------------------------
@@ -378,11 +398,13 @@ class IndexStore:
             conn.execute("COMMIT")
 
     def path_of(self, image_id: int) -> str | None:
+        if not _is_sql_int(image_id):
+            return None  # no row can have it (SQLite ids are signed 64-bit)
         row = self._conn().execute("SELECT path FROM images WHERE id = ?", (int(image_id),)).fetchone()
         return None if row is None else row[0]
 
     def paths_of(self, ids: Iterable[int]) -> dict[int, str]:
-        ids = [int(i) for i in ids]
+        ids = [int(i) for i in ids if _is_sql_int(i)]
         out: dict[int, str] = {}
         for start in range(0, len(ids), 500):  # stay below SQLite's host-parameter limit
             chunk = ids[start : start + 500]
@@ -442,6 +464,8 @@ class IndexStore:
         return None if row is None else self._decode(row[0])
 
     def embedding_of(self, image_id: int) -> np.ndarray | None:
+        if not _is_sql_int(image_id):
+            return None
         row = self._conn().execute("SELECT embedding FROM images WHERE id = ?", (int(image_id),)).fetchone()
         return None if row is None else self._decode(row[0])
 

@@ -40,6 +40,12 @@ def check_scalar(name: str, value: Tensor | float, *, like: Tensor) -> Tensor:
     return value.reshape(()).to(like.dtype)
 
 
+def full_precision(t: Tensor) -> torch.autocast:
+    """A region where autocast is off: the losses compute in their (float32 or wider) input dtype
+    even when called inside a bf16/fp16 autocast region, materialised or chunked alike."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 def check_chunk_size(chunk_size: int | None) -> None:
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clipforge.losses._inputs import full_precision
+
 
 def _blocks(size: int, chunk_size: int) -> Iterator[slice]:
     for start in range(0, size, chunk_size):
@@ -40,9 +42,21 @@ def _positives(tile: Tensor, rows: slice, cols: slice, offset: int) -> tuple[Ten
 class _InfoNCETerms(torch.autograd.Function):
     """Row and column log-sum-exp, and the positive logits, of ``S = scale * a @ b.T``, tile by tile."""
 
+    # Autocast off inside: its bf16/fp16 addmm tiles would not mix with the float32 accumulators.
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, scale: Tensor, offset: int,
                 chunk_size: int) -> tuple[Tensor, Tensor, Tensor]:
+        with full_precision(a):
+            return _InfoNCETerms._forward(ctx, a, b, scale, offset, chunk_size)
+
+    @staticmethod
+    def backward(ctx, g_row: Tensor, g_col: Tensor, g_pos: Tensor):
+        with full_precision(g_row):
+            return _InfoNCETerms._backward(ctx, g_row, g_col, g_pos)
+
+    @staticmethod
+    def _forward(ctx, a: Tensor, b: Tensor, scale: Tensor, offset: int,
+                 chunk_size: int) -> tuple[Tensor, Tensor, Tensor]:
         row_lse = a.new_empty(a.shape[0])  # (n,)
         col_lse = a.new_full((b.shape[0],), float("-inf"))  # (m,)
         positives = a.new_empty(a.shape[0])  # (n,): S[i, i + offset]
@@ -61,7 +75,7 @@ class _InfoNCETerms(torch.autograd.Function):
         return row_lse, col_lse, positives
 
     @staticmethod
-    def backward(ctx, g_row: Tensor, g_col: Tensor, g_pos: Tensor):
+    def _backward(ctx, g_row: Tensor, g_col: Tensor, g_pos: Tensor):
         a, b, scale, row_lse, col_lse = ctx.saved_tensors
         need_a, need_b, need_scale = ctx.needs_input_grad[:3]
         # d row_lse_i / d S_ij = softmax over the row, d col_lse_j / d S_ij = softmax over the column:
@@ -110,6 +124,12 @@ class _PairwiseSigmoidLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, offset: int, chunk_size: int,
                 need_grad: bool) -> Tensor:
+        with full_precision(a):
+            return _PairwiseSigmoidLoss._forward(ctx, a, b, scale, bias, offset, chunk_size, need_grad)
+
+    @staticmethod
+    def _forward(ctx, a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, offset: int, chunk_size: int,
+                 need_grad: bool) -> Tensor:
         total = a.new_zeros(())
         if need_grad:
             g_b = torch.zeros_like(a)  # (n, d): sum_j G_ij b_j

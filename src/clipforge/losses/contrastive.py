@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from clipforge.losses._inputs import check_chunk_size, check_features, check_scalar
+from clipforge.losses._inputs import check_chunk_size, check_features, check_scalar, full_precision
 from clipforge.losses.chunked import infonce_terms
 from clipforge.losses.distributed import all_gather_with_grad, check_equal_local_batch, world_info
 
@@ -56,14 +56,15 @@ def clip_loss(
             all_text = all_gather_with_grad(text_features)  # (W*n, d)
     offset = rank * n  # the positive of local image i is text i + offset
 
-    if chunk_size is None:
-        logits = logit_scale * image_features @ all_text.T  # (n, W*n)
-        row_lse = logits.logsumexp(dim=1)  # (n,): each local image against every text
-        col_lse = logits.logsumexp(dim=0)  # (W*n,): every text against the local images
-        positives = logit_scale * (image_features * text_features).sum(dim=-1)  # (n,): S[i, i + offset]
-    else:
-        row_lse, col_lse, positives = infonce_terms(image_features, all_text, logit_scale,
-                                                    positive_offset=offset, chunk_size=chunk_size)
+    with full_precision(image_features):
+        if chunk_size is None:
+            logits = logit_scale * image_features @ all_text.T  # (n, W*n)
+            row_lse = logits.logsumexp(dim=1)  # (n,): each local image against every text
+            col_lse = logits.logsumexp(dim=0)  # (W*n,): every text against the local images
+            positives = logit_scale * (image_features * text_features).sum(dim=-1)  # (n,): S[i, i + offset]
+        else:
+            row_lse, col_lse, positives = infonce_terms(image_features, all_text, logit_scale,
+                                                        positive_offset=offset, chunk_size=chunk_size)
 
     if all_text is not text_features:
         # Text -> image needs each text against *all* images: combine the per-rank partial sums.

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clipforge.losses._inputs import check_chunk_size, check_features, check_scalar
+from clipforge.losses._inputs import check_chunk_size, check_features, check_scalar, full_precision
 from clipforge.losses.chunked import pairwise_sigmoid_loss
 from clipforge.losses.distributed import all_gather_with_grad, check_equal_local_batch, world_info
 
@@ -56,12 +56,13 @@ def siglip_loss(
             all_text = all_gather_with_grad(text_features)  # (W*n, d)
             offset = rank * n
 
-    if chunk_size is None:
-        logits = logit_scale * image_features @ all_text.T + logit_bias  # (n, W*n)
-        labels = torch.full_like(logits, -1.0)  # (n, W*n)
-        labels.diagonal(offset).fill_(1.0)
-        total = -F.logsigmoid(labels * logits).sum()
-    else:
-        total = pairwise_sigmoid_loss(image_features, all_text, logit_scale, logit_bias,
-                                      positive_offset=offset, chunk_size=chunk_size)
+    with full_precision(image_features):
+        if chunk_size is None:
+            logits = logit_scale * image_features @ all_text.T + logit_bias  # (n, W*n)
+            labels = torch.full_like(logits, -1.0)  # (n, W*n)
+            labels.diagonal(offset).fill_(1.0)
+            total = -F.logsigmoid(labels * logits).sum()
+        else:
+            total = pairwise_sigmoid_loss(image_features, all_text, logit_scale, logit_bias,
+                                          positive_offset=offset, chunk_size=chunk_size)
     return total / n

@@ -49,13 +49,14 @@ class CLIP(nn.Module):
         return self.text.token_embed.weight.device
 
     def encode_image(self, images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
-        """Preprocessed images (B, 3, H, W) -> embeddings (B, embed_dim)."""
-        x = self.visual(images.to(self.dtype))
+        """Preprocessed images (B, 3, H, W) -> embeddings (B, embed_dim); moved to the model's device
+        and dtype."""
+        x = self.visual(images.to(device=self.device, dtype=self.dtype))
         return F.normalize(x, dim=-1) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
-        """Token ids (B, T) -> embeddings (B, embed_dim)."""
-        x = self.text(tokens)
+        """Token ids (B, T) -> embeddings (B, embed_dim); moved to the model's device."""
+        x = self.text(tokens.to(self.device))
         return F.normalize(x, dim=-1) if normalize else x
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> CLIPOutput:

@@ -9,13 +9,14 @@ limit and checked for decompression bombs before decoding. JSON bodies are valid
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from importlib import resources
 from typing import Annotated
 
 import numpy as np
 
 try:
-    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi import FastAPI, HTTPException, Path, Query, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse, Response
     from pydantic import BaseModel, Field
@@ -23,7 +24,9 @@ except ImportError as e:  # the package imports this module; say how to get the 
     raise ImportError(f"clipforge's HTTP server needs FastAPI ({e}): pip install 'clipforge[serve]'") from e
 
 from ..index.store import PhotoFilter
-from .service import NotConfigured, NotFound, SearchService
+from .limits import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_ACTIVE, DEFAULT_MAX_JSON_BYTES, RequestLimits
+from .security import LOOPBACK_HOSTS, HostAllowList, TokenGate, check_token
+from .service import MAX_ID, MAX_LABEL_CHARS, MAX_LABELS, NotConfigured, NotFound, SearchService
 from .uploads import DEFAULT_MAX_UPLOAD_BYTES, UploadError, read_limited
 
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
@@ -34,11 +37,13 @@ IMAGE_BODY = {
     }
 }
 K = Annotated[int, Query(ge=1, description="number of results")]
+ImageId = Annotated[int, Path(ge=0, le=MAX_ID, description="an indexed image's id")]
+Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
 
 
 class SearchRequest(BaseModel):
     text: str | None = Field(default=None, max_length=1000, description="text query")
-    id: int | None = Field(default=None, description="an indexed image's id: 'more like this'")
+    id: int | None = Field(default=None, ge=0, le=MAX_ID, description="an indexed image's id: 'more like this'")
     k: int = Field(default=20, ge=1)
     image_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     offset: int = Field(default=0, ge=0, description="skip this many of the best results ('load more')")
@@ -53,14 +58,14 @@ class SearchRequest(BaseModel):
 
 
 class ClassifyRequest(BaseModel):
-    id: int = Field(description="an indexed image's id")
-    labels: list[str] = Field(min_length=1, max_length=100)
+    id: int = Field(ge=0, le=MAX_ID, description="an indexed image's id")
+    labels: list[Label] = Field(min_length=1, max_length=MAX_LABELS)
     k: int = Field(default=5, ge=1)
     templates: str = Field(default="default", max_length=40)
 
 
 class ModerateRequest(BaseModel):
-    id: int
+    id: int = Field(ge=0, le=MAX_ID)
 
 
 class EmbedTextRequest(BaseModel):
@@ -84,17 +89,32 @@ def _where(folder: str | None, after: str | None, before: str | None, types: lis
 
 
 def _labels(raw: list[str]) -> list[str]:
-    """Repeated ``labels=`` parameters and/or comma-separated values → one list."""
-    return [part for value in raw for part in value.split(",")]
+    """Repeated ``labels=`` parameters and/or comma-separated values → one list (at most
+    ``MAX_LABELS`` of at most ``MAX_LABEL_CHARS`` characters, else 422)."""
+    labels = [part for value in raw for part in value.split(",")]
+    if len(labels) > MAX_LABELS:
+        raise HTTPException(422, f"{len(labels)} labels: at most {MAX_LABELS} per request")
+    if any(len(label) > MAX_LABEL_CHARS for label in labels):
+        raise HTTPException(422, f"labels must have at most {MAX_LABEL_CHARS} characters")
+    return labels
 
 
 def create_app(
     service: SearchService,
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    max_active: int = DEFAULT_MAX_ACTIVE,
+    allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
+    token: str | None = None,
     title: str = "clipforge search",
 ) -> FastAPI:
-    """The application: JSON API under ``/api``, the web page at ``/``, OpenAPI docs at ``/docs``."""
+    """The application: JSON API under ``/api``, the web page at ``/``, OpenAPI docs at ``/docs``.
+
+    Only requests whose ``Host:`` is in ``allowed_hosts`` are served (``"*"``: any); with a
+    ``token`` every route requires it (see :mod:`.security`). Bodies, body time and running
+    requests are limited as :mod:`.limits` describes."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -107,6 +127,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.token_required = bool(token)
+    # the last added runs first: Host check, then token, then per-request limits
+    app.add_middleware(
+        RequestLimits,
+        max_upload_bytes=max_upload_bytes,
+        max_json_bytes=max_json_bytes,
+        body_timeout_s=body_timeout_s,
+        max_active=max_active,
+    )
+    if token:
+        app.add_middleware(TokenGate, token=check_token(token))
+    app.add_middleware(HostAllowList, allowed_hosts=allowed_hosts)
 
     @app.exception_handler(UploadError)
     async def _upload(request: Request, e: UploadError):
@@ -257,7 +289,7 @@ def create_app(
         summary="JPEG thumbnail of an indexed image",
         response_class=Response,
     )
-    def thumbnail(image_id: int) -> Response:
+    def thumbnail(image_id: ImageId) -> Response:
         return Response(
             service.thumbnail(image_id),
             media_type="image/jpeg",
@@ -270,11 +302,9 @@ def create_app(
         summary="the original file of an indexed image",
         response_class=FileResponse,
     )
-    def original(image_id: int) -> FileResponse:
+    def original(image_id: ImageId) -> FileResponse:
         path = service.image_path(image_id)
-        return FileResponse(
-            path, headers={"Content-Disposition": "inline", "X-Content-Type-Options": "nosniff"}
-        )
+        return FileResponse(path, headers={"Content-Disposition": "inline", "X-Content-Type-Options": "nosniff"})
 
     # -- web page --------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

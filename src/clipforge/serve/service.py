@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+MAX_ID = 2**63 - 1  # index ids are SQLite's signed 64-bit integers
+MAX_LABELS = 100  # per classify request: each label costs a text-encoder pass per template
+MAX_LABEL_CHARS = 200
+
+
 class NotFound(LookupError):
     """No such indexed image (or it is no longer readable)."""
 
@@ -147,9 +152,7 @@ class SearchService:
             if time.monotonic() - self._refreshed < self.index.refresh_seconds:
                 return
             self._refreshed = time.monotonic()
-            self._refresher = threading.Thread(
-                target=self._refresh, name="clipforge-index-refresh", daemon=True
-            )
+            self._refresher = threading.Thread(target=self._refresh, name="clipforge-index-refresh", daemon=True)
             self._refresher.start()
 
     def _refresh(self) -> None:
@@ -246,11 +249,13 @@ class SearchService:
         """The ``k`` most likely labels (softmax over ``labels``), best first."""
         from ..eval.prompts import check_labels
 
+        if len(labels) > MAX_LABELS:
+            raise ValueError(f"{len(labels)} labels: at most {MAX_LABELS} per request")
+        if any(len(label) > MAX_LABEL_CHARS for label in labels):
+            raise ValueError(f"labels must have at most {MAX_LABEL_CHARS} characters")
         labels = check_labels(list(labels))
         clf = self._classifier(tuple(labels), templates)
-        features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[
-            None
-        ]  # (1, E)
+        features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[None]  # (1, E)
         ranked = clf.rank(clf.scores_from_features(features), k=max(1, min(k, len(labels))))[0]
         return [{"label": label, "score": round(score, 6)} for label, score in ranked]
 

@@ -9,6 +9,6 @@ Invariant: the end-of-text token has the largest id, so the text tower may pool 
 
 from .tokenizer import Tokenizer, get_tokenizer
 from .train import train_bpe
-from .vocab import TokenizerError
+from .vocab import TokenizerError, TokenizerInputError
 
-__all__ = ["Tokenizer", "TokenizerError", "get_tokenizer", "train_bpe"]
+__all__ = ["Tokenizer", "TokenizerError", "TokenizerInputError", "get_tokenizer", "train_bpe"]

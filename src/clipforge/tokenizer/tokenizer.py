@@ -34,6 +34,7 @@ from .vocab import (
     WORD_END,
     Merge,
     TokenizerError,
+    TokenizerInputError,
     byte_to_unicode,
     find_openai_vocab,
     merges_to_text,
@@ -139,7 +140,7 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """ids of ``text`` without start/end tokens and without truncation."""
         if not isinstance(text, str):
-            raise TokenizerError(f"expected a str, got {type(text).__name__}")
+            raise TokenizerInputError(f"text must be a str, got {_describe(text)}")
         return list(chain.from_iterable(self._chunk_ids(c) for c in clean_chunks(text)))
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
@@ -151,8 +152,7 @@ class Tokenizer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids (B, ctx) as :meth:`__call__`, and each text's length (B,) counting start and end
         after truncation, so ``tokens[i, lengths[i] - 1]`` is the end token."""
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = _as_texts(texts)
         ctx = self.context_length if context_length is None else context_length
         _check_context_length(ctx)
         flat, counts = self._encode_flat(texts)
@@ -167,7 +167,7 @@ class Tokenizer:
         counts = []
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TokenizerError(f"texts[{i}] is {type(text).__name__}, expected str")
+                raise TokenizerInputError(f"texts[{i}] must be a str, got {_describe(text)}")
             if text.isascii() and not ascii_unsafe(text):
                 chunks = text.lower().split()  # == the full clean-up for such text
             else:
@@ -261,6 +261,21 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, context_length={self.context_length})"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return f"{type(value).__name__} (decode it first, e.g. value.decode('utf-8'))"
+    return "None" if value is None else type(value).__name__
+
+
+def _as_texts(texts: Any) -> Sequence[str]:
+    """One str, or a list/tuple (any non-mapping sequence) of str; anything else a clear TypeError."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
+        raise TokenizerInputError(f"texts must be a str or a list of str, got {_describe(texts)}")
+    return texts
 
 
 def _rust_bpe(tokens: list[str], merges: Sequence[Merge]) -> Any:

@@ -25,9 +25,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..fileio import atomic_write_text
+
 
 class TokenizerError(ValueError):
     """A tokenizer file, vocabulary or input that cannot be used."""
+
+
+class TokenizerInputError(TokenizerError, TypeError):
+    """Texts of the wrong type (None, bytes, a dict, a number ...): a TypeError and a TokenizerError."""
 
 
 WORD_END = "</w>"
@@ -213,8 +219,6 @@ def write_hf_files(directory: str | os.PathLike, merges: Sequence[Merge]) -> tup
     tokens = tokens_from_merges(merges)
     tokens[-2:] = [HF_SOT_TOKEN, HF_EOT_TOKEN]
     vocab_path, merges_path = directory / "vocab.json", directory / "merges.txt"
-    vocab_path.write_text(
-        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8"
-    )
-    merges_path.write_text("#version: 0.2\n" + merges_to_text(merges) + "\n", encoding="utf-8")
+    atomic_write_text(vocab_path, json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
+    atomic_write_text(merges_path, "#version: 0.2\n" + merges_to_text(merges) + "\n")
     return vocab_path, merges_path

@@ -10,26 +10,15 @@ and 1 or N processes see the same global batches.
 
 from __future__ import annotations
 
-import random
+import dataclasses
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-_MASK64 = (1 << 64) - 1
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit hash (splitmix64 chain) of a few integers: the same in every process and run."""
-    h = 0
-    for p in parts:
-        x = ((h ^ (int(p) & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-        h = x ^ (x >> 31)
-    return h >> 1
+from ..data.seeding import mix_seed, seed_all
 
 
 def epoch_permutation(n: int, *, seed: int, epoch: int) -> torch.Tensor:
@@ -95,20 +84,50 @@ class SeededDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
-        s = mix_seed(self.seed, self.epoch, index)
-        torch.manual_seed(s)
-        np.random.seed(s % (1 << 32))
-        random.seed(s)
+        seed_all(self.seed, self.epoch, index)
         return self.dataset[index]
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where one rank's stream of an iterable dataset stands: the epoch, the batches read in it,
+    how many of them each (logical) DataLoader worker made, and the worker due next."""
+
+    epoch: int
+    batches: int
+    worker_batches: tuple[int, ...]
+    next_worker: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "worker_batches": list(self.worker_batches)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamPosition:
+        return cls(int(data["epoch"]), int(data["batches"]), tuple(data["worker_batches"]), int(data["next_worker"]))
+
+
+class _WorkerTagged:
+    """Collate that also says which DataLoader worker made the batch (0 in the main process)."""
+
+    def __init__(self, collate: Callable[[list[Any]], Any]) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list[Any]) -> tuple[int, Any]:
+        info = torch.utils.data.get_worker_info()
+        return (info.id if info is not None else 0), self.collate(items)
 
 
 class TrainData:
     """The endless stream of one rank's training batches, positioned by the global step.
 
     Map-style datasets follow :class:`StepBatchSampler`, so the step alone says where the stream
-    is. Iterable datasets (tar shards) are read in their own deterministic order; their position
-    (epoch, batches read in it) is :attr:`position`, and resuming replays the epoch up to it.
-    ``collate`` turns a list of samples into a batch (e.g. ``clipforge.data.Collator``).
+    is. Iterable datasets (tar shards) are read in their own deterministic order; where they stand
+    is :attr:`position` (a :class:`StreamPosition`). Resuming from it tells the dataset
+    (``set_resume``) how many samples each worker had delivered, and rotates the workers so the
+    DataLoader's round-robin continues with the worker that was due: the batches that follow are
+    those of the uninterrupted run. ``epoch_batches`` ends an epoch of an endless (resampled)
+    stream after that many batches. ``collate`` turns a list of samples into a batch
+    (e.g. ``clipforge.data.Collator``).
     """
 
     def __init__(
@@ -122,6 +141,7 @@ class TrainData:
         world_size: int = 1,
         workers: int = 0,
         pin_memory: bool = False,
+        epoch_batches: int | None = None,
     ) -> None:
         self.iterable = isinstance(dataset, IterableDataset)
         self.dataset = dataset if self.iterable else SeededDataset(dataset, seed=seed)
@@ -130,33 +150,32 @@ class TrainData:
         if global_batch % world_size:
             raise ValueError(f"batch_size {global_batch} is not divisible by the {world_size} processes")
         self.local_batch = global_batch // world_size
-        self.position: tuple[int, int] = (0, 0)  # iterable datasets: (epoch, batches read in it)
+        self.epoch_batches = epoch_batches
+        self.position = StreamPosition(0, 0, (0,) * max(workers, 1))
 
     @property
     def steps_per_epoch(self) -> int | None:
-        return (
-            None if self.iterable else StepBatchSampler.steps_per_epoch(len(self.dataset), self.global_batch)
-        )
+        return None if self.iterable else StepBatchSampler.steps_per_epoch(len(self.dataset), self.global_batch)
 
     def epoch_of(self, step: int) -> int:
-        return self.position[0] if self.iterable else step // self.steps_per_epoch
+        return self.position.epoch if self.iterable else step // self.steps_per_epoch
 
     def _loader(self, epoch: int, **kwargs: Any) -> DataLoader:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)  # before the workers fork, so they see it
+        kwargs.setdefault("collate_fn", self.collate)
         return DataLoader(
             self.dataset,
             num_workers=self.workers,
-            collate_fn=self.collate,
             pin_memory=self.pin_memory,
             generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch, 0xDA7A)),
             **kwargs,
         )
 
-    def batches(self, start_step: int, *, position: tuple[int, int] | None = None) -> Iterator[Any]:
+    def batches(self, start_step: int, *, position: StreamPosition | None = None) -> Iterator[Any]:
         """Batches for steps ``start_step, start_step + 1, ...`` (forever)."""
         if self.iterable:
-            yield from self._stream(position or (0, 0))
+            yield from self._stream(position or self.position)
             return
         n, step = len(self.dataset), start_step
         while True:
@@ -174,18 +193,33 @@ class TrainData:
                 yield batch
                 step += 1
 
-    def _stream(self, position: tuple[int, int]) -> Iterator[Any]:
-        epoch, done = position
+    def _stream(self, position: StreamPosition) -> Iterator[Any]:
+        n_workers = max(self.workers, 1)
+        if len(position.worker_batches) != n_workers:
+            raise ValueError(
+                f"the run streamed its data with workers={len(position.worker_batches) if self.workers else 0}; "
+                f"resume it with the same number of workers (got {self.workers})"
+            )
+        resumable = hasattr(self.dataset, "set_resume")
+        if position.batches and not resumable:
+            raise ValueError(f"{type(self.dataset).__name__} cannot resume mid-epoch (it has no set_resume)")
         while True:
-            read = 0
-            for batch in self._loader(epoch, batch_size=self.local_batch, drop_last=True):
+            epoch, counts, rotate = position.epoch, list(position.worker_batches), position.next_worker
+            if resumable:
+                self.dataset.set_resume(skip=[c * self.local_batch for c in counts], rotate=rotate)
+            read = position.batches
+            done = self.epoch_batches is not None and read >= self.epoch_batches
+            loader = self._loader(
+                epoch, batch_size=self.local_batch, drop_last=True, collate_fn=_WorkerTagged(self.collate)
+            )
+            for worker, batch in [] if done else loader:
+                logical = (worker + rotate) % n_workers
+                counts[logical] += 1
                 read += 1
-                if read <= done:  # replaying up to where the interrupted run was
-                    continue
-                self.position = (epoch, read)
+                self.position = StreamPosition(epoch, read, tuple(counts), (logical + 1) % n_workers)
                 yield batch
+                if self.epoch_batches is not None and read >= self.epoch_batches:
+                    break
             if read == 0:
-                raise ValueError(
-                    f"epoch {epoch} of the training data gave no full batch of {self.local_batch}"
-                )
-            epoch, done = epoch + 1, 0
+                raise ValueError(f"epoch {epoch} of the training data gave no full batch of {self.local_batch}")
+            position = StreamPosition(epoch + 1, 0, (0,) * n_workers)

@@ -7,6 +7,7 @@ Layout of ``<out>/<name>/``::
     metrics.jsonl                 one JSON object per logged step / evaluation
     checkpoints/step-000200.safetensors   weights (+ config, tokenizer) via clipforge.checkpoint
     checkpoints/step-000200.state.pt      optimiser, grad scaler, RNG states, step, counters
+    checkpoints/step-000200.dcp/          sharded (FSDP) runs: model + optimiser shards of every rank
     checkpoints/best.safetensors  the best evaluation so far (best.json says which step/metric)
     model.safetensors             the final weights
 
@@ -21,6 +22,7 @@ import json
 import random
 import re
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ import numpy as np
 import torch
 
 from ..checkpoint import save_checkpoint
-from ..fileio import atomic_write, atomic_write_text
+from ..fileio import atomic_write, atomic_write_text, sweep_temporaries
+from .config import TrainConfig
 
 _STEP_RE = re.compile(r"^step-(\d+)\.state\.pt$")
 
@@ -93,6 +96,10 @@ class RunDir:
     def weights_file(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:06d}.safetensors"
 
+    def shard_dir(self, step: int) -> Path:
+        """Sharded (FSDP) runs: every rank's shards of model and optimiser (torch.distributed.checkpoint)."""
+        return self.checkpoints / f"step-{step:06d}.dcp"
+
     def state_file(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:06d}.state.pt"
 
@@ -107,6 +114,10 @@ class RunDir:
                 steps.append(int(m.group(1)))
         return sorted(steps)
 
+    def sweep(self) -> list[Path]:
+        """Remove temporaries a process killed mid-save left in the run folder and its checkpoints."""
+        return sweep_temporaries(self.path) + sweep_temporaries(self.checkpoints)
+
     def latest_step(self) -> int | None:
         steps = self.saved_steps()
         return steps[-1] if steps else None
@@ -119,15 +130,16 @@ class RunDir:
         tokenizer: Any,
         state: dict[str, Any],
         provenance: dict[str, Any],
+        weights: dict[str, torch.Tensor] | None = None,
     ) -> None:
-        """Weights first, then the state that makes the step resumable, then prune old steps."""
-        save_checkpoint(self.weights_file(step), model, tokenizer=tokenizer, provenance=provenance)
+        """Weights first (``weights`` instead of ``model.state_dict()`` when given), then the state
+        that makes the step resumable, then prune old steps."""
+        save_checkpoint(self.weights_file(step), model, tokenizer=tokenizer, provenance=provenance, state_dict=weights)
         atomic_write(self.state_file(step), lambda tmp: torch.save(state, tmp))
         for old in self.saved_steps()[: -self.keep_last]:
-            self.state_file(old).unlink(
-                missing_ok=True
-            )  # state first: a half-pruned step is never "complete"
+            self.state_file(old).unlink(missing_ok=True)  # state first: a half-pruned step is never "complete"
             self.weights_file(old).unlink(missing_ok=True)
+            shutil.rmtree(self.shard_dir(old), ignore_errors=True)
 
     def load_state(self, step: int) -> dict[str, Any]:
         return torch.load(self.state_file(step), map_location="cpu", weights_only=True)
@@ -139,3 +151,31 @@ class RunDir:
             self.checkpoints / "best.json",
             json.dumps({"step": step, "metric": metric, "value": value}, indent=2),
         )
+
+
+# Keys that may change between an interrupted run and its resumption without changing the result.
+RESUMABLE_CHANGES = frozenset(
+    {"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"}
+    | {"report_to", "project", "regression_tolerance"}
+)
+
+
+def resolve_run_dir(cfg: TrainConfig, *, resume: bool) -> Path:
+    """``out/name``; without a name, a new timestamped directory (or, to resume, the newest run)."""
+    out = Path(cfg.out)
+    if cfg.name:
+        return out / cfg.name
+    if resume:
+        runs = sorted((p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise FileNotFoundError(f"--resume: no run directory with a run.json under {out}")
+        return runs[-1]
+    return out / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def check_resumable(stored: TrainConfig, given: TrainConfig, where: Path) -> None:
+    a, b = stored.to_dict(), given.to_dict()
+    changed = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES | {"name", "out"})
+    if changed:
+        detail = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in changed)
+        raise ValueError(f"cannot resume {where}: the config differs from its run.json ({detail})")

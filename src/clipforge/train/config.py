@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import ConfigError
+from .lora import parse_towers
+from .tracking import parse_report_to
 
 Loss = Literal["clip", "siglip"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+ShardSampling = Literal["epoch", "resampled"]
 TokenizerChoice = str  # "openai", "train" (BPE learnt from the training captions) or a tokenizer path
 
 
@@ -35,6 +38,8 @@ class TrainConfig:
     caption_key: str = "title"
     cache: str | None = None  # directory of a pre-decoded uint8 image cache (built on first use)
     workers: int = 2
+    shard_sampling: ShardSampling = "epoch"  # tar shards: "epoch" (each once per epoch) or "resampled"
+    samples_per_epoch: int | None = None  # streamed data: an epoch is this many pairs (needed when resampled)
     # model and tokenizer
     model: str = "vit-tiny"  # a built-in name or a model-config JSON file
     init: str | None = None  # fine-tune from these weights: any model reference (clipforge.pretrained)
@@ -57,17 +62,27 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     grad_checkpointing: bool = False
+    shard: bool = False  # FSDP2: shard parameters, gradients and optimiser state over the ranks
     # locking (LiT)
     lock_image: bool = False
     lock_image_unlocked_blocks: int = 0  # with lock_image: leave the last N blocks (and the head) trainable
+    # LoRA: low-rank adapters on the attention and MLP projections, merged into the saved weights
+    lora_rank: int = 0  # 0: off (full fine-tuning)
+    lora_alpha: float | None = None  # adapter scale alpha / rank (default alpha = rank)
+    lora_towers: str = "image,text"
     # run directory, checkpoints, logging, eval
     out: str = "runs"
     name: str = ""  # run directory is out/name; "" picks a timestamped name
     save_every: int = 200
     keep_last: int = 2
     log_every: int = 10
+    report_to: str = ""  # comma-separated experiment trackers: tensorboard, wandb, mlflow (JSONL always)
+    project: str = "clipforge"  # W&B project / MLflow experiment
     eval_every: int = 0  # 0: evaluate only at the end
-    eval_tasks: str | None = None  # "shapes" for the built-in zero-shot tasks
+    eval_tasks: str | None = None  # comma-separated: "shapes", labelled folders/CSVs, CLIP_benchmark wds_<name> dirs
+    eval_templates: str = "default"  # templates for eval sets that bring none (built-in name or file)
+    eval_max_images: int | None = None  # at most this many images per user eval set (evenly spaced)
+    regression_tolerance: float = 0.02  # warn when a fine-tune loses more zero-shot top-1 than this
     progress: bool = True
 
     def validate(self) -> TrainConfig:
@@ -77,6 +92,36 @@ class TrainConfig:
 
         need(bool(self.data), "data is required (a file, folder, shard pattern or 'shapes')")
         need(self.loss in ("clip", "siglip"), f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        need(
+            self.shard_sampling in ("epoch", "resampled"),
+            f"shard_sampling must be 'epoch' or 'resampled', got {self.shard_sampling!r}",
+        )
+        need(
+            self.samples_per_epoch is None or self.samples_per_epoch >= self.batch_size,
+            f"samples_per_epoch must be at least batch_size ({self.batch_size}), got {self.samples_per_epoch!r}",
+        )
+        need(
+            self.shard_sampling == "epoch" or self.samples_per_epoch is not None,
+            "shard_sampling='resampled' draws shards forever: set samples_per_epoch (pairs per epoch)",
+        )
+        need(self.eval_max_images is None or self.eval_max_images >= 1, "eval_max_images must be >= 1 or null")
+        need(
+            isinstance(self.lora_rank, int) and not isinstance(self.lora_rank, bool) and self.lora_rank >= 0,
+            f"lora_rank must be a non-negative int, got {self.lora_rank!r}",
+        )
+        need(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha must be positive or null")
+        need(not (self.shard and self.lora_rank), "shard with lora_rank is not supported yet")
+        need(not (self.shard and self.precision == "fp16"), "shard needs precision bf16 or fp32 (no fp16 loss scaling)")
+        need(not (self.lora_rank and self.lock_image), "lora_rank and lock_image cannot be combined (LoRA freezes all)")
+        try:
+            parse_towers(self.lora_towers)
+        except ValueError as e:
+            need(False, str(e))
+        try:
+            parse_report_to(self.report_to)
+        except ValueError as e:
+            need(False, str(e))
+        need(self.regression_tolerance >= 0, "regression_tolerance must be >= 0")
         need(self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}")
         for key in ("steps", "batch_size", "accum_steps", "keep_last", "save_every", "log_every"):
             value = getattr(self, key)
@@ -122,9 +167,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
+            raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values).validate()
 

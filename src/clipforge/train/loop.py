@@ -14,7 +14,6 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,8 @@ from ..fileio import atomic_write_text
 from ..losses import clip_loss, siglip_loss
 from ..pretrained import resolve_checkpoint
 from .accumulation import LossFn, forward_backward, split_batch
-from .batches import TrainData
-from .checkpoints import RunDir, rng_state, set_rng_state
+from .batches import StreamPosition, TrainData
+from .checkpoints import RunDir, check_resumable, resolve_run_dir, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import (
     DistInfo,
@@ -39,11 +38,12 @@ from .distributed import (
     init_distributed,
     wrap_ddp,
 )
-from .evaluation import EvalTask, RetrievalSet, evaluate, headline
+from .evaluation import EvalTask, RetrievalSet, evaluate, headline, regression_report
 from .lit import lock_image_tower, set_train_mode
+from .lora import adapter_state_dict, apply_lora, load_adapters, merged_state_dict, parse_towers
 from .metrics import MetricsLogger, Progress
 from .optim import build_optimizer, lr_at, set_lr
-from .precision import autocast_for
+from .precision import autocast_for, step_kernels_for
 from .setup import (
     base_model_config,
     build_eval_sets,
@@ -52,14 +52,18 @@ from .setup import (
     build_train_dataset,
     final_model_config,
 )
+from .sharding import (
+    clip_grad_norm,
+    full_state_dict,
+    load_sharded,
+    no_gradient_sync,
+    save_sharded,
+    shard_model,
+    sync_replicated_grads,
+)
+from .tracking import open_trackers
 
 log = logging.getLogger(__name__)
-
-# Keys that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = frozenset(
-    {"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"}
-)
-
 
 @dataclass(frozen=True)
 class FitResult:
@@ -73,9 +77,7 @@ class FitResult:
 def make_loss_fn(kind: str, *, chunk_size: int | None, distributed: bool) -> LossFn:
     """(image_features, text_features, logit_scale, logit_bias) -> loss, for ``kind`` clip or siglip."""
     if kind == "clip":
-        return lambda img, txt, scale, bias: clip_loss(
-            img, txt, scale, chunk_size=chunk_size, distributed=distributed
-        )
+        return lambda img, txt, scale, bias: clip_loss(img, txt, scale, chunk_size=chunk_size, distributed=distributed)
     if kind == "siglip":
 
         def siglip(img, txt, scale, bias):
@@ -107,29 +109,6 @@ def fit(
         cleanup_distributed(dist_info)
 
 
-def resolve_run_dir(cfg: TrainConfig, *, resume: bool) -> Path:
-    """``out/name``; without a name, a new timestamped directory (or, to resume, the newest run)."""
-    out = Path(cfg.out)
-    if cfg.name:
-        return out / cfg.name
-    if resume:
-        runs = sorted(
-            (p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime
-        )
-        if not runs:
-            raise FileNotFoundError(f"--resume: no run directory with a run.json under {out}")
-        return runs[-1]
-    return out / datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def check_resumable(stored: TrainConfig, given: TrainConfig, where: Path) -> None:
-    a, b = stored.to_dict(), given.to_dict()
-    changed = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES | {"name", "out"})
-    if changed:
-        detail = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in changed)
-        raise ValueError(f"cannot resume {where}: the config differs from its run.json ({detail})")
-
-
 class _Trainer:
     def __init__(
         self,
@@ -141,19 +120,17 @@ class _Trainer:
         eval_sets: tuple[list[EvalTask], RetrievalSet | None] | None,
     ) -> None:
         self.info = info
-        path = Path(
-            broadcast_object(str(resolve_run_dir(cfg, resume=resume)) if info.is_main else None, info)
-        )
+        path = Path(broadcast_object(str(resolve_run_dir(cfg, resume=resume)) if info.is_main else None, info))
         self.rundir = RunDir(path, keep_last=cfg.keep_last)
         self.start_step = self.rundir.latest_step() if resume else None
         if resume and self.rundir.config_file.is_file():
             check_resumable(TrainConfig.from_json(self.rundir.config_file), cfg, path)
         elif not resume and self.rundir.latest_step() is not None:
-            raise FileExistsError(
-                f"{path} already holds checkpoints: pass --resume, or choose another --name"
-            )
+            raise FileExistsError(f"{path} already holds checkpoints: pass --resume, or choose another --name")
         self.cfg = cfg
         if info.is_main:
+            for p in self.rundir.sweep():
+                log.info("removed %s, left by an interrupted save", p)
             atomic_write_text(self.rundir.config_file, cfg.to_json())
 
         if cfg.init:  # the main process downloads/converts (once, into the cache); the others then find it
@@ -168,22 +145,28 @@ class _Trainer:
         self.tokenizer = self._tokenizer(model_cfg, init_info)
         self.model_cfg = final_model_config(model_cfg, self.tokenizer)
         self.model = build_model(cfg, self.model_cfg, device=info.device)
+        self.lora = bool(cfg.lora_rank)
+        if self.lora:
+            n = apply_lora(self.model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, towers=parse_towers(cfg.lora_towers))
+            log.info("LoRA rank %d on %d projections (%s)", cfg.lora_rank, n, cfg.lora_towers)
         self.frozen = (
-            lock_image_tower(self.model, unlocked_blocks=cfg.lock_image_unlocked_blocks)
-            if cfg.lock_image
-            else []
+            lock_image_tower(self.model, unlocked_blocks=cfg.lock_image_unlocked_blocks) if cfg.lock_image else []
         )
+        self.sharded = cfg.shard
+        if self.sharded:  # FSDP2 before the optimiser, which must see the sharded parameters
+            shard_model(self.model, info)
         self.optimizer = build_optimizer(
             self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas), eps=cfg.eps
         )
         self.dtype = parse_precision(cfg.precision, info.device)
         self.autocast = autocast_for(info.device, self.dtype)
+        self.step_kernels = step_kernels_for(info.device, self.dtype)
         self.scaler = torch.amp.GradScaler(info.device.type) if self.dtype == torch.float16 else None
         self.loss_fn = make_loss_fn(cfg.loss, chunk_size=cfg.loss_chunk_size, distributed=info.distributed)
         self.eval_sets = (
             eval_sets
             if eval_sets is not None
-            else (build_eval_sets(cfg, self.model_cfg) if info.is_main else ([], None))
+            else (build_eval_sets(cfg, self.model_cfg) if info.is_main or self.sharded else ([], None))
         )
         from ..data import Collator, SkipStats
 
@@ -197,15 +180,22 @@ class _Trainer:
             world_size=info.world_size,
             workers=cfg.workers,
             pin_memory=info.device.type == "cuda",
+            epoch_batches=cfg.samples_per_epoch // cfg.batch_size if cfg.samples_per_epoch else None,
         )
-        self.metrics = MetricsLogger(self.rundir.metrics_file, enabled=info.is_main)
+        trackers = (
+            open_trackers(cfg.report_to, run_dir=self.rundir.path, config=cfg.to_dict(), project=cfg.project)
+            if info.is_main and cfg.report_to
+            else []
+        )
+        self.metrics = MetricsLogger(self.rundir.metrics_file, enabled=info.is_main, trackers=trackers)
         if self.start_step is None:
             self.metrics.truncate_after(0)  # a fresh start: drop records of an earlier attempt
         self.best: tuple[str, float] | None = None
+        self.baseline: dict[str, float] | None = None  # zero-shot results of the starting model (--init)
         self.stream_positions: list | None = None
         if self.start_step is not None:
             self._restore(self.start_step)
-        self.ddp = wrap_ddp(self.model, info)
+        self.ddp = self.model if self.sharded else wrap_ddp(self.model, info)
 
     def _tokenizer(self, model_cfg, init_info):
         from ..tokenizer import Tokenizer
@@ -226,43 +216,69 @@ class _Trainer:
     def _state(self, step: int) -> dict[str, Any]:
         positions = self.stream_positions
         if self.data.iterable:
-            positions = [list(self.data.position)]
+            positions = [self.data.position.to_dict()]
             if self.info.distributed:
                 gathered: list[Any] = [None] * self.info.world_size
                 torch.distributed.all_gather_object(gathered, positions[0])
                 positions = gathered
         return {
             "step": step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if self.sharded else self.optimizer.state_dict(),  # sharded: in step-N.dcp/
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_state(),
             "skips": self.skips.state_dict(),
             "stream_positions": positions,
             "best": list(self.best) if self.best else None,
+            "baseline": self.baseline,
+            "lora": adapter_state_dict(self.model) if self.lora else None,
         }
 
     def _save(self, step: int) -> None:
         state = self._state(step)  # collective when streaming: every rank takes part
+        weights = self._weights()  # collective when sharded
+        if self.sharded:  # each rank's shards of model and optimiser, before the state commits the step
+            save_sharded(self.model, self.optimizer, self.rundir.shard_dir(step), self.info)
         if self.info.is_main:
             provenance = {"run": str(self.rundir.path), "step": step, "train_config": self.cfg.to_dict()}
-            self.rundir.save(step, self.model, tokenizer=self.tokenizer, state=state, provenance=provenance)
+            self.rundir.save(
+                step,
+                self.model,
+                tokenizer=self.tokenizer,
+                state=state,
+                provenance=provenance,
+                weights=weights,
+            )
+
+    def _weights(self) -> dict[str, torch.Tensor] | None:
+        """What a saved model holds when it is not ``model.state_dict()``: the full weights gathered
+        from the shards (rank 0; collective), or the LoRA adapters merged into plain weights."""
+        if self.sharded:
+            return full_state_dict(self.model)
+        return merged_state_dict(self.model) if self.lora else None
 
     def _restore(self, step: int) -> None:
         from ..checkpoint import load_state_dict_strict, load_weights
 
-        load_state_dict_strict(
-            self.model,
-            load_weights(self.rundir.weights_file(step), device=self.info.device),
-            source=str(self.rundir.weights_file(step)),
-        )
         state = self.rundir.load_state(step)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lora:  # the frozen base comes from --init (or the seed) as at the start; the adapters from the state
+            load_adapters(self.model, state["lora"])
+        elif self.sharded:
+            load_sharded(self.model, self.optimizer, self.rundir.shard_dir(step))
+        else:
+            load_state_dict_strict(
+                self.model,
+                load_weights(self.rundir.weights_file(step), device=self.info.device),
+                source=str(self.rundir.weights_file(step)),
+            )
+        if not self.sharded:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.skips.load_state_dict(state["skips"])
         self.stream_positions = state["stream_positions"]
         self.best = tuple(state["best"]) if state["best"] else None
+        self.baseline = state.get("baseline")
         self.metrics.truncate_after(step)
         log.info("resumed %s at step %d", self.rundir.path, step)
 
@@ -271,8 +287,7 @@ class _Trainer:
     def _step(self, step: int, batch: Any) -> torch.Tensor | None:
         from ..data import prepare_images
 
-        if self.data.epoch_of(step) == 0:  # later epochs meet the same bad samples again: count them once
-            self.skips.update(batch.skipped, batch.skip_notes)
+        self.skips.update(batch.skipped, batch.skip_notes, batch.skip_keys)  # every epoch: files can vanish
         n = all_reduce_min_int(len(batch), self.info)  # ranks must hold equal batches for the gathered loss
         if n == 0:
             log.warning("step %d: every sample of the batch was skipped; no update", step)
@@ -293,20 +308,28 @@ class _Trainer:
         loss_fn = self.loss_fn
         if self.scaler is not None:
             loss_fn = lambda *a: self.scaler.scale(self.loss_fn(*a))  # noqa: E731
-        no_sync = self.ddp.no_sync if self.info.distributed else None
-        loss = forward_backward(
-            self.ddp,
-            split_batch(images, tokens, self.cfg.accum_steps),
-            loss_fn,
-            autocast=self.autocast,
-            no_sync=no_sync,
-        )
+        no_sync = self.ddp.no_sync if self.info.distributed and not self.sharded else None
+        if self.sharded:
+            no_sync = lambda: no_gradient_sync(self.model)  # noqa: E731
+        with self.step_kernels():
+            loss = forward_backward(
+                self.ddp,
+                split_batch(images, tokens, self.cfg.accum_steps),
+                loss_fn,
+                autocast=self.autocast,
+                no_sync=no_sync,
+            )
+        if self.sharded:
+            sync_replicated_grads(self.model, self.info)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
             loss = loss / self.scaler.get_scale()
         if self.cfg.grad_clip is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
+            if self.sharded:
+                clip_grad_norm(params, self.cfg.grad_clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -317,18 +340,45 @@ class _Trainer:
 
     # ------------------------------------------------------------------ the run
 
+    def _evaluate_start(self) -> None:
+        """Fine-tuning: the starting model's zero-shot results, the reference of every later
+        evaluation's ``regression/*`` figures (kept in the checkpoints, so a resume keeps it)."""
+        tasks, _ = self.eval_sets
+        if (self.info.is_main or self.sharded) and self.cfg.init and tasks and self.baseline is None:
+            self.baseline = evaluate(
+                self.model, self.tokenizer, tasks=tasks, autocast=self.autocast, workers=self.cfg.workers
+            )
+            self.metrics.log(0, {f"start/{k}": v for k, v in self.baseline.items()})
+            set_train_mode(self.model, self.frozen)
+
     def _evaluate(self, step: int) -> dict[str, float]:
         tasks, retrieval = self.eval_sets
         results: dict[str, float] = {}
-        if self.info.is_main and (tasks or retrieval is not None):
+        if (self.info.is_main or self.sharded) and (tasks or retrieval is not None):  # sharded: every rank computes
             results = evaluate(
-                self.model, self.tokenizer, tasks=tasks, retrieval=retrieval, autocast=self.autocast
+                self.model,
+                self.tokenizer,
+                tasks=tasks,
+                retrieval=retrieval,
+                autocast=self.autocast,
+                workers=self.cfg.workers,
             )
+            if self.baseline:
+                deltas, dropped = regression_report(results, self.baseline, tolerance=self.cfg.regression_tolerance)
+                results.update(deltas)
+                if dropped:
+                    log.warning(
+                        "step %d: zero-shot top-1 fell more than %.3f below the starting model: %s",
+                        step,
+                        self.cfg.regression_tolerance,
+                        "; ".join(dropped),
+                    )
             self.metrics.log(step, {f"eval/{k}": v for k, v in results.items()})
             top = headline(results)
             if top is not None and (self.best is None or top[1] > self.best[1]):
                 self.best = (top[0], top[1])
-                self.rundir.save_best(step, *top)
+                if self.info.is_main:
+                    self.rundir.save_best(step, *top)
         barrier(self.info)
         set_train_mode(self.model, self.frozen)
         return results
@@ -336,11 +386,12 @@ class _Trainer:
     def run(self) -> FitResult:
         cfg, info = self.cfg, self.info
         step = self.start_step or 0
+        self._evaluate_start()
         set_train_mode(self.model, self.frozen)
         progress = Progress(total=cfg.steps, initial=step, enabled=cfg.progress and info.is_main)
         position = None
         if self.data.iterable and self.stream_positions:
-            position = tuple(self.stream_positions[info.rank])
+            position = StreamPosition.from_dict(self.stream_positions[info.rank])
         batches = self.data.batches(step, position=position)
         results: dict[str, float] = {}
         evaluated = -1
@@ -365,17 +416,20 @@ class _Trainer:
             progress.close()
         if evaluated != step:
             results = self._evaluate(step)
+        weights = self._weights()
         if info.is_main:
             from ..checkpoint import save_checkpoint
 
             provenance = {"run": str(self.rundir.path), "step": step, "train_config": cfg.to_dict()}
             save_checkpoint(
-                self.rundir.final_model, self.model, tokenizer=self.tokenizer, provenance=provenance
+                self.rundir.final_model,
+                self.model,
+                tokenizer=self.tokenizer,
+                provenance=provenance,
+                state_dict=weights,
             )
             if results:
-                atomic_write_text(
-                    self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2)
-                )
+                atomic_write_text(self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2))
         skips = self._skip_summary()
         if info.is_main and skips.total:
             log.warning("%s unusable training samples: %s", skips.total, skips.summary())
@@ -384,7 +438,7 @@ class _Trainer:
         return FitResult(self.rundir.path, self.rundir.final_model, step, results, skips.total)
 
     def _skip_summary(self):
-        """Rows skipped while reading the index, plus samples skipped in the first epoch on any rank."""
+        """Rows skipped while reading the index, plus every sample skipped during the run on any rank."""
         from ..data import SkipStats
 
         counts = [self.skips.state_dict()]
@@ -393,7 +447,7 @@ class _Trainer:
             torch.distributed.all_gather_object(counts, self.skips.state_dict())
         total = SkipStats()
         for c in counts:
-            total.update(c)
+            total.merge(c)
         total.update(Counter(s.reason for s in getattr(self.dataset, "load_skips", [])))
         return total
 
@@ -402,9 +456,7 @@ class _Trainer:
         if loss is not None:
             value = float(all_reduce_mean(loss, self.info))
             if value != value or value in (float("inf"), float("-inf")):
-                raise FloatingPointError(
-                    f"step {step}: the loss is {value}; lower the lr or use --precision fp32"
-                )
+                raise FloatingPointError(f"step {step}: the loss is {value}; lower the lr or use --precision fp32")
         samples_per_s, data_wait = progress.window()
         record = {
             "loss": value,

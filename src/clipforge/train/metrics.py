@@ -1,4 +1,4 @@
-"""Metrics: a JSONL file always, TensorBoard as well when it is installed; and the progress bar."""
+"""Metrics: a JSONL file always, plus the experiment trackers of ``report_to``; and the progress bar."""
 
 from __future__ import annotations
 
@@ -6,35 +6,29 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write_text
+from .tracking import Tracker, scalars_of
 
 log = logging.getLogger(__name__)
 
 
 class MetricsLogger:
-    """Appends ``{"step": s, **values}`` lines to ``metrics.jsonl`` (and TensorBoard scalars)."""
+    """Appends ``{"step": s, **values}`` lines to ``metrics.jsonl`` and hands the numeric values to
+    each tracker (:mod:`.tracking`: TensorBoard, W&B, MLflow)."""
 
-    def __init__(self, path: Path, *, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, path: Path, *, enabled: bool = True, trackers: Sequence[Tracker] = ()) -> None:
         self.path, self.enabled = path, enabled
-        self._tb = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard not installed: JSONL only
-                log.debug("tensorboard not installed; metrics go to %s only", path)
-            else:
-                self._tb = SummaryWriter(log_dir=str(path.parent / "tensorboard"))
+        self.trackers = list(trackers) if enabled else []
 
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (written before a crash, about to be recomputed on resume)."""
         if not (self.enabled and self.path.is_file()):
             return
-        kept = [
-            line for line in self.path.read_text().splitlines() if line.strip() and _step_of(line) <= step
-        ]
+        kept = [line for line in self.path.read_text().splitlines() if line.strip() and _step_of(line) <= step]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, values: dict[str, Any]) -> None:
@@ -43,14 +37,14 @@ class MetricsLogger:
         record = {"step": step, **{k: _jsonable(v) for k, v in values.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(key, value, step)
+        scalars = scalars_of(values)
+        for tracker in self.trackers:
+            tracker.log(step, scalars)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -29,3 +29,15 @@ def _cpu_half_precision(dtype: torch.dtype):
 
     with torch.autocast(device_type="cpu", dtype=dtype), sdpa_kernel([SDPBackend.MATH]):
         yield
+
+
+def step_kernels_for(device: torch.device, dtype: torch.dtype) -> Callable[[], Any]:
+    """A factory of contexts held for a whole step, backward included: on CPU in half precision,
+    the math attention kernel, so that activations recomputed in the backward pass (gradient
+    checkpointing) come from the same kernel as the forward pass's (else the recomputation saves
+    different tensors and ``torch.utils.checkpoint`` refuses it)."""
+    if dtype == torch.float32 or device.type != "cpu":
+        return contextlib.nullcontext
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return functools.partial(sdpa_kernel, [SDPBackend.MATH])

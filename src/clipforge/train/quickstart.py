@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ..device import parse_precision, resolve_device
+from ..fileio import atomic_write_text
 from .config import TrainConfig
 from .loop import fit, make_loss_fn
 from .precision import autocast_for
@@ -142,8 +143,8 @@ def quickstart(
         targets=TARGETS,
     )
     eval_path = result.run_dir / "eval.json"
-    eval_path.write_text(json.dumps(figures, indent=2))
+    atomic_write_text(eval_path, json.dumps(figures, indent=2))
     report_path = write_report(result.run_dir, figures, model_path=result.model_path)
     figures["total_seconds"] = time.perf_counter() - t_start
-    eval_path.write_text(json.dumps(figures, indent=2))
+    atomic_write_text(eval_path, json.dumps(figures, indent=2))
     return QuickstartResult(result.run_dir, eval_path, report_path, result.model_path, figures)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..fileio import atomic_write_text
 from .metrics import read_metrics
 
 TASK_ORDER = ("colour", "shape", "pattern", "count", "position", "colour_shape_seen", "colour_shape_heldout")
@@ -120,7 +121,7 @@ def write_report(run_dir: Path, figures: dict[str, Any], *, model_path: Path) ->
         "",
     ]
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

@@ -76,6 +76,7 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
                 image_key=cfg.image_key,
                 caption_key=cfg.caption_key,
                 num_workers=cfg.workers,
+                progress=cfg.progress,
             )
         if world_size > 1:
             torch.distributed.barrier()
@@ -89,6 +90,7 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
         seed=cfg.seed,
         rank=rank,
         world_size=world_size,
+        resampled=cfg.shard_sampling == "resampled",
     )
 
 
@@ -118,9 +120,7 @@ def training_captions(dataset: Dataset, *, limit: int = 10_000) -> Iterator[str]
             yield str(item[1])
 
 
-def build_tokenizer(
-    cfg: TrainConfig, *, dataset: Dataset, context_length: int, init: CheckpointInfo | None
-) -> Any:
+def build_tokenizer(cfg: TrainConfig, *, dataset: Dataset, context_length: int, init: CheckpointInfo | None) -> Any:
     """The run's tokenizer: the ``--init`` checkpoint's own, a BPE learnt from the training captions
     (``tokenizer="train"``), OpenAI's vocabulary (``"openai"``), or one from a path."""
     from ..tokenizer import Tokenizer, get_tokenizer, train_bpe
@@ -136,7 +136,7 @@ def build_tokenizer(
         log.info(
             "learning a %d-token BPE vocabulary from %d training captions", cfg.vocab_size, len(captions)
         )
-        return train_bpe(captions, vocab_size=cfg.vocab_size, context_length=context_length)
+        return train_bpe(captions, vocab_size=cfg.vocab_size, context_length=context_length, progress=cfg.progress)
     return get_tokenizer(cfg.tokenizer, context_length=context_length)
 
 
@@ -161,36 +161,81 @@ def build_model(cfg: TrainConfig, model_cfg: ModelConfig, *, device: torch.devic
 def build_eval_sets(
     cfg: TrainConfig, model_cfg: ModelConfig, *, workers: int = 0
 ) -> tuple[list[EvalTask], RetrievalSet | None]:
-    """Zero-shot tasks (``eval_tasks="shapes"``: every built-in shapes task) and the held-out
-    retrieval pairs (``val_data``; for ``data="shapes"`` its val split), decoded once."""
+    """Zero-shot tasks named by ``eval_tasks`` (comma-separated: ``shapes`` for every built-in shapes
+    task, a labelled image folder or CSV, a CLIP_benchmark ``wds_<name>`` folder or URL) and the
+    held-out retrieval pairs (``val_data`` in any data format or a CLIP_benchmark retrieval set;
+    for ``data="shapes"`` its val split). Shapes and retrieval pairs are decoded once; user
+    zero-shot sets are read at each evaluation (at most ``eval_max_images`` images)."""
     from ..data.transforms import image_transform
 
     transform = image_transform(model_cfg.preprocess, model_cfg.vision.image_size, train=False)
     tasks: list[EvalTask] = []
-    if cfg.eval_tasks == SHAPES:
-        from ..data import ShapesSpec, zero_shot_tasks
+    for item in [t.strip() for t in (cfg.eval_tasks or "").split(",") if t.strip()]:
+        if item == SHAPES:
+            from ..data import ShapesSpec, zero_shot_tasks
 
-        spec = ShapesSpec(image_size=model_cfg.vision.image_size)
-        tasks = [materialize_task(t, workers=workers) for t in zero_shot_tasks(spec, transform=transform)]
-    elif cfg.eval_tasks:
-        raise ValueError(f"unknown eval_tasks {cfg.eval_tasks!r}; the built-in set is 'shapes'")
+            spec = ShapesSpec(image_size=model_cfg.vision.image_size)
+            tasks += [materialize_task(t, workers=workers) for t in zero_shot_tasks(spec, transform=transform)]
+        else:
+            task = user_eval_task(item, transform=transform, templates=cfg.eval_templates, limit=cfg.eval_max_images)
+            taken = {t.name for t in tasks}
+            name = task.name if task.name not in taken else f"{task.name}-{len(tasks)}"
+            tasks.append(dataclasses.replace(task, name=name))
     val_source = cfg.val_data or (f"{SHAPES}:val" if _shapes_split(cfg.data) else None)
     retrieval = None
     if val_source:
         from ..data import ShapesDataset, ShapesSpec, build_dataset
+        from ..eval.clip_benchmark import is_benchmark_dir, load_benchmark
 
         split = _shapes_split(val_source)
         if split:
-            val = ShapesDataset(
-                split, spec=ShapesSpec(image_size=model_cfg.vision.image_size), transform=transform
-            )
+            val = ShapesDataset(split, spec=ShapesSpec(image_size=model_cfg.vision.image_size), transform=transform)
         else:
+            if is_benchmark_dir(val_source):
+                bench = load_benchmark(val_source)
+                if bench.kind != "retrieval":
+                    raise ValueError(f"val_data {val_source} is a classification set: name it in eval_tasks")
+                val_source = "::".join(bench.shards)
             val = build_dataset(
                 val_source,
                 transform=transform,
                 image_key=cfg.image_key,
                 caption_key=cfg.caption_key,
                 seed=cfg.seed,
+                shuffle_buffer=0,
             )
         retrieval = materialize_retrieval(val, workers=workers)
     return tasks, retrieval
+
+
+def user_eval_task(source: str, *, transform: Any, templates: str, limit: int | None) -> EvalTask:
+    """A zero-shot task from a CLIP_benchmark folder/URL (its own class names and templates) or a
+    labelled folder / CSV (class names from its sub-folders or labels, ``templates``)."""
+    from pathlib import Path
+
+    from ..data.shard_io import is_remote
+    from ..eval.clip_benchmark import BenchmarkImages, is_benchmark_dir, load_benchmark
+    from ..eval.datasets import LabelledDataset, load_labelled
+    from ..eval.prompts import load_templates
+
+    if is_benchmark_dir(source) or is_remote(source):
+        bench = load_benchmark(source)
+        if bench.kind != "classification":
+            raise ValueError(f"eval task {source} is a {bench.kind} set: pass it as val_data")
+        if not bench.classnames:
+            raise ValueError(f"eval task {source}: no classnames.txt")
+        return EvalTask(
+            bench.name,
+            bench.classnames,
+            bench.templates or tuple(load_templates(templates)),
+            dataset=BenchmarkImages(bench, transform=transform),
+            limit=limit,
+        )
+    data = load_labelled(source)
+    return EvalTask(
+        Path(source).stem,
+        tuple(data.classnames),
+        tuple(load_templates(templates)),
+        dataset=LabelledDataset(data, transform=transform),
+        limit=limit,
+    )

@@ -1,0 +1,127 @@
+"""Expected failures end in one line naming the file and the cause (issue 13, point 6): a full disk
+while saving a checkpoint or committing to the index (simulated), and tokenizer inputs of the wrong
+type. Data already written stays intact."""
+
+from __future__ import annotations
+
+import errno
+import re
+import sqlite3
+
+import pytest
+from search_fixtures import make_folder, save_tiny_checkpoint
+from train_helpers import write_pairs_csv, write_tiny_model
+
+from clipforge.cli.main import main
+from clipforge.fileio import atomic_write, atomic_write_text, write_error
+from clipforge.index import IndexStore
+from clipforge.tokenizer import TokenizerError, TokenizerInputError, get_tokenizer
+
+
+def _one_line_error(err: str, *needles: str) -> str:
+    lines = [line for line in err.strip().splitlines() if "error" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_atomic_write_reports_storage_failures_naming_the_target(tmp_path):
+    target = tmp_path / "model.safetensors"
+    target.write_text("old")
+
+    def enospc(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+
+    with pytest.raises(OSError) as info:
+        atomic_write(target, enospc)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+    # what torch.save, safetensors and faiss raise when the disk is full: not OSErrors
+    for message in (
+        "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: file write failed",
+        'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })',
+        "Error in void faiss::write_index: fwrite ... (No space left on device)",
+    ):
+
+        def fail(tmp, message=message):
+            raise RuntimeError(message)
+
+        with pytest.raises(OSError, match="disk full") as info:
+            atomic_write(target, fail)
+        assert info.value.filename == str(target) and target.read_text() == "old"
+
+    def bug(tmp):
+        raise KeyError("not a storage problem")
+
+    with pytest.raises(KeyError):  # real bugs are not disguised as disk errors
+        atomic_write(target, bug)
+    assert write_error(target, ValueError("bad value")) is None
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+
+
+def test_train_with_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+
+    data = write_pairs_csv(tmp_path / "data", n=16)
+    model = write_tiny_model(tmp_path / "tiny.json")
+    real_save = safetensors.torch.save_file
+    calls = []
+
+    def save_file(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) >= 2:  # the first checkpoint fits, then the disk is full
+            raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "..." })')
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    argv = ["train", "--data", str(data), "--model", str(model), "--batch-size", "8", "--warmup-steps", "1",
+            "--out", str(tmp_path / "runs"), "--name", "r", "--workers", "0", "--no-progress",
+            "--save-every", "1", "--steps", "3"]  # fmt: skip
+    assert main(argv) == 1
+    line = _one_line_error(capsys.readouterr().err, "clipforge train: error:", "step-000002.safetensors")
+    assert "No space left" in line or "disk full" in line
+    ckpts = tmp_path / "runs" / "r" / "checkpoints"
+    assert (ckpts / "step-000001.safetensors").is_file() and not list(ckpts.glob(".*.tmp"))
+
+
+def test_index_commit_with_a_full_disk_is_one_line_and_leaves_the_index_intact(tmp_path, monkeypatch, capsys):
+    root, db = tmp_path / "photos", tmp_path / "p.cfidx"
+    make_folder(root, 3)
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    base = ["index", str(root), "--model", str(ckpt), "--db", str(db), "--workers", "0", "--no-progress"]
+    assert main(base) == 0
+    before = IndexStore(db).count()
+    make_folder(root, 40, start=3)
+    capsys.readouterr()
+
+    real_conn = IndexStore._conn
+
+    def full_conn(self) -> sqlite3.Connection:  # SQLite's own "database or disk is full"
+        conn = real_conn(self)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        return conn
+
+    monkeypatch.setattr(IndexStore, "_conn", full_conn)
+    assert main(base) == 1
+    _one_line_error(capsys.readouterr().err, "clipforge index: error:", str(db), "full")
+    monkeypatch.undo()
+    assert IndexStore(db).count() == before
+
+
+@pytest.mark.parametrize(
+    ("texts", "said"),
+    [(None, "got None"), (b"a cat", "bytes (decode it first"), ({"a": "cat"}, "got dict"), (7, "got int"),
+     (["a cat", None], "texts[1] must be a str, got None"), ([b"x"], "texts[0] must be a str, got bytes")],
+)  # fmt: skip
+def test_tokenizer_type_errors_are_clear(texts, said):
+    tok = get_tokenizer()
+    with pytest.raises(TokenizerInputError, match=re.escape(said)) as info:
+        tok(texts)
+    assert isinstance(info.value, TypeError) and isinstance(info.value, TokenizerError)
+    with pytest.raises(TypeError, match="text must be a str"):
+        tok.encode(None)
+    assert tok(("a cat", "a dog")).shape[0] == 2  # any sequence of str is fine
