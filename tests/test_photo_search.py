@@ -175,7 +175,7 @@ def client(library):
     from clipforge.serve import SearchService, create_app
 
     service = SearchService(ImageIndex.open(library["db"], encoder=library["encoder"]))
-    with TestClient(create_app(service)) as c:
+    with TestClient(create_app(service), base_url="http://127.0.0.1") as c:
         yield c
 
 
