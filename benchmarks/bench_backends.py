@@ -146,7 +146,7 @@ def main() -> None:
     with torch.inference_mode():
         img_s = timed_rounds({n: (lambda m=m: m.encode_image(images)) for n, m in peers.items()}, rounds=args.rounds)
         txt_s = timed_rounds({n: (lambda m=m: m.encode_text(tokens)) for n, m in peers.items()}, rounds=args.rounds)
-    ref_name = "open_clip bf16" if "open_clip bf16" in peers else "clipforge torch bf16"
+    ref_name = next(n for n in ("open_clip bf16", "clipforge torch bf16", "clipforge torch fp32") if n in peers)
     print(f"\nViT-B-32, batch {args.batch}, {threads} threads; ratio = speed / {ref_name}'s\n")
     print("| peer, mode | images/s | ratio | captions/s | ratio |")
     print("|---|---:|---:|---:|---:|")
