@@ -139,3 +139,99 @@ def test_dropping_an_image_searches_by_image_and_classify_panel_works(page, serv
     page.wait_for_selector("#labels-out li")
     rows = page.eval_on_selector_all("#labels-out li", "els => els.map(e => e.textContent)")
     assert len(rows) == 3 and all("%" in r for r in rows)
+
+
+# -- a photo library: filters, "load more", the query in the URL -----------------------------------
+@pytest.fixture(scope="module")
+def library_server(tmp_path_factory):
+    pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
+        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    uvicorn = pytest.importorskip("uvicorn", reason="uvicorn not installed (pip install 'clipforge[serve]')")
+    from clipforge.index import ImageIndex, IndexStore, index_folder
+    from clipforge.serve import SearchService, create_app
+
+    base = tmp_path_factory.mktemp("browser-library")
+    root, db = base / "photos", base / "i.cfidx"
+    make_folder(root, 30)  # d0, d1, d2: ten each, six formats
+    encoder = tiny_encoder()
+    with IndexStore(db, create=True) as store:
+        index_folder(root, store, encoder, num_workers=0, progress=False)
+    app = create_app(SearchService(ImageIndex.open(db, encoder=encoder)))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}/"}
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def _hit_paths(page) -> list[str]:
+    return page.eval_on_selector_all("#results .hit img", "els => els.map(e => e.alt)")
+
+
+def test_filters_load_more_and_the_query_in_the_url(library_server):
+    from playwright.sync_api import sync_playwright
+
+    url = library_server["url"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_function("() => document.getElementById('status').textContent.includes('30 images')")
+            page.wait_for_function("() => document.querySelectorAll('#folder option').length === 4")  # all + 3
+
+            # load more: 12, 24, then the last 6 and no more button
+            page.select_option("#k", "12")
+            page.fill("#q", "a colourful picture")
+            page.press("#q", "Enter")
+            page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 12")
+            assert page.is_visible("#more")
+            page.click("#more")
+            page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 24")
+            page.click("#more")
+            page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 30")
+            assert not page.is_visible("#more")
+            paths = _hit_paths(page)
+            assert len(set(paths)) == 30  # pages do not repeat
+            scores = page.eval_on_selector_all("#results .hit .score", "els => els.map(e => parseFloat(e.textContent))")
+            assert scores == sorted(scores, reverse=True)
+
+            # a folder and a type filter
+            page.select_option("#folder", "d1")
+            page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 10")
+            assert all(p.startswith("d1/") for p in _hit_paths(page))
+            page.select_option("#type", "jpeg")  # d1 holds .jpg and .bmp files
+            page.wait_for_function(
+                "() => { const hits = [...document.querySelectorAll('#results .hit img')];"
+                " return hits.length > 0 && hits.every(i => i.alt.endsWith('.jpg')); }"
+            )
+            jpegs = _hit_paths(page)
+            assert len(jpegs) == 5 and all(p.startswith("d1/") for p in jpegs)
+
+            # the search is in the URL: reloading it restores the query, the filters and the results
+            assert "q=a+colourful+picture" in page.url and "folder=d1" in page.url and "type=jpeg" in page.url
+            fresh = browser.new_page()
+            fresh.goto(page.url)
+            fresh.wait_for_function("() => document.querySelectorAll('#results .hit').length > 0")
+            assert fresh.input_value("#q") == "a colourful picture"
+            assert fresh.input_value("#folder") == "d1" and fresh.input_value("#type") == "jpeg"
+            assert sorted(_hit_paths(fresh)) == sorted(jpegs)
+
+            # a minimum similarity above every score empties the page; the status says so
+            page.select_option("#type", "")
+            page.fill("#min-score", "0.9999")
+            page.press("#min-score", "Enter")
+            page.wait_for_function("() => document.getElementById('status').textContent.startsWith('0 results')")
+            assert "min_score=0.9999" in page.url
+            assert errors == [], errors
+        finally:
+            browser.close()

@@ -350,8 +350,11 @@ def test_normalize_uint8_on_cuda_matches_cpu():
 
 
 def test_image_extensions():
-    assert set(IMAGE_EXTENSIONS) == {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+    assert set(IMAGE_EXTENSIONS) == {
+        ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"
+    }  # the last three through the `photos` extra (reported with an install hint without it)
     assert is_image_file("a/B.JPG") and is_image_file(Path("x.tiff")) and not is_image_file("x.txt")
+    assert is_image_file("IMG_0001.HEIC") and is_image_file("photo.avif")
 
 
 def test_load_image_applies_exif_rotation():

@@ -26,6 +26,7 @@ def load(
     device: str | torch.device = "auto",
     precision: str | torch.dtype = "auto",
     progress: bool = True,
+    backend: str = "torch",
 ) -> Loaded:
     """Load a model: model in eval mode, tokenizer, eval transform.
 
@@ -38,6 +39,7 @@ def load(
 
     ``device="auto"`` picks CUDA when present; ``precision="auto"`` runs bf16 on GPUs and on CPUs with
     native bf16 matrix instructions (AVX512-BF16/AMX), fp32 elsewhere. Pass ``precision="fp32"`` for
-    bit-exact reference numbers."""
-    loaded = load_model(model, device=device, precision=precision, progress=progress)
+    bit-exact reference numbers. ``backend="onnx"`` or ``"onnx-int8"`` runs the encoders in ONNX
+    Runtime on the CPU (exported once, cached beside the checkpoint)."""
+    loaded = load_model(model, device=device, precision=precision, progress=progress, backend=backend)
     return Loaded(loaded.model, loaded.tokenizer, loaded.transform)

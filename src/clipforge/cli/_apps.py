@@ -25,13 +25,30 @@ def add_model_args(p: argparse.ArgumentParser, *, precision: str = "auto") -> No
     p.add_argument("--precision", default=precision, help=f"fp32, bf16, fp16 or auto (default {precision})")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_backend_arg(p)
+
+
+def add_backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx", "onnx-int8"),
+        default="torch",
+        help="torch (default); onnx or onnx-int8: ONNX Runtime on the CPU with float32 or int8 weights, "
+        "exported once and cached beside the checkpoint (needs clipforge[export])",
+    )
 
 
 def load_model(args: argparse.Namespace):
     """``clipforge.api.Loaded`` (model, tokenizer, transform) for the parsed model flags."""
     from ..api import load
 
-    return load(args.model, device=args.device, precision=args.precision, progress=not args.no_progress)
+    return load(
+        args.model,
+        device=args.device,
+        precision=args.precision,
+        progress=not args.no_progress,
+        backend=getattr(args, "backend", "torch"),
+    )
 
 
 def skipped_json(failures: list[tuple[str, str]]) -> list[dict[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._apps import MODEL_HELP
+from ._apps import MODEL_HELP, add_backend_arg
 
 DEFAULT_DB = "clipforge.cfidx"
 
@@ -26,7 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: up to 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto")
+    p.add_argument(
+        "--precision", default="auto", help="auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16"
+    )
+    add_backend_arg(p)
+    p.add_argument(
+        "--exact-preprocess",
+        action="store_true",
+        help="decode every image at full size (the reference preprocessing, bit for bit); by default large "
+        "JPEGs are decoded at reduced size, still at least twice the model input (about 4x faster)",
+    )
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored embedding type")
     p.add_argument(
         "--ann-threshold",
@@ -68,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(merged.skipped)} skipped",
             )
         if args.folder is not None and args.model is not None:
-            encoder = Encoder.load(args.model, device=args.device, precision=args.precision, progress=progress)
+            encoder = Encoder.load(
+                args.model, device=args.device, precision=args.precision, progress=progress, backend=args.backend
+            )
             report = index_folder(
                 args.folder,
                 store,
@@ -78,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 num_workers=args.workers,
                 include_hidden=args.include_hidden,
+                exact_preprocess=args.exact_preprocess,
                 progress=progress,
             )
             out["index"] = {k: v for k, v in vars(report).items() if k not in ("skipped",)}

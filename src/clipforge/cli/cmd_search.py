@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..fileio import atomic_write_text
-from ._apps import MODEL_HELP
+from ._apps import MODEL_HELP, add_backend_arg
 from .cmd_index import DEFAULT_DB
 
 
@@ -23,9 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", help="query image (image -> image search; with a text query: combined)")
     p.add_argument("--image-weight", type=float, default=0.5, help="weight of the image in a combined query")
     p.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many of the best results (paging)")
+    p.add_argument("--min-score", type=float, default=None, help="only results with at least this cosine")
+    p.add_argument("--folder", help="only this folder (relative to the indexed root) and those below it")
+    p.add_argument("--taken-after", metavar="DATE", help="taken on or after: 2021, 2021-07, 2021-07-04, ...")
+    p.add_argument("--taken-before", metavar="DATE", help="taken on or before (inclusive: 2021-07 includes July)")
+    p.add_argument("--type", dest="types", help="file types, comma-separated: jpeg,png,heic,avif,webp,...")
     p.add_argument("--model", help=MODEL_HELP + " (default: the one the index was built with)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32")
+    add_backend_arg(p)
     p.add_argument("--nprobe", type=int, default=None, help="ANN lists to probe (default: calibrated)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--html", metavar="OUT", help="also write a thumbnail gallery to this HTML file")
@@ -35,9 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..index import Encoder, ImageIndex, IndexStore
     from ..index.gallery import render_gallery
+    from ..index.store import PhotoFilter
 
     if not args.query and not args.image:
         raise ValueError("give a text query, --image, or both")
+    try:
+        where = PhotoFilter.make(
+            folder=args.folder, taken_after=args.taken_after, taken_before=args.taken_before, types=args.types
+        )
+    except ValueError as e:  # name the flags, not the parameters
+        raise ValueError(str(e).replace("taken_after", "--taken-after").replace("taken_before", "--taken-before")
+                         .replace("folder must", "--folder must")) from None
     store = IndexStore(args.db)
     model = args.model or store.get_meta("model_path")
     if not model:
@@ -45,16 +60,27 @@ def run(args: argparse.Namespace) -> int:
 
         made_by = describe_model(store.get_meta("model_id"), store.get_meta("model_name"))
         raise ValueError(f"{args.db} does not record its model (made by {made_by}): pass --model MODEL")
-    encoder = Encoder.load(model, device=args.device, precision=args.precision)
+    encoder = Encoder.load(model, device=args.device, precision=args.precision, backend=args.backend)
     index = ImageIndex(store, encoder=encoder, nprobe=args.nprobe)
-    hits = index.search(text=args.query, image=args.image, k=args.k, image_weight=args.image_weight)
+    hits = index.search(
+        text=args.query,
+        image=args.image,
+        k=args.k,
+        image_weight=args.image_weight,
+        offset=args.offset,
+        where=where,
+        min_score=args.min_score,
+    )
     root = index.root
     if args.json:
         print(json.dumps([{**h.to_dict(), "file": str(root / h.path)} for h in hits], indent=2))
     else:
-        print(f"{'rank':>4}  {'score':>7}  path")
-        for rank, h in enumerate(hits, 1):
-            print(f"{rank:>4}  {h.score:>7.4f}  {root / h.path}")
+        print(f"{'rank':>4}  {'score':>7}  {'taken':<19}  path")
+        for rank, h in enumerate(hits, args.offset + 1):
+            taken = (h.info or {}).get("taken_at") or "?"
+            print(f"{rank:>4}  {h.score:>7.4f}  {taken:<19}  {root / h.path}")
+        if not hits:
+            print("no results" + ("" if where.is_empty() and args.min_score is None else " (with these filters)"))
     if args.html:
         title = " + ".join(
             x for x in (args.query and f'"{args.query}"', args.image and f"image {args.image}") if x

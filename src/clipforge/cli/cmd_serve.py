@@ -6,7 +6,7 @@ import argparse
 import os
 import socket
 
-from ._apps import MODEL_HELP
+from ._apps import MODEL_HELP, add_backend_arg
 from .cmd_index import DEFAULT_DB
 
 
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32")
+    add_backend_arg(p)
     p.add_argument("--policy", help="moderation policy YAML (enables /api/moderate)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default: 10)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest accepted image (default: 40)")
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         args.db,
         device=args.device,
         precision=args.precision,
+        backend=args.backend,
         policy=args.policy,
         max_pixels=int(args.max_megapixels * 1_000_000),
         nprobe=args.nprobe,

@@ -44,8 +44,11 @@ class VectorIndex(Protocol):
 
     def __len__(self) -> int: ...
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, E) float32 → (scores (Q, k), ids (Q, k)); missing neighbours have id -1."""
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, E) float32 → (scores (Q, k), ids (Q, k)); missing neighbours have id -1. ``allowed``:
+        only these ids are candidates (a filter), None for all."""
         ...
 
 
@@ -81,21 +84,27 @@ class ExactIndex:
             np.concatenate([self.ids[keep], snap.ids]), np.concatenate([self.vectors[keep], snap.vectors])
         )
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))  # (Q, E)
-        q, n = len(queries), len(self.ids)
+        ids, vectors = self.ids, self.vectors
+        if allowed is not None:
+            keep = np.isin(ids, allowed)
+            ids, vectors = ids[keep], vectors[keep]
+        q, n = len(queries), len(ids)
         scores_out = np.full((q, k), -np.inf, dtype=np.float32)
         ids_out = np.full((q, k), -1, dtype=np.int64)
         if n == 0 or k <= 0:
             return scores_out, ids_out
         kk = min(k, n)
-        scores = queries @ self.vectors.T  # (Q, N)
+        scores = queries @ vectors.T  # (Q, N)
         top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (q, 1))
         top_scores = np.take_along_axis(scores, top, axis=1)  # (Q, kk)
         order = np.argsort(-top_scores, axis=1, kind="stable")
         top = np.take_along_axis(top, order, axis=1)
         scores_out[:, :kk] = np.take_along_axis(top_scores, order, axis=1)
-        ids_out[:, :kk] = self.ids[top]
+        ids_out[:, :kk] = ids[top]
         return scores_out, ids_out
 
 
@@ -173,11 +182,14 @@ class IvfIndex:
         return int(self.index.nlist)
 
     def search(
-        self, queries: np.ndarray, k: int, *, nprobe: int | None = None
+        self, queries: np.ndarray, k: int, *, nprobe: int | None = None, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (Q, E)
         params = faiss.SearchParametersIVF(nprobe=int(nprobe or self.nprobe))  # per call: thread-safe
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            params.sel = selector  # params holds a borrowed pointer: ``selector`` lives until the return
         with self._rw.read():
             scores, ids = self.index.search(queries, int(k), params=params)
         return scores, ids

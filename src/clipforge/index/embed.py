@@ -8,8 +8,17 @@ One run of :func:`index_folder`:
    and embedding: nothing is decoded or encoded for it);
 3. in one transaction applies those moves and deletes rows whose files are gone;
 4. decodes the remaining files in ``DataLoader`` workers (each worker reads the bytes once, hashes
-   them, decodes and preprocesses), encodes them in batches, and commits every ``commit_every``
-   images. A file whose bytes match a stored row (a copy) gets that row's embedding, unencoded.
+   them, reads the photo's date, camera and size from its header, decodes and preprocesses),
+   encodes them in batches while the workers decode the next ones, and commits every
+   ``commit_every`` images. A file whose bytes match a stored row (a copy) gets that row's
+   embedding, unencoded;
+5. fills in the photo fields of rows that lack them (copies, merged shards, an index made before
+   those fields existed) from the file headers, without decoding pixels.
+
+Unless ``exact_preprocess``, large JPEGs are decoded at reduced size (libjpeg DCT scaling, see
+:func:`clipforge.data.images.load_image`), keeping the shorter side at least twice the model's
+input: the embeddings differ slightly from the reference preprocessing (docs/search.md gives the
+measured cosine) and decoding a camera photo is about 4x cheaper.
 
 Killing the process at any point loses at most the uncommitted batch: the next run sees those files
 as new and finishes the job. Files that cannot be decoded are recorded with the reason and skipped
@@ -28,10 +37,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.images import ImageDecodeError, decode_image, open_image
+from ..data.photos import photo_info
 from ..fileio import sha256_file
 from ..inference import Encoder
 from .scan import FileStat, diff_folder, walk_images
-from .store import IndexStore, NewRow, SkipRow
+from .store import IndexStore, NewRow, PhotoFields, SkipRow
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +79,26 @@ class IndexReport:
 class ImageFiles(Dataset):
     """Reads, hashes, decodes and preprocesses files in a worker; failures become records, not raises."""
 
-    def __init__(self, root: str | Path, files: list[FileStat], transform, *, max_pixels: int) -> None:
+    def __init__(
+        self, root: str | Path, files: list[FileStat], transform, *, max_pixels: int, min_side: int | None = None
+    ) -> None:
         self.root = Path(root)
         self.files = files
         self.transform = transform
         self.max_pixels = max_pixels
+        self.min_side = min_side  # reduced-size JPEG decode down to this shorter side (None: full size)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict:
-        from clipforge.data.images import load_image
-
         f = self.files[i]
         item = {
             "path": f.path,
             "size": f.size,
             "mtime_ns": f.mtime_ns,
             "sha256": None,
+            "info": None,
             "pixels": None,
             "error": None,
         }
@@ -94,7 +107,10 @@ class ImageFiles(Dataset):
                 st = os.fstat(fh.fileno())  # what we read is what we record
                 data = fh.read()
             item.update(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=hashlib.sha256(data).hexdigest())
-            image = load_image(data, name=f.path, max_pixels=self.max_pixels)
+            label, handle = open_image(data, name=f.path, max_pixels=self.max_pixels)
+            with handle:
+                item["info"] = PhotoFields(*photo_info(handle, mtime_ns=st.st_mtime_ns))
+                image = decode_image(handle, label, min_side=self.min_side)
             item["pixels"] = self.transform(image)  # (3, H, W)
         except Exception as e:  # any failure of one file is that file's skip reason
             reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
@@ -122,6 +138,7 @@ def index_folder(
     commit_every: int = 256,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     include_hidden: bool = False,
+    exact_preprocess: bool = False,
     progress: bool = True,
 ) -> IndexReport:
     """Bring ``store`` up to date with the images under ``root`` (see the module docstring)."""
@@ -192,13 +209,15 @@ def index_folder(
 
     # -- 4. decode in workers, encode in batches, commit as we go ------------------------------
     if to_embed:
-        workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        workers = default_workers() if num_workers is None else num_workers
+        min_side = None if exact_preprocess else fast_decode_side(encoder.transform)
         loader = DataLoader(
-            ImageFiles(root, to_embed, encoder.transform, max_pixels=max_pixels),
+            ImageFiles(root, to_embed, encoder.transform, max_pixels=max_pixels, min_side=min_side),
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=collate_items,
             pin_memory=encoder.device.type == "cuda",
+            prefetch_factor=4 if workers else None,  # keep the model fed while files vary in size
         )
         pending: list[NewRow] = []
         skips: list[SkipRow] = []
@@ -213,7 +232,7 @@ def index_folder(
                 for i, vector in zip(need, encoded, strict=True):
                     vectors[i] = vector
             for it, vector in zip(ok, vectors, strict=True):
-                pending.append(NewRow(it["path"], it["size"], it["mtime_ns"], it["sha256"], vector))
+                pending.append(NewRow(it["path"], it["size"], it["mtime_ns"], it["sha256"], vector, it["info"]))
             for it in items:
                 if it["error"] is not None:
                     log.warning("skipping %s: %s", it["path"], it["error"])
@@ -225,10 +244,42 @@ def index_folder(
         _commit(store, pending, skips)
         bar.close()
 
+    # -- 5. photo fields for rows that lack them (header reads only) ----------------------------
+    fill_photo_info(store, root, max_pixels=max_pixels)
+
     report.skipped = list(store.skipped().values())
     report.total = store.count()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core, at most 4 (the model runs in the main process meanwhile)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def fast_decode_side(transform) -> int | None:
+    """The shorter side a reduced-size decode must keep: twice the model's input (None if unknown)."""
+    size = getattr(transform, "image_size", None)
+    return 2 * int(size) if size else None
+
+
+def fill_photo_info(store: IndexStore, root: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """Read date, camera, size and type from the headers of rows that lack them; returns how many."""
+    missing = store.rows_without_info()
+    filled: list[tuple[int, PhotoFields]] = []
+    for row in missing:
+        try:
+            label, handle = open_image(root / row.path, name=row.path, max_pixels=max_pixels)
+            with handle:
+                filled.append((row.id, PhotoFields(*photo_info(handle, mtime_ns=row.mtime_ns))))
+        except (ImageDecodeError, OSError) as e:
+            log.warning("cannot read the photo fields of %s: %s", row.path, e)
+    if filled:
+        with store.transaction() as c:
+            for row_id, info in filled:
+                store.set_info(c, row_id, info)
+    return len(filled)
 
 
 def _commit(store: IndexStore, rows: list[NewRow], skips: list[SkipRow]) -> None:

@@ -2,7 +2,9 @@
 
 An :class:`ImageIndex` joins a store, its vector index and (for text/image queries) an
 :class:`~clipforge.inference.Encoder` of the same model. A combined query is the normalised
-weighted sum of the text and image embeddings. The vector index is reloaded when the database has
+weighted sum of the text and image embeddings. A :class:`~clipforge.index.store.PhotoFilter`
+restricts the candidates (folder, date taken, file type) before ranking, ``min_score`` drops weak
+matches and ``offset`` pages through the ranking ("load more"). The vector index is reloaded when the database has
 changed (checked at most every ``refresh_seconds``; added and removed rows are applied to the
 index in memory), so a server keeps up with a running ``clipforge index`` without restarting.
 """
@@ -18,7 +20,9 @@ import numpy as np
 
 from ..inference import Encoder
 from .ann import open_vector_index
-from .store import Fingerprint, IndexStore
+from .store import Fingerprint, IndexStore, PhotoFilter
+
+MAX_RESULTS = 10_000  # offset + k: deeper pages are not ranked
 
 
 @dataclass(frozen=True)
@@ -26,9 +30,10 @@ class SearchHit:
     id: int
     path: str  # relative to the index root
     score: float  # cosine similarity
+    info: dict | None = None  # taken_at, taken_from, camera, width, height, type, folder (None: unknown)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "path": self.path, "score": round(self.score, 6)}
+        return {"id": self.id, "path": self.path, "score": round(self.score, 6), **(self.info or {})}
 
 
 class ImageIndex:
@@ -137,18 +142,56 @@ class ImageIndex:
         return (q / norm).astype(np.float32)
 
     def search(
-        self, *, text: str | None = None, image=None, k: int = 10, image_weight: float = 0.5
+        self,
+        *,
+        text: str | None = None,
+        image=None,
+        k: int = 10,
+        image_weight: float = 0.5,
+        offset: int = 0,
+        where: PhotoFilter | None = None,
+        min_score: float | None = None,
     ) -> list[SearchHit]:
-        """Top-``k`` hits for a text, an image (PIL image or path), or both."""
-        return self.search_vector(self.query_vector(text=text, image=image, image_weight=image_weight), k=k)
+        """Top-``k`` hits for a text, an image (PIL image or path), or both (see :meth:`search_vector`)."""
+        query = self.query_vector(text=text, image=image, image_weight=image_weight)
+        return self.search_vector(query, k=k, offset=offset, where=where, min_score=min_score)
 
-    def search_vector(self, query: np.ndarray, *, k: int = 10) -> list[SearchHit]:
-        """Top-``k`` hits for one (E,) unit vector."""
+    def search_vector(
+        self,
+        query: np.ndarray,
+        *,
+        k: int = 10,
+        offset: int = 0,
+        where: PhotoFilter | None = None,
+        min_score: float | None = None,
+    ) -> list[SearchHit]:
+        """Hits ``offset`` to ``offset + k`` of the ranking for one (E,) unit vector, among the rows
+        that pass ``where`` and score at least ``min_score`` (cosine)."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        if offset < 0:
+            raise ValueError(f"offset must be at least 0, got {offset}")
+        if offset + k > MAX_RESULTS:
+            raise ValueError(f"offset + k must be at most {MAX_RESULTS}, got {offset + k}")
+        if min_score is not None and not -1.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score is a cosine similarity in [-1, 1], got {min_score}")
+        allowed = None
+        if where is not None and not where.is_empty():
+            allowed = self.store.ids_matching(where)
+            if len(allowed) == 0:
+                return []
         vectors = self._vectors
-        scores, ids = vectors.search(np.asarray(query, dtype=np.float32)[None], k)  # (1, k) each
+        q = np.asarray(query, dtype=np.float32)[None]  # (1, E)
+        scores, ids = vectors.search(q, offset + k, allowed=allowed)  # (1, offset + k) each
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        paths = self.store.paths_of(i for i, _ in found)
-        # A row deleted since the vectors were loaded has no path: drop it rather than fail.
-        return [SearchHit(i, paths[i], s) for i, s in found if i in paths]
+        if min_score is not None:
+            found = [(i, s) for i, s in found if s >= min_score]
+        found = found[offset:]
+        details = self.store.details_of(i for i, _ in found)
+        # A row deleted since the vectors were loaded has no details: drop it rather than fail.
+        hits = []
+        for i, s in found:
+            if i in details:
+                info = dict(details[i])
+                hits.append(SearchHit(i, info.pop("path"), s, info))
+        return hits

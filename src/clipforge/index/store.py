@@ -1,11 +1,15 @@
 """The embedding store: one SQLite database (WAL mode) per indexed folder.
 
 Each indexed file is one row: its path relative to the folder root, size, mtime, SHA-256 of its
-bytes and its embedding (a float32 or float16 blob). The ``meta`` table records which model made
-the embeddings, the embedding size and dtype and the folder root, so asking an index to work with
-another model is caught instead of returning meaningless neighbours. Files that could not be
-decoded are remembered in ``skipped`` (with the size and mtime seen), so they are listed by
-``--report`` and retried only once they change.
+bytes and its embedding (a float32 or float16 blob), plus what a photo library is filtered by: the
+date taken, camera, displayed width x height, file type and folder (see
+:mod:`clipforge.data.photos`). An index of the first schema is upgraded in place when opened (the
+new columns start empty and ``clipforge index`` fills them from the file headers).
+
+The ``meta`` table records which model made the embeddings, the embedding size and dtype and the
+folder root, so asking an index to work with another model is caught instead of returning
+meaningless neighbours. Files that could not be decoded are remembered in ``skipped`` (with the
+size and mtime seen), so they are listed by ``--report`` and retried only once they change.
 
 Rows are immutable in their embedding: a changed file gets a new row (and a new id; ids are
 ``AUTOINCREMENT`` and never reused), a renamed one keeps its row. Hence ``(row count, max id,
@@ -19,6 +23,7 @@ last commit. Connections are per thread, so one store can be shared by a threade
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -27,8 +32,22 @@ from typing import NamedTuple
 
 import numpy as np
 
-SCHEMA = "clipforge.index/1"
+SCHEMA = "clipforge.index/2"
+_UPGRADABLE = ("clipforge.index/1",)
+INFO_COLUMNS = ("taken_at", "taken_from", "camera", "width", "height", "type", "folder")
 DTYPES = ("float32", "float16")
+
+_UPGRADE_SQL = """
+ALTER TABLE images ADD COLUMN taken_at TEXT;
+ALTER TABLE images ADD COLUMN taken_from TEXT;
+ALTER TABLE images ADD COLUMN camera TEXT;
+ALTER TABLE images ADD COLUMN width INTEGER;
+ALTER TABLE images ADD COLUMN height INTEGER;
+ALTER TABLE images ADD COLUMN type TEXT;
+ALTER TABLE images ADD COLUMN folder TEXT;
+CREATE INDEX IF NOT EXISTS images_taken_at ON images (taken_at);
+CREATE INDEX IF NOT EXISTS images_type ON images (type);
+"""
 
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,9 +57,18 @@ CREATE TABLE IF NOT EXISTS images (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
-    embedding BLOB NOT NULL
+    embedding BLOB NOT NULL,
+    taken_at TEXT,
+    taken_from TEXT,
+    camera TEXT,
+    width INTEGER,
+    height INTEGER,
+    type TEXT,
+    folder TEXT
 );
 CREATE INDEX IF NOT EXISTS images_sha256 ON images (sha256);
+CREATE INDEX IF NOT EXISTS images_taken_at ON images (taken_at);
+CREATE INDEX IF NOT EXISTS images_type ON images (type);
 CREATE TABLE IF NOT EXISTS skipped (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -85,12 +113,67 @@ class SkipRow(NamedTuple):
     reason: str
 
 
+class PhotoFields(NamedTuple):
+    """The filterable facts of one file (``clipforge.data.photos.PhotoInfo`` has the same fields)."""
+
+    taken_at: str | None = None  # ISO-8601 local time
+    taken_from: str | None = None  # "exif" or "file"
+    camera: str | None = None
+    width: int | None = None
+    height: int | None = None
+    type: str | None = None  # jpeg, png, heic, avif, ...
+
+
 class NewRow(NamedTuple):
     path: str
     size: int
     mtime_ns: int
     sha256: str
     embedding: np.ndarray  # (E,)
+    info: PhotoFields | None = None  # None: filled in by a later `clipforge index` run
+
+
+class PhotoFilter(NamedTuple):
+    """Restricts a search to some rows. Every given condition must hold; None means any."""
+
+    folder: str | None = None  # this folder (relative to the root, "/"-separated) and those below it
+    taken_after: str | None = None  # ISO date or date-time, inclusive ("2021-07" works: string order)
+    taken_before: str | None = None  # inclusive: "2021-07-31" includes that whole day
+    types: tuple[str, ...] | None = None  # file types, e.g. ("jpeg", "heic")
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in self)
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        folder: str | None = None,
+        taken_after: str | None = None,
+        taken_before: str | None = None,
+        types: Iterable[str] | str | None = None,
+    ) -> PhotoFilter:
+        """A checked filter: dates as ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]``;
+        ``types`` a list or a comma-separated string. Blank values mean "any"."""
+        for name, value in (("taken_after", taken_after), ("taken_before", taken_before)):
+            if value and not _DATE_BOUND.fullmatch(value):
+                raise ValueError(
+                    f"{name} must be a date like 2021, 2021-07, 2021-07-04 or 2021-07-04T18:30, got {value!r}"
+                )
+        if isinstance(types, str):
+            types = types.split(",")
+        kinds = tuple(t.strip().lower() for t in types or () if t.strip()) or None
+        if folder is not None and (".." in folder.split("/") or folder.startswith("/")):
+            raise ValueError(f"folder must be relative to the index root, without '..', got {folder!r}")
+        return cls(folder or None, taken_after or None, taken_before or None, kinds)
+
+
+_DATE_BOUND = re.compile(r"\d{4}(-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?)?)?")
+
+
+def folder_of(path: str) -> str:
+    """The folder of a relative ``/``-separated path ("" for files at the root)."""
+    return path.rpartition("/")[0]
 
 
 class Fingerprint(NamedTuple):
@@ -128,6 +211,8 @@ class IndexStore:
             if not empty:  # an existing database: ours, or refused untouched
                 schema = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
                 schema = schema[0] if schema else None
+                if schema in _UPGRADABLE:
+                    schema = self._upgrade(conn)
             elif create:
                 conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
                 conn.executescript(_SCHEMA_SQL)
@@ -142,6 +227,19 @@ class IndexStore:
         if schema != SCHEMA:
             self.close()
             raise IndexDatabaseError(f"{self.path}: index schema {schema!r}, this clipforge reads {SCHEMA!r}")
+
+    def _upgrade(self, conn: sqlite3.Connection) -> str:
+        """Add the photo columns to an index of the first schema (one transaction)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in filter(None, (s.strip() for s in _UPGRADE_SQL.split(";"))):
+                conn.execute(statement)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return SCHEMA
 
     # -- connections -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -314,6 +412,52 @@ class IndexStore:
             out.update(self._conn().execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk))
         return out
 
+    def details_of(self, ids: Iterable[int]) -> dict[int, dict]:
+        """Per id: path and the photo fields (None where unknown)."""
+        ids = [int(i) for i in ids]
+        cols = ("path", *INFO_COLUMNS)
+        out: dict[int, dict] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, {', '.join(cols)} FROM images WHERE id IN ({marks})"
+            for row in self._conn().execute(sql, chunk):
+                out[row[0]] = dict(zip(cols, row[1:], strict=True))
+        return out
+
+    def ids_matching(self, where: PhotoFilter) -> np.ndarray:
+        """(M,) int64 ids of the rows that pass ``where`` (rows of unknown date fail a date bound)."""
+        clauses, params = [], []
+        if where.folder is not None:
+            folder = where.folder.strip("/")
+            if folder:
+                clauses.append("(folder = ? OR substr(folder, 1, ?) = ?)")
+                params += [folder, len(folder) + 1, folder + "/"]
+        if where.taken_after:
+            clauses.append("taken_at >= ?")
+            params.append(where.taken_after.replace(" ", "T"))
+        if where.taken_before:
+            clauses.append("taken_at <= ?")
+            params.append(where.taken_before.replace(" ", "T") + "\uffff")  # "2021-07-31" includes 2021-07-31T23:59:59
+        if where.types is not None:
+            types = [t.lower() for t in where.types]
+            clauses.append(f"type IN ({','.join('?' * len(types))})")
+            params += types
+        sql = "SELECT id FROM images" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        return np.fromiter((r[0] for r in self._conn().execute(sql, params)), dtype=np.int64)
+
+    def facets(self) -> dict:
+        """What the filters can choose from: folders, types and the date range of the index."""
+        conn = self._conn()
+        folders = [r[0] for r in conn.execute("SELECT DISTINCT folder FROM images WHERE folder IS NOT NULL")]
+        types = [r[0] for r in conn.execute("SELECT DISTINCT type FROM images WHERE type IS NOT NULL")]
+        first, last = conn.execute("SELECT MIN(taken_at), MAX(taken_at) FROM images").fetchone()
+        return {"folders": sorted(folders), "types": sorted(types), "taken_at": [first, last]}
+
+    def rows_without_info(self) -> list[FileRow]:
+        rows = self._conn().execute("SELECT id, path, size, mtime_ns, sha256 FROM images WHERE type IS NULL")
+        return [FileRow(*r) for r in rows]
+
     def embedding_of_hash(self, sha256: str) -> np.ndarray | None:
         sql = "SELECT embedding FROM images WHERE sha256 = ? LIMIT 1"
         row = self._conn().execute(sql, (sha256,)).fetchone()
@@ -376,16 +520,27 @@ class IndexStore:
         c.executemany("DELETE FROM images WHERE path = ?", [(r.path,) for r in rows])
         c.executemany("DELETE FROM skipped WHERE path = ?", [(r.path,) for r in rows])
         c.executemany(
-            "INSERT INTO images (path, size, mtime_ns, sha256, embedding) VALUES (?, ?, ?, ?, ?)",
-            [(r.path, r.size, r.mtime_ns, r.sha256, self.encode(r.embedding)) for r in rows],
+            "INSERT INTO images (path, size, mtime_ns, sha256, embedding, taken_at, taken_from, camera, "
+            "width, height, type, folder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.path, r.size, r.mtime_ns, r.sha256, self.encode(r.embedding), *(r.info or PhotoFields()),
+                 folder_of(r.path))
+                for r in rows
+            ],
         )
+
+    @staticmethod
+    def set_info(c: sqlite3.Connection, image_id: int, info: PhotoFields) -> None:
+        """Fill in the photo fields of an existing row (an index made before they existed)."""
+        sql = "UPDATE images SET taken_at = ?, taken_from = ?, camera = ?, width = ?, height = ?, type = ? WHERE id = ?"
+        c.execute(sql, (*info, image_id))
 
     @staticmethod
     def move(c: sqlite3.Connection, image_id: int, *, path: str, size: int, mtime_ns: int) -> None:
         """A renamed (or merely touched) file keeps its row and embedding."""
         c.execute("DELETE FROM skipped WHERE path = ?", (path,))
-        sql = "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?"
-        c.execute(sql, (path, size, mtime_ns, image_id))
+        sql = "UPDATE images SET path = ?, size = ?, mtime_ns = ?, folder = ? WHERE id = ?"
+        c.execute(sql, (path, size, mtime_ns, folder_of(path), image_id))
 
     @staticmethod
     def delete(c: sqlite3.Connection, paths: Iterable[str]) -> None:

@@ -50,10 +50,12 @@ class Encoder:
         device: str | torch.device = "auto",
         precision: str | torch.dtype = "auto",
         progress: bool = True,
+        backend: str = "torch",
     ) -> Encoder:
         """Any model reference (checkpoint, convertible source, pretrained name, Hub id). The tokenizer
-        is built on first use, so image-only work (indexing) never reads the text vocabulary."""
-        loaded = load_model(reference, device=device, precision=precision, progress=progress)
+        is built on first use, so image-only work (indexing) never reads the text vocabulary.
+        ``backend``: "torch", or "onnx" / "onnx-int8" for ONNX Runtime on the CPU."""
+        loaded = load_model(reference, device=device, precision=precision, progress=progress, backend=backend)
         resolved = loaded.resolved
         # a local path is remembered absolutely (an index may be searched from another directory)
         remembered = str(os.path.abspath(reference)) if resolved.kind in ("checkpoint", "source") else str(reference)

@@ -22,6 +22,8 @@ from ..models import CLIP
 from ..pretrained import ResolvedModel, resolve_model
 from ..tokenizer import TextTokenizer, TokenizerError, get_tokenizer, tokenizer_from_metadata
 from ..tokenizer.vocab import OPENAI_VOCAB_SIZE
+from .identity import model_id
+from .onnx_backend import check_backend, onnx_model
 
 
 class LoadedModel(NamedTuple):
@@ -57,18 +59,30 @@ def load_model(
     device: str | torch.device = "auto",
     precision: str | torch.dtype = "auto",
     progress: bool = True,
+    backend: str = "torch",
 ) -> LoadedModel:
     """Resolve ``reference`` and load it. A checkpoint's tokenizer is built on first use (image-only
-    work never reads the vocabulary; a checkpoint without a usable one fails only when text comes)."""
+    work never reads the vocabulary; a checkpoint without a usable one fails only when text comes).
+
+    ``backend`` "onnx" or "onnx-int8" runs the encoders in ONNX Runtime on the CPU (float32 or int8
+    weights; exported once and cached beside the checkpoint, see :mod:`.onnx_backend`); the PyTorch
+    model it wraps is then loaded in float32 unless ``precision`` says otherwise."""
+    check_backend(backend)
+    if backend != "torch" and precision == "auto":
+        precision = "fp32"
     resolved = resolve_model(reference, progress=progress)
     dev = resolve_device(device)
     dtype = parse_precision(precision, dev)
     if not resolved.is_checkpoint:
         model, tokenizer = load_source(resolved.path)
         model = model.to(device=dev, dtype=dtype).eval()
-        return LoadedModel(model, tokenizer, image_transform(model.config), resolved)
-    model, info = load_checkpoint(resolved.path, device=dev, dtype=dtype)
-    return LoadedModel(model, LazyTokenizer(info.config, info.tokenizer), image_transform(info.config), resolved)
+    else:
+        model, info = load_checkpoint(resolved.path, device=dev, dtype=dtype)
+        tokenizer = LazyTokenizer(info.config, info.tokenizer)
+    transform = image_transform(model.config)
+    if backend != "torch":
+        model = onnx_model(model, backend=backend, model_id=model_id(model), checkpoint=resolved.path)
+    return LoadedModel(model, tokenizer, transform, resolved)
 
 
 class LazyTokenizer:

@@ -23,6 +23,7 @@ try:
 except ImportError as e:  # the package imports this module; say how to get the extra
     raise ImportError(f"clipforge's HTTP server needs FastAPI ({e}): pip install 'clipforge[serve]'") from e
 
+from ..index.store import PhotoFilter
 from .limits import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_ACTIVE, DEFAULT_MAX_JSON_BYTES, RequestLimits
 from .security import LOOPBACK_HOSTS, HostAllowList, TokenGate, check_token
 from .service import MAX_ID, MAX_LABEL_CHARS, MAX_LABELS, NotConfigured, NotFound, SearchService
@@ -45,6 +46,15 @@ class SearchRequest(BaseModel):
     id: int | None = Field(default=None, ge=0, le=MAX_ID, description="an indexed image's id: 'more like this'")
     k: int = Field(default=20, ge=1)
     image_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    offset: int = Field(default=0, ge=0, description="skip this many of the best results ('load more')")
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="minimum cosine similarity")
+    folder: str | None = Field(default=None, max_length=1000, description="this folder and those below it")
+    after: str | None = Field(default=None, max_length=19, description="taken on or after (2021, 2021-07-04...)")
+    before: str | None = Field(default=None, max_length=19, description="taken on or before (inclusive)")
+    type: list[str] | None = Field(default=None, max_length=20, description="file types: jpeg, png, heic...")
+
+    def where(self) -> PhotoFilter:
+        return _where(self.folder, self.after, self.before, self.type)
 
 
 class ClassifyRequest(BaseModel):
@@ -60,6 +70,22 @@ class ModerateRequest(BaseModel):
 
 class EmbedTextRequest(BaseModel):
     texts: list[str] = Field(min_length=1, max_length=256)
+
+
+Offset = Annotated[int, Query(ge=0, description="skip this many of the best results ('load more')")]
+MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="minimum cosine similarity")]
+Folder = Annotated[str | None, Query(max_length=1000, description="this folder and those below it")]
+After = Annotated[str | None, Query(max_length=19, description="taken on or after: 2021, 2021-07, 2021-07-04")]
+Before = Annotated[str | None, Query(max_length=19, description="taken on or before (inclusive)")]
+Types = Annotated[list[str] | None, Query(description="file types (repeat, or comma-separated): jpeg, heic...")]
+
+
+def _where(folder: str | None, after: str | None, before: str | None, types: list[str] | None) -> PhotoFilter:
+    """The filter of a request; bad values are a 400 naming the query parameter."""
+    try:
+        return PhotoFilter.make(folder=folder, taken_after=after, taken_before=before, types=_labels(types or []))
+    except ValueError as e:
+        raise ValueError(str(e).replace("taken_after", "after").replace("taken_before", "before")) from None
 
 
 def _labels(raw: list[str]) -> list[str]:
@@ -138,13 +164,37 @@ def create_app(
     def health() -> dict:
         return service.health()
 
+    @app.get("/api/filters", tags=["search"], summary="folders, file types and date range of the index")
+    def filters() -> dict:
+        return service.filters()
+
     @app.get("/api/search", tags=["search"], summary="text search")
-    def search_get(q: Annotated[str, Query(min_length=1, max_length=1000)], k: K = 20) -> dict:
-        return {"query": q, "hits": service.search(text=q, k=k)}
+    def search_get(
+        q: Annotated[str, Query(min_length=1, max_length=1000)],
+        k: K = 20,
+        offset: Offset = 0,
+        min_score: MinScore = None,
+        folder: Folder = None,
+        after: After = None,
+        before: Before = None,
+        type: Types = None,
+    ) -> dict:
+        where = _where(folder, after, before, type)
+        hits = service.search(text=q, k=k, offset=offset, where=where, min_score=min_score)
+        return {"query": q, "offset": offset, "hits": hits}
 
     @app.post("/api/search", tags=["search"], summary="text and/or indexed-image search (JSON)")
     def search_post(req: SearchRequest) -> dict:
-        return {"hits": service.search(text=req.text, image_id=req.id, k=req.k, image_weight=req.image_weight)}
+        hits = service.search(
+            text=req.text,
+            image_id=req.id,
+            k=req.k,
+            image_weight=req.image_weight,
+            offset=req.offset,
+            where=req.where(),
+            min_score=req.min_score,
+        )
+        return {"offset": req.offset, "hits": hits}
 
     @app.post(
         "/api/search/image",
@@ -157,12 +207,27 @@ def create_app(
         k: K = 20,
         text: Annotated[str | None, Query(max_length=1000)] = None,
         image_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
+        offset: Offset = 0,
+        min_score: MinScore = None,
+        folder: Folder = None,
+        after: After = None,
+        before: Before = None,
+        type: Types = None,
     ) -> dict:
+        where = _where(folder, after, before, type)
         data = await body(request)
         hits = await run_in_threadpool(
-            lambda: service.search(text=text, image_bytes=data, k=k, image_weight=image_weight)
+            lambda: service.search(
+                text=text,
+                image_bytes=data,
+                k=k,
+                image_weight=image_weight,
+                offset=offset,
+                where=where,
+                min_score=min_score,
+            )
         )
-        return {"hits": hits}
+        return {"offset": offset, "hits": hits}
 
     @app.post(
         "/api/classify",

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..index import ImageIndex
+from ..index.store import PhotoFilter
 from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
 from .batching import TextBatcher
 from .uploads import DEFAULT_MAX_PIXELS, decode_upload
@@ -104,6 +105,7 @@ class SearchService:
         *,
         device: str = "auto",
         precision: str = "fp32",
+        backend: str = "torch",
         policy: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         nprobe: int | None = None,
@@ -115,7 +117,7 @@ class SearchService:
             from ..eval.policy import load_policy
 
             loaded_policy = load_policy(policy)
-        encoder = Encoder.load(checkpoint, device=device, precision=precision)
+        encoder = Encoder.load(checkpoint, device=device, precision=precision, backend=backend)
         return cls(
             ImageIndex.open(db, encoder=encoder, nprobe=nprobe), policy=loaded_policy, max_pixels=max_pixels
         )
@@ -181,8 +183,12 @@ class SearchService:
         image_id: int | None = None,
         k: int = 20,
         image_weight: float = 0.5,
+        offset: int = 0,
+        where: PhotoFilter | None = None,
+        min_score: float | None = None,
     ) -> list[dict]:
-        """Hits as dicts (id, path, score). Text, an image (uploaded or by id), or both blended."""
+        """Hits as dicts (id, path, score, photo fields). Text, an image (uploaded or by id), or both
+        blended; ``offset``/``k`` page through the ranking, ``where`` and ``min_score`` filter it."""
         self._check_k(k)
         if not 0.0 <= image_weight <= 1.0:
             raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
@@ -205,7 +211,12 @@ class SearchService:
         if norm == 0.0:
             raise ValueError("the text and image queries cancel out; change image_weight")
         self._refresh_in_background()
-        return [h.to_dict() for h in self.index.search_vector(query / norm, k=k)]
+        hits = self.index.search_vector(query / norm, k=k, offset=offset, where=where, min_score=min_score)
+        return [h.to_dict() for h in hits]
+
+    def filters(self) -> dict:
+        """What the search filters can choose from: folders, file types and the range of dates."""
+        return self.index.store.facets()
 
     def _classifier(self, labels: tuple[str, ...], templates: str):
         from ..eval.classifier import ZeroShotClassifier

@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { queryFile: null, selected: null, health: null, seq: 0 };
+const state = { queryFile: null, selected: null, health: null, seq: 0, shown: 0, similarTo: null };
+const FILTERS = { folder: "folder", after: "after", before: "before", type: "type", min_score: "min-score" };
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -21,9 +22,63 @@ async function api(path, options = {}) {
   return body;
 }
 
-function renderHits(hits, took) {
+// The filters as API parameters (only those set).
+function filterParams() {
+  const params = {};
+  for (const [name, id] of Object.entries(FILTERS)) {
+    const value = $(id).value.trim();
+    if (value) params[name] = value;
+  }
+  return params;
+}
+
+// The text query and filters live in the page URL, so a search can be bookmarked, shared and reloaded.
+function syncUrl() {
+  const params = new URLSearchParams();
+  const text = $("q").value.trim();
+  if (text && !state.queryFile) params.set("q", text);
+  for (const [name, value] of Object.entries(filterParams())) params.set(name, value);
+  const query = params.toString();
+  history.replaceState(null, "", query ? `?${query}` : location.pathname);
+}
+
+function restoreFromUrl() {
+  const params = new URLSearchParams(location.search);
+  $("q").value = params.get("q") || "";
+  for (const [name, id] of Object.entries(FILTERS)) {
+    const value = params.get(name);
+    if (value === null) continue;
+    const el = $(id);
+    if (el.tagName === "SELECT" && ![...el.options].some((o) => o.value === value)) {
+      el.append(new Option(value, value));  // not (yet) among the index's values: keep it anyway
+    }
+    el.value = value;
+  }
+}
+
+async function loadFilters() {
+  const f = await api("/api/filters");
+  const fill = (select, values) => {
+    const current = select.value;
+    for (const v of values) {
+      if (v && ![...select.options].some((o) => o.value === v)) select.append(new Option(v, v));
+    }
+    select.value = current;
+  };
+  fill($("folder"), f.folders);
+  fill($("type"), f.types);
+  const [first, last] = f.taken_at || [];
+  if (first) $("after").min = $("before").min = first.slice(0, 10);
+  if (last) $("after").max = $("before").max = last.slice(0, 10);
+}
+
+function renderHits(hits, took, append = false) {
   const grid = $("results");
-  grid.replaceChildren();
+  if (!append) {
+    grid.replaceChildren();
+    state.shown = 0;
+  }
+  state.shown += hits.length;
   for (const hit of hits) {
     const figure = document.createElement("figure");
     figure.className = "hit";
@@ -37,34 +92,62 @@ function renderHits(hits, took) {
     score.className = "score";
     score.textContent = hit.score.toFixed(3);
     caption.append(score, document.createTextNode(hit.path));
+    if (hit.taken_at) {
+      const taken = document.createElement("span");
+      taken.className = "taken";
+      taken.textContent = hit.taken_at.replace("T", " ") + (hit.camera ? ` · ${hit.camera}` : "");
+      caption.append(taken);
+    }
+    if (hit.width) img.title = `${hit.width}×${hit.height} ${hit.type || ""}`;
     figure.append(img, caption);
     figure.addEventListener("click", () => selectIndexed(hit, figure));
     figure.addEventListener("dblclick", () => window.open(`/api/image/${hit.id}`, "_blank", "noopener"));
     grid.append(figure);
   }
-  setStatus(`${hits.length} result${hits.length === 1 ? "" : "s"} in ${took} ms`);
+  // A full page means there may be more: offer the next one.
+  $("more").hidden = hits.length < Number($("k").value);
+  const n = state.shown;
+  setStatus(`${n} result${n === 1 ? "" : "s"} in ${took} ms`);
 }
 
-async function runSearch() {
+// One page of the current search: by uploaded image, by indexed image ("more like this") or by text.
+async function fetchPage(offset) {
   const text = $("q").value.trim();
   const k = Number($("k").value);
+  const filters = filterParams();
+  if (state.queryFile) {
+    const params = new URLSearchParams({ k, offset, ...filters });
+    if (text && $("combine").checked) params.set("text", text);
+    return api(`/api/search/image?${params}`, {
+      method: "POST", body: state.queryFile,
+      headers: { "Content-Type": state.queryFile.type || "application/octet-stream" },
+    });
+  }
+  if (state.similarTo !== null) {
+    const body = { id: state.similarTo, k, offset, ...filters };
+    if (body.min_score !== undefined) body.min_score = Number(body.min_score);
+    if (body.type !== undefined) body.type = [body.type];
+    return api("/api/search", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+  }
+  if (!text) return null;
+  return api(`/api/search?${new URLSearchParams({ q: text, k, offset, ...filters })}`);
+}
+
+async function runSearch({ append = false, similarTo = null } = {}) {
+  if (!append) state.similarTo = similarTo;
+  syncUrl();
   const seq = ++state.seq;  // a slower, older answer must not overwrite a newer one
   const started = performance.now();
   try {
-    let result;
-    if (state.queryFile) {
-      const params = new URLSearchParams({ k });
-      if (text && $("combine").checked) params.set("text", text);
-      result = await api(`/api/search/image?${params}`, {
-        method: "POST", body: state.queryFile,
-        headers: { "Content-Type": state.queryFile.type || "application/octet-stream" },
-      });
-    } else if (text) {
-      result = await api(`/api/search?${new URLSearchParams({ q: text, k })}`);
-    } else {
+    const result = await fetchPage(append ? state.shown : 0);
+    if (result === null) {
+      $("results").replaceChildren();
+      $("more").hidden = true;
       return;
     }
-    if (seq === state.seq) renderHits(result.hits, Math.round(performance.now() - started));
+    if (seq === state.seq) renderHits(result.hits, Math.round(performance.now() - started), append);
   } catch (err) {
     if (seq === state.seq) setStatus(err.message, true);
   }
@@ -160,23 +243,23 @@ function moreLikeThis() {
   if (!state.selected) return setStatus("pick an image first", true);
   if (state.selected.file) return useFile(state.selected.file);
   showQueryImage(null);
-  const seq = ++state.seq;
-  const started = performance.now();
-  api("/api/search", {
-    method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ id: state.selected.id, k: Number($("k").value) }),
-  }).then((r) => { if (seq === state.seq) renderHits(r.hits, Math.round(performance.now() - started)); })
-    .catch((err) => setStatus(err.message, true));
+  runSearch({ similarTo: state.selected.id });
 }
 
 function init() {
+  restoreFromUrl();
   let timer = null;
   $("search-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
   $("q").addEventListener("input", () => {
     clearTimeout(timer);
     timer = setTimeout(() => { if (!state.queryFile) runSearch(); }, 300);
   });
-  $("k").addEventListener("change", runSearch);
+  $("k").addEventListener("change", () => runSearch({ similarTo: state.similarTo }));
+  $("more").addEventListener("click", () => runSearch({ append: true }));
+  for (const id of Object.values(FILTERS)) {
+    $(id).addEventListener("change", () => runSearch({ similarTo: state.similarTo }));
+  }
+  $("filters").addEventListener("submit", (e) => { e.preventDefault(); runSearch({ similarTo: state.similarTo }); });
   $("file").addEventListener("change", (e) => useFile(e.target.files[0]));
   $("clear-image").addEventListener("click", () => { showQueryImage(null); runSearch(); });
   $("classify").addEventListener("click", classify);
@@ -196,7 +279,9 @@ function init() {
     state.health = h;
     $("moderate").hidden = !h.moderation;
     setStatus(`${h.images} images indexed · ${h.model} · ${h.search} search`);
+    if ($("q").value.trim()) runSearch();  // a search from the page URL
   }).catch((err) => setStatus(`server unavailable: ${err.message}`, true));
+  loadFilters().catch((err) => setStatus(`filters unavailable: ${err.message}`, true));
 }
 
 init();
