@@ -150,4 +150,4 @@ def test_cli_errors_are_one_clear_line(shapes_model, tmp_path, capsys):
     assert main(["eval", "zeroshot", data, "--model", str(ckpt), "--templates", str(bad)]) == 1
     assert f"{bad}:2:" in capsys.readouterr().err
     assert main(["eval", "zeroshot", data, "--model", str(ckpt)]) == 1
-    assert "no labelled images" in capsys.readouterr().err
+    assert "no class sub-folders holding images" in capsys.readouterr().err  # 'red' is empty

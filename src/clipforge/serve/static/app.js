@@ -249,7 +249,8 @@ function moreLikeThis() {
 function init() {
   restoreFromUrl();
   let timer = null;
-  $("search-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
+  // Enter searches at once; the pending as-you-type search would repeat it and reset "load more".
+  $("search-form").addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(timer); runSearch(); });
   $("q").addEventListener("input", () => {
     clearTimeout(timer);
     timer = setTimeout(() => { if (!state.queryFile) runSearch(); }, 300);
