@@ -18,6 +18,7 @@ free memory: DDP costs about 20 bytes per parameter per rank (ViT-L/14: ~8.8 GB 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -108,7 +109,7 @@ def main() -> None:
 
     cfg = get_model_config(args.model)
     if args.image_size:
-        cfg = cfg.replace(vision=__import__("dataclasses").replace(cfg.vision, image_size=args.image_size))
+        cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, image_size=args.image_size))
     n_params = sum(p.numel() for p in create_model(cfg).parameters())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
