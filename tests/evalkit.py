@@ -93,8 +93,8 @@ def train_shapes_model(
     from clipforge.data import ShapesSpec, zero_shot_tasks
     from clipforge.models import get_model_config
     from clipforge.train.config import TrainConfig
-    from clipforge.train.evaluation import materialize_task
     from clipforge.train.loop import fit
+    from clipforge.train.periodic_eval import materialize_task
 
     folder = Path(folder)
     ckpt, report = folder / "run" / "model.safetensors", folder / "fit_eval.json"

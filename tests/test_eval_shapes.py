@@ -15,7 +15,7 @@ from clipforge.data import ShapesDataset, ShapesSpec, export_shapes, zero_shot_t
 from clipforge.data.shapes import COUNT_WORDS, POSITIONS, shapes_attributes
 from clipforge.eval.linear_probe import linear_probe
 from clipforge.eval.zeroshot import build_classifier, encode_images, zero_shot_accuracy
-from clipforge.train.evaluation import materialize_task
+from clipforge.train.periodic_eval import materialize_task
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from evalkit import WordTokenizer, shape_image, tiny_model
 from PIL import Image
 
-from clipforge.eval import metrics
+from clipforge.eval import accuracy
 from clipforge.eval.caption import CaptionBank, load_caption_bank
 from clipforge.eval.classifier import ZeroShotClassifier
 from clipforge.eval.datasets import collect_images, load_labelled
@@ -127,13 +127,13 @@ def test_unreadable_images_are_reported_per_file_and_skipped(tmp_path, caplog):
 def test_topk_confusion_and_per_class():
     scores = torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
     labels = torch.tensor([0, 2, 1, 2])
-    acc = metrics.topk_accuracy(scores, labels, ks=(1, 2, 5))
+    acc = accuracy.topk_accuracy(scores, labels, ks=(1, 2, 5))
     assert acc == {1: 0.5, 2: 1.0}  # a k above the number of classes is left out
-    conf = metrics.confusion_matrix(scores.argmax(1), labels, 3)
+    conf = accuracy.confusion_matrix(scores.argmax(1), labels, 3)
     assert conf.tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 1]]
-    assert metrics.per_class_accuracy(conf) == [1.0, 0.0, 0.5]
-    assert metrics.per_class_accuracy(torch.tensor([[1, 0], [0, 0]])) == [1.0, None]
-    assert metrics.mean_per_class_accuracy(conf) == pytest.approx(0.5)
+    assert accuracy.per_class_accuracy(conf) == [1.0, 0.0, 0.5]
+    assert accuracy.per_class_accuracy(torch.tensor([[1, 0], [0, 0]])) == [1.0, None]
+    assert accuracy.mean_per_class_accuracy(conf) == pytest.approx(0.5)
 
 
 # ---- zero-shot classifier ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from clipforge.index import IndexStore, index_folder
 from clipforge.index.ann import ann_paths, open_vector_index
 from clipforge.models import CLIP
 from clipforge.tokenizer.vocab import write_hf_files
-from clipforge.train.checkpoints import RunDir
+from clipforge.train.run_dir import RunDir
 
 
 @pytest.fixture

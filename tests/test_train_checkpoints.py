@@ -8,9 +8,9 @@ from train_helpers import tiny_model_config
 
 from clipforge.config import ConfigError
 from clipforge.models import CLIP
-from clipforge.train.checkpoints import RunDir, rng_state, set_rng_state
 from clipforge.train.config import TrainConfig
-from clipforge.train.metrics import MetricsLogger, read_metrics
+from clipforge.train.metrics_log import MetricsLogger, read_metrics
+from clipforge.train.run_dir import RunDir, rng_state, set_rng_state
 
 
 def test_keep_last_and_latest_complete_step(tmp_path):

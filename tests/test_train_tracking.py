@@ -12,7 +12,7 @@ from train_helpers import write_pairs_csv, write_tiny_model
 from clipforge.optional import MissingExtra
 from clipforge.train import TrainConfig
 from clipforge.train.loop import fit
-from clipforge.train.metrics import read_metrics
+from clipforge.train.metrics_log import read_metrics
 from clipforge.train.tracking import parse_report_to
 
 

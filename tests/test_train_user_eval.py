@@ -12,7 +12,7 @@ from train_helpers import write_pairs_csv
 from clipforge.cli.main import main
 from clipforge.train import TrainConfig
 from clipforge.train.loop import fit
-from clipforge.train.metrics import read_metrics
+from clipforge.train.metrics_log import read_metrics
 
 
 def test_fine_tune_reports_user_eval_sets_and_regression(tmp_path, checkpoint, caplog):  # noqa: F811

@@ -97,7 +97,7 @@ def _is_benchmark(source: str) -> bool:
 
 
 def run_zeroshot(args: argparse.Namespace) -> int:
-    from ..eval.evaluate import zeroshot_benchmark, zeroshot_dataset
+    from ..eval.dataset_eval import zeroshot_benchmark, zeroshot_dataset
     from ..eval.plots import save_confusion_matrix
     from ..eval.prompts import load_classnames, load_templates
 
@@ -160,7 +160,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
 
 
 def run_retrieval(args: argparse.Namespace) -> int:
-    from ..eval.evaluate import retrieval_dataset
+    from ..eval.dataset_eval import retrieval_dataset
 
     source = args.data
     if _is_benchmark(args.data):
@@ -194,7 +194,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
 
 
 def run_linear_probe(args: argparse.Namespace) -> int:
-    from ..eval.evaluate import linear_probe_dataset
+    from ..eval.dataset_eval import linear_probe_dataset
     from ..eval.prompts import load_templates
 
     templates = load_templates(args.templates) if args.templates else None

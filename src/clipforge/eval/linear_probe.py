@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .metrics import confusion_matrix, per_class_accuracy, topk_accuracy
+from .accuracy import confusion_matrix, per_class_accuracy, topk_accuracy
 
 log = logging.getLogger(__name__)
 

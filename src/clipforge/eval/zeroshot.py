@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..models import CLIP
-from .metrics import topk_accuracy
+from .accuracy import topk_accuracy
 
 
 def fill_template(template: str, classname: str) -> str:

@@ -6,7 +6,7 @@ folder; ``ImageIndex.open(db, encoder=...).search(text="a dog on a beach")`` que
 
 from ..inference import Encoder
 from .ann import ExactIndex, IvfIndex, open_vector_index
-from .embed import IndexReport, index_folder
+from .indexer import IndexReport, index_folder
 from .search import ImageIndex, SearchHit
 from .store import Fingerprint, IndexDatabaseError, IndexStore, ModelMismatchError
 

@@ -7,7 +7,7 @@ folder being mounted elsewhere.
 
 :func:`diff_folder` compares the listing with the stored rows by (size, mtime): unchanged files
 are not even read. What it cannot tell from metadata alone (a rename, a ``touch``) is settled by
-content hashes in :mod:`clipforge.index.embed`.
+content hashes in :mod:`clipforge.index.indexer`.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from ..fileio import atomic_write, sweep_temporaries
 from ..inference import Encoder
-from .embed import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
+from .indexer import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
 from .scan import FileStat, walk_images
 from .store import IndexStore, NewRow, SkipRow
 

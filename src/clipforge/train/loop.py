@@ -26,7 +26,6 @@ from ..losses import clip_loss, siglip_loss
 from ..pretrained import resolve_checkpoint
 from .accumulation import LossFn, forward_backward, split_batch
 from .batches import StreamPosition, TrainData
-from .checkpoints import RunDir, check_resumable, resolve_run_dir, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import (
     DistInfo,
@@ -38,12 +37,13 @@ from .distributed import (
     init_distributed,
     wrap_ddp,
 )
-from .evaluation import EvalTask, RetrievalSet, evaluate, headline, regression_report
 from .lit import lock_image_tower, set_train_mode
 from .lora import adapter_state_dict, apply_lora, load_adapters, merged_state_dict, parse_towers
-from .metrics import MetricsLogger, Progress
+from .metrics_log import MetricsLogger, Progress
 from .optim import build_optimizer, lr_at, set_lr
+from .periodic_eval import EvalTask, RetrievalSet, evaluate, headline, regression_report
 from .precision import autocast_for, step_kernels_for
+from .run_dir import RunDir, check_resumable, resolve_run_dir, rng_state, set_rng_state
 from .setup import (
     base_model_config,
     build_eval_sets,

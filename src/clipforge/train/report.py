@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..fileio import atomic_write_text
-from .metrics import read_metrics
+from .metrics_log import read_metrics
 
 TASK_ORDER = ("colour", "shape", "pattern", "count", "position", "colour_shape_seen", "colour_shape_heldout")
 

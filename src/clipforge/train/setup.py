@@ -16,7 +16,7 @@ from ..config import ModelConfig
 from ..models import CLIP, create_model, get_model_config
 from ..pretrained import resolve_checkpoint
 from .config import TrainConfig
-from .evaluation import EvalTask, RetrievalSet, materialize_retrieval, materialize_task
+from .periodic_eval import EvalTask, RetrievalSet, materialize_retrieval, materialize_task
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from ..models import CLIP
+from .accuracy import confusion_matrix, mean_per_class_accuracy, per_class_accuracy
 from .clip_benchmark import BenchmarkImages, BenchmarkSet
 from .datasets import LabelledImages
 from .features import encode_image_files, encode_labelled
 from .linear_probe import ProbeResult, linear_probe, stratified_split
-from .metrics import confusion_matrix, mean_per_class_accuracy, per_class_accuracy
 from .retrieval import retrieval_metrics
 from .zeroshot import build_classifier, encode_images, encode_texts, predict, zero_shot_accuracy
 
