@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -184,7 +185,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, data, "config").validate()
+        return strict_from_dict(cls, data, "config", nested=_NESTED).validate()
 
     @classmethod
     def from_json(cls, path_or_text: str | Path) -> ModelConfig:
@@ -204,7 +205,10 @@ _NESTED = {"vision": VisionConfig, "text": TextConfig, "preprocess": PreprocessC
 T = TypeVar("T")
 
 
-def _from_dict(cls: type[T], data: Any, where: str) -> T:
+def strict_from_dict(cls: type[T], data: Any, where: str, *, nested: Mapping[str, type] | None = None) -> T:
+    """``cls(**data)`` for a dataclass ``cls``, refusing unknown keys (naming them and the known
+    ones, with ``where`` saying which object). JSON lists become tuples; each key of ``nested`` is
+    built the same way, as that dataclass, from its sub-object."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
@@ -213,8 +217,8 @@ def _from_dict(cls: type[T], data: Any, where: str) -> T:
         raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key in _NESTED and cls is ModelConfig:
-            value = _from_dict(_NESTED[key], value, f"{where}.{key}")
+        if nested and key in nested:
+            value = strict_from_dict(nested[key], value, f"{where}.{key}")
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value

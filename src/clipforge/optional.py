@@ -12,7 +12,7 @@ class MissingExtra(ImportError):
 
 def require(module: str, *, extra: str, purpose: str, package: str | None = None) -> ModuleType:
     """Import ``module`` or raise :class:`MissingExtra` with a one-line install hint, e.g.
-    ``require("wandb", extra="wandb", purpose="--report-to wandb")``."""
+    ``require("wandb", extra="wandb", purpose="`report_to=wandb`")``."""
     try:
         return importlib.import_module(module)
     except ImportError as e:

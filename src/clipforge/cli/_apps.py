@@ -28,6 +28,18 @@ def add_model_args(p: argparse.ArgumentParser, *, precision: str = "auto") -> No
     add_backend_arg(p)
 
 
+def add_output_args(p: argparse.ArgumentParser, *, explained: str) -> None:
+    """``--json``, and ``--explain DIR`` / ``--explain-method``: a heat map of ``explained`` per image."""
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--explain", metavar="DIR", help=f"write a heat map PNG of {explained}")
+    p.add_argument(
+        "--explain-method",
+        default="auto",
+        choices=("auto", "window", "gradcam", "gradient", "patch"),
+        help="how the heat map is made (auto: window; see docs/evaluation.md)",
+    )
+
+
 def add_backend_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",

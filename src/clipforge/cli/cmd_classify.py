@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._apps import add_model_args, emit_json, explanation_paths, load_model, report_skips, skipped_json
+from ._apps import add_model_args, add_output_args, emit_json, explanation_paths, load_model, report_skips, skipped_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,14 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="softmax: one distribution over labels; sigmoid: independent probabilities (sigmoid-loss "
         "models such as SigLIP). Default: the model's own objective",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--explain", metavar="DIR", help="write a heat map PNG of the top label for each image")
-    p.add_argument(
-        "--explain-method",
-        default="auto",
-        choices=("auto", "window", "gradcam", "gradient", "patch"),
-        help="how the heat map is made (auto: window; see docs/evaluation.md)",
-    )
+    add_output_args(p, explained="the top label for each image")
     p.set_defaults(func=run)
 
 

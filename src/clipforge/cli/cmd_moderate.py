@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._apps import add_model_args, emit_json, explanation_paths, load_model, report_skips, skipped_json
+from ._apps import add_model_args, add_output_args, emit_json, explanation_paths, load_model, report_skips, skipped_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,14 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     add_model_args(p)
     p.add_argument("--policy", required=True, help="policy YAML (flagged/benign descriptions, thresholds)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--explain", metavar="DIR", help="write a heat map PNG of the matched description")
-    p.add_argument(
-        "--explain-method",
-        default="auto",
-        choices=("auto", "window", "gradcam", "gradient", "patch"),
-        help="how the heat map is made (auto: window; see docs/evaluation.md)",
-    )
+    add_output_args(p, explained="the matched description")
     p.set_defaults(func=run)
 
 

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import re
 import sys
 
 from ..version import __version__
@@ -29,6 +30,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# How library errors name a Python parameter: `name=value` (or `name=` alone), in backticks.
+_PARAMETER = re.compile(r"`(\w+)=([^`]*)`")
+
+
+def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """Say the Python parameters an error names (`resume=True`, `precision="fp32"`) as the
+    command's flags (``--resume``, ``--precision fp32``); names that are not flags stay as written."""
+    options = {a.dest: a for a in parser._actions if a.option_strings}
+
+    def flag(match: re.Match[str]) -> str:
+        action = options.get(match.group(1))
+        if action is None:
+            return match.group(0)
+        value = match.group(2).strip("'\"")
+        if action.nargs == 0:  # a switch: --x (store_true), or --x / --no-x (BooleanOptionalAction)
+            negative = [o for o in action.option_strings if o.startswith("--no-")]
+            positive = [o for o in action.option_strings if not o.startswith("--no-")]
+            return negative[0] if negative and value in ("False", "false", "0") else max(positive, key=len)
+        option = max(action.option_strings, key=len)
+        return f"{option} {value}" if value else option
+
+    return _PARAMETER.sub(flag, message)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -43,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError, ImportError) as e:  # expected: one clear line, no traceback
+    except (ValueError, OSError, ImportError, ArithmeticError) as e:  # expected: one clear line, no traceback
         if args.verbose:
             raise
-        print(f"clipforge {args.command}: error: {e}", file=sys.stderr)
+        command = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        print(f"clipforge {args.command}: error: {as_flags(str(e), command)}", file=sys.stderr)
         return 1
 
 

@@ -1,7 +1,7 @@
 """Image-text data: pair datasets (CSV/TSV, JSONL, image folders, WebDataset tar shards), the
 built-in procedural shapes data, a pre-decoded memmap cache, skip accounting and collation."""
 
-from clipforge.data.build import build_dataset, describe_source
+from clipforge.data.build import SHAPES_SOURCE, build_dataset, describe_source, shapes_split
 from clipforge.data.cache import CachedPairs, build_cache
 from clipforge.data.captions import clean_captions, pick_caption
 from clipforge.data.collate import Batch, Collator, prepare_images
@@ -13,6 +13,7 @@ from clipforge.data.skips import Skip, SkipStats
 from clipforge.data.webdataset import TarShards
 
 __all__ = [
+    "SHAPES_SOURCE",
     "Batch",
     "CachedPairs",
     "Collator",
@@ -35,5 +36,6 @@ __all__ = [
     "read_csv",
     "read_folder",
     "read_jsonl",
+    "shapes_split",
     "zero_shot_tasks",
 ]

@@ -18,6 +18,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -161,19 +162,44 @@ def _resolve(base: Path, value: str) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
-def _add_row(
-    raw_image: Any, raw_caption: Any, *, base: Path, where: str, out: tuple[list, list, list], skips: list
-) -> None:
-    if not isinstance(raw_image, str) or not raw_image.strip():
-        skips.append(Skip(MALFORMED_ROW, where, "image path is empty or not a string"))
-        return
-    caps = clean_captions(raw_caption)
-    if isinstance(caps, str):
-        skips.append(Skip(caps, where))
-        return
-    out[0].append(_resolve(base, raw_image.strip()))
-    out[1].append("\n".join(caps))
-    out[2].append(where)
+@dataclass
+class _Rows:
+    """The rows of an index file as they are read: kept (image path, "\n"-joined captions, where)
+    and skipped, each naming ``file:line``."""
+
+    base: Path  # relative image paths are relative to this folder
+    images: list[str] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    wheres: list[str] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+
+    def skip(self, reason: str, where: str, detail: str = "") -> None:
+        self.skips.append(Skip(reason, where, detail))
+
+    def add(self, raw_image: Any, raw_caption: Any, *, where: str) -> None:
+        if not isinstance(raw_image, str) or not raw_image.strip():
+            self.skip(MALFORMED_ROW, where, "image path is empty or not a string")
+            return
+        caps = clean_captions(raw_caption)
+        if isinstance(caps, str):
+            self.skip(caps, where)
+            return
+        self.images.append(_resolve(self.base, raw_image.strip()))
+        self.captions.append("\n".join(caps))
+        self.wheres.append(where)
+
+    def dataset(self, source: Path, *, transform: Transform | None, seed: int, all_captions: bool) -> PairsDataset:
+        log_load_skips(str(source), self.skips)
+        return PairsDataset(
+            images=self.images,
+            captions=self.captions,
+            wheres=self.wheres,
+            transform=transform,
+            seed=seed,
+            all_captions=all_captions,
+            load_skips=self.skips,
+            source=str(source),
+        )
 
 
 def has_undecodable(*values: Any) -> bool:
@@ -197,8 +223,7 @@ def read_csv(
     path = Path(path)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    out: tuple[list, list, list] = ([], [], [])
-    skips: list[Skip] = []
+    rows = _Rows(path.parent)
     # invalid UTF-8 bytes survive as lone surrogates, so one bad row is skipped, not the whole file
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
@@ -212,27 +237,17 @@ def read_csv(
         for row in reader:
             where = f"{path}:{reader.line_num}"
             if row.get(image_key) is None or row.get(caption_key) is None:
-                skips.append(Skip(MALFORMED_ROW, where, "row has fewer columns than the header"))
+                rows.skip(MALFORMED_ROW, where, "row has fewer columns than the header")
                 continue
             if None in row:  # DictReader's restkey: values beyond the header
                 detail = "row has more columns than the header (an unquoted delimiter in the caption?)"
-                skips.append(Skip(MALFORMED_ROW, where, detail))
+                rows.skip(MALFORMED_ROW, where, detail)
                 continue
             if has_undecodable(row[image_key], row[caption_key]):
-                skips.append(Skip(MALFORMED_ROW, where, "invalid UTF-8"))
+                rows.skip(MALFORMED_ROW, where, "invalid UTF-8")
                 continue
-            _add_row(row[image_key], row[caption_key], base=path.parent, where=where, out=out, skips=skips)
-    log_load_skips(str(path), skips)
-    return PairsDataset(
-        images=out[0],
-        captions=out[1],
-        wheres=out[2],
-        transform=transform,
-        seed=seed,
-        all_captions=all_captions,
-        load_skips=skips,
-        source=str(path),
-    )
+            rows.add(row[image_key], row[caption_key], where=where)
+    return rows.dataset(path, transform=transform, seed=seed, all_captions=all_captions)
 
 
 def read_jsonl(
@@ -247,38 +262,25 @@ def read_jsonl(
     """One JSON object per line; the caption may be a string or a list of strings (one is picked
     per epoch). Image paths are relative to the file's folder. Bad lines are skipped and counted."""
     path = Path(path)
-    out: tuple[list, list, list] = ([], [], [])
-    skips: list[Skip] = []
+    rows = _Rows(path.parent)
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             if has_undecodable(line):
-                skips.append(Skip(MALFORMED_ROW, where, "invalid UTF-8"))
+                rows.skip(MALFORMED_ROW, where, "invalid UTF-8")
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                skips.append(Skip(MALFORMED_JSON, where, str(e)))
+                rows.skip(MALFORMED_JSON, where, str(e))
                 continue
             if not isinstance(obj, dict) or image_key not in obj or caption_key not in obj:
-                skips.append(
-                    Skip(MALFORMED_ROW, where, f"needs an object with keys {image_key!r}, {caption_key!r}")
-                )
+                rows.skip(MALFORMED_ROW, where, f"needs an object with keys {image_key!r}, {caption_key!r}")
                 continue
-            _add_row(obj[image_key], obj[caption_key], base=path.parent, where=where, out=out, skips=skips)
-    log_load_skips(str(path), skips)
-    return PairsDataset(
-        images=out[0],
-        captions=out[1],
-        wheres=out[2],
-        transform=transform,
-        seed=seed,
-        all_captions=all_captions,
-        load_skips=skips,
-        source=str(path),
-    )
+            rows.add(obj[image_key], obj[caption_key], where=where)
+    return rows.dataset(path, transform=transform, seed=seed, all_captions=all_captions)
 
 
 def read_folder(
@@ -289,22 +291,14 @@ def read_folder(
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
-    images, skips = [], []
+    rows = _Rows(root)
     for p in sorted(root.rglob("*")):
         if not is_image_extension(p.suffix) or not p.is_file():
             continue
         if not p.with_suffix(".txt").is_file():
-            skips.append(Skip(MISSING_CAPTION, str(p), "no .txt caption file beside it"))
+            rows.skip(MISSING_CAPTION, str(p), "no .txt caption file beside it")
             continue
-        images.append(str(p))
-    log_load_skips(str(root), skips)
-    return PairsDataset(
-        images=images,
-        captions=[""] * len(images),
-        wheres=images,
-        transform=transform,
-        seed=seed,
-        all_captions=all_captions,
-        load_skips=skips,
-        source=str(root),
-    )
+        rows.images.append(str(p))
+        rows.captions.append("")  # "" = read <image stem>.txt on access
+        rows.wheres.append(str(p))
+    return rows.dataset(root, transform=transform, seed=seed, all_captions=all_captions)

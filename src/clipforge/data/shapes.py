@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -269,6 +269,12 @@ class ShapesDataset(Dataset):
 
     def __len__(self) -> int:
         return self.spec.size_of(self.split)
+
+    def captions(self, limit: int) -> Iterator[str]:
+        """The first ``limit`` captions of the split, without drawing the images."""
+        for i in range(min(limit, len(self))):
+            attrs = shapes_attributes(i, split=self.split, spec=self.spec)
+            yield shapes_caption(attrs, i, split=self.split, spec=self.spec)
 
     def __getitem__(self, index: int) -> tuple[Any, str]:
         if not 0 <= index < len(self):

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ..data import Skip, build_dataset
+from ..data.protocols import KeyedByImage, load_skips_of
 from ..models import CLIP
 from .accuracy import confusion_matrix, mean_per_class_accuracy, per_class_accuracy
 from .clip_benchmark import BenchmarkImages, BenchmarkSet
@@ -174,13 +176,12 @@ def retrieval_dataset(
     several captions (as are multi-caption JSONL rows and multi-line ``.txt`` files)."""
     from tqdm.auto import tqdm
 
-    from ..data import Skip, build_dataset
 
     dataset = build_dataset(
         source, transform=transform, image_key=image_key, caption_key=caption_key, all_captions=True
     )
-    skipped = [str(s) for s in getattr(dataset, "load_skips", [])]
-    keyed = hasattr(dataset, "image_path")  # map-style pairs: group rows by image file
+    skipped = [str(s) for s in load_skips_of(dataset)]
+    keyed = isinstance(dataset, KeyedByImage)  # map-style pairs: group rows by image file
     items = _Indexed(dataset) if keyed else dataset
     loader = torch.utils.data.DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=list)
     image_of: dict[Any, int] = {}

@@ -53,6 +53,7 @@ from torch import nn
 from ..models import CLIP
 from ..models.vit import VisionTransformer
 from . import explain_draw
+from .zeroshot import encode_texts
 
 Method = Literal["auto", "window", "gradcam", "gradient", "patch"]
 METHODS: tuple[str, ...] = ("auto", "window", "gradcam", "gradient", "patch")
@@ -235,8 +236,6 @@ def explain_text(
     method: Method = "auto",
 ) -> Explanation:
     """:func:`explain` for a text string (encoded as is, no templates)."""
-    from .zeroshot import encode_texts
-
     return explain(
         model, transform, image, encode_texts(model, tokenizer, [text])[0], text=text, method=method
     )

@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
+from ..data.images import ImageDecodeError, load_image
+from ..data.skips import Skip
 from ..models import CLIP
 from .zeroshot import encode_images
 
@@ -33,8 +35,6 @@ def read_images(
     paths: Sequence[str | Path], *, warn: bool = False
 ) -> tuple[list[Image.Image], list[int], list[tuple[str, str]]]:
     """Decoded images, the input index of each, and (path, reason) for each one that failed."""
-    from ..data.images import ImageDecodeError, load_image
-
     images, kept, failures = [], [], []
     for i, p in enumerate(paths):
         try:
@@ -102,7 +102,6 @@ def encode_labelled(
     stops after that many usable items (the first ones of an iterable, evenly spaced otherwise)."""
     from tqdm.auto import tqdm
 
-    from ..data.skips import Skip
 
     if limit is not None and not isinstance(dataset, IterableDataset) and len(dataset) > limit:
         stride = len(dataset) / limit

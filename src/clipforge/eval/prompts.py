@@ -106,7 +106,7 @@ def load_classnames(
 
 def parse_labels(text: str) -> list[str]:
     """Comma-separated labels (``"cat, dog,bird"``) → a checked list."""
-    return check_labels(text.split(","), source="--labels")
+    return check_labels(text.split(","))
 
 
 def check_labels(labels: list[str], *, source: str = "labels") -> list[str]:

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..convert.onnx import IMAGE_FILE, META_FILE, TEXT_FILE, export_onnx
 from ..fileio import atomic_write_text
 from ..models import CLIP
+from ..pretrained.resolve import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,6 @@ def default_cache_dir(checkpoint: str | os.PathLike | None, model_id: str) -> Pa
                 return beside
         except OSError:
             pass
-    from ..pretrained.resolve import cache_dir
 
     return cache_dir() / "onnx" / model_id.replace(":", "-")
 
@@ -106,8 +107,6 @@ def _read_meta(path: Path) -> dict:
 
 
 def _export_fp32(model: CLIP, out: Path) -> None:
-    from ..convert.onnx import IMAGE_FILE, META_FILE, TEXT_FILE, export_onnx
-
     tmp = out / ".export"
     export_onnx(model, tmp, verify=False)
     for src, dst in ((IMAGE_FILE, _FILES["fp32"][0]), (TEXT_FILE, _FILES["fp32"][1])):

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from ..data.protocols import Epochal, Resumable
 from ..data.seeding import mix_seed, seed_all
 
 
@@ -77,7 +78,7 @@ class SeededDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        if hasattr(self.dataset, "set_epoch"):
+        if isinstance(self.dataset, Epochal):
             self.dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
@@ -161,7 +162,7 @@ class TrainData:
         return self.position.epoch if self.iterable else step // self.steps_per_epoch
 
     def _loader(self, epoch: int, **kwargs: Any) -> DataLoader:
-        if hasattr(self.dataset, "set_epoch"):
+        if isinstance(self.dataset, Epochal):
             self.dataset.set_epoch(epoch)  # before the workers fork, so they see it
         kwargs.setdefault("collate_fn", self.collate)
         return DataLoader(
@@ -200,7 +201,7 @@ class TrainData:
                 f"the run streamed its data with workers={len(position.worker_batches) if self.workers else 0}; "
                 f"resume it with the same number of workers (got {self.workers})"
             )
-        resumable = hasattr(self.dataset, "set_resume")
+        resumable = isinstance(self.dataset, Resumable)
         if position.batches and not resumable:
             raise ValueError(f"{type(self.dataset).__name__} cannot resume mid-epoch (it has no set_resume)")
         while True:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import ConfigError
+from ..config import ConfigError, strict_from_dict
 from .lora import parse_towers
 from .tracking import parse_report_to
 
@@ -162,14 +162,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "train config") -> TrainConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values).validate()
+        return strict_from_dict(cls, data, where).validate()
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:

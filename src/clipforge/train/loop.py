@@ -20,10 +20,14 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..checkpoint import load_state_dict_strict, load_weights, save_checkpoint
+from ..data import Collator, SkipStats, prepare_images
+from ..data.protocols import load_skips_of
 from ..device import parse_precision
 from ..fileio import atomic_write_text
 from ..losses import clip_loss, siglip_loss
 from ..pretrained import resolve_checkpoint
+from ..tokenizer import tokenizer_from_metadata
 from .accumulation import LossFn, forward_backward, split_batch
 from .batches import StreamPosition, TrainData
 from .config import TrainConfig
@@ -127,7 +131,7 @@ class _Trainer:
         if resume and self.rundir.config_file.is_file():
             check_resumable(TrainConfig.from_json(self.rundir.config_file), cfg, path)
         elif not resume and self.rundir.latest_step() is not None:
-            raise FileExistsError(f"{path} already holds checkpoints: pass --resume, or choose another --name")
+            raise FileExistsError(f"{path} already holds checkpoints: pass `resume=True`, or choose another `name=`")
         self.cfg = cfg
         if info.is_main:
             for p in self.rundir.sweep():
@@ -170,7 +174,6 @@ class _Trainer:
             if eval_sets is not None
             else (build_eval_sets(cfg, self.model_cfg) if info.is_main or self.sharded else ([], None))
         )
-        from ..data import Collator, SkipStats
 
         self.skips = SkipStats()
         self.data = TrainData(
@@ -200,8 +203,6 @@ class _Trainer:
         self.ddp = self.model if self.sharded else wrap_ddp(self.model, info)
 
     def _tokenizer(self, model_cfg, init_info):
-        from ..tokenizer import tokenizer_from_metadata
-
         if self.rundir.tokenizer_file.is_file() and self.start_step is not None:
             return tokenizer_from_metadata(json.loads(self.rundir.tokenizer_file.read_text()))
         tokenizer = None
@@ -259,8 +260,6 @@ class _Trainer:
         return merged_state_dict(self.model) if self.lora else None
 
     def _restore(self, step: int) -> None:
-        from ..checkpoint import load_state_dict_strict, load_weights
-
         state = self.rundir.load_state(step)
         if self.lora:  # the frozen base comes from --init (or the seed) as at the start; the adapters from the state
             load_adapters(self.model, state["lora"])
@@ -287,8 +286,6 @@ class _Trainer:
     # ------------------------------------------------------------------ one step
 
     def _step(self, step: int, batch: Any) -> torch.Tensor | None:
-        from ..data import prepare_images
-
         self.skips.update(batch.skipped, batch.skip_notes, batch.skip_keys)  # every epoch: files can vanish
         n = all_reduce_min_int(len(batch), self.info)  # ranks must hold equal batches for the gathered loss
         if n == 0:
@@ -420,8 +417,6 @@ class _Trainer:
             results = self._evaluate(step)
         weights = self._weights()
         if info.is_main:
-            from ..checkpoint import save_checkpoint
-
             provenance = {"run": str(self.rundir.path), "step": step, "train_config": cfg.to_dict()}
             save_checkpoint(
                 self.rundir.final_model,
@@ -441,8 +436,6 @@ class _Trainer:
 
     def _skip_summary(self):
         """Rows skipped while reading the index, plus every sample skipped during the run on any rank."""
-        from ..data import SkipStats
-
         counts = [self.skips.state_dict()]
         if self.info.distributed:
             counts = [None] * self.info.world_size
@@ -450,7 +443,7 @@ class _Trainer:
         total = SkipStats()
         for c in counts:
             total.merge(c)
-        total.update(Counter(s.reason for s in getattr(self.dataset, "load_skips", [])))
+        total.update(Counter(s.reason for s in load_skips_of(self.dataset)))
         return total
 
     def _log(self, step: int, loss: torch.Tensor | None, progress: Progress) -> float | None:
@@ -458,7 +451,7 @@ class _Trainer:
         if loss is not None:
             value = float(all_reduce_mean(loss, self.info))
             if value != value or value in (float("inf"), float("-inf")):
-                raise FloatingPointError(f"step {step}: the loss is {value}; lower the lr or use --precision fp32")
+                raise FloatingPointError(f"step {step}: the loss is {value}; lower `lr=` or use `precision=\"fp32\"`")
         samples_per_s, data_wait = progress.window()
         record = {
             "loss": value,

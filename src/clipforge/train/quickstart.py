@@ -26,9 +26,13 @@ import torch
 
 from ..device import parse_precision, resolve_device
 from ..fileio import atomic_write_text
+from ..models import create_model, get_model_config
 from .config import TrainConfig
 from .loop import fit, make_loss_fn
+from .optim import build_optimizer
 from .precision import autocast_for
+from .report import summarise, write_report
+from .setup import build_train_dataset, resolve_loss
 
 MIN_STEPS = 600
 MAX_STEPS = 1500
@@ -58,10 +62,6 @@ def measure_step_seconds(cfg: TrainConfig, *, steps: int = 3) -> float:
     """Seconds per optimiser step of ``cfg``'s model and batch on this machine: the median of a few
     steps on random data after one warm-up step, plus the time to make one real batch when the
     data is made in the training process (``workers=0``)."""
-    from ..models import create_model, get_model_config
-    from .optim import build_optimizer
-    from .setup import build_train_dataset, resolve_loss
-
     model_cfg = get_model_config(cfg.model)
     data_s = 0.0
     if cfg.workers == 0:
@@ -118,7 +118,7 @@ def quickstart(
     cfg = quickstart_config(out=out, name=name).replace(progress=progress, **(overrides or {}))
     run_dir = Path(cfg.out) / cfg.name
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"{run_dir} already exists: pass another --out, or remove it")
+        raise FileExistsError(f"{run_dir} already exists: pass another `out=`, or remove it")
     t_start = time.perf_counter()
     if steps is None:
         step_s = measure_step_seconds(cfg)
@@ -132,7 +132,6 @@ def quickstart(
     result = fit(cfg)
     train_seconds = time.perf_counter() - t_train
 
-    from .report import summarise, write_report
 
     figures = summarise(
         result.eval,

@@ -12,7 +12,11 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import load_checkpoint
+from ..data import ShapesDataset, ShapesSpec
+from ..data.transforms import image_transform
 from ..fileio import atomic_write_text
+from ..tokenizer import tokenizer_from_metadata
 from .metrics_log import read_metrics
 
 TASK_ORDER = ("colour", "shape", "pattern", "count", "position", "colour_shape_seen", "colour_shape_heldout")
@@ -165,10 +169,6 @@ def _plot_accuracy(run_dir: Path, figures: dict[str, Any]) -> str:
 def _plot_similarity(run_dir: Path, model_path: Path, *, n: int = 8) -> str:
     import matplotlib.pyplot as plt
 
-    from ..checkpoint import load_checkpoint
-    from ..data import ShapesDataset, ShapesSpec
-    from ..data.transforms import image_transform
-    from ..tokenizer import tokenizer_from_metadata
 
     model, info = load_checkpoint(model_path)
     tokenizer = tokenizer_from_metadata(info.tokenizer)

@@ -168,7 +168,7 @@ def resolve_run_dir(cfg: TrainConfig, *, resume: bool) -> Path:
     if resume:
         runs = sorted((p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime)
         if not runs:
-            raise FileNotFoundError(f"--resume: no run directory with a run.json under {out}")
+            raise FileNotFoundError(f"`resume=True`: no run directory with a run.json under {out}")
         return runs[-1]
     return out / datetime.now().strftime("%Y%m%d-%H%M%S")
 

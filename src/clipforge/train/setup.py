@@ -13,26 +13,33 @@ from torch.utils.data import Dataset, IterableDataset
 
 from ..checkpoint import CheckpointInfo, load_state_dict_strict, load_weights, read_checkpoint_info
 from ..config import ModelConfig
+from ..data import SHAPES_SOURCE, CachedPairs, ShapesSpec, build_cache, build_dataset, shapes_split, zero_shot_tasks
+from ..data.protocols import CaptionSource
+from ..data.shard_io import is_remote
+from ..data.transforms import image_transform
+from ..eval.clip_benchmark import BenchmarkImages, is_benchmark_dir, load_benchmark
+from ..eval.datasets import LabelledDataset, load_labelled
+from ..eval.prompts import load_templates
 from ..models import CLIP, create_model, get_model_config
 from ..pretrained import resolve_checkpoint
+from ..tokenizer import get_tokenizer, tokenizer_from_metadata, train_bpe
 from .config import TrainConfig
 from .periodic_eval import EvalTask, RetrievalSet, materialize_retrieval, materialize_task
 
 log = logging.getLogger(__name__)
 
-SHAPES = "shapes"
 SIGLIP_INIT_SCALE = math.log(10.0)
 SIGLIP_INIT_BIAS = -10.0
 
 
 def base_model_config(cfg: TrainConfig) -> tuple[ModelConfig, CheckpointInfo | None]:
-    """The architecture before the tokenizer is known: from ``--init``'s checkpoint or ``--model``.
+    """The architecture before the tokenizer is known: from ``init``'s checkpoint or ``model``.
     The sigmoid loss starts from SigLIP's temperature and bias (scale 10, bias -10)."""
     if cfg.init:
         info = read_checkpoint_info(resolve_checkpoint(cfg.init))
         model_cfg = info.config
         if cfg.loss == "siglip" and model_cfg.init_logit_bias is None:
-            raise ValueError(f"--loss siglip needs a model with a logit bias; {cfg.init} has none")
+            raise ValueError(f"`loss=\"siglip\"` needs a model with a logit bias; {cfg.init} has none")
         return model_cfg, info
     model_cfg = get_model_config(cfg.model)
     if cfg.loss == "siglip":
@@ -42,37 +49,23 @@ def base_model_config(cfg: TrainConfig) -> tuple[ModelConfig, CheckpointInfo | N
 
 def resolve_loss(loss: str, model_cfg: ModelConfig) -> str:
     """``auto`` -> the model's own objective: the sigmoid loss for models that carry a logit bias
-    (SigLIP checkpoints given to ``--init``, SigLIP configs), else the CLIP loss."""
+    (SigLIP checkpoints given as ``init``, SigLIP configs), else the CLIP loss."""
     if loss != "auto":
         return loss
     return "siglip" if model_cfg.objective == "sigmoid" else "clip"
 
 
-def _shapes_split(data: str) -> str | None:
-    """``"shapes"`` -> "train", ``"shapes:val"`` -> "val"; anything else -> None."""
-    if data == SHAPES:
-        return "train"
-    if data.startswith(SHAPES + ":"):
-        return data.split(":", 1)[1]
-    return None
-
-
 def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_size: int) -> Dataset:
     """The training pairs: a pre-decoded cache when ``cfg.cache`` is set, else decoded on the fly
     with the train transform (random resized crop) at the model's image size."""
-    from ..data import CachedPairs, build_cache, build_dataset
-    from ..data.transforms import image_transform
-
     size = model_cfg.vision.image_size
-    split = _shapes_split(cfg.data)
-    source = f"{SHAPES}:{split}" if split else cfg.data
+    split = shapes_split(cfg.data)
+    source = f"{SHAPES_SOURCE}:{split}" if split else cfg.data
     if split and not cfg.cache:  # rendered at the model's size: no resampling, same look as the eval sets
-        from ..data import ShapesDataset, ShapesSpec
-
-        return ShapesDataset(
-            split,
-            spec=ShapesSpec(image_size=size),
+        return build_dataset(
+            source,
             transform=image_transform(model_cfg.preprocess, size, train=False),
+            shapes=_shapes_spec(model_cfg),
         )
     if cfg.cache:
         if rank == 0:
@@ -102,16 +95,18 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
     )
 
 
+def _shapes_spec(model_cfg: ModelConfig) -> ShapesSpec:
+    """The built-in shapes data as a run trains and evaluates on it: drawn at the model's image size,
+    with the default data seed whatever the run's seed (which only shuffles it), so runs compare."""
+    return ShapesSpec(image_size=model_cfg.vision.image_size)
+
+
 def training_captions(dataset: Dataset, *, limit: int = 10_000) -> Iterator[str]:
     """Up to ``limit`` captions of the training data (evenly spread), for learning a BPE vocabulary.
     (Reading a caption decodes its image too; a few thousand captions cover a domain's words.)"""
-    from ..data.shapes import ShapesDataset, shapes_attributes, shapes_caption
-
     inner = getattr(dataset, "dataset", dataset)
-    if isinstance(inner, ShapesDataset):  # captions without drawing the images
-        spec, split = inner.spec, inner.split
-        for i in range(min(limit, len(inner))):
-            yield shapes_caption(shapes_attributes(i, split=split, spec=spec), i, split=split, spec=spec)
+    if isinstance(inner, CaptionSource):  # captions without decoding the images
+        yield from inner.captions(limit)
         return
     if isinstance(inner, IterableDataset):
         for i, item in enumerate(inner):
@@ -129,10 +124,8 @@ def training_captions(dataset: Dataset, *, limit: int = 10_000) -> Iterator[str]
 
 
 def build_tokenizer(cfg: TrainConfig, *, dataset: Dataset, context_length: int, init: CheckpointInfo | None) -> Any:
-    """The run's tokenizer: the ``--init`` checkpoint's own, a BPE learnt from the training captions
+    """The run's tokenizer: the ``init`` checkpoint's own, a BPE learnt from the training captions
     (``tokenizer="train"``), OpenAI's vocabulary (``"openai"``), or one from a path."""
-    from ..tokenizer import get_tokenizer, tokenizer_from_metadata, train_bpe
-
     if init is not None and init.tokenizer is not None:
         if cfg.tokenizer not in ("openai", "train"):
             log.warning("fine-tuning keeps the checkpoint's tokenizer; ignoring tokenizer=%r", cfg.tokenizer)
@@ -174,44 +167,34 @@ def build_eval_sets(
     held-out retrieval pairs (``val_data`` in any data format or a CLIP_benchmark retrieval set;
     for ``data="shapes"`` its val split). Shapes and retrieval pairs are decoded once; user
     zero-shot sets are read at each evaluation (at most ``eval_max_images`` images)."""
-    from ..data.transforms import image_transform
-
     transform = image_transform(model_cfg.preprocess, model_cfg.vision.image_size, train=False)
     tasks: list[EvalTask] = []
     for item in [t.strip() for t in (cfg.eval_tasks or "").split(",") if t.strip()]:
-        if item == SHAPES:
-            from ..data import ShapesSpec, zero_shot_tasks
-
-            spec = ShapesSpec(image_size=model_cfg.vision.image_size)
+        if item == SHAPES_SOURCE:
+            spec = _shapes_spec(model_cfg)
             tasks += [materialize_task(t, workers=workers) for t in zero_shot_tasks(spec, transform=transform)]
         else:
             task = user_eval_task(item, transform=transform, templates=cfg.eval_templates, limit=cfg.eval_max_images)
             taken = {t.name for t in tasks}
             name = task.name if task.name not in taken else f"{task.name}-{len(tasks)}"
             tasks.append(dataclasses.replace(task, name=name))
-    val_source = cfg.val_data or (f"{SHAPES}:val" if _shapes_split(cfg.data) else None)
+    val_source = cfg.val_data or (f"{SHAPES_SOURCE}:val" if shapes_split(cfg.data) else None)
     retrieval = None
     if val_source:
-        from ..data import ShapesDataset, ShapesSpec, build_dataset
-        from ..eval.clip_benchmark import is_benchmark_dir, load_benchmark
-
-        split = _shapes_split(val_source)
-        if split:
-            val = ShapesDataset(split, spec=ShapesSpec(image_size=model_cfg.vision.image_size), transform=transform)
-        else:
-            if is_benchmark_dir(val_source):
-                bench = load_benchmark(val_source)
-                if bench.kind != "retrieval":
-                    raise ValueError(f"val_data {val_source} is a classification set: name it in eval_tasks")
-                val_source = "::".join(bench.shards)
-            val = build_dataset(
-                val_source,
-                transform=transform,
-                image_key=cfg.image_key,
-                caption_key=cfg.caption_key,
-                seed=cfg.seed,
-                shuffle_buffer=0,
-            )
+        if is_benchmark_dir(val_source):
+            bench = load_benchmark(val_source)
+            if bench.kind != "retrieval":
+                raise ValueError(f"val_data {val_source} is a classification set: name it in eval_tasks")
+            val_source = "::".join(bench.shards)
+        val = build_dataset(
+            val_source,
+            transform=transform,
+            image_key=cfg.image_key,
+            caption_key=cfg.caption_key,
+            seed=cfg.seed,
+            shuffle_buffer=0,
+            shapes=_shapes_spec(model_cfg) if shapes_split(val_source) else None,
+        )
         retrieval = materialize_retrieval(val, workers=workers)
     return tasks, retrieval
 
@@ -221,10 +204,6 @@ def user_eval_task(source: str, *, transform: Any, templates: str, limit: int | 
     labelled folder / CSV (class names from its sub-folders or labels, ``templates``)."""
     from pathlib import Path
 
-    from ..data.shard_io import is_remote
-    from ..eval.clip_benchmark import BenchmarkImages, is_benchmark_dir, load_benchmark
-    from ..eval.datasets import LabelledDataset, load_labelled
-    from ..eval.prompts import load_templates
 
     if is_benchmark_dir(source) or is_remote(source):
         bench = load_benchmark(source)

@@ -47,7 +47,7 @@ def parse_report_to(text: str) -> list[str]:
 class TensorBoardTracker:
     def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
         tb = require(
-            "torch.utils.tensorboard", extra="tensorboard", purpose="--report-to tensorboard", package="tensorboard"
+            "torch.utils.tensorboard", extra="tensorboard", purpose="`report_to=tensorboard`", package="tensorboard"
         )
         self.writer = tb.SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```", 0)
@@ -62,7 +62,7 @@ class TensorBoardTracker:
 
 class WandbTracker:
     def __init__(self, run_dir: Path, config: dict[str, Any], *, project: str, run_id: str | None) -> None:
-        wandb = require("wandb", extra="wandb", purpose="--report-to wandb")
+        wandb = require("wandb", extra="wandb", purpose="`report_to=wandb`")
         self.run = wandb.init(
             project=project,
             name=run_dir.name,
@@ -83,7 +83,7 @@ class WandbTracker:
 
 class MlflowTracker:
     def __init__(self, run_dir: Path, config: dict[str, Any], *, project: str, run_id: str | None) -> None:
-        mlflow = require("mlflow", extra="mlflow", purpose="--report-to mlflow", package="mlflow-skinny")
+        mlflow = require("mlflow", extra="mlflow", purpose="`report_to=mlflow`", package="mlflow-skinny")
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:  # a local file store; MLflow 3 asks for an explicit opt-in to it
             uri = (run_dir.parent / "mlruns").resolve().as_uri()

@@ -1,0 +1,74 @@
+"""Library errors name Python parameters (`resume=True`); the CLI says them as the command's flags."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from clipforge.cli.main import as_flags, build_parser, main
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "clipforge"
+
+
+@pytest.fixture(scope="module")
+def train_parser():
+    return build_parser()._subparsers._group_actions[0].choices["train"]
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [
+        ("pass `resume=True`, or choose another `name=`", "pass --resume, or choose another --name"),
+        ('lower `lr=` or use `precision="fp32"`', "lower --lr or use --precision fp32"),
+        ("`report_to=wandb` needs wandb", "--report-to wandb needs wandb"),
+        ("`init=` has none; `grad_checkpointing=True`", "--init has none; --grad-checkpointing"),
+        ("`grad_checkpointing=False` then", "--no-grad-checkpointing then"),
+        ("`not_a_flag=3` and a plain name=3 stay", "`not_a_flag=3` and a plain name=3 stay"),
+    ],
+)
+def test_parameters_become_flags(train_parser, message: str, said: str) -> None:
+    assert as_flags(message, train_parser) == said
+
+
+def test_a_library_error_reaches_the_user_as_one_line_with_flags(tmp_path, capsys) -> None:
+    bad = tmp_path / "model.json"
+    bad.write_text('{"embed_dim": 8, "nonsense": 1}')
+    assert main(["train", "--data", "shapes", "--model", str(bad), "--out", str(tmp_path), "--steps", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("clipforge train: error:") and "nonsense" in err[0]
+
+
+def _text(node: ast.AST) -> str:
+    """The literal text of a message expression, with ``{}`` for each interpolated value."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_text(v) if isinstance(v, ast.Constant) else "{}" for v in node.values)
+    if isinstance(node, ast.BinOp):
+        return _text(node.left) + _text(node.right)
+    return " ".join(_text(child) for child in ast.iter_child_nodes(node))
+
+
+def _raised_strings(path: Path) -> list[tuple[int, str]]:
+    """The message text of every ``raise X(...)`` in ``path``."""
+    return [
+        (node.lineno, " ".join(_text(arg) for arg in node.exc.args))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+    ]
+
+
+def test_library_errors_do_not_name_cli_flags() -> None:
+    flag = re.compile(r"(^|[\s(])--[a-z][a-z-]+")
+    command = re.compile(r"`clipforge [^`]*`")  # a whole command to run is advice for anyone
+    offenders = [
+        f"{path.relative_to(SRC)}:{line}: {text!r}"
+        for path in sorted(SRC.rglob("*.py"))
+        if "cli" not in path.relative_to(SRC).parts
+        for line, text in _raised_strings(path)
+        if flag.search(command.sub("", text)) and "pip install" not in text
+    ]
+    assert not offenders, "name the Python parameter (`name=value`) instead:\n" + "\n".join(offenders)
