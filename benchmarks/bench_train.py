@@ -62,9 +62,9 @@ def time_steps(step, steps: int) -> float:
 def clipforge_rate(batch: dict, precision: str, steps: int) -> float:
     from clipforge.models import create_model
     from clipforge.train.accumulation import forward_backward
-    from clipforge.train.loop import make_loss_fn
     from clipforge.train.optim import build_optimizer
     from clipforge.train.precision import autocast_for
+    from clipforge.train.step import make_loss_fn
 
     torch.manual_seed(0)
     model = create_model("vit-small").train()

@@ -8,7 +8,7 @@ from train_helpers import random_tokens, tiny_model_config
 
 from clipforge.models import CLIP
 from clipforge.train.accumulation import forward_backward, split_batch
-from clipforge.train.loop import make_loss_fn
+from clipforge.train.step import make_loss_fn
 
 
 def _grads(model):

@@ -8,8 +8,8 @@ from clipforge.config import VisionConfig
 from clipforge.models import CLIP
 from clipforge.train.accumulation import forward_backward
 from clipforge.train.lit import lock_image_tower, set_train_mode
-from clipforge.train.loop import make_loss_fn
 from clipforge.train.optim import build_optimizer
+from clipforge.train.step import make_loss_fn
 
 RESNET = VisionConfig(kind="resnet", image_size=64, width=8, layers=(1, 1, 1, 2), head_width=16)
 

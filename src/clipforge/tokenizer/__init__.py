@@ -10,9 +10,9 @@ context instead; their text towers read the last position. Checkpoints store eit
 :func:`tokenizer_from_metadata` rebuilds it.
 """
 
-from .kinds import TextTokenizer, is_tokenizer_dir, tokenizer_from_dir, tokenizer_from_metadata
+from .kinds import TextTokenizer, get_tokenizer, is_tokenizer_dir, tokenizer_from_dir, tokenizer_from_metadata
 from .sentencepiece import SentencePieceTokenizer
-from .tokenizer import Tokenizer, get_tokenizer
+from .tokenizer import Tokenizer
 from .train import train_bpe
 from .vocab import TokenizerError, TokenizerInputError
 

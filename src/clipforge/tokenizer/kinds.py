@@ -1,5 +1,5 @@
-"""One entry point per tokenizer kind: rebuild any tokenizer from checkpoint metadata (its ``kind``
-field says which class), or read a tokenizer folder in Hugging Face's layout."""
+"""One entry point for every tokenizer kind: by name or path (:func:`get_tokenizer`), from checkpoint
+metadata (its ``kind`` field says which class), or from a tokenizer folder in Hugging Face's layout."""
 
 from __future__ import annotations
 
@@ -50,4 +50,23 @@ def tokenizer_from_dir(path: str | os.PathLike, *, context_length: int) -> TextT
     raise TokenizerError(
         f"{p}: no tokenizer files (expected vocab.json + merges.txt, {sentencepiece.SPIECE_FILE} or "
         f"{sentencepiece.TOKENIZER_JSON})"
+    )
+
+
+def get_tokenizer(
+    name_or_path: str | os.PathLike | None = "openai", *, context_length: int = 77
+) -> TextTokenizer:
+    """``"openai"`` (or None): OpenAI's vocabulary; a directory: Hugging Face ``vocab.json`` +
+    ``merges.txt``, or SigLIP's ``spiece.model`` / ``tokenizer.json`` (:func:`tokenizer_from_dir`);
+    a ``.gz`` file: a vocabulary in OpenAI's format."""
+    if name_or_path is None or str(name_or_path) == "openai":
+        return Tokenizer.from_openai_vocab(context_length=context_length)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return tokenizer_from_dir(path, context_length=context_length)
+    if path.is_file() and path.name.endswith(".gz"):
+        return Tokenizer.from_openai_vocab(path, context_length=context_length)
+    raise TokenizerError(
+        f"unknown tokenizer {str(name_or_path)!r}: expected 'openai', a tokenizer directory (vocab.json + "
+        "merges.txt, spiece.model or tokenizer.json), or an OpenAI-format .txt.gz vocabulary"
     )

@@ -293,22 +293,3 @@ def _rust_bpe(tokens: list[str], merges: Sequence[Merge]) -> Any:
 def _check_context_length(ctx: int) -> None:
     if not isinstance(ctx, int) or isinstance(ctx, bool) or ctx < 2:
         raise TokenizerError(f"context_length must be an int >= 2 (start + end tokens), got {ctx!r}")
-
-
-def get_tokenizer(name_or_path: str | os.PathLike | None = "openai", *, context_length: int = 77) -> Any:
-    """``"openai"`` (or None): OpenAI's vocabulary; a directory: Hugging Face ``vocab.json`` +
-    ``merges.txt`` (or SigLIP's ``spiece.model`` / ``tokenizer.json``, see :mod:`.kinds`); a ``.gz``
-    file: a vocabulary in OpenAI's format."""
-    if name_or_path is None or str(name_or_path) == "openai":
-        return Tokenizer.from_openai_vocab(context_length=context_length)
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        from .kinds import tokenizer_from_dir  # SigLIP's SentencePiece folders too
-
-        return tokenizer_from_dir(path, context_length=context_length)
-    if path.is_file() and path.name.endswith(".gz"):
-        return Tokenizer.from_openai_vocab(path, context_length=context_length)
-    raise TokenizerError(
-        f"unknown tokenizer {str(name_or_path)!r}: expected 'openai', a tokenizer directory (vocab.json + "
-        "merges.txt, spiece.model or tokenizer.json), or an OpenAI-format .txt.gz vocabulary"
-    )

@@ -1,10 +1,10 @@
 """The training loop: ``fit(cfg)`` trains a CLIP model and returns where the results are.
 
-One optimiser step: take the rank's batch for this step (a pure function of seed and step), move it
-to the device, split it into ``accum_steps`` micro-batches, forward + backward with the negatives
-of the whole global batch (:mod:`.accumulation`, the distributed loss), clip, step AdamW at the
-scheduled learning rate. Every ``save_every`` steps the main process writes an atomic checkpoint
-(weights + optimiser/RNG state); ``resume=True`` continues from the latest one, bit-exactly.
+Each step takes the rank's batch for this step (a pure function of seed and step), moves it to the
+device, sets the scheduled learning rate and runs one :class:`~.step.OptimizerStep` (accumulated
+forward + backward with the negatives of the whole global batch, clip, AdamW). Every ``save_every``
+steps the main process writes an atomic checkpoint (weights + optimiser/RNG state);
+``resume=True`` continues from the latest one, bit-exactly. Evaluations run every ``eval_every``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from ..data import Collator, SkipStats, prepare_images
 from ..data.protocols import load_skips_of
 from ..device import parse_precision
 from ..fileio import atomic_write_text
-from ..losses import clip_loss, siglip_loss
 from ..pretrained import resolve_checkpoint
 from ..tokenizer import tokenizer_from_metadata
-from .accumulation import LossFn, forward_backward, split_batch
 from .batches import StreamPosition, TrainData
 from .config import TrainConfig
 from .distributed import (
@@ -58,14 +56,12 @@ from .setup import (
     resolve_loss,
 )
 from .sharding import (
-    clip_grad_norm,
     full_state_dict,
     load_sharded,
-    no_gradient_sync,
     save_sharded,
     shard_model,
-    sync_replicated_grads,
 )
+from .step import OptimizerStep, make_loss_fn
 from .tracking import open_trackers
 
 log = logging.getLogger(__name__)
@@ -77,21 +73,6 @@ class FitResult:
     steps: int
     eval: dict[str, float]  # the final evaluation (empty when there is nothing to evaluate on)
     skipped: int  # training samples skipped as unusable
-
-
-def make_loss_fn(kind: str, *, chunk_size: int | None, distributed: bool) -> LossFn:
-    """(image_features, text_features, logit_scale, logit_bias) -> loss, for ``kind`` clip or siglip."""
-    if kind == "clip":
-        return lambda img, txt, scale, bias: clip_loss(img, txt, scale, chunk_size=chunk_size, distributed=distributed)
-    if kind == "siglip":
-
-        def siglip(img, txt, scale, bias):
-            if bias is None:
-                raise ValueError("the sigmoid loss needs a model with a logit bias (init_logit_bias)")
-            return siglip_loss(img, txt, scale, bias, chunk_size=chunk_size, distributed=distributed)
-
-        return siglip
-    raise ValueError(f"unknown loss {kind!r}")
 
 
 def fit(
@@ -165,10 +146,8 @@ class _Trainer:
         )
         self.dtype = parse_precision(cfg.precision, info.device)
         self.autocast = autocast_for(info.device, self.dtype)
-        self.step_kernels = step_kernels_for(info.device, self.dtype)
         self.scaler = torch.amp.GradScaler(info.device.type) if self.dtype == torch.float16 else None
         self.loss_kind = resolve_loss(cfg.loss, self.model_cfg)
-        self.loss_fn = make_loss_fn(self.loss_kind, chunk_size=cfg.loss_chunk_size, distributed=info.distributed)
         self.eval_sets = (
             eval_sets
             if eval_sets is not None
@@ -200,7 +179,19 @@ class _Trainer:
         self.stream_positions: list | None = None
         if self.start_step is not None:
             self._restore(self.start_step)
-        self.ddp = self.model if self.sharded else wrap_ddp(self.model, info)
+        self.optimizer_step = OptimizerStep(
+            model=self.model,
+            wrapped=self.model if self.sharded else wrap_ddp(self.model, info),
+            optimizer=self.optimizer,
+            loss_fn=make_loss_fn(self.loss_kind, chunk_size=cfg.loss_chunk_size, distributed=info.distributed),
+            info=info,
+            autocast=self.autocast,
+            kernels=step_kernels_for(info.device, self.dtype),
+            scaler=self.scaler,
+            sharded=self.sharded,
+            accum_steps=cfg.accum_steps,
+            grad_clip=cfg.grad_clip,
+        )
 
     def _tokenizer(self, model_cfg, init_info):
         if self.rundir.tokenizer_file.is_file() and self.start_step is not None:
@@ -304,38 +295,7 @@ class _Trainer:
                 min_lr=self.cfg.min_lr,
             ),
         )
-        loss_fn = self.loss_fn
-        if self.scaler is not None:
-            loss_fn = lambda *a: self.scaler.scale(self.loss_fn(*a))  # noqa: E731
-        no_sync = self.ddp.no_sync if self.info.distributed and not self.sharded else None
-        if self.sharded:
-            no_sync = lambda: no_gradient_sync(self.model)  # noqa: E731
-        with self.step_kernels():
-            loss = forward_backward(
-                self.ddp,
-                split_batch(images, tokens, self.cfg.accum_steps),
-                loss_fn,
-                autocast=self.autocast,
-                no_sync=no_sync,
-            )
-        if self.sharded:
-            sync_replicated_grads(self.model, self.info)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-            loss = loss / self.scaler.get_scale()
-        if self.cfg.grad_clip is not None:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            if self.sharded:
-                clip_grad_norm(params, self.cfg.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss
+        return self.optimizer_step(images, tokens)
 
     # ------------------------------------------------------------------ the run
 

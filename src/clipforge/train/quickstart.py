@@ -28,11 +28,12 @@ from ..device import parse_precision, resolve_device
 from ..fileio import atomic_write_text
 from ..models import create_model, get_model_config
 from .config import TrainConfig
-from .loop import fit, make_loss_fn
+from .loop import fit
 from .optim import build_optimizer
 from .precision import autocast_for
 from .report import summarise, write_report
 from .setup import build_train_dataset, resolve_loss
+from .step import make_loss_fn
 
 MIN_STEPS = 600
 MAX_STEPS = 1500
