@@ -31,7 +31,8 @@ from typing import Protocol
 import numpy as np
 
 from ..fileio import atomic_write, sweep_temporaries
-from .store import Fingerprint, IndexStore, Snapshot
+from .records import Fingerprint, Snapshot
+from .store import IndexStore
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,9 @@ from ..data.images import ImageDecodeError, decode_image, open_image
 from ..data.photos import photo_info
 from ..fileio import sha256_file
 from ..inference import Encoder
+from .records import NewRow, PhotoFields, SkipRow
 from .scan import FileStat, diff_folder, walk_images
-from .store import IndexStore, NewRow, PhotoFields, SkipRow
+from .store import IndexStore
 
 log = logging.getLogger(__name__)
 

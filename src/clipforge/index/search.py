@@ -2,7 +2,7 @@
 
 An :class:`ImageIndex` joins a store, its vector index and (for text/image queries) an
 :class:`~clipforge.inference.Encoder` of the same model. A combined query is the normalised
-weighted sum of the text and image embeddings. A :class:`~clipforge.index.store.PhotoFilter`
+weighted sum of the text and image embeddings. A :class:`~clipforge.index.records.PhotoFilter`
 restricts the candidates (folder, date taken, file type) before ranking, ``min_score`` drops weak
 matches and ``offset`` pages through the ranking ("load more"). The vector index is reloaded when the database has
 changed (checked at most every ``refresh_seconds``; added and removed rows are applied to the
@@ -20,7 +20,8 @@ import numpy as np
 
 from ..inference import Encoder
 from .ann import open_vector_index
-from .store import Fingerprint, IndexStore, PhotoFilter
+from .records import Fingerprint, PhotoFilter
+from .store import IndexStore
 
 MAX_RESULTS = 10_000  # offset + k: deeper pages are not ranked
 

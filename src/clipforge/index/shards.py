@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 from ..fileio import atomic_write, sweep_temporaries
 from ..inference import Encoder
 from .indexer import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
+from .records import NewRow, SkipRow
 from .scan import FileStat, walk_images
-from .store import IndexStore, NewRow, SkipRow
+from .store import IndexStore
 
 log = logging.getLogger(__name__)
 

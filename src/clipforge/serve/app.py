@@ -23,7 +23,7 @@ try:
 except ImportError as e:  # the package imports this module; say how to get the extra
     raise ImportError(f"clipforge's HTTP server needs FastAPI ({e}): pip install 'clipforge[serve]'") from e
 
-from ..index.store import PhotoFilter
+from ..index.records import PhotoFilter
 from .limits import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_ACTIVE, DEFAULT_MAX_JSON_BYTES, RequestLimits
 from .security import LOOPBACK_HOSTS, HostAllowList, TokenGate, check_token
 from .service import MAX_ID, MAX_LABEL_CHARS, MAX_LABELS, NotConfigured, NotFound, SearchService

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..index import ImageIndex
-from ..index.store import PhotoFilter
+from ..index.records import PhotoFilter
 from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
 from .batching import TextBatcher
 from .uploads import DEFAULT_MAX_PIXELS, decode_upload
