@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from ..fileio import atomic_write, sweep_temporaries
 from ..inference import Encoder
@@ -65,8 +66,6 @@ def embed_shards(
     progress: bool = True,
 ) -> list[Path]:
     """Embed this rank's slice of ``root`` into ``out_dir``; returns the part JSON paths."""
-    from tqdm.auto import tqdm
-
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world size {world_size}")
     if dtype not in ("float16", "float32"):
