@@ -176,6 +176,11 @@ def create_app(
     return app
 
 
+def _image_post(app: FastAPI, path: str, *, tag: str, summary: str) -> Callable[[Callable], Callable]:
+    """``app.post`` for a route whose request body is image bytes (so documented in OpenAPI)."""
+    return app.post(path, tags=[tag], summary=summary, openapi_extra=IMAGE_BODY)
+
+
 def _new_app(service: SearchService, *, title: str, token_required: bool) -> FastAPI:
     """The bare application, holding the service (closed when the app shuts down)."""
 
@@ -239,12 +244,7 @@ def _add_search_routes(app: FastAPI, service: SearchService, read_body: ReadBody
         query = SearchQuery(text=req.text, image_id=req.id, image_weight=req.image_weight, page=req.page())
         return {"offset": req.offset, "hits": service.search(query)}
 
-    @app.post(
-        "/api/search/image",
-        tags=["search"],
-        summary="image upload search (body: image bytes)",
-        openapi_extra=IMAGE_BODY,
-    )
+    @_image_post(app, "/api/search/image", tag="search", summary="image upload search (body: image bytes)")
     async def search_image(
         request: Request,
         params: Annotated[PageQuery, Depends(page_query)],
@@ -261,12 +261,7 @@ def _add_search_routes(app: FastAPI, service: SearchService, read_body: ReadBody
 def _add_classify_routes(app: FastAPI, service: SearchService, read_body: ReadBody) -> None:
     """Zero-shot classification and moderation, of an upload or of an indexed image."""
 
-    @app.post(
-        "/api/classify",
-        tags=["classify"],
-        summary="zero-shot classify an upload (body: image bytes)",
-        openapi_extra=IMAGE_BODY,
-    )
+    @_image_post(app, "/api/classify", tag="classify", summary="zero-shot classify an upload (body: image bytes)")
     async def classify_upload(
         request: Request,
         labels: Annotated[list[str], Query(description="comma-separated; or repeat the parameter")],
@@ -283,12 +278,7 @@ def _add_classify_routes(app: FastAPI, service: SearchService, read_body: ReadBo
     def classify_indexed(req: ClassifyRequest) -> dict:
         return {"labels": service.classify(req.labels, image_id=req.id, k=req.k, templates=req.templates)}
 
-    @app.post(
-        "/api/moderate",
-        tags=["moderate"],
-        summary="moderate an upload (body: image bytes)",
-        openapi_extra=IMAGE_BODY,
-    )
+    @_image_post(app, "/api/moderate", tag="moderate", summary="moderate an upload (body: image bytes)")
     async def moderate_upload(request: Request) -> dict:
         data = await read_body(request)
         return await run_in_threadpool(lambda: service.moderate(image_bytes=data))
@@ -308,12 +298,7 @@ def _add_embed_routes(app: FastAPI, service: SearchService, read_body: ReadBody)
         vectors = service.embed_texts(req.texts)
         return {"model_id": service.encoder.model_id, "embeddings": np.round(vectors, 6).tolist()}
 
-    @app.post(
-        "/api/embed/image",
-        tags=["embed"],
-        summary="image embedding (body: image bytes)",
-        openapi_extra=IMAGE_BODY,
-    )
+    @_image_post(app, "/api/embed/image", tag="embed", summary="image embedding (body: image bytes)")
     async def embed_image(request: Request) -> dict:
         data = await read_body(request)
         vector = await run_in_threadpool(service.embed_image, data)
