@@ -23,7 +23,8 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset
+from tqdm.auto import tqdm
 
 from clipforge.config import PreprocessConfig
 from clipforge.data.build import build_dataset
@@ -80,7 +82,7 @@ def read_manifest(cache_dir: str | Path) -> dict[str, Any] | None:
 
 def _settings(
     source: str | Path, preprocess: PreprocessConfig, image_size: int, image_key: str, caption_key: str
-):
+) -> dict[str, Any]:
     return {
         "format": CACHE_FORMAT,
         "source": str(source),
@@ -90,6 +92,29 @@ def _settings(
         "image_key": image_key,
         "caption_key": caption_key,
     }
+
+
+@dataclass(frozen=True)
+class CacheFiles:
+    """The data files of one build, named after its fingerprint (so a rebuild never overwrites the
+    files a reader of the previous manifest may have open)."""
+
+    images: str  # images-<tag>.u8
+    captions: str  # captions-<tag>.jsonl
+
+    @classmethod
+    def of(cls, fp: str) -> CacheFiles:
+        tag = fp[:16]
+        return cls(f"images-{tag}.u8", f"captions-{tag}.jsonl")
+
+
+@dataclass
+class CacheContents:
+    """What a build wrote: how many images, and the samples it skipped (the dataset's own load
+    skips first, then those met while decoding)."""
+
+    count: int = 0
+    skips: list[Skip] = field(default_factory=list)
 
 
 def build_cache(
@@ -109,8 +134,6 @@ def build_cache(
     """Build (or reuse, when its fingerprint still matches) the cache of ``source`` in
     ``cache_dir``; returns ``cache_dir``. ``source`` is anything ``build_dataset`` reads;
     ``preprocess`` (default OpenAI's) gives the resize mode and interpolation."""
-    from tqdm.auto import tqdm
-
     cache_dir = Path(cache_dir)
     preprocess = preprocess or PreprocessConfig()
     dataset = build_dataset(
@@ -123,62 +146,83 @@ def build_cache(
         all_captions=True,
     )
     settings = _settings(source, preprocess, image_size, image_key, caption_key)
-    source_files = dataset.source_files() if hasattr(dataset, "source_files") else []
-    fp = fingerprint(source_files, settings)
+    fp = fingerprint(dataset.source_files() if hasattr(dataset, "source_files") else [], settings)
     old = read_manifest(cache_dir)
     if not force and old is not None and old.get("fingerprint") == fp:
         return cache_dir
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tag = fp[:16]
-    images_name, captions_name = f"images-{tag}.u8", f"captions-{tag}.jsonl"
-    skips: list[Skip] = list(getattr(dataset, "load_skips", []))
-    count = 0
+    files = CacheFiles.of(fp)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
     total = None if isinstance(dataset, IterableDataset) else len(dataset)
+    bar = tqdm(
+        loader,
+        desc=f"caching {Path(str(source)).name}",
+        total=None if total is None else -(-total // batch_size),
+        unit="batch",
+        disable=not progress,
+    )
+    contents = CacheContents(skips=list(getattr(dataset, "load_skips", [])))
+    _write_data(cache_dir, files, bar, contents)
+    manifest = _manifest(settings, fp, files, contents, preprocess=preprocess, image_size=image_size)
+    atomic_write_text(cache_dir / MANIFEST, json.dumps(manifest, indent=1))
+    if old is not None:
+        _remove_replaced(cache_dir, old, files)
+    return cache_dir
+
+
+def _write_data(cache_dir: Path, files: CacheFiles, batches: Iterable[list], contents: CacheContents) -> None:
+    """Both data files, atomically (the manifest, written after, is what makes them valid),
+    counting the images and collecting the skips into ``contents``."""
 
     def stream(tmp_images: str, tmp_captions: str) -> None:
-        nonlocal count
         with open(tmp_images, "wb") as fi, open(tmp_captions, "w", encoding="utf-8") as fc:
-            for batch in tqdm(
-                loader,
-                desc=f"caching {Path(str(source)).name}",
-                total=None if total is None else -(-total // batch_size),
-                unit="batch",
-                disable=not progress,
-            ):
+            for batch in batches:
                 for sample in batch:
                     if isinstance(sample, Skip):
-                        skips.append(sample)
+                        contents.skips.append(sample)
                         continue
                     pixels, captions = sample
                     fi.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
                     fc.write(json.dumps(captions, ensure_ascii=False) + "\n")
-                    count += 1
+                    contents.count += 1
 
-    # both data files atomically (the manifest, written last, is what makes them valid)
     atomic_write(
-        cache_dir / images_name,
-        lambda ti: atomic_write(cache_dir / captions_name, lambda tc: stream(ti, tc)),
+        cache_dir / files.images,
+        lambda ti: atomic_write(cache_dir / files.captions, lambda tc: stream(ti, tc)),
     )
-    manifest = {
+
+
+def _manifest(
+    settings: dict[str, Any],
+    fp: str,
+    files: CacheFiles,
+    contents: CacheContents,
+    *,
+    preprocess: PreprocessConfig,
+    image_size: int,
+) -> dict[str, Any]:
+    """What ``manifest.json`` says of a build: its settings and fingerprint, files, shape, skips
+    and the normalisation the cached pixels were undone from."""
+    return {
         **settings,
         "fingerprint": fp,
-        "count": count,
-        "shape": [count, image_size, image_size, 3],
-        "images": images_name,
-        "captions": captions_name,
-        "skipped": dict(Counter(s.reason for s in skips)),
-        "skips": [[s.reason, s.where, s.detail] for s in skips],
+        "count": contents.count,
+        "shape": [contents.count, image_size, image_size, 3],
+        "images": files.images,
+        "captions": files.captions,
+        "skipped": dict(Counter(s.reason for s in contents.skips)),
+        "skips": [[s.reason, s.where, s.detail] for s in contents.skips],
         "mean": list(preprocess.mean),
         "std": list(preprocess.std),
     }
-    atomic_write_text(cache_dir / MANIFEST, json.dumps(manifest, indent=1))
-    if old is not None:  # the previous build's data files, unless this build reused their names
-        for name in (old.get("images"), old.get("captions")):
-            if name and name not in (images_name, captions_name):
-                (cache_dir / name).unlink(missing_ok=True)
-    return cache_dir
+
+
+def _remove_replaced(cache_dir: Path, old: dict[str, Any], files: CacheFiles) -> None:
+    """The previous build's data files, unless this build reused their names."""
+    for name in (old.get("images"), old.get("captions")):
+        if name and name not in (files.images, files.captions):
+            (cache_dir / name).unlink(missing_ok=True)
 
 
 class CachedPairs(Dataset):

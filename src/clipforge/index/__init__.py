@@ -5,8 +5,9 @@ folder; ``ImageIndex.open(db, encoder=...).search(text="a dog on a beach")`` que
 """
 
 from ..inference import Encoder
-from .ann import ExactIndex, IvfIndex, open_vector_index
+from .ann import open_vector_index
 from .indexer import IndexReport, index_folder
+from .neighbours import ExactIndex, IvfIndex
 from .search import ImageIndex, SearchHit
 from .store import Fingerprint, IndexDatabaseError, IndexStore, ModelMismatchError
 

@@ -36,13 +36,15 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from ..data.images import ImageDecodeError, decode_image, open_image
 from ..data.photos import photo_info
 from ..fileio import sha256_file
 from ..inference import Encoder
-from .scan import FileStat, diff_folder, walk_images
-from .store import IndexStore, NewRow, PhotoFields, SkipRow
+from .records import FileRow, NewRow, PhotoFields, SkipRow
+from .scan import FileStat, FolderDiff, diff_folder, walk_images
+from .store import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,38 @@ def collate_items(items: list[dict]) -> tuple[list[dict], torch.Tensor | None]:
     return items, (torch.stack(ok) if ok else None)
 
 
+@dataclass(frozen=True)
+class EmbedSettings:
+    """How phase 4 decodes and encodes: DataLoader batches and workers, commit size, limits."""
+
+    batch_size: int
+    num_workers: int
+    commit_every: int
+    max_pixels: int
+    min_side: int | None  # reduced-size JPEG decode down to this shorter side (None: full size)
+    progress: bool
+
+
+@dataclass
+class Changes:
+    """What hashing (phase 2) decided, for phase 3 to apply in one transaction and phase 4 to embed."""
+
+    moves: list[tuple[int, FileStat]] = field(default_factory=list)  # (row id, new stat): kept rows
+    copies: list[NewRow] = field(default_factory=list)  # new paths whose content is stored already
+    to_embed: list[FileStat] = field(default_factory=list)  # files to decode and encode
+    vanished: list[str] = field(default_factory=list)  # paths of rows whose file is gone
+    touched: int = 0  # of ``moves``: same path, same bytes, new mtime
+    renamed: int = 0  # of ``moves``: a gone row's bytes under a new path
+
+
+@dataclass
+class Embedded:
+    """What phase 4 did: files encoded, and files whose bytes turned out to be stored already."""
+
+    added: int = 0
+    reused: int = 0
+
+
 def index_folder(
     root: str | Path,
     store: IndexStore,
@@ -142,8 +176,6 @@ def index_folder(
     progress: bool = True,
 ) -> IndexReport:
     """Bring ``store`` up to date with the images under ``root`` (see the module docstring)."""
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     root = Path(root).resolve()
     store.bind(
@@ -155,25 +187,50 @@ def index_folder(
         model_path=encoder.reference,
         rebuild=rebuild,
     )
+    # -- 1. list the folder and diff it against the store by (size, mtime) -----------------------
     listing = walk_images(root, include_hidden=include_hidden)
     stored = store.files()
-    d = diff_folder(listing.files, stored, store.skipped())
-    report = IndexReport(
+    diff = diff_folder(listing.files, stored, store.skipped())
+    changes = plan_changes(root, diff, stored, store, progress=progress)  # 2.
+    apply_changes(store, changes, forget_skips=diff.skip_gone)  # 3.
+    settings = EmbedSettings(
+        batch_size=batch_size,
+        num_workers=default_workers() if num_workers is None else num_workers,
+        commit_every=commit_every,
+        max_pixels=max_pixels,
+        min_side=None if exact_preprocess else fast_decode_side(encoder.transform),
+        progress=progress,
+    )
+    embedded = embed_files(root, changes.to_embed, store, encoder, settings)  # 4.
+    fill_photo_info(store, root, max_pixels=max_pixels)  # 5.
+    return IndexReport(
         str(root),
-        unchanged=len(d.unchanged),
+        total=store.count(),
+        added=embedded.added,
+        reused=len(changes.copies) + embedded.reused,
+        renamed=changes.renamed,
+        touched=changes.touched,
+        removed=len(changes.vanished),
+        unchanged=len(diff.unchanged),
+        skipped=list(store.skipped().values()),
         outside_links=listing.outside_links,
         unreadable=listing.unreadable,
+        seconds=time.perf_counter() - t0,
     )
 
-    # -- 2. content hashes where a stored row may already hold the content ---------------------
-    gone_by_hash: dict[str, list] = {}
-    for row in d.gone:
+
+def plan_changes(
+    root: Path, diff: FolderDiff, stored: dict[str, FileRow], store: IndexStore, *, progress: bool
+) -> Changes:
+    """Phase 2: hash the files whose content a stored row may already hold (changed paths, and new
+    files with the size of a vanished row) and sort every changed or new file into a move (touched
+    or renamed), a copy of stored content, or a file to embed."""
+    gone_by_hash: dict[str, list[FileRow]] = {}
+    for row in diff.gone:
         gone_by_hash.setdefault(row.sha256, []).append(row)
-    gone_sizes = {row.size for row in d.gone}
-    moves: list[tuple[int, FileStat]] = []  # (row id, new stat)
-    copies: list[NewRow] = []
-    to_embed: list[FileStat] = []
-    candidates = d.changed + [f for f in d.new if f.size in gone_sizes]
+    gone_sizes = {row.size for row in diff.gone}
+    changes = Changes()
+    candidates = diff.changed + [f for f in diff.new if f.size in gone_sizes]
     known = {f.path for f in candidates}
     for f in tqdm(candidates, desc="hashing", unit="file", disable=not progress or len(candidates) < 100):
         try:
@@ -183,74 +240,93 @@ def index_folder(
             continue
         old = stored.get(f.path)
         if old is not None and old.sha256 == digest:  # touched: same bytes
-            moves.append((old.id, f))
-            report.touched += 1
+            changes.moves.append((old.id, f))
+            changes.touched += 1
         elif old is None and gone_by_hash.get(digest):  # renamed
-            moves.append((gone_by_hash[digest].pop().id, f))
-            report.renamed += 1
+            changes.moves.append((gone_by_hash[digest].pop().id, f))
+            changes.renamed += 1
         elif (vector := store.embedding_of_hash(digest)) is not None:  # a copy of stored content
-            copies.append(NewRow(f.path, f.size, f.mtime_ns, digest, vector))
-            report.reused += 1
+            changes.copies.append(NewRow(f.path, f.size, f.mtime_ns, digest, vector))
         else:
-            to_embed.append(f)
-    to_embed += [f for f in d.new if f.path not in known]
-    to_embed.sort()
-    moved_ids = {row_id for row_id, _ in moves}
-    vanished = [row.path for row in d.gone if row.id not in moved_ids]
+            changes.to_embed.append(f)
+    changes.to_embed += [f for f in diff.new if f.path not in known]
+    changes.to_embed.sort()
+    moved_ids = {row_id for row_id, _ in changes.moves}
+    changes.vanished = [row.path for row in diff.gone if row.id not in moved_ids]
+    return changes
 
-    # -- 3. moves, copies and deletions: one transaction -----------------------------------------
+
+def apply_changes(store: IndexStore, changes: Changes, *, forget_skips: list[str]) -> None:
+    """Phase 3: moves, copies and deletions (and skip records of gone files), one transaction."""
     with store.transaction() as c:
-        store.delete(c, vanished)
-        store.forget_skips(c, d.skip_gone)
-        for row_id, f in moves:
+        store.delete(c, changes.vanished)
+        store.forget_skips(c, forget_skips)
+        for row_id, f in changes.moves:
             store.move(c, row_id, path=f.path, size=f.size, mtime_ns=f.mtime_ns)
-        store.insert(c, copies)
-    report.removed = len(vanished)
+        store.insert(c, changes.copies)
 
-    # -- 4. decode in workers, encode in batches, commit as we go ------------------------------
-    if to_embed:
-        workers = default_workers() if num_workers is None else num_workers
-        min_side = None if exact_preprocess else fast_decode_side(encoder.transform)
-        loader = DataLoader(
-            ImageFiles(root, to_embed, encoder.transform, max_pixels=max_pixels, min_side=min_side),
-            batch_size=batch_size,
-            num_workers=workers,
-            collate_fn=collate_items,
-            pin_memory=encoder.device.type == "cuda",
-            prefetch_factor=4 if workers else None,  # keep the model fed while files vary in size
-        )
-        pending: list[NewRow] = []
-        skips: list[SkipRow] = []
-        bar = tqdm(total=len(to_embed), desc="embedding", unit="img", disable=not progress)
-        for items, pixels in loader:
-            ok = [it for it in items if it["error"] is None]  # row i of ``pixels`` is ok[i]
-            vectors = [store.embedding_of_hash(it["sha256"]) for it in ok]  # a copy: no encoding
-            need = [i for i, v in enumerate(vectors) if v is None]
-            report.reused += len(ok) - len(need)
-            if need:
-                encoded = encoder.encode_pixels(pixels[need])  # (len(need), E)
-                for i, vector in zip(need, encoded, strict=True):
-                    vectors[i] = vector
-            for it, vector in zip(ok, vectors, strict=True):
-                pending.append(NewRow(it["path"], it["size"], it["mtime_ns"], it["sha256"], vector, it["info"]))
-            for it in items:
-                if it["error"] is not None:
-                    log.warning("skipping %s: %s", it["path"], it["error"])
-                    skips.append(SkipRow(it["path"], it["size"], it["mtime_ns"], it["error"]))
-            report.added += len(need)
-            bar.update(len(items))
-            if len(pending) + len(skips) >= commit_every:
-                _commit(store, pending, skips)
-        _commit(store, pending, skips)
-        bar.close()
 
-    # -- 5. photo fields for rows that lack them (header reads only) ----------------------------
-    fill_photo_info(store, root, max_pixels=max_pixels)
+def embed_files(
+    root: Path, files: list[FileStat], store: IndexStore, encoder: Encoder, settings: EmbedSettings
+) -> Embedded:
+    """Phase 4: decode ``files`` in DataLoader workers, encode them in batches while the workers
+    decode the next ones, and commit every ``settings.commit_every`` rows."""
+    embedded = Embedded()
+    if not files:
+        return embedded
+    workers = settings.num_workers
+    loader = DataLoader(
+        ImageFiles(root, files, encoder.transform, max_pixels=settings.max_pixels, min_side=settings.min_side),
+        batch_size=settings.batch_size,
+        num_workers=workers,
+        collate_fn=collate_items,
+        pin_memory=encoder.device.type == "cuda",
+        prefetch_factor=4 if workers else None,  # keep the model fed while files vary in size
+    )
+    pending: list[NewRow] = []
+    skips: list[SkipRow] = []
+    bar = tqdm(total=len(files), desc="embedding", unit="img", disable=not settings.progress)
+    for items, pixels in loader:
+        rows, encoded = _embed_batch(items, pixels, store, encoder)
+        pending += rows
+        skips += _skip_rows(items)
+        embedded.added += encoded
+        embedded.reused += len(rows) - encoded
+        bar.update(len(items))
+        if len(pending) + len(skips) >= settings.commit_every:
+            _commit(store, pending, skips)
+    _commit(store, pending, skips)
+    bar.close()
+    return embedded
 
-    report.skipped = list(store.skipped().values())
-    report.total = store.count()
-    report.seconds = time.perf_counter() - t0
-    return report
+
+def _embed_batch(
+    items: list[dict], pixels: torch.Tensor | None, store: IndexStore, encoder: Encoder
+) -> tuple[list[NewRow], int]:
+    """The rows of a batch's decodable files, and how many of them were encoded (the others are
+    copies of stored content and take the stored embedding)."""
+    ok = [it for it in items if it["error"] is None]  # row i of ``pixels`` is ok[i]
+    vectors = [store.embedding_of_hash(it["sha256"]) for it in ok]  # a copy: no encoding
+    need = [i for i, v in enumerate(vectors) if v is None]
+    if need:
+        encoded = encoder.encode_pixels(pixels[need])  # (len(need), E)
+        for i, vector in zip(need, encoded, strict=True):
+            vectors[i] = vector
+    rows = [
+        NewRow(it["path"], it["size"], it["mtime_ns"], it["sha256"], vector, it["info"])
+        for it, vector in zip(ok, vectors, strict=True)
+    ]
+    return rows, len(need)
+
+
+def _skip_rows(items: list[dict]) -> list[SkipRow]:
+    """The skip records of a batch's undecodable files (each logged)."""
+    skips = []
+    for it in items:
+        if it["error"] is not None:
+            log.warning("skipping %s: %s", it["path"], it["error"])
+            skips.append(SkipRow(it["path"], it["size"], it["mtime_ns"], it["error"]))
+    return skips
 
 
 def default_workers() -> int:

@@ -16,7 +16,7 @@ import logging
 from typing import NamedTuple
 
 from ..data.walk import FileStat, FolderListing, is_within, walk_images
-from .store import FileRow, SkipRow
+from .records import FileRow, SkipRow
 
 __all__ = ["FileStat", "FolderDiff", "FolderListing", "diff_folder", "is_within", "walk_images"]
 

@@ -2,7 +2,7 @@
 
 An :class:`ImageIndex` joins a store, its vector index and (for text/image queries) an
 :class:`~clipforge.inference.Encoder` of the same model. A combined query is the normalised
-weighted sum of the text and image embeddings. A :class:`~clipforge.index.store.PhotoFilter`
+weighted sum of the text and image embeddings. A :class:`~clipforge.index.records.PhotoFilter`
 restricts the candidates (folder, date taken, file type) before ranking, ``min_score`` drops weak
 matches and ``offset`` pages through the ranking ("load more"). The vector index is reloaded when the database has
 changed (checked at most every ``refresh_seconds``; added and removed rows are applied to the
@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.images import load_image
 from ..inference import Encoder
 from .ann import open_vector_index
-from .store import Fingerprint, IndexStore, PhotoFilter
+from .records import Fingerprint, PhotoFilter
+from .store import IndexStore
 
 MAX_RESULTS = 10_000  # offset + k: deeper pages are not ranked
 
@@ -34,6 +36,43 @@ class SearchHit:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "path": self.path, "score": round(self.score, 6), **(self.info or {})}
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """Which hits of a ranking a search returns: ``k`` of them after the best ``offset``, among
+    the rows that pass ``where`` and score at least ``min_score`` (cosine)."""
+
+    k: int = 10
+    offset: int = 0
+    where: PhotoFilter | None = None
+    min_score: float | None = None
+
+    def check(self) -> None:
+        """Raise ``ValueError`` (naming the parameter) unless every field is in range."""
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        if self.offset < 0:
+            raise ValueError(f"offset must be at least 0, got {self.offset}")
+        if self.offset + self.k > MAX_RESULTS:
+            raise ValueError(f"offset + k must be at most {MAX_RESULTS}, got {self.offset + self.k}")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score is a cosine similarity in [-1, 1], got {self.min_score}")
+
+
+def blend(text: np.ndarray | None, image: np.ndarray | None, image_weight: float) -> np.ndarray:
+    """(E,) unit float32 query: a text embedding, an image embedding, or their sum weighted
+    ``1 - image_weight`` and ``image_weight`` (at least one must be given)."""
+    parts = []
+    if text is not None:
+        parts.append((1.0 - image_weight if image is not None else 1.0, text))
+    if image is not None:
+        parts.append((image_weight if text is not None else 1.0, image))
+    q = sum(w * v for w, v in parts)  # (E,)
+    norm = float(np.linalg.norm(q))
+    if norm == 0.0:
+        raise ValueError("the text and image queries cancel out; change image_weight")
+    return (q / norm).astype(np.float32)
 
 
 class ImageIndex:
@@ -125,21 +164,13 @@ class ImageIndex:
             raise ValueError("give a text query, an image, or both")
         if not 0.0 <= image_weight <= 1.0:
             raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
-        parts = []
-        if has_text:
-            weight = 1.0 - image_weight if image is not None else 1.0
-            parts.append((weight, self.encoder.encode_texts([text])[0]))
+        text_vector = self.encoder.encode_texts([text])[0] if has_text else None
+        image_vector = None
         if image is not None:
             if isinstance(image, (str, Path)):
-                from clipforge.data.images import load_image
-
                 image = load_image(image)
-            parts.append((image_weight if has_text else 1.0, self.encoder.encode_images([image])[0]))
-        q = sum(w * v for w, v in parts)  # (E,)
-        norm = float(np.linalg.norm(q))
-        if norm == 0.0:
-            raise ValueError("the text and image queries cancel out; change image_weight")
-        return (q / norm).astype(np.float32)
+            image_vector = self.encoder.encode_images([image])[0]
+        return blend(text_vector, image_vector, image_weight)
 
     def search(
         self,
@@ -167,14 +198,12 @@ class ImageIndex:
     ) -> list[SearchHit]:
         """Hits ``offset`` to ``offset + k`` of the ranking for one (E,) unit vector, among the rows
         that pass ``where`` and score at least ``min_score`` (cosine)."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        if offset < 0:
-            raise ValueError(f"offset must be at least 0, got {offset}")
-        if offset + k > MAX_RESULTS:
-            raise ValueError(f"offset + k must be at most {MAX_RESULTS}, got {offset + k}")
-        if min_score is not None and not -1.0 <= min_score <= 1.0:
-            raise ValueError(f"min_score is a cosine similarity in [-1, 1], got {min_score}")
+        return self.search_page(query, SearchPage(k=k, offset=offset, where=where, min_score=min_score))
+
+    def search_page(self, query: np.ndarray, page: SearchPage) -> list[SearchHit]:
+        """:meth:`search_vector` with its window and filters as one record."""
+        page.check()
+        k, offset, where, min_score = page.k, page.offset, page.where, page.min_score
         allowed = None
         if where is not None and not where.is_empty():
             allowed = self.store.ids_matching(where)

@@ -20,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from ..fileio import atomic_write, sweep_temporaries
 from ..inference import Encoder
 from .indexer import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
+from .records import NewRow, SkipRow
 from .scan import FileStat, walk_images
-from .store import IndexStore, NewRow, SkipRow
+from .store import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,6 @@ def embed_shards(
     progress: bool = True,
 ) -> list[Path]:
     """Embed this rank's slice of ``root`` into ``out_dir``; returns the part JSON paths."""
-    from tqdm.auto import tqdm
-
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world size {world_size}")
     if dtype not in ("float16", "float32"):

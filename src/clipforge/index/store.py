@@ -18,64 +18,40 @@ model id)`` changes exactly when the set of stored embeddings changes, which is 
 
 Every write happens in a transaction; a process killed at any moment leaves the database at its
 last commit. Connections are per thread, so one store can be shared by a threaded server.
+
+The rows it reads and writes are the records of :mod:`clipforge.index.records` (re-exported here);
+the table layout and its upgrade are in :mod:`clipforge.index.schema`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-SCHEMA = "clipforge.index/2"
-_UPGRADABLE = ("clipforge.index/1",)
-INFO_COLUMNS = ("taken_at", "taken_from", "camera", "width", "height", "type", "folder")
+from .records import FileRow, Fingerprint, NewRow, PhotoFields, PhotoFilter, SkipRow, Snapshot, folder_of
+from .schema import INFO_COLUMNS, SCHEMA, SCHEMA_SQL, UPGRADABLE, filter_sql, upgrade_schema
+
+__all__ = [  # the records are re-exported: `from clipforge.index.store import PhotoFilter` keeps working
+    "DTYPES",
+    "FileRow",
+    "Fingerprint",
+    "IndexDatabaseError",
+    "IndexStore",
+    "ModelMismatchError",
+    "NewRow",
+    "PhotoFields",
+    "PhotoFilter",
+    "SkipRow",
+    "Snapshot",
+    "describe_model",
+]
+
 DTYPES = ("float32", "float16")
-
-_UPGRADE_SQL = """
-ALTER TABLE images ADD COLUMN taken_at TEXT;
-ALTER TABLE images ADD COLUMN taken_from TEXT;
-ALTER TABLE images ADD COLUMN camera TEXT;
-ALTER TABLE images ADD COLUMN width INTEGER;
-ALTER TABLE images ADD COLUMN height INTEGER;
-ALTER TABLE images ADD COLUMN type TEXT;
-ALTER TABLE images ADD COLUMN folder TEXT;
-CREATE INDEX IF NOT EXISTS images_taken_at ON images (taken_at);
-CREATE INDEX IF NOT EXISTS images_type ON images (type);
-"""
-
-_SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path TEXT NOT NULL UNIQUE,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    taken_at TEXT,
-    taken_from TEXT,
-    camera TEXT,
-    width INTEGER,
-    height INTEGER,
-    type TEXT,
-    folder TEXT
-);
-CREATE INDEX IF NOT EXISTS images_sha256 ON images (sha256);
-CREATE INDEX IF NOT EXISTS images_taken_at ON images (taken_at);
-CREATE INDEX IF NOT EXISTS images_type ON images (type);
-CREATE TABLE IF NOT EXISTS skipped (
-    path TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    reason TEXT NOT NULL
-);
-"""
 
 
 def _is_sql_int(value: int) -> bool:
@@ -98,100 +74,6 @@ class ModelMismatchError(IndexDatabaseError):
     """The index was built with another model than the one asked to use it."""
 
 
-class FileRow(NamedTuple):
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str
-
-
-class SkipRow(NamedTuple):
-    path: str
-    size: int
-    mtime_ns: int
-    reason: str
-
-
-class PhotoFields(NamedTuple):
-    """The filterable facts of one file (``clipforge.data.photos.PhotoInfo`` has the same fields)."""
-
-    taken_at: str | None = None  # ISO-8601 local time
-    taken_from: str | None = None  # "exif" or "file"
-    camera: str | None = None
-    width: int | None = None
-    height: int | None = None
-    type: str | None = None  # jpeg, png, heic, avif, ...
-
-
-class NewRow(NamedTuple):
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    embedding: np.ndarray  # (E,)
-    info: PhotoFields | None = None  # None: filled in by a later `clipforge index` run
-
-
-class PhotoFilter(NamedTuple):
-    """Restricts a search to some rows. Every given condition must hold; None means any."""
-
-    folder: str | None = None  # this folder (relative to the root, "/"-separated) and those below it
-    taken_after: str | None = None  # ISO date or date-time, inclusive ("2021-07" works: string order)
-    taken_before: str | None = None  # inclusive: "2021-07-31" includes that whole day
-    types: tuple[str, ...] | None = None  # file types, e.g. ("jpeg", "heic")
-
-    def is_empty(self) -> bool:
-        return all(v is None for v in self)
-
-    @classmethod
-    def make(
-        cls,
-        *,
-        folder: str | None = None,
-        taken_after: str | None = None,
-        taken_before: str | None = None,
-        types: Iterable[str] | str | None = None,
-    ) -> PhotoFilter:
-        """A checked filter: dates as ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]``;
-        ``types`` a list or a comma-separated string. Blank values mean "any"."""
-        for name, value in (("taken_after", taken_after), ("taken_before", taken_before)):
-            if value and not _DATE_BOUND.fullmatch(value):
-                raise ValueError(
-                    f"{name} must be a date like 2021, 2021-07, 2021-07-04 or 2021-07-04T18:30, got {value!r}"
-                )
-        if isinstance(types, str):
-            types = types.split(",")
-        kinds = tuple(t.strip().lower() for t in types or () if t.strip()) or None
-        if folder is not None and (".." in folder.split("/") or folder.startswith("/")):
-            raise ValueError(f"folder must be relative to the index root, without '..', got {folder!r}")
-        return cls(folder or None, taken_after or None, taken_before or None, kinds)
-
-
-_DATE_BOUND = re.compile(r"\d{4}(-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?)?)?")
-
-
-def folder_of(path: str) -> str:
-    """The folder of a relative ``/``-separated path ("" for files at the root)."""
-    return path.rpartition("/")[0]
-
-
-class Fingerprint(NamedTuple):
-    count: int
-    max_id: int
-    model_id: str
-
-    def to_dict(self) -> dict:
-        return self._asdict()
-
-
-class Snapshot(NamedTuple):
-    all_ids: np.ndarray  # (N,) every live row id
-    ids: np.ndarray  # (M,) ids of the rows returned
-    vectors: np.ndarray  # (M, E) float32
-    fingerprint: Fingerprint
-
-
 class IndexStore:
     """An index database. ``create=False`` refuses a path that holds no index yet."""
 
@@ -211,11 +93,11 @@ class IndexStore:
             if not empty:  # an existing database: ours, or refused untouched
                 schema = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
                 schema = schema[0] if schema else None
-                if schema in _UPGRADABLE:
-                    schema = self._upgrade(conn)
+                if schema in UPGRADABLE:
+                    schema = upgrade_schema(conn)
             elif create:
                 conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
-                conn.executescript(_SCHEMA_SQL)
+                conn.executescript(SCHEMA_SQL)
                 with self.transaction() as c:
                     c.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
                 schema = SCHEMA
@@ -227,19 +109,6 @@ class IndexStore:
         if schema != SCHEMA:
             self.close()
             raise IndexDatabaseError(f"{self.path}: index schema {schema!r}, this clipforge reads {SCHEMA!r}")
-
-    def _upgrade(self, conn: sqlite3.Connection) -> str:
-        """Add the photo columns to an index of the first schema (one transaction)."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in filter(None, (s.strip() for s in _UPGRADE_SQL.split(";"))):
-                conn.execute(statement)
-            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA,))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return SCHEMA
 
     # -- connections -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -427,23 +296,8 @@ class IndexStore:
 
     def ids_matching(self, where: PhotoFilter) -> np.ndarray:
         """(M,) int64 ids of the rows that pass ``where`` (rows of unknown date fail a date bound)."""
-        clauses, params = [], []
-        if where.folder is not None:
-            folder = where.folder.strip("/")
-            if folder:
-                clauses.append("(folder = ? OR substr(folder, 1, ?) = ?)")
-                params += [folder, len(folder) + 1, folder + "/"]
-        if where.taken_after:
-            clauses.append("taken_at >= ?")
-            params.append(where.taken_after.replace(" ", "T"))
-        if where.taken_before:
-            clauses.append("taken_at <= ?")
-            params.append(where.taken_before.replace(" ", "T") + "\uffff")  # "2021-07-31" includes 2021-07-31T23:59:59
-        if where.types is not None:
-            types = [t.lower() for t in where.types]
-            clauses.append(f"type IN ({','.join('?' * len(types))})")
-            params += types
-        sql = "SELECT id FROM images" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        clause, params = filter_sql(where)
+        sql = "SELECT id FROM images" + clause
         return np.fromiter((r[0] for r in self._conn().execute(sql, params)), dtype=np.int64)
 
     def facets(self) -> dict:

@@ -12,6 +12,8 @@ import os
 import warnings
 from pathlib import Path
 
+from PIL import Image, ImageOps, UnidentifiedImageError
+
 from .scan import is_within
 
 THUMB_SIZE = 256
@@ -42,8 +44,6 @@ def make_thumbnail(
 
     JPEGs are decoded at reduced scale (``draft``), which makes large photos cheap to thumbnail.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -9,24 +9,27 @@ limit and checked for decompression bombs before decoding. JSON bodies are valid
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from typing import Annotated
 
 import numpy as np
 
 try:
-    from fastapi import FastAPI, HTTPException, Path, Query, Request
+    from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse, Response
     from pydantic import BaseModel, Field
 except ImportError as e:  # the package imports this module; say how to get the extra
     raise ImportError(f"clipforge's HTTP server needs FastAPI ({e}): pip install 'clipforge[serve]'") from e
 
-from ..index.store import PhotoFilter
+from ..index.records import PhotoFilter
+from ..index.search import SearchPage
 from .limits import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_ACTIVE, DEFAULT_MAX_JSON_BYTES, RequestLimits
 from .security import LOOPBACK_HOSTS, HostAllowList, TokenGate, check_token
-from .service import MAX_ID, MAX_LABEL_CHARS, MAX_LABELS, NotConfigured, NotFound, SearchService
+from .service import MAX_ID, MAX_LABEL_CHARS, MAX_LABELS, NotConfigured, NotFound, SearchQuery, SearchService
 from .uploads import DEFAULT_MAX_UPLOAD_BYTES, UploadError, read_limited
 
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
@@ -53,8 +56,8 @@ class SearchRequest(BaseModel):
     before: str | None = Field(default=None, max_length=19, description="taken on or before (inclusive)")
     type: list[str] | None = Field(default=None, max_length=20, description="file types: jpeg, png, heic...")
 
-    def where(self) -> PhotoFilter:
-        return _where(self.folder, self.after, self.before, self.type)
+    def page(self) -> SearchPage:
+        return PageQuery(self.k, self.offset, self.min_score, self.folder, self.after, self.before, self.type).page()
 
 
 class ClassifyRequest(BaseModel):
@@ -78,6 +81,42 @@ Folder = Annotated[str | None, Query(max_length=1000, description="this folder a
 After = Annotated[str | None, Query(max_length=19, description="taken on or after: 2021, 2021-07, 2021-07-04")]
 Before = Annotated[str | None, Query(max_length=19, description="taken on or before (inclusive)")]
 Types = Annotated[list[str] | None, Query(description="file types (repeat, or comma-separated): jpeg, heic...")]
+
+
+ReadBody = Callable[[Request], Awaitable[bytes]]  # an upload route's body, read within the byte limit
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """The parameters every search route shares (query string or JSON): the page of the ranking
+    and its filters, as the client sent them."""
+
+    k: int
+    offset: int
+    min_score: float | None
+    folder: str | None
+    after: str | None
+    before: str | None
+    types: list[str] | None
+
+    def page(self) -> SearchPage:
+        """The search page; a bad filter value is a 400 naming the client's parameter."""
+        where = _where(self.folder, self.after, self.before, self.types)
+        return SearchPage(k=self.k, offset=self.offset, where=where, min_score=self.min_score)
+
+
+async def page_query(
+    k: K = 20,
+    offset: Offset = 0,
+    min_score: MinScore = None,
+    folder: Folder = None,
+    after: After = None,
+    before: Before = None,
+    type: Types = None,
+) -> PageQuery:
+    """The shared query parameters of the GET and upload search routes (a FastAPI dependency):
+    range-checked here (422), turned into a filter by the route (400), as when each route had them."""
+    return PageQuery(k, offset, min_score, folder, after, before, type)
 
 
 def _where(folder: str | None, after: str | None, before: str | None, types: list[str] | None) -> PhotoFilter:
@@ -115,20 +154,8 @@ def create_app(
     Only requests whose ``Host:`` is in ``allowed_hosts`` are served (``"*"``: any); with a
     ``token`` every route requires it (see :mod:`.security`). Bodies, body time and running
     requests are limited as :mod:`.limits` describes."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        yield
-        service.close()  # stop the text-batching thread
-
-    app = FastAPI(
-        title=title,
-        description="Semantic image search, zero-shot classification and moderation.",
-        lifespan=lifespan,
-    )
-    app.state.service = service
-    app.state.token_required = bool(token)
-    # the last added runs first: Host check, then token, then per-request limits
+    app = _new_app(service, title=title, token_required=bool(token))
+    # guards; the last added runs first: Host check, then token, then per-request limits
     app.add_middleware(
         RequestLimits,
         max_upload_bytes=max_upload_bytes,
@@ -139,6 +166,41 @@ def create_app(
     if token:
         app.add_middleware(TokenGate, token=check_token(token))
     app.add_middleware(HostAllowList, allowed_hosts=allowed_hosts)
+    _add_error_handlers(app)
+    read_body: ReadBody = partial(read_limited, max_bytes=max_upload_bytes)
+    _add_search_routes(app, service, read_body)
+    _add_classify_routes(app, service, read_body)
+    _add_embed_routes(app, service, read_body)
+    _add_image_routes(app, service)
+    _add_page_routes(app)
+    return app
+
+
+def _image_post(app: FastAPI, path: str, *, tag: str, summary: str) -> Callable[[Callable], Callable]:
+    """``app.post`` for a route whose request body is image bytes (so documented in OpenAPI)."""
+    return app.post(path, tags=[tag], summary=summary, openapi_extra=IMAGE_BODY)
+
+
+def _new_app(service: SearchService, *, title: str, token_required: bool) -> FastAPI:
+    """The bare application, holding the service (closed when the app shuts down)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()  # stop the text-batching thread
+
+    app = FastAPI(
+        title=title,
+        description="Semantic image search, zero-shot classification and moderation.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.token_required = token_required
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error a JSON ``{"detail": ...}`` with its 4xx/5xx status."""
 
     @app.exception_handler(UploadError)
     async def _upload(request: Request, e: UploadError):
@@ -156,10 +218,10 @@ def create_app(
     async def _bad(request: Request, e: ValueError):
         return JSONResponse({"detail": str(e)}, status_code=400)
 
-    async def body(request: Request) -> bytes:
-        return await read_limited(request, max_upload_bytes)
 
-    # -- API -----------------------------------------------------------------------------------
+def _add_search_routes(app: FastAPI, service: SearchService, read_body: ReadBody) -> None:
+    """Health, the filters' choices, and search by text, by indexed image or by upload."""
+
     @app.get("/api/health", tags=["service"])
     def health() -> dict:
         return service.health()
@@ -171,77 +233,42 @@ def create_app(
     @app.get("/api/search", tags=["search"], summary="text search")
     def search_get(
         q: Annotated[str, Query(min_length=1, max_length=1000)],
-        k: K = 20,
-        offset: Offset = 0,
-        min_score: MinScore = None,
-        folder: Folder = None,
-        after: After = None,
-        before: Before = None,
-        type: Types = None,
+        params: Annotated[PageQuery, Depends(page_query)],
     ) -> dict:
-        where = _where(folder, after, before, type)
-        hits = service.search(text=q, k=k, offset=offset, where=where, min_score=min_score)
-        return {"query": q, "offset": offset, "hits": hits}
+        page = params.page()
+        hits = service.search(SearchQuery(text=q, page=page))
+        return {"query": q, "offset": page.offset, "hits": hits}
 
     @app.post("/api/search", tags=["search"], summary="text and/or indexed-image search (JSON)")
     def search_post(req: SearchRequest) -> dict:
-        hits = service.search(
-            text=req.text,
-            image_id=req.id,
-            k=req.k,
-            image_weight=req.image_weight,
-            offset=req.offset,
-            where=req.where(),
-            min_score=req.min_score,
-        )
-        return {"offset": req.offset, "hits": hits}
+        query = SearchQuery(text=req.text, image_id=req.id, image_weight=req.image_weight, page=req.page())
+        return {"offset": req.offset, "hits": service.search(query)}
 
-    @app.post(
-        "/api/search/image",
-        tags=["search"],
-        summary="image upload search (body: image bytes)",
-        openapi_extra=IMAGE_BODY,
-    )
+    @_image_post(app, "/api/search/image", tag="search", summary="image upload search (body: image bytes)")
     async def search_image(
         request: Request,
-        k: K = 20,
+        params: Annotated[PageQuery, Depends(page_query)],
         text: Annotated[str | None, Query(max_length=1000)] = None,
         image_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
-        offset: Offset = 0,
-        min_score: MinScore = None,
-        folder: Folder = None,
-        after: After = None,
-        before: Before = None,
-        type: Types = None,
     ) -> dict:
-        where = _where(folder, after, before, type)
-        data = await body(request)
-        hits = await run_in_threadpool(
-            lambda: service.search(
-                text=text,
-                image_bytes=data,
-                k=k,
-                image_weight=image_weight,
-                offset=offset,
-                where=where,
-                min_score=min_score,
-            )
-        )
-        return {"offset": offset, "hits": hits}
+        page = params.page()
+        data = await read_body(request)
+        query = SearchQuery(text=text, image_bytes=data, image_weight=image_weight, page=page)
+        hits = await run_in_threadpool(service.search, query)
+        return {"offset": page.offset, "hits": hits}
 
-    @app.post(
-        "/api/classify",
-        tags=["classify"],
-        summary="zero-shot classify an upload (body: image bytes)",
-        openapi_extra=IMAGE_BODY,
-    )
+
+def _add_classify_routes(app: FastAPI, service: SearchService, read_body: ReadBody) -> None:
+    """Zero-shot classification and moderation, of an upload or of an indexed image."""
+
+    @_image_post(app, "/api/classify", tag="classify", summary="zero-shot classify an upload (body: image bytes)")
     async def classify_upload(
         request: Request,
         labels: Annotated[list[str], Query(description="comma-separated; or repeat the parameter")],
         k: K = 5,
         templates: Annotated[str, Query(max_length=40, description="built-in template set")] = "default",
     ) -> dict:
-        data = await body(request)
+        data = await read_body(request)
         result = await run_in_threadpool(
             lambda: service.classify(_labels(labels), image_bytes=data, k=k, templates=templates)
         )
@@ -251,19 +278,18 @@ def create_app(
     def classify_indexed(req: ClassifyRequest) -> dict:
         return {"labels": service.classify(req.labels, image_id=req.id, k=req.k, templates=req.templates)}
 
-    @app.post(
-        "/api/moderate",
-        tags=["moderate"],
-        summary="moderate an upload (body: image bytes)",
-        openapi_extra=IMAGE_BODY,
-    )
+    @_image_post(app, "/api/moderate", tag="moderate", summary="moderate an upload (body: image bytes)")
     async def moderate_upload(request: Request) -> dict:
-        data = await body(request)
+        data = await read_body(request)
         return await run_in_threadpool(lambda: service.moderate(image_bytes=data))
 
     @app.post("/api/moderate/indexed", tags=["moderate"], summary="moderate an indexed image")
     def moderate_indexed(req: ModerateRequest) -> dict:
         return service.moderate(image_id=req.id)
+
+
+def _add_embed_routes(app: FastAPI, service: SearchService, read_body: ReadBody) -> None:
+    """Embeddings of texts and of an uploaded image (unit norm, rounded to 6 decimals)."""
 
     @app.post("/api/embed/text", tags=["embed"], summary="text embeddings (unit norm)")
     def embed_text(req: EmbedTextRequest) -> dict:
@@ -272,16 +298,15 @@ def create_app(
         vectors = service.embed_texts(req.texts)
         return {"model_id": service.encoder.model_id, "embeddings": np.round(vectors, 6).tolist()}
 
-    @app.post(
-        "/api/embed/image",
-        tags=["embed"],
-        summary="image embedding (body: image bytes)",
-        openapi_extra=IMAGE_BODY,
-    )
+    @_image_post(app, "/api/embed/image", tag="embed", summary="image embedding (body: image bytes)")
     async def embed_image(request: Request) -> dict:
-        data = await body(request)
+        data = await read_body(request)
         vector = await run_in_threadpool(service.embed_image, data)
         return {"model_id": service.encoder.model_id, "embedding": np.round(vector, 6).tolist()}
+
+
+def _add_image_routes(app: FastAPI, service: SearchService) -> None:
+    """Thumbnails and original files of indexed images, addressed by id only."""
 
     @app.get(
         "/api/thumb/{image_id}",
@@ -306,7 +331,10 @@ def create_app(
         path = service.image_path(image_id)
         return FileResponse(path, headers={"Content-Disposition": "inline", "X-Content-Type-Options": "nosniff"})
 
-    # -- web page --------------------------------------------------------------------------------
+
+def _add_page_routes(app: FastAPI) -> None:
+    """The web page and its static files (a fixed list: no path ever reaches the file system)."""
+
     @app.get("/", include_in_schema=False)
     def index_page() -> Response:
         return _static("index.html")
@@ -316,8 +344,6 @@ def create_app(
         if name not in STATIC_FILES:  # a fixed list: no path ever reaches the file system
             raise HTTPException(404, "not found")
         return _static(name)
-
-    return app
 
 
 def _static(name: str) -> Response:

@@ -10,6 +10,7 @@ import logging
 
 from fastapi import FastAPI
 
+from ..optional import require
 from .protocol import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, guarded_protocol
 from .security import is_loopback
 
@@ -27,10 +28,7 @@ def build_server(
     timeout_keep_alive: int = 5,
 ):
     """A ``uvicorn.Server`` for ``app`` (not started: ``server.run()``, or ``server.run(sockets=[s])``)."""
-    try:
-        import uvicorn
-    except ImportError as e:
-        raise ImportError("serving needs uvicorn: pip install 'clipforge[serve]'") from e
+    uvicorn = require("uvicorn", extra="serve", purpose="serving")
     config = uvicorn.Config(
         app,
         host=host,

@@ -16,20 +16,21 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..index import ImageIndex
-from ..index.store import PhotoFilter
+from ..eval.classifier import ZeroShotClassifier
+from ..eval.moderate import Moderator
+from ..eval.policy import Policy, load_policy
+from ..eval.prompts import builtin_templates, check_labels, load_templates
+from ..index.search import ImageIndex, SearchPage, blend
 from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
+from ..inference import Encoder
 from .batching import TextBatcher
 from .uploads import DEFAULT_MAX_PIXELS, decode_upload
-
-if TYPE_CHECKING:
-    from ..eval.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,26 @@ class NotFound(LookupError):
 
 class NotConfigured(RuntimeError):
     """A feature the server was started without (e.g. moderation without a policy)."""
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search request, by whichever route it came: a text, an image (uploaded bytes or an
+    indexed image's id), or both blended by ``image_weight``; and which page of the ranking."""
+
+    text: str | None = None
+    image_bytes: bytes | None = None
+    image_id: int | None = None
+    image_weight: float = 0.5
+    page: SearchPage = field(default_factory=lambda: SearchPage(k=20))
+
+    @property
+    def has_text(self) -> bool:
+        return self.text is not None and bool(self.text.strip())
+
+    @property
+    def has_image(self) -> bool:
+        return self.image_bytes is not None or self.image_id is not None
 
 
 class _LRU:
@@ -94,7 +115,7 @@ class SearchService:
         self._refresher: threading.Thread | None = None
         self._refreshed = time.monotonic()
         self.policy = policy
-        self._moderator = None
+        self._moderator: Moderator | None = None
         self._moderator_lock = threading.Lock()
 
     @classmethod
@@ -110,13 +131,7 @@ class SearchService:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         nprobe: int | None = None,
     ) -> SearchService:
-        from ..index import Encoder
-
-        loaded_policy = None
-        if policy is not None:
-            from ..eval.policy import load_policy
-
-            loaded_policy = load_policy(policy)
+        loaded_policy = None if policy is None else load_policy(policy)
         encoder = Encoder.load(checkpoint, device=device, precision=precision, backend=backend)
         return cls(
             ImageIndex.open(db, encoder=encoder, nprobe=nprobe), policy=loaded_policy, max_pixels=max_pixels
@@ -175,53 +190,26 @@ class SearchService:
             "moderation": self.policy is not None,
         }
 
-    def search(
-        self,
-        *,
-        text: str | None = None,
-        image_bytes: bytes | None = None,
-        image_id: int | None = None,
-        k: int = 20,
-        image_weight: float = 0.5,
-        offset: int = 0,
-        where: PhotoFilter | None = None,
-        min_score: float | None = None,
-    ) -> list[dict]:
+    def search(self, query: SearchQuery) -> list[dict]:
         """Hits as dicts (id, path, score, photo fields). Text, an image (uploaded or by id), or both
-        blended; ``offset``/``k`` page through the ranking, ``where`` and ``min_score`` filter it."""
-        self._check_k(k)
-        if not 0.0 <= image_weight <= 1.0:
-            raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
-        has_text = text is not None and bool(text.strip())
-        has_image = image_bytes is not None or image_id is not None
-        if not has_text and not has_image:
+        blended; the query's page (``offset``/``k``) pages through the ranking, its ``where`` and
+        ``min_score`` filter it."""
+        self._check_k(query.page.k)
+        if not 0.0 <= query.image_weight <= 1.0:
+            raise ValueError(f"image_weight must be in [0, 1], got {query.image_weight}")
+        if not query.has_text and not query.has_image:
             raise ValueError("give a text query, an image, or both")
-        parts = []
-        if has_text:
-            parts.append((1.0 - image_weight if has_image else 1.0, self.text_vector(text.strip())))
-        if has_image:
-            parts.append(
-                (
-                    image_weight if has_text else 1.0,
-                    self.image_vector(image_bytes=image_bytes, image_id=image_id),
-                )
-            )
-        query = sum(w * v for w, v in parts)  # (E,)
-        norm = float(np.linalg.norm(query))
-        if norm == 0.0:
-            raise ValueError("the text and image queries cancel out; change image_weight")
+        text = self.text_vector(query.text.strip()) if query.has_text else None
+        image = self.image_vector(image_bytes=query.image_bytes, image_id=query.image_id) if query.has_image else None
+        vector = blend(text, image, query.image_weight)
         self._refresh_in_background()
-        hits = self.index.search_vector(query / norm, k=k, offset=offset, where=where, min_score=min_score)
-        return [h.to_dict() for h in hits]
+        return [h.to_dict() for h in self.index.search_page(vector, query.page)]
 
     def filters(self) -> dict:
         """What the search filters can choose from: folders, file types and the range of dates."""
         return self.index.store.facets()
 
-    def _classifier(self, labels: tuple[str, ...], templates: str):
-        from ..eval.classifier import ZeroShotClassifier
-        from ..eval.prompts import builtin_templates, load_templates
-
+    def _classifier(self, labels: tuple[str, ...], templates: str) -> ZeroShotClassifier:
         if templates not in builtin_templates():  # a client names a built-in set, never a path
             raise ValueError(f"unknown template set {templates!r}; choose one of {builtin_templates()}")
 
@@ -247,8 +235,6 @@ class SearchService:
         templates: str = "default",
     ) -> list[dict]:
         """The ``k`` most likely labels (softmax over ``labels``), best first."""
-        from ..eval.prompts import check_labels
-
         if len(labels) > MAX_LABELS:
             raise ValueError(f"{len(labels)} labels: at most {MAX_LABELS} per request")
         if any(len(label) > MAX_LABEL_CHARS for label in labels):
@@ -264,8 +250,6 @@ class SearchService:
             raise NotConfigured("moderation is off: start the server with --policy POLICY.yaml")
         with self._moderator_lock:
             if self._moderator is None:
-                from ..eval.moderate import Moderator
-
                 with self.encoder.lock:
                     self._moderator = Moderator(
                         self.encoder.model,

@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import TYPE_CHECKING
+
+from PIL import Image, UnidentifiedImageError
+
+from ..data.images import ImageDecodeError, load_image
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: any real photo, not a 50k x 50k bomb
@@ -18,7 +26,7 @@ class UploadError(ValueError):
         self.status = status
 
 
-async def read_limited(request, max_bytes: int) -> bytes:
+async def read_limited(request: Request, max_bytes: int) -> bytes:
     """The request body, refusing (413) as soon as it exceeds ``max_bytes``: a lying or absent
     Content-Length cannot make the server buffer more than the limit."""
     declared = request.headers.get("content-length")
@@ -42,12 +50,8 @@ async def read_limited(request, max_bytes: int) -> bytes:
     return data
 
 
-def decode_upload(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+def decode_upload(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Uploaded bytes → a decoded RGB-convertible PIL image, or an :class:`UploadError`."""
-    from PIL import Image, UnidentifiedImageError
-
-    from clipforge.data.images import ImageDecodeError, load_image
-
     try:  # the header alone gives the size: refuse bombs before decoding a single pixel
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
