@@ -38,6 +38,7 @@ from clipforge.config import PreprocessConfig
 from clipforge.data.build import build_dataset
 from clipforge.data.captions import mix_seed, pick_caption
 from clipforge.data.pairs import StringTable
+from clipforge.data.protocols import FileBacked, load_skips_of
 from clipforge.data.skips import Skip, log_load_skips
 from clipforge.data.transforms import image_transform
 from clipforge.fileio import atomic_write, atomic_write_text
@@ -146,7 +147,7 @@ def build_cache(
         all_captions=True,
     )
     settings = _settings(source, preprocess, image_size, image_key, caption_key)
-    fp = fingerprint(dataset.source_files() if hasattr(dataset, "source_files") else [], settings)
+    fp = fingerprint(dataset.source_files() if isinstance(dataset, FileBacked) else [], settings)
     old = read_manifest(cache_dir)
     if not force and old is not None and old.get("fingerprint") == fp:
         return cache_dir
@@ -162,7 +163,7 @@ def build_cache(
         unit="batch",
         disable=not progress,
     )
-    contents = CacheContents(skips=list(getattr(dataset, "load_skips", [])))
+    contents = CacheContents(skips=load_skips_of(dataset))
     _write_data(cache_dir, files, bar, contents)
     manifest = _manifest(settings, fp, files, contents, preprocess=preprocess, image_size=image_size)
     atomic_write_text(cache_dir / MANIFEST, json.dumps(manifest, indent=1))

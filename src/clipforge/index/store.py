@@ -207,11 +207,12 @@ class IndexStore:
                 raise ModelMismatchError(
                     f"{self.path} was built with model {self._stored_model()}, not with model "
                     f"{describe_model(model_id, model_name, model_path)}; "
-                    "use the same model, or --rebuild to re-embed everything"
+                    "use the same model, or `rebuild=True` to re-embed everything"
                 )
             if current["root"] != root:
                 raise IndexDatabaseError(
-                    f"{self.path} indexes folder {current['root']}, not {root}; use another --db or --rebuild"
+                    f"{self.path} indexes folder {current['root']}, not {root}; "
+                    "use another index database, or `rebuild=True`"
                 )
             if model_path and model_path != self.get_meta("model_path"):
                 with self.transaction() as c:  # same weights, moved: remember where they are now
