@@ -1,4 +1,7 @@
-"""``clipforge caption IMAGES --model CKPT --bank captions.txt``: captioning by retrieval."""
+"""clipforge caption IMAGES --model CKPT --bank captions.txt: captioning by retrieval.
+
+Ranks every caption of the bank (one per line) against each image.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,15 @@ import argparse
 
 from ._apps import add_model_args, emit_json, load_model, report_skips, skipped_json
 
+HELP = "best captions for each image from a caption bank (captioning by retrieval)"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "caption",
-        help="best captions for each image from a caption bank (captioning by retrieval)",
-        description="Ranks every caption of the bank (one per line) against each image.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     add_model_args(p)
     p.add_argument("--bank", required=True, help="text file of candidate captions, one per line")
     p.add_argument("-k", "--top-k", type=int, default=5, help="captions per image")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,7 @@
-"""``clipforge classify IMAGES... --model CKPT --labels a,b,c``: zero-shot labels for each image."""
+"""clipforge classify IMAGES... --model CKPT --labels a,b,c: zero-shot labels for each image.
+
+Ranks the labels for each image (template-ensembled zero-shot classification).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,10 @@ import argparse
 
 from ._apps import add_model_args, add_output_args, emit_json, explanation_paths, load_model, report_skips, skipped_json
 
+HELP = "zero-shot classify images against labels"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "classify",
-        help="zero-shot classify images against labels",
-        description="Ranks the labels for each image (template-ensembled zero-shot classification).",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     add_model_args(p)
     group = p.add_mutually_exclusive_group(required=True)
@@ -28,7 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "models such as SigLIP). Default: the model's own objective",
     )
     add_output_args(p, explained="the top label for each image")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,18 +1,17 @@
-"""``clipforge convert SOURCE OUT``: OpenAI / open_clip / Hugging Face checkpoint -> clipforge checkpoint."""
+"""clipforge convert SOURCE OUT: OpenAI / open_clip / Hugging Face checkpoint -> clipforge checkpoint.
+
+Convert a checkpoint into a self-describing clipforge checkpoint (OUT/model.safetensors, or OUT
+itself when it ends in .safetensors). Nothing in the source is executed.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+HELP = "convert an OpenAI, open_clip or Hugging Face checkpoint to a clipforge checkpoint"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "convert",
-        help="convert an OpenAI, open_clip or Hugging Face checkpoint to a clipforge checkpoint",
-        description="Convert a checkpoint into a self-describing clipforge checkpoint "
-        "(OUT/model.safetensors, or OUT itself when it ends in .safetensors). "
-        "Nothing in the source is executed.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "source", help="OpenAI .pt, open_clip .pt/.bin/.safetensors or folder, Hugging Face folder"
     )
@@ -37,7 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     act.add_argument(
         "--quick-gelu", action="store_const", const="quick_gelu", dest="act", help="same as --act quick_gelu"
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
-"""``clipforge embed FOLDER --model CKPT --out DIR``: embed a folder into shards (scale-out).
+"""clipforge embed FOLDER --model CKPT --out DIR: embed a folder into shards (scale-out).
 
-Under ``torchrun --nproc-per-node N [--nnodes M ...] -m clipforge embed ...`` every process takes
-its share of the files (by ``RANK`` / ``WORLD_SIZE``; no communication between processes, the
+Writes part-w<W>-r<R>-<J>.npy (embeddings) + .json (paths, sizes, mtimes, hashes) to --out. Parts
+already written for the same model and files are skipped, so a killed job resumes.
+
+Under torchrun --nproc-per-node N [--nnodes M ...] -m clipforge embed ... every process takes
+its share of the files (by RANK / WORLD_SIZE; no communication between processes, the
 folder must be visible to all of them) and writes its own shard parts; `clipforge index
 --from-embeddings DIR --db ...` merges them into an index.
 """
@@ -13,14 +16,10 @@ import os
 
 from ._apps import MODEL_HELP
 
+HELP = "embed an image folder into shard files (one slice per torchrun process)"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "embed",
-        help="embed an image folder into shard files (one slice per torchrun process)",
-        description="Writes part-w<W>-r<R>-<J>.npy (embeddings) + .json (paths, sizes, mtimes, hashes) to "
-        "--out. Parts already written for the same model and files are skipped, so a killed job resumes.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", help="image folder")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="output directory for shard parts")
@@ -31,7 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto picks cuda:LOCAL_RANK when CUDA is available")
     p.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""``clipforge eval zeroshot|retrieval|linear-probe DATA --model CKPT``: evaluation as JSON."""
+"""clipforge eval zeroshot|retrieval|linear-probe DATA --model CKPT: evaluation as JSON.
+
+zeroshot: accuracy of zero-shot classification on a labelled image set; retrieval: image-text
+recall@1/5/10 both ways; linear-probe: logistic regression on frozen image embeddings.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ LABELLED_HELP = "a folder with one sub-folder per class, or a .csv/.tsv with ima
 BENCHMARK_HELP = ", or a CLIP_benchmark WebDataset folder/URL (wds_<name>/ with classnames.txt and <split>/*.tar)"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a model: zeroshot, retrieval, linear-probe")
+HELP = "evaluate a model: zeroshot, retrieval, linear-probe"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
 
     z = tasks.add_parser("zeroshot", help="zero-shot classification accuracy on a labelled image set")
@@ -27,7 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     z.add_argument("--split", default="test", help="split folder of a CLIP_benchmark set")
     z.add_argument("--workers", type=int, default=0, help="image decoding processes (CLIP_benchmark sets)")
     z.add_argument("--plot", help="confusion-matrix PNG (default: beside --out as <out>.confusion.png)")
-    z.set_defaults(func=run_zeroshot)
 
     r = tasks.add_parser("retrieval", help="image-text retrieval recall@1/5/10 both ways, mean/median rank")
     r.add_argument(
@@ -40,7 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--caption-key", default="title", help="caption column (CSV/JSONL)")
     r.add_argument("--workers", type=int, default=0, help="image decoding processes")
     _common(r)
-    r.set_defaults(func=run_retrieval)
 
     lp = tasks.add_parser("linear-probe", help="logistic regression on frozen image embeddings")
     lp.add_argument("data", help=LABELLED_HELP + " (the test set when --train is given)")
@@ -51,7 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     lp.add_argument("--val-fraction", type=float, default=0.2, help="share of training images used to pick C")
     lp.add_argument("--seed", type=int, default=0)
     lp.add_argument("--templates", help="also report zero-shot accuracy on the same test images")
-    lp.set_defaults(func=run_linear_probe)
+
+
+def run(args: argparse.Namespace) -> int:
+    task = {"zeroshot": run_zeroshot, "retrieval": run_retrieval, "linear-probe": run_linear_probe}[args.task]
+    return task(args)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,7 @@
-"""``clipforge export CKPT OUT --to hf|open_clip|onnx``: write a model in another library's format."""
+"""clipforge export CKPT OUT --to hf|open_clip|onnx: write a model in another library's format.
+
+Export CKPT (a clipforge checkpoint, or any source 'clipforge convert' reads) into the folder OUT.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,15 @@ import argparse
 
 from ._apps import MODEL_HELP
 
+HELP = "export a model to a Hugging Face folder, an open_clip folder or ONNX encoders"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export",
-        help="export a model to a Hugging Face folder, an open_clip folder or ONNX encoders",
-        description="Export CKPT (a clipforge checkpoint, or any source 'clipforge convert' reads) into the "
-        "folder OUT.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("out", help="output folder")
     p.add_argument("--to", required=True, choices=["hf", "open_clip", "onnx"], help="target format")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--no-verify", action="store_true", help="ONNX: skip the onnxruntime comparison")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""``clipforge index FOLDER --model CKPT``: build or update a searchable image index."""
+"""clipforge index FOLDER --model CKPT: build or update a searchable image index.
+
+Embed every image under FOLDER into an SQLite index. Re-running only embeds new or changed files,
+drops deleted ones and keeps renamed ones. Safe to interrupt: the next run resumes.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,10 @@ from ._apps import MODEL_HELP, add_backend_arg
 DEFAULT_DB = "clipforge.cfidx"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "index",
-        help="index an image folder for semantic search (incremental)",
-        description="Embed every image under FOLDER into an SQLite index. Re-running only embeds new or "
-        "changed files, drops deleted ones and keeps renamed ones. Safe to interrupt: the next run resumes.",
-    )
+HELP = "index an image folder for semantic search (incremental)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", nargs="?", help="image folder (optional with --from-embeddings)")
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
@@ -46,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-hidden", action="store_true", help="also index files and folders starting with '.'")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

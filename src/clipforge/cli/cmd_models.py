@@ -1,21 +1,20 @@
-"""``clipforge models [--pretrained]``: list the built-in architectures, or the pretrained weights."""
+"""clipforge models [--pretrained]: list the built-in architectures, or the pretrained weights.
+
+Architectures are what `train --model` builds; pretrained names (ARCH/TAG) are what every --model
+flag loads (downloaded and converted once, then cached).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+HELP = "list built-in model architectures (--pretrained: the pretrained weights by name)"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "models",
-        help="list built-in model architectures (--pretrained: the pretrained weights by name)",
-        description="Architectures are what `train --model` builds; pretrained names (ARCH/TAG) are what "
-        "every --model flag loads (downloaded and converted once, then cached).",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", action="store_true", help="list the pretrained weights by name")
     p.add_argument("--json", action="store_true", help="print the full configs/entries as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

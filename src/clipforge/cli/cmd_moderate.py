@@ -1,4 +1,8 @@
-"""``clipforge moderate IMAGES --model CKPT --policy policy.yaml``: flag or pass each image."""
+"""clipforge moderate IMAGES --model CKPT --policy policy.yaml: flag or pass each image.
+
+Scores each image against the policy's flagged and benign descriptions; an image is flagged when a
+flagged description's score reaches its threshold. See docs/evaluation.md.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,14 @@ import argparse
 
 from ._apps import add_model_args, add_output_args, emit_json, explanation_paths, load_model, report_skips, skipped_json
 
+HELP = "flag images that match a policy's flagged descriptions"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "moderate",
-        help="flag images that match a policy's flagged descriptions",
-        description="Scores each image against the policy's flagged and benign descriptions; an image is "
-        "flagged when a flagged description's score reaches its threshold. See docs/evaluation.md.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     add_model_args(p)
     p.add_argument("--policy", required=True, help="policy YAML (flagged/benign descriptions, thresholds)")
     add_output_args(p, explained="the matched description")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

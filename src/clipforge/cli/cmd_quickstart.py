@@ -1,19 +1,18 @@
-"""``clipforge quickstart``: train and evaluate a small CLIP on built-in data, offline, in ~5 minutes."""
+"""clipforge quickstart: train and evaluate a small CLIP on built-in data, offline, in ~5 minutes.
+
+Learns a vocabulary, trains a small ViT CLIP on procedural shapes, evaluates zero-shot on every
+shapes task and retrieval, and writes eval.json, report.md with plots and the checkpoint.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+HELP = "train a small CLIP on built-in shapes data in ~5 min and report"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "quickstart",
-        help="train a small CLIP on built-in shapes data in ~5 min and report",
-        description="Learns a vocabulary, trains a small ViT CLIP on procedural shapes, "
-        "evaluates zero-shot on every shapes task and retrieval, and writes "
-        "eval.json, report.md with plots and the checkpoint.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", type=Path, default=Path("runs"), help="parent directory of the run (default: runs)"
     )
@@ -26,7 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead of a time budget")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

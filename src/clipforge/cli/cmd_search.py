@@ -1,4 +1,8 @@
-"""``clipforge search "a dog on a beach" --db photos.cfidx``: query an image index."""
+"""clipforge search "a dog on a beach" --db photos.cfidx: query an image index.
+
+Top-k images of an index (built by `clipforge index`) for a text query, a query image (--image), or
+both blended (--image-weight).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,10 @@ from ..fileio import atomic_write_text
 from ._apps import MODEL_HELP, add_backend_arg
 from .cmd_index import DEFAULT_DB
 
+HELP = "search an image index by text, by image, or both"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "search",
-        help="search an image index by text, by image, or both",
-        description="Top-k images of an index (built by `clipforge index`) for a text query, a query image "
-        "(--image), or both blended (--image-weight).",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", nargs="?", help="text query")
     p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
     p.add_argument("--image", help="query image (image -> image search; with a text query: combined)")
@@ -36,7 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nprobe", type=int, default=None, help="ANN lists to probe (default: calibrated)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--html", metavar="OUT", help="also write a thumbnail gallery to this HTML file")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

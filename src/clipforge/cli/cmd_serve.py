@@ -1,4 +1,8 @@
-"""``clipforge serve CKPT --db photos.cfidx``: HTTP API + web page for an image index."""
+"""clipforge serve CKPT --db photos.cfidx: HTTP API + web page for an image index.
+
+Starts a web server: the page at /, the JSON API under /api, OpenAPI docs at /docs. Binds to
+127.0.0.1 unless --host says otherwise.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,10 @@ import socket
 from ._apps import MODEL_HELP, add_backend_arg
 from .cmd_index import DEFAULT_DB
 
+HELP = "serve search, classify, moderate and embed over HTTP, with a web page"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="serve search, classify, moderate and embed over HTTP, with a web page",
-        description="Starts a web server: the page at /, the JSON API under /api, OpenAPI docs at /docs. "
-        "Binds to 127.0.0.1 unless --host says otherwise.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP + "; the one the index was built with")
     p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
     p.add_argument("--host", default="127.0.0.1")
@@ -43,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a Host name clients use to reach the server (repeatable; loopback names and --host are "
         "always allowed; '*' allows any)",
     )
-    p.set_defaults(func=run)
 
 
 def allowed_hosts(host: str, extra: list[str]) -> list[str]:

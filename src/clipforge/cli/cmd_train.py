@@ -1,7 +1,7 @@
-"""``clipforge train``: every TrainConfig field is a flag (``--batch-size 256``); or ``--config run.json``.
+"""clipforge train: every TrainConfig field is a flag (--batch-size 256); or --config run.json.
 
-Precedence: built-in defaults < ``--config`` file (or, with ``--resume``, the run's own run.json) <
-flags given on the command line. Run it under ``torchrun`` for several processes/nodes.
+Precedence: built-in defaults < --config file (or, with --resume, the run's own run.json) <
+flags given on the command line. Run it under torchrun for several processes/nodes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-HELP = {
+HELP = "train or fine-tune a CLIP model"
+FIELD_HELP = {
     "data": "training pairs: .csv/.tsv, .jsonl, image folder, 'shapes', or tar shards: "
     "'shards/{000..099}.tar', 'pipe:CMD', s3:// gs:// hf:// https:// URLs ('a::b' joins patterns)",
     "val_data": "held-out pairs for retrieval eval, or a CLIP_benchmark retrieval set "
@@ -70,15 +71,9 @@ HELP = {
 }
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..train.config import TrainConfig
 
-    p = sub.add_parser(
-        "train",
-        help="train or fine-tune a CLIP model",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
     p.add_argument("--config", type=Path, default=None, help="a run.json / TrainConfig JSON file")
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out/--name from its latest checkpoint"
@@ -87,11 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        help_text = f"{HELP.get(field.name, '')} (default: {getattr(defaults, field.name)!r})"
+        help_text = f"{FIELD_HELP.get(field.name, '')} (default: {getattr(defaults, field.name)!r})"
         p.add_argument(
             flag, dest=field.name, default=argparse.SUPPRESS, help=help_text, **_arg_kind(hints[field.name])
         )
-    p.set_defaults(func=run)
 
 
 def _arg_kind(hint: Any) -> dict[str, Any]:

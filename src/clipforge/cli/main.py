@@ -1,7 +1,9 @@
 """``clipforge`` command line. argparse lives here and in the ``cmd_*`` modules beside it, nowhere else.
 
-Each ``cmd_<name>.py`` module defines ``register(subparsers)``, which adds its sub-command and sets
-``func(args) -> int``. Modules are discovered, so adding a command touches no shared list.
+Each ``cmd_<name>.py`` module is the command ``clipforge <name>``: its docstring is the command's
+description (shown by ``--help``, so it is written for users), ``HELP`` its one-line summary,
+``add_arguments(parser)`` adds its flags and ``run(args) -> int`` runs it. Modules are discovered,
+so adding a command touches no shared list.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     package = importlib.import_module(__package__)
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if info.name.startswith("cmd_"):
-            importlib.import_module(f"{__package__}.{info.name}").register(sub)
+            command = importlib.import_module(f"{__package__}.{info.name}")
+            p = sub.add_parser(
+                info.name.removeprefix("cmd_").replace("_", "-"),
+                help=command.HELP,
+                description=command.__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            command.add_arguments(p)
+            p.set_defaults(func=command.run)
     return parser
 
 
