@@ -7,6 +7,7 @@ config keys) are shared with :mod:`.hf_siglip`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -299,26 +300,25 @@ def encoders_from_hf(rest: StateDict, out: StateDict) -> None:
     """Move both towers' encoder layers (``vision_model.encoder.layers.i.*``, ``text_model...``) of
     ``rest`` into ``out`` as our ``visual.transformer.blocks.i.*``, ``text...`` (q/k/v fused).
     Shared by every HF format with CLIP-style layers."""
-    for ours_prefix, hf_prefix in _TOWERS.items():
-        for i in _block_ids(list(rest), hf_prefix + ".layers"):
-            src, dst = f"{hf_prefix}.layers.{i}.", f"{ours_prefix}.blocks.{i}."
-            for o, h in _BLOCK.items():
-                out[dst + o] = rest.pop(src + h)
-            for kind in ("weight", "bias"):
-                out[dst + f"attn.qkv.{kind}"] = torch.cat(
-                    [rest.pop(src + f"self_attn.{p}_proj.{kind}") for p in "qkv"], dim=0
-                )  # (3 * width, ...)
+    for src, dst in _layers(rest, to_hf=False):
+        out.update({dst + o: rest.pop(src + h) for o, h in _BLOCK.items()})
+        for kind in ("weight", "bias"):
+            qkv = [rest.pop(src + f"self_attn.{p}_proj.{kind}") for p in "qkv"]
+            out[dst + f"attn.qkv.{kind}"] = torch.cat(qkv, dim=0)  # (3 * width, ...)
 
 
 def encoders_to_hf(rest: StateDict, out: StateDict) -> None:
     """Inverse of :func:`encoders_from_hf`."""
-    for ours_prefix, hf_prefix in _TOWERS.items():
-        for i in _block_ids(list(rest), ours_prefix + ".blocks"):
-            src, dst = f"{ours_prefix}.blocks.{i}.", f"{hf_prefix}.layers.{i}."
-            for o, h in _BLOCK.items():
-                out[dst + h] = rest.pop(src + o)
-            for kind in ("weight", "bias"):
-                q, k, v = rest.pop(src + f"attn.qkv.{kind}").chunk(3, dim=0)
-                out[dst + f"self_attn.q_proj.{kind}"] = q.contiguous()
-                out[dst + f"self_attn.k_proj.{kind}"] = k.contiguous()
-                out[dst + f"self_attn.v_proj.{kind}"] = v.contiguous()
+    for src, dst in _layers(rest, to_hf=True):
+        out.update({dst + h: rest.pop(src + o) for o, h in _BLOCK.items()})
+        for kind in ("weight", "bias"):
+            for p, w in zip("qkv", rest.pop(src + f"attn.qkv.{kind}").chunk(3, dim=0), strict=True):
+                out[dst + f"self_attn.{p}_proj.{kind}"] = w.contiguous()
+
+
+def _layers(rest: StateDict, *, to_hf: bool) -> Iterator[tuple[str, str]]:
+    """``(source prefix, destination prefix)`` of each encoder layer in ``rest``, both towers."""
+    for ours, theirs in _TOWERS.items():
+        src, dst = (f"{ours}.blocks", f"{theirs}.layers") if to_hf else (f"{theirs}.layers", f"{ours}.blocks")
+        for i in _block_ids(list(rest), src):
+            yield f"{src}.{i}.", f"{dst}.{i}."
