@@ -10,8 +10,7 @@ from convert_utils import ASSETS
 from safetensors.torch import load_file, save_file
 
 from clipforge.config import ConfigError
-from clipforge.convert import ConvertError, import_model, read_tensors
-from clipforge.convert.open_clip import config_from_open_clip
+from clipforge.convert import ConvertError, import_model, open_clip, read_tensors
 
 
 class _RunsCode:
@@ -142,7 +141,7 @@ def test_open_clip_configs_we_cannot_map(vision, text, match):
     cfg["vision_cfg"].update(vision)
     cfg["text_cfg"].update(text)
     with pytest.raises(ConfigError, match=match):
-        config_from_open_clip(cfg)
+        open_clip.config_from(cfg)
 
 
 def test_open_clip_config_defaults_are_accepted():
@@ -150,12 +149,21 @@ def test_open_clip_config_defaults_are_accepted():
     cfg["vision_cfg"].update(no_ln_pre=False, pool_type="tok", patch_dropout=0.0, output_tokens=False)
     cfg["text_cfg"].update(pool_type="argmax", proj_bias=False, hf_tokenizer_name="")
     cfg["custom_text"] = True
-    assert config_from_open_clip(cfg).vision.patch_size == 32
+    assert open_clip.config_from(cfg).vision.patch_size == 32
 
 
 def test_unknown_model_name_points_to_config_json():
-    with pytest.raises(ConvertError, match="--model-config"):
+    with pytest.raises(ConvertError, match=r'pass their config JSON as model="CONFIG\.json"'):
         import_model(ASSETS / "vit_b32.safetensors", model="ViT-bigG-14")
+
+
+def test_cli_says_flags_where_the_library_names_parameters(tmp_path, capsys):
+    from clipforge.cli.main import main
+
+    assert main(["convert", str(ASSETS / "vit_b32.safetensors"), str(tmp_path / "out"), "--model", "ViT-bigG-14"]) == 1
+    err = capsys.readouterr().err
+    assert "pass their config JSON as --model CONFIG.json (open_clip/model_configs/ViT-bigG-14.json)" in err
+    assert "model=" not in err
 
 
 def _zip_bomb(path, *, inflated: int = 256 << 20):

@@ -138,7 +138,7 @@ def test_hf_folder_without_vocabulary_needs_vocab(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPFORGE_VOCAB", str(tmp_path / "missing.txt.gz"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(ConvertError, match="--vocab"):
+    with pytest.raises(ConvertError, match=r'no usable vocabulary: pass vocab="PATH"'):
         convert(tmp_path / "hf", tmp_path / "out")
     vocab = tmp_path / "vocab"
     small_tokenizer().save_hf(vocab)

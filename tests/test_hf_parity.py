@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from clipforge.checkpoint import load_state_dict_strict
-from clipforge.convert.hf import config_from_hf, config_to_hf, from_hf, to_hf
+from clipforge.convert import hf
 from clipforge.models import CLIP
 
 transformers = pytest.importorskip("transformers", reason="transformers is the reference implementation")
@@ -36,10 +36,10 @@ def features(out):
 @pytest.mark.parametrize("act,patch", [("gelu", 8), ("quick_gelu", 8), ("quick_gelu", 16)])
 def test_hf_clip_embeddings_equal(act, patch):
     ref = hf_model(act, patch=patch)
-    cfg = config_from_hf(ref.config.to_dict())
+    cfg = hf.config_from(ref.config.to_dict())
     assert cfg.act == act
     ours = CLIP(cfg).eval()
-    load_state_dict_strict(ours, from_hf(ref.state_dict()), source="hf")
+    load_state_dict_strict(ours, hf.state_dict_from(ref.state_dict()), source="hf")
     images = torch.randn(3, 3, 32, 32)
     tokens = torch.zeros(3, 20, dtype=torch.long)
     for i, n in enumerate([4, 20, 11]):
@@ -54,13 +54,13 @@ def test_hf_clip_embeddings_equal(act, patch):
 
 def test_state_dict_round_trip_through_hf_names():
     ref = hf_model("quick_gelu")
-    ours = CLIP(config_from_hf(ref.config.to_dict()))
+    ours = CLIP(hf.config_from(ref.config.to_dict()))
     sd = ours.state_dict()
-    back = from_hf(to_hf(sd))
+    back = hf.state_dict_from(hf.state_dict_to(sd))
     assert back.keys() == sd.keys()
     for k in sd:
         assert torch.equal(back[k], sd[k]), k
     # and the HF names are exactly the reference model's (bar constant position-id buffers)
     hf_keys = {k for k in ref.state_dict() if not k.endswith("position_ids")}
-    assert set(to_hf(sd)) == hf_keys
-    assert config_from_hf(config_to_hf(ours.config)).text == ours.config.text
+    assert set(hf.state_dict_to(sd)) == hf_keys
+    assert hf.config_from(hf.config_to(ours.config)).text == ours.config.text

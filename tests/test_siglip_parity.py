@@ -46,9 +46,9 @@ def siglip2():
 
 
 def ours_from(ref) -> CLIP:
-    cfg = hf_siglip.config_from_hf(ref.config.to_dict())
+    cfg = hf_siglip.config_from(ref.config.to_dict())
     model = CLIP(cfg).eval()
-    load_state_dict_strict(model, hf_siglip.from_hf(ref.state_dict()), source="hf")
+    load_state_dict_strict(model, hf_siglip.state_dict_from(ref.state_dict()), source="hf")
     return model
 
 
@@ -123,30 +123,30 @@ def test_state_dict_names_round_trip():
     ref = siglip()
     ours = ours_from(ref)
     sd = ours.state_dict()
-    theirs = hf_siglip.to_hf(sd)
+    theirs = hf_siglip.state_dict_to(sd)
     assert set(theirs) == {k for k in ref.state_dict() if not k.endswith("position_ids")}
-    back = hf_siglip.from_hf(theirs)
+    back = hf_siglip.state_dict_from(theirs)
     assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
-    again = hf_siglip.config_from_hf(hf_siglip.config_to_hf(ours.config))
+    again = hf_siglip.config_from(hf_siglip.config_to(ours.config))
     assert again.replace(preprocess=ours.config.preprocess) == ours.config
 
 
 def test_refusals():
     text, vision = _towers()
     with pytest.raises(ValueError, match="vision_use_head"):
-        hf_siglip.config_from_hf({"model_type": "siglip", "text_config": text,
+        hf_siglip.config_from({"model_type": "siglip", "text_config": text,
                                   "vision_config": {**vision, "vision_use_head": False}})
     with pytest.raises(ValueError, match="square"):
-        hf_siglip.config_from_hf({"model_type": "siglip2", "text_config": text,
+        hf_siglip.config_from({"model_type": "siglip2", "text_config": text,
                                   "vision_config": {**vision, "num_patches": 24}})
     with pytest.raises(ValueError, match="projection_size"):
-        hf_siglip.config_from_hf({"model_type": "siglip", "text_config": {**text, "projection_size": 32},
+        hf_siglip.config_from({"model_type": "siglip", "text_config": {**text, "projection_size": 32},
                                   "vision_config": vision})
     from clipforge.models import create_model, get_model_config
 
     with pytest.raises(ValueError, match="attention pooling"):
-        hf_siglip.config_to_hf(get_model_config("vit-tiny"))
+        hf_siglip.config_to(get_model_config("vit-tiny"))
     from clipforge.convert import hf
 
     with pytest.raises(ValueError, match="SiglipModel"):
-        hf.config_to_hf(create_model("siglip-tiny").config)
+        hf.config_to(create_model("siglip-tiny").config)

@@ -142,6 +142,16 @@ def parse_json(raw: bytes | str, *, source: str, what: str = "header") -> object
         raise CheckpointError(f"{source}: JSON {what} nested too deeply to be a checkpoint's") from None
 
 
+MAX_SAFETENSORS_HEADER = 100_000_000  # bytes; safetensors itself refuses larger headers
+
+
+def safetensors_header_length(head: bytes) -> int | None:
+    """The header length a safetensors file's first 8 bytes declare (little-endian), or None when
+    they are too few or the length is implausible."""
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    return n if 0 < n <= MAX_SAFETENSORS_HEADER else None
+
+
 def read_safetensors_header(path: str | Path) -> dict:
     """The JSON header of a safetensors file (tensor entries and ``__metadata__``), checked."""
     path = Path(path)
@@ -151,8 +161,8 @@ def read_safetensors_header(path: str | Path) -> dict:
         head = f.read(8)
         if len(head) < 8:
             raise CheckpointError(f"{path}: not a safetensors file (too short)")
-        n = int.from_bytes(head, "little")
-        if n <= 0 or n > 100_000_000 or n + 8 > path.stat().st_size:
+        n = safetensors_header_length(head)
+        if n is None or n + 8 > path.stat().st_size:
             raise CheckpointError(f"{path}: not a safetensors file (bad header length)")
         header = parse_json(f.read(n), source=str(path), what="safetensors header")
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):

@@ -12,56 +12,48 @@ import torch
 from ..fileio import atomic_write, atomic_write_text
 from ..models import CLIP
 from . import hf, hf_siglip, open_clip, open_clip_siglip
+from .adapters import FormatAdapter, is_siglip_layout
 from .detect import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
+from .onnx import export_onnx
 
 EXPORT_FORMATS = ("hf", "open_clip", "onnx")
+HF_TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def export_hf(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None) -> Path:
     """A directory that ``transformers.CLIPModel.from_pretrained`` and ``CLIPProcessor`` load:
     ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` and the tokenizer files
-    (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``). SigLIP-layout models are written as a
-    ``SiglipModel`` (see :func:`export_hf_siglip`)."""
-    if model.config.vision.kind == "vit" and model.config.vision.pool == "map":
-        return export_hf_siglip(model, out_dir, tokenizer=tokenizer)
-    out = Path(out_dir)
+    (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``).
+
+    SigLIP-layout models are written as a ``SiglipModel`` that ``AutoProcessor`` loads with a
+    ``SiglipImageProcessor`` and the tokenizer's own files (``spiece.model`` or ``tokenizer.json``)."""
     cfg = model.config
-    config = hf.config_to_hf(cfg)  # raises for ResNet towers and sigmoid-loss biases
-    if tokenizer is not None:  # the text tower pools at the tokenizer's end token
-        config["text_config"].update(bos_token_id=tokenizer.sot_token_id, eos_token_id=tokenizer.eot_token_id)
-    config["torch_dtype"] = "float32"
-    state = hf.to_hf(_cpu_state(model))
-    out.mkdir(parents=True, exist_ok=True)
-    _save_safetensors(state, out / "model.safetensors")
-    _write_json(out / "config.json", config)
-    _write_json(out / "preprocessor_config.json", hf.preprocess_to_hf(cfg))
+    siglip = is_siglip_layout(cfg)
+    adapter: FormatAdapter = hf_siglip if siglip else hf
+    config = adapter.config_to(cfg)  # raises for what the class cannot hold (ResNet towers, a logit bias, ...)
     if tokenizer is not None:
-        tokenizer.save_hf(out)
-        _write_json(out / "tokenizer_config.json", _hf_tokenizer_config(cfg.text.context_length))
+        config["text_config"].update(_hf_token_ids(tokenizer, siglip=siglip))
+    config["torch_dtype"] = "float32"
+    out = _write(
+        model,
+        out_dir,
+        adapter,
+        weights="model.safetensors",
+        configs={"config.json": config, "preprocessor_config.json": adapter.preprocess_to(cfg)},
+    )
+    if tokenizer is not None:
+        written = tokenizer.save_hf(out)
+        if not any(Path(f).name == HF_TOKENIZER_CONFIG for f in written):  # a CLIP BPE vocabulary
+            _write_json(out / HF_TOKENIZER_CONFIG, _hf_tokenizer_config(cfg.text.context_length))
     return out
 
 
-def export_hf_siglip(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None) -> Path:
-    """A directory that ``transformers.SiglipModel.from_pretrained`` and ``AutoProcessor`` load:
-    ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` (``SiglipImageProcessor``)
-    and the tokenizer's own files (``spiece.model`` or ``tokenizer.json`` + ``tokenizer_config.json``)."""
-    out = Path(out_dir)
-    cfg = model.config
-    ids = {}
-    if tokenizer is not None:
-        ids = {"pad_token_id": getattr(tokenizer, "pad_id", 0), "eos_token_id": tokenizer.eot_token_id}
-    config = hf_siglip.config_to_hf(cfg, **ids)  # raises for anything but SigLIP's layout
-    config["torch_dtype"] = "float32"
-    state = hf_siglip.to_hf(_cpu_state(model))
-    out.mkdir(parents=True, exist_ok=True)
-    _save_safetensors(state, out / "model.safetensors")
-    _write_json(out / "config.json", config)
-    _write_json(out / "preprocessor_config.json", hf_siglip.preprocess_to_hf(cfg))
-    if tokenizer is not None:
-        tokenizer.save_hf(out)
-        if not (out / "tokenizer_config.json").is_file():  # a CLIP BPE vocabulary (model trained with it)
-            _write_json(out / "tokenizer_config.json", _hf_tokenizer_config(cfg.text.context_length))
-    return out
+def _hf_token_ids(tokenizer: Any, *, siglip: bool) -> dict[str, int]:
+    """The special tokens HF's text tower reads: CLIP's its start and end (it pools at the end token),
+    SigLIP's its padding and end."""
+    if siglip:
+        return {"pad_token_id": getattr(tokenizer, "pad_id", 0), "eos_token_id": tokenizer.eot_token_id}
+    return {"bos_token_id": tokenizer.sot_token_id, "eos_token_id": tokenizer.eot_token_id}
 
 
 def _hf_tokenizer_config(context_length: int) -> dict[str, Any]:
@@ -82,25 +74,26 @@ def export_open_clip(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None 
 
     open_clip then tokenizes with OpenAI's vocabulary; the tokenizer's own files (``vocab.json`` +
     ``merges.txt``) are written beside it for clipforge and other readers."""
-    out = Path(out_dir)
     cfg = model.config
-    siglip = cfg.vision.kind == "vit" and cfg.vision.pool == "map"  # timm image tower in open_clip
-    mapping: Any = open_clip_siglip if siglip else open_clip
-    config = {
-        "model_cfg": mapping.config_to_open_clip(cfg),
-        "preprocess_cfg": open_clip.preprocess_to_open_clip(cfg),
-    }
-    state = mapping.to_open_clip(_cpu_state(model))
-    out.mkdir(parents=True, exist_ok=True)
-    _save_safetensors(state, out / OPEN_CLIP_WEIGHTS[0])
-    _write_json(out / OPEN_CLIP_CONFIG, config)
+    adapter: FormatAdapter = open_clip_siglip if is_siglip_layout(cfg) else open_clip  # SigLIP: a timm tower
+    config = {"model_cfg": adapter.config_to(cfg), "preprocess_cfg": adapter.preprocess_to(cfg)}
+    out = _write(model, out_dir, adapter, weights=OPEN_CLIP_WEIGHTS[0], configs={OPEN_CLIP_CONFIG: config})
     if tokenizer is not None:
         tokenizer.save_hf(out)
     return out
 
 
-def _cpu_state(model: CLIP) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+def _write(
+    model: CLIP, out_dir: str | Path, adapter: FormatAdapter, *, weights: str, configs: dict[str, dict[str, Any]]
+) -> Path:
+    """``model``'s parameters in ``adapter``'s names as ``out_dir/weights``, and each JSON of ``configs``."""
+    out = Path(out_dir)
+    state = adapter.state_dict_to({k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()})
+    out.mkdir(parents=True, exist_ok=True)
+    _save_safetensors(state, out / weights)
+    for name, data in configs.items():
+        _write_json(out / name, data)
+    return out
 
 
 def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -120,7 +113,5 @@ def export(model: CLIP, out: str | Path, *, to: str, tokenizer: Any | None = Non
     if to == "open_clip":
         return export_open_clip(model, out, tokenizer=tokenizer)
     if to == "onnx":
-        from .onnx import export_onnx
-
         return export_onnx(model, out, tokenizer=tokenizer).image_path.parent
     raise ValueError(f"unknown export format {to!r}; choose from {', '.join(EXPORT_FORMATS)}")

@@ -6,6 +6,9 @@ resizes its position grid to each image's aspect ratio; clipforge imports it at 
 grid (``sqrt(num_patches)`` patches a side), where the resize is the identity and the linear patch
 embedding is a convolution: square images then give exactly Siglip2Model's embeddings.
 Aspect-preserving variable resolution is not supported. Export always writes a ``SiglipModel``.
+
+The module is a :class:`~.adapters.FormatAdapter`; the encoder layers and tower config keys are
+:mod:`.hf`'s.
 """
 
 from __future__ import annotations
@@ -13,12 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 from ..config import ModelConfig, PreprocessConfig, TextConfig, VisionConfig
-from .hf import _PIL_RESAMPLE, blocks_from_hf, blocks_to_hf, preprocess_from_hf
-
-StateDict = dict[str, torch.Tensor]
+from . import hf
+from .adapters import StateDict, check_all_mapped, inverse, take, weights_and_biases
 
 MODEL_TYPES = ("siglip", "siglip2")
 SIGLIP_INIT_SCALE = math.log(10.0)  # big_vision's initial temperature and bias; the weights override them
@@ -55,59 +55,52 @@ _TEXT_DEFAULTS = {
 _OTHER = {
     "visual.patch_embed.bias": "vision_model.embeddings.patch_embedding.bias",
     "visual.pos_embed": "vision_model.embeddings.position_embedding.weight",
-    "visual.norm_post.weight": "vision_model.post_layernorm.weight",
-    "visual.norm_post.bias": "vision_model.post_layernorm.bias",
     "visual.attn_pool.attn.qkv.weight": "vision_model.head.attention.in_proj_weight",
     "visual.attn_pool.attn.qkv.bias": "vision_model.head.attention.in_proj_bias",
-    "visual.attn_pool.attn.proj.weight": "vision_model.head.attention.out_proj.weight",
-    "visual.attn_pool.attn.proj.bias": "vision_model.head.attention.out_proj.bias",
-    "visual.attn_pool.norm.weight": "vision_model.head.layernorm.weight",
-    "visual.attn_pool.norm.bias": "vision_model.head.layernorm.bias",
-    "visual.attn_pool.mlp.fc1.weight": "vision_model.head.mlp.fc1.weight",
-    "visual.attn_pool.mlp.fc1.bias": "vision_model.head.mlp.fc1.bias",
-    "visual.attn_pool.mlp.fc2.weight": "vision_model.head.mlp.fc2.weight",
-    "visual.attn_pool.mlp.fc2.bias": "vision_model.head.mlp.fc2.bias",
     "text.token_embed.weight": "text_model.embeddings.token_embedding.weight",
     "text.pos_embed": "text_model.embeddings.position_embedding.weight",
-    "text.norm_final.weight": "text_model.final_layer_norm.weight",
-    "text.norm_final.bias": "text_model.final_layer_norm.bias",
     "text.proj_bias": "text_model.head.bias",
+    **weights_and_biases(
+        {
+            "visual.norm_post": "vision_model.post_layernorm",
+            "visual.attn_pool.attn.proj": "vision_model.head.attention.out_proj",
+            "visual.attn_pool.norm": "vision_model.head.layernorm",
+            "visual.attn_pool.mlp.fc1": "vision_model.head.mlp.fc1",
+            "visual.attn_pool.mlp.fc2": "vision_model.head.mlp.fc2",
+            "text.norm_final": "text_model.final_layer_norm",
+        }
+    ),
 }
-_TOWERS = {"visual.transformer": "vision_model.encoder", "text.transformer": "text_model.encoder"}
 _PATCH = "vision_model.embeddings.patch_embedding.weight"
 _PROBE = "vision_model.head.probe"
 _TEXT_HEAD = "text_model.head.weight"
 _SCALARS = ("logit_scale", "logit_bias")
+_PREPROCESS = PreprocessConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash")
 
 
-def is_siglip(hf: dict[str, Any]) -> bool:
-    return hf.get("model_type") in MODEL_TYPES
+def is_siglip(data: dict[str, Any]) -> bool:
+    """A ``config.json`` of SigLIP's Hugging Face classes."""
+    return data.get("model_type") in MODEL_TYPES
 
 
-def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
-    """A clipforge config from a ``SiglipConfig``/``Siglip2Config`` dict (``config.json``).
+def config_from(
+    data: dict[str, Any], *, name: str = "", preprocess: dict[str, Any] | None = None
+) -> ModelConfig:
+    """A clipforge config from a ``SiglipConfig``/``Siglip2Config`` dict (``config.json``) and, when
+    given, a ``preprocessor_config.json`` dict.
 
     Anything clipforge would compute differently is a ``ValueError``: no attention-pooling head,
     different activations or LayerNorm epsilons in the two towers, a text projection whose size is
     not the image width, non-RGB input, a non-square position grid (NaFlex)."""
-    model_type = hf.get("model_type")
+    model_type = data.get("model_type")
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type {model_type!r} is not a Hugging Face SiglipModel/Siglip2Model")
-    v = {**_VISION_DEFAULTS, **(hf.get("vision_config") or {})}
-    t = {**_TEXT_DEFAULTS, **(hf.get("text_config") or {})}
-    acts = {v["hidden_act"], t["hidden_act"]}
-    if len(acts) != 1 or next(iter(acts)) not in _ACT:
-        raise ValueError(f"unsupported activation(s) {sorted(acts)}: clipforge maps {', '.join(sorted(_ACT))}")
+    v, t, act = hf.read_towers(data, _VISION_DEFAULTS, _TEXT_DEFAULTS, acts=_ACT)
     eps = {float(v["layer_norm_eps"]), float(t["layer_norm_eps"])}
     if len(eps) != 1:
         raise ValueError(f"the towers' layer_norm_eps differ ({sorted(eps)}); clipforge uses one")
     if not v["vision_use_head"]:
         raise ValueError("vision_config.vision_use_head is false: a SigLIP image tower without its pooling head")
-    if v["num_channels"] != 3:
-        raise ValueError(f"vision_config.num_channels {v['num_channels']} is not supported (RGB only)")
-    for name, tower in (("vision_config", v), ("text_config", t)):
-        if tower["hidden_size"] % tower["num_attention_heads"]:
-            raise ValueError(f"{name}: hidden_size is not a multiple of num_attention_heads")
     patch = _square(v["patch_size"], "vision_config.patch_size")
     if model_type == "siglip2":
         grid = math.isqrt(v["num_patches"])
@@ -127,7 +120,7 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         )
     return ModelConfig(
         embed_dim=embed,
-        act=_ACT[acts.pop()],  # type: ignore[arg-type]
+        act=act,  # type: ignore[arg-type]
         norm_eps=eps.pop(),
         init_logit_scale=SIGLIP_INIT_SCALE,
         init_logit_bias=SIGLIP_INIT_BIAS,
@@ -135,61 +128,38 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
             kind="vit",
             image_size=image_size,
             patch_size=patch,
-            width=v["hidden_size"],
-            layers=v["num_hidden_layers"],
-            head_width=v["hidden_size"] // v["num_attention_heads"],
-            mlp_ratio=v["intermediate_size"] / v["hidden_size"],
+            **hf.tower_from_hf(v),
             pool="map",
             norm_pre=False,
             patch_bias=True,
             project=False,
         ),
-        text=TextConfig(
-            context_length=t["max_position_embeddings"],
-            vocab_size=t["vocab_size"],
-            width=t["hidden_size"],
-            layers=t["num_hidden_layers"],
-            head_width=t["hidden_size"] // t["num_attention_heads"],
-            mlp_ratio=t["intermediate_size"] / t["hidden_size"],
-            causal=False,
-            pool="last",
-            proj_bias=True,
-        ),
-        preprocess=PreprocessConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash"),
+        text=TextConfig(**hf.text_tower_from_hf(t), causal=False, pool="last", proj_bias=True),
+        preprocess=_PREPROCESS if preprocess is None else preprocess_from(preprocess, image_size=image_size),
+        name=name,
     ).validate()
 
 
-def preprocess_from_hf_siglip(pp: dict[str, Any], *, image_size: int) -> PreprocessConfig:
+def preprocess_from(pp: dict[str, Any], *, image_size: int) -> PreprocessConfig:
     """``preprocessor_config.json`` of a ``SiglipImageProcessor`` (resize both sides, no crop) or a
     NaFlex ``Siglip2ImageProcessor`` (imported at the model's square size) -> ours."""
     if "max_num_patches" in pp:  # NaFlex: the image is resized to whole patches, here the native grid
         pp = {k: v for k, v in pp.items() if k not in ("max_num_patches", "patch_size", "size")}
         pp["size"] = {"height": image_size, "width": image_size}
-    return preprocess_from_hf({"do_center_crop": False, "resample": 3, **pp}, image_size=image_size)
+    return hf.preprocess_from({"do_center_crop": False, "resample": 3, **pp}, image_size=image_size)
 
 
-def preprocess_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+def preprocess_to(cfg: ModelConfig) -> dict[str, Any]:
     """A ``SiglipImageProcessor`` config reproducing ``cfg.preprocess`` (squash resize only)."""
-    p, s = cfg.preprocess, cfg.vision.image_size
-    if p.resize_mode != "squash":
+    if cfg.preprocess.resize_mode != "squash":
         raise ValueError("SiglipImageProcessor resizes both sides (resize_mode='squash'); this model crops")
-    return {
-        "image_processor_type": "SiglipImageProcessor",
-        "processor_class": "SiglipProcessor",
-        "do_resize": True,
-        "size": {"height": s, "width": s},
-        "resample": {v: k for k, v in _PIL_RESAMPLE.items()}[p.interpolation],
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": list(p.mean),
-        "image_std": list(p.std),
-        "do_convert_rgb": True,
-    }
+    s = cfg.vision.image_size
+    return {**hf.image_processor(cfg, family="Siglip"), "size": {"height": s, "width": s}}
 
 
-def config_to_hf(cfg: ModelConfig, *, pad_token_id: int = 1, eos_token_id: int = 1) -> dict[str, Any]:
-    """A ``SiglipConfig`` dict for a SigLIP-layout ``cfg``; anything else is a ``ValueError``."""
+def config_to(cfg: ModelConfig) -> dict[str, Any]:
+    """A ``SiglipConfig`` dict for a SigLIP-layout ``cfg``; anything else is a ``ValueError``. The text
+    config's ``pad_token_id``/``eos_token_id`` are 1, for the exporter to set from the tokenizer."""
     v, t = cfg.vision, cfg.text
     layout = {
         "a ViT image tower": v.kind == "vit",
@@ -215,10 +185,7 @@ def config_to_hf(cfg: ModelConfig, *, pad_token_id: int = 1, eos_token_id: int =
         "vision_config": {
             **common,
             "model_type": "siglip_vision_model",
-            "hidden_size": v.width,
-            "intermediate_size": int(v.width * v.mlp_ratio),
-            "num_hidden_layers": v.layers,
-            "num_attention_heads": v.heads,
+            **hf.tower_to_hf(v),
             "num_channels": 3,
             "image_size": v.image_size,
             "patch_size": v.patch_size,
@@ -227,28 +194,21 @@ def config_to_hf(cfg: ModelConfig, *, pad_token_id: int = 1, eos_token_id: int =
         "text_config": {
             **common,
             "model_type": "siglip_text_model",
-            "hidden_size": t.width,
-            "intermediate_size": int(t.width * t.mlp_ratio),
-            "num_hidden_layers": t.layers,
-            "num_attention_heads": t.heads,
+            **hf.tower_to_hf(t),
             "max_position_embeddings": t.context_length,
             "vocab_size": t.vocab_size,
             "projection_size": cfg.embed_dim,
-            "pad_token_id": pad_token_id,
-            "eos_token_id": eos_token_id,
+            "pad_token_id": 1,
+            "eos_token_id": 1,
             "bos_token_id": None,
         },
     }
 
 
-def from_hf(sd: StateDict) -> StateDict:
+def state_dict_from(sd: StateDict) -> StateDict:
     """HF ``SiglipModel``/``Siglip2Model`` state dict -> clipforge's. Unknown keys are returned
     unmapped (and so rejected by the strict loader), apart from HF's constant ``position_ids``."""
-    out: StateDict = {}
-    rest = {k: v for k, v in sd.items() if not k.endswith("position_ids")}
-    for ours, theirs in _OTHER.items():
-        if theirs in rest:
-            out[ours] = rest.pop(theirs)
+    out, rest = take(hf.without_position_ids(sd), inverse(_OTHER))
     if _PATCH in rest:
         w = rest.pop(_PATCH)
         if w.ndim == 2:  # Siglip2: Linear over patches flattened as (row, col, channel)
@@ -263,28 +223,20 @@ def from_hf(sd: StateDict) -> StateDict:
     for key in _SCALARS:
         if key in rest:
             out[key] = rest.pop(key).reshape(())
-    for ours_prefix, hf_prefix in _TOWERS.items():
-        blocks_from_hf(rest, out, hf_prefix=hf_prefix, ours_prefix=ours_prefix)
-    out.update(rest)
-    return out
+    hf.encoders_from_hf(rest, out)
+    return out | rest  # unmapped keys as they are: the strict loader names them
 
 
-def to_hf(sd: StateDict) -> StateDict:
+def state_dict_to(sd: StateDict) -> StateDict:
     """clipforge state dict (SigLIP layout) -> HF ``SiglipModel`` state dict."""
-    out: StateDict = {}
-    rest = dict(sd)
-    for ours, theirs in _OTHER.items():
-        if ours in rest:
-            out[theirs] = rest.pop(ours)
+    out, rest = take(sd, _OTHER)
     out[_PATCH] = rest.pop("visual.patch_embed.weight")
     out[_PROBE] = rest.pop("visual.attn_pool.probe").reshape(1, 1, -1)
     out[_TEXT_HEAD] = rest.pop("text.proj").t().contiguous()
     for key in _SCALARS:
         out[key] = rest.pop(key).reshape(1)
-    for ours_prefix, hf_prefix in _TOWERS.items():
-        blocks_to_hf(rest, out, ours_prefix=ours_prefix, hf_prefix=hf_prefix)
-    if rest:
-        raise ValueError(f"no Hugging Face SiglipModel name for: {', '.join(sorted(rest))}")
+    hf.encoders_to_hf(rest, out)
+    check_all_mapped(rest, "Hugging Face SiglipModel")
     return out
 
 
@@ -294,3 +246,6 @@ def _square(value: Any, what: str) -> int:
     if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
         return int(value[0])
     raise ValueError(f"{what} {value!r} is not supported (square sizes only)")
+
+
+config_to_hf, to_hf = config_to, state_dict_to  # the names benchmarks/bench_siglip.py imports

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CheckpointError, read_safetensors_header
+from ..checkpoint import CheckpointError, read_safetensors_header, safetensors_header_length
 from .torchscript import ArchiveError, is_torchscript_archive, read_torchscript_tensors
 
 StateDict = dict[str, torch.Tensor]
@@ -34,10 +34,8 @@ def sniff(path: str | Path) -> str:
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as f:
         head = f.read(9)
-    if len(head) >= 9 and head[8:9] == b"{":
-        n = int.from_bytes(head[:8], "little")
-        if 0 < n < 100_000_000:
-            return "safetensors"
+    if head[8:9] == b"{" and safetensors_header_length(head) is not None:  # a JSON header follows
+        return "safetensors"
     if head[:4] == b"PK\x03\x04":
         return "torchscript" if is_torchscript_archive(path) else "torch_zip"
     if head[:1] == b"\x80":  # pickle protocol 2+ (PyTorch's legacy, non-zip format)

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..fileio import atomic_write_text
 from ..models import CLIP
+from ..optional import require
 from .io import ConvertError
 
 IMAGE_FILE, TEXT_FILE, META_FILE = "image_encoder.onnx", "text_encoder.onnx", "clipforge_onnx.json"
@@ -60,10 +61,7 @@ def export_onnx(
 ) -> OnnxExport:
     """Export both encoders of ``model`` (as float32 on CPU) to ``out_dir``; with ``verify`` run them in
     onnxruntime and raise if any output differs from PyTorch's by more than ``atol``."""
-    try:
-        import onnx  # noqa: F401  (the legacy exporter needs it)
-    except ImportError as e:
-        raise ImportError("ONNX export needs onnx: pip install 'clipforge[export]'") from e
+    require("onnx", extra="export", purpose="ONNX export")  # the legacy exporter imports it
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(model).float().cpu().eval()
@@ -74,26 +72,9 @@ def export_onnx(
     tokens = _example_tokens(2, ctx, ctx, vocab=cfg.text.vocab_size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter
-        torch.onnx.export(
-            _ImageEncoder(net),
-            (images,),
-            str(out / IMAGE_FILE),
-            dynamo=False,
-            opset_version=opset,
-            input_names=["images"],
-            output_names=["image_embeds"],
-            dynamic_axes={"images": {0: "batch"}, "image_embeds": {0: "batch"}},
-        )
-        torch.onnx.export(
-            _TextEncoder(net),
-            (tokens,),
-            str(out / TEXT_FILE),
-            dynamo=False,
-            opset_version=opset,
-            input_names=["tokens"],
-            output_names=["text_embeds"],
-            dynamic_axes={"tokens": {0: "batch", 1: "length"}, "text_embeds": {0: "batch"}},
-        )
+        _export(_ImageEncoder(net), images, out / IMAGE_FILE, names=("images", "image_embeds"), opset=opset)
+        _export(_TextEncoder(net), tokens, out / TEXT_FILE, names=("tokens", "text_embeds"), opset=opset,
+                input_axes={1: "length"})
     meta = {
         "config": cfg.to_dict(),
         "image_encoder": {
@@ -114,12 +95,26 @@ def export_onnx(
     return OnnxExport(out / IMAGE_FILE, out / TEXT_FILE, diff)
 
 
+def _export(encoder: nn.Module, example: torch.Tensor, path: Path, *, names: tuple[str, str], opset: int,
+            input_axes: dict[int, str] | None = None) -> None:
+    """One encoder as an ONNX graph from input ``names[0]`` to output ``names[1]``, with a dynamic batch
+    (and the input's ``input_axes``)."""
+    inp, outp = names
+    torch.onnx.export(
+        encoder,
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        input_names=[inp],
+        output_names=[outp],
+        dynamic_axes={inp: {0: "batch", **(input_axes or {})}, outp: {0: "batch"}},
+    )
+
+
 def verify_onnx(model: CLIP, out_dir: str | Path, *, atol: float = 1e-4, seed: int = 0) -> float:
     """Largest |onnxruntime - PyTorch| over random batches of two sizes and two text lengths."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ImportError("checking ONNX files needs onnxruntime: pip install 'clipforge[export]'") from e
+    ort = require("onnxruntime", extra="export", purpose="checking ONNX files")
     out = Path(out_dir)
     net = copy.deepcopy(model).float().cpu().eval()
     cfg = net.config

@@ -4,7 +4,7 @@ open_clip's standard ``CLIP`` keeps OpenAI's parameter names: ``visual.conv1``, 
 ``visual.transformer.resblocks.{i}.attn.in_proj_weight``, ``token_embedding``, ``ln_final``,
 ``text_projection``, ...; its ``CustomTextCLIP`` puts the text tower under ``text.``. ModifiedResNet
 towers use ``visual.conv1..3``/``bn1..3`` for the stem and ``downsample.{0,1}`` for the shortcut.
-Nothing here imports open_clip.
+Nothing here imports open_clip. The module is a :class:`~.adapters.FormatAdapter`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, ModelConfig, PreprocessConfig, TextConfig, VisionConfig
-
-StateDict = dict[str, torch.Tensor]
+from .adapters import StateDict, inverse, rename_in_blocks, rename_prefix
 
 # ours -> open_clip, whole keys.
 _EXACT = {
@@ -54,8 +53,8 @@ _PREFIX_BLOCKS = {
     "visual.transformer.blocks.": "visual.transformer.resblocks.",
     "text.transformer.blocks.": "transformer.resblocks.",
 }
-# Inside one residual block: ours -> open_clip.
-_BLOCK = {
+# Inside one residual block (OpenAI's ResidualAttentionBlock, also open_clip's SigLIP text tower): ours -> open_clip.
+RESBLOCK = {
     "norm1.": "ln_1.",
     "norm2.": "ln_2.",
     "attn.qkv.weight": "attn.in_proj_weight",
@@ -79,7 +78,7 @@ def is_resnet(sd: StateDict) -> bool:
     return any(k.startswith(("visual.layer1.", "visual.stem.")) for k in sd)
 
 
-def from_open_clip(sd: StateDict) -> StateDict:
+def state_dict_from(sd: StateDict) -> StateDict:
     """open_clip / OpenAI state dict -> clipforge state dict. Keys without a rule keep their name, so the
     strict loader reports them as unexpected; BatchNorm counters absent from old files are added as 0."""
     sd = _custom_text_to_flat(sd)
@@ -93,7 +92,7 @@ def from_open_clip(sd: StateDict) -> StateDict:
     return out
 
 
-def to_open_clip(sd: StateDict) -> StateDict:
+def state_dict_to(sd: StateDict) -> StateDict:
     """clipforge state dict -> open_clip ``CLIP`` state dict (OpenAI's names)."""
     resnet = is_resnet(sd)
     out: StateDict = {}
@@ -112,28 +111,19 @@ def _is_shared_name(key: str) -> bool:
 
 
 def _rename(key: str, *, resnet: bool, to_ours: bool) -> str:
-    exact = {v: k for k, v in _EXACT.items()} if to_ours else _EXACT
+    exact = inverse(_EXACT) if to_ours else _EXACT
     if key in exact:
         return exact[key]
     prefixes = {**(_PREFIX_RESNET if resnet else _PREFIX_VIT), **_PREFIX_TEXT}
-    if to_ours:
-        prefixes = {v: k for k, v in prefixes.items()}
-    for src, dst in prefixes.items():
-        if key.startswith(src):
-            name = dst + key[len(src) :]
-            m = _DOWNSAMPLE.match(name)
-            if m:  # shift the shortcut index: ours 1, 2 <-> open_clip 0, 1
-                name = f"{m[1]}{int(m[2]) + (1 if to_ours else -1)}{m[3]}"
-            return name
-    blocks = {v: k for k, v in _PREFIX_BLOCKS.items()} if to_ours else _PREFIX_BLOCKS
-    inner = {v: k for k, v in _BLOCK.items()} if to_ours else _BLOCK
-    for src, dst in blocks.items():
-        if key.startswith(src):
-            idx, _, rest = key[len(src) :].partition(".")
-            for a, b in inner.items():
-                if rest.startswith(a):
-                    return f"{dst}{idx}.{b}{rest[len(a) :]}"
-    return key
+    name = rename_prefix(key, inverse(prefixes) if to_ours else prefixes)
+    if name is not None:
+        m = _DOWNSAMPLE.match(name)
+        if m:  # shift the shortcut index: ours 1, 2 <-> open_clip 0, 1
+            name = f"{m[1]}{int(m[2]) + (1 if to_ours else -1)}{m[3]}"
+        return name
+    blocks, inner = (inverse(_PREFIX_BLOCKS), inverse(RESBLOCK)) if to_ours else (_PREFIX_BLOCKS, RESBLOCK)
+    name = rename_in_blocks(key, blocks, inner)
+    return key if name is None else name
 
 
 def _custom_text_to_flat(sd: StateDict) -> StateDict:
@@ -147,14 +137,10 @@ def _custom_text_to_flat(sd: StateDict) -> StateDict:
 
 # open_clip options that change the computation: each is accepted only at the value that means
 # "standard CLIP"; anything else is a feature clipforge does not implement.
-_VISION_FIXED = {
+# Options of open_clip's transformer blocks, the same in both towers.
+_BLOCK_FIXED = {
     "ls_init_value": None,
-    "patch_dropout": 0.0,
-    "attentional_pool": False,
-    "no_ln_pre": False,
-    "pos_embed_type": "learnable",
     "final_ln_after_pool": False,
-    "pool_type": "tok",
     "act_kwargs": None,
     "norm_kwargs": None,
     "block_type": None,
@@ -164,6 +150,14 @@ _VISION_FIXED = {
     "scale_attn_inner": False,
     "scale_attn": False,
     "scale_fc": False,
+}
+_VISION_FIXED = {
+    **_BLOCK_FIXED,
+    "patch_dropout": 0.0,
+    "attentional_pool": False,
+    "no_ln_pre": False,
+    "pos_embed_type": "learnable",
+    "pool_type": "tok",
     "timm_model_name": None,
 }
 _VISION_IGNORED = {
@@ -178,33 +172,23 @@ _VISION_IGNORED = {
     "timm_drop_path",
 }
 _TEXT_FIXED = {
+    **_BLOCK_FIXED,
     "hf_model_name": None,
     "hf_tokenizer_name": None,
     "tokenizer_mode": None,
     "tokenizer_kwargs": None,
-    "ls_init_value": None,
     "embed_cls": False,
     "no_causal_mask": False,
-    "final_ln_after_pool": False,
     "pool_type": "argmax",
     "proj_bias": False,
     "proj_type": "linear",
-    "act_kwargs": None,
-    "norm_kwargs": None,
-    "block_type": None,
-    "qk_norm": False,
-    "scaled_cosine_attn": False,
-    "scale_heads": False,
-    "scale_attn_inner": False,
-    "scale_attn": False,
-    "scale_fc": False,
 }
 _TEXT_IGNORED = {"output_tokens", "pad_id", "eos_id", "hf_model_pretrained", "hf_proj_type", "hf_pooler_type"}
 _TOP_FIXED = {"multimodal_cfg": None}
 _TOP_IGNORED = {"custom_text", "cast_dtype", "nonscalar_logit_scale", "output_dict"}
 
 
-def config_from_open_clip(
+def config_from(
     cfg: dict[str, Any], *, name: str = "", preprocess: dict[str, Any] | None = None
 ) -> ModelConfig:
     """A clipforge config from an open_clip model config (``model_configs/*.json`` or the ``model_cfg``
@@ -262,12 +246,12 @@ def config_from_open_clip(
         act="quick_gelu" if cfg.get("quick_gelu", False) else "gelu",
         init_logit_scale=cfg.get("init_logit_scale", math.log(1 / 0.07)),
         init_logit_bias=cfg.get("init_logit_bias"),
-        preprocess=preprocess_from_open_clip(preprocess or {}, image_size=int(image_size)),
+        preprocess=preprocess_from(preprocess or {}, image_size=int(image_size)),
         name=name,
     ).validate()
 
 
-def config_to_open_clip(cfg: ModelConfig) -> dict[str, Any]:
+def config_to(cfg: ModelConfig) -> dict[str, Any]:
     """An open_clip model config (the JSON format of ``open_clip/model_configs``)."""
     v, t = cfg.vision, cfg.text
     vision: dict[str, Any] = {"image_size": v.image_size, "width": v.width, "head_width": v.head_width}
@@ -293,7 +277,7 @@ def config_to_open_clip(cfg: ModelConfig) -> dict[str, Any]:
     return out
 
 
-def preprocess_from_open_clip(pp: dict[str, Any], *, image_size: int) -> PreprocessConfig:
+def preprocess_from(pp: dict[str, Any], *, image_size: int) -> PreprocessConfig:
     """open_clip's ``preprocess_cfg`` (mean, std, interpolation, resize_mode, size) -> ours."""
     size = pp.get("size", image_size)
     if isinstance(size, (list, tuple)):
@@ -314,7 +298,8 @@ def preprocess_from_open_clip(pp: dict[str, Any], *, image_size: int) -> Preproc
     )
 
 
-def preprocess_to_open_clip(cfg: ModelConfig) -> dict[str, Any]:
+def preprocess_to(cfg: ModelConfig) -> dict[str, Any]:
+    """open_clip's ``preprocess_cfg`` reproducing ``cfg.preprocess``."""
     p = cfg.preprocess
     return {
         "size": cfg.vision.image_size,
@@ -338,3 +323,6 @@ def _check(extra: dict[str, Any], fixed: dict[str, Any], ignored: set[str], wher
                 f"open_clip option {where}.{key}={value!r} is not supported by clipforge "
                 f"(only {fixed[key]!r}, standard CLIP)"
             )
+
+
+to_open_clip = state_dict_to  # the name tests/hub_fixtures.py and benchmarks/ import

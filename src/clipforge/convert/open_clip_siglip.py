@@ -3,7 +3,8 @@
 open_clip builds them as a ``CustomTextCLIP``: a timm ViT image tower under ``visual.trunk.`` (no
 class token, ``attn_pool`` = multi-head attention pooling with a learned ``latent``, no projection)
 and its own text Transformer under ``text.`` with bidirectional attention read at the last position
-and a biased ``text_projection``. Nothing here imports open_clip or timm.
+and a biased ``text_projection``. Nothing here imports open_clip or timm. The module is a
+:class:`~.adapters.FormatAdapter`; the text blocks and the preprocessing config are :mod:`.open_clip`'s.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, ModelConfig, TextConfig, VisionConfig
-
-StateDict = dict[str, torch.Tensor]
+from ..config import ConfigError, ModelConfig, PreprocessConfig, TextConfig, VisionConfig
+from . import open_clip
+from .adapters import StateDict, check_all_mapped, inverse, rename_in_blocks, rename_prefix, take
 
 # timm's SigLIP image towers: name -> (width, layers, heads, mlp width).
 _TIMM_SIZES = {
@@ -45,16 +46,9 @@ _PREFIX = {
     "visual.attn_pool.mlp.": "visual.trunk.attn_pool.mlp.",
     "text.norm_final.": "text.ln_final.",
 }
-_TEXT_BLOCK = {  # ours -> open_clip inside text.transformer
-    "norm1.": "ln_1.",
-    "norm2.": "ln_2.",
-    "attn.qkv.weight": "attn.in_proj_weight",
-    "attn.qkv.bias": "attn.in_proj_bias",
-    "attn.proj.": "attn.out_proj.",
-    "mlp.fc1.": "mlp.c_fc.",
-    "mlp.fc2.": "mlp.c_proj.",
-}
-_OURS_TEXT_BLOCKS, _OC_TEXT_BLOCKS = "text.transformer.blocks.", "text.transformer.resblocks."
+_TEXT_BLOCKS = {"text.transformer.blocks.": "text.transformer.resblocks."}  # inside: open_clip.RESBLOCK
+# SigLIP's preprocessing, for configs that do not say
+_PREPROCESS = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "squash"}
 
 
 def is_open_clip_siglip(keys: Any) -> bool:
@@ -66,13 +60,11 @@ def is_siglip_config(cfg: dict[str, Any]) -> bool:
     return bool(_TIMM_NAME.match(str((cfg.get("vision_cfg") or {}).get("timm_model_name") or "")))
 
 
-def config_from_open_clip(
+def config_from(
     cfg: dict[str, Any], *, name: str = "", preprocess: dict[str, Any] | None = None
 ) -> ModelConfig:
     """A clipforge config from an open_clip SigLIP model config (``open_clip_config.json``'s
     ``model_cfg``); anything clipforge would compute differently is a :class:`ConfigError`."""
-    from .open_clip import preprocess_from_open_clip
-
     v, t = cfg.get("vision_cfg") or {}, cfg.get("text_cfg") or {}
     m = _TIMM_NAME.match(str(v.get("timm_model_name") or ""))
     if m is None:
@@ -96,7 +88,6 @@ def config_from_open_clip(
     text_width, text_heads = int(t.get("width", width)), int(t.get("heads", heads))
     if cfg.get("embed_dim", width) != width:
         raise ConfigError(f"embed_dim {cfg.get('embed_dim')} differs from the image width {width} (no projection)")
-    pp = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "squash"}
     return ModelConfig(
         embed_dim=width,
         act="gelu_tanh",
@@ -112,12 +103,20 @@ def config_from_open_clip(
             width=text_width, layers=int(t.get("layers", 12)), head_width=text_width // text_heads,
             mlp_ratio=float(t.get("mlp_ratio", 4.0)), causal=False, pool="last", proj_bias=True,
         ),
-        preprocess=preprocess_from_open_clip({**pp, **(preprocess or {})}, image_size=image_size),
+        preprocess=preprocess_from(preprocess or {}, image_size=image_size),
         name=name,
     ).validate()  # fmt: skip
 
 
-def config_to_open_clip(cfg: ModelConfig) -> dict[str, Any]:
+def preprocess_from(pp: dict[str, Any], *, image_size: int) -> PreprocessConfig:
+    """open_clip's ``preprocess_cfg`` -> ours, SigLIP's where it says nothing."""
+    return open_clip.preprocess_from({**_PREPROCESS, **pp}, image_size=image_size)
+
+
+preprocess_to = open_clip.preprocess_to
+
+
+def config_to(cfg: ModelConfig) -> dict[str, Any]:
     """An open_clip model config for a SigLIP-layout ``cfg`` whose image tower is one of timm's."""
     v, t = cfg.vision, cfg.text
     shape = (v.width, v.layers, v.heads, int(v.width * v.mlp_ratio))
@@ -143,14 +142,10 @@ def config_to_open_clip(cfg: ModelConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def from_open_clip(sd: StateDict) -> StateDict:
+def state_dict_from(sd: StateDict) -> StateDict:
     """open_clip SigLIP state dict -> clipforge's. Unknown keys keep their names (the strict loader
     then names them)."""
-    out: StateDict = {}
-    rest = dict(sd)
-    for ours, theirs in _EXACT.items():
-        if theirs in rest:
-            out[ours] = rest.pop(theirs)
+    out, rest = take(sd, inverse(_EXACT))
     for key in ("logit_scale", "logit_bias"):
         if key in out:
             out[key] = out[key].reshape(())
@@ -171,17 +166,12 @@ def from_open_clip(sd: StateDict) -> StateDict:
         name = _rename(key, to_ours=True)
         if name is not None:
             out[name] = rest.pop(key)
-    out.update(rest)
-    return out
+    return out | rest  # unmapped keys as they are: the strict loader names them
 
 
-def to_open_clip(sd: StateDict) -> StateDict:
+def state_dict_to(sd: StateDict) -> StateDict:
     """clipforge state dict (SigLIP layout) -> open_clip ``CustomTextCLIP`` with a timm trunk."""
-    out: StateDict = {}
-    rest = dict(sd)
-    for ours, theirs in _EXACT.items():
-        if ours in rest:
-            out[theirs] = rest.pop(ours)
+    out, rest = take(sd, _EXACT)
     out["visual.trunk.pos_embed"] = rest.pop("visual.pos_embed").unsqueeze(0)  # (1, N, C)
     out["visual.trunk.attn_pool.latent"] = rest.pop("visual.attn_pool.probe").reshape(1, 1, -1)
     for kind in ("weight", "bias"):
@@ -194,22 +184,13 @@ def to_open_clip(sd: StateDict) -> StateDict:
         name = _rename(key, to_ours=False)
         if name is not None:
             out[name] = rest.pop(key)
-    if rest:
-        raise ValueError(f"no open_clip SigLIP name for: {', '.join(sorted(rest))}")
+    check_all_mapped(rest, "open_clip SigLIP")
     return {k: v.contiguous() for k, v in out.items()}
 
 
 def _rename(key: str, *, to_ours: bool) -> str | None:
-    prefixes = {v: k for k, v in _PREFIX.items()} if to_ours else _PREFIX
-    for src, dst in prefixes.items():
-        if key.startswith(src):
-            return dst + key[len(src) :]
-    src, dst = (_OC_TEXT_BLOCKS, _OURS_TEXT_BLOCKS) if to_ours else (_OURS_TEXT_BLOCKS, _OC_TEXT_BLOCKS)
-    inner = {v: k for k, v in _TEXT_BLOCK.items()} if to_ours else _TEXT_BLOCK
-    if key.startswith(src):
-        idx, _, tail = key[len(src) :].partition(".")
-        for a, b in inner.items():
-            if tail.startswith(a):
-                return f"{dst}{idx}.{b}{tail[len(a) :]}"
-    return None
-
+    prefixes, blocks, inner = _PREFIX, _TEXT_BLOCKS, open_clip.RESBLOCK
+    if to_ours:
+        prefixes, blocks, inner = inverse(prefixes), inverse(blocks), inverse(inner)
+    name = rename_prefix(key, prefixes)
+    return name if name is not None else rename_in_blocks(key, blocks, inner)

@@ -2,7 +2,7 @@
 
 ``import_model`` detects the format (:mod:`.detect`), reads tensors safely (:mod:`.io`), builds the
 config (from the source's own config, a given open_clip name/JSON, or the tensor shapes), maps the
-names (:mod:`.openai`, :mod:`.open_clip`, :mod:`.hf`) and loads them strictly, so a missing, left-over
+names with the source's :class:`~.adapters.FormatAdapter` and loads them strictly, so a missing, left-over
 or mis-shaped tensor is an error naming it. ``convert`` adds the tokenizer and provenance and saves.
 """
 
@@ -20,8 +20,17 @@ from ..checkpoint import load_state_dict_strict, save_checkpoint
 from ..config import ACTIVATIONS, ConfigError, ModelConfig
 from ..fileio import sha256_file
 from ..models import CLIP, get_model_config
+from ..tokenizer import (
+    SentencePieceTokenizer,
+    Tokenizer,
+    TokenizerError,
+    get_tokenizer,
+    is_tokenizer_dir,
+    tokenizer_from_dir,
+)
 from ..version import __version__
 from . import hf, hf_siglip, open_clip, open_clip_siglip, openai
+from .adapters import FormatAdapter
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
 from .io import ConvertError, read_tensors
 
@@ -64,15 +73,13 @@ def import_model(
     if found.format == "hf":
         _expect(format, "hf", source)
         if model is not None:
-            raise ConvertError(f"{source}: a Hugging Face folder brings its own config.json; drop --model")
+            raise ConvertError(f"{source}: a Hugging Face folder brings its own config.json: call without model=")
         cfg, sd = _read_hf_dir(found)
         fmt = "hf"
         if act is not None:
             cfg = cfg.replace(act=act)
     else:
         sd, fmt, cfg = _read_openai_layout(found, format=format, model=model, act=act)
-    from ..tokenizer import is_tokenizer_dir
-
     folder = Path(source)
     vocab_dir = folder if is_tokenizer_dir(folder) else None
     with torch.device("meta"):  # no random initialisation: every tensor comes from the source
@@ -98,8 +105,6 @@ def import_model(
 def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = None) -> Any:
     """The tokenizer for an imported model: ``vocab`` if given (a vocabulary file/folder or a
     ``Tokenizer``), else the source's own files, else OpenAI's vocabulary (a clear error if absent)."""
-    from ..tokenizer import SentencePieceTokenizer, Tokenizer, TokenizerError, get_tokenizer, tokenizer_from_dir
-
     ctx = imported.model.config.text.context_length
     try:
         if isinstance(vocab, (Tokenizer, SentencePieceTokenizer)):
@@ -120,7 +125,7 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
             ""
             if vocab is not None
             else (
-                " The source carries no usable vocabulary: pass --vocab PATH (OpenAI's "
+                " The source carries no usable vocabulary: pass vocab=\"PATH\" (OpenAI's "
                 "bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt, SigLIP's "
                 "spiece.model or SigLIP 2's tokenizer.json)."
             )
@@ -167,14 +172,12 @@ def resolve_model_config(model: str | Path) -> ModelConfig:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON: {e}") from e
-        if isinstance(data, dict) and "model_cfg" in data:
-            mapping: Any = open_clip_siglip if open_clip_siglip.is_siglip_config(data["model_cfg"]) else open_clip
-            return mapping.config_from_open_clip(
+        if isinstance(data, dict) and "model_cfg" in data:  # open_clip_config.json
+            return _open_clip_adapter(data["model_cfg"]).config_from(
                 data["model_cfg"], preprocess=data.get("preprocess_cfg"), name=path.parent.name
             )
-        if isinstance(data, dict) and "vision_cfg" in data:
-            mapping = open_clip_siglip if open_clip_siglip.is_siglip_config(data) else open_clip
-            return mapping.config_from_open_clip(data, name=path.stem)
+        if isinstance(data, dict) and "vision_cfg" in data:  # open_clip/model_configs/*.json
+            return _open_clip_adapter(data).config_from(data, name=path.stem)
         return ModelConfig.from_dict(data)
     name = str(model)
     quick = name.endswith(QUICKGELU_SUFFIX)
@@ -183,12 +186,16 @@ def resolve_model_config(model: str | Path) -> ModelConfig:
         cfg = get_model_config(base)
     except ConfigError as e:
         raise ConfigError(
-            f"{e}. For other open_clip models pass their config JSON with --model-config "
+            f"{e}. For other open_clip models pass their config JSON as model=\"CONFIG.json\" "
             f"(open_clip/model_configs/{name}.json)"
         ) from e
     # open_clip's names: "-quickgelu" selects QuickGELU, its absence GELU (SigLIP's keep their tanh GELU)
     act = "quick_gelu" if quick else ("gelu" if cfg.act == "quick_gelu" else cfg.act)
     return cfg.replace(act=act, name=name)
+
+
+def _open_clip_adapter(model_cfg: dict[str, Any]) -> FormatAdapter:
+    return open_clip_siglip if open_clip_siglip.is_siglip_config(model_cfg) else open_clip
 
 
 def _expect(requested: str, found: str, source: str | Path) -> None:
@@ -231,8 +238,8 @@ def _read_openai_layout(
         else:
             raise ConvertError(
                 f"{found.weights}: an OpenAI/open_clip-layout state dict that does not record its "
-                "activation. Say what it is: --format openai (OpenAI's release: QuickGELU), or "
-                "--model NAME / --model-config JSON (open_clip), or --act gelu|quick_gelu"
+                'activation. Say what it is: format="openai" (OpenAI\'s release: QuickGELU), or '
+                'model="NAME" or model="CONFIG.json" (open_clip), or act="gelu" or act="quick_gelu"'
             )
     else:
         if format == "hf":
@@ -256,14 +263,14 @@ def _read_openai_layout(
                 cfg = cfg.replace(init_logit_bias=inferred.init_logit_bias)
         elif fmt == "open_clip" and act is None:
             raise ConfigError(
-                "open_clip checkpoints do not record their activation: pass --model NAME, "
-                "--model-config JSON or --act gelu|quick_gelu"
+                'open_clip checkpoints do not record their activation: pass model="NAME", '
+                'model="CONFIG.json", act="gelu" or act="quick_gelu"'
             )
         else:
             cfg = inferred
     except ConfigError as e:
         raise ConvertError(f"{found.weights}: {e}") from e
-    return open_clip.from_open_clip(sd), fmt, cfg
+    return open_clip.state_dict_from(sd), fmt, cfg
 
 
 def _read_open_clip_siglip(
@@ -275,8 +282,8 @@ def _read_open_clip_siglip(
     model = found.config if model is None else model
     if model is None:
         raise ConvertError(
-            f"{found.weights}: open_clip SigLIP weights without their open_clip_config.json: pass --model "
-            "NAME (e.g. ViT-B-16-SigLIP) or --model-config JSON"
+            f"{found.weights}: open_clip SigLIP weights without their open_clip_config.json: pass "
+            'model="NAME" (e.g. ViT-B-16-SigLIP) or model="CONFIG.json"'
         )
     try:
         cfg = resolve_model_config(model)
@@ -284,28 +291,25 @@ def _read_open_clip_siglip(
         raise ConvertError(f"{found.weights}: {e}") from e
     if cfg.vision.pool != "map":
         raise ConvertError(f"{found.weights}: SigLIP weights, but {model} is not a SigLIP architecture")
-    return open_clip_siglip.from_open_clip(sd), "open_clip", cfg
+    return open_clip_siglip.state_dict_from(sd), "open_clip", cfg
 
 
 def _read_hf_dir(found: Detected) -> tuple[ModelConfig, StateDict]:
     assert found.config is not None and found.weights is not None
     folder = found.config.parent
+    pp_file = folder / "preprocessor_config.json"
     try:
         data = json.loads(found.config.read_text())
-        mapping: Any = hf_siglip if hf_siglip.is_siglip(data) else hf
-        cfg = mapping.config_from_hf(data)
-        pp_file = folder / "preprocessor_config.json"
-        if pp_file.is_file():
-            read_pp = hf_siglip.preprocess_from_hf_siglip if mapping is hf_siglip else hf.preprocess_from_hf
-            cfg = cfg.replace(preprocess=read_pp(json.loads(pp_file.read_text()), image_size=cfg.vision.image_size))
+        adapter: FormatAdapter = hf_siglip if hf_siglip.is_siglip(data) else hf
+        pp = json.loads(pp_file.read_text()) if pp_file.is_file() else None
+        cfg = adapter.config_from(data, name=folder.name, preprocess=pp)
     except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ConvertError(f"{folder}: cannot map the Hugging Face config: {e}") from e
-    cfg = cfg.replace(name=folder.name)
     sd: StateDict = {}
     for f in _weight_files(found):
         part, _ = read_tensors(f)
         sd.update(part)
-    return cfg, mapping.from_hf(sd)
+    return cfg, adapter.state_dict_from(sd)
 
 
 def _weight_files(found: Detected) -> list[Path]:

@@ -79,6 +79,23 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
     return _AllGatherWithGrad.apply(x)
 
 
+def gather_texts(image_features: Tensor, text_features: Tensor, *, distributed: bool) -> tuple[Tensor, int]:
+    """The text features a rank scores its images against, and where its own texts start among them.
+
+    Without ``distributed`` (or with one process) that is ``(text_features, 0)``. Otherwise every
+    rank's texts, all-gathered with gradient (``(W*n, d)``; the local batch ``n`` must be equal on
+    every rank), and ``rank * n``: local image ``i``'s positive is text ``i + rank * n``.
+    """
+    if not distributed:
+        return text_features, 0
+    rank, world = world_info()
+    if world == 1:
+        return text_features, 0
+    n = image_features.shape[0]
+    check_equal_local_batch(n, device=image_features.device)
+    return all_gather_with_grad(text_features), rank * n  # (W*n, d)
+
+
 def gather_features(image_features: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
     """All-gather image and text features (``(n, d)`` each) with gradient: ``(W*n, d)`` each."""
     return all_gather_with_grad(image_features), all_gather_with_grad(text_features)

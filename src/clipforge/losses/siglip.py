@@ -16,7 +16,7 @@ from torch import Tensor
 
 from clipforge.losses._inputs import check_chunk_size, check_features, check_scalar, full_precision
 from clipforge.losses.chunked import pairwise_sigmoid_loss
-from clipforge.losses.distributed import all_gather_with_grad, check_equal_local_batch, world_info
+from clipforge.losses.distributed import gather_texts
 
 
 def siglip_loss(
@@ -46,15 +46,7 @@ def siglip_loss(
     logit_scale = check_scalar("logit_scale", logit_scale, like=image_features)
     logit_bias = check_scalar("logit_bias", logit_bias, like=image_features)
     n = image_features.shape[0]
-
-    offset = 0  # the positive of local image i is text i + offset
-    all_text = text_features  # (N, d)
-    if distributed:
-        rank, world = world_info()
-        if world > 1:
-            check_equal_local_batch(n, device=image_features.device)
-            all_text = all_gather_with_grad(text_features)  # (W*n, d)
-            offset = rank * n
+    all_text, offset = gather_texts(image_features, text_features, distributed=distributed)  # (W*n, d)
 
     with full_precision(image_features):
         if chunk_size is None:

@@ -111,4 +111,7 @@ def closest_names_hint(name: str, *, n: int = 5) -> str:
     same_arch = [m for m in names if m.split("/", 1)[0].lower() == arch]
     spelled = difflib.get_close_matches(name, names, n=n, cutoff=0.4)
     close = list(dict.fromkeys(spelled + same_arch))[:n] or names[:n]
-    return f"Closest pretrained names: {', '.join(close)} (all: `clipforge models --pretrained`)."
+    return (
+        f"Closest pretrained names: {', '.join(close)} "
+        "(all: clipforge.pretrained.list_pretrained(), or `clipforge models --pretrained`)."
+    )

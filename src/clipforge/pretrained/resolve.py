@@ -65,7 +65,7 @@ def resolve_model(reference: str | os.PathLike, *, progress: bool = True) -> Res
     if not str(ref).strip():
         raise ValueError(
             "the model reference is empty: pass a checkpoint path, a pretrained name "
-            "(`clipforge models --pretrained`) or a Hub id"
+            "(clipforge.pretrained.list_pretrained(), or `clipforge models --pretrained`) or a Hub id"
         )
     path = Path(ref).expanduser()
     if path.exists():
@@ -87,9 +87,8 @@ def resolve_model(reference: str | os.PathLike, *, progress: bool = True) -> Res
         raise UnknownModelError(
             f"{ref!r} is an architecture, not weights: "
             + (f"pick pretrained weights, e.g. {', '.join(tags[:6])}" if tags else "it has no pretrained weights")
-            + " (or train one: `clipforge train --model "
-            + ref
-            + "`)"
+            + f" (or train one: clipforge.train.fit(TrainConfig(model={ref!r}, ...)), "
+            + f"or `clipforge train --model {ref}`)"
         )
     raise UnknownModelError(f"{ref!r}: no such file or folder, pretrained name or Hub id. {closest_names_hint(ref)}")
 

@@ -1,0 +1,102 @@
+"""What a format adapter is, and the renaming tools the adapters share.
+
+An adapter maps one foreign layout to clipforge and back, as pure functions with no I/O:
+:mod:`.hf` (``CLIPModel``), :mod:`.hf_siglip` (``SiglipModel``), :mod:`.open_clip` (OpenAI's
+layout) and :mod:`.open_clip_siglip` (open_clip's timm-tower SigLIP). Each of those modules is itself
+a :class:`FormatAdapter`: its functions have the protocol's names, and ``isinstance(hf,
+FormatAdapter)`` holds. :mod:`.sources` picks one from the source's config or parameter names,
+:mod:`.export` from the model's layout (:func:`is_siglip_layout`); both then call it without knowing which it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig, PreprocessConfig
+
+StateDict = dict[str, torch.Tensor]
+
+
+@runtime_checkable
+class FormatAdapter(Protocol):
+    """One foreign layout <-> clipforge. ``config_from``/``preprocess_from`` raise ``ValueError``
+    (or its subclass ``ConfigError``) for anything clipforge would compute differently;
+    ``config_to``/``state_dict_to`` raise ``ValueError`` for a model the format cannot hold."""
+
+    def config_from(
+        self, data: dict[str, Any], *, name: str = "", preprocess: dict[str, Any] | None = None
+    ) -> ModelConfig:
+        """A clipforge config from the format's model config; ``preprocess`` is the format's own
+        preprocessing config (``None``: the format's defaults)."""
+        ...
+
+    def config_to(self, cfg: ModelConfig) -> dict[str, Any]:
+        """The format's model config for ``cfg``."""
+        ...
+
+    def preprocess_from(self, pp: dict[str, Any], *, image_size: int) -> PreprocessConfig:
+        """The format's preprocessing config -> ours, for a model taking ``image_size`` pixels."""
+        ...
+
+    def preprocess_to(self, cfg: ModelConfig) -> dict[str, Any]:
+        """The format's preprocessing config reproducing ``cfg.preprocess``."""
+        ...
+
+    def state_dict_from(self, sd: StateDict) -> StateDict:
+        """The format's parameters -> ours. Keys without a rule are kept, so the strict loader names them."""
+        ...
+
+    def state_dict_to(self, sd: StateDict) -> StateDict:
+        """Our parameters -> the format's."""
+        ...
+
+
+def is_siglip_layout(cfg: ModelConfig) -> bool:
+    """A ViT read by attention pooling: the formats hold it in their SigLIP classes."""
+    return cfg.vision.kind == "vit" and cfg.vision.pool == "map"
+
+
+def inverse(names: Mapping[str, str]) -> dict[str, str]:
+    return {v: k for k, v in names.items()}
+
+
+def take(sd: StateDict, names: Mapping[str, str]) -> tuple[StateDict, StateDict]:
+    """``(renamed, rest)``: the entries of ``sd`` that ``names`` lists, under their new names
+    ``names[key]``, and a copy of all the others for the next rules."""
+    rest = dict(sd)
+    return {new: rest.pop(old) for old, new in names.items() if old in rest}, rest
+
+
+def weights_and_biases(modules: Mapping[str, str]) -> dict[str, str]:
+    """``{"a.weight": "b.weight", "a.bias": "b.bias"}`` for each module ``a -> b`` (LayerNorms, Linears)."""
+    return {f"{a}.{p}": f"{b}.{p}" for a, b in modules.items() for p in ("weight", "bias")}
+
+
+def rename_prefix(key: str, prefixes: Mapping[str, str]) -> str | None:
+    """``key`` with its first matching prefix replaced (``src -> dst``), or None when none matches."""
+    for src, dst in prefixes.items():
+        if key.startswith(src):
+            return dst + key[len(src) :]
+    return None
+
+
+def rename_in_blocks(key: str, blocks: Mapping[str, str], inner: Mapping[str, str]) -> str | None:
+    """``{src}{i}.{a}...`` -> ``{dst}{i}.{b}...`` for a stack of blocks ``src -> dst`` and a parameter
+    ``a -> b`` inside a block; None when ``key`` is in no listed block or names no listed parameter."""
+    for src, dst in blocks.items():
+        if key.startswith(src):
+            idx, _, tail = key[len(src) :].partition(".")
+            for a, b in inner.items():
+                if tail.startswith(a):
+                    return f"{dst}{idx}.{b}{tail[len(a) :]}"
+    return None
+
+
+def check_all_mapped(rest: StateDict, target: str) -> None:
+    """The keys left in ``rest`` once every rule has run have no name in ``target``."""
+    if rest:
+        raise ValueError(f"no {target} name for: {', '.join(sorted(rest))}")
