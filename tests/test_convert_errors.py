@@ -153,7 +153,7 @@ def test_open_clip_config_defaults_are_accepted():
 
 
 def test_unknown_model_name_points_to_config_json():
-    with pytest.raises(ConvertError, match=r'pass their config JSON as model="CONFIG\.json"'):
+    with pytest.raises(ConvertError, match=r'pass their config JSON as `model="CONFIG\.json"`'):
         import_model(ASSETS / "vit_b32.safetensors", model="ViT-bigG-14")
 
 

@@ -142,7 +142,7 @@ def test_plain_state_dict_without_markers_needs_to_be_told(tmp_path):
     for key in ("input_resolution", "context_length", "vocab_size"):
         del sd[key]
     torch.save(sd, tmp_path / "plain.pt")
-    with pytest.raises(ConvertError, match=r'does not record its activation\. Say what it is: format="openai"'):
+    with pytest.raises(ConvertError, match=r'does not record its activation\. Say what it is: `format="openai"`'):
         import_model(tmp_path / "plain.pt")
     assert_matches(import_model(tmp_path / "plain.pt", format="openai").model, expected("openai_jit"))
     assert import_model(tmp_path / "plain.pt", act="quick_gelu").format == "open_clip"

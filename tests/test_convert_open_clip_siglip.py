@@ -63,5 +63,5 @@ def test_open_clip_siglip_weights_convert_with_equal_outputs(tmp_path):
     with torch.no_grad():
         assert torch.equal(imported.model.encode_image(images), ours.encode_image(images))
         assert torch.equal(imported.model.encode_text(tokens), ours.encode_text(tokens))
-    with pytest.raises(ConvertError, match=r'pass model="NAME" \(e\.g\. ViT-B-16-SigLIP\) or model="CONFIG\.json"'):
+    with pytest.raises(ConvertError, match=r'pass `model="NAME"` \(e\.g\. ViT-B-16-SigLIP\) or `model="CONFIG\.json"`'):
         import_model(tmp_path / "open_clip_model.safetensors")

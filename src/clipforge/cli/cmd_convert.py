@@ -7,10 +7,7 @@ itself when it ends in .safetensors). Nothing in the source is executed.
 from __future__ import annotations
 
 import argparse
-import re
-
-# convert()'s errors name its parameters (model="NAME"); say the flags instead (--model NAME).
-_PARAMETER = re.compile(r'(?<![\w/.-])(format|model|act|vocab)=(?:"([^"]*)"|(?=[\s,;)]|$))')
+import time
 
 HELP = "convert an OpenAI, open_clip or Hugging Face checkpoint to a clipforge checkpoint"
 
@@ -42,29 +39,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def as_flags(message: str) -> str:
-    """``model="NAME"`` -> ``--model NAME``, ``model=`` -> ``--model``, for convert()'s parameters."""
-    return _PARAMETER.sub(lambda m: f"--{m[1]}" + (f" {m[2]}" if m[2] else ""), message)
-
-
 def run(args: argparse.Namespace) -> int:
-    import time
-
     from ..checkpoint import read_checkpoint_info
     from ..convert import convert
 
     start = time.perf_counter()
-    try:
-        path = convert(
-            args.source,
-            args.out,
-            format=args.format,
-            model=args.model or args.model_config,
-            act=args.act,
-            vocab=args.vocab,
-        )
-    except ValueError as e:
-        raise ValueError(as_flags(str(e))) from e
+    path = convert(
+        args.source,
+        args.out,
+        format=args.format,
+        model=args.model or args.model_config,
+        act=args.act,
+        vocab=args.vocab,
+    )
     info = read_checkpoint_info(path)
     c = info.config
     tower = f"ViT-{c.vision.patch_size}" if c.vision.kind == "vit" else f"ResNet{list(c.vision.layers)}"

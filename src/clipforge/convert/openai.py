@@ -98,7 +98,7 @@ def infer_config(
         if exact_heads:
             raise ConfigError(
                 f"cannot infer the attention heads of a {width}-wide tower (OpenAI's rule is "
-                "64-wide heads); pass the model config: model=\"NAME\" or model=\"CONFIG.json\""
+                "64-wide heads); pass the model config: `model=\"NAME\"` or `model=\"CONFIG.json\"`"
             )
         return math.gcd(width, HEAD_WIDTH)
 

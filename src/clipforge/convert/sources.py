@@ -73,7 +73,7 @@ def import_model(
     if found.format == "hf":
         _expect(format, "hf", source)
         if model is not None:
-            raise ConvertError(f"{source}: a Hugging Face folder brings its own config.json: call without model=")
+            raise ConvertError(f"{source}: a Hugging Face folder brings its own config.json: call without `model=`")
         cfg, sd = _read_hf_dir(found)
         fmt = "hf"
         if act is not None:
@@ -186,7 +186,7 @@ def resolve_model_config(model: str | Path) -> ModelConfig:
         cfg = get_model_config(base)
     except ConfigError as e:
         raise ConfigError(
-            f"{e}. For other open_clip models pass their config JSON as model=\"CONFIG.json\" "
+            f"{e}. For other open_clip models pass their config JSON as `model=\"CONFIG.json\"` "
             f"(open_clip/model_configs/{name}.json)"
         ) from e
     # open_clip's names: "-quickgelu" selects QuickGELU, its absence GELU (SigLIP's keep their tanh GELU)
@@ -238,8 +238,8 @@ def _read_openai_layout(
         else:
             raise ConvertError(
                 f"{found.weights}: an OpenAI/open_clip-layout state dict that does not record its "
-                'activation. Say what it is: format="openai" (OpenAI\'s release: QuickGELU), or '
-                'model="NAME" or model="CONFIG.json" (open_clip), or act="gelu" or act="quick_gelu"'
+                'activation. Say what it is: `format="openai"` (OpenAI\'s release: QuickGELU), or '
+                '`model="NAME"` or `model="CONFIG.json"` (open_clip), or `act="gelu"` or `act="quick_gelu"`'
             )
     else:
         if format == "hf":
@@ -263,8 +263,8 @@ def _read_openai_layout(
                 cfg = cfg.replace(init_logit_bias=inferred.init_logit_bias)
         elif fmt == "open_clip" and act is None:
             raise ConfigError(
-                'open_clip checkpoints do not record their activation: pass model="NAME", '
-                'model="CONFIG.json", act="gelu" or act="quick_gelu"'
+                'open_clip checkpoints do not record their activation: pass `model="NAME"`, '
+                '`model="CONFIG.json"`, `act="gelu"` or `act="quick_gelu"`'
             )
         else:
             cfg = inferred
@@ -283,7 +283,7 @@ def _read_open_clip_siglip(
     if model is None:
         raise ConvertError(
             f"{found.weights}: open_clip SigLIP weights without their open_clip_config.json: pass "
-            'model="NAME" (e.g. ViT-B-16-SigLIP) or model="CONFIG.json"'
+            '`model="NAME"` (e.g. ViT-B-16-SigLIP) or `model="CONFIG.json"`'
         )
     try:
         cfg = resolve_model_config(model)
