@@ -1,4 +1,5 @@
-"""CLIP models: layers, ViT and ModifiedResNet image towers, text tower, dual encoder, factory."""
+"""CLIP models: plain layers, their inference fast path, ViT and ModifiedResNet image towers, text tower,
+dual encoder, factory."""
 
 from .clip import CLIP, CLIPOutput
 from .factory import create_model, get_model_config, list_models

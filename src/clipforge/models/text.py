@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..config import Activation, TextConfig
+from . import fast_path
 from .layers import LayerNorm, Transformer
 
 
@@ -18,7 +19,8 @@ class TextTransformer(nn.Module):
     change the result: with ``skip_padding`` (default) the batch is cut to that length first.
     ``pool="last"`` (SigLIP): texts are padded to the full context and the features are read at the
     last position, which with bidirectional attention depends on every token, padding included.
-    Either way only one row per text is read, so the last block computes only those rows.
+    Either way only one row per text is read, so the last block computes only those rows (in
+    :mod:`.fast_path`, where that is the plain computation).
     """
 
     def __init__(self, cfg: TextConfig, embed_dim: int, act: Activation, *, eps: float = 1e-5) -> None:
@@ -50,6 +52,6 @@ class TextTransformer(nn.Module):
             rows = torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long, device=tokens.device)
         T = tokens.shape[1]
         x = self.token_embed(tokens) + self.pos_embed[:T].to(self.token_embed.weight.dtype)  # (B, T, width)
-        x = self.transformer(x, causal=self.causal, rows=rows)  # (B, width): last block computes those rows only
+        x = fast_path.run_transformer(self.transformer, x, causal=self.causal, rows=rows)  # (B, width)
         x = self.norm_final(x) @ self.proj  # (B, embed_dim)
         return x + self.proj_bias.to(x.dtype) if self.proj_bias is not None else x

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..config import Activation, VisionConfig
+from . import fast_path
 from .layers import AttentionPool, LayerNorm, Transformer
 
 
@@ -14,6 +15,7 @@ class VisionTransformer(nn.Module):
 
     ``pool="cls"``: a class token is prepended and read (its row alone in the last block);
     ``pool="map"``: every patch token is normalised and pooled by :class:`AttentionPool`.
+    The blocks and the pool run through :mod:`.fast_path`, which computes the same with less work.
     """
 
     def __init__(self, cfg: VisionConfig, embed_dim: int, act: Activation, *, eps: float = 1e-5) -> None:
@@ -41,7 +43,7 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(images)  # (B, width, grid, grid)
         x = x.flatten(2).transpose(1, 2)  # (B, grid², width)
         if self.pool == "map":
-            x = x.contiguous()  # the blocks update the residual stream in place through views
+            x = x.contiguous()  # the fast path updates the residual stream in place through views
         else:
             cls = self.cls_token.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
             x = torch.cat([cls, x], dim=1)  # (B, 1 + grid², width)
@@ -50,7 +52,7 @@ class VisionTransformer(nn.Module):
 
     def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> final-layer tokens (B, [1 +] grid², width), class token first."""
-        return self.transformer(self.embed(images))
+        return fast_path.run_transformer(self.transformer, self.embed(images))
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.proj if self.proj is not None else x
@@ -60,10 +62,10 @@ class VisionTransformer(nn.Module):
         row is read, so the last block computes only that row."""
         x = self.embed(images)
         if self.pool == "map":
-            x = self.norm_post(self.transformer(x))  # (B, grid², width)
-            return self._project(self.attn_pool(x))  # (B, embed_dim)
+            x = self.norm_post(fast_path.run_transformer(self.transformer, x))  # (B, grid², width)
+            return self._project(fast_path.run_attention_pool(self.attn_pool, x))  # (B, embed_dim)
         cls_rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # (B,)
-        x = self.transformer(x, rows=cls_rows)  # (B, width)
+        x = fast_path.run_transformer(self.transformer, x, rows=cls_rows)  # (B, width)
         return self._project(self.norm_post(x))
 
     def project_patches(self, images: torch.Tensor) -> torch.Tensor:
@@ -72,7 +74,8 @@ class VisionTransformer(nn.Module):
         x = self.norm_post(self.forward_tokens(images))  # (B, [1 +] grid², width)
         B = x.shape[0]
         if self.pool == "map":
-            x = self.attn_pool(x.reshape(-1, 1, x.shape[-1])).view(B, -1, x.shape[-1])  # (B, grid², width)
+            pooled = fast_path.run_attention_pool(self.attn_pool, x.reshape(-1, 1, x.shape[-1]))  # (B·grid², width)
+            x = pooled.view(B, -1, x.shape[-1])  # (B, grid², width)
         else:
             x = x[:, 1:]  # (B, grid², width)
         x = self._project(x)  # (B, grid², embed_dim)

@@ -3,8 +3,9 @@
 Each adapted ``nn.Linear`` keeps its weight ``W (out, in)`` frozen and learns ``A (r, in)`` and
 ``B (out, r)``; the layer computes with ``W + (alpha / r) * B @ A``. ``B`` starts at zero, so the
 adapted model starts as exactly the base model. The adapter is a weight *parametrization*
-(``torch.nn.utils.parametrize``): every code path that reads ``linear.weight`` (the fused q/k/v
-slices, the in-place inference MLP) sees the adapted weight, with no change to the model code.
+(``torch.nn.utils.parametrize``): the plain layers call the Linear, and the model's fast path
+(``models.fast_path``: fused q/k/v slices, in-place inference MLP) reads ``linear.weight``; both see
+the adapted weight, with no change to the model code.
 
 Training updates only ``A`` and ``B``. :func:`merged_state_dict` gives the plain weights
 (``W + scale * B @ A``) under the model's ordinary parameter names, which is what a saved model
