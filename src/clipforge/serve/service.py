@@ -247,7 +247,10 @@ class SearchService:
 
     def moderate(self, *, image_bytes: bytes | None = None, image_id: int | None = None) -> dict:
         if self.policy is None:
-            raise NotConfigured("moderation is off: this server was started without a moderation policy")
+            raise NotConfigured(
+                "moderation is off: this server was started without a policy "
+                "(`clipforge serve MODEL --policy POLICY.yaml`, or `policy=` in Python)"
+            )
         with self._moderator_lock:
             if self._moderator is None:
                 with self.encoder.lock:
