@@ -29,7 +29,7 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
-	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
+	cd src && $(abspath $(BIN))/lint-imports --config ../pyproject.toml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
