@@ -63,6 +63,16 @@ def write_error(path: str | Path, error: BaseException) -> OSError | None:
     return None
 
 
+def replace_durably(src: str | Path, dst: str | Path) -> Path:
+    """Move the finished file ``src`` over ``dst`` so that a crash leaves the old or the new file,
+    never a torn one: fsync ``src``, rename it (atomic within one file system), fsync the folder."""
+    with open(src, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(src, dst)
+    fsync_dir(Path(dst).parent)
+    return Path(dst)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)``, fsync the file, give it the umask's mode, rename it over ``path`` and
     fsync the directory. On any error the temporary file is removed and ``path`` is untouched; a
@@ -84,10 +94,10 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
             raise storage from e
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    fsync_dir(path.parent)
     return path
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..convert.onnx import IMAGE_FILE, META_FILE, TEXT_FILE, export_onnx
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, replace_durably
 from ..models import CLIP
 from ..pretrained.resolve import cache_dir
 
@@ -110,7 +110,7 @@ def _export_fp32(model: CLIP, out: Path) -> None:
     tmp = out / ".export"
     export_onnx(model, tmp, verify=False)
     for src, dst in ((IMAGE_FILE, _FILES["fp32"][0]), (TEXT_FILE, _FILES["fp32"][1])):
-        os.replace(tmp / src, out / dst)
+        replace_durably(tmp / src, out / dst)
     (tmp / META_FILE).unlink(missing_ok=True)
     for leftover in tmp.iterdir():
         leftover.unlink()
@@ -136,7 +136,7 @@ def _quantize_int8(src: Path, dst: Path) -> None:
         )
     finally:
         root.setLevel(level)
-    os.replace(tmp, dst)
+    replace_durably(tmp, dst)
 
 
 def session(path: str | Path, *, threads: int | None = None):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..fileio import fsync_dir, sha256_file
+from ..fileio import replace_durably, sha256_file
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0
@@ -113,6 +113,4 @@ def _finish(partial: Path, target: Path, *, url: str, sha256: str) -> Path:
             f"{url}: SHA-256 mismatch (expected {sha256.lower()}, got {digest}); the download was discarded "
             "and nothing was cached"
         )
-    os.replace(partial, target)
-    fsync_dir(target.parent)
-    return target
+    return replace_durably(partial, target)
