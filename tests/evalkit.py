@@ -1,13 +1,10 @@
-"""Helpers for the evaluation and application tests: a word-level stand-in tokenizer, tiny models
-and hand-drawn shape images."""
+"""Helpers for the evaluation and application tests: a word-level stand-in tokenizer, hand-drawn
+shape images and a small model trained on the shapes data (not a test module)."""
 
 from __future__ import annotations
 
 import torch
-from conftest import tiny_config
 from PIL import Image, ImageDraw
-
-from clipforge.models import create_model
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 200, 20)}
 
@@ -27,13 +24,6 @@ class WordTokenizer:
             ids = [1] + words[: ctx - 2] + [self.eot]
             out[i, : len(ids)] = torch.tensor(ids)
         return out
-
-
-def tiny_model(name: str = "vit-tiny"):
-    from clipforge.models import get_model_config
-
-    torch.manual_seed(0)
-    return create_model(tiny_config(get_model_config(name))).eval()
 
 
 def shape_image(shape: str = "circle", colour: str = "red", *, size: int = 64, box=None) -> Image.Image:

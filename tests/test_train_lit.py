@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from train_helpers import random_tokens, tiny_model_config
+from train_helpers import random_tokens
 
 from clipforge.config import VisionConfig
 from clipforge.models import CLIP
@@ -26,8 +26,9 @@ def _train(model, frozen, steps=3, size=16):
 
 @pytest.mark.parametrize("kind", ["vit", "resnet"])
 @pytest.mark.parametrize("unlocked", [0, 1])
-def test_locked_weights_stay_bit_identical(kind, unlocked):
-    cfg = tiny_model_config() if kind == "vit" else tiny_model_config().replace(vision=RESNET)
+def test_locked_weights_stay_bit_identical(kind, unlocked, tiny_model_config):
+    cfg = tiny_model_config(embed_dim=16, context_length=24)  # random_tokens draws 24-token texts
+    cfg = cfg if kind == "vit" else cfg.replace(vision=RESNET)
     model = CLIP(cfg)
     size = cfg.vision.image_size
     frozen = lock_image_tower(model, unlocked_blocks=unlocked)
@@ -57,7 +58,7 @@ def test_locked_weights_stay_bit_identical(kind, unlocked):
             assert int(after["visual.layer4.1.bn1.num_batches_tracked"]) == 3
 
 
-def test_unlocked_blocks_bounds():
-    model = CLIP(tiny_model_config())
+def test_unlocked_blocks_bounds(tiny_model):
+    model = tiny_model(train=True)
     with pytest.raises(ValueError, match="unlocked_blocks"):
         lock_image_tower(model, unlocked_blocks=3)
