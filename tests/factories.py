@@ -20,6 +20,7 @@ ask for the ``architecture`` fixture) instead of hand-picked names.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -117,13 +118,35 @@ def architecture(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def distinct_architectures(keep: Callable[[ModelConfig], bool] = lambda cfg: True) -> list[str]:
-    """The architectures whose tiny configs differ other than by name (the first name of each), for
-    tests too costly to repeat on identical shrunk models (the SigLIP ``-256``/``-384``/``-512``
-    variants shrink to the same model); ``keep`` filters on the tiny config."""
+def structure(cfg: ModelConfig) -> str:
+    """What a config builds, sizes aside: tower kinds, pooling, causal or not, activation, biases and
+    norms present, preprocessing modes (every field but the numbers; a logit bias counts as
+    present or absent)."""
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return None if all(isinstance(v, int | float) for v in x) else [strip(v) for v in x]
+        return None if isinstance(x, int | float) and not isinstance(x, bool) else x
+
+    data = strip(cfg.to_dict())
+    data["init_logit_bias"] = cfg.init_logit_bias is not None
+    data["name"] = None
+    return json.dumps(data, sort_keys=True)
+
+
+def distinct_architectures(
+    keep: Callable[[ModelConfig], bool] = lambda cfg: True, *, by: str = "config"
+) -> list[str]:
+    """The first name (registry order) of each group of architectures whose tiny configs are equal but
+    for the name (``by="config"``: the SigLIP ``-256``/``-384``/``-512`` variants shrink to one model)
+    or share a :func:`structure` (``by="structure"``: ResNet, class-token ViT, SigLIP's ViT...), for
+    tests too costly to repeat on alike models. ``keep`` filters on the tiny config first."""
+    key = {"config": lambda cfg: cfg.replace(name="").to_json(), "structure": structure}[by]
     seen: dict[str, str] = {}
     for name in ARCHITECTURES:
         cfg = tiny_model_config(name)
         if keep(cfg):
-            seen.setdefault(cfg.replace(name="").to_json(), name)
+            seen.setdefault(key(cfg), name)
     return list(seen.values())

@@ -24,11 +24,6 @@ POLICY = "flagged:\n  - a red object\nbenign:\n" + "".join(f"  - a {c} object\n"
 
 
 @pytest.fixture(scope="session")
-def shapes_model(tmp_path_factory):
-    return train_shapes_model(tmp_path_factory.getbasetemp() / "evalkit-shapes-model")
-
-
-@pytest.fixture(scope="session")
 def quickstart_sized(tmp_path_factory):
     """Models at the quickstart's 64 px input, trained like ``shapes_model`` on first use: the
     quickstart's own ResNet architecture and a ViT (patch 8). Each is a few minutes on a busy

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from evalkit import train_shapes_model
 from PIL import Image
 
 from clipforge.api import load
@@ -16,11 +15,6 @@ from clipforge.data.shapes import COUNT_WORDS, POSITIONS, shapes_attributes
 from clipforge.eval.linear_probe import linear_probe
 from clipforge.eval.zeroshot import build_classifier, encode_images, zero_shot_accuracy
 from clipforge.train.periodic_eval import materialize_task
-
-
-@pytest.fixture(scope="session")
-def shapes_model(tmp_path_factory):
-    return train_shapes_model(tmp_path_factory.getbasetemp() / "evalkit-shapes-model")
 
 
 def _export_task(task, folder, per_class=None):
