@@ -13,8 +13,9 @@ name and are the same callable.
 
 Every registered architecture (:func:`clipforge.models.list_models`) shrinks to test size keeping
 its structure (tower kinds, patch size, pooling, causal or bidirectional text, activation,
-projection, logit bias), so tests about architectures parametrise over :data:`ARCHITECTURES` (or
-ask for the ``architecture`` fixture) instead of hand-picked names.
+projection, logit bias), so tests about architectures take the ``architecture`` fixture (or
+parametrise over :func:`distinct_architectures`) instead of hand-picked names. Several registered
+names shrink to the same tiny model (all ResNets; the SigLIP resolutions); those run once.
 """
 
 from __future__ import annotations
@@ -76,9 +77,7 @@ def tiny_model_config(
     return cfg.replace(vision=v, text=t, **fields)
 
 
-def tiny_model(
-    arch: str = "vit-tiny", /, *, seed: int | None = None, train: bool = False, **overrides: Any
-) -> CLIP:
+def tiny_model(arch: str = "vit-tiny", /, *, seed: int | None = None, train: bool = False, **overrides: Any) -> CLIP:
     """A randomly initialised :class:`CLIP` of ``tiny_model_config(arch, **overrides)``.
 
     ``seed`` reseeds torch's global RNG first (equal seeds, equal weights); ``None`` draws from the
@@ -112,12 +111,6 @@ def _tiny_model_fixture() -> TinyModelFactory:
     return tiny_model
 
 
-@pytest.fixture(params=ARCHITECTURES)
-def architecture(request: pytest.FixtureRequest) -> str:
-    """Each registered architecture's name in turn: a test taking this fixture runs once per name."""
-    return request.param
-
-
 def structure(cfg: ModelConfig) -> str:
     """What a config builds, sizes aside: tower kinds, pooling, causal or not, activation, biases and
     norms present, preprocessing modes (every field but the numbers; a logit bias counts as
@@ -136,9 +129,7 @@ def structure(cfg: ModelConfig) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def distinct_architectures(
-    keep: Callable[[ModelConfig], bool] = lambda cfg: True, *, by: str = "config"
-) -> list[str]:
+def distinct_architectures(keep: Callable[[ModelConfig], bool] = lambda cfg: True, *, by: str = "config") -> list[str]:
     """The first name (registry order) of each group of architectures whose tiny configs are equal but
     for the name (``by="config"``: the SigLIP ``-256``/``-384``/``-512`` variants shrink to one model)
     or share a :func:`structure` (``by="structure"``: ResNet, class-token ViT, SigLIP's ViT...), for
@@ -150,3 +141,16 @@ def distinct_architectures(
         if keep(cfg):
             seen.setdefault(key(cfg), name)
     return list(seen.values())
+
+
+TINY_ARCHITECTURES: list[str] = distinct_architectures()
+"""One name per distinct tiny model: :data:`ARCHITECTURES` less the names whose shrunk config equals an
+earlier one's (``RN101`` stands for every ResNet, ``ViT-B-16-SigLIP`` for its -256/-384/-512 and
+SigLIP 2 twins...): the same test on an equal model would repeat itself."""
+
+
+@pytest.fixture(params=TINY_ARCHITECTURES)
+def architecture(request: pytest.FixtureRequest) -> str:
+    """Each distinct tiny architecture's name in turn (:data:`TINY_ARCHITECTURES`): a test taking
+    this fixture runs once per name, and a newly registered architecture joins by itself."""
+    return request.param

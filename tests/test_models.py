@@ -4,21 +4,19 @@ import math
 
 import pytest
 import torch
-from factories import ARCHITECTURES, tiny_model_config
+from factories import distinct_architectures, tiny_model_config
 
 import clipforge.models as m
 from clipforge.config import ConfigError, ModelConfig
 
 NAMES = m.list_models()
-# Architectures by what a test needs of them, judged on their tiny configs (new ones join by themselves).
-VIT = [n for n in ARCHITECTURES if tiny_model_config(n).vision.kind == "vit"]
-CAUSAL_TEXT = [n for n in ARCHITECTURES if tiny_model_config(n).text.causal]
-CLS_VIT_EOT_TEXT = [  # a class-token image tower and an end-token text tower: what _full_pass_reference computes
-    n
-    for n in ARCHITECTURES
-    if (c := tiny_model_config(n)).vision.kind == "vit" and c.vision.pool == "cls" and c.vision.project
-    and c.text.causal and c.text.pool == "eot"
-]
+# Distinct tiny architectures by what a test needs of them (a newly registered one joins by itself).
+VIT = distinct_architectures(lambda c: c.vision.kind == "vit")
+CAUSAL_TEXT = distinct_architectures(lambda c: c.text.causal)
+CLS_VIT_EOT_TEXT = distinct_architectures(  # a class-token image tower, an end-token text tower: _full_pass_reference
+    lambda c: c.vision.kind == "vit" and c.vision.pool == "cls" and c.vision.project and c.text.causal
+    and c.text.pool == "eot"
+)
 
 
 def random_tokens(cfg: ModelConfig, batch: int, lengths: list[int]) -> torch.Tensor:
