@@ -4,14 +4,11 @@ import pytest
 import torch
 from train_helpers import random_tokens
 
-from clipforge.config import VisionConfig
 from clipforge.models import CLIP
 from clipforge.train.accumulation import forward_backward
 from clipforge.train.lit import lock_image_tower, set_train_mode
 from clipforge.train.loop import make_loss_fn
 from clipforge.train.optim import build_optimizer
-
-RESNET = VisionConfig(kind="resnet", image_size=64, width=8, layers=(1, 1, 1, 2), head_width=16)
 
 
 def _train(model, frozen, steps=3, size=16):
@@ -27,8 +24,8 @@ def _train(model, frozen, steps=3, size=16):
 @pytest.mark.parametrize("kind", ["vit", "resnet"])
 @pytest.mark.parametrize("unlocked", [0, 1])
 def test_locked_weights_stay_bit_identical(kind, unlocked, tiny_model_config):
-    cfg = tiny_model_config(embed_dim=16, context_length=24)  # random_tokens draws 24-token texts
-    cfg = cfg if kind == "vit" else cfg.replace(vision=RESNET)
+    arch, vision = {"vit": ("vit-tiny", {}), "resnet": ("RN50", {"layers": (1, 1, 1, 2)})}[kind]  # 2 blocks last
+    cfg = tiny_model_config(arch, embed_dim=16, context_length=24, vision=vision)  # random_tokens: 24 tokens
     model = CLIP(cfg)
     size = cfg.vision.image_size
     frozen = lock_image_tower(model, unlocked_blocks=unlocked)

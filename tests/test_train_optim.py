@@ -29,13 +29,8 @@ def test_schedule_without_warmup():
 
 @pytest.mark.parametrize("kind", ["vit", "resnet"])
 def test_no_weight_decay_on_norms_biases_embeddings_and_temperature(kind, tiny_model_config):
-    cfg = tiny_model_config(embed_dim=16, context_length=24, init_logit_bias=-10.0)
-    if kind == "resnet":
-        from clipforge.config import VisionConfig
-
-        cfg = cfg.replace(
-            vision=VisionConfig(kind="resnet", image_size=64, width=8, layers=(1, 1, 1, 1), head_width=16)
-        )
+    arch = {"vit": "vit-tiny", "resnet": "RN50"}[kind]
+    cfg = tiny_model_config(arch, embed_dim=16, context_length=24, init_logit_bias=-10.0)
     model = CLIP(cfg)
     decay, no_decay = param_groups(model, weight_decay=0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
