@@ -75,7 +75,7 @@ def train_shapes_model(
     """Train (once: later calls find the checkpoint) ``model`` (default: a tiny ViT) for 150 steps of
     128 shapes pairs with the library's training API and a BPE vocabulary learnt from the captions,
     evaluating the colour task at the end exactly as the training loop (and so ``quickstart``) does.
-    Returns (checkpoint path, the loop's final evaluation dict). About 30 s on 2 idle CPU cores."""
+    Returns (checkpoint path, the loop's final evaluation dict). About 76 s on 2 idle CPU cores."""
     import json
     from pathlib import Path
 

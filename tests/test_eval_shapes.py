@@ -16,6 +16,10 @@ from clipforge.eval.linear_probe import linear_probe
 from clipforge.eval.zeroshot import build_classifier, encode_images, zero_shot_accuracy
 from clipforge.train.periodic_eval import materialize_task
 
+# Every test here uses the session's shapes_model, trained on first use (76 s on a quiet
+# 2-core machine): whichever test runs first pays for it, hence slow, and 300 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
 
 def _export_task(task, folder, per_class=None):
     """Write a shapes task as an image folder (one sub-folder per class) + class-name and template files."""
