@@ -1,13 +1,10 @@
-"""Helpers for the evaluation and application tests: a word-level stand-in tokenizer, tiny models
-and hand-drawn shape images."""
+"""Helpers for the evaluation and application tests: a word-level stand-in tokenizer, hand-drawn
+shape images and a small model trained on the shapes data (not a test module)."""
 
 from __future__ import annotations
 
 import torch
-from conftest import tiny_config
 from PIL import Image, ImageDraw
-
-from clipforge.models import create_model
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 200, 20)}
 
@@ -27,13 +24,6 @@ class WordTokenizer:
             ids = [1] + words[: ctx - 2] + [self.eot]
             out[i, : len(ids)] = torch.tensor(ids)
         return out
-
-
-def tiny_model(name: str = "vit-tiny"):
-    from clipforge.models import get_model_config
-
-    torch.manual_seed(0)
-    return create_model(tiny_config(get_model_config(name))).eval()
 
 
 def shape_image(shape: str = "circle", colour: str = "red", *, size: int = 64, box=None) -> Image.Image:
@@ -85,7 +75,7 @@ def train_shapes_model(
     """Train (once: later calls find the checkpoint) ``model`` (default: a tiny ViT) for 150 steps of
     128 shapes pairs with the library's training API and a BPE vocabulary learnt from the captions,
     evaluating the colour task at the end exactly as the training loop (and so ``quickstart``) does.
-    Returns (checkpoint path, the loop's final evaluation dict). About 30 s on 2 idle CPU cores."""
+    Returns (checkpoint path, the loop's final evaluation dict). About 76 s on 2 idle CPU cores."""
     import json
     from pathlib import Path
 

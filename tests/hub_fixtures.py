@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 from convert_utils import perturb, small_tokenizer
+from factories import tiny_model_config
 
-from clipforge.config import ModelConfig, TextConfig, VisionConfig
+from clipforge.config import ModelConfig
 from clipforge.convert.export import export_open_clip
 from clipforge.convert.open_clip import to_open_clip
 from clipforge.models import CLIP
@@ -25,14 +26,12 @@ OPENAI_VOCAB = 49408
 
 
 def openai_config(act: str = "quick_gelu") -> ModelConfig:
-    """OpenAI's layout at test size: 64-wide heads (OpenAI's rule), OpenAI's vocabulary, 32 px images."""
-    return ModelConfig(
-        embed_dim=24,
-        act=act,
-        vision=VisionConfig(kind="vit", image_size=32, patch_size=16, width=64, layers=2, head_width=64),
-        text=TextConfig(context_length=16, vocab_size=OPENAI_VOCAB, width=64, layers=1, head_width=64),
-        name="tiny-openai",
-    ).validate()
+    """OpenAI's layout at test size: ViT-B-16 shrunk, with 64-wide heads (OpenAI's rule), OpenAI's
+    vocabulary, 32 px images and one text layer."""
+    return tiny_model_config(
+        "ViT-B-16", act=act, name="tiny-openai", image_size=32, vocab_size=OPENAI_VOCAB,
+        vision={"width": 64, "head_width": 64}, text={"width": 64, "layers": 1, "head_width": 64},
+    )  # fmt: skip
 
 
 def openai_pt(path: Path, *, seed: int = 0) -> CLIP:

@@ -1,18 +1,16 @@
-"""Shared helpers for the search tests: a tiny random CLIP, a tokenizer, and image folders."""
+"""Shared helpers for the search tests: an encoder and a checkpoint of a tiny random CLIP (built by
+``factories``), a tokenizer, and image folders (not a test module)."""
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import tiny_config
+from factories import tiny_model
 from PIL import Image
-
-from clipforge.models import create_model, get_model_config
 
 
 class WordTokenizer:
@@ -32,16 +30,11 @@ class WordTokenizer:
         return out
 
 
-def tiny_model(seed: int = 0):
-    torch.manual_seed(seed)
-    return create_model(tiny_config(get_model_config("vit-tiny"))).eval()
-
-
 def tiny_encoder(seed: int = 0):
     from clipforge.api import image_transform
     from clipforge.index import Encoder
 
-    model = tiny_model(seed)
+    model = tiny_model(seed=seed)
     return Encoder(model, WordTokenizer(), image_transform(model.config))
 
 
@@ -58,11 +51,7 @@ def save_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     from clipforge.checkpoint import save_checkpoint
 
     tok = tokenizer_for_checkpoint()
-    torch.manual_seed(seed)
-    cfg = tiny_config(get_model_config("vit-tiny"))
-    cfg = cfg.replace(text=dataclasses.replace(cfg.text, vocab_size=tok.vocab_size))
-    model = create_model(cfg).eval()
-    return save_checkpoint(path, model, tokenizer=tok)
+    return save_checkpoint(path, tiny_model(seed=seed, vocab_size=tok.vocab_size), tokenizer=tok)
 
 
 def write_image(path: Path, seed: int, *, size: tuple[int, int] = (40, 32), fmt: str | None = None) -> Path:

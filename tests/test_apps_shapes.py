@@ -19,13 +19,12 @@ from clipforge.eval.moderate import Moderator
 from clipforge.eval.policy import parse_policy
 from clipforge.eval.zeroshot import encode_texts
 
+# Every test here but the quickstart-size one uses the session's shapes_model, trained on first use (76 s on a quiet
+# 2-core machine): whichever test runs first pays for it, hence slow, and 300 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
 OTHERS = [c for c in colours() if c != "red"]
 POLICY = "flagged:\n  - a red object\nbenign:\n" + "".join(f"  - a {c} object\n" for c in OTHERS)
-
-
-@pytest.fixture(scope="session")
-def shapes_model(tmp_path_factory):
-    return train_shapes_model(tmp_path_factory.getbasetemp() / "evalkit-shapes-model")
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +126,7 @@ def test_default_heat_map_lands_on_the_named_object(loaded):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(540)  # trains its model first: 175 s (resnet), 108 s (vit) on a quiet 2-core machine
 @pytest.mark.parametrize("name", ["resnet", "vit"])
 def test_default_heat_map_lands_on_the_named_object_at_quickstart_size(quickstart_sized, name):
     assert _hit_rate(quickstart_sized(name)) >= 0.9

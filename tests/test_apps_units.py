@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from evalkit import WordTokenizer, tiny_model
+from evalkit import WordTokenizer
 
 from clipforge.eval.moderate import Moderator
 from clipforge.eval.policy import PolicyError, load_policy, parse_policy
@@ -73,9 +73,9 @@ def test_sigmoid_policy_may_list_only_flagged_descriptions():
     assert p.benign == () and p.mode == "sigmoid"
 
 
-def test_decision_rule_on_known_scores():
+def test_decision_rule_on_known_scores(tiny_model):
     policy = parse_policy(GOOD)
-    mod = Moderator(tiny_model(), WordTokenizer(), policy)
+    mod = Moderator(tiny_model(seed=0), WordTokenizer(), policy)
     # columns: red (t=0.4), weapon (t=0.25), blue, green
     scores = torch.tensor(
         [

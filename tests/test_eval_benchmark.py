@@ -6,16 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 from test_data_formats import write_tar
-from train_helpers import tiny_model_config
 
 from clipforge.checkpoint import save_checkpoint
 from clipforge.cli.main import main
 from clipforge.eval.clip_benchmark import is_benchmark_dir, load_benchmark
 from clipforge.eval.prompts import builtin_classnames, builtin_templates, load_classnames, load_templates
-from clipforge.models import create_model
 from clipforge.tokenizer import get_tokenizer
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220)}
@@ -77,9 +74,8 @@ def write_benchmark(root: Path, *, retrieval: bool = False) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model(tiny_model_config(image_size=16, vocab_size=49408, context_length=16)).eval()
+def checkpoint(tmp_path_factory, tiny_model) -> Path:
+    model = tiny_model(seed=0, embed_dim=16, vocab_size=49408)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     return save_checkpoint(path, model, tokenizer=get_tokenizer("openai", context_length=16))
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from evalkit import train_shapes_model
 from PIL import Image
 
 from clipforge.api import load
@@ -17,10 +16,9 @@ from clipforge.eval.linear_probe import linear_probe
 from clipforge.eval.zeroshot import build_classifier, encode_images, zero_shot_accuracy
 from clipforge.train.periodic_eval import materialize_task
 
-
-@pytest.fixture(scope="session")
-def shapes_model(tmp_path_factory):
-    return train_shapes_model(tmp_path_factory.getbasetemp() / "evalkit-shapes-model")
+# Every test here uses the session's shapes_model, trained on first use (76 s on a quiet
+# 2-core machine): whichever test runs first pays for it, hence slow, and 300 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def _export_task(task, folder, per_class=None):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from evalkit import WordTokenizer, shape_image, tiny_model
+from evalkit import WordTokenizer, shape_image
 from PIL import Image
 
 from clipforge.eval import accuracy
@@ -104,14 +104,14 @@ def test_labelled_csv_skips_bad_rows_with_line_numbers(tmp_path):
         load_labelled(csv, label_key="klass")
 
 
-def test_unreadable_images_are_reported_per_file_and_skipped(tmp_path, caplog):
+def test_unreadable_images_are_reported_per_file_and_skipped(tmp_path, caplog, tiny_model):
     good = tmp_path / "good.png"
     shape_image().save(good)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
     trunc = tmp_path / "trunc.png"
     trunc.write_bytes(good.read_bytes()[:60])
-    model = tiny_model()
+    model = tiny_model(seed=0)
     from clipforge.api import image_transform
 
     feats = encode_image_files(model, image_transform(model), [bad, good, trunc], progress=False)
@@ -137,8 +137,8 @@ def test_topk_confusion_and_per_class():
 
 
 # ---- zero-shot classifier ----------------------------------------------------------------------
-def test_classifier_scores_save_load_and_model_mismatch(tmp_path):
-    model, tok = tiny_model(), WordTokenizer()
+def test_classifier_scores_save_load_and_model_mismatch(tmp_path, tiny_model):
+    model, tok = tiny_model(seed=0), WordTokenizer()
     clf = ZeroShotClassifier(model, tok, ["red", "blue", "green"], ["a {} thing", "a {} shape"])
     images = [shape_image(colour=c) for c in ("red", "blue")]
     probs = clf.scores(images)
@@ -150,8 +150,8 @@ def test_classifier_scores_save_load_and_model_mismatch(tmp_path):
     assert again.labels == clf.labels and again.templates == clf.templates
     assert torch.equal(again.scores(images), probs)
     # a bf16 copy of the same weights is the same model; different weights are not
-    assert model_id(tiny_model().to(torch.bfloat16)) == model_id(model)
-    other = tiny_model()
+    assert model_id(tiny_model(seed=0).to(torch.bfloat16)) == model_id(model)
+    other = tiny_model(seed=0)
     with torch.no_grad():
         other.visual.proj.add_(0.01)
     with pytest.raises(ValueError, match="built for model .* rebuild the classifier"):
@@ -162,16 +162,16 @@ def test_classifier_scores_save_load_and_model_mismatch(tmp_path):
         ZeroShotClassifier(model, tok, [], ["{}"])
 
 
-def test_classifier_class_embedding_is_the_template_mean():
-    model, tok = tiny_model(), WordTokenizer()
+def test_classifier_class_embedding_is_the_template_mean(tiny_model):
+    model, tok = tiny_model(seed=0), WordTokenizer()
     clf = ZeroShotClassifier(model, tok, ["red"], ["a {} thing", "one {}"])
     with torch.no_grad():
         t = F.normalize(model.encode_text(tok(["a red thing", "one red"], context_length=16)), dim=-1)
     assert torch.allclose(clf.class_embeddings[0], F.normalize(t.mean(0), dim=-1), atol=1e-6)
 
 
-def test_sigmoid_scores_use_the_logit_bias():
-    model = tiny_model()
+def test_sigmoid_scores_use_the_logit_bias(tiny_model):
+    model = tiny_model(seed=0)
     model.logit_bias = torch.nn.Parameter(torch.tensor(-10.0))
     clf = ZeroShotClassifier(model, WordTokenizer(), ["red", "blue"], ["{}"])
     feats = clf.encode([shape_image()])
@@ -209,8 +209,8 @@ def test_few_shot_and_stratified_split_are_per_class():
 
 
 # ---- captions ----------------------------------------------------------------------------------
-def test_caption_bank_ranks_by_cosine(tmp_path):
-    model, tok = tiny_model(), WordTokenizer()
+def test_caption_bank_ranks_by_cosine(tmp_path, tiny_model):
+    model, tok = tiny_model(seed=0), WordTokenizer()
     f = tmp_path / "bank.txt"
     f.write_text("a red circle\n# not a caption\na blue square\n\na red circle\na green blob\n")
     captions = load_caption_bank(f)
@@ -224,8 +224,8 @@ def test_caption_bank_ranks_by_cosine(tmp_path):
 
 # ---- explanations ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["vit-tiny", "rn-tiny"])
-def test_heat_maps_all_methods_both_towers(tmp_path, name):
-    model, tok = tiny_model(name), WordTokenizer()
+def test_heat_maps_all_methods_both_towers(tmp_path, name, tiny_model):
+    model, tok = tiny_model(name, seed=0), WordTokenizer()
     from clipforge.api import image_transform
 
     transform = image_transform(model)
@@ -251,7 +251,7 @@ def test_heat_maps_all_methods_both_towers(tmp_path, name):
     assert np.abs(drawn[:, 16:104] - original[:, 16:104]).max() > 20  # the view: the map blended in
 
 
-def test_heat_on_image_inverts_the_preprocessing_geometry():
+def test_heat_on_image_inverts_the_preprocessing_geometry(tiny_model):
     from clipforge.api import image_transform
     from clipforge.eval.explain_draw import heat_on_image
 
@@ -267,7 +267,7 @@ def test_heat_on_image_inverts_the_preprocessing_geometry():
     with pytest.raises(ValueError, match="square"):
         heat_on_image(torch.rand(4, 8), 8, 8)
     # A marker drawn on a 300x200 photo lands, through the real transform and back, on itself.
-    model = tiny_model("rn-tiny")
+    model = tiny_model("rn-tiny", seed=0)
     transform = image_transform(model)
     photo = Image.new("RGB", (300, 200), (128, 128, 128))
     photo.paste((255, 255, 255), (180, 40, 220, 80))

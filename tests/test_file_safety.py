@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from search_fixtures import make_folder, tiny_encoder
-from train_helpers import tiny_model_config, write_pairs_csv, write_tiny_model
+from train_helpers import write_pairs_csv, write_tiny_model
 
 from clipforge.cli._apps import emit_json
 from clipforge.cli.main import main
 from clipforge.convert.export import export_hf, export_open_clip
 from clipforge.index import IndexStore, index_folder
 from clipforge.index.ann import ann_paths, open_vector_index
-from clipforge.models import CLIP
 from clipforge.tokenizer.vocab import write_hf_files
 from clipforge.train.run_dir import RunDir
 
@@ -42,10 +41,10 @@ def written_files(root: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o027])
-def test_written_files_get_the_umask_mode_not_0600(tmp_path, umask, mask):
+def test_written_files_get_the_umask_mode_not_0600(tmp_path, umask, mask, tiny_model):
     umask(mask)
     want = 0o666 & ~mask
-    model = CLIP(tiny_model_config())
+    model = tiny_model(train=True)
     run = RunDir(tmp_path / "run")
     run.save(1, model, tokenizer=None, state={"step": 1}, provenance={})  # weights + resumable state
     export_hf(model, tmp_path / "hf")
@@ -93,9 +92,9 @@ def test_index_start_sweeps_stale_temporaries_of_its_own_files_only(tmp_path):
     assert live.exists() and foreign.exists()
 
 
-def test_run_dir_sweep(tmp_path):
+def test_run_dir_sweep(tmp_path, tiny_model):
     run = RunDir(tmp_path)
-    run.save(1, CLIP(tiny_model_config()), tokenizer=None, state={"step": 1}, provenance={})
+    run.save(1, tiny_model(train=True), tokenizer=None, state={"step": 1}, provenance={})
     left = [run.checkpoints / ".step-000002.safetensors.x1.tmp", tmp_path / ".run.json.y2.tmp"]
     for p in left:
         p.write_bytes(b"partial")

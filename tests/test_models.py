@@ -4,12 +4,19 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from factories import distinct_architectures, tiny_model_config
 
 import clipforge.models as m
 from clipforge.config import ConfigError, ModelConfig
 
 NAMES = m.list_models()
+# Distinct tiny architectures by what a test needs of them (a newly registered one joins by itself).
+VIT = distinct_architectures(lambda c: c.vision.kind == "vit")
+CAUSAL_TEXT = distinct_architectures(lambda c: c.text.causal)
+CLS_VIT_EOT_TEXT = distinct_architectures(  # a class-token image tower, an end-token text tower: _full_pass_reference
+    lambda c: c.vision.kind == "vit" and c.vision.pool == "cls" and c.vision.project and c.text.causal
+    and c.text.pool == "eot"
+)
 
 
 def random_tokens(cfg: ModelConfig, batch: int, lengths: list[int]) -> torch.Tensor:
@@ -35,9 +42,8 @@ def test_named_config_round_trips(name):
     assert cfg.name == name
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_tiny_model_forward_backward(name):
-    cfg = tiny_config(m.get_model_config(name))
+def test_tiny_model_forward_backward(architecture):
+    cfg = tiny_model_config(architecture)
     model = m.create_model(cfg)
     images = torch.randn(3, 3, cfg.image_size, cfg.image_size)
     tokens = random_tokens(cfg, 3, [5, 16, 9])
@@ -59,9 +65,8 @@ def test_tiny_model_forward_backward(name):
     assert model.logit_scale.grad is not None
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_grad_checkpointing_gives_equal_outputs_and_grads(name):
-    cfg = tiny_config(m.get_model_config(name))
+def test_grad_checkpointing_gives_equal_outputs_and_grads(architecture):
+    cfg = tiny_model_config(architecture)
     model = m.create_model(cfg).train()
     if cfg.vision.kind == "resnet":
         model.eval()  # BatchNorm statistics would otherwise change between the two passes
@@ -84,8 +89,9 @@ def test_grad_checkpointing_gives_equal_outputs_and_grads(name):
         torch.testing.assert_close(grads[k], ref_grads[k], rtol=1e-5, atol=1e-6)
 
 
-def test_padding_skip_matches_full_length_pass():
-    cfg = tiny_config(m.get_model_config("vit-tiny"))
+@pytest.mark.parametrize("name", CAUSAL_TEXT)
+def test_padding_skip_matches_full_length_pass(name):
+    cfg = tiny_model_config(name)
     model = m.create_model(cfg).eval()
     tokens = random_tokens(cfg, 4, [3, 5, 8, 4])
     # Padding values must not matter either: fill the tail with arbitrary ids.
@@ -97,15 +103,15 @@ def test_padding_skip_matches_full_length_pass():
     torch.testing.assert_close(fast, full, rtol=0, atol=1e-5)
 
 
-def test_text_longer_than_context_is_an_error():
-    cfg = tiny_config(m.get_model_config("vit-tiny"))
+def test_text_longer_than_context_is_an_error(architecture):
+    cfg = tiny_model_config(architecture)
     model = m.create_model(cfg)
     with pytest.raises(ValueError, match="context length"):
         model.encode_text(torch.zeros(1, cfg.text.context_length + 1, dtype=torch.long))
 
 
 def test_logit_scale_is_clamped_at_100():
-    model = m.create_model(tiny_config(m.get_model_config("vit-tiny")))
+    model = m.create_model(tiny_model_config())
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1000.0))
     cfg = model.config
@@ -114,14 +120,14 @@ def test_logit_scale_is_clamped_at_100():
 
 
 def test_logit_bias_only_when_configured():
-    cfg = tiny_config(m.get_model_config("vit-tiny"))
+    cfg = tiny_model_config()
     assert m.create_model(cfg).logit_bias is None
     biased = m.create_model(cfg.replace(init_logit_bias=-10.0))
     assert biased.logit_bias.item() == -10.0
 
 
 def test_activation_is_explicit():
-    cfg = tiny_config(m.get_model_config("vit-tiny"))
+    cfg = tiny_model_config()
     gelu = m.create_model(cfg)
     quick = m.create_model(cfg.replace(act="quick_gelu"))
     assert type(gelu.text.transformer.blocks[0].mlp.act).__name__ == "GELU"
@@ -157,9 +163,9 @@ def test_config_json_file(tmp_path):
     assert m.create_model(path).config.vision.kind == "resnet"
 
 
-@pytest.mark.parametrize("name", ["ViT-B-16", "ViT-B-16-SigLIP"])
+@pytest.mark.parametrize("name", VIT)
 def test_vit_patch_embeddings_shape(name):
-    cfg = tiny_config(m.get_model_config(name))
+    cfg = tiny_model_config(name)
     model = m.create_model(cfg).eval()
     images = torch.randn(2, 3, cfg.image_size, cfg.image_size)
     patches = model.visual.project_patches(images)
@@ -171,8 +177,8 @@ def test_vit_patch_embeddings_shape(name):
         torch.testing.assert_close(patches[:, 1, 1].detach(), alone)
 
 
-def test_bf16_weights_run_and_stay_close():
-    cfg = tiny_config(m.get_model_config("vit-tiny"))
+def test_bf16_weights_run_and_stay_close(architecture):
+    cfg = tiny_model_config(architecture)
     model = m.create_model(cfg).eval()
     images = torch.randn(4, 3, cfg.image_size, cfg.image_size)
     tokens = random_tokens(cfg, 4, [3, 5, 8, 4])
@@ -194,12 +200,13 @@ def _full_pass_reference(model: m.CLIP, images: torch.Tensor, tokens: torch.Tens
     return img, t.norm_final(x) @ t.proj
 
 
+@pytest.mark.parametrize("name", CLS_VIT_EOT_TEXT)
 @pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
-def test_last_block_computing_only_the_read_rows_changes_nothing(act):
+def test_last_block_computing_only_the_read_rows_changes_nothing(act, name):
     # The image tower reads the class token and the text tower the end token, so the last block
     # computes only those rows; inference also updates activations in place. Both must give the
     # textbook result, with and without autograd, and the same gradients.
-    cfg = tiny_config(m.get_model_config("vit-tiny")).replace(act=act)
+    cfg = tiny_model_config(name, act=act)
     cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, image_size=4 * cfg.vision.patch_size, layers=3))
     model = m.create_model(cfg)
     images = torch.randn(3, 3, cfg.vision.image_size, cfg.vision.image_size)

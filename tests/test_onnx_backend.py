@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from search_fixtures import WordTokenizer, make_folder, save_tiny_checkpoint, tiny_model
+from search_fixtures import WordTokenizer, make_folder, save_tiny_checkpoint
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(tiny_model):
+    """The default tiny model, its own weights (seed 3), shared by the module."""
     return tiny_model(seed=3)
 
 
@@ -67,7 +68,7 @@ def test_int8_backend_is_close_to_fp32(model, tmp_path):
     assert not torch.equal(onnx.encode_image(images), model.encode_image(images))  # really quantized
 
 
-def test_files_of_other_weights_are_replaced(model, tmp_path):
+def test_files_of_other_weights_are_replaced(model, tmp_path, tiny_model):
     onnx_model(model, backend="onnx", model_id="cf:not-this-model", cache_dir=tmp_path)
     other = tiny_model(seed=4)
     onnx = onnx_model(other, backend="onnx", model_id=model_id(other), cache_dir=tmp_path)

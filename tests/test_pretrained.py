@@ -25,12 +25,7 @@ from clipforge.pretrained import (
 OPENAI_NINE = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_caches(tmp_path, monkeypatch):
-    """Every test gets empty clipforge and Hub caches, and no network."""
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cf-cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("isolated_caches")  # every test: empty caches, no network
 
 
 def _embeddings(model, tokens=None):

@@ -10,14 +10,7 @@ from clipforge.pretrained import get_pretrained, list_pretrained, resolve_model
 
 transformers = pytest.importorskip("transformers", reason="transformers writes the reference folder")
 pytest.importorskip("sentencepiece", reason="SigLIP's spiece.model needs sentencepiece")
-pytestmark = pytest.mark.reference
-
-
-@pytest.fixture(autouse=True)
-def _isolated_caches(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cf-cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = [pytest.mark.reference, pytest.mark.usefixtures("isolated_caches")]  # empty caches, no network
 
 
 def test_registry_has_the_siglip_families():

@@ -14,7 +14,6 @@ from search_fixtures import make_folder, save_tiny_checkpoint
 from train_helpers import write_pairs_csv, write_tiny_model
 
 from clipforge.cli.main import main
-from clipforge.models import CLIP
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -69,15 +68,13 @@ def test_no_progress_means_no_bpe_bar(tmp_path, capsys):
     assert "BPE merges" not in captured.err + captured.out and "it/s" not in captured.err
 
 
-def test_encoders_move_inputs_to_the_model_device_and_dtype():
-    from train_helpers import tiny_model_config
-
-    model = CLIP(tiny_model_config()).eval()
+def test_encoders_move_inputs_to_the_model_device_and_dtype(tiny_model):
+    model = tiny_model()
     size = model.config.vision.image_size
     images = torch.rand(2, 3, size, size, dtype=torch.float64)  # not the model's dtype
     with torch.no_grad():
         assert model.encode_image(images).dtype == torch.float32
-    meta = CLIP(tiny_model_config()).to("meta")  # stands in for a GPU: inputs stay on the CPU
+    meta = tiny_model().to("meta")  # stands in for a GPU: inputs stay on the CPU
     out = meta.encode_image(torch.rand(2, 3, size, size))
     assert out.device.type == "meta" and out.shape == (2, model.config.embed_dim)
 

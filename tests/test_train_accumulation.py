@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from train_helpers import random_tokens, tiny_model_config
+from train_helpers import random_tokens
 
 from clipforge.models import CLIP
 from clipforge.train.accumulation import forward_backward, split_batch
@@ -17,8 +17,8 @@ def _grads(model):
 
 @pytest.mark.parametrize("loss", ["clip", "siglip"])
 @pytest.mark.parametrize("parts", [2, 3])
-def test_accumulated_batch_equals_one_big_batch(loss, parts):
-    cfg = tiny_model_config()
+def test_accumulated_batch_equals_one_big_batch(loss, parts, tiny_model_config):
+    cfg = tiny_model_config(embed_dim=16, context_length=24)  # random_tokens draws 24-token texts
     if loss == "siglip":
         cfg = cfg.replace(init_logit_scale=math.log(10), init_logit_bias=-10.0)
     model = CLIP(cfg)
@@ -44,9 +44,9 @@ def test_accumulated_batch_equals_one_big_batch(loss, parts):
         torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_accumulation_is_not_per_micro_batch_losses():
+def test_accumulation_is_not_per_micro_batch_losses(tiny_model):
     """Summing per-micro-batch losses loses the cross-micro-batch negatives: a different gradient."""
-    model = CLIP(tiny_model_config())
+    model = tiny_model(embed_dim=16, context_length=24, train=True)
     images, tokens = torch.randn(8, 3, 16, 16), random_tokens(8)
     loss_fn = make_loss_fn("clip", chunk_size=None, distributed=False)
     forward_backward(model, split_batch(images, tokens, 2), loss_fn)
@@ -58,8 +58,8 @@ def test_accumulation_is_not_per_micro_batch_losses():
     assert not torch.allclose(cached["text.proj"], naive["text.proj"], rtol=1e-3, atol=1e-6)
 
 
-def test_chunked_loss_and_accumulation_agree():
-    model = CLIP(tiny_model_config())
+def test_chunked_loss_and_accumulation_agree(tiny_model):
+    model = tiny_model(embed_dim=16, context_length=24, train=True)
     images, tokens = torch.randn(10, 3, 16, 16), random_tokens(10)
     plain = forward_backward(
         model, [(images, tokens)], make_loss_fn("clip", chunk_size=None, distributed=False)

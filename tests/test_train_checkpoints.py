@@ -4,18 +4,16 @@ import json
 
 import pytest
 import torch
-from train_helpers import tiny_model_config
 
 from clipforge.config import ConfigError
-from clipforge.models import CLIP
 from clipforge.train.config import TrainConfig
 from clipforge.train.metrics_log import MetricsLogger, read_metrics
 from clipforge.train.run_dir import RunDir, rng_state, set_rng_state
 
 
-def test_keep_last_and_latest_complete_step(tmp_path):
+def test_keep_last_and_latest_complete_step(tmp_path, tiny_model):
     run = RunDir(tmp_path, keep_last=2)
-    model = CLIP(tiny_model_config())
+    model = tiny_model(train=True)
     for step in (10, 20, 30):
         run.save(step, model, tokenizer=None, state={"step": step}, provenance={})
     assert run.saved_steps() == [20, 30]

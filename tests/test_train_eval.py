@@ -3,11 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from train_helpers import tiny_model_config
 
 from clipforge.eval.retrieval import retrieval_metrics
 from clipforge.eval.zeroshot import build_classifier, fill_template, zero_shot_accuracy
-from clipforge.models import CLIP
 
 
 def test_retrieval_with_several_captions_per_image():
@@ -68,13 +66,13 @@ def test_zero_shot_accuracy_topk():
         zero_shot_accuracy(feats, classifier, [0, 1, 2, 3])
 
 
-def test_build_classifier_is_normalised_mean_of_prompts():
+def test_build_classifier_is_normalised_mean_of_prompts(tiny_model):
     class Tok:
         def __call__(self, texts, context_length=None):
             rows = [[62] + [len(t) % 60 + 1, (len(t) * 7) % 60 + 1] + [63] for t in texts]
             return torch.tensor(rows)
 
-    model = CLIP(tiny_model_config()).eval()
+    model = tiny_model(embed_dim=16)
     templates = ("a photo of a {c}.", "a {}")
     cls = build_classifier(model, Tok(), ["cat", "zebra"], templates)
     assert cls.shape == (2, 16)

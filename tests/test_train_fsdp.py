@@ -31,6 +31,7 @@ def _torchrun(*args: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)  # 56 s on a quiet 2-core machine, much of it waiting on processes
 @pytest.mark.distributed
 def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
     data = write_pairs_csv(tmp_path / "data", n=48)

@@ -2,16 +2,13 @@
 
 import pytest
 import torch
-from train_helpers import random_tokens, tiny_model_config
+from train_helpers import random_tokens
 
-from clipforge.config import VisionConfig
 from clipforge.models import CLIP
 from clipforge.train.accumulation import forward_backward
 from clipforge.train.lit import lock_image_tower, set_train_mode
 from clipforge.train.optim import build_optimizer
 from clipforge.train.step import make_loss_fn
-
-RESNET = VisionConfig(kind="resnet", image_size=64, width=8, layers=(1, 1, 1, 2), head_width=16)
 
 
 def _train(model, frozen, steps=3, size=16):
@@ -26,8 +23,9 @@ def _train(model, frozen, steps=3, size=16):
 
 @pytest.mark.parametrize("kind", ["vit", "resnet"])
 @pytest.mark.parametrize("unlocked", [0, 1])
-def test_locked_weights_stay_bit_identical(kind, unlocked):
-    cfg = tiny_model_config() if kind == "vit" else tiny_model_config().replace(vision=RESNET)
+def test_locked_weights_stay_bit_identical(kind, unlocked, tiny_model_config):
+    arch, vision = {"vit": ("vit-tiny", {}), "resnet": ("RN50", {"layers": (1, 1, 1, 2)})}[kind]  # 2 blocks last
+    cfg = tiny_model_config(arch, embed_dim=16, context_length=24, vision=vision)  # random_tokens: 24 tokens
     model = CLIP(cfg)
     size = cfg.vision.image_size
     frozen = lock_image_tower(model, unlocked_blocks=unlocked)
@@ -57,7 +55,7 @@ def test_locked_weights_stay_bit_identical(kind, unlocked):
             assert int(after["visual.layer4.1.bn1.num_batches_tracked"]) == 3
 
 
-def test_unlocked_blocks_bounds():
-    model = CLIP(tiny_model_config())
+def test_unlocked_blocks_bounds(tiny_model):
+    model = tiny_model(train=True)
     with pytest.raises(ValueError, match="unlocked_blocks"):
         lock_image_tower(model, unlocked_blocks=3)

@@ -8,19 +8,16 @@ import dataclasses
 import pytest
 import torch
 from convert_utils import VOCAB, example_tokens, max_diff, normalized, small_tokenizer
-from train_helpers import tiny_model_config, write_pairs_csv
+from train_helpers import write_pairs_csv
 
 from clipforge.checkpoint import load_checkpoint, load_state_dict_strict, load_weights, save_checkpoint
 from clipforge.convert import export_hf, export_open_clip, import_model
-from clipforge.models import CLIP, create_model
+from clipforge.models import CLIP
 from clipforge.train import TrainConfig
 from clipforge.train.loop import fit
 from clipforge.train.lora import adapter_state_dict, apply_lora, merge_lora, merged_state_dict
 
-
-def _model() -> CLIP:
-    torch.manual_seed(0)
-    return create_model(tiny_model_config(image_size=16, vocab_size=VOCAB, context_length=16)).eval()
+BASE = {"seed": 0, "vocab_size": VOCAB, "embed_dim": 16}  # the base model: same weights on every call
 
 
 def _outputs(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,11 +25,11 @@ def _outputs(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> tuple[t
         return model.encode_image(images), model.encode_text(tokens)
 
 
-def test_adapters_start_at_zero_and_merge_to_the_same_outputs():
-    base = _model()
+def test_adapters_start_at_zero_and_merge_to_the_same_outputs(tiny_model):
+    base = tiny_model(**BASE)
     images, tokens = torch.randn(3, 3, 16, 16), example_tokens()
     want = _outputs(base, images, tokens)
-    model = _model()
+    model = tiny_model(**BASE)
     n = apply_lora(model, rank=4, alpha=8, towers=("image", "text"))
     assert n == 2 * 2 * 4  # 2 towers x 2 blocks x (qkv, proj, fc1, fc2)
     trainable = {k for k, p in model.named_parameters() if p.requires_grad}
@@ -45,7 +42,7 @@ def test_adapters_start_at_zero_and_merge_to_the_same_outputs():
                 p.normal_(std=0.05)
     adapted = _outputs(model, images, tokens)
     assert max_diff(adapted[0], want[0]) > 1e-3  # the adapters change the model...
-    plain = _model()
+    plain = tiny_model(**BASE)
     load_state_dict_strict(plain, merged_state_dict(model))  # ...and merge into plain weights
     for a, b in zip(_outputs(plain, images, tokens), adapted, strict=True):
         assert max_diff(a, b) <= 1e-5
@@ -55,8 +52,8 @@ def test_adapters_start_at_zero_and_merge_to_the_same_outputs():
         assert max_diff(a, b) <= 1e-5
 
 
-def test_towers_and_bad_options():
-    model = _model()
+def test_towers_and_bad_options(tiny_model):
+    model = tiny_model(**BASE)
     apply_lora(model, rank=2, towers=("text",))
     assert all(k.startswith("text.") for k in adapter_state_dict(model))
     with pytest.raises(ValueError, match="lora_towers"):
@@ -66,8 +63,8 @@ def test_towers_and_bad_options():
 
 
 @pytest.fixture()
-def lora_run(tmp_path):
-    init = save_checkpoint(tmp_path / "init.safetensors", _model(), tokenizer=small_tokenizer())
+def lora_run(tmp_path, tiny_model):
+    init = save_checkpoint(tmp_path / "init.safetensors", tiny_model(**BASE), tokenizer=small_tokenizer())
     cfg = TrainConfig(
         data=str(write_pairs_csv(tmp_path / "data", n=24)),
         init=str(init),

@@ -2,20 +2,15 @@
 
 import pytest
 import torch
-from train_helpers import tiny_model_config
 
 from clipforge.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from clipforge.cli.main import main
-from clipforge.models import CLIP
 from clipforge.train.merge import interpolate_state_dicts, merge_checkpoints
 
 
 @pytest.fixture
-def two_checkpoints(tmp_path):
-    torch.manual_seed(1)
-    a = CLIP(tiny_model_config())
-    torch.manual_seed(2)
-    b = CLIP(tiny_model_config())
+def two_checkpoints(tmp_path, tiny_model):
+    a, b = tiny_model(seed=1), tiny_model(seed=2)
     return (
         save_checkpoint(tmp_path / "a.safetensors", a),
         save_checkpoint(tmp_path / "b.safetensors", b),
@@ -44,9 +39,9 @@ def test_half_way_is_the_mean(two_checkpoints, tmp_path):
     assert info.provenance["alpha"] == 0.5
 
 
-def test_mismatches_are_errors(two_checkpoints, tmp_path):
+def test_mismatches_are_errors(two_checkpoints, tmp_path, tiny_model):
     pa, _, _, _ = two_checkpoints
-    other = CLIP(tiny_model_config(vocab_size=80))
+    other = tiny_model(vocab_size=80)
     pc = save_checkpoint(tmp_path / "c.safetensors", other)
     with pytest.raises(CheckpointError, match="different architectures"):
         merge_checkpoints(pa, pc, alpha=0.5, out=tmp_path / "m.safetensors")

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-from train_helpers import tiny_model_config
 
 from clipforge.models import CLIP
 from clipforge.train.optim import build_optimizer, lr_at, no_weight_decay, param_groups
@@ -29,14 +28,9 @@ def test_schedule_without_warmup():
 
 
 @pytest.mark.parametrize("kind", ["vit", "resnet"])
-def test_no_weight_decay_on_norms_biases_embeddings_and_temperature(kind):
-    cfg = tiny_model_config().replace(init_logit_bias=-10.0)
-    if kind == "resnet":
-        from clipforge.config import VisionConfig
-
-        cfg = cfg.replace(
-            vision=VisionConfig(kind="resnet", image_size=64, width=8, layers=(1, 1, 1, 1), head_width=16)
-        )
+def test_no_weight_decay_on_norms_biases_embeddings_and_temperature(kind, tiny_model_config):
+    arch = {"vit": "vit-tiny", "resnet": "RN50"}[kind]
+    cfg = tiny_model_config(arch, embed_dim=16, context_length=24, init_logit_bias=-10.0)
     model = CLIP(cfg)
     decay, no_decay = param_groups(model, weight_decay=0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
@@ -68,8 +62,8 @@ def test_no_weight_decay_on_norms_biases_embeddings_and_temperature(kind):
     assert all(no_weight_decay(n, p) for n, p in model.named_parameters() if p.ndim < 2)
 
 
-def test_optimizer_skips_frozen_parameters():
-    model = CLIP(tiny_model_config())
+def test_optimizer_skips_frozen_parameters(tiny_model):
+    model = tiny_model(train=True)
     for p in model.visual.parameters():
         p.requires_grad_(False)
     opt = build_optimizer(model, lr=1e-3, weight_decay=0.2)
@@ -82,8 +76,8 @@ def test_optimizer_skips_frozen_parameters():
         build_optimizer(model, lr=1e-3, weight_decay=0.2)
 
 
-def test_optimizer_step_moves_weights():
-    model = CLIP(tiny_model_config())
+def test_optimizer_step_moves_weights(tiny_model):
+    model = tiny_model(train=True)
     opt = build_optimizer(model, lr=1e-2, weight_decay=0.0)
     before = model.text.proj.detach().clone()
     out = model(torch.randn(2, 3, 16, 16), torch.tensor([[62, 5, 63, 0], [62, 7, 9, 63]]))

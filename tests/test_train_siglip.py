@@ -1,7 +1,6 @@
 """`clipforge train --init` on a SigLIP checkpoint fine-tunes with the sigmoid loss by default and
 keeps the checkpoint's SentencePiece tokenizer."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -10,24 +9,17 @@ from train_helpers import write_pairs_csv
 
 from clipforge.checkpoint import read_checkpoint_info, save_checkpoint
 from clipforge.cli.main import main
-from clipforge.models import create_model, get_model_config
 from clipforge.tokenizer import SentencePieceTokenizer
 
 TOKENIZER = Path(__file__).parent / "assets" / "sentencepiece" / "siglip2"
 
 
 @pytest.fixture(scope="module")
-def siglip_checkpoint(tmp_path_factory):
+def siglip_checkpoint(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("siglip-train")
     tok = SentencePieceTokenizer.from_hf_dir(TOKENIZER, context_length=16)
-    cfg = get_model_config("siglip-tiny")
-    cfg = cfg.replace(
-        embed_dim=32,
-        vision=dataclasses.replace(cfg.vision, image_size=16, width=32, layers=2, head_width=16),
-        text=dataclasses.replace(cfg.text, context_length=16, vocab_size=tok.vocab_size, width=32, layers=2,
-                                 head_width=16),
-    )
-    path = save_checkpoint(root / "base.safetensors", create_model(cfg), tokenizer=tok)
+    model = tiny_model("siglip-tiny", vocab_size=tok.vocab_size, train=True)
+    path = save_checkpoint(root / "base.safetensors", model, tokenizer=tok)
     return root, write_pairs_csv(root / "data", n=24), path
 
 

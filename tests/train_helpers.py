@@ -1,4 +1,4 @@
-"""Small stand-ins shared by the training tests: a tiny architecture and a tiny image-text dataset."""
+"""Small stand-ins shared by the training tests: a tiny model file and tiny image-text datasets (not a test module)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import torch
+from factories import tiny_model_config
 from torch.utils.data import Dataset
-
-from clipforge.config import ModelConfig, TextConfig, VisionConfig
 
 COLOURS = {
     "red": (0.9, 0.1, 0.1),
@@ -22,19 +21,12 @@ COLOURS = {
 }
 
 
-def tiny_model_config(*, image_size: int = 16, vocab_size: int = 64, context_length: int = 24) -> ModelConfig:
-    return ModelConfig(
-        embed_dim=16,
-        vision=VisionConfig(image_size=image_size, patch_size=8, width=32, layers=2, head_width=16),
-        text=TextConfig(
-            context_length=context_length, vocab_size=vocab_size, width=32, layers=2, head_width=16
-        ),
-        name="test-tiny",
-    )
-
-
-def write_tiny_model(path: Path, **kw) -> Path:
-    path.write_text(json.dumps(tiny_model_config(**kw).to_dict()))
+def write_tiny_model(path: Path, **overrides) -> Path:
+    """``path`` holding the training tests' model as JSON (for ``--model``): the factory's shrunk
+    ``vit-tiny`` with a 16-d embedding and 24-token texts (the sizes the training tests' thresholds
+    were set on), named ``test-tiny``, then ``overrides`` (:func:`factories.tiny_model_config`'s)."""
+    defaults = {"embed_dim": 16, "context_length": 24, "name": "test-tiny"}
+    path.write_text(json.dumps(tiny_model_config(**{**defaults, **overrides}).to_dict()))
     return path
 
 
