@@ -1,6 +1,7 @@
 """The towers' fast path (``models.fast_path``) computes what the plain layers compute.
 
-For every named architecture (shrunk by ``tiny_config``) in fp32 weights, bf16 weights and fp32
+For every named architecture (shrunk by the test factory; names that shrink to the same model run
+once, see ``factories.TINY_ARCHITECTURES``) in fp32 weights, bf16 weights and fp32
 weights under ``torch.autocast("cpu", bfloat16)``:
 
 - inference (no autograd): the fast path is taken (rows-only last block / pooled query; the MLP in
@@ -23,14 +24,14 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from conftest import tiny_config
+from factories import TINY_ARCHITECTURES, tiny_model_config
 from torch import nn
 
 import clipforge.models as m
 from clipforge.models import fast_path
 from clipforge.train.lora import apply_lora
 
-NAMES = m.list_models()
+NAMES = TINY_ARCHITECTURES
 MODES = ["fp32", "bf16", "autocast"]
 
 
@@ -55,7 +56,7 @@ def _tokens(cfg, lengths: list[int]) -> torch.Tensor:
 
 
 def _setup(name: str, mode: str) -> tuple[m.CLIP, torch.Tensor, torch.Tensor]:
-    cfg = tiny_config(m.get_model_config(name))
+    cfg = tiny_model_config(name)
     model = m.create_model(cfg, dtype=torch.bfloat16 if mode == "bf16" else None).eval()
     images = torch.randn(3, 3, cfg.vision.image_size, cfg.vision.image_size)
     return model, images, _tokens(cfg, [4, 16, 9])
