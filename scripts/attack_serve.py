@@ -30,14 +30,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
+sys.path.insert(0, str(ROOT / "tests"))  # the hostile inputs the tests use
+from hostile import open_hanging, zip_bomb  # noqa: E402
 
 CAPTIONS = ["a red circle", "a blue square", "a dog on a beach", "a cat on a sofa", "two green triangles"]
 
@@ -110,26 +112,13 @@ def server(ckpt: Path, db: Path, port: int):
             proc.kill()
 
 
-def hanging_connections(port: int, n: int) -> list[socket.socket]:
-    socks = []
-    for i in range(n):
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        if i % 3 == 1:
-            s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-        elif i % 3 == 2:
-            s.sendall(b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 100\r\n\r\n{\"text\": ")  # fmt: skip
-        socks.append(s)
-    return socks
-
-
 def summary(times: list[float]) -> str:
     ms = sorted(1000 * t for t in times)
     return f"median {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms (n={len(ms)})"
 
 
 def attack_slow_clients(port: int, n: int, rounds: int) -> list[str]:
-    socks = hanging_connections(port, n)
+    socks = open_hanging(port, n)
     try:
         health, search, statuses = [], [], set()
         for i in range(rounds):
@@ -194,25 +183,8 @@ def attack_ids(port: int) -> list[str]:
     return [f"| ids 2**63 and 2**64+5 on every id route | statuses {sorted(set(out.values()))} |"]
 
 
-def zip_bomb(path: Path, inflated: int) -> Path:
-    import torch
-
-    good = path.with_name("good.pt")
-    torch.save({"w": torch.zeros(2)}, good)
-    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", compresslevel=1) as dst:
-        for info in src.infolist():
-            dst.writestr(info, src.read(info))
-        info = zipfile.ZipInfo("good/data/bomb")
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with dst.open(info, "w", force_zip64=True) as f:
-            block = bytes(1 << 24)
-            for _ in range(inflated // len(block)):
-                f.write(block)
-    return path
-
-
 def attack_checkpoints(tmp: Path) -> list[str]:
-    bomb = zip_bomb(tmp / "bomb.pt", 1 << 30)
+    bomb = zip_bomb(tmp / "bomb.pt", inflated=1 << 30)
     code = (
         "import resource, sys, time\n"
         "from clipforge.convert import ConvertError, read_tensors\n"

@@ -7,11 +7,14 @@ browser download). Skips with the reason when either is missing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from search_fixtures import make_folder, tiny_encoder
@@ -36,8 +39,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def _serving(base: Path, images: int) -> Iterator[tuple[str, Path]]:
+    """Index ``images`` generated pictures under ``base`` and serve them on a free loopback port
+    from a thread; yields (page URL, photo folder). Skips without playwright, chromium or uvicorn."""
     pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
     if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
         pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
@@ -45,9 +50,8 @@ def server(tmp_path_factory):
     from clipforge.index import ImageIndex, IndexStore, index_folder
     from clipforge.serve import SearchService, create_app
 
-    base = tmp_path_factory.mktemp("browser")
     root, db = base / "photos", base / "i.cfidx"
-    make_folder(root, 10)
+    make_folder(root, images)
     encoder = tiny_encoder()
     with IndexStore(db, create=True) as store:
         index_folder(root, store, encoder, num_workers=0, progress=False)
@@ -60,9 +64,17 @@ def server(tmp_path_factory):
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}/", "root": root}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}/", root
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with _serving(tmp_path_factory.mktemp("browser"), 10) as (url, root):
+        yield {"url": url, "root": root}
 
 
 @pytest.fixture()
@@ -144,31 +156,8 @@ def test_dropping_an_image_searches_by_image_and_classify_panel_works(page, serv
 # -- a photo library: filters, "load more", the query in the URL -----------------------------------
 @pytest.fixture(scope="module")
 def library_server(tmp_path_factory):
-    pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
-    if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
-    uvicorn = pytest.importorskip("uvicorn", reason="uvicorn not installed (pip install 'clipforge[serve]')")
-    from clipforge.index import ImageIndex, IndexStore, index_folder
-    from clipforge.serve import SearchService, create_app
-
-    base = tmp_path_factory.mktemp("browser-library")
-    root, db = base / "photos", base / "i.cfidx"
-    make_folder(root, 30)  # d0, d1, d2: ten each, six formats
-    encoder = tiny_encoder()
-    with IndexStore(db, create=True) as store:
-        index_folder(root, store, encoder, num_workers=0, progress=False)
-    app = create_app(SearchService(ImageIndex.open(db, encoder=encoder)))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}/"}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with _serving(tmp_path_factory.mktemp("browser-library"), 30) as (url, _):  # d0, d1, d2: ten each, six formats
+        yield {"url": url}
 
 
 def _hit_paths(page) -> list[str]:

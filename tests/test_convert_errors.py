@@ -7,6 +7,7 @@ import zipfile
 import pytest
 import torch
 from convert_utils import ASSETS
+from hostile import zip_bomb
 from safetensors.torch import load_file, save_file
 
 from clipforge.config import ConfigError
@@ -166,27 +167,11 @@ def test_cli_says_flags_where_the_library_names_parameters(tmp_path, capsys):
     assert "model=" not in err
 
 
-def _zip_bomb(path, *, inflated: int = 256 << 20):
-    """A torch-style zip whose data member deflates ``inflated`` zero bytes into a few MB."""
-    good = path.with_name("good.pt")
-    torch.save({"w": torch.zeros(2)}, good)
-    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", compresslevel=1) as dst:
-        for info in src.infolist():
-            dst.writestr(info, src.read(info))
-        info = zipfile.ZipInfo("good/data/bomb")
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with dst.open(info, "w", force_zip64=True) as f:
-            block = bytes(1 << 24)
-            for _ in range(inflated // len(block)):
-                f.write(block)
-    return path
-
-
 def test_zip_bomb_is_refused_from_declared_sizes_with_bounded_memory(tmp_path):
     import subprocess
     import sys
 
-    bomb = _zip_bomb(tmp_path / "bomb.pt")  # 256 MiB inflated from ~260 kB
+    bomb = zip_bomb(tmp_path / "bomb.pt")  # 256 MiB inflated from ~260 kB
     assert bomb.stat().st_size < 4 * 1024 * 1024
     # a fresh process: peak RSS after reading a good file, then after meeting the bomb
     code = (

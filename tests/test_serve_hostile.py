@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from hostile import open_hanging
 from PIL import Image
 from search_fixtures import make_folder, tiny_encoder
 
@@ -75,22 +76,6 @@ def timed_request(port: int, method: str, path: str, body: bytes | None = None, 
         return r.status, json.loads(data or b"null"), time.monotonic() - t0
     finally:
         conn.close()
-
-
-def open_hanging(port: int, n: int) -> list[socket.socket]:
-    """``n`` connections: a third idle, a third with half-sent headers, a third with half-sent bodies."""
-    socks = []
-    for i in range(n):
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        if i % 3 == 1:
-            s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-        elif i % 3 == 2:
-            s.sendall(
-                b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                b'Content-Length: 100\r\n\r\n{"text": '
-            )
-        socks.append(s)
-    return socks
 
 
 def closed_within(s: socket.socket, seconds: float) -> bytes | None:
