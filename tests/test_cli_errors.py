@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "clipforge"
 
 @pytest.fixture(scope="module")
 def train_parser():
-    return build_parser()._subparsers._group_actions[0].choices["train"]
+    return build_parser().parse_args(["train"]).command_parser
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,11 @@ def train_parser():
 )
 def test_parameters_become_flags(train_parser, message: str, said: str) -> None:
     assert as_flags(message, train_parser) == said
+
+
+def test_sub_commands_flags_are_found() -> None:
+    evaluate = build_parser().parse_args(["eval", "zeroshot", "data", "--model", "m"]).command_parser
+    assert as_flags("use `precision=\"fp32\"` and `k_shot=4`", evaluate) == "use --precision fp32 and --k-shot 4"
 
 
 def test_a_library_error_reaches_the_user_as_one_line_with_flags(tmp_path, capsys) -> None:

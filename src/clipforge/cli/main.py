@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter,
             )
             command.add_arguments(p)
-            p.set_defaults(func=command.run)
+            p.set_defaults(func=command.run, command_parser=p)
     return parser
 
 
@@ -47,7 +47,7 @@ _PARAMETER = re.compile(r"`(\w+)=([^`]*)`")
 def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
     """Say the Python parameters an error names (`resume=True`, `precision="fp32"`) as the
     command's flags (``--resume``, ``--precision fp32``); names that are not flags stay as written."""
-    options = {a.dest: a for a in parser._actions if a.option_strings}
+    options = {a.dest: a for a in _options(parser)}
 
     def flag(match: re.Match[str]) -> str:
         action = options.get(match.group(1))
@@ -62,6 +62,18 @@ def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
         return f"{option} {value}" if value else option
 
     return _PARAMETER.sub(flag, message)
+
+
+def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The flags of ``parser`` and of its sub-commands (``eval zeroshot``'s, say), outermost first."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += [a for a in _options(sub) if a.dest not in {b.dest for b in found}]
+        elif action.option_strings:
+            found.append(action)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ImportError, ArithmeticError) as e:  # expected: one clear line, no traceback
         if args.verbose:
             raise
-        command = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
-        print(f"clipforge {args.command}: error: {as_flags(str(e), command)}", file=sys.stderr)
+        print(f"clipforge {args.command}: error: {as_flags(str(e), args.command_parser)}", file=sys.stderr)
         return 1
 
 
