@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from clipforge.device import CPU_BF16_ENV
+
 pytest_plugins = ["factories"]
 
 
@@ -10,6 +12,16 @@ pytest_plugins = ["factories"]
 def _seed() -> None:
     """Every test starts from torch's global RNG seeded with 0."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=[False, True], ids=["probe-avx2", "probe-avx512bf16"])
+def cpu_probe(request, monkeypatch) -> bool:
+    """Run a precision-sensitive test under both outcomes of the CPU probe, whatever this machine
+    is: ``$CLIPFORGE_CPU_BF16`` forced to 0 (``precision="auto"`` is fp32, as on AVX2-only CPUs)
+    and to 1 (auto is bf16, as on AVX512-BF16 CPUs). Child processes inherit it. The value is
+    whether auto means bf16 on the CPU. (``CLIPFORGE_CPU_BF16=0 make test`` forces a whole run.)"""
+    monkeypatch.setenv(CPU_BF16_ENV, "1" if request.param else "0")
+    return request.param
 
 
 @pytest.fixture

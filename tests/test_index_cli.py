@@ -9,6 +9,8 @@ from search_fixtures import make_folder, save_tiny_checkpoint, write_image
 
 from clipforge.cli.main import main
 
+# `index` encodes at precision auto, whose meaning depends on the CPU: run every test both ways
+pytestmark = pytest.mark.usefixtures("cpu_probe")
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):

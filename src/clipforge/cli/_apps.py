@@ -19,10 +19,44 @@ MODEL_HELP = (
 )
 
 
+#: The shared model-loading options, each declared once (``add_*_arg``) with one help text.
+DEVICE_HELP = "auto (CUDA when available; cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1 ..."
+PRECISION_HELP = (
+    "auto, fp32, bf16 or fp16. auto is bf16 on GPUs and on CPUs with AVX512-BF16/AMX, else fp32; the "
+    "same on every command ($CLIPFORGE_CPU_BF16=1/0 overrides the CPU probe)"
+)
+BACKEND_HELP = (
+    "torch; onnx or onnx-int8: ONNX Runtime on the CPU with float32 or int8 weights, exported once and "
+    "cached beside the checkpoint (needs clipforge[export])"
+)
+BACKENDS = ("torch", "onnx", "onnx-int8")
+FROM_INDEX = "the one the index was built with"
+
+
+def add_model_arg(p: argparse.ArgumentParser, *, required: bool = True, default_says: str = "") -> None:
+    says = f" (default: {default_says})" if default_says else ""
+    p.add_argument("--model", required=required, help=MODEL_HELP + says)
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def add_precision_arg(p: argparse.ArgumentParser, *, default: str | None = "auto", default_says: str = "") -> None:
+    """``--precision``; ``default=None`` with ``default_says`` for a default decided at run time."""
+    p.add_argument("--precision", default=default, help=f"{PRECISION_HELP} (default: {default_says or default})")
+
+
+def add_backend_arg(p: argparse.ArgumentParser, *, default: str | None = "torch", default_says: str = "") -> None:
+    says = default_says or default
+    p.add_argument("--backend", choices=BACKENDS, default=default, help=f"{BACKEND_HELP} (default: {says})")
+
+
 def add_model_args(p: argparse.ArgumentParser, *, precision: str = "auto") -> None:
-    p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
-    p.add_argument("--precision", default=precision, help=f"fp32, bf16, fp16 or auto (default {precision})")
+    """The model flags of the evaluation and application commands."""
+    add_model_arg(p)
+    add_device_arg(p)
+    add_precision_arg(p, default=precision)
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_backend_arg(p)
@@ -37,16 +71,6 @@ def add_output_args(p: argparse.ArgumentParser, *, explained: str) -> None:
         default="auto",
         choices=("auto", "window", "gradcam", "gradient", "patch"),
         help="how the heat map is made (auto: window; see docs/evaluation.md)",
-    )
-
-
-def add_backend_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--backend",
-        choices=("torch", "onnx", "onnx-int8"),
-        default="torch",
-        help="torch (default); onnx or onnx-int8: ONNX Runtime on the CPU with float32 or int8 weights, "
-        "exported once and cached beside the checkpoint (needs clipforge[export])",
     )
 
 

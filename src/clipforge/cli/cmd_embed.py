@@ -14,35 +14,33 @@ from __future__ import annotations
 import argparse
 import os
 
-from ._apps import MODEL_HELP
+from ._apps import add_backend_arg, add_device_arg, add_model_arg, add_precision_arg
 
 HELP = "embed an image folder into shard files (one slice per torchrun process)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", help="image folder")
-    p.add_argument("--model", required=True, help=MODEL_HELP)
+    add_model_arg(p)
     p.add_argument("--out", required=True, help="output directory for shard parts")
     p.add_argument("--part-size", type=int, default=50_000, help="images per part file")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes per rank")
-    p.add_argument("--device", default="auto", help="auto picks cuda:LOCAL_RANK when CUDA is available")
-    p.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto")
+    add_device_arg(p)
+    add_precision_arg(p)
+    add_backend_arg(p)
     p.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..index import Encoder
     from ..index.shards import embed_shards
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = args.device
-    if device == "auto" and torch.cuda.is_available():
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-    encoder = Encoder.load(args.model, device=device, precision=args.precision, progress=not args.no_progress)
+    encoder = Encoder.load(
+        args.model, device=args.device, precision=args.precision, progress=not args.no_progress, backend=args.backend
+    )
     parts = embed_shards(
         args.folder,
         encoder,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._apps import MODEL_HELP, add_backend_arg
+from ._apps import add_backend_arg, add_device_arg, add_model_arg, add_precision_arg
 
 DEFAULT_DB = "clipforge.cfidx"
 
@@ -19,17 +19,15 @@ HELP = "index an image folder for semantic search (incremental)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", nargs="?", help="image folder (optional with --from-embeddings)")
-    p.add_argument("--model", help=MODEL_HELP)
+    add_model_arg(p, required=False)
     p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
     p.add_argument("--rebuild", action="store_true", help="drop the index and re-embed everything")
     p.add_argument("--report", action="store_true", help="list skipped (undecodable) files and links not followed")
     p.add_argument("--from-embeddings", metavar="DIR", help="merge shards written by `clipforge embed`")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: up to 4)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument(
-        "--precision", default="auto", help="auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16"
-    )
+    add_device_arg(p)
+    add_precision_arg(p)
     add_backend_arg(p)
     p.add_argument(
         "--exact-preprocess",

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..fileio import atomic_write_text
-from ._apps import MODEL_HELP, add_backend_arg
+from ._apps import FROM_INDEX, add_backend_arg, add_device_arg, add_model_arg, add_precision_arg
 from .cmd_index import DEFAULT_DB
 
 HELP = "search an image index by text, by image, or both"
@@ -29,17 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--taken-after", metavar="DATE", help="taken on or after: 2021, 2021-07, 2021-07-04, ...")
     p.add_argument("--taken-before", metavar="DATE", help="taken on or before (inclusive: 2021-07 includes July)")
     p.add_argument("--type", dest="types", help="file types, comma-separated: jpeg,png,heic,avif,webp,...")
-    p.add_argument("--model", help=MODEL_HELP + " (default: the one the index was built with)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32")
-    add_backend_arg(p)
+    add_model_arg(p, required=False, default_says=FROM_INDEX)
+    add_device_arg(p)
+    add_precision_arg(p, default=None, default_says=FROM_INDEX)
+    add_backend_arg(p, default=None, default_says=FROM_INDEX)
     p.add_argument("--nprobe", type=int, default=None, help="ANN lists to probe (default: calibrated)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--html", metavar="OUT", help="also write a thumbnail gallery to this HTML file")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..index import Encoder, ImageIndex, IndexStore
+    from ..index import ImageIndex
     from ..index.gallery import render_gallery
     from ..index.store import PhotoFilter
 
@@ -52,15 +52,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # name the flags, not the parameters
         raise ValueError(str(e).replace("taken_after", "--taken-after").replace("taken_before", "--taken-before")
                          .replace("folder must", "--folder must")) from None
-    store = IndexStore(args.db)
-    model = args.model or store.get_meta("model_path")
-    if not model:
-        from ..index.store import describe_model
-
-        made_by = describe_model(store.get_meta("model_id"), store.get_meta("model_name"))
-        raise ValueError(f"{args.db} does not record its model (made by {made_by}): pass --model MODEL")
-    encoder = Encoder.load(model, device=args.device, precision=args.precision, backend=args.backend)
-    index = ImageIndex(store, encoder=encoder, nprobe=args.nprobe)
+    index = ImageIndex.load(
+        args.db, model=args.model, device=args.device, precision=args.precision, backend=args.backend,
+        nprobe=args.nprobe,
+    )
     hits = index.search(
         text=args.query,
         image=args.image,
@@ -87,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.html), render_gallery(hits, root, title=f"clipforge search: {title}"))
         if not args.json:
             print(f"gallery written to {args.html}")
-    store.close()
+    index.store.close()
     return 0

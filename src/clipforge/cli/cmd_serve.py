@@ -10,7 +10,7 @@ import argparse
 import os
 import socket
 
-from ._apps import MODEL_HELP, add_backend_arg
+from ._apps import FROM_INDEX, MODEL_HELP, add_backend_arg, add_device_arg, add_precision_arg
 from .cmd_index import DEFAULT_DB
 
 HELP = "serve search, classify, moderate and embed over HTTP, with a web page"
@@ -21,9 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32")
-    add_backend_arg(p)
+    add_device_arg(p)
+    add_precision_arg(p, default=None, default_says=FROM_INDEX)
+    add_backend_arg(p, default=None, default_says=FROM_INDEX)
     p.add_argument("--policy", help="moderation policy YAML (enables /api/moderate)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default: 10)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest accepted image (default: 40)")

@@ -14,6 +14,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from ._apps import DEVICE_HELP, PRECISION_HELP
+
 HELP = "train or fine-tune a CLIP model"
 FIELD_HELP = {
     "data": "training pairs: .csv/.tsv, .jsonl, image folder, 'shapes', or tar shards: "
@@ -44,8 +46,8 @@ FIELD_HELP = {
     "betas": "AdamW betas",
     "eps": "AdamW epsilon",
     "grad_clip": "clip the gradient norm at this value",
-    "precision": "auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16 autocast",
-    "device": "auto, cpu, cuda, cuda:1 ...",
+    "precision": PRECISION_HELP + " (autocast: weights and optimiser stay float32)",
+    "device": DEVICE_HELP,
     "seed": "seed of the initialisation and the data order",
     "grad_checkpointing": "recompute activations in the backward pass (less memory)",
     "shard": "FSDP2 under torchrun: shard weights, gradients and AdamW state over the processes (large towers)",

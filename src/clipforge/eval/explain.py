@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..models import CLIP
+from ..models import CLIP, unit_float32
 from ..models.vit import VisionTransformer
 from . import explain_draw
 from .zeroshot import encode_texts
@@ -77,7 +77,7 @@ def heat_map(
     # brightest region to the wrong object on small models. A half-precision tower is copied.
     visual = model.visual if model.dtype == torch.float32 else copy.deepcopy(model.visual).float()
     x = image[None].to(device=model.device, dtype=torch.float32)  # (1, 3, H, W)
-    t = F.normalize(text_embedding.float().to(model.device), dim=-1)  # (E,)
+    t = unit_float32(text_embedding.to(model.device))  # (E,)
     if method == "window":
         raw = _window_similarity(visual, x, t)
     elif method == "patch":
@@ -108,7 +108,7 @@ def _window_similarity(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> t
     with torch.no_grad():
         for m in masks.split(WINDOW_BATCH):
             views = x * m + fill * (1.0 - m)  # (b, 3, H, W)
-            scores.append(F.normalize(visual(views).float(), dim=-1) @ t)  # (b,)
+            scores.append(unit_float32(visual(views)) @ t)  # (b,)
     s = torch.cat(scores)  # (n,)
     # Each window's score is spread around its centre (a Gaussian, not its whole box): a pixel's heat
     # comes from the windows centred near it, so the peak sits on the object, not beside it where
@@ -126,12 +126,12 @@ def _patch_similarity(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> to
     if not isinstance(visual, VisionTransformer):
         raise ValueError("method 'patch' needs a ViT image tower; use 'gradcam' or 'gradient' for a ResNet")
     with torch.no_grad():
-        patches = F.normalize(visual.project_patches(x).float(), dim=-1)  # (1, g, g, E)
+        patches = unit_float32(visual.project_patches(x))  # (1, g, g, E)
     return patches[0] @ t  # (g, g)
 
 
 def _cosine(embedding: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return F.normalize(embedding.float(), dim=-1)[0] @ t  # scalar
+    return unit_float32(embedding)[0] @ t  # scalar
 
 
 def _grad_cam(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -218,7 +218,7 @@ def explain(
     x = transform(image)  # (3, H, W)
     with torch.no_grad():
         emb = model.encode_image(x[None].to(model.device)).float().cpu()[0]  # (E,)
-    similarity = float(emb @ F.normalize(text_embedding.float().cpu(), dim=-1))
+    similarity = float(emb @ unit_float32(text_embedding.cpu()))
     heat = heat_map(model, x, text_embedding, method=method)
     resolved = AUTO_METHOD if method == "auto" else method
     return Explanation(

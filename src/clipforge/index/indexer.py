@@ -185,6 +185,8 @@ def index_folder(
         dtype=dtype,
         model_name=encoder.model_name,
         model_path=encoder.reference,
+        precision=encoder.precision,
+        backend=encoder.backend,
         rebuild=rebuild,
     )
     # -- 1. list the folder and diff it against the store by (size, mtime) -----------------------

@@ -11,6 +11,7 @@ index in memory), so a server keeps up with a running ``clipforge index`` withou
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -22,9 +23,10 @@ from ..data.images import load_image
 from ..inference import Encoder
 from .ann import open_vector_index
 from .records import Fingerprint, PhotoFilter
-from .store import IndexStore
+from .store import IndexStore, describe_model
 
 MAX_RESULTS = 10_000  # offset + k: deeper pages are not ranked
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,12 @@ class ImageIndex:
     ) -> None:
         if encoder is not None:
             store.check_model(encoder.model_id, model_name=encoder.model_name, model_path=encoder.reference)
+            built, used = store.encoding(), (encoder.precision, encoder.backend)
+            if None not in built and used != built:  # allowed (the user asked for it), but scores shift a little
+                log.warning(
+                    "%s: images were encoded at precision %s with backend %s; queries are encoded at %s with %s",
+                    store.path, *built, *used,
+                )
         self.store = store
         self.encoder = encoder
         self.threshold = threshold
@@ -113,6 +121,38 @@ class ImageIndex:
         progress: bool = False,
     ) -> ImageIndex:
         return cls(IndexStore(db), encoder=encoder, threshold=threshold, nprobe=nprobe, progress=progress)
+
+    @classmethod
+    def load(
+        cls,
+        db: str | Path,
+        *,
+        model: str | None = None,
+        device: str = "auto",
+        precision: str | None = None,
+        backend: str | None = None,
+        nprobe: int | None = None,
+    ) -> ImageIndex:
+        """Open ``db`` with an encoder of the model that built it (or ``model``, the same weights
+        elsewhere). Queries are encoded at the ``precision`` and with the ``backend`` the images were
+        (for an index that does not record them: "auto" and "torch"), unless these say otherwise."""
+        store = IndexStore(db)
+        try:
+            model = model or store.get_meta("model_path")
+            if not model:
+                made_by = describe_model(store.get_meta("model_id"), store.get_meta("model_name"))
+                raise ValueError(f"{db} does not record its model (made by {made_by}): pass `model=MODEL`")
+            built_precision, built_backend = store.encoding()
+            encoder = Encoder.load(
+                model,
+                device=device,
+                precision=precision or built_precision or "auto",
+                backend=backend or built_backend or "torch",
+            )
+            return cls(store, encoder=encoder, nprobe=nprobe)
+        except BaseException:
+            store.close()
+            raise
 
     @property
     def root(self) -> Path:
@@ -212,6 +252,8 @@ class ImageIndex:
         vectors = self._vectors
         q = np.asarray(query, dtype=np.float32)[None]  # (1, E)
         scores, ids = vectors.search(q, offset + k, allowed=allowed)  # (1, offset + k) each
+        # Cosines of float32 unit vectors; a float16 index or rounding can step past ±1 by ~1e-4.
+        scores = np.clip(scores, -1.0, 1.0)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         if min_score is not None:
             found = [(i, s) for i, s in found if s >= min_score]

@@ -108,6 +108,8 @@ def embed_shards(
             "model_id": encoder.model_id,
             "model_name": encoder.model_name,
             "model_path": encoder.reference,  # so that `search` finds the model of a merged index
+            "precision": encoder.precision,  # and encodes its queries the same way
+            "backend": encoder.backend,
             "embed_dim": encoder.embed_dim,
             "dtype": dtype,
             "root": str(root),
@@ -185,6 +187,8 @@ def merge_shards(
         dtype="float32" if first["dtype"] == "float32" else "float16",
         model_name=first.get("model_name", ""),
         model_path=first.get("model_path", ""),
+        precision=first.get("precision", ""),
+        backend=first.get("backend", ""),
         rebuild=rebuild,
     )
     existing = store.files()

@@ -26,6 +26,7 @@ the table layout and its upgrade are in :mod:`clipforge.index.schema`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -52,6 +53,7 @@ __all__ = [  # the records are re-exported: `from clipforge.index.store import P
 ]
 
 DTYPES = ("float32", "float16")
+log = logging.getLogger(__name__)
 
 
 def _is_sql_int(value: int) -> bool:
@@ -191,12 +193,16 @@ class IndexStore:
         dtype: str = "float32",
         model_name: str = "",
         model_path: str = "",
+        precision: str = "",
+        backend: str = "",
         rebuild: bool = False,
     ) -> None:
         """Tie an empty store to a model and folder, or check that it already is.
 
         A store built with another model (or for another folder) raises unless ``rebuild``, which
-        drops every row and re-binds.
+        drops every row and re-binds. ``precision`` and ``backend`` (how the images are encoded) are
+        recorded, so that queries are encoded the same way; adding to an index in another one is
+        allowed, and logged.
         """
         if dtype not in DTYPES:
             raise ValueError(f"embedding dtype must be one of {DTYPES}, got {dtype!r}")
@@ -217,6 +223,13 @@ class IndexStore:
             if model_path and model_path != self.get_meta("model_path"):
                 with self.transaction() as c:  # same weights, moved: remember where they are now
                     c.execute("INSERT OR REPLACE INTO meta VALUES ('model_path', ?)", (model_path,))
+            built = self.encoding()
+            given = (precision or built[0], backend or built[1])
+            if None not in built and given != built:
+                log.warning(
+                    "%s: images were encoded at precision %s with backend %s; adding new ones at %s with %s",
+                    self.path, *built, *given,
+                )
             return
         with self.transaction() as c:
             if rebuild:
@@ -230,7 +243,16 @@ class IndexStore:
                 "model_name": model_name,
                 "model_path": model_path,
             }
+            if precision and backend:
+                values |= {"precision": precision, "backend": backend}
+            else:  # unknown (embedding shards of an older clipforge): queries fall back to the defaults
+                c.execute("DELETE FROM meta WHERE key IN ('precision', 'backend')")
             c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+
+    def encoding(self) -> tuple[str | None, str | None]:
+        """(precision, backend) the images were encoded with; ``None`` where the index does not say
+        (built by an older clipforge)."""
+        return self.get_meta("precision"), self.get_meta("backend")
 
     def _stored_model(self) -> str:
         return describe_model(self.get_meta("model_id"), self.get_meta("model_name"), self.get_meta("model_path"))

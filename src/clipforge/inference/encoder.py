@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..device import precision_name
 from ..models import CLIP
 from .identity import model_id as compute_model_id
 from .loading import load_model
@@ -69,6 +70,16 @@ class Encoder:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.dtype
+
+    @property
+    def precision(self) -> str:
+        """The precision the towers run in, as the commands name it ("fp32", "bf16", "fp16")."""
+        return precision_name(self.dtype)
+
+    @property
+    def backend(self) -> str:
+        """"torch", or the ONNX Runtime backend ("onnx", "onnx-int8") the towers run in."""
+        return getattr(self.model, "backend", "torch")
 
     @property
     def logit_scale(self) -> float:

@@ -16,9 +16,18 @@ from .vit import VisionTransformer
 MAX_LOGIT_SCALE = 100.0
 
 
+def unit_float32(features: torch.Tensor) -> torch.Tensor:
+    """(B, E) features of any dtype -> L2-normalised float32 rows.
+
+    Normalising in bf16 leaves norms up to ~1 ± 4e-3, so stored "cosines" could exceed 1 and an
+    image would not score 1.0 against itself; every embedding is therefore normalised in float32,
+    whatever precision the tower ran in (the losses upcast to float32 anyway)."""
+    return F.normalize(features.float(), dim=-1)
+
+
 class CLIPOutput(NamedTuple):
-    image_features: torch.Tensor  # (B, embed_dim), L2-normalised
-    text_features: torch.Tensor  # (B, embed_dim), L2-normalised
+    image_features: torch.Tensor  # (B, embed_dim), L2-normalised, float32
+    text_features: torch.Tensor  # (B, embed_dim), L2-normalised, float32
     logit_scale: torch.Tensor  # scalar, exp(learned log-scale); clamped at 100 for softmax models
     logit_bias: torch.Tensor | None  # scalar, only for models trained with the sigmoid loss
 
@@ -52,14 +61,15 @@ class CLIP(nn.Module):
 
     def encode_image(self, images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         """Preprocessed images (B, 3, H, W) -> embeddings (B, embed_dim); moved to the model's device
-        and dtype."""
+        and dtype. Normalised embeddings are float32 (see :func:`unit_float32`)."""
         x = self.visual(images.to(device=self.device, dtype=self.dtype))
-        return F.normalize(x, dim=-1) if normalize else x
+        return unit_float32(x) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
-        """Token ids (B, T) -> embeddings (B, embed_dim); moved to the model's device."""
+        """Token ids (B, T) -> embeddings (B, embed_dim); moved to the model's device. Normalised
+        embeddings are float32 (see :func:`unit_float32`)."""
         x = self.text(tokens.to(self.device))
-        return F.normalize(x, dim=-1) if normalize else x
+        return unit_float32(x) if normalize else x
 
     def scale(self) -> torch.Tensor:
         """``exp(logit_scale)``: clamped at 100 (OpenAI's cap) for softmax models; sigmoid-loss

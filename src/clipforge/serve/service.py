@@ -28,7 +28,6 @@ from ..eval.policy import Policy, load_policy
 from ..eval.prompts import builtin_templates, check_labels, load_templates
 from ..index.search import ImageIndex, SearchPage, blend
 from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
-from ..inference import Encoder
 from .batching import TextBatcher
 from .uploads import DEFAULT_MAX_PIXELS, decode_upload
 
@@ -125,17 +124,18 @@ class SearchService:
         db: str | Path,
         *,
         device: str = "auto",
-        precision: str = "fp32",
-        backend: str = "torch",
+        precision: str | None = None,
+        backend: str | None = None,
         policy: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         nprobe: int | None = None,
     ) -> SearchService:
+        """``precision`` / ``backend``: by default the ones the index's images were encoded with."""
         loaded_policy = None if policy is None else load_policy(policy)
-        encoder = Encoder.load(checkpoint, device=device, precision=precision, backend=backend)
-        return cls(
-            ImageIndex.open(db, encoder=encoder, nprobe=nprobe), policy=loaded_policy, max_pixels=max_pixels
+        index = ImageIndex.load(
+            db, model=str(checkpoint), device=device, precision=precision, backend=backend, nprobe=nprobe
         )
+        return cls(index, policy=loaded_policy, max_pixels=max_pixels)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _check_k(self, k: int) -> int:
