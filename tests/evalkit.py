@@ -3,6 +3,14 @@ shape images and a small model trained on the shapes data (not a test module).""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
 import torch
 from PIL import Image, ImageDraw
 
@@ -69,16 +77,65 @@ def quickstart_resnet() -> dict:
     return json.loads(resources.files("clipforge.train").joinpath("quickstart_model.json").read_text())
 
 
-def train_shapes_model(
-    folder, *, model: dict = SHAPES_MODEL, steps: int = SHAPES_STEPS, batch_size: int = SHAPES_BATCH
-):
-    """Train (once: later calls find the checkpoint) ``model`` (default: a tiny ViT) for 150 steps of
-    128 shapes pairs with the library's training API and a BPE vocabulary learnt from the captions,
-    evaluating the colour task at the end exactly as the training loop (and so ``quickstart``) does.
-    Returns (checkpoint path, the loop's final evaluation dict). About 76 s on 2 idle CPU cores."""
-    import json
-    from pathlib import Path
+# ---- models the tests train, cached on disk across sessions ------------------------------------
+TEST_CACHE_ENV = "CLIPFORGE_TEST_CACHE"
+REPO = Path(__file__).resolve().parents[1]
 
+
+def code_hash() -> str:
+    """A hash of everything that can change a trained test model: the package's sources and data
+    files, and this module (which holds the training recipes)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in (REPO / "src" / "clipforge").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in [*files, Path(__file__).resolve()]:
+        h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def cached_model_dir(name: str, recipe: dict) -> Path:
+    """Where a test model trained by ``recipe`` lives: ``$CLIPFORGE_TEST_CACHE`` (default
+    ``.cache/test-models`` in the repository) / ``name-<hash of recipe and code>``. A change to the
+    code or to the recipe gives a new folder, so a stale model is never used."""
+    root = Path(os.environ.get(TEST_CACHE_ENV) or REPO / ".cache" / "test-models")
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode() + code_hash().encode()).hexdigest()[:16]
+    return root / f"{name}-{key}"
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """One trainer per cached model across processes (parallel test workers wait for the first)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def train_shapes_model(
+    name: str = "shapes-vit", *, model: dict = SHAPES_MODEL, steps: int = SHAPES_STEPS, batch_size: int = SHAPES_BATCH
+):
+    """Train ``model`` (default: a tiny ViT) for 150 steps of 128 shapes pairs with the library's
+    training API and a BPE vocabulary learnt from the captions, evaluating the colour task at the end
+    exactly as the training loop (and so ``quickstart``) does — once: the result is cached on disk
+    (:func:`cached_model_dir`) and reused by later calls and sessions until the code or the recipe
+    changes. Returns (checkpoint path, the loop's final evaluation dict). About 76 s on 2 idle CPU
+    cores when it trains."""
+    folder = cached_model_dir(name, {"model": model, "steps": steps, "batch_size": batch_size})
+    ckpt, report = folder / "run" / "model.safetensors", folder / "fit_eval.json"
+    with _exclusive(folder):
+        if not (ckpt.is_file() and report.is_file()):
+            building = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(building, ignore_errors=True)
+            evaluation = _train_shapes(building, model=model, steps=steps, batch_size=batch_size)
+            (building / "fit_eval.json").write_text(json.dumps(evaluation))
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(building, folder)  # complete or absent: a killed run leaves only a .partial
+    return ckpt, json.loads(report.read_text())
+
+
+def _train_shapes(folder: Path, *, model: dict, steps: int, batch_size: int) -> dict:
     from clipforge.api import image_transform
     from clipforge.data import ShapesSpec, zero_shot_tasks
     from clipforge.models import get_model_config
@@ -86,10 +143,6 @@ def train_shapes_model(
     from clipforge.train.loop import fit
     from clipforge.train.periodic_eval import materialize_task
 
-    folder = Path(folder)
-    ckpt, report = folder / "run" / "model.safetensors", folder / "fit_eval.json"
-    if ckpt.is_file() and report.is_file():
-        return ckpt, json.loads(report.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.json").write_text(json.dumps(model))
     model_cfg = get_model_config(str(folder / "model.json"))
@@ -106,8 +159,7 @@ def train_shapes_model(
         result = fit(cfg, eval_sets=([materialize_task(colour)], None))
     finally:
         torch.set_num_threads(threads)
-    report.write_text(json.dumps(result.eval))
-    return result.model_path, result.eval
+    return result.eval
 
 
 def two_object_image(seed: int, *, size: int = 128):

@@ -28,16 +28,16 @@ POLICY = "flagged:\n  - a red object\nbenign:\n" + "".join(f"  - a {c} object\n"
 
 
 @pytest.fixture(scope="session")
-def quickstart_sized(tmp_path_factory):
-    """Models at the quickstart's 64 px input, trained like ``shapes_model`` on first use: the
-    quickstart's own ResNet architecture and a ViT (patch 8). Each is a few minutes on a busy
-    2-core machine, hence the slow marks of their tests."""
+def quickstart_sized():
+    """Models at the quickstart's 64 px input, trained like ``shapes_model`` on first use (and cached
+    on disk like it): the quickstart's own ResNet architecture and a ViT (patch 8). Each is a few
+    minutes on a busy 2-core machine when it trains, hence the slow marks of their tests."""
     made = {}
 
     def get(name):
         if name not in made:
             model = {"resnet": quickstart_resnet(), "vit": QUICKSTART_VIT}[name]
-            ckpt, _ = train_shapes_model(tmp_path_factory.getbasetemp() / f"explain-{name}-64px", model=model)
+            ckpt, _ = train_shapes_model(f"explain-{name}-64px", model=model)
             made[name] = load(ckpt)
         return made[name]
 
