@@ -71,7 +71,10 @@ def test_chunked_loss_and_accumulation_agree(tiny_model):
     )
     torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-6)
     for name, g in _grads(model).items():
-        torch.testing.assert_close(g, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+        # float32 sums in another order: the error scales with the tensor's largest entries, not the
+        # element's own (AVX512 kernels put 8.8e-6 on a 0.045 entry of a tensor whose max is 10.8)
+        scale = float(expected[name].abs().max())
+        torch.testing.assert_close(g, expected[name], rtol=1e-4, atol=max(1e-6, 1e-5 * scale), msg=name)
 
 
 def test_split_batch_rejects_zero_parts():
