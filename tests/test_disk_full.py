@@ -9,6 +9,7 @@ import re
 import sqlite3
 
 import pytest
+from hostile import one_line_error
 from search_fixtures import make_folder, save_tiny_checkpoint
 from train_helpers import write_pairs_csv, write_tiny_model
 
@@ -16,14 +17,6 @@ from clipforge.cli.main import main
 from clipforge.fileio import atomic_write, atomic_write_text, write_error
 from clipforge.index import IndexStore
 from clipforge.tokenizer import TokenizerError, TokenizerInputError, get_tokenizer
-
-
-def _one_line_error(err: str, *needles: str) -> str:
-    lines = [line for line in err.strip().splitlines() if "error" in line]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_atomic_write_reports_storage_failures_naming_the_target(tmp_path):
@@ -81,7 +74,7 @@ def test_train_with_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_pa
             "--out", str(tmp_path / "runs"), "--name", "r", "--workers", "0", "--no-progress",
             "--save-every", "1", "--steps", "3"]  # fmt: skip
     assert main(argv) == 1
-    line = _one_line_error(capsys.readouterr().err, "clipforge train: error:", "step-000002.safetensors")
+    line = one_line_error(capsys.readouterr().err, "clipforge train: error:", "step-000002.safetensors")
     assert "No space left" in line or "disk full" in line
     ckpts = tmp_path / "runs" / "r" / "checkpoints"
     assert (ckpts / "step-000001.safetensors").is_file() and not list(ckpts.glob(".*.tmp"))
@@ -107,7 +100,7 @@ def test_index_commit_with_a_full_disk_is_one_line_and_leaves_the_index_intact(t
 
     monkeypatch.setattr(IndexStore, "_conn", full_conn)
     assert main(base) == 1
-    _one_line_error(capsys.readouterr().err, "clipforge index: error:", str(db), "full")
+    one_line_error(capsys.readouterr().err, "clipforge index: error:", str(db), "full")
     monkeypatch.undo()
     assert IndexStore(db).count() == before
 

@@ -24,7 +24,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ..data.images import ImageDecodeError, load_image
-from ..data.pairs import has_undecodable
+from ..data.pairs import check_columns, has_undecodable
 from ..data.skips import CORRUPT_IMAGE, Skip
 from ..data.walk import walk_images
 
@@ -123,9 +123,7 @@ def labelled_csv(
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:  # bad bytes: row skipped
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
-        for key in (image_key, label_key):
-            if key not in header:
-                raise ValueError(f"{path}:1: no column {key!r} in the header (columns: {header})")
+        check_columns(path, header, {"image_key": image_key, "label_key": label_key}, delimiter=delimiter)
         rows = [(reader.line_num, row) for row in reader]
     raw: list[tuple[int, Path, str]] = []
     skipped = []

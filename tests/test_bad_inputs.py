@@ -1,0 +1,99 @@
+"""Data a command cannot use ends in one line naming the file, the cause and the flag to change,
+with exit code 1 (issue 23): CSV/TSV headers without the asked columns, data with no usable pair,
+and links out of a folder given to classify / caption / moderate are listed as skipped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hostile import one_line_error
+from search_fixtures import save_tiny_checkpoint
+from train_helpers import write_pairs_csv, write_tiny_model
+
+from clipforge.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A pairs CSV over 8 images, the same rows under other headers, a JSONL without a usable row,
+    a tiny model config (for train) and a tiny checkpoint (for eval)."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    data = write_pairs_csv(root / "data", n=8)
+    rows = data.read_text().splitlines()[1:]
+    (root / "data" / "caption.csv").write_text("\n".join(["filepath,caption", *rows]) + "\n")
+    (root / "data" / "tabbed.csv").write_text("\n".join(["filepath\ttitle", *(r.replace(",", "\t") for r in rows)]))
+    image = rows[0].split(",")[0]
+    lines = [json.dumps({"image": image, "text": "a red square"}), "{not json", json.dumps({"filepath": image})]
+    (root / "data" / "unusable.jsonl").write_text("\n".join(lines) + "\n")
+    return {
+        "root": root,
+        "csv": data,
+        "caption_csv": root / "data" / "caption.csv",
+        "tabbed": root / "data" / "tabbed.csv",
+        "jsonl": root / "data" / "unusable.jsonl",
+        "model": write_tiny_model(root / "tiny.json"),
+        "ckpt": save_tiny_checkpoint(root / "tiny.safetensors"),
+    }
+
+
+def _train(files, tmp_path, data, *extra: str) -> list[str]:
+    return ["train", "--data", str(data), "--model", str(files["model"]), "--out", str(tmp_path / "runs"),
+            "--name", "r", "--steps", "1", "--workers", "0", "--no-progress", *extra]  # fmt: skip
+
+
+def _retrieval(files, data, *extra: str) -> list[str]:
+    return ["eval", "retrieval", str(data), "--model", str(files["ckpt"]), "--no-progress", *extra]
+
+
+def _fails(argv: list[str], capsys, *needles: str) -> str:
+    assert main(argv) == 1
+    return one_line_error(capsys.readouterr().err, f"clipforge {argv[0]}: error:", *needles)
+
+
+def test_a_csv_without_the_caption_column_names_the_file_the_columns_and_the_flag(files, tmp_path, capsys):
+    path = str(files["caption_csv"])
+    said = ("no column 'title'", "['filepath', 'caption']", "--caption-key", path + ":1")
+    line = _fails(_train(files, tmp_path, path), capsys, *said)
+    assert "caption_key" not in line and "--image-key" not in line  # the flag typed, only the one missing
+    _fails(_retrieval(files, path), capsys, *said)
+    assert not (tmp_path / "runs" / "r" / "checkpoints").exists()
+
+
+def test_a_wrong_image_key_names_the_flag(files, tmp_path, capsys):
+    csv = str(files["csv"])
+    line = _fails(_train(files, tmp_path, csv, "--image-key", "path"), capsys, "no column 'path'", "--image-key")
+    assert "image_key" not in line
+    _fails(_retrieval(files, csv, "--image-key", "path"), capsys, "no column 'path'", "--image-key")
+    _fails(_train(files, tmp_path, csv, "--cache", str(tmp_path / "cache"), "--image-key", "path"), capsys,
+           "no column 'path'", "--image-key")  # fmt: skip
+
+
+def test_a_tab_separated_csv_says_so(files, tmp_path, capsys):
+    _fails(_train(files, tmp_path, files["tabbed"]), capsys, "no column", "tab-separated: name the file .tsv")
+
+
+def test_labelled_csv_column_errors_name_the_flags(files, capsys):
+    labels = files["root"] / "labels.csv"
+    labels.write_text("filepath,klass\nimg/0.png,red\n")
+    argv = ["eval", "zeroshot", str(labels), "--model", str(files["ckpt"]), "--no-progress"]
+    _fails(argv, capsys, "labels.csv:1: no column 'label'", "--label-key")
+
+
+def test_data_without_a_usable_pair_is_one_line_not_a_division_by_zero(files, tmp_path, capsys):
+    jsonl = str(files["jsonl"])
+    said = (jsonl, "no usable image-caption pairs", "malformed_row 2", "malformed_json 1")
+    said += ("--image-key / --caption-key",)
+    line = _fails(_train(files, tmp_path, jsonl), capsys, *said)
+    assert "division" not in line and "unusable.jsonl:1: malformed_row" in line  # the first bad row, named
+    _fails(_train(files, tmp_path, jsonl, "--cache", str(tmp_path / "cache")), capsys, *said)
+    _fails(_retrieval(files, jsonl), capsys, *said)
+    empty = files["root"] / "empty"
+    empty.mkdir(exist_ok=True)
+    line = _fails(_train(files, tmp_path, empty), capsys, "no usable image-caption pairs: it lists no entries")
+    assert "--image-key" not in line  # a folder has no columns to choose
+
+
+def test_fewer_pairs_than_one_batch_names_the_batch_size(files, tmp_path, capsys):
+    _fails(_train(files, tmp_path, files["csv"], "--batch-size", "16"), capsys,
+           "8 usable image-caption pairs, fewer than one batch (--batch-size 16)")  # fmt: skip
