@@ -211,3 +211,33 @@ def test_deeply_nested_safetensors_header_is_a_clear_error(tmp_path):
     path.write_bytes(len(raw).to_bytes(8, "little") + raw)
     with pytest.raises(CheckpointError, match="not a JSON object"):
         read_checkpoint_info(path)
+
+
+def deep_torchscript(path, depth: int = 100_000):
+    """A TorchScript-shaped archive whose data.pkl nests lists ``depth`` deep (issue 23, point 3):
+    ``depth`` empty lists, then ``depth - 1`` APPENDs put each inside the one before it."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("m/data.pkl", b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b".")
+        zf.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
+        zf.writestr("m/code/__torch__.py", "")
+    return path
+
+
+def test_deeply_nested_torchscript_pickle_is_a_clear_error_on_convert_and_model(tmp_path, capsys):
+    from hostile import one_line_error
+
+    from clipforge.cli.main import main
+
+    deep = deep_torchscript(tmp_path / "deep.pt")
+    with pytest.raises(ConvertError, match=r"deep\.pt: not a model: its pickled objects nest more than 1000 levels"):
+        read_tensors(deep)
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")  # the model is loaded (and refused) before any image is read
+    for argv in (["convert", str(deep), str(tmp_path / "out")],
+                 ["classify", str(image), "--model", str(deep), "--labels", "a,b", "--no-progress"]):  # fmt: skip
+        assert main(argv) == 1
+        one_line_error(capsys.readouterr().err, f"clipforge {argv[0]}: error:", str(deep), "nest more than")
+    assert not (tmp_path / "out").exists()
+    shallow = deep_torchscript(tmp_path / "shallow.pt", depth=999)  # deep, but within the bound: no tensors
+    with pytest.raises(ConvertError, match="holds no tensors"):
+        read_tensors(shallow)
