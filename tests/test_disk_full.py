@@ -17,7 +17,7 @@ from train_helpers import write_pairs_csv, write_tiny_model
 
 from clipforge.cli.main import main
 from clipforge.fileio import atomic_write, atomic_write_text, write_error
-from clipforge.index import IndexStore
+from clipforge.index import IndexDatabaseError, IndexStore
 from clipforge.tokenizer import TokenizerError, TokenizerInputError, get_tokenizer
 from clipforge.train.run_dir import RunDir
 
@@ -163,3 +163,34 @@ def test_tokenizer_type_errors_are_clear(texts, said):
     with pytest.raises(TypeError, match="text must be a str"):
         tok.encode(None)
     assert tok(("a cat", "a dog")).shape[0] == 2  # any sequence of str is fine
+
+
+_OPEN_WITH_FULL_DISK = """
+import resource, signal, sys
+from clipforge.cli.main import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
+sys.exit(main(["search", "a dog", "--db", sys.argv[1]]))
+"""
+
+
+def test_a_good_index_on_a_full_disk_is_not_called_a_foreign_database(tmp_path):
+    """With a few KB left SQLite cannot make the 32 KB -shm file of a WAL database: "disk I/O error"
+    (issue 23, point 4). A file-size limit of 1 KB on a fresh process makes that happen, unprivileged."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "p.cfidx"
+    with IndexStore(db, create=True) as store:
+        store.bind(model_id="m", embed_dim=4, root=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_WITH_FULL_DISK, str(db)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = one_line_error(done.stderr, "clipforge search: error:", str(db), "cannot open the index database",
+                          "disk I/O error", "disk may be full", "was not changed")  # fmt: skip
+    assert "not a clipforge index" not in line
+    assert IndexStore(db).model_id == "m"  # intact: it opens once there is room
+    (tmp_path / "other.db").write_bytes(b"SQLite format 3\x00" + bytes(100))  # a broken file still is "not ours"
+    with pytest.raises(IndexDatabaseError, match="not a clipforge index database"):
+        IndexStore(tmp_path / "other.db")
