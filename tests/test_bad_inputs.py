@@ -5,10 +5,12 @@ and links out of a folder given to classify / caption / moderate are listed as s
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from hostile import one_line_error
-from search_fixtures import save_tiny_checkpoint
+from search_fixtures import save_tiny_checkpoint, write_image
 from train_helpers import write_pairs_csv, write_tiny_model
 
 from clipforge.cli.main import main
@@ -97,3 +99,31 @@ def test_data_without_a_usable_pair_is_one_line_not_a_division_by_zero(files, tm
 def test_fewer_pairs_than_one_batch_names_the_batch_size(files, tmp_path, capsys):
     _fails(_train(files, tmp_path, files["csv"], "--batch-size", "16"), capsys,
            "8 usable image-caption pairs, fewer than one batch (--batch-size 16)")  # fmt: skip
+
+
+def test_links_out_of_a_folder_are_in_the_skipped_lists_of_classify_caption_and_moderate(files, tmp_path, capsys):
+    folder, outside = tmp_path / "photos", tmp_path / "elsewhere"
+    for i in range(2):
+        write_image(folder / f"{i}.png", i)
+    write_image(outside / "secret.png", 9)
+    os.symlink(outside / "secret.png", folder / "leak.png")  # a file link out
+    os.symlink(outside, folder / "escape")  # a folder link out
+    os.symlink(folder / "0.png", folder / "inside.png")  # a link within the folder is used
+    (tmp_path / "bank.txt").write_text("a red square\na blue square\n")
+    (tmp_path / "policy.yaml").write_text("threshold: 0.5\nflagged:\n  - a red square\nbenign:\n  - a blue square\n")
+    common = ["--model", str(files["ckpt"]), "--json", "--no-progress"]
+    expected = [{"path": str(folder / name), "reason": "link points outside the folder (not followed)"}
+                for name in ("escape", "leak.png")]  # fmt: skip
+    for command, extra in (("classify", ["--labels", "red,blue"]), ("caption", ["--bank", str(tmp_path / "bank.txt")]),
+                           ("moderate", ["--policy", str(tmp_path / "policy.yaml")])):  # fmt: skip
+        assert main([command, str(folder), *common, *extra]) == 0
+        captured = capsys.readouterr()
+        out = json.loads(captured.out)
+        assert out["skipped"] == expected, command
+        assert sorted(Path(r["path"]).name for r in out["results"]) == ["0.png", "1.png", "inside.png"], command
+        assert f"skipped {folder / 'leak.png'}: link points outside the folder" in captured.err, command
+    only_links = tmp_path / "only-links"
+    only_links.mkdir()
+    os.symlink(outside / "secret.png", only_links / "leak.png")
+    assert main(["classify", str(only_links), *common, "--labels", "red,blue"]) == 1
+    one_line_error(capsys.readouterr().err, "no image files in", "leak.png: link points outside the folder")
