@@ -236,7 +236,8 @@ def test_deeply_nested_torchscript_pickle_is_a_clear_error_on_convert_and_model(
     for argv in (["convert", str(deep), str(tmp_path / "out")],
                  ["classify", str(image), "--model", str(deep), "--labels", "a,b", "--no-progress"]):  # fmt: skip
         assert main(argv) == 1
-        one_line_error(capsys.readouterr().err, f"clipforge {argv[0]}: error:", str(deep), "nest more than")
+        given = "(given as --model)" if argv[0] == "classify" else "(given as source)"  # what to change
+        one_line_error(capsys.readouterr().err, f"clipforge {argv[0]}: error:", str(deep), "nest more than", given)
     assert not (tmp_path / "out").exists()
     shallow = deep_torchscript(tmp_path / "shallow.pt", depth=999)  # deep, but within the bound: no tensors
     with pytest.raises(ConvertError, match="holds no tensors"):
@@ -267,7 +268,7 @@ def test_a_safetensors_file_of_pure_metadata_says_it_holds_no_tensors(tmp_path, 
     for path in (plain, bare):
         argv = ["classify", str(tmp_path / "x.png"), "--model", str(path), "--labels", "a,b", "--no-progress"]
         assert main(argv) == 1
-        one_line_error(capsys.readouterr().err, "clipforge classify: error:", str(path), "without tensors")
+        one_line_error(capsys.readouterr().err, "clipforge classify: error:", str(path), "without tensors", "--model")
     assert main(["convert", str(plain), str(tmp_path / "out")]) == 1
     one_line_error(capsys.readouterr().err, "clipforge convert: error:", str(plain), "without tensors")
 
