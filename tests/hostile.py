@@ -1,5 +1,6 @@
 """Hostile inputs shared by the hardening tests and ``scripts/attack_serve.py``: a zip bomb shaped
-like a torch checkpoint, and connections that hang on a server."""
+like a torch checkpoint, connections that hang on a server; and the check every expected failure
+must pass (one error line, no traceback)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,13 @@ def open_hanging(port: int, n: int) -> list[socket.socket]:
             )
         socks.append(s)
     return socks
+
+
+def one_line_error(err: str, *needles: str) -> str:
+    """The one line of ``err`` (a command's stderr) that says "error", checked to hold every needle;
+    fails on a traceback or on several error lines."""
+    lines = [line for line in err.strip().splitlines() if "error" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

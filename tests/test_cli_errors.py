@@ -77,3 +77,19 @@ def test_library_errors_do_not_name_cli_flags() -> None:
         if flag.search(command.sub("", text)) and "pip install" not in text
     ]
     assert not offenders, "name the Python parameter (`name=value`) instead:\n" + "\n".join(offenders)
+
+
+def test_an_error_about_a_file_says_which_flag_or_argument_gave_it() -> None:
+    from clipforge.cli.main import given_as
+
+    parser = build_parser()
+    args = parser.parse_args(["classify", "a.png", "--model", "m.pt", "--labels", "a,b"])
+    said = given_as("m.pt: not a model", args, args.command_parser)
+    assert said == "m.pt: not a model (given as --model)"
+    assert given_as("m.pt: bad; pass another --model", args, args.command_parser).endswith("--model")  # said once
+    assert given_as("a.png: unreadable", args, args.command_parser) == "a.png: unreadable"  # one of many: no flag
+    args = parser.parse_args(["convert", "deep.pt", "out"])
+    assert given_as("deep.pt: not a model", args, args.command_parser) == "deep.pt: not a model (given as source)"
+    args = parser.parse_args(["eval", "retrieval", "pairs.csv", "--model", "m"])
+    assert given_as("pairs.csv:1: no column", args, args.command_parser).endswith("(given as data)")
+    assert given_as("other.csv: no column", args, args.command_parser) == "other.csv: no column"

@@ -211,3 +211,97 @@ def test_deeply_nested_safetensors_header_is_a_clear_error(tmp_path):
     path.write_bytes(len(raw).to_bytes(8, "little") + raw)
     with pytest.raises(CheckpointError, match="not a JSON object"):
         read_checkpoint_info(path)
+
+
+def deep_torchscript(path, depth: int = 100_000):
+    """A TorchScript-shaped archive whose data.pkl nests lists ``depth`` deep (issue 23, point 3):
+    ``depth`` empty lists, then ``depth - 1`` APPENDs put each inside the one before it."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("m/data.pkl", b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b".")
+        zf.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
+        zf.writestr("m/code/__torch__.py", "")
+    return path
+
+
+def test_deeply_nested_torchscript_pickle_is_a_clear_error_on_convert_and_model(tmp_path, capsys):
+    from hostile import one_line_error
+
+    from clipforge.cli.main import main
+
+    deep = deep_torchscript(tmp_path / "deep.pt")
+    with pytest.raises(ConvertError, match=r"deep\.pt: not a model: its pickled objects nest more than 1000 levels"):
+        read_tensors(deep)
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")  # the model is loaded (and refused) before any image is read
+    for argv in (["convert", str(deep), str(tmp_path / "out")],
+                 ["classify", str(image), "--model", str(deep), "--labels", "a,b", "--no-progress"]):  # fmt: skip
+        assert main(argv) == 1
+        given = "(given as --model)" if argv[0] == "classify" else "(given as source)"  # what to change
+        one_line_error(capsys.readouterr().err, f"clipforge {argv[0]}: error:", str(deep), "nest more than", given)
+    assert not (tmp_path / "out").exists()
+    shallow = deep_torchscript(tmp_path / "shallow.pt", depth=999)  # deep, but within the bound: no tensors
+    with pytest.raises(ConvertError, match="holds no tensors"):
+        read_tensors(shallow)
+
+
+def _write_header(path, header: bytes):
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    return path
+
+
+def test_a_safetensors_file_of_pure_metadata_says_it_holds_no_tensors(tmp_path, capsys):
+    from hostile import one_line_error
+    from search_fixtures import save_tiny_checkpoint
+
+    from clipforge.checkpoint import CheckpointError, load_checkpoint, read_safetensors_header
+    from clipforge.cli.main import main
+
+    plain = _write_header(tmp_path / "meta.safetensors", json.dumps({"__metadata__": {"a": "b"}}).encode())
+    with pytest.raises(ConvertError, match="without tensors .*only metadata"):
+        read_tensors(plain)
+    ours = read_safetensors_header(save_tiny_checkpoint(tmp_path / "tiny.safetensors"))
+    meta = {"__metadata__": ours["__metadata__"]}  # a clipforge checkpoint's metadata, its tensors dropped
+    bare = _write_header(tmp_path / "bare.safetensors", json.dumps(meta).encode())
+    with pytest.raises(CheckpointError, match="without tensors"):
+        load_checkpoint(bare)
+    (tmp_path / "x.png").write_bytes(b"")
+    for path in (plain, bare):
+        argv = ["classify", str(tmp_path / "x.png"), "--model", str(path), "--labels", "a,b", "--no-progress"]
+        assert main(argv) == 1
+        one_line_error(capsys.readouterr().err, "clipforge classify: error:", str(path), "without tensors", "--model")
+    assert main(["convert", str(plain), str(tmp_path / "out")]) == 1
+    one_line_error(capsys.readouterr().err, "clipforge convert: error:", str(plain), "without tensors")
+
+
+def test_reading_a_safetensors_header_has_bounded_memory(tmp_path):
+    """A header of many small values cost ~12x its size as Python objects (issue 23, point 6). Now
+    values are counted first (at most ``MAX_JSON_VALUES``) and a header of one huge string costs
+    about twice its size. Peak RSS is measured in a fresh process: the many-values header first."""
+    import subprocess
+    import sys
+
+    size = 16_000_000
+    entry = b'"t%d":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+    entries = b"".join(entry % i for i in range(size // len(entry % 0)))
+    many = _write_header(tmp_path / "many.safetensors", b"{" + entries + b'"__metadata__":{}}')
+    one = _write_header(tmp_path / "one.safetensors", json.dumps({"__metadata__": {"x": "a" * size}}).encode())
+    code = (
+        "import resource, sys\n"
+        "from clipforge.checkpoint import CheckpointError, read_safetensors_header\n"
+        "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "base = peak()\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n        read_safetensors_header(path)\n        print('READ')\n"
+        "    except CheckpointError as e:\n        print('REFUSED', e)\n"
+        "    print('GROWTH_KB', peak() - base)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(many), str(one)], capture_output=True, text=True, timeout=300
+    )
+    out = done.stdout.split("GROWTH_KB")
+    assert len(out) == 3, done.stdout + done.stderr
+    assert out[0].startswith("REFUSED") and "more than a checkpoint's (500,000)" in out[0], out[0]
+    assert out[1].split()[1] == "READ", out[1]
+    many_growth, one_growth = (int(part.split()[0]) * 1024 for part in out[1:])
+    assert many_growth < 1.2 * size + (16 << 20), many_growth  # the bytes read, nothing built from them
+    assert one_growth < 2.2 * size + (16 << 20), one_growth  # text + the one string parsed from it

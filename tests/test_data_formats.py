@@ -71,7 +71,7 @@ def test_csv_explicit_delimiter(tmp_path: Path) -> None:
 
 def test_csv_without_the_column_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("path,caption\nx.png,hello\n")
-    with pytest.raises(KeyError, match=r"d\.csv.*'filepath'.*columns are \['path', 'caption'\]"):
+    with pytest.raises(ValueError, match=r"d\.csv.*'filepath'.*columns are \['path', 'caption'\]"):
         build_dataset(tmp_path / "d.csv", transform=to_tensor)
 
 

@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import errno
 import re
+import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
+from hostile import one_line_error
 from search_fixtures import make_folder, save_tiny_checkpoint
 from train_helpers import write_pairs_csv, write_tiny_model
 
 from clipforge.cli.main import main
 from clipforge.fileio import atomic_write, atomic_write_text, write_error
-from clipforge.index import IndexStore
+from clipforge.index import IndexDatabaseError, IndexStore
 from clipforge.tokenizer import TokenizerError, TokenizerInputError, get_tokenizer
-
-
-def _one_line_error(err: str, *needles: str) -> str:
-    lines = [line for line in err.strip().splitlines() if "error" in line]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+from clipforge.train.run_dir import RunDir
 
 
 def test_atomic_write_reports_storage_failures_naming_the_target(tmp_path):
@@ -81,10 +77,52 @@ def test_train_with_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_pa
             "--out", str(tmp_path / "runs"), "--name", "r", "--workers", "0", "--no-progress",
             "--save-every", "1", "--steps", "3"]  # fmt: skip
     assert main(argv) == 1
-    line = _one_line_error(capsys.readouterr().err, "clipforge train: error:", "step-000002.safetensors")
+    line = one_line_error(capsys.readouterr().err, "clipforge train: error:", "step-000002.safetensors")
     assert "No space left" in line or "disk full" in line
     ckpts = tmp_path / "runs" / "r" / "checkpoints"
     assert (ckpts / "step-000001.safetensors").is_file() and not list(ckpts.glob(".*.tmp"))
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write fails with ENOSPC)")
+def test_disk_full_while_writing_the_training_state_keeps_no_half_checkpoint(tmp_path, monkeypatch, capsys):
+    """The weights of step 2 fit, its training state does not (issue 23, point 2): torch.save's own
+    two chained errors, made by writing to /dev/full, become one line, and step 2 is absent."""
+    import torch
+
+    data = write_pairs_csv(tmp_path / "data", n=16)
+    model = write_tiny_model(tmp_path / "tiny.json")
+    real_save = torch.save
+    states = []
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "optimizer" in obj:  # the training state of a checkpoint step
+            states.append(obj["step"])
+            if len(states) >= 2:
+                return real_save(obj, "/dev/full", *args, **kwargs)
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    argv = ["train", "--data", str(data), "--model", str(model), "--batch-size", "8", "--warmup-steps", "1",
+            "--out", str(tmp_path / "runs"), "--name", "r", "--workers", "0", "--no-progress",
+            "--save-every", "1", "--steps", "3"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    line = one_line_error(err, "clipforge train: error:", "step-000002.state.pt", "disk full", "iostream error")
+    assert "--keep-last" in line and "--out" in line and "unexpected pos" not in err
+    ckpts = tmp_path / "runs" / "r" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-000001.safetensors", "step-000001.state.pt"]
+    monkeypatch.undo()  # space freed: the run resumes from the last complete step
+    assert main([*argv, "--resume"]) == 0
+    assert RunDir(tmp_path / "runs" / "r").saved_steps() == [2, 3]
+
+
+def test_a_step_killed_between_its_weights_and_its_state_is_swept(tmp_path, tiny_model):
+    run = RunDir(tmp_path)
+    run.save(1, tiny_model(train=True), tokenizer=None, state={"step": 1}, provenance={})
+    shutil.copyfile(run.weights_file(1), run.weights_file(2))  # what SIGKILL after the weights leaves
+    run.shard_dir(3).mkdir()
+    assert sorted(run.sweep()) == sorted([run.weights_file(2), run.shard_dir(3)])
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["step-000001.safetensors", "step-000001.state.pt"]
 
 
 def test_index_commit_with_a_full_disk_is_one_line_and_leaves_the_index_intact(tmp_path, monkeypatch, capsys):
@@ -107,7 +145,7 @@ def test_index_commit_with_a_full_disk_is_one_line_and_leaves_the_index_intact(t
 
     monkeypatch.setattr(IndexStore, "_conn", full_conn)
     assert main(base) == 1
-    _one_line_error(capsys.readouterr().err, "clipforge index: error:", str(db), "full")
+    one_line_error(capsys.readouterr().err, "clipforge index: error:", str(db), "full")
     monkeypatch.undo()
     assert IndexStore(db).count() == before
 
@@ -125,3 +163,34 @@ def test_tokenizer_type_errors_are_clear(texts, said):
     with pytest.raises(TypeError, match="text must be a str"):
         tok.encode(None)
     assert tok(("a cat", "a dog")).shape[0] == 2  # any sequence of str is fine
+
+
+_OPEN_WITH_FULL_DISK = """
+import resource, signal, sys
+from clipforge.cli.main import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
+sys.exit(main(["search", "a dog", "--db", sys.argv[1]]))
+"""
+
+
+def test_a_good_index_on_a_full_disk_is_not_called_a_foreign_database(tmp_path):
+    """With a few KB left SQLite cannot make the 32 KB -shm file of a WAL database: "disk I/O error"
+    (issue 23, point 4). A file-size limit of 1 KB on a fresh process makes that happen, unprivileged."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "p.cfidx"
+    with IndexStore(db, create=True) as store:
+        store.bind(model_id="m", embed_dim=4, root=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_WITH_FULL_DISK, str(db)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = one_line_error(done.stderr, "clipforge search: error:", str(db), "cannot open the index database",
+                          "disk I/O error", "disk may be full", "was not changed")  # fmt: skip
+    assert "not a clipforge index" not in line
+    assert IndexStore(db).model_id == "m"  # intact: it opens once there is room
+    (tmp_path / "other.db").write_bytes(b"SQLite format 3\x00" + bytes(100))  # a broken file still is "not ours"
+    with pytest.raises(IndexDatabaseError, match="not a clipforge index database"):
+        IndexStore(tmp_path / "other.db")

@@ -77,9 +77,17 @@ def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> dic
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path), device=str(device))
+        weights = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot read safetensors weights: {e}") from e
+    if not weights:
+        raise no_tensors(path)
+    return weights
+
+
+def no_tensors(path: str | Path) -> CheckpointError:
+    """The error for a safetensors file whose header holds metadata only."""
+    return CheckpointError(f"{path}: a safetensors file without tensors (its header holds only metadata): no weights")
 
 
 def load_state_dict_strict(
@@ -131,15 +139,33 @@ def is_clipforge_checkpoint(path: str | Path) -> bool:
         return False
 
 
+# Most JSON values parse_json builds (each costs ~80 bytes as a Python object, ~10x its text): a
+# model's header has ~10 per tensor, so this is ~50,000 tensors (CLIP ViT-bigG-14 has ~1,200).
+MAX_JSON_VALUES = 500_000
+
+
 def parse_json(raw: bytes | str, *, source: str, what: str = "header") -> object:
     """JSON from an untrusted file, every failure a :class:`CheckpointError` naming ``source``:
-    malformed text, bad UTF-8, and nesting deep enough to exhaust the parser (RecursionError)."""
+    malformed text, bad UTF-8, nesting deep enough to exhaust the parser (RecursionError), and more
+    than ``MAX_JSON_VALUES`` values (counted from the text before parsing, so memory stays bounded)."""
+    check_json_size(raw, source=source, what=what)
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{source}: invalid JSON {what} ({e})") from e
     except RecursionError:
         raise CheckpointError(f"{source}: JSON {what} nested too deeply to be a checkpoint's") from None
+
+
+def check_json_size(raw: bytes | str, *, source: str, what: str = "header") -> None:
+    """Refuse JSON text that could hold more than ``MAX_JSON_VALUES`` values, before parsing it."""
+    marks = (",", "[", "{") if isinstance(raw, str) else (b",", b"[", b"{")
+    values = 1 + sum(raw.count(m) for m in marks)  # >= the values in it (each after a comma or an opening)
+    if values > MAX_JSON_VALUES:
+        raise CheckpointError(
+            f"{source}: JSON {what} of up to {values:,} values, more than a checkpoint's ({MAX_JSON_VALUES:,}); "
+            "not read"
+        )
 
 
 MAX_SAFETENSORS_HEADER = 100_000_000  # bytes; safetensors itself refuses larger headers
@@ -164,10 +190,21 @@ def read_safetensors_header(path: str | Path) -> dict:
         n = safetensors_header_length(head)
         if n is None or n + 8 > path.stat().st_size:
             raise CheckpointError(f"{path}: not a safetensors file (bad header length)")
-        header = parse_json(f.read(n), source=str(path), what="safetensors header")
+        raw = f.read(n)
+    check_json_size(raw, source=str(path), what="safetensors header")
+    text = _utf8(raw, source=path)
+    del raw  # dropped before parsing: the peak is about twice the header, whatever it holds
+    header = parse_json(text, source=str(path), what="safetensors header")
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
         raise CheckpointError(f"{path}: not a safetensors file (the header is not a JSON object)")
     return header
+
+
+def _utf8(raw: bytes, *, source: Path) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{source}: invalid JSON safetensors header ({e})") from None
 
 
 def _read_header(path: Path) -> dict[str, str]:

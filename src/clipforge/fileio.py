@@ -48,18 +48,29 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
-# How writers implemented outside Python (safetensors, torch, faiss) report a full disk.
-_DISK_FULL_MARKS = ("no space left", "storagefull", "disk quota", "file write failed", "errno 28", "enospc")
+# How writers implemented outside Python (safetensors, torch, faiss) report a full disk. torch.save
+# to a file name writes through a C++ stream, which says only "basic_ios::clear: iostream error"
+# (and then, closing the archive, "unexpected pos": that second error has the first as its context).
+_DISK_FULL_MARKS = (
+    "no space left", "storagefull", "disk quota", "file write failed", "errno 28", "enospc", "iostream error",
+)  # fmt: skip
 
 
 def write_error(path: str | Path, error: BaseException) -> OSError | None:
     """``error`` raised while writing ``path`` as an ``OSError`` naming ``path`` (not the temporary
-    file) and the cause, or None when it is not a storage failure (a bug, an interrupt)."""
-    if isinstance(error, OSError):
-        return OSError(error.errno, error.strerror or str(error), str(path))
-    text = str(error).lower()
-    if any(mark in text for mark in _DISK_FULL_MARKS):
-        return OSError(errno.ENOSPC, f"cannot write (disk full?): {str(error).strip().splitlines()[0]}", str(path))
+    file) and the cause, or None when it is not a storage failure (a bug, an interrupt). A
+    ``RuntimeError`` (how C++ writers fail) counts as one when the error it was raised while
+    handling does."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError):
+            return OSError(cause.errno, cause.strerror or str(cause), str(path))
+        if any(mark in str(cause).lower() for mark in _DISK_FULL_MARKS):
+            first = str(cause).strip().splitlines()[0]
+            return OSError(errno.ENOSPC, f"cannot write (disk full?): {first}", str(path))
+        cause = (cause.__cause__ or cause.__context__) if isinstance(cause, RuntimeError) else None
     return None
 
 

@@ -22,19 +22,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.caption import CaptionBank, load_caption_bank
-    from ..eval.datasets import collect_images
+    from ..eval.datasets import find_images
     from ..eval.features import encode_image_files
 
     captions = load_caption_bank(args.bank)
     if args.top_k < 1:
         raise ValueError(f"-k must be at least 1, got {args.top_k}")
-    paths = collect_images(args.images)
+    inputs = find_images(args.images)
+    paths = inputs.paths
     model, tokenizer, transform = load_model(args)
     bank = CaptionBank(model, tokenizer, captions)
     feats = encode_image_files(
         model, transform, paths, batch_size=args.batch_size, progress=not args.no_progress
     )
-    report_skips(feats.failures)
+    failures = inputs.skipped + feats.failures
+    report_skips(failures)
     if not feats.kept:
         raise ValueError("none of the images could be read")
     matches = bank.top_k(feats.features, k=args.top_k)
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                 "bank": args.bank,
                 "bank_size": len(captions),
                 "results": results,
-                "skipped": skipped_json(feats.failures),
+                "skipped": skipped_json(failures),
             }
         )
         return 0

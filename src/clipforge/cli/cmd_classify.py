@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.classifier import ZeroShotClassifier
-    from ..eval.datasets import collect_images
+    from ..eval.datasets import find_images
     from ..eval.features import encode_image_files
     from ..eval.prompts import load_classnames, load_templates, parse_labels
 
@@ -44,13 +44,15 @@ def run(args: argparse.Namespace) -> int:
     templates = load_templates(args.templates)
     if args.top_k < 1:
         raise ValueError(f"-k must be at least 1, got {args.top_k}")
-    paths = collect_images(args.images)
+    inputs = find_images(args.images)
+    paths = inputs.paths
     model, tokenizer, transform = load_model(args)
     clf = ZeroShotClassifier(model, tokenizer, labels, templates, transform=transform)
     feats = encode_image_files(
         model, transform, paths, batch_size=args.batch_size, progress=not args.no_progress
     )
-    report_skips(feats.failures)
+    failures = inputs.skipped + feats.failures
+    report_skips(failures)
     if not feats.kept:
         raise ValueError("none of the images could be read")
     mode = args.mode or model.config.objective
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 "mode": mode,
                 "labels": labels,
                 "results": results,
-                "skipped": skipped_json(feats.failures),
+                "skipped": skipped_json(failures),
             }
         )
         return 0

@@ -21,19 +21,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eval.datasets import collect_images
+    from ..eval.datasets import find_images
     from ..eval.features import encode_image_files
     from ..eval.moderate import Moderator
     from ..eval.policy import load_policy
 
     policy = load_policy(args.policy)
-    paths = collect_images(args.images)
+    inputs = find_images(args.images)
+    paths = inputs.paths
     model, tokenizer, transform = load_model(args)
     moderator = Moderator(model, tokenizer, policy, transform=transform)
     feats = encode_image_files(
         model, transform, paths, batch_size=args.batch_size, progress=not args.no_progress
     )
-    report_skips(feats.failures)
+    failures = inputs.skipped + feats.failures
+    report_skips(failures)
     if not feats.kept:
         raise ValueError("none of the images could be read")
     decisions = moderator.decide(moderator.scores_from_features(feats.features))
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                 "flagged": n_flagged,
                 "passed": len(decisions) - n_flagged,
                 "results": results,
-                "skipped": skipped_json(feats.failures),
+                "skipped": skipped_json(failures),
             }
         )
         return 0
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if "explanation" in r:
             print(f"      heat map: {r['explanation']}")
-    print(f"{n_flagged} flagged, {len(decisions) - n_flagged} passed, {len(feats.failures)} skipped")
+    print(f"{n_flagged} flagged, {len(decisions) - n_flagged} passed, {len(failures)} skipped")
     return 0
 
 

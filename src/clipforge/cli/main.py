@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import re
 import sys
@@ -64,6 +65,31 @@ def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
     return _PARAMETER.sub(flag, message)
 
 
+def given_as(message: str, args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """Add which flag (or argument) named the file an error begins with, ``PATH: cause``:
+    ``x.pt: not a model ... (given as --model)``, so the one line says what to change."""
+    for action in _arguments(parser):
+        value = getattr(args, action.dest, None)
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            continue
+        if message.startswith((f"{value}:", f"{value} ")):
+            name = max(action.option_strings, key=len) if action.option_strings else action.metavar or action.dest
+            return message if name in message else f"{message} (given as {name})"
+    return message
+
+
+def _arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Every flag and positional argument of ``parser`` and of its sub-commands."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _arguments(sub)
+        elif action.dest not in ("help", argparse.SUPPRESS):
+            found.append(action)
+    return found
+
+
 def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     """The flags of ``parser`` and of its sub-commands (``eval zeroshot``'s, say), outermost first."""
     found = []
@@ -93,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ImportError, ArithmeticError) as e:  # expected: one clear line, no traceback
         if args.verbose:
             raise
-        print(f"clipforge {args.command}: error: {as_flags(str(e), args.command_parser)}", file=sys.stderr)
+        message = given_as(as_flags(str(e), args.command_parser), args, args.command_parser)
+        print(f"clipforge {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

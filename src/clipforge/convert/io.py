@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CheckpointError, read_safetensors_header, safetensors_header_length
+from ..checkpoint import CheckpointError, no_tensors, read_safetensors_header, safetensors_header_length
 from .torchscript import ArchiveError, is_torchscript_archive, read_torchscript_tensors
 
 StateDict = dict[str, torch.Tensor]
@@ -94,9 +94,11 @@ def _read_safetensors(path: Path) -> StateDict:
     from safetensors.torch import load_file
 
     try:
-        read_safetensors_header(path)  # checked in Python first: clear errors for hostile headers
+        header = read_safetensors_header(path)  # checked in Python first: clear errors for hostile headers
     except CheckpointError as e:
         raise ConvertError(str(e)) from e
+    if not header.keys() - {"__metadata__"}:
+        raise ConvertError(str(no_tensors(path)))
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:

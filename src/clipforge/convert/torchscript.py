@@ -74,7 +74,7 @@ def read_torchscript_tensors(path: str | Path) -> StateDict:
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, IndexError, AttributeError) as e:
         raise ArchiveError(f"{path}: cannot read the TorchScript archive safely: {e}") from e
     tensors: StateDict = {}
-    _collect(root, "", tensors, seen=set())
+    _collect(root, tensors, path=path)
     if not tensors:
         raise ArchiveError(f"{path}: the TorchScript archive holds no tensors")
     return tensors
@@ -185,21 +185,32 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return view if whole else view.clone()  # a clone does not pin a larger shared storage
 
 
-def _collect(obj: Any, name: str, out: StateDict, seen: set[int]) -> None:
-    """Depth-first walk over script objects, dicts and lists, recording tensors by dotted name."""
-    if isinstance(obj, torch.Tensor):
-        out.setdefault(name, obj)
-        return
-    if id(obj) in seen:
-        return
-    seen.add(id(obj))
-    if isinstance(obj, _ScriptObject):
-        obj = obj.attrs
-    if isinstance(obj, dict):
-        items = [(str(k), v) for k, v in obj.items()]
-    elif isinstance(obj, (list, tuple)):
-        items = [(str(i), v) for i, v in enumerate(obj)]
-    else:
-        return
-    for key, value in items:
-        _collect(value, f"{name}.{key}" if name else key, out, seen)
+# Deepest module tree read (a CLIP archive's is about 10 levels); deeper nesting is no model.
+MAX_DEPTH = 1000
+
+
+def _collect(root: Any, out: StateDict, *, path: Path) -> None:
+    """Depth-first walk over script objects, dicts and lists, recording tensors by dotted name (the
+    first name a shared tensor is met under). Iterative, so nesting cannot exhaust Python's stack;
+    nesting deeper than ``MAX_DEPTH`` is an :class:`ArchiveError`."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, str, int]] = [(root, "", 0)]
+    while stack:
+        obj, name, depth = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            out.setdefault(name, obj)
+            continue
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, _ScriptObject):
+            obj = obj.attrs
+        if isinstance(obj, dict):
+            items = [(str(k), v) for k, v in obj.items()]
+        elif isinstance(obj, (list, tuple)):
+            items = [(str(i), v) for i, v in enumerate(obj)]
+        else:
+            continue
+        if items and depth >= MAX_DEPTH:
+            raise ArchiveError(f"{path}: not a model: its pickled objects nest more than {MAX_DEPTH} levels deep")
+        stack += [(value, f"{name}.{key}" if name else key, depth + 1) for key, value in reversed(items)]

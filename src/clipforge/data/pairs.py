@@ -207,6 +207,24 @@ def has_undecodable(*values: Any) -> bool:
     return any(isinstance(v, str) and _SURROGATES.search(v) for v in values)
 
 
+def check_columns(path: Path, header: Sequence[str], keys: dict[str, str], *, delimiter: str) -> None:
+    """A ValueError naming the file, the missing columns, the columns there are and the parameter
+    that picks each missing one, unless ``header`` has every column of ``keys`` (parameter name ->
+    column, e.g. ``{"image_key": "filepath"}``)."""
+    missing = {param: column for param, column in keys.items() if column not in header}
+    if not missing:
+        return
+    names = ", ".join(repr(c) for c in missing.values())
+    choose = " / ".join(f"`{param}=`" for param in missing)
+    hint = ""
+    if len(header) == 1 and delimiter in (",", "\t"):  # one column: split by the other delimiter?
+        other, suffix = ("\t", ".tsv") if delimiter == "," else (",", ".csv")
+        if other in header[0]:
+            hint = f"; the header is {'tab' if delimiter == ',' else 'comma'}-separated: name the file {suffix}"
+    columns = list(header)
+    raise ValueError(f"{path}:1: no column {names} in the header; columns are {columns} (choose with {choose}){hint}")
+
+
 def read_csv(
     path: str | Path,
     *,
@@ -228,12 +246,7 @@ def read_csv(
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
-        missing = [k for k in (image_key, caption_key) if k not in header]
-        if missing:
-            raise KeyError(
-                f"{path}: no column {', '.join(map(repr, missing))} in the header; columns are {header} "
-                f"(choose others with image_key= / caption_key=, or the delimiter with delimiter=)"
-            )
+        check_columns(path, header, {"image_key": image_key, "caption_key": caption_key}, delimiter=delimiter)
         for row in reader:
             where = f"{path}:{reader.line_num}"
             if row.get(image_key) is None or row.get(caption_key) is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -126,17 +126,24 @@ class SkipStats:
                 self.counts[reason] += n
 
 
+def describe_skips(skips: Sequence[Skip], *, show: int = 3) -> str:
+    """``"3 entries skipped (malformed_row 3); first: f.csv:2: malformed_row (...)"``."""
+    by_reason = Counter(s.reason for s in skips)
+    reasons = ", ".join(f"{r} {n}" for r, n in by_reason.most_common())
+    return f"{len(skips)} entries skipped ({reasons}); first: " + "; ".join(str(s) for s in skips[:show])
+
+
 def log_load_skips(source: str, skips: list[Skip], *, show: int = 3) -> None:
     """One warning for the bad rows found while reading an index file (they are also kept on the
     dataset as ``load_skips`` so the run summary can count them)."""
     if not skips:
         return
-    by_reason = Counter(s.reason for s in skips)
-    first = "; ".join(str(s) for s in skips[:show])
-    logger.warning(
-        "%s: %d entries skipped while loading (%s); first: %s",
-        source,
-        len(skips),
-        ", ".join(f"{r} {n}" for r, n in by_reason.most_common()),
-        first,
-    )
+    logger.warning("%s: while loading, %s", source, describe_skips(skips, show=show))
+
+
+def no_usable_pairs(source: str, skips: Sequence[Skip], *, columns: bool) -> ValueError:
+    """The error for image-caption data of which no pair can be used: names ``source``, why its
+    entries were skipped and, for CSV/JSONL data (``columns``), the parameters that pick the columns."""
+    why = describe_skips(skips, show=1) if skips else "it lists no entries"
+    choose = "; choose the columns with `image_key=` / `caption_key=`" if columns else ""
+    return ValueError(f"{source}: no usable image-caption pairs: {why}{choose}")

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from ..data import Skip, build_dataset
+from ..data import Skip, build_dataset, describe_source
 from ..data.protocols import KeyedByImage, load_skips_of
+from ..data.skips import no_usable_pairs
 from ..models import CLIP
 from .accuracy import confusion_matrix, mean_per_class_accuracy, per_class_accuracy
 from .clip_benchmark import BenchmarkImages, BenchmarkSet
@@ -176,11 +177,10 @@ def retrieval_dataset(
     several captions (as are multi-caption JSONL rows and multi-line ``.txt`` files)."""
     from tqdm.auto import tqdm
 
-
     dataset = build_dataset(
         source, transform=transform, image_key=image_key, caption_key=caption_key, all_captions=True
     )
-    skipped = [str(s) for s in load_skips_of(dataset)]
+    skips = load_skips_of(dataset)
     keyed = isinstance(dataset, KeyedByImage)  # map-style pairs: group rows by image file
     items = _Indexed(dataset) if keyed else dataset
     loader = torch.utils.data.DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=list)
@@ -191,7 +191,7 @@ def retrieval_dataset(
         for n, entry in enumerate(batch):
             index, item = entry if keyed else (len(image_of) + n, entry)
             if isinstance(item, Skip):
-                skipped.append(str(item))
+                skips.append(item)
                 continue
             pixels, texts = item
             key = dataset.image_path(index) if keyed else index
@@ -203,7 +203,8 @@ def retrieval_dataset(
         if new:
             chunks.append(encode_images(model, torch.stack(new), batch_size=batch_size).cpu())  # (b, E)
     if not chunks:
-        raise ValueError(f"{source}: no usable image-caption pairs")
+        raise no_usable_pairs(str(source), skips, columns=describe_source(source) in ("csv", "jsonl"))
+    skipped = [str(s) for s in skips]
     for reason in skipped[:5]:
         log.warning("skipped %s", reason)
     image_emb = torch.cat(chunks)  # (N, E)

@@ -19,12 +19,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from torch.utils.data import Dataset
 
 from ..data.images import ImageDecodeError, load_image
-from ..data.pairs import has_undecodable
+from ..data.pairs import check_columns, has_undecodable
 from ..data.skips import CORRUPT_IMAGE, Skip
 from ..data.walk import walk_images
 
@@ -123,9 +123,7 @@ def labelled_csv(
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:  # bad bytes: row skipped
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
-        for key in (image_key, label_key):
-            if key not in header:
-                raise ValueError(f"{path}:1: no column {key!r} in the header (columns: {header})")
+        check_columns(path, header, {"image_key": image_key, "label_key": label_key}, delimiter=delimiter)
         rows = [(reader.line_num, row) for row in reader]
     raw: list[tuple[int, Path, str]] = []
     skipped = []
@@ -167,25 +165,47 @@ def labelled_csv(
     return LabelledImages(paths, labels, names, str(path), skipped)
 
 
-def collect_images(inputs: list[str | Path], *, recursive: bool = True) -> list[Path]:
-    """Files and folders from a command line → image files (folders expanded, sorted).
+# Why an entry of a folder given on the command line is not used (the reasons of ``skipped`` lists).
+OUTSIDE_LINK = "link points outside the folder (not followed)"
+UNLISTABLE = "cannot be listed or read"
+
+
+class ImageInputs(NamedTuple):
+    paths: list[Path]  # image files, folders expanded (sorted)
+    skipped: list[tuple[str, str]]  # (path, reason): links out of a folder, entries that cannot be listed
+
+
+def find_images(inputs: list[str | Path], *, recursive: bool = True) -> ImageInputs:
+    """Files and folders from a command line → image files (folders expanded, sorted), and the
+    entries of those folders that were not used, with why.
 
     A named file is kept whatever its extension (so that an unreadable one is reported when it is
     opened); a missing path is a FileNotFoundError. Inside a folder, links are followed only to
-    files within it (never out of the tree, never into a directory: no loops)."""
+    files within it (never out of the tree, never into a directory: no loops); a link out of it is
+    listed in ``skipped``."""
     found: list[Path] = []
+    skipped: list[tuple[str, str]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            listing = walk_images(p).files
-            found += [p / f.path for f in listing if recursive or "/" not in f.path]
+            listing = walk_images(p)
+            found += [p / f.path for f in listing.files if recursive or "/" not in f.path]
+            for names, reason in ((listing.outside_links, OUTSIDE_LINK), (listing.unreadable, UNLISTABLE)):
+                skipped += [(str(p / name), reason) for name in names if recursive or "/" not in name]
         elif p.exists():
             found.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
     if not found:
-        raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
-    return found
+        more = f", and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        not_used = f" (not used: {skipped[0][0]}: {skipped[0][1]}{more})" if skipped else ""
+        raise ValueError(f"no image files in {', '.join(map(str, inputs))}{not_used}")
+    return ImageInputs(found, skipped)
+
+
+def collect_images(inputs: list[str | Path], *, recursive: bool = True) -> list[Path]:
+    """The image files of :func:`find_images` (without the entries it skipped)."""
+    return find_images(inputs, recursive=recursive).paths
 
 
 class LabelledDataset(Dataset):

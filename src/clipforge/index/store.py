@@ -76,6 +76,19 @@ class ModelMismatchError(IndexDatabaseError):
     """The index was built with another model than the one asked to use it."""
 
 
+# SQLite's result codes that say the file itself is not a (sound) database, as opposed to failing
+# to read or write it (SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_READONLY, SQLITE_BUSY...).
+_NOT_A_DATABASE = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_ERROR")
+
+
+def _says_not_a_database(error: sqlite3.DatabaseError) -> bool:
+    """Whether ``error`` blames the file's contents (then it is not an index), not the storage."""
+    name = getattr(error, "sqlite_errorname", None)
+    if name is None:  # Python < 3.11, or an error made without a result code
+        return not isinstance(error, sqlite3.OperationalError)
+    return name.startswith(_NOT_A_DATABASE)
+
+
 class IndexStore:
     """An index database. ``create=False`` refuses a path that holds no index yet."""
 
@@ -107,6 +120,13 @@ class IndexStore:
                 raise IndexDatabaseError(f"{not_ours} (empty)")
         except sqlite3.DatabaseError as e:
             self.close()
+            if not _says_not_a_database(e):  # a full disk, an I/O or permission error: not the file's fault
+                code = getattr(e, "sqlite_errorname", type(e).__name__)
+                raise IndexDatabaseError(
+                    f"{self.path}: cannot open the index database: {e} ({code}); the disk may be full or its "
+                    "folder not writable (SQLite needs room for the -wal and -shm files beside it). The "
+                    "database itself was not changed: free some space and retry"
+                ) from e
             raise IndexDatabaseError(f"{not_ours} ({e})") from e
         if schema != SCHEMA:
             self.close()

@@ -151,6 +151,9 @@ class TrainData:
         if global_batch % world_size:
             raise ValueError(f"batch_size {global_batch} is not divisible by the {world_size} processes")
         self.local_batch = global_batch // world_size
+        if not self.iterable and len(self.dataset) < global_batch:  # else no step would ever be drawn
+            n, batch = len(self.dataset), f"`batch_size={global_batch}`"
+            raise ValueError(f"the training data has {n} usable pairs, fewer than one batch ({batch})")
         self.epoch_batches = epoch_batches
         self.position = StreamPosition(0, 0, (0,) * max(workers, 1))
 

@@ -117,7 +117,6 @@ class _Trainer:
         if info.is_main:
             for p in self.rundir.sweep():
                 log.info("removed %s, left by an interrupted save", p)
-            atomic_write_text(self.rundir.config_file, cfg.to_json())
 
         if cfg.init:  # the main process downloads/converts (once, into the cache); the others then find it
             broadcast_object(str(resolve_checkpoint(cfg.init)) if info.is_main else None, info)
@@ -128,6 +127,8 @@ class _Trainer:
             if train_dataset is not None
             else build_train_dataset(cfg, model_cfg, rank=info.rank, world_size=info.world_size)
         )
+        if info.is_main:  # once the data is known to be usable: a run refused for its data leaves no folder
+            atomic_write_text(self.rundir.config_file, cfg.to_json())
         self.tokenizer = self._tokenizer(model_cfg, init_info)
         self.model_cfg = final_model_config(model_cfg, self.tokenizer)
         self.model = build_model(cfg, self.model_cfg, device=info.device)

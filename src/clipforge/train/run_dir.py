@@ -13,7 +13,8 @@ Layout of ``<out>/<name>/``::
 
 Every file is written to a temporary name, fsynced and renamed, and a step counts as saved only
 when both its weights and its state exist: a process killed at any moment leaves the previous
-complete checkpoint intact, and ``latest_step`` finds it.
+complete checkpoint intact, and ``latest_step`` finds it. A step whose state cannot be written (a
+full disk) is removed at once; one cut short by a kill is removed by the next start (``sweep``).
 """
 
 from __future__ import annotations
@@ -115,8 +116,33 @@ class RunDir:
         return sorted(steps)
 
     def sweep(self) -> list[Path]:
-        """Remove temporaries a process killed mid-save left in the run folder and its checkpoints."""
-        return sweep_temporaries(self.path) + sweep_temporaries(self.checkpoints)
+        """Remove what a process killed mid-save left in the run folder and its checkpoints:
+        temporaries, and the weights (or shards) of a step whose state was never written."""
+        removed = sweep_temporaries(self.path) + sweep_temporaries(self.checkpoints)
+        complete = set(self.saved_steps())
+        for step in sorted(self._started_steps() - complete):
+            removed += self._discard(step)
+        return removed
+
+    def _started_steps(self) -> set[int]:
+        """Steps with any file of their checkpoint (weights, state or shards)."""
+        if not self.checkpoints.is_dir():
+            return set()
+        pattern = re.compile(r"^step-(\d+)\.(safetensors|state\.pt|dcp)$")
+        return {int(m.group(1)) for p in self.checkpoints.iterdir() if (m := pattern.match(p.name))}
+
+    def _discard(self, step: int) -> list[Path]:
+        """Remove every file of ``step``'s checkpoint, state first (so it is never complete
+        meanwhile); returns what was removed."""
+        removed = []
+        for path in (self.state_file(step), self.weights_file(step)):
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+        if self.shard_dir(step).is_dir():
+            shutil.rmtree(self.shard_dir(step), ignore_errors=True)
+            removed.append(self.shard_dir(step))
+        return removed
 
     def latest_step(self) -> int | None:
         steps = self.saved_steps()
@@ -133,9 +159,19 @@ class RunDir:
         weights: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Weights first (``weights`` instead of ``model.state_dict()`` when given), then the state
-        that makes the step resumable, then prune old steps."""
-        save_checkpoint(self.weights_file(step), model, tokenizer=tokenizer, provenance=provenance, state_dict=weights)
-        atomic_write(self.state_file(step), lambda tmp: torch.save(state, tmp))
+        that makes the step resumable, then prune old steps. When either cannot be written (a full
+        disk), nothing of the step is kept and the ``OSError`` says what to change."""
+        try:
+            save_checkpoint(
+                self.weights_file(step), model, tokenizer=tokenizer, provenance=provenance, state_dict=weights
+            )
+            atomic_write(self.state_file(step), lambda tmp: torch.save(state, tmp))
+        except BaseException as e:  # a full disk, or an interrupt between the two files
+            self._discard(step)
+            if not isinstance(e, OSError):
+                raise
+            advice = "nothing of this step was kept; free space, keep fewer checkpoints (`keep_last=`) or choose `out=`"
+            raise OSError(e.errno, f"{e.strerror}; {advice}", e.filename) from e
         for old in self.saved_steps()[: -self.keep_last]:
             self.state_file(old).unlink(missing_ok=True)  # state first: a half-pruned step is never "complete"
             self.weights_file(old).unlink(missing_ok=True)

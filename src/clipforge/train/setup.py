@@ -13,9 +13,19 @@ from torch.utils.data import Dataset, IterableDataset
 
 from ..checkpoint import CheckpointInfo, load_state_dict_strict, load_weights, read_checkpoint_info
 from ..config import ModelConfig
-from ..data import SHAPES_SOURCE, CachedPairs, ShapesSpec, build_cache, build_dataset, shapes_split, zero_shot_tasks
-from ..data.protocols import CaptionSource
+from ..data import (
+    SHAPES_SOURCE,
+    CachedPairs,
+    ShapesSpec,
+    build_cache,
+    build_dataset,
+    describe_source,
+    shapes_split,
+    zero_shot_tasks,
+)
+from ..data.protocols import CaptionSource, load_skips_of
 from ..data.shard_io import is_remote
+from ..data.skips import no_usable_pairs
 from ..data.transforms import image_transform
 from ..eval.clip_benchmark import BenchmarkImages, is_benchmark_dir, load_benchmark
 from ..eval.datasets import LabelledDataset, load_labelled
@@ -57,7 +67,29 @@ def resolve_loss(loss: str, model_cfg: ModelConfig) -> str:
 
 def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_size: int) -> Dataset:
     """The training pairs: a pre-decoded cache when ``cfg.cache`` is set, else decoded on the fly
-    with the train transform (random resized crop) at the model's image size."""
+    with the train transform (random resized crop) at the model's image size. Data that holds
+    less than one batch is an error naming the file and why its rows were skipped."""
+    dataset = _train_pairs(cfg, model_cfg, rank=rank, world_size=world_size)
+    check_enough_pairs(dataset, cfg)
+    return dataset
+
+
+def check_enough_pairs(dataset: Dataset, cfg: TrainConfig) -> None:
+    """A map-style training set must hold at least one batch (streamed data is not counted ahead)."""
+    if isinstance(dataset, IterableDataset):
+        return
+    n = len(dataset)
+    if n == 0:
+        columns = describe_source(cfg.data) in ("csv", "jsonl")
+        raise no_usable_pairs(str(cfg.data), load_skips_of(dataset), columns=columns)
+    if n < cfg.batch_size:
+        raise ValueError(
+            f"{cfg.data}: {n} usable image-caption pairs, fewer than one batch (`batch_size={cfg.batch_size}`): "
+            "lower it or add data"
+        )
+
+
+def _train_pairs(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_size: int) -> Dataset:
     size = model_cfg.vision.image_size
     split = shapes_split(cfg.data)
     source = f"{SHAPES_SOURCE}:{split}" if split else cfg.data
