@@ -36,9 +36,10 @@ from tqdm.auto import tqdm
 
 from clipforge.config import PreprocessConfig
 from clipforge.data.build import build_dataset
-from clipforge.data.captions import mix_seed, pick_caption
+from clipforge.data.captions import pick_caption
 from clipforge.data.pairs import StringTable
 from clipforge.data.protocols import FileBacked, load_skips_of
+from clipforge.data.seeding import mix_seed
 from clipforge.data.skips import Skip, log_load_skips
 from clipforge.data.transforms import image_transform
 from clipforge.fileio import atomic_write, atomic_write_text
