@@ -65,11 +65,18 @@ def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
 
 
 def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    """The flags of ``parser`` and of its sub-commands (``eval zeroshot``'s, say), outermost first."""
+    """The flags of ``parser`` and of its sub-commands (``eval zeroshot``'s, say), outermost first.
+
+    The one place that reads argparse's private ``_actions`` list: argparse has no public way to
+    list a parser's arguments, and recording them as they are added would mean wrapping every
+    ``add_argument`` of every command and group. Sub-commands are recognised by their public
+    ``choices`` (names -> parsers), not by argparse's private ``_SubParsersAction`` class.
+    ``test_cli_errors.py`` checks that every flag each command's ``--help`` shows is found here."""
     found = []
     for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
+        subs = action.choices if isinstance(action.choices, dict) else {}
+        if subs and all(isinstance(sub, argparse.ArgumentParser) for sub in subs.values()):
+            for sub in subs.values():
                 found += [a for a in _options(sub) if a.dest not in {b.dest for b in found}]
         elif action.option_strings:
             found.append(action)
