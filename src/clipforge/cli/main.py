@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import re
 import sys
@@ -83,7 +84,28 @@ def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return found
 
 
+# The exit status of a program that the reader of its output has left (`clipforge models | head`):
+# 128 + SIGPIPE, what `cat`, `grep` or `git log` end with there, so that a `set -o pipefail` script
+# sees the same as with them, and nobody mistakes a cut-short output for a whole one.
+EXIT_CLOSED_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a reader that stops reading (`| head`) ends it quietly."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # also after --help: here, not at interpreter exit, where a closed pipe prints a traceback
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the interpreter's own final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_CLOSED_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -97,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # the reader went away: not an error of the command's (see main)
     except (ValueError, OSError, ImportError, ArithmeticError) as e:  # expected: one clear line, no traceback
         if args.verbose:
             raise
