@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clipforge.cli.main import EXIT_CLOSED_PIPE
+from clipforge.cli import cmd_models
+from clipforge.cli.main import EXIT_CLOSED_PIPE, main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ENV = {**os.environ, "PYTHONPATH": str(SRC)}
@@ -37,3 +38,14 @@ def test_piping_into_head_prints_the_first_line_and_no_error() -> None:
     assert done.stderr == ""
     # head may exit before or after the last write: either the whole output fitted the pipe, or not
     assert done.returncode in (0, EXIT_CLOSED_PIPE)
+
+
+def test_a_broken_pipe_elsewhere_is_an_error(monkeypatch, capsys) -> None:
+    """EPIPE from a socket or a worker's pipe, with stdout still read, is the command's error."""
+
+    def run(args) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cmd_models, "run", run)
+    assert main(["models"]) == 1
+    assert capsys.readouterr().err == "clipforge models: error: [Errno 32] Broken pipe\n"

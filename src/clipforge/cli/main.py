@@ -9,11 +9,14 @@ so adding a command touches no shared list.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import pkgutil
 import re
+import select
+import stat
 import sys
 
 from ..version import __version__
@@ -100,9 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # Point stdout at /dev/null so that the interpreter's own final flush cannot fail again.
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor
+            os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return EXIT_CLOSED_PIPE
+
+
+def _reader_gone() -> bool:
+    """stdout is a pipe whose reading end is closed (Linux and macOS report POLLERR for it), so a
+    broken pipe came from there, not from a socket or a worker's pipe, which is a real error."""
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor; no poll() (Windows)
+        return False
 
 
 def _main(argv: list[str] | None) -> int:
@@ -119,11 +137,9 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        raise  # the reader went away: not an error of the command's (see main)
     except (ValueError, OSError, ImportError, ArithmeticError) as e:  # expected: one clear line, no traceback
-        if args.verbose:
-            raise
+        if args.verbose or isinstance(e, BrokenPipeError) and _reader_gone():
+            raise  # (the reader of stdout went away: not the command's error; main ends quietly)
         print(f"clipforge {args.command}: error: {as_flags(str(e), args.command_parser)}", file=sys.stderr)
         return 1
 
