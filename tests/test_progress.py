@@ -91,6 +91,12 @@ def test_bytes_postfix_and_messages() -> None:
     assert message == "step 3: accuracy 0.5" and last.startswith("w.bin: 4.00M/4.00MB (100%)")
 
 
+@pytest.mark.parametrize(("rate", "said"), [(1234.56, "1235"), (12.34, "12.3"), (3.456, "3.46"), (0.2, "0.2")])
+def test_rates_are_plain_numbers(rate: float, said: str) -> None:
+    bar = LogProgress(total=None, desc="", unit="img", file=io.StringIO())
+    assert bar._amount(rate) == said and bar._amount(12_000_000) == "12000000"
+
+
 def test_a_terminal_gets_a_tqdm_bar_and_disabled_shows_nothing() -> None:
     assert isinstance(progress_bar(total=3, stream=Terminal()), tqdm)
     out = io.StringIO()

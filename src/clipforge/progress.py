@@ -159,7 +159,9 @@ class LogProgress:
     def _amount(self, x: float) -> str:
         if self.unit_scale:
             return tqdm.format_sizeof(x, divisor=1024 if self.unit == "B" else 1000)
-        return f"{x:.3g}" if x != int(x) or x >= 1e6 else f"{int(x)}"
+        if x == int(x) or x >= 100:
+            return f"{x:.0f}"
+        return f"{x:.1f}" if x >= 10 else f"{x:.3g}"  # 12.5, 3.41, 0.208
 
 
 def _length(iterable: Iterable[Any]) -> int | None:
