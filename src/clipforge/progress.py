@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, Protocol
 
 from tqdm import tqdm
-from tqdm.autonotebook import tqdm as notebook_tqdm  # tqdm's own pick: std tqdm outside Jupyter
+from tqdm.auto import tqdm as auto_tqdm  # tqdm's own pick: its notebook widget inside Jupyter
 
 LINES_PER_BAR = 10  # without ``every``: about this many lines over a known total
 INTERVAL_S = 30.0  # without ``every`` or a total: a line at most this often
@@ -59,12 +59,12 @@ def progress_bar(
     options: dict[str, Any] = dict(total=total, desc=desc, unit=unit, initial=initial, unit_scale=unit_scale)
     if not enabled:
         return tqdm(iterable, disable=True, **options)
-    notebook = notebook_tqdm is not tqdm and stream is None  # a Jupyter kernel: stderr is no TTY there
+    notebook = stream is None and _in_notebook()  # a Jupyter kernel: its stderr is no TTY
     if not (notebook or _is_terminal(out)):
         return LogProgress(iterable, every=every, file=out, **options)
     options.update(leave=leave, unit_divisor=1024 if unit == "B" else 1000)
     if notebook:
-        return notebook_tqdm(iterable, **options)
+        return auto_tqdm(iterable, **options)
     return tqdm(iterable, file=out, dynamic_ncols=True, **options)
 
 
@@ -169,6 +169,10 @@ def _length(iterable: Iterable[Any]) -> int | None:
         return len(iterable)  # type: ignore[arg-type]
     except TypeError:  # no length (a generator; a DataLoader over a stream raises it too)
         return None
+
+
+def _in_notebook() -> bool:
+    return any(c.__module__ == "tqdm.notebook" for c in auto_tqdm.__mro__)
 
 
 def _is_terminal(stream: IO[str]) -> bool:
