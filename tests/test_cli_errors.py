@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 
-from clipforge.cli.main import as_flags, build_parser, main
+from clipforge.cli.main import _options, as_flags, build_parser, main
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "clipforge"
 
@@ -36,6 +38,31 @@ def test_parameters_become_flags(train_parser, message: str, said: str) -> None:
 def test_sub_commands_flags_are_found() -> None:
     evaluate = build_parser().parse_args(["eval", "zeroshot", "data", "--model", "m"]).command_parser
     assert as_flags("use `precision=\"fp32\"` and `k_shot=4`", evaluate) == "use --precision fp32 and --k-shot 4"
+
+
+def _help_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+def test_every_flag_in_help_is_known_to_as_flags(capsys) -> None:
+    """``_options`` reads argparse's private action list: every flag that each command's ``--help``
+    shows (its sub-commands' too) must be among the flags it finds."""
+    commands = re.findall(r"^    ([a-z][a-z-]+)  ", _help_of([], capsys), flags=re.M)
+    assert {"train", "eval", "index", "models"} <= set(commands)
+    every = set()
+    for command in commands:
+        parser = argparse.ArgumentParser()
+        importlib.import_module(f"clipforge.cli.cmd_{command.replace('-', '_')}").add_arguments(parser)
+        found = {o for action in _options(parser) for o in action.option_strings}
+        helps = [_help_of([command], capsys)]
+        helps += [_help_of([command, task], capsys) for task in re.findall(r"^    ([a-z][a-z-]+)", helps[0], re.M)]
+        invocations = [m for text in helps for m in re.findall(r"^  (-\S.*?)(?:  |$)", text, re.M)]
+        shown = {f for line in invocations for f in re.findall(r"--[a-z][a-z0-9-]*", line)}
+        assert shown - {"--help"} <= found, (command, sorted(shown - found))
+        every |= shown
+    assert {"--model", "--k-shot", "--no-progress"} <= every  # the help was read, sub-commands' too
 
 
 def test_a_library_error_reaches_the_user_as_one_line_with_flags(tmp_path, capsys) -> None:

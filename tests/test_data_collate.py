@@ -115,6 +115,7 @@ def test_prepare_images_normalises_uint8_batches_and_passes_float_through() -> N
     assert prepare_images(f, mean=mean, std=std) is f
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs an accelerator")
 def test_batch_pin_memory() -> None:
     batch = Collator(fake_tokenizer)([(torch.zeros(3, 2, 2), "a")])

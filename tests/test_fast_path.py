@@ -283,6 +283,31 @@ def test_a_global_module_hook_is_honoured_at_inference():
     assert len(seen) == 2 * 4 and all(s == tokens.shape for s in seen)  # every Linear, every token
 
 
+_REGISTER = {  # every hook torch's Module.__call__ runs, each set through its public function
+    "forward": lambda m: m.register_forward_hook(lambda *a: None),
+    "forward_pre": lambda m: m.register_forward_pre_hook(lambda *a: None),
+    "full_backward": lambda m: m.register_full_backward_hook(lambda *a: None),
+    "full_backward_pre": lambda m: m.register_full_backward_pre_hook(lambda *a: None),
+    "global_forward": lambda m: nn.modules.module.register_module_forward_hook(lambda *a: None),
+    "global_forward_pre": lambda m: nn.modules.module.register_module_forward_pre_hook(lambda *a: None),
+    "global_backward": lambda m: nn.modules.module.register_module_full_backward_hook(lambda *a: None),
+    "global_backward_pre": lambda m: nn.modules.module.register_module_full_backward_pre_hook(lambda *a: None),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_REGISTER))
+def test_unhooked_sees_every_kind_of_hook(kind):
+    # _unhooked is the one reader of torch's private hook tables: a torch that moved them must fail here.
+    m = nn.Linear(2, 2)
+    assert fast_path._unhooked(m)
+    handle = _REGISTER[kind](m)
+    try:
+        assert not fast_path._unhooked(m)
+    finally:
+        handle.remove()
+    assert fast_path._unhooked(m)
+
+
 def test_lora_parametrization_is_applied_by_the_fast_path(monkeypatch):
     # LoRA adapts a Linear's weight by parametrization: reading ``.weight`` gives W + scale * B @ A,
     # so the fast path (which reads it) stays in use and must agree, values and adapter gradients.

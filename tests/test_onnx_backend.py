@@ -88,6 +88,7 @@ def test_unnormalised_and_gradient_calls_fall_back_to_pytorch(model, tmp_path):
     assert images.grad is not None
 
 
+@pytest.mark.cuda
 def test_unknown_backend_and_gpu_are_refused(model, tmp_path):
     with pytest.raises(ValueError, match="backend must be one of"):
         onnx_model(model, backend="openvino", model_id="x", cache_dir=tmp_path)

@@ -296,6 +296,21 @@ def test_ftfy_detector_windows_are_sound() -> None:
     assert ftfy_fast._plan().window == tree.getwidth()[1] == 7
 
 
+def test_longest_match_is_the_widest_match_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one reader of CPython's private regex parser: widths it must get right, and the answer
+    (None: search whole segments) when the parser is missing or changed."""
+    assert ftfy_fast._longest_match(re.compile("ab?c")) == 3
+    assert ftfy_fast._longest_match(re.compile("[\u00c0-\u00ff]{2}x|y")) == 3
+    assert ftfy_fast._longest_match(re.compile("a+")) is None  # unbounded
+    assert ftfy_fast._longest_match(re.compile("a{64}")) is None  # too wide to be worth windows
+
+    def broken(name: str) -> None:
+        raise ImportError(name)
+
+    monkeypatch.setattr(ftfy_fast.importlib, "import_module", broken)
+    assert ftfy_fast._longest_match(re.compile("ab")) is None
+
+
 def test_ascii_pretokenizer_equals_unicode_pattern() -> None:
     rng = random.Random(0)
     pieces = [chr(c) for c in range(128)] + [

@@ -337,6 +337,7 @@ def test_normalize_uint8_rejects_bad_input():
         normalize_uint8(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), OPENAI_MEAN, OPENAI_STD)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_normalize_uint8_on_cuda_matches_cpu():
     batch = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)

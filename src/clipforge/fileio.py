@@ -117,11 +117,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """``atomic_write`` of raw bytes."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-
-
 def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

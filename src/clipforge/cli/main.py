@@ -9,11 +9,14 @@ so adding a command touches no shared list.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import pkgutil
 import re
+import select
+import stat
 import sys
 
 from ..version import __version__
@@ -79,11 +82,18 @@ def given_as(message: str, args: argparse.Namespace, parser: argparse.ArgumentPa
 
 
 def _arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    """Every flag and positional argument of ``parser`` and of its sub-commands."""
+    """Every flag and positional argument of ``parser`` and of its sub-commands, outermost first.
+
+    The one place that reads argparse's private ``_actions`` list: argparse has no public way to
+    list a parser's arguments, and recording them as they are added would mean wrapping every
+    ``add_argument`` of every command and group. Sub-commands are recognised by their public
+    ``choices`` (names -> parsers), not by argparse's private ``_SubParsersAction`` class.
+    ``test_cli_errors.py`` checks that every flag each command's ``--help`` shows is found here."""
     found = []
     for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
+        subs = action.choices if isinstance(action.choices, dict) else {}
+        if subs and all(isinstance(sub, argparse.ArgumentParser) for sub in subs.values()):
+            for sub in subs.values():
                 found += _arguments(sub)
         elif action.dest not in ("help", argparse.SUPPRESS):
             found.append(action)
@@ -91,18 +101,52 @@ def _arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    """The flags of ``parser`` and of its sub-commands (``eval zeroshot``'s, say), outermost first."""
-    found = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                found += [a for a in _options(sub) if a.dest not in {b.dest for b in found}]
-        elif action.option_strings:
-            found.append(action)
-    return found
+    """The flags of ``parser`` and of its sub-commands (``eval zeroshot``'s, say), outermost first,
+    one per destination."""
+    found: dict[str, argparse.Action] = {}
+    for action in _arguments(parser):
+        if action.option_strings:
+            found.setdefault(action.dest, action)
+    return list(found.values())
+
+
+# The exit status of a program that the reader of its output has left (`clipforge models | head`):
+# 128 + SIGPIPE, what `cat`, `grep` or `git log` end with there, so that a `set -o pipefail` script
+# sees the same as with them, and nobody mistakes a cut-short output for a whole one.
+EXIT_CLOSED_PIPE = 141
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a reader that stops reading (`| head`) ends it quietly."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # also after --help: here, not at interpreter exit, where a closed pipe prints a traceback
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the interpreter's own final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor
+            os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_CLOSED_PIPE
+
+
+def _reader_gone() -> bool:
+    """stdout is a pipe whose reading end is closed (Linux and macOS report POLLERR for it), so a
+    broken pipe came from there, not from a socket or a worker's pipe, which is a real error."""
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor; no poll() (Windows)
+        return False
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -117,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, ImportError, ArithmeticError) as e:  # expected: one clear line, no traceback
-        if args.verbose:
-            raise
+        if args.verbose or isinstance(e, BrokenPipeError) and _reader_gone():
+            raise  # (the reader of stdout went away: not the command's error; main ends quietly)
         message = given_as(as_flags(str(e), args.command_parser), args, args.command_parser)
         print(f"clipforge {args.command}: error: {message}", file=sys.stderr)
         return 1

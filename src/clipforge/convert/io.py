@@ -69,14 +69,6 @@ def read_tensors(path: str | Path) -> tuple[StateDict, str]:
     return _flatten(obj, path), kind
 
 
-def safetensors_metadata(path: str | Path) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file's header (empty when there is none)."""
-    try:
-        return read_safetensors_header(path).get("__metadata__") or {}
-    except CheckpointError as e:
-        raise ConvertError(str(e)) from e
-
-
 def strip_prefix(sd: StateDict) -> StateDict:
     """Drop a wrapper prefix (``module.``, ``_orig_mod.``) shared by every key."""
     changed = True

@@ -35,12 +35,6 @@ _UNSUPPORTED = {
 }
 
 
-def is_openai_layout(keys: set[str] | list[str]) -> bool:
-    """OpenAI's / open_clip's parameter names (``visual.conv1``, ``token_embedding``, ...)."""
-    keys = set(keys)
-    return "visual.conv1.weight" in keys or any(k.startswith("visual.trunk.") for k in keys)
-
-
 def has_openai_markers(keys: set[str] | list[str]) -> bool:
     """The non-weight tensors only OpenAI's own files carry (``input_resolution`` etc.)."""
     return any(k in EXTRA_KEYS for k in keys)

@@ -32,16 +32,17 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset
-from tqdm.auto import tqdm
 
 from clipforge.config import PreprocessConfig
 from clipforge.data.build import build_dataset
-from clipforge.data.captions import mix_seed, pick_caption
+from clipforge.data.captions import pick_caption
 from clipforge.data.pairs import StringTable
 from clipforge.data.protocols import FileBacked, load_skips_of
+from clipforge.data.seeding import mix_seed
 from clipforge.data.skips import Skip, log_load_skips
 from clipforge.data.transforms import image_transform
 from clipforge.fileio import atomic_write, atomic_write_text
+from clipforge.progress import progress_bar
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -156,12 +157,12 @@ def build_cache(
     files = CacheFiles.of(fp)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
     total = None if isinstance(dataset, IterableDataset) else len(dataset)
-    bar = tqdm(
+    bar = progress_bar(
         loader,
         desc=f"caching {Path(str(source)).name}",
         total=None if total is None else -(-total // batch_size),
         unit="batch",
-        disable=not progress,
+        enabled=progress,
     )
     contents = CacheContents(skips=load_skips_of(dataset))
     _write_data(cache_dir, files, bar, contents)

@@ -4,24 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from clipforge.data.seeding import mix_seed
 from clipforge.data.skips import BAD_CAPTION, EMPTY_CAPTION
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def mix_seed(*parts: int) -> int:
-    """A 64-bit hash of a few integers (seed, epoch, index...): same inputs, same output, any process."""
-    h = 0
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h
 
 
 def clean_captions(value: Any, *, split_lines: bool = False) -> list[str] | str:

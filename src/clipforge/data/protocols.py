@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from clipforge.data.skips import Skip
-
-# One item of a pair source: the (transformed) image and its caption(s), or why it was skipped.
-PairItem = tuple[Any, Any] | Skip
 
 
 @runtime_checkable

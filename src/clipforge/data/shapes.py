@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from clipforge.data.shapes_render import PATTERNS, SHAPES, object_masks, second_color, stamp
 from clipforge.fileio import atomic_write
+from clipforge.progress import progress_bar
 
 SIZES = {"small": 0.09, "large": 0.14}  # object radius as a fraction of the image side
 GAP = 0.035  # space between objects of a group, fraction of the image side
@@ -288,8 +289,6 @@ def export_shapes(
 ) -> dict[str, Path]:
     """Write each split as ``<split>.csv`` (columns ``filepath``, ``title`` and the attributes) plus
     PNGs under ``<split>/``, the format ``build_dataset`` reads. Returns split → CSV path."""
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
     written = {}
     for split in splits:
@@ -301,7 +300,7 @@ def export_shapes(
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
                 writer.writerow(["filepath", "title", "shape", "colour", "pattern", "size", "count", "position"])
-                for i in tqdm(range(n), desc=f"shapes {split}", unit="img", leave=False):
+                for i in progress_bar(range(n), desc=f"shapes {split}", unit="img", leave=False):
                     image, caption, a = make_shapes_sample(i, split=split, spec=spec)
                     rel = f"{split}/{i:0{digits}d}.png"
                     image.save(out / rel)

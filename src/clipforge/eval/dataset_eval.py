@@ -20,6 +20,7 @@ from ..data import Skip, build_dataset, describe_source
 from ..data.protocols import KeyedByImage, load_skips_of
 from ..data.skips import no_usable_pairs
 from ..models import CLIP
+from ..progress import progress_bar
 from .accuracy import confusion_matrix, mean_per_class_accuracy, per_class_accuracy
 from .clip_benchmark import BenchmarkImages, BenchmarkSet
 from .datasets import LabelledImages
@@ -175,7 +176,6 @@ def retrieval_dataset(
     """Recall@1/5/10 both ways, mean and median rank, on image-caption data in any format that
     :func:`clipforge.data.build_dataset` reads. Rows naming the same image file are one image with
     several captions (as are multi-caption JSONL rows and multi-line ``.txt`` files)."""
-    from tqdm.auto import tqdm
 
     dataset = build_dataset(
         source, transform=transform, image_key=image_key, caption_key=caption_key, all_captions=True
@@ -186,7 +186,7 @@ def retrieval_dataset(
     loader = torch.utils.data.DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=list)
     image_of: dict[Any, int] = {}
     chunks, captions, owner = [], [], []
-    for batch in tqdm(loader, desc="retrieval images", unit="batch", disable=not progress):
+    for batch in progress_bar(loader, desc="retrieval images", unit="batch", enabled=progress):
         new = []
         for n, entry in enumerate(batch):
             index, item = entry if keyed else (len(image_of) + n, entry)

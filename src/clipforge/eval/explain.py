@@ -53,7 +53,6 @@ from torch import nn
 from ..models import CLIP, unit_float32
 from ..models.vit import VisionTransformer
 from . import explain_draw
-from .zeroshot import encode_texts
 
 Method = Literal["auto", "window", "gradcam", "gradient", "patch"]
 METHODS: tuple[str, ...] = ("auto", "window", "gradcam", "gradient", "patch")
@@ -223,19 +222,4 @@ def explain(
     resolved = AUTO_METHOD if method == "auto" else method
     return Explanation(
         text, resolved, similarity, heat, image.convert("RGB"), model.config.preprocess.resize_mode
-    )
-
-
-def explain_text(
-    model: CLIP,
-    tokenizer: Callable,
-    transform: Callable,
-    image: Image.Image,
-    text: str,
-    *,
-    method: Method = "auto",
-) -> Explanation:
-    """:func:`explain` for a text string (encoded as is, no templates)."""
-    return explain(
-        model, transform, image, encode_texts(model, tokenizer, [text])[0], text=text, method=method
     )

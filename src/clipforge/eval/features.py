@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from ..data.images import ImageDecodeError, load_image
 from ..data.skips import Skip
 from ..models import CLIP
+from ..progress import progress_bar
 from .zeroshot import encode_images
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,8 @@ def encode_image_files(
     desc: str = "images",
 ) -> ImageFeatures:
     """Read and embed image files in batches; an unreadable file is logged, listed and skipped."""
-    from tqdm.auto import tqdm
-
     chunks, kept, failures = [], [], []
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
+    bar = progress_bar(total=len(paths), desc=desc, unit="img", enabled=progress)
     for start in range(0, len(paths), batch_size):
         images, ok, bad = read_images(paths[start : start + batch_size])
         if images:
@@ -100,15 +99,13 @@ def encode_labelled(
     """Embed a dataset of ``(preprocessed image, target)`` items (or :class:`Skip`) in batches:
     ``(features (N, E) float32 on CPU, targets, [(where, reason) per skipped item])``. ``limit``
     stops after that many usable items (the first ones of an iterable, evenly spaced otherwise)."""
-    from tqdm.auto import tqdm
-
 
     if limit is not None and not isinstance(dataset, IterableDataset) and len(dataset) > limit:
         stride = len(dataset) / limit
         dataset = Subset(dataset, [int(i * stride) for i in range(limit)])  # every class, not the first few
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=list)
     chunks, targets, failures = [], [], []
-    bar = tqdm(desc=desc, unit="img", disable=not progress)
+    bar = progress_bar(desc=desc, unit="img", enabled=progress)
     for batch in loader:
         kept = []
         for item in batch:

@@ -36,12 +36,12 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ..data.images import ImageDecodeError, decode_image, open_image
 from ..data.photos import photo_info
 from ..fileio import sha256_file
 from ..inference import Encoder
+from ..progress import progress_bar
 from .records import FileRow, NewRow, PhotoFields, SkipRow
 from .scan import FileStat, FolderDiff, diff_folder, walk_images
 from .store import IndexStore
@@ -234,7 +234,7 @@ def plan_changes(
     changes = Changes()
     candidates = diff.changed + [f for f in diff.new if f.size in gone_sizes]
     known = {f.path for f in candidates}
-    for f in tqdm(candidates, desc="hashing", unit="file", disable=not progress or len(candidates) < 100):
+    for f in progress_bar(candidates, desc="hashing", unit="file", enabled=progress and len(candidates) >= 100):
         try:
             digest = sha256_file(root / f.path)
         except OSError as e:
@@ -287,7 +287,7 @@ def embed_files(
     )
     pending: list[NewRow] = []
     skips: list[SkipRow] = []
-    bar = tqdm(total=len(files), desc="embedding", unit="img", disable=not settings.progress)
+    bar = progress_bar(total=len(files), desc="embedding", unit="img", enabled=settings.progress)
     for items, pixels in loader:
         rows, encoded = _embed_batch(items, pixels, store, encoder)
         pending += rows

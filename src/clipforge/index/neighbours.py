@@ -25,10 +25,10 @@ from types import ModuleType
 from typing import Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..fileio import atomic_write
 from ..optional import require
+from ..progress import progress_bar
 from .records import Snapshot
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class IvfIndex:
         index.train(vectors[sample])
         t_train = time.perf_counter() - t0
         step = 65536
-        for start in tqdm(range(0, n, step), desc="ann add", unit="chunk", disable=not progress):
+        for start in progress_bar(range(0, n, step), desc="ann add", unit="chunk", enabled=progress):
             chunk_ids = np.asarray(ids[start : start + step], dtype=np.int64)
             index.add_with_ids(vectors[start : start + step], chunk_ids)
         t_add = time.perf_counter() - t0 - t_train

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..fileio import atomic_write, sweep_temporaries
 from ..inference import Encoder
+from ..progress import progress_bar
 from .indexer import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
 from .records import NewRow, SkipRow
 from .scan import FileStat, walk_images
@@ -78,7 +78,7 @@ def embed_shards(
     mine = walk_images(root, include_hidden=include_hidden).files[rank::world_size]
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
     written = []
-    bar = tqdm(total=len(mine), desc=f"embed rank {rank}", unit="img", disable=not progress)
+    bar = progress_bar(total=len(mine), desc=f"embed rank {rank}", unit="img", enabled=progress)
     for part, start in enumerate(range(0, len(mine), part_size)):
         files = mine[start : start + part_size]
         meta_path = out_dir / (_part_name(world_size, rank, part) + ".json")

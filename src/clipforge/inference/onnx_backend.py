@@ -158,10 +158,6 @@ class OnnxModel:
         self._text = text_session
         self.backend = backend
 
-    @property
-    def torch_model(self) -> CLIP:
-        return self._torch
-
     def encode_image(self, images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         """Preprocessed images (B, 3, H, W) -> (B, E) float32, unit norm."""
         if not normalize or torch.is_grad_enabled() and images.requires_grad:

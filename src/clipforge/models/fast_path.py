@@ -183,6 +183,13 @@ def _plain_linear(m: nn.Module) -> bool:
 
 
 def _unhooked(m: nn.Module) -> bool:
+    """No hook would run if ``m`` were called: none of its own, and no global module hook.
+
+    The one place that reads torch's private hook tables (``Module._forward_hooks`` and the
+    ``torch.nn.modules.module._global_*_hooks`` dicts), the same ones ``Module.__call__`` checks:
+    torch has no public "does this module have hooks" query, and a shortcut that skipped a user's
+    hook would change results silently. ``test_fast_path.py`` registers each kind of hook through
+    the public ``register_*`` functions and checks that the plain modules then run."""
     return not (
         m._forward_hooks
         or m._forward_pre_hooks

@@ -14,9 +14,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..fileio import replace_durably, sha256_file
+from ..progress import progress_bar
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0
@@ -80,9 +79,9 @@ def download_url(
         total = have + int(length) if length is not None else None
         with (
             open(partial, "ab" if resumed else "wb") as out,
-            tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=target.name, disable=not progress, leave=False,
+            progress_bar(
+                total=total, initial=have, unit="B", unit_scale=True,
+                desc=target.name, enabled=progress, leave=False,
             ) as bar,
         ):  # fmt: skip
             try:

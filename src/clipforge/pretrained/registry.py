@@ -53,9 +53,6 @@ class PretrainedEntry:
         config.validate()
         return config
 
-    def source_label(self) -> str:
-        return self.url if self.url else f"hf-hub:{self.hf_hub}" + (f"@{self.revision}" if self.revision else "")
-
 
 def _entry(name: str, data: dict[str, Any]) -> PretrainedEntry:
     unknown = sorted(set(data) - _KEYS)

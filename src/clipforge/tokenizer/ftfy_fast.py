@@ -21,7 +21,9 @@ tested on the golden corpus and on random text built around every character ftfy
 from __future__ import annotations
 
 import functools
+import importlib
 import re
+import sys
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,10 +85,16 @@ def char_class(chars: set[str]) -> re.Pattern:
 
 
 def _longest_match(pattern: re.Pattern) -> int | None:
-    try:
-        from re import _parser  # type: ignore[attr-defined]  # CPython's regex parser
+    """The most characters one match of ``pattern`` can span, or None when unbounded, over 63, or unknown.
 
-        longest = _parser.parse(pattern.pattern, pattern.flags).getwidth()[1]
+    The one place that reads CPython's private regex parser (``re._parser``, ``sre_parse`` before
+    3.11): no public API gives a pattern's match width, and a hand-written parser for ftfy's regex
+    would be a second, worse copy of that one. Anything unexpected (another interpreter, a changed
+    parser) returns None, which only turns the windowed search off: ``fix_text`` then searches whole
+    segments, slower and still exact. ``test_tokenizer.py`` pins the answer for ftfy's regex."""
+    try:
+        parser = importlib.import_module("re._parser" if sys.version_info >= (3, 11) else "sre_parse")
+        longest = parser.parse(pattern.pattern, pattern.flags).getwidth()[1]
     except Exception:  # noqa: BLE001 - any failure just disables the windowed search
         return None
     return longest if 0 < longest < 64 else None

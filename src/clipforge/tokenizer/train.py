@@ -21,8 +21,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from tqdm import tqdm
-
+from ..progress import progress_bar
 from .text import clean_text, pretokenize
 from .tokenizer import Tokenizer
 from .vocab import EOT_TOKEN, SOT_TOKEN, WORD_END, Merge, TokenizerError, base_tokens, byte_to_unicode
@@ -68,7 +67,7 @@ def learn_merges(
     heapq.heapify(heap)
 
     merges: list[Merge] = []
-    bar = tqdm(total=num_merges, desc="BPE merges", disable=not progress)
+    bar = progress_bar(total=num_merges, desc="BPE merges", enabled=progress)
     while len(merges) < num_merges and heap:
         key = heapq.heappop(heap)
         n, pair = _unkey(key)

@@ -348,7 +348,9 @@ class _Trainer:
         step = self.start_step or 0
         self._evaluate_start()
         set_train_mode(self.model, self.frozen)
-        progress = Progress(total=cfg.steps, initial=step, enabled=cfg.progress and info.is_main)
+        progress = Progress(
+            total=cfg.steps, initial=step, enabled=cfg.progress and info.is_main, every=cfg.log_every
+        )
         position = None
         if self.data.iterable and self.stream_positions:
             position = StreamPosition.from_dict(self.stream_positions[info.rank])
@@ -362,9 +364,10 @@ class _Trainer:
                 waited = time.perf_counter() - t0
                 loss = self._step(step, batch)
                 step += 1
-                progress.update(samples=len(batch) * info.world_size, data_wait=waited)
+                progress.count(samples=len(batch) * info.world_size, data_wait=waited)
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     progress.set_loss(self._log(step, loss, progress))
+                progress.update()
                 is_eval = bool(cfg.eval_every) and step % cfg.eval_every == 0
                 if step % cfg.save_every == 0 or step == cfg.steps or is_eval:
                     self._save(step)

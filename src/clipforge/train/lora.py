@@ -81,10 +81,6 @@ def apply_lora(model: CLIP, *, rank: int, alpha: float | None = None, towers: Se
     return count
 
 
-def has_lora(model: nn.Module) -> bool:
-    return any(isinstance(m, LoRADelta) for m in model.modules())
-
-
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapter tensors (``...lora_A`` / ``...lora_B``), detached copies."""
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))}

@@ -1,4 +1,4 @@
-"""Metrics: a JSONL file always, plus the experiment trackers of ``report_to``; and the progress bar."""
+"""Metrics: a JSONL file always, plus the experiment trackers of ``report_to``; and the training progress."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write_text
+from ..progress import progress_bar
 from .tracking import Tracker, scalars_of
 
 log = logging.getLogger(__name__)
@@ -66,26 +67,29 @@ def _jsonable(value: Any) -> Any:
 
 
 class Progress:
-    """A tqdm bar over optimiser steps showing the loss, samples/s, the share of time spent waiting
-    for data (high means the run is data-bound: add workers or a cache) and tqdm's ETA."""
+    """Progress over optimiser steps (:func:`clipforge.progress.progress_bar`: a bar on a terminal,
+    a log line every ``every`` steps elsewhere) showing the loss, samples/s, the share of time spent
+    waiting for data (high means the run is data-bound: add workers or a cache) and the ETA.
 
-    def __init__(self, *, total: int, initial: int, enabled: bool, desc: str = "train") -> None:
-        self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
+    Each step: :meth:`count` its samples, :meth:`set_loss` on a logging step, then :meth:`update`,
+    so that a log line written at a logging step shows that step's loss."""
 
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+    def __init__(
+        self, *, total: int, initial: int, enabled: bool, every: int | None = None, desc: str = "train"
+    ) -> None:
+        self._bar = progress_bar(total=total, initial=initial, desc=desc, unit="step", enabled=enabled, every=every)
         self._loss: float | None = None
         now = time.perf_counter()
         self._run = [0, 0.0, now]  # samples, seconds waiting for data, start: since the bar began
         self._win = [0, 0.0, now]  # the same since the last window()
 
-    def update(self, *, samples: int, data_wait: float) -> None:
+    def count(self, *, samples: int, data_wait: float) -> None:
         for acc in (self._run, self._win):
             acc[0] += samples
             acc[1] += data_wait
-        if self._bar is None:
-            return
+
+    def update(self) -> None:
+        """One step done: move the bar (or write a log line) with the current figures."""
         elapsed = max(time.perf_counter() - self._run[2], 1e-9)
         postfix = {
             "samples/s": f"{self._run[0] / elapsed:.0f}",
@@ -109,9 +113,7 @@ class Progress:
         return out
 
     def write(self, message: str) -> None:
-        if self._bar is not None:
-            self._bar.write(message)
+        self._bar.write(message)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        self._bar.close()
