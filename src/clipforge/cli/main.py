@@ -101,12 +101,12 @@ def _arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    """The flags of ``parser`` and of its sub-commands (``eval zeroshot``'s, say), outermost first,
-    one per destination."""
-    found: dict[str, argparse.Action] = {}
+    """The flags of ``parser`` and of its sub-commands (``eval zeroshot``'s, say), outermost first;
+    a flag a sub-command repeats is its parent's."""
+    found: dict[tuple[str, ...], argparse.Action] = {}
     for action in _arguments(parser):
         if action.option_strings:
-            found.setdefault(action.dest, action)
+            found.setdefault(tuple(action.option_strings), action)
     return list(found.values())
 
 
