@@ -59,6 +59,7 @@ class TimeBudget:
     planned: int | None = None
     step_time: float | None = None
     _t0: float = 0.0
+    _last: float = 0.0  # the last step's time (the pace until one is measured)
     _seen: int = 0
     _timed: float = 0.0
     _timed_steps: int = 0
@@ -76,6 +77,7 @@ class TimeBudget:
         """Record that step ``step`` (1-based count of steps done) took ``seconds``; True when this
         made a (new) plan."""
         self._seen += 1
+        self._last = seconds
         if self._seen <= self.warmup:
             return False
         self._timed += seconds
@@ -95,7 +97,7 @@ class TimeBudget:
 
     def out_of_time(self) -> bool:
         """Whether one more step (at the measured pace) would overrun the budget."""
-        pace = self.step_time or 0.0
+        pace = self.step_time if self.step_time is not None else self._last
         return self.elapsed() + pace > self.seconds
 
     def state_dict(self) -> dict[str, Any]:

@@ -183,7 +183,7 @@ class TrainConfig:
         need(0 <= self.text_dropout < 1, f"text_dropout must be in [0, 1), got {self.text_dropout!r}")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         need(0 <= self.wise_ft <= 1, f"wise_ft must be in [0, 1], got {self.wise_ft!r}")
-        need(self.wise_ft == 1 or bool(self.init), "wise_ft < 1 interpolates with the starting weights: set init")
+        need(self.wise_ft == 1 or bool(self.init), "wise_ft < 1 interpolates with the starting weights: set `init=`")
         need(not (self.ema_decay and self.shard), "ema_decay with shard is not supported yet")
         need(not (self.simclr_weight and self.shard), "simclr_weight with shard is not supported yet")
         need(not (self.wise_ft < 1 and self.lora_rank), "wise_ft with lora_rank is not supported yet")

@@ -221,7 +221,7 @@ class _Trainer:
     def _simclr(self) -> SimCLRTerm:
         """SLIP's image term: a head of the run's own (its AdamW groups join the optimiser)."""
         if self.info.distributed:
-            raise ValueError("`simclr_weight` with several processes is not supported yet (run it on one)")
+            raise ValueError("`simclr_weight=` with several processes is not supported yet (run it on one)")
         head = SimCLRHead(self.model_cfg.embed_dim).to(self.info.device)
         for group in param_groups(head, weight_decay=self.cfg.weight_decay):
             self.optimizer.add_param_group(group)

@@ -28,7 +28,7 @@ def make_loss_fn(kind: str, *, chunk_size: int | None, distributed: bool, label_
             img, txt, scale, chunk_size=chunk_size, distributed=distributed, label_smoothing=label_smoothing
         )
     if label_smoothing:
-        raise ValueError(f"`label_smoothing` smooths the InfoNCE targets of the clip loss, not the {kind} loss")
+        raise ValueError(f"`label_smoothing=` smooths the InfoNCE targets of the clip loss, not the {kind} loss")
     if kind == "siglip":
 
         def siglip(img, txt, scale, bias):
