@@ -247,3 +247,31 @@ def test_components_that_do_not_fit_are_errors(run_cfg, tmp_path) -> None:
     assert rn_cfg  # the ViT config it replaced
     with pytest.raises(ValueError, match="label_smoothing"):
         fit(dataclasses.replace(run_cfg, name="sig", loss="siglip", label_smoothing=0.1))
+
+
+def test_from_recipe_applies_the_preset() -> None:
+    cfg = TrainConfig.from_recipe("small-data", data="shapes", augment="strong")
+    assert cfg.recipe == "small-data" and cfg.sample_captions and cfg.augment == "strong"
+
+
+def test_augmentation_reaches_the_decode_and_the_cache_paths(run_cfg, tmp_path) -> None:
+    from clipforge.data.augment import LIGHT_SCALE, AugmentedPairs
+    from clipforge.data.pairs import PairsDataset
+    from clipforge.models import get_model_config
+    from clipforge.train.setup import build_train_dataset
+
+    model_cfg = get_model_config(run_cfg.model)
+    size = model_cfg.vision.image_size
+    plain = build_train_dataset(run_cfg, model_cfg, rank=0, world_size=1)
+    assert isinstance(plain, PairsDataset)  # components off: the dataset as before, float images
+    assert plain[0][0].dtype == torch.float32
+    for cache in (None, str(tmp_path / "cache")):
+        cfg = dataclasses.replace(run_cfg, augment="light", cache=cache, progress=False)
+        ds = build_train_dataset(cfg, model_cfg, rank=0, world_size=1)
+        assert isinstance(ds, AugmentedPairs)
+        image, caption = ds[0]
+        assert image.dtype == torch.uint8 and image.shape == (size, size, 3) and caption
+        if cache is None:
+            assert ds.dataset.transform.scale == LIGHT_SCALE and ds.augment.crop_size is None
+        else:
+            assert ds.augment.crop_size == size  # cached pixels: the crop happens on them

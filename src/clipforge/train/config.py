@@ -187,6 +187,7 @@ class TrainConfig:
         need(not (self.ema_decay and self.shard), "ema_decay with shard is not supported yet")
         need(not (self.simclr_weight and self.shard), "simclr_weight with shard is not supported yet")
         need(not (self.wise_ft < 1 and self.lora_rank), "wise_ft with lora_rank is not supported yet")
+        need(not (self.wise_ft < 1 and self.shard), "wise_ft with shard is not supported yet")
         if self.time_budget is not None:
             try:
                 parse_duration(self.time_budget)
@@ -206,6 +207,13 @@ class TrainConfig:
     def time_budget_s(self) -> float | None:
         """``time_budget`` in seconds (None: no budget)."""
         return None if self.time_budget is None else parse_duration(self.time_budget)
+
+    @classmethod
+    def from_recipe(cls, recipe: str, **fields: Any) -> TrainConfig:
+        """The preset ``recipe`` (``train/recipes/<recipe>.json``) with ``fields`` over it. (Setting
+        ``recipe=`` on the constructor only records the name; this applies the preset.)"""
+        return cls.from_dict({**{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
+                              "recipe": recipe})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "train config") -> TrainConfig:

@@ -350,6 +350,10 @@ class _Trainer:
     def _total_steps(self) -> int:
         return self._schedule()[0]
 
+    def _measuring(self) -> bool:
+        """A time budget that has not planned yet: keep stepping whatever ``steps`` says."""
+        return self.budget is not None and self.budget.planned is None
+
     @contextlib.contextmanager
     def _eval_weights(self, *, in_place: bool = False) -> Iterator[None]:
         """The weights an evaluation or a saved model uses: the EMA when it is on (``in_place``:
@@ -423,14 +427,14 @@ class _Trainer:
         results: dict[str, float] = {}
         evaluated = -1
         try:
-            while step < self._total_steps():
+            while step < self._total_steps() or self._measuring():
                 t0 = time.perf_counter()
                 batch = next(batches)
                 waited = time.perf_counter() - t0
                 loss = self._step(step, batch)
                 step += 1
                 stop = self._budget_tick(step, time.perf_counter() - t0)
-                last = stop or step >= self._total_steps()
+                last = stop or (step >= self._total_steps() and not self._measuring())
                 progress.update(samples=len(batch) * info.world_size, data_wait=waited)
                 if step % cfg.log_every == 0 or last:
                     progress.set_loss(self._log(step, loss, progress))

@@ -169,7 +169,7 @@ class RunDir:
 # Keys that may change between an interrupted run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset(
     {"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"}
-    | {"report_to", "project", "regression_tolerance"}
+    | {"report_to", "project", "regression_tolerance", "time_budget"}
 )
 
 
