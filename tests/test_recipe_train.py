@@ -294,3 +294,15 @@ def test_augmentation_reaches_the_decode_and_the_cache_paths(run_cfg, tmp_path) 
             assert ds.dataset.transform.scale == LIGHT_SCALE and ds.augment.crop_size is None
         else:
             assert ds.augment.crop_size == size  # cached pixels: the crop happens on them
+
+
+def test_a_given_dataset_gets_the_text_augmentation(run_cfg) -> None:
+    from clipforge.data.augment import AugmentedPairs
+    from clipforge.train.setup import augmented
+
+    data = ColourPairs(8, size=16)
+    assert augmented(data, run_cfg, crop_size=16) is data  # nothing asked: untouched
+    wrapped = augmented(data, dataclasses.replace(run_cfg, text_dropout=0.5), crop_size=16)
+    assert isinstance(wrapped, AugmentedPairs) and wrapped.augment.crop_size is None
+    words = set(data[0][1].split())
+    assert set(wrapped[0][1].split()) <= words

@@ -57,6 +57,7 @@ from .periodic_eval import EvalTask, RetrievalSet, evaluate, headline, regressio
 from .precision import autocast_for, step_kernels_for
 from .run_dir import RunDir, check_resumable, resolve_run_dir, rng_state, set_rng_state
 from .setup import (
+    augmented,
     base_model_config,
     build_eval_sets,
     build_model,
@@ -96,7 +97,7 @@ def fit(
     """Train according to ``cfg``; under torchrun, every process calls this (only rank 0 writes).
 
     ``train_dataset`` (map-style or iterable, items ``(image, caption)`` or a ``Skip``) replaces
-    ``cfg.data``; ``eval_sets`` replaces the zero-shot tasks / retrieval pairs built from the config.
+    ``cfg.data`` (the config's augmentation applies to it too: uint8 ``(H, W, 3)`` images); ``eval_sets`` replaces the zero-shot tasks / retrieval pairs built from the config.
     """
     cfg.validate()
     dist_info = init_distributed(cfg.device)
@@ -139,7 +140,7 @@ class _Trainer:
         # model config -> data -> tokenizer (may learn from the data) -> final model config -> model
         model_cfg, init_info = base_model_config(cfg)
         self.dataset = (
-            train_dataset
+            augmented(train_dataset, cfg, crop_size=model_cfg.vision.image_size)
             if train_dataset is not None
             else build_train_dataset(cfg, model_cfg, rank=info.rank, world_size=info.world_size)
         )
