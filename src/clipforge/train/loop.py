@@ -97,7 +97,8 @@ def fit(
     """Train according to ``cfg``; under torchrun, every process calls this (only rank 0 writes).
 
     ``train_dataset`` (map-style or iterable, items ``(image, caption)`` or a ``Skip``) replaces
-    ``cfg.data`` (the config's augmentation applies to it too: uint8 ``(H, W, 3)`` images); ``eval_sets`` replaces the zero-shot tasks / retrieval pairs built from the config.
+    ``cfg.data`` (the config's augmentation applies to it too: uint8 ``(H, W, 3)`` images);
+    ``eval_sets`` replaces the zero-shot tasks / retrieval pairs built from the config.
     """
     cfg.validate()
     dist_info = init_distributed(cfg.device)
