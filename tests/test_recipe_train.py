@@ -143,6 +143,7 @@ def test_cli_flags_override_the_preset() -> None:
         ({"time_budget": "soon"}, "time_budget"),
         ({"label_smoothing": -0.1}, "label_smoothing"),
         ({"ema_decay": 0.9, "shard": True}, "not supported"),
+        ({"simclr_weight": 1.0, "lock_image": True}, "freezes"),
     ],
 )
 def test_bad_recipe_values_name_the_field(fields, match) -> None:
