@@ -23,10 +23,12 @@ from ..data import (
     shapes_split,
     zero_shot_tasks,
 )
+from ..data.augment import LIGHT_RATIO, LIGHT_SCALE, AugmentedPairs, PairAugment
 from ..data.protocols import CaptionSource, load_skips_of
 from ..data.shard_io import is_remote
 from ..data.skips import no_usable_pairs
 from ..data.transforms import image_transform
+from ..data.webdataset import TarShards
 from ..eval.clip_benchmark import BenchmarkImages, is_benchmark_dir, load_benchmark
 from ..eval.datasets import LabelledDataset, load_labelled
 from ..eval.prompts import load_templates
@@ -44,17 +46,28 @@ SIGLIP_INIT_BIAS = -10.0
 
 def base_model_config(cfg: TrainConfig) -> tuple[ModelConfig, CheckpointInfo | None]:
     """The architecture before the tokenizer is known: from ``init``'s checkpoint or ``model``.
-    The sigmoid loss starts from SigLIP's temperature and bias (scale 10, bias -10)."""
+    The sigmoid loss starts from SigLIP's temperature and bias (scale 10, bias -10).
+    ``patch_dropout`` is set on the ViT (a fine-tune uses the run's value, not the checkpoint's)."""
     if cfg.init:
         info = read_checkpoint_info(resolve_checkpoint(cfg.init))
         model_cfg = info.config
         if cfg.loss == "siglip" and model_cfg.init_logit_bias is None:
             raise ValueError(f"`loss=\"siglip\"` needs a model with a logit bias; {cfg.init} has none")
-        return model_cfg, info
+        return _with_patch_dropout(model_cfg, cfg.patch_dropout, force=True, name=cfg.init), info
     model_cfg = get_model_config(cfg.model)
     if cfg.loss == "siglip":
         model_cfg = model_cfg.replace(init_logit_scale=SIGLIP_INIT_SCALE, init_logit_bias=SIGLIP_INIT_BIAS)
-    return model_cfg, None
+    return _with_patch_dropout(model_cfg, cfg.patch_dropout, force=False, name=cfg.model), None
+
+
+def _with_patch_dropout(model_cfg: ModelConfig, share: float, *, force: bool, name: str) -> ModelConfig:
+    if share and model_cfg.vision.kind != "vit":
+        raise ValueError(f"`patch_dropout=` drops ViT patch tokens; {name} has a ResNet image tower (leave it at 0)")
+    if not share and not force:  # the model config's own value (usually 0)
+        return model_cfg
+    if model_cfg.vision.kind != "vit":
+        return model_cfg
+    return model_cfg.replace(vision=dataclasses.replace(model_cfg.vision, patch_dropout=share))
 
 
 def resolve_loss(loss: str, model_cfg: ModelConfig) -> str:
@@ -65,13 +78,21 @@ def resolve_loss(loss: str, model_cfg: ModelConfig) -> str:
     return "siglip" if model_cfg.objective == "sigmoid" else "clip"
 
 
+def pair_augment(cfg: TrainConfig, *, crop_size: int | None) -> PairAugment:
+    """The run's per-sample augmentation (image: ``augment``; text: ``text_dropout``, ``shuffle_tags``)."""
+    return PairAugment(cfg.augment, crop_size=crop_size, text_dropout=cfg.text_dropout, shuffle_tags=cfg.shuffle_tags)
+
+
 def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_size: int) -> Dataset:
     """The training pairs: a pre-decoded cache when ``cfg.cache`` is set, else decoded on the fly
-    with the train transform (random resized crop) at the model's image size. Data that holds
-    less than one batch is an error naming the file and why its rows were skipped."""
+    with the train transform (random resized crop) at the model's image size; with the recipe's
+    caption sampling and augmentation (:func:`pair_augment`) when the config asks for them. Data
+    that holds less than one batch is an error naming the file and why its rows were skipped."""
     dataset = _train_pairs(cfg, model_cfg, rank=rank, world_size=world_size)
     check_enough_pairs(dataset, cfg)
-    return dataset
+    # the decode path crops in the transform (on the full image); the cache path crops here
+    decoded = not (cfg.cache or shapes_split(cfg.data))
+    return augmented(dataset, cfg, crop_size=None if decoded else model_cfg.vision.image_size)
 
 
 def check_enough_pairs(dataset: Dataset, cfg: TrainConfig) -> None:
@@ -89,14 +110,30 @@ def check_enough_pairs(dataset: Dataset, cfg: TrainConfig) -> None:
         )
 
 
+def augmented(dataset: Dataset, cfg: TrainConfig, *, crop_size: int | None) -> Dataset:
+    """``dataset`` with the run's per-sample augmentation (none asked: ``dataset`` itself, the
+    plain hot path). ``crop_size``: images are already at the model's size, crop them here. A
+    dataset passed to ``fit`` gets it too: its images must then be uint8 ``(H, W, 3)``."""
+    if not (cfg.augment != "none" or cfg.text_dropout or cfg.shuffle_tags):
+        return dataset
+    augment = pair_augment(cfg, crop_size=crop_size if cfg.augment != "none" else None)
+    if isinstance(dataset, TarShards):
+        dataset.augment = augment  # applied after the caption is picked, under the sample's seed
+        return dataset
+    if isinstance(dataset, IterableDataset):
+        raise ValueError("`augment=`, `text_dropout=` and `shuffle_tags=` need a map-style dataset or tar shards")
+    return AugmentedPairs(dataset, augment)
+
+
 def _train_pairs(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_size: int) -> Dataset:
     size = model_cfg.vision.image_size
     split = shapes_split(cfg.data)
     source = f"{SHAPES_SOURCE}:{split}" if split else cfg.data
+    uint8 = cfg.augment != "none"  # augmentation works on uint8 pixels; batches are normalised on the device
     if split and not cfg.cache:  # rendered at the model's size: no resampling, same look as the eval sets
         return build_dataset(
             source,
-            transform=image_transform(model_cfg.preprocess, size, train=False),
+            transform=image_transform(model_cfg.preprocess, size, train=False, uint8=uint8),
             shapes=_shapes_spec(model_cfg),
         )
     if cfg.cache:
@@ -110,11 +147,16 @@ def _train_pairs(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_s
                 caption_key=cfg.caption_key,
                 num_workers=cfg.workers,
                 progress=cfg.progress,
+                sample_captions=cfg.sample_captions,
             )
         if world_size > 1:
             torch.distributed.barrier()
-        return CachedPairs(cfg.cache, seed=cfg.seed)
-    transform = image_transform(model_cfg.preprocess, size, train=True)
+        return CachedPairs(cfg.cache, seed=cfg.seed, sample_captions=cfg.sample_captions)
+    if uint8:
+        transform = image_transform(model_cfg.preprocess, size, train=True, scale=LIGHT_SCALE, ratio=LIGHT_RATIO,
+                                    uint8=True)
+    else:
+        transform = image_transform(model_cfg.preprocess, size, train=True)
     return build_dataset(
         source,
         transform=transform,
@@ -124,6 +166,7 @@ def _train_pairs(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_s
         rank=rank,
         world_size=world_size,
         resampled=cfg.shard_sampling == "resampled",
+        sample_captions=cfg.sample_captions,
     )
 
 
