@@ -36,7 +36,21 @@ class VisionConfig:
     (SigLIP) has no class token and pools the patch tokens with multi-head attention pooling (a
     learned probe attending over them, then an MLP). ``norm_pre`` is OpenAI's LayerNorm before the
     blocks, ``patch_bias`` a bias on the patch embedding, and ``project=False`` drops the final
-    projection (then ``embed_dim`` must equal ``width``)."""
+    projection (then ``embed_dim`` must equal ``width``).
+
+    EVA-CLIP / PE-Core options (all off by default):
+    ``class_token`` prepends a class token also under ``pool="map"`` (PE-Core: the attention pool
+    then reads it with the patches; ``None`` means "only with ``pool='cls'``"). ``pool_heads`` is the
+    attention pool's head count (0: the blocks' ``heads``). ``rope`` adds 2-D rotary position
+    embedding to every block's queries and keys of the patch tokens (a class token is not rotated):
+    each head's channels are split in two halves of ``head_width / 4`` frequency pairs, one per
+    grid axis, ``rope_axes="hw"`` rows first (EVA-02) or ``"wh"`` columns first (PE-Core);
+    positions are ``index + rope_offset``, rescaled so the grid spans ``rope_ref_grid`` positions
+    (0: no rescaling), with frequencies ``rope_theta ** (-j / (head_width / 4))``. ``mlp="swiglu"``
+    is a SiLU-gated MLP (``fc2(silu(fc1_gate x) * fc1 x)``, hidden ``width * mlp_ratio``);
+    ``sub_ln`` adds a LayerNorm inside each block's attention (before the output projection) and MLP
+    (before ``fc2``). ``proj_bias`` adds a bias to the image projection; ``norm_eps`` overrides the
+    model's LayerNorm epsilon in this tower (EVA's image tower 1e-6, its text tower 1e-5)."""
 
     kind: Literal["vit", "resnet"] = "vit"
     image_size: int = 224
@@ -49,6 +63,29 @@ class VisionConfig:
     norm_pre: bool = True
     patch_bias: bool = False
     project: bool = True
+    class_token: bool | None = None
+    pool_heads: int = 0
+    rope: bool = False
+    rope_axes: Literal["hw", "wh"] = "hw"
+    rope_offset: float = 0.0
+    rope_ref_grid: int = 0
+    rope_theta: float = 10000.0
+    mlp: Literal["plain", "swiglu"] = "plain"
+    sub_ln: bool = False
+    proj_bias: bool = False
+    norm_eps: float | None = None
+
+    @property
+    def has_class_token(self) -> bool:
+        return self.pool == "cls" if self.class_token is None else self.class_token
+
+    @property
+    def uses_family_options(self) -> bool:
+        """Any option beyond OpenAI's and SigLIP's ViTs (the EVA-CLIP / PE-Core building blocks)."""
+        return (
+            self.class_token is not None or self.pool_heads != 0 or self.rope or self.mlp != "plain"
+            or self.sub_ln or self.proj_bias or self.norm_eps is not None
+        )  # fmt: skip
 
     @property
     def heads(self) -> int:
@@ -71,15 +108,37 @@ class VisionConfig:
                 raise ConfigError(f"image_size {self.image_size} is smaller than patch_size {self.patch_size}")
             if self.width % self.head_width:
                 raise ConfigError(f"vision.width {self.width} is not a multiple of head_width {self.head_width}")
+            self._validate_family_options()
         else:
-            if (self.pool, self.norm_pre, self.patch_bias, self.project) != ("cls", True, False, True):
-                raise ConfigError("vision.pool/norm_pre/patch_bias/project are ViT options; leave them unset")
+            if (self.pool, self.norm_pre, self.patch_bias, self.project) != ("cls", True, False, True) \
+                    or self.uses_family_options:
+                raise ConfigError("vision.pool/norm_pre/patch_bias/project/rope/... are ViT options; leave them unset")
             if not (isinstance(self.layers, tuple) and len(self.layers) == 4):
                 raise ConfigError("vision.layers must list four stage depths for a ResNet")
             if self.image_size % 32:
                 raise ConfigError(f"a ResNet needs image_size divisible by 32, got {self.image_size}")
             if (self.width * 32) % self.head_width:
                 raise ConfigError("32 * vision.width must be a multiple of head_width")
+
+    def _validate_family_options(self) -> None:
+        if self.pool == "cls" and self.class_token is False:
+            raise ConfigError("vision.pool='cls' reads the class token: vision.class_token cannot be false")
+        if self.pool_heads < 0 or (self.pool_heads and self.width % self.pool_heads):
+            raise ConfigError(f"vision.pool_heads {self.pool_heads} must divide vision.width {self.width}")
+        if self.pool_heads and self.pool != "map":
+            raise ConfigError("vision.pool_heads is an attention-pool option: it needs vision.pool='map'")
+        if self.rope_axes not in ("hw", "wh"):
+            raise ConfigError(f"vision.rope_axes must be 'hw' or 'wh', got {self.rope_axes!r}")
+        if self.rope and self.head_width % 4:
+            raise ConfigError(f"vision.rope needs head_width divisible by 4, got {self.head_width}")
+        if self.rope_ref_grid < 0 or self.rope_theta <= 1:
+            raise ConfigError("vision.rope_ref_grid must be >= 0 and vision.rope_theta > 1")
+        if self.mlp not in ("plain", "swiglu"):
+            raise ConfigError(f"vision.mlp must be 'plain' or 'swiglu', got {self.mlp!r}")
+        if self.norm_eps is not None and not 0 < self.norm_eps < 1:
+            raise ConfigError(f"vision.norm_eps must be in (0, 1), got {self.norm_eps}")
+        if self.proj_bias and not self.project:
+            raise ConfigError("vision.proj_bias needs the projection (vision.project=true)")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig, PreprocessConfig, TextConfig, VisionConfig
-from .adapters import StateDict, check_all_mapped, inverse, take, weights_and_biases
+from .adapters import StateDict, check_all_mapped, inverse, refuse_family_options, take, weights_and_biases
 
 _HF_ACT = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
 
@@ -225,6 +225,7 @@ def _hf_size(size: Any) -> int:
 
 def config_to(cfg: ModelConfig) -> dict[str, Any]:
     """A ``CLIPConfig`` dict for ``cfg``; ResNet towers and a sigmoid-loss bias have no HF counterpart."""
+    refuse_family_options(cfg, "Hugging Face CLIPModel")
     if cfg.vision.kind != "vit":
         raise ValueError("Hugging Face CLIPModel has no ResNet image tower; only ViT models can be exported")
     if cfg.vision.pool != "cls" or not cfg.text.causal or cfg.text.pool != "eot":

@@ -33,7 +33,7 @@ from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 from torch.utils.checkpoint import checkpoint
 
-from .layers import MLP, Attention, AttentionPool, Block, QuickGELU, Transformer
+from .layers import MLP, Attention, AttentionPool, Block, QuickGELU, Rope, Transformer
 
 _ENABLED: ContextVar[bool] = ContextVar("clipforge_fast_path", default=True)
 
@@ -49,12 +49,17 @@ def disabled() -> Iterator[None]:
 
 
 def run_transformer(
-    transformer: Transformer, x: torch.Tensor, *, causal: bool = False, rows: torch.Tensor | None = None
+    transformer: Transformer,
+    x: torch.Tensor,
+    *,
+    causal: bool = False,
+    rows: torch.Tensor | None = None,
+    rope: Rope | None = None,
 ) -> torch.Tensor:
-    """``transformer(x, causal=causal)``: (B, T, C) -> (B, T, C); with ``rows`` (B,), only position
-    ``rows[b]`` of each output sequence, (B, C)."""
-    if not (_ENABLED.get() and type(transformer) is Transformer and _unhooked(transformer)):
-        return _pick(transformer(x, causal=causal), rows)
+    """``transformer(x, causal=causal, rope=rope)``: (B, T, C) -> (B, T, C); with ``rows`` (B,), only
+    position ``rows[b]`` of each output sequence, (B, C). Rotary embeddings take the plain layers."""
+    if rope is not None or not (_ENABLED.get() and type(transformer) is Transformer and _unhooked(transformer)):
+        return _pick(transformer(x, causal=causal, rope=rope), rows)
     last = len(transformer.blocks) - 1
     for i, block in enumerate(transformer.blocks):
         plain = _plain_block(block)
@@ -168,6 +173,8 @@ def _plain_parts(owner: nn.Module, attn: nn.Module, mlp: nn.Module, *norms: nn.M
     """``owner``'s attention and MLP are the plain layers' own with plain Linears, and no module the
     shortcuts pass by (or call with other shapes) has a hook."""
     if not (type(attn) is Attention and type(mlp) is MLP):
+        return False
+    if type(attn.norm) is not nn.Identity or type(mlp.norm) is not nn.Identity:  # sub-LN: not in the shortcuts
         return False
     linears = (attn.qkv, attn.proj, mlp.fc1, mlp.fc2)
     return all(_plain_linear(m) for m in linears) and all(
