@@ -1,7 +1,10 @@
 """EVA-CLIP (EVA-02) and PE-Core: the image-tower options (2-D RoPE, SwiGLU, sub-LN, a class token
-beside attention pooling) against timm's ``Eva`` outputs recorded in tests/assets/families (made by
-make_golden.py with timm's registered model functions), open_clip's configs and names both ways."""
+beside attention pooling) against open_clip's outputs with timm ``Eva`` towers, recorded in
+tests/assets/families by make_golden.py (open_clip 3.3.0 + timm 1.0.31, tiny towers built by timm's
+registered model functions), open_clip's configs and names both ways."""
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -34,15 +37,35 @@ PE_CORE_B16 = {
 PE_PREPROCESS = {"mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear", "resize_mode": "squash"}
 
 
+def tiny_config(case: str) -> ModelConfig:
+    """Our config of a golden case: open_clip's model config read by the adapter (the full-size timm
+    tower's options), with the tiny trunk's sizes."""
+    data = json.loads((ASSETS / f"{case}.json").read_text())
+    cfg = open_clip_eva.config_from(data["model_cfg"], name=case)
+    return cfg.replace(vision=dataclasses.replace(cfg.vision, **data["tiny"]))
+
+
+def config_file(case: str, folder: Path) -> Path:
+    path = folder / f"{case}.config.json"
+    path.write_text(tiny_config(case).to_json())
+    return path
+
+
+def imported(case: str, folder: Path):
+    return import_model(ASSETS / f"{case}.safetensors", model=config_file(case, folder))
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_timm_eva_towers_import_with_timms_outputs(case):
-    imported = import_model(ASSETS / f"{case}.safetensors", model=ASSETS / f"{case}.json")
-    assert imported.format == "open_clip"
+def test_open_clip_eva_models_import_with_open_clips_outputs(case, tmp_path):
+    got = imported(case, tmp_path)
+    assert got.format == "open_clip"
     expected = load_file(ASSETS / f"{case}.expected.safetensors")
     with torch.no_grad():
-        got = imported.model.encode_image(expected["images"], normalize=False)
-    assert got.shape == expected["image_features"].shape
-    assert float((got - expected["image_features"]).abs().max()) <= 1e-5
+        image = got.model.encode_image(expected["images"])
+        text = got.model.encode_text(expected["tokens"])
+    assert image.shape == expected["image_features"].shape
+    assert float((image - expected["image_features"]).abs().max()) <= 1e-5
+    assert float((text - expected["text_features"]).abs().max()) <= 1e-5
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -75,9 +98,8 @@ def test_open_clip_configs_are_the_named_architectures(tmp_path):
             preprocess=cfg.preprocess
         ) == cfg
     # an open_clip_config.json folder picks this adapter
-    (tmp_path / "open_clip_config.json").write_text(
-        __import__("json").dumps({"model_cfg": PE_CORE_B16, "preprocess_cfg": PE_PREPROCESS})
-    )
+    folder_config = {"model_cfg": PE_CORE_B16, "preprocess_cfg": PE_PREPROCESS}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(folder_config))
     assert resolve_model_config(tmp_path / "open_clip_config.json").replace(name="PE-Core-B-16") == pe
 
 
@@ -103,7 +125,7 @@ def test_weights_need_a_matching_architecture(tmp_path):
 
 @pytest.mark.parametrize("case", CASES)
 def test_export_open_clip_and_refuse_hf(case, tmp_path, monkeypatch):
-    model = import_model(ASSETS / f"{case}.safetensors", model=ASSETS / f"{case}.json").model
+    model = imported(case, tmp_path).model
     with pytest.raises(ValueError, match="no EVA-02 / PE-Core image tower"):
         export_hf(model, tmp_path / "hf")
     with pytest.raises(ValueError, match="timm's named models only"):  # a tiny tower has no timm model name
@@ -123,13 +145,7 @@ def test_export_open_clip_and_refuse_hf(case, tmp_path, monkeypatch):
 
 
 def _replace(cfg, **changes):
-    import dataclasses
-
     return dataclasses.replace(cfg, **changes)
-
-
-def _tiny_pe() -> CLIP:
-    return CLIP(ModelConfig.from_json((ASSETS / "pe_core_tiny.json").read_text()))
 
 
 def test_rope_scores_depend_only_on_the_offset_between_patches():
@@ -152,7 +168,7 @@ def test_rope_scores_depend_only_on_the_offset_between_patches():
 
 
 def test_family_options_train_with_checkpointing_and_validate():
-    cfg = ModelConfig.from_json((ASSETS / "eva02_tiny.json").read_text())
+    cfg = tiny_config("eva02_tiny")
     net = CLIP(cfg)
     net.set_grad_checkpointing(True)
     images, tokens = torch.randn(2, 3, 32, 32), torch.randint(1, 500, (2, 16))
@@ -175,7 +191,7 @@ def test_family_options_train_with_checkpointing_and_validate():
 def test_saved_checkpoint_keeps_the_options(tmp_path):
     from clipforge.checkpoint import load_checkpoint, save_checkpoint
 
-    net = _tiny_pe().eval()
+    net = CLIP(tiny_config("pe_core_tiny")).eval()
     model, _ = load_checkpoint(save_checkpoint(tmp_path / "pe.safetensors", net))
     assert model.config == net.config
     images = torch.randn(2, 3, 32, 32)
