@@ -4,10 +4,13 @@
 The rules are data, stored with the vocabulary in checkpoint metadata (``kind="sentencepiece"``):
 
 * ``clean``: ``"canonicalize"`` (SigLIP / big_vision: lower-case, drop ASCII punctuation, collapse
-  whitespace, strip) as transformers' ``SiglipTokenizer``; ``"lower"`` (SigLIP 2, trained on
-  lower-cased text) as transformers' ``Siglip2Tokenizer``; ``"none"``.
-* ``add_bos`` / ``add_eos``: the special ids around each text (SigLIP: end only; SigLIP 2 as its
-  ``tokenizer_config.json`` says, by default neither, as transformers does).
+  whitespace, strip) as transformers' ``SiglipTokenizer``; ``"lower_ascii"`` (SigLIP 2 as big_vision
+  prepares text for its released checkpoints: ``lower`` = TensorFlow's ``tf.strings.lower``, which
+  lower-cases A-Z only); ``"lower"`` (every cased character, as transformers' ``Siglip2Tokenizer``);
+  ``"none"``.
+* ``add_bos`` / ``add_eos``: the special ids around each text (SigLIP: end only; SigLIP 2: end only,
+  big_vision's ``tok(model="gemma", bos="no", eos="sticky")``, whatever the Hub's
+  ``tokenizer_config.json`` says; see docs/interop.md for where transformers differs).
 * every text is padded with ``pad_id`` to the full context (``padding="max_length"``, right side):
   SigLIP's text tower reads the last position, so padding is part of the input. Texts that are too
   long are cut so that the specials still fit (``truncation=True``).
@@ -37,13 +40,14 @@ from tokenizers import normalizers
 from .vocab import TokenizerError, TokenizerInputError
 
 METADATA_KIND = "sentencepiece"
-Clean = Literal["canonicalize", "lower", "none"]
+Clean = Literal["canonicalize", "lower_ascii", "lower", "none"]
 Engine = Literal["sentencepiece", "tokenizers"]
-CLEAN_MODES = ("canonicalize", "lower", "none")
+CLEAN_MODES = ("canonicalize", "lower_ascii", "lower", "none")
 SPIECE_FILE = "spiece.model"
 TOKENIZER_JSON = "tokenizer.json"
 _SPIECE_UNDERLINE = "\u2581"
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _WHITESPACE = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # transformers' SiglipTokenizer class (open_clip's timm/ SigLIP repos name T5's, same vocabulary and
@@ -173,15 +177,17 @@ class SentencePieceTokenizer:
             missing = [k for k, v in ids.items() if v is None]
             if missing:
                 raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+            # The Hub's SigLIP 2 folders name GemmaTokenizer: read them with big_vision's recipe for the
+            # released weights, lower(ASCII)|tok(bos="no", eos="sticky"), right-padded with <pad>. A
+            # Siglip2Tokenizer folder (clipforge writes one for clean="lower") keeps transformers' rules.
+            transformers_rules = cls_name == "Siglip2Tokenizer"
             return cls(
                 model,
                 engine="tokenizers",
                 context_length=ctx,
-                clean="lower",  # SigLIP 2 was trained on lower-cased text (transformers' Siglip2Tokenizer)
-                # transformers' defaults when tokenizer_config.json is silent: neither (the Hub's
-                # SigLIP 2 repositories say add_bos_token=false and nothing about the end token)
-                add_bos=bool(config.get("add_bos_token", False)),
-                add_eos=bool(config.get("add_eos_token", False)),
+                clean="lower" if transformers_rules else "lower_ascii",
+                add_bos=bool(config.get("add_bos_token", False)) if transformers_rules else False,
+                add_eos=bool(config.get("add_eos_token", False)) if transformers_rules else True,
                 bos_id=ids["bos_token"],
                 eos_id=ids["eos_token"],
                 pad_id=ids["pad_token"],
@@ -290,6 +296,8 @@ class SentencePieceTokenizer:
     def _clean(self, text: str) -> str:
         if self.clean == "none":
             return text
+        if self.clean == "lower_ascii":  # big_vision's tf.strings.lower: A-Z only
+            return text.translate(_ASCII_LOWER)
         if self.clean == "lower":  # per character, as the tokenizers normalizer (no final-sigma rule)
             return self._lowercase.normalize_str(text)
         text = text.lower()  # Python's, as SiglipTokenizer

@@ -10,6 +10,9 @@ so this script builds representative ones from the tokenizer test corpus (tests/
               (GemmaTokenizer, add_bos_token=false)
     golden.npz  siglip, siglip2: (rows, CTX) uint16 ids from transformers' SiglipTokenizer and
               Siglip2Tokenizer with padding="max_length", truncation=True, max_length=CTX;
+              siglip2_big_vision: big_vision's SigLIP 2 text recipe for the released checkpoints,
+              ``lower(key="text")|tok(length=CTX, model="gemma", bos="no", eos="sticky")`` (see
+              big_vision_ids), the Gemma pieces from transformers' GemmaTokenizer on the same folder;
               rows: the corpus rows the references can encode (not lone surrogates) + special-token texts.
 
 Run from the repository root (needs transformers, sentencepiece, protobuf):
@@ -85,6 +88,30 @@ def reference_ids(tokenizer, rows: list[str]) -> np.ndarray:
     return np.asarray(ids, dtype=np.uint16)
 
 
+def big_vision_ids(tokenizer, rows: list[str]) -> np.ndarray:
+    """big_vision's pipeline, step by step: ``lower`` is ``tf.strings.lower`` (default encoding '':
+    ASCII A-Z only); ``tok`` encodes without a start token and appends the end token; ``eos="sticky"``
+    keeps it when the text is too long (``tokens[:CTX - 1] + [eos]``); then right padding with the
+    tokenizer's pad id (``pp/proj/paligemma/ops.py``: ``tok``, ``tolen``)."""
+    lower = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+    out = np.full((len(rows), CTX), tokenizer.pad_token_id, dtype=np.uint16)
+    for i, row in enumerate(rows):
+        ids = tokenizer(row.translate(lower), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = ids if len(ids) <= CTX else ids[: CTX - 1] + ids[-1:]
+        out[i, : len(ids)] = ids
+    return out
+
+
+def add_big_vision() -> None:
+    """Add ``siglip2_big_vision`` to an existing golden.npz (the vocabularies are kept as they are)."""
+    from transformers import GemmaTokenizer
+
+    golden = dict(np.load(HERE / "golden.npz"))
+    golden["siglip2_big_vision"] = big_vision_ids(GemmaTokenizer.from_pretrained(HERE / "siglip2"), corpus_rows())
+    np.savez_compressed(HERE / "golden.npz", **golden)
+    print({k: v.shape for k, v in golden.items()})
+
+
 def main() -> None:
     from transformers import Siglip2Tokenizer, SiglipTokenizer
 
@@ -96,8 +123,10 @@ def main() -> None:
         "siglip2": reference_ids(Siglip2Tokenizer.from_pretrained(HERE / "siglip2"), rows),
     }
     np.savez_compressed(HERE / "golden.npz", **golden)
-    print({k: v.shape for k, v in golden.items()})
+    add_big_vision()
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    add_big_vision() if sys.argv[1:] == ["big_vision"] else main()
