@@ -1,6 +1,6 @@
-"""SigLIP / SigLIP 2 tokenizers: reference ids on a varied corpus (golden asset made by transformers'
-SiglipTokenizer / Siglip2Tokenizer, and big_vision's SigLIP 2 text recipe), metadata round trips,
-Hugging Face files, errors."""
+"""SigLIP / SigLIP 2 / XLM-R (MetaCLIP 2) tokenizers: reference ids on a varied multilingual corpus
+(golden asset made by transformers' SiglipTokenizer / Siglip2Tokenizer / XLMRobertaTokenizer, and
+big_vision's SigLIP 2 text recipe), metadata round trips, Hugging Face files, errors."""
 
 import json
 import pickle
@@ -22,11 +22,11 @@ from clipforge.tokenizer import (
 pytest.importorskip("sentencepiece", reason="SigLIP's spiece.model needs sentencepiece (clipforge[siglip])")
 
 ASSETS = Path(__file__).parent / "assets" / "sentencepiece"
-KINDS = ("siglip", "siglip2")
+KINDS = ("siglip", "siglip2", "xlmr")
 GOLDEN = np.load(ASSETS / "golden.npz")
 CTX = GOLDEN["siglip"].shape[1]
 # The Hub's SigLIP 2 folders (GemmaTokenizer) are read with big_vision's recipe for the released weights.
-GOLDEN_KEY = {"siglip": "siglip", "siglip2": "siglip2_big_vision"}
+GOLDEN_KEY = {"siglip": "siglip", "siglip2": "siglip2_big_vision", "xlmr": "xlmr"}
 
 
 def golden_rows() -> list[str]:
@@ -159,7 +159,7 @@ def test_bad_inputs(tmp_path):
         SentencePieceTokenizer.from_hf_dir(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}))
     (tmp_path / "tokenizer.json").write_text("{}")
-    with pytest.raises(TokenizerError, match="not a SigLIP tokenizer"):
+    with pytest.raises(TokenizerError, match="not a SentencePiece tokenizer clipforge reads"):
         SentencePieceTokenizer.from_hf_dir(tmp_path)
     with pytest.raises(TokenizerError, match="no tokenizer files|tokenizer directory"):
         get_tokenizer(tmp_path / "nowhere")

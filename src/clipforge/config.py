@@ -146,7 +146,8 @@ class TextConfig:
     """Text Transformer. OpenAI's: causal attention, features read at the end-of-text token (the
     largest id, ``pool="eot"``). SigLIP's: bidirectional attention (``causal=False``) over texts
     padded to the full context, features read at the last position (``pool="last"``), and a bias on
-    the final projection (``proj_bias``)."""
+    the final projection (``proj_bias``). MetaCLIP 2's: OpenAI's tower read at the first ``eos_id``
+    token (``pool="eos"``), as its multilingual vocabulary's end token is not the largest id."""
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -155,8 +156,9 @@ class TextConfig:
     head_width: int = 64
     mlp_ratio: float = 4.0
     causal: bool = True
-    pool: Literal["eot", "last"] = "eot"
+    pool: Literal["eot", "last", "eos"] = "eot"
     proj_bias: bool = False
+    eos_id: int | None = None
 
     @property
     def heads(self) -> int:
@@ -167,8 +169,12 @@ class TextConfig:
             raise ConfigError(f"text.width {self.width} is not a multiple of head_width {self.head_width}")
         if self.context_length < 2:
             raise ConfigError("text.context_length must hold at least the start and end tokens")
-        if self.pool not in ("eot", "last"):
-            raise ConfigError(f"text.pool must be 'eot' or 'last', got {self.pool!r}")
+        if self.pool not in ("eot", "last", "eos"):
+            raise ConfigError(f"text.pool must be 'eot', 'last' or 'eos', got {self.pool!r}")
+        if (self.pool == "eos") != (self.eos_id is not None):
+            raise ConfigError("text.eos_id is needed by text.pool='eos' and only there")
+        if self.eos_id is not None and not 0 <= self.eos_id < self.vocab_size:
+            raise ConfigError(f"text.eos_id {self.eos_id} is outside the vocabulary (0..{self.vocab_size - 1})")
 
 
 @dataclass(frozen=True)

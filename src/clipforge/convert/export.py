@@ -33,6 +33,11 @@ def export_hf(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None)
     config = adapter.config_to(cfg)  # raises for what the class cannot hold (ResNet towers, a logit bias, ...)
     if tokenizer is not None:
         config["text_config"].update(_hf_token_ids(tokenizer, siglip=siglip))
+        if cfg.text.eos_id is not None and config["text_config"]["eos_token_id"] != cfg.text.eos_id:
+            raise ValueError(
+                f"the tokenizer's end token {config['text_config']['eos_token_id']} is not the one the model "
+                f"reads its text features at (text.eos_id {cfg.text.eos_id})"
+            )
     config["torch_dtype"] = "float32"
     out = _write(
         model,

@@ -1,5 +1,6 @@
-"""SentencePiece vocabularies: SigLIP's (``spiece.model``, Unigram) and SigLIP 2's (Gemma's, as a
-``tokenizer.json`` BPE with byte fallback), with the reference text rules.
+"""SentencePiece vocabularies: SigLIP's (``spiece.model``, Unigram), SigLIP 2's (Gemma's, as a
+``tokenizer.json`` BPE with byte fallback) and XLM-R's (XLM-V's for MetaCLIP 2: a ``tokenizer.json``
+Unigram, ``<s>`` text ``</s>`` padded with ``<pad>``), with the reference text rules.
 
 The rules are data, stored with the vocabulary in checkpoint metadata (``kind="sentencepiece"``):
 
@@ -35,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from tokenizers import Tokenizer as RustTokenizer
-from tokenizers import normalizers
+from tokenizers import models, normalizers
 
 from .vocab import TokenizerError, TokenizerInputError
 
@@ -54,6 +55,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # read here with SigLIP's rules), and the Gemma classes that SigLIP 2 repositories name.
 _SIGLIP_CLASSES = ("SiglipTokenizer", "T5Tokenizer", "T5TokenizerFast")
 _GEMMA_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer")
+# XLM-R's (and XLM-V's, MetaCLIP 2's) SentencePiece Unigram as tokenizer.json: <s>=0 <pad>=1 </s>=2 <unk>=3.
+_XLMR_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast")
 _METADATA_KEYS = {
     "kind", "engine", "model", "context_length", "vocab_size", "clean", "add_bos", "add_eos",
     "bos_id", "eos_id", "pad_id", "unk", "specials",
@@ -128,6 +131,7 @@ class SentencePieceTokenizer:
                 raise TokenizerError(f"not a tokenizers tokenizer.json: {e}") from e
             self._tk.no_truncation()
             self._tk.no_padding()
+            self._exact_unigram_scores()
             self.vocab_size = self._tk.get_vocab_size(with_added_tokens=True)
         self._lowercase = normalizers.Lowercase()
         self._special_split = (
@@ -135,6 +139,15 @@ class SentencePieceTokenizer:
             if self.specials and self.engine == "sentencepiece"
             else None
         )
+
+    def _exact_unigram_scores(self) -> None:
+        """A Unigram's piece scores as Python parses them (exactly), as transformers builds its
+        tokenizers: the Rust JSON reader may be one ulp off, which flips ties between equally scored
+        segmentations (long runs of one character)."""
+        model = json.loads(self._model).get("model") or {}
+        if model.get("type") == "Unigram":
+            vocab = [(str(piece), float(score)) for piece, score in model["vocab"]]
+            self._tk.model = models.Unigram(vocab, model.get("unk_id"), bool(model.get("byte_fallback", False)))
 
     # ------------------------------------------------------------------ constructors
 
@@ -192,9 +205,24 @@ class SentencePieceTokenizer:
                 eos_id=ids["eos_token"],
                 pad_id=ids["pad_token"],
             )
+        if cls_name in _XLMR_CLASSES:  # transformers' XLMRobertaTokenizer: <s> text </s>, right-padded with <pad>
+            if not (folder / TOKENIZER_JSON).is_file():
+                raise TokenizerError(f"{folder}: a {cls_name} folder without {TOKENIZER_JSON}")
+            model = (folder / TOKENIZER_JSON).read_bytes()
+            tk = RustTokenizer.from_str(model.decode("utf-8"))
+            ids = {k: tk.token_to_id(_token(config, k, d)) for k, d in
+                   (("bos_token", "<s>"), ("eos_token", "</s>"), ("pad_token", "<pad>"))}
+            missing = [k for k, v in ids.items() if v is None]
+            if missing:
+                raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+            return cls(
+                model, engine="tokenizers", context_length=ctx, clean="none", add_bos=True, add_eos=True,
+                bos_id=ids["bos_token"], eos_id=ids["eos_token"], pad_id=ids["pad_token"],
+                unk=_token(config, "unk_token", "<unk>"),
+            )  # fmt: skip
         raise TokenizerError(
-            f"{folder}: tokenizer_class {cls_name or '(none)'!r} is not a SigLIP tokenizer "
-            f"(known: {', '.join(_SIGLIP_CLASSES + _GEMMA_CLASSES)})"
+            f"{folder}: tokenizer_class {cls_name or '(none)'!r} is not a SentencePiece tokenizer clipforge reads "
+            f"(known: {', '.join(_SIGLIP_CLASSES + _GEMMA_CLASSES + _XLMR_CLASSES)})"
         )
 
     @classmethod
@@ -260,6 +288,16 @@ class SentencePieceTokenizer:
                 "pad_token": self._piece(self.pad_id),
                 "unk_token": self.unk,
                 "do_lower_case": self.clean == "canonicalize",
+            }
+        elif self.add_bos and self.clean == "none":  # XLM-R's rules
+            vocab = out / TOKENIZER_JSON
+            config = {
+                "tokenizer_class": "XLMRobertaTokenizer",
+                "bos_token": self._piece(self.bos_id) if self.bos_id is not None else None,
+                "eos_token": self._piece(self.eos_id),
+                "pad_token": self._piece(self.pad_id),
+                "unk_token": self.unk,
+                "padding_side": "right",
             }
         else:
             vocab = out / TOKENIZER_JSON
