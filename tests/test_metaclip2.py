@@ -12,7 +12,7 @@ from convert_utils import perturb
 
 from clipforge.api import load
 from clipforge.config import ConfigError, TextConfig
-from clipforge.convert import convert, export_hf, hf
+from clipforge.convert import ConvertError, convert, export_hf, hf
 from clipforge.models import get_model_config
 
 transformers = pytest.importorskip("transformers", reason="transformers is the reference implementation")
@@ -86,3 +86,12 @@ def test_configs_and_errors():
         TextConfig(eos_id=2).validate()
     with pytest.raises(ValueError, match="model_type 'align'"):
         hf.config_from({"model_type": "align"})
+
+
+def test_a_folder_without_its_vocabulary_is_refused(tmp_path):
+    metaclip2_folder(tmp_path / "hf", "gelu")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "hf" / name).unlink()
+    with pytest.raises(ConvertError, match=r'needs its own multilingual vocabulary.*vocab="FOLDER"'):
+        convert(tmp_path / "hf", tmp_path / "ck")  # not OpenAI's English BPE in its place
+    assert not (tmp_path / "ck").exists()

@@ -106,6 +106,12 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
     """The tokenizer for an imported model: ``vocab`` if given (a vocabulary file/folder or a
     ``Tokenizer``), else the source's own files, else OpenAI's vocabulary (a clear error if absent)."""
     ctx = imported.model.config.text.context_length
+    if vocab is None and imported.vocab_dir is None and imported.model.config.text.pool == "eos":
+        raise ConvertError(
+            "a MetaCLIP 2 model (text read at eos_id) needs its own multilingual vocabulary, and the source "
+            'carries none clipforge reads: pass vocab="FOLDER" with its tokenizer.json + tokenizer_config.json '
+            "(XLMRobertaTokenizer)"
+        )
     try:
         if isinstance(vocab, (Tokenizer, SentencePieceTokenizer)):
             tok = vocab
