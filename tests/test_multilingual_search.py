@@ -1,7 +1,8 @@
 """Multilingual search end to end: a (tiny, random) MetaCLIP 2 model with its XLM-R-layout vocabulary,
 ``clipforge index`` a folder, then ``clipforge search`` and the HTTP API (percent-encoded URLs) with
 queries in five scripts (CJK without spaces, Arabic right-to-left, Devanagari, Cyrillic, Hangul) give
-the ranking that transformers' ``MetaClip2Model`` embeddings give for the same weights and images."""
+the ranking that transformers' ``MetaClip2Model`` embeddings give for the same weights and images;
+``clipforge classify`` ranks labels in those scripts as the reference does."""
 
 import json
 import urllib.parse
@@ -49,7 +50,8 @@ def indexed(tmp_path_factory):
     order = scores.argsort(dim=1, descending=True)  # (queries, photos)
     want = {q: [names[j] for j in row.tolist()] for q, row in zip(QUERIES, order, strict=True)}
     assert len({tuple(v) for v in want.values()}) > 1  # the queries rank the photos differently
-    return {"db": db, "want": want, "ckpt": ckpt}
+    labels = [[QUERIES[j] for j in col.tolist()] for col in scores.argsort(dim=0, descending=True).T]  # per photo
+    return {"db": db, "want": want, "ckpt": ckpt, "root": root, "names": names, "labels": labels}
 
 
 @pytest.mark.parametrize("query", QUERIES)
@@ -76,3 +78,15 @@ def test_http_api_takes_percent_encoded_queries(indexed):
             assert [h["path"] for h in raw.json()["hits"]] == indexed["want"][query]
             posted = client.post("/api/search", json={"text": query, "k": 8})
             assert [h["path"] for h in posted.json()["hits"]] == indexed["want"][query]
+
+
+def test_cli_classify_ranks_labels_in_five_scripts_as_the_reference(indexed, tmp_path, capsys):
+    templates = tmp_path / "plain.txt"
+    templates.write_text("{}\n")  # the label itself: the reference embeds exactly that text
+    image = indexed["root"] / indexed["names"][0]
+    capsys.readouterr()
+    code = main(["classify", str(image), "--labels", ",".join(QUERIES), "--templates", str(templates),
+                 "--model", str(indexed["ckpt"]), "-k", str(len(QUERIES)), "--json"])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)["results"][0]
+    assert [item["label"] for item in result["labels"]] == indexed["labels"][0]
