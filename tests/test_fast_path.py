@@ -100,15 +100,17 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
 
 def _image_shortcuts(cfg) -> tuple[int, int]:
     """(rows-only or pooled-query attentions, in-place MLPs) the image tower takes at inference: every
-    block MLP plus a pool MLP, or a row-only last block. A RoPE tower's blocks (EVA-02, PE-Core) run on
-    the plain layers, which rotate queries and keys; its attention pool (PE-Core) still takes both."""
+    block MLP plus a pool MLP, or a row-only last block. With RoPE the last block computes every row
+    (no rows-only query), its MLPs still in place where the block is plain (PE-Core); EVA-02's blocks
+    (SwiGLU, sub-LN) are not, and run on the plain layers."""
     v = cfg.vision
     if v.kind != "vit":
         return 0, 0
     pooled = v.pool == "map"
-    if v.rope:
-        return int(pooled), int(pooled)
-    return 1, 3 if pooled else 2
+    if not v.rope:
+        return 1, 3 if pooled else 2
+    block_mlps = 2 if v.mlp == "plain" and not v.sub_ln else 0  # the tiny towers have 2 blocks
+    return int(pooled), block_mlps + int(pooled)
 
 
 def _encode(model: m.CLIP, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -57,18 +57,19 @@ def run_transformer(
     rope: Rope | None = None,
 ) -> torch.Tensor:
     """``transformer(x, causal=causal, rope=rope)``: (B, T, C) -> (B, T, C); with ``rows`` (B,), only
-    position ``rows[b]`` of each output sequence, (B, C). Rotary embeddings take the plain layers."""
-    if rope is not None or not (_ENABLED.get() and type(transformer) is Transformer and _unhooked(transformer)):
+    position ``rows[b]`` of each output sequence, (B, C). With rotary embeddings (``rope``) the MLP is
+    still added in place, but the last block computes every row (the rows-only query does not rotate)."""
+    if not (_ENABLED.get() and type(transformer) is Transformer and _unhooked(transformer)):
         return _pick(transformer(x, causal=causal, rope=rope), rows)
     last = len(transformer.blocks) - 1
     for i, block in enumerate(transformer.blocks):
         plain = _plain_block(block)
-        if plain and i == last and rows is not None:
+        if plain and i == last and rows is not None and rope is None:
             return _run(transformer, _block_rows, block, x, rows, causal)  # (B, C)
         if plain and _in_place_ok(x):
-            x = _block_tokens(block, x, causal)
+            x = _block_tokens(block, x, causal, rope)
         else:
-            x = _run(transformer, block, x, causal)
+            x = _run(transformer, block, x, causal, rope)
     return _pick(x, rows)
 
 
@@ -84,9 +85,9 @@ def run_attention_pool(pool: AttentionPool, x: torch.Tensor) -> torch.Tensor:
 # -- the shortcuts ------------------------------------------------------------------------------
 
 
-def _block_tokens(block: Block, x: torch.Tensor, causal: bool) -> torch.Tensor:
-    """``block(x, causal)`` with the MLP added in place: (B, T, C) -> (B, T, C)."""
-    x = x + block.attn(block.norm1(x), causal=causal)  # (B, T, C), a fresh tensor
+def _block_tokens(block: Block, x: torch.Tensor, causal: bool, rope: Rope | None = None) -> torch.Tensor:
+    """``block(x, causal, rope)`` with the MLP added in place: (B, T, C) -> (B, T, C)."""
+    x = x + block.attn(block.norm1(x), causal=causal, rope=rope)  # (B, T, C), a fresh tensor
     return _add_mlp(block.mlp, x, block.norm2(x))
 
 
