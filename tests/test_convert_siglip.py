@@ -44,8 +44,23 @@ def hf_folder(path: Path, kind: str):
     return model, transformers.AutoTokenizer.from_pretrained(path)
 
 
+def big_vision_ids(tok, texts) -> torch.Tensor:
+    """SigLIP 2's text recipe for the released weights (big_vision: ``lower`` (A-Z only)|``tok(bos="no",
+    eos="sticky")``, right-padded), with the reference tokenizer for the pieces; transformers' own
+    call would left-pad with no end token and no lower-casing (docs/interop.md)."""
+    lower = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+    out = torch.full((len(texts), CTX), tok.pad_token_id, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = tok(text.translate(lower), add_special_tokens=False)["input_ids"][: CTX - 1] + [tok.eos_token_id]
+        out[i, : len(ids)] = torch.tensor(ids)
+    return out
+
+
 def reference(model, tok, images, kind):
-    ids = tok(TEXTS, padding="max_length", truncation=True, max_length=CTX, return_tensors="pt")["input_ids"]
+    if kind == "siglip":
+        ids = tok(TEXTS, padding="max_length", truncation=True, max_length=CTX, return_tensors="pt")["input_ids"]
+    else:
+        ids = big_vision_ids(tok, TEXTS)
     if kind == "siglip":
         kw = dict(pixel_values=images)
     else:
@@ -96,6 +111,8 @@ def test_export_reloads_in_transformers_with_equal_outputs(tmp_path, kind):
     tok = transformers.AutoTokenizer.from_pretrained(out)
     images = torch.randn(2, 3, IMAGE, IMAGE)
     want = reference(ref, tok, images, "siglip")
+    if kind == "siglip2":  # the same ids (big_vision's recipe) into transformers' model
+        want = reference_with_ids(ref, big_vision_ids(tok, TEXTS), images)
     got = ours(loaded, images)
     assert torch.equal(got[0], want[0])
     assert (got[1] - want[1]).abs().max() <= 1e-5 and (got[2] - want[2]).abs().max() <= 1e-5
@@ -106,6 +123,14 @@ def test_export_reloads_in_transformers_with_equal_outputs(tmp_path, kind):
     again = load(out, device="cpu", precision="fp32")
     assert torch.equal(again.tokenizer(TEXTS), got[0])
     assert (ours(again, images)[2] - got[2]).abs().max() == 0
+
+
+def reference_with_ids(model, ids, images):
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=images)
+        image = torch.nn.functional.normalize(pooled(model.get_image_features(pixel_values=images)), dim=-1)
+        text = torch.nn.functional.normalize(pooled(model.get_text_features(input_ids=ids)), dim=-1)
+    return ids, image, text, out.logits_per_image
 
 
 def test_errors_name_the_folder(tmp_path):

@@ -98,6 +98,21 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
     monkeypatch.undo()
 
 
+def _image_shortcuts(cfg) -> tuple[int, int]:
+    """(rows-only or pooled-query attentions, in-place MLPs) the image tower takes at inference: every
+    block MLP plus a pool MLP, or a row-only last block. With RoPE the last block computes every row
+    (no rows-only query), its MLPs still in place where the block is plain (PE-Core); EVA-02's blocks
+    (SwiGLU, sub-LN) are not, and run on the plain layers."""
+    v = cfg.vision
+    if v.kind != "vit":
+        return 0, 0
+    pooled = v.pool == "map"
+    if not v.rope:
+        return 1, 3 if pooled else 2
+    block_mlps = 2 if v.mlp == "plain" and not v.sub_ln else 0  # the tiny towers have 2 blocks
+    return int(pooled), block_mlps + int(pooled)
+
+
 def _encode(model: m.CLIP, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return model.encode_image(images, normalize=False), model.encode_text(tokens, normalize=False)
 
@@ -112,11 +127,10 @@ def test_inference_matches_the_plain_path(name, mode, monkeypatch):
             want = _encode(model, images, tokens)
         with _counting(monkeypatch) as calls:
             got = _encode(model, images, tokens)
-    vit = model.config.vision.kind == "vit"
-    assert calls["attend"] == 1 + vit  # the text tower's last block, and the image tower's row or pool
+    image_attends, image_mlps = _image_shortcuts(model.config)
+    assert calls["attend"] == 1 + image_attends  # the text tower's last block, and the image tower's row or pool
     # in place: every MLP (2 text blocks, plus 2 image blocks and a pool MLP or a row-only block),
     # except under autocast, where in-place ops would not be cast
-    image_mlps = (3 if model.config.vision.pool == "map" else 2) if vit else 0
     assert calls["in_place"] == (0 if mode == "autocast" else 2 + image_mlps)
     assert torch.equal(images, keep_images) and torch.equal(tokens, keep_tokens)  # never the caller's tensors
     for g, w, what in zip(got, want, ("image", "text"), strict=True):
@@ -141,7 +155,7 @@ def test_gradients_match_the_plain_path(name, mode, monkeypatch):
     want = grads(plain=True)
     with _counting(monkeypatch) as calls:
         got = grads(plain=False)
-    assert calls["attend"] == 1 + (model.config.vision.kind == "vit") and calls["in_place"] == 0
+    assert calls["attend"] == 1 + _image_shortcuts(model.config)[0] and calls["in_place"] == 0
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     for n, g, w in zip(names, got, want, strict=True):
         if w is None:

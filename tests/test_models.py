@@ -171,9 +171,10 @@ def test_vit_patch_embeddings_shape(name):
     patches = model.visual.project_patches(images)
     assert patches.shape == (2, 2, 2, cfg.embed_dim)
     if cfg.vision.pool == "map":  # each patch pooled on its own: the probe attending to that token alone
+        first = model.visual.n_prefix  # PE-Core keeps a class token beside the attention pool
         with torch.no_grad():
-            tokens = model.visual.norm_post(model.visual.forward_tokens(images))  # (2, 4, width)
-            alone = model.visual.attn_pool(tokens[:, 3:4])  # (2, width)
+            tokens = model.visual.norm_post(model.visual.forward_tokens(images))  # (2, [1 +] 4, width)
+            alone = model.visual._project(model.visual.attn_pool(tokens[:, first + 3 : first + 4]))  # (2, embed_dim)
         torch.testing.assert_close(patches[:, 1, 1].detach(), alone)
 
 
@@ -194,6 +195,7 @@ def _full_pass_reference(model: m.CLIP, images: torch.Tensor, tokens: torch.Tens
     """Embeddings from the whole last block, the rows read afterwards (the textbook computation)."""
     v, t = model.visual, model.text
     img = v.norm_post(v.forward_tokens(images)[:, 0]) @ v.proj  # (B, E)
+    img = img + v.proj_bias if v.proj_bias is not None else img  # EVA-02's biased projection
     eot = tokens.argmax(dim=-1)  # (B,)
     x = t.token_embed(tokens) + t.pos_embed[: tokens.shape[1]]  # (B, T, width)
     x = t.transformer(x, causal=True)[torch.arange(len(tokens)), eot]  # (B, width)

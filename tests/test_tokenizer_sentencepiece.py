@@ -1,5 +1,6 @@
-"""SigLIP / SigLIP 2 tokenizers: reference ids on a varied corpus (golden asset made by transformers'
-SiglipTokenizer / Siglip2Tokenizer), metadata round trips, Hugging Face files, errors."""
+"""SigLIP / SigLIP 2 / XLM-R (MetaCLIP 2) tokenizers: reference ids on a varied multilingual corpus
+(golden asset made by transformers' SiglipTokenizer / Siglip2Tokenizer / XLMRobertaTokenizer, and
+big_vision's SigLIP 2 text recipe), metadata round trips, Hugging Face files, errors."""
 
 import json
 import pickle
@@ -21,9 +22,11 @@ from clipforge.tokenizer import (
 pytest.importorskip("sentencepiece", reason="SigLIP's spiece.model needs sentencepiece (clipforge[siglip])")
 
 ASSETS = Path(__file__).parent / "assets" / "sentencepiece"
-KINDS = ("siglip", "siglip2")
+KINDS = ("siglip", "siglip2", "xlmr")
 GOLDEN = np.load(ASSETS / "golden.npz")
 CTX = GOLDEN["siglip"].shape[1]
+# The Hub's SigLIP 2 folders (GemmaTokenizer) are read with big_vision's recipe for the released weights.
+GOLDEN_KEY = {"siglip": "siglip", "siglip2": "siglip2_big_vision", "xlmr": "xlmr"}
 
 
 def golden_rows() -> list[str]:
@@ -44,9 +47,20 @@ def tokenizer(kind: str, ctx: int = CTX) -> SentencePieceTokenizer:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_reference_ids_on_the_corpus(kind):
-    want = GOLDEN[kind].astype(np.int64)
+    want = GOLDEN[GOLDEN_KEY[kind]].astype(np.int64)
     assert len(want) == len(ROWS) > 10_000
     got = tokenizer(kind)(ROWS).numpy()
+    bad = np.flatnonzero((got != want).any(axis=1))
+    assert not len(bad), [(ROWS[i][:60], want[i].tolist(), got[i].tolist()) for i in bad[:5]]
+
+
+def test_transformers_siglip2_rules_stay_available():
+    """clean="lower" without an end token is transformers' Siglip2Tokenizer, id for id."""
+    bv = tokenizer("siglip2")
+    meta = {**bv.to_metadata(), "clean": "lower", "add_eos": False}
+    tok = tokenizer_from_metadata(meta)
+    want = GOLDEN["siglip2"].astype(np.int64)
+    got = tok(ROWS).numpy()
     bad = np.flatnonzero((got != want).any(axis=1))
     assert not len(bad), [(ROWS[i][:60], want[i].tolist(), got[i].tolist()) for i in bad[:5]]
 
@@ -57,14 +71,18 @@ def test_text_rules():
     assert sig(["A Cat!!"])[0].tolist() == sig(["a cat"])[0].tolist()
     row = sig(["a cat"])[0].tolist()
     assert row[len(sig.encode("a cat"))] == sig.eos_id == sig.pad_id == 1 and len(row) == CTX
-    # SigLIP 2: lower-cased only, no bos/eos by default, padded with <pad> = 0
+    # SigLIP 2 (big_vision): A-Z lower-cased only, no bos, the end token <eos> = 1, padded with <pad> = 0
     assert sig2(["A Cat!!"])[0].tolist() == sig2(["a cat!!"])[0].tolist() != sig2(["a cat"])[0].tolist()
+    assert sig2.clean == "lower_ascii" and not sig2.add_bos and sig2.add_eos
     n = len(sig2.encode("a cat"))
-    assert sig2(["a cat"])[0, n:].eq(0).all() and sig2.pad_id == 0
-    # truncation keeps the end token
+    row = sig2(["a cat"])[0]
+    assert row[n] == sig2.eos_id == 1 and row[n + 1 :].eq(0).all() and sig2.pad_id == 0
+    assert sig2.encode("\u00c9cole \u03a3") != sig2.encode("\u00e9cole \u03c3")  # tf.strings.lower: ASCII only
+    # truncation keeps the end token (big_vision's eos="sticky")
     long = " ".join(["photo"] * 100)
-    tokens, lengths = sig.encode_batch([long, "a"])
-    assert tokens[0, -1] == sig.eos_id and lengths.tolist() == [CTX, len(sig.encode("a")) + 1]
+    for tok in (sig, sig2):
+        tokens, lengths = tok.encode_batch([long, "a"])
+        assert tokens[0, -1] == tok.eos_id and lengths.tolist() == [CTX, len(tok.encode("a")) + 1]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -98,12 +116,28 @@ def test_get_tokenizer_reads_the_folders_and_save_hf_round_trips(kind, tmp_path)
 @pytest.mark.parametrize("kind", KINDS)
 def test_saved_files_give_transformers_the_same_ids(kind, tmp_path):
     transformers = pytest.importorskip("transformers")
-    tokenizer(kind).save_hf(tmp_path)
-    ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
     ours = tokenizer(kind)
+    if kind == "siglip2":  # transformers cannot hold big_vision's recipe: its Siglip2Tokenizer rules can
+        ours = tokenizer_from_metadata({**ours.to_metadata(), "clean": "lower", "add_eos": False})
+    ours.save_hf(tmp_path)
+    ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
     for text in ROWS[:200:7] + ["A Photo OF a CAT!!"]:
         want = ref(text, padding="max_length", truncation=True, max_length=CTX)["input_ids"]
         assert ours([text])[0].tolist() == want, text
+
+
+@pytest.mark.reference
+def test_where_transformers_differs_from_big_vision_on_siglip2():
+    """transformers 5.x reads a Hub SigLIP 2 folder (GemmaTokenizer) with left padding, no end token and
+    no lower-casing; clipforge follows big_vision. Pinned so a change in transformers is noticed."""
+    transformers = pytest.importorskip("transformers")
+    ref = transformers.AutoTokenizer.from_pretrained(ASSETS / "siglip2", padding_side="left")
+    text = "A Photo OF a CAT"
+    theirs = ref(text, padding="max_length", max_length=CTX)["input_ids"]
+    ours = tokenizer("siglip2")([text])[0].tolist()
+    body = ref(text.lower(), add_special_tokens=False)["input_ids"]
+    assert ours == body + [1] + [0] * (CTX - len(body) - 1)
+    assert theirs != ours and theirs[-1] != 1 and theirs[0] == 0  # left-padded, no <eos>
 
 
 def test_decode():
@@ -125,7 +159,7 @@ def test_bad_inputs(tmp_path):
         SentencePieceTokenizer.from_hf_dir(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}))
     (tmp_path / "tokenizer.json").write_text("{}")
-    with pytest.raises(TokenizerError, match="not a SigLIP tokenizer"):
+    with pytest.raises(TokenizerError, match="not a SentencePiece tokenizer clipforge reads"):
         SentencePieceTokenizer.from_hf_dir(tmp_path)
     with pytest.raises(TokenizerError, match="no tokenizer files|tokenizer directory"):
         get_tokenizer(tmp_path / "nowhere")

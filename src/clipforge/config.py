@@ -37,7 +37,21 @@ class VisionConfig:
     learned probe attending over them, then an MLP). ``norm_pre`` is OpenAI's LayerNorm before the
     blocks, ``patch_bias`` a bias on the patch embedding, and ``project=False`` drops the final
     projection (then ``embed_dim`` must equal ``width``). ``patch_dropout`` (FLIP) drops that share of
-    the patch tokens, at random per image, in training mode only (the class token is kept)."""
+    the patch tokens, at random per image, in training mode only (the class token is kept).
+
+    EVA-CLIP / PE-Core options (all off by default):
+    ``class_token`` prepends a class token also under ``pool="map"`` (PE-Core: the attention pool
+    then reads it with the patches; ``None`` means "only with ``pool='cls'``"). ``pool_heads`` is the
+    attention pool's head count (0: the blocks' ``heads``). ``rope`` adds 2-D rotary position
+    embedding to every block's queries and keys of the patch tokens (a class token is not rotated):
+    each head's channels are split in two halves of ``head_width / 4`` frequency pairs, one per
+    grid axis, ``rope_axes="hw"`` rows first (EVA-02) or ``"wh"`` columns first (PE-Core);
+    positions are ``index + rope_offset``, rescaled so the grid spans ``rope_ref_grid`` positions
+    (0: no rescaling), with frequencies ``rope_theta ** (-j / (head_width / 4))``. ``mlp="swiglu"``
+    is a SiLU-gated MLP (``fc2(silu(fc1_gate x) * fc1 x)``, hidden ``width * mlp_ratio``);
+    ``sub_ln`` adds a LayerNorm inside each block's attention (before the output projection) and MLP
+    (before ``fc2``). ``proj_bias`` adds a bias to the image projection; ``norm_eps`` overrides the
+    model's LayerNorm epsilon in this tower (EVA's image tower 1e-6, its text tower 1e-5)."""
 
     kind: Literal["vit", "resnet"] = "vit"
     image_size: int = 224
@@ -51,6 +65,29 @@ class VisionConfig:
     patch_bias: bool = False
     project: bool = True
     patch_dropout: float = 0.0
+    class_token: bool | None = None
+    pool_heads: int = 0
+    rope: bool = False
+    rope_axes: Literal["hw", "wh"] = "hw"
+    rope_offset: float = 0.0
+    rope_ref_grid: int = 0
+    rope_theta: float = 10000.0
+    mlp: Literal["plain", "swiglu"] = "plain"
+    sub_ln: bool = False
+    proj_bias: bool = False
+    norm_eps: float | None = None
+
+    @property
+    def has_class_token(self) -> bool:
+        return self.pool == "cls" if self.class_token is None else self.class_token
+
+    @property
+    def uses_family_options(self) -> bool:
+        """Any option beyond OpenAI's and SigLIP's ViTs (the EVA-CLIP / PE-Core building blocks)."""
+        return (
+            self.class_token is not None or self.pool_heads != 0 or self.rope or self.mlp != "plain"
+            or self.sub_ln or self.proj_bias or self.norm_eps is not None
+        )  # fmt: skip
 
     @property
     def heads(self) -> int:
@@ -65,6 +102,8 @@ class VisionConfig:
             raise ConfigError(f"vision.patch_dropout must be in [0, 1), got {self.patch_dropout!r}")
         if self.kind == "resnet" and self.patch_dropout:
             raise ConfigError("vision.patch_dropout drops ViT patch tokens; a ResNet image tower has none")
+        if self.rope and self.patch_dropout:  # the rotary tables are laid out over the whole grid
+            raise ConfigError("vision.patch_dropout is not supported with vision.rope (EVA-02 / PE-Core towers)")
         if self.kind == "vit":
             if not isinstance(self.layers, int):
                 raise ConfigError("vision.layers must be an int for a ViT")
@@ -77,9 +116,11 @@ class VisionConfig:
                 raise ConfigError(f"image_size {self.image_size} is smaller than patch_size {self.patch_size}")
             if self.width % self.head_width:
                 raise ConfigError(f"vision.width {self.width} is not a multiple of head_width {self.head_width}")
+            self._validate_family_options()
         else:
-            if (self.pool, self.norm_pre, self.patch_bias, self.project) != ("cls", True, False, True):
-                raise ConfigError("vision.pool/norm_pre/patch_bias/project are ViT options; leave them unset")
+            if (self.pool, self.norm_pre, self.patch_bias, self.project) != ("cls", True, False, True) \
+                    or self.uses_family_options:
+                raise ConfigError("vision.pool/norm_pre/patch_bias/project/rope/... are ViT options; leave them unset")
             if not (isinstance(self.layers, tuple) and len(self.layers) == 4):
                 raise ConfigError("vision.layers must list four stage depths for a ResNet")
             if self.image_size % 32:
@@ -87,13 +128,34 @@ class VisionConfig:
             if (self.width * 32) % self.head_width:
                 raise ConfigError("32 * vision.width must be a multiple of head_width")
 
+    def _validate_family_options(self) -> None:
+        if self.pool == "cls" and self.class_token is False:
+            raise ConfigError("vision.pool='cls' reads the class token: vision.class_token cannot be false")
+        if self.pool_heads < 0 or (self.pool_heads and self.width % self.pool_heads):
+            raise ConfigError(f"vision.pool_heads {self.pool_heads} must divide vision.width {self.width}")
+        if self.pool_heads and self.pool != "map":
+            raise ConfigError("vision.pool_heads is an attention-pool option: it needs vision.pool='map'")
+        if self.rope_axes not in ("hw", "wh"):
+            raise ConfigError(f"vision.rope_axes must be 'hw' or 'wh', got {self.rope_axes!r}")
+        if self.rope and self.head_width % 4:
+            raise ConfigError(f"vision.rope needs head_width divisible by 4, got {self.head_width}")
+        if self.rope_ref_grid < 0 or self.rope_theta <= 1:
+            raise ConfigError("vision.rope_ref_grid must be >= 0 and vision.rope_theta > 1")
+        if self.mlp not in ("plain", "swiglu"):
+            raise ConfigError(f"vision.mlp must be 'plain' or 'swiglu', got {self.mlp!r}")
+        if self.norm_eps is not None and not 0 < self.norm_eps < 1:
+            raise ConfigError(f"vision.norm_eps must be in (0, 1), got {self.norm_eps}")
+        if self.proj_bias and not self.project:
+            raise ConfigError("vision.proj_bias needs the projection (vision.project=true)")
+
 
 @dataclass(frozen=True)
 class TextConfig:
     """Text Transformer. OpenAI's: causal attention, features read at the end-of-text token (the
     largest id, ``pool="eot"``). SigLIP's: bidirectional attention (``causal=False``) over texts
     padded to the full context, features read at the last position (``pool="last"``), and a bias on
-    the final projection (``proj_bias``)."""
+    the final projection (``proj_bias``). MetaCLIP 2's: OpenAI's tower read at the first ``eos_id``
+    token (``pool="eos"``), as its multilingual vocabulary's end token is not the largest id."""
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -102,8 +164,9 @@ class TextConfig:
     head_width: int = 64
     mlp_ratio: float = 4.0
     causal: bool = True
-    pool: Literal["eot", "last"] = "eot"
+    pool: Literal["eot", "last", "eos"] = "eot"
     proj_bias: bool = False
+    eos_id: int | None = None
 
     @property
     def heads(self) -> int:
@@ -114,8 +177,12 @@ class TextConfig:
             raise ConfigError(f"text.width {self.width} is not a multiple of head_width {self.head_width}")
         if self.context_length < 2:
             raise ConfigError("text.context_length must hold at least the start and end tokens")
-        if self.pool not in ("eot", "last"):
-            raise ConfigError(f"text.pool must be 'eot' or 'last', got {self.pool!r}")
+        if self.pool not in ("eot", "last", "eos"):
+            raise ConfigError(f"text.pool must be 'eot', 'last' or 'eos', got {self.pool!r}")
+        if (self.pool == "eos") != (self.eos_id is not None):
+            raise ConfigError("text.eos_id is needed by text.pool='eos' and only there")
+        if self.eos_id is not None and not 0 <= self.eos_id < self.vocab_size:
+            raise ConfigError(f"text.eos_id {self.eos_id} is outside the vocabulary (0..{self.vocab_size - 1})")
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,14 @@ def is_siglip_layout(cfg: ModelConfig) -> bool:
     return cfg.vision.kind == "vit" and cfg.vision.pool == "map"
 
 
+def refuse_family_options(cfg: ModelConfig, target: str) -> None:
+    """``ValueError`` when ``cfg``'s image tower uses EVA-02 / PE-Core options ``target`` cannot hold."""
+    if cfg.vision.kind == "vit" and cfg.vision.uses_family_options:
+        raise ValueError(
+            f"{target} has no EVA-02 / PE-Core image tower (RoPE, SwiGLU, sub-LN, ...); export it to open_clip"
+        )
+
+
 def inverse(names: Mapping[str, str]) -> dict[str, str]:
     return {v: k for k, v in names.items()}
 

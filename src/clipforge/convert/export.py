@@ -11,7 +11,7 @@ import torch
 
 from ..fileio import atomic_write, atomic_write_text
 from ..models import CLIP
-from . import hf, hf_siglip, open_clip, open_clip_siglip
+from . import hf, hf_siglip, open_clip, open_clip_eva, open_clip_siglip
 from .adapters import FormatAdapter, is_siglip_layout
 from .detect import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 from .onnx import export_onnx
@@ -33,6 +33,11 @@ def export_hf(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None = None)
     config = adapter.config_to(cfg)  # raises for what the class cannot hold (ResNet towers, a logit bias, ...)
     if tokenizer is not None:
         config["text_config"].update(_hf_token_ids(tokenizer, siglip=siglip))
+        if cfg.text.eos_id is not None and config["text_config"]["eos_token_id"] != cfg.text.eos_id:
+            raise ValueError(
+                f"the tokenizer's end token {config['text_config']['eos_token_id']} is not the one the model "
+                f"reads its text features at (text.eos_id {cfg.text.eos_id})"
+            )
     config["torch_dtype"] = "float32"
     out = _write(
         model,
@@ -76,6 +81,8 @@ def export_open_clip(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None 
     ``merges.txt``) are written beside it for clipforge and other readers."""
     cfg = model.config
     adapter: FormatAdapter = open_clip_siglip if is_siglip_layout(cfg) else open_clip  # SigLIP: a timm tower
+    if cfg.vision.kind == "vit" and cfg.vision.uses_family_options:
+        adapter = open_clip_eva  # EVA-02 / PE-Core: a timm Eva tower
     config = {"model_cfg": adapter.config_to(cfg), "preprocess_cfg": adapter.preprocess_to(cfg)}
     out = _write(model, out_dir, adapter, weights=OPEN_CLIP_WEIGHTS[0], configs={OPEN_CLIP_CONFIG: config})
     if tokenizer is not None:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig, PreprocessConfig, TextConfig, VisionConfig
-from .adapters import StateDict, check_all_mapped, inverse, take, weights_and_biases
+from .adapters import StateDict, check_all_mapped, inverse, refuse_family_options, take, weights_and_biases
 
 _HF_ACT = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
 
@@ -69,6 +69,9 @@ _HF_TEXT_DEFAULTS = {
     "layer_norm_eps": 1e-5,
     "eos_token_id": 2,
 }
+# MetaClip2Config: CLIP's towers; its text config's end token defaults to 49407 (not CLIP's legacy 2).
+_METACLIP2_TEXT_DEFAULTS = {**_HF_TEXT_DEFAULTS, "eos_token_id": 49407}
+MODEL_TYPES = ("clip", "metaclip_2")
 PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}
 
 
@@ -78,19 +81,28 @@ def config_from(
     """A clipforge config from a ``CLIPConfig`` dict (``config.json``) and, when given, a
     ``preprocessor_config.json`` dict. Only ViT towers exist in HF CLIP.
 
+    ``MetaClip2Model`` (``model_type: metaclip_2``, MetaCLIP 2) has the same towers and names, its
+    text read at the first ``eos_token_id`` (``text.pool="eos"``).
+
     Anything that would make clipforge compute something else is a ``ValueError``: another model type,
-    an activation other than GELU/QuickGELU, a LayerNorm epsilon other than 1e-5, or text features read
-    at an end token that is not the largest id (clipforge pools at ``argmax``, as OpenAI does)."""
-    if hf.get("model_type", "clip") != "clip":
-        raise ValueError(f"model_type {hf.get('model_type')!r} is not a Hugging Face CLIPModel ('clip')")
-    v, t, act = read_towers(hf, _HF_VISION_DEFAULTS, _HF_TEXT_DEFAULTS, acts=_HF_ACT)
+    an activation other than GELU/QuickGELU, a LayerNorm epsilon other than 1e-5, or CLIP text features
+    read at an end token that is not the largest id (clipforge pools at ``argmax``, as OpenAI does)."""
+    model_type = hf.get("model_type", "clip")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type {model_type!r} is not a Hugging Face CLIPModel ('clip') or MetaClip2Model")
+    metaclip2 = model_type == "metaclip_2"
+    text_defaults = _METACLIP2_TEXT_DEFAULTS if metaclip2 else _HF_TEXT_DEFAULTS
+    v, t, act = read_towers(hf, _HF_VISION_DEFAULTS, text_defaults, acts=_HF_ACT)
     for where, tower in (("vision_config", v), ("text_config", t)):
         if not math.isclose(tower["layer_norm_eps"], 1e-5):
             raise ValueError(
                 f"{where}: layer_norm_eps {tower['layer_norm_eps']} is not supported (clipforge uses 1e-5)"
             )
     eos = t["eos_token_id"]
-    if eos not in (2, t["vocab_size"] - 1):  # 2: legacy configs, where transformers pools at argmax too
+    if metaclip2 and not (isinstance(eos, int) and 0 <= eos < t["vocab_size"]):
+        raise ValueError(f"text_config.eos_token_id {eos!r} is not one token id of the vocabulary")
+    # CLIP: 2 is the legacy default, where transformers pools at argmax too
+    if not metaclip2 and eos not in (2, t["vocab_size"] - 1):
         raise ValueError(
             f"text_config.eos_token_id {eos} is not the largest token id ({t['vocab_size'] - 1}); "
             "clipforge reads text features at the largest id"
@@ -101,7 +113,7 @@ def config_from(
         act=act,
         init_logit_scale=hf.get("logit_scale_init_value", math.log(1 / 0.07)),
         vision=VisionConfig(kind="vit", image_size=image_size, patch_size=v["patch_size"], **tower_from_hf(v)),
-        text=TextConfig(**text_tower_from_hf(t)),
+        text=TextConfig(**text_tower_from_hf(t), **({"pool": "eos", "eos_id": eos} if metaclip2 else {})),
         preprocess=PreprocessConfig() if preprocess is None else preprocess_from(preprocess, image_size=image_size),
         name=name,
     ).validate()
@@ -224,10 +236,12 @@ def _hf_size(size: Any) -> int:
 
 
 def config_to(cfg: ModelConfig) -> dict[str, Any]:
-    """A ``CLIPConfig`` dict for ``cfg``; ResNet towers and a sigmoid-loss bias have no HF counterpart."""
+    """A ``CLIPConfig`` dict for ``cfg`` (a ``MetaClip2Config`` for text read at ``eos_id``); ResNet
+    towers and a sigmoid-loss bias have no HF counterpart."""
+    refuse_family_options(cfg, "Hugging Face CLIPModel")
     if cfg.vision.kind != "vit":
         raise ValueError("Hugging Face CLIPModel has no ResNet image tower; only ViT models can be exported")
-    if cfg.vision.pool != "cls" or not cfg.text.causal or cfg.text.pool != "eot":
+    if cfg.vision.pool != "cls" or not cfg.text.causal or cfg.text.pool not in ("eot", "eos"):
         raise ValueError("a SigLIP-style model is exported as a Hugging Face SiglipModel, not a CLIPModel")
     v, t = cfg.vision, cfg.text
     if cfg.act not in _HF_ACT or not math.isclose(cfg.norm_eps, 1e-5) or not v.norm_pre or v.patch_bias \
@@ -240,9 +254,10 @@ def config_to(cfg: ModelConfig) -> dict[str, Any]:
         raise ValueError(
             "Hugging Face CLIPModel has no logit_bias; a sigmoid-loss model cannot be exported to it"
         )
+    metaclip2 = t.pool == "eos"
     return {
-        "model_type": "clip",
-        "architectures": ["CLIPModel"],
+        "model_type": "metaclip_2" if metaclip2 else "clip",
+        "architectures": ["MetaClip2Model" if metaclip2 else "CLIPModel"],
         "projection_dim": cfg.embed_dim,
         "logit_scale_init_value": cfg.init_logit_scale,
         "vision_config": {
@@ -259,7 +274,7 @@ def config_to(cfg: ModelConfig) -> dict[str, Any]:
             "hidden_act": cfg.act,
             "projection_dim": cfg.embed_dim,
             "bos_token_id": t.vocab_size - 2,
-            "eos_token_id": t.vocab_size - 1,
+            "eos_token_id": t.eos_id if metaclip2 else t.vocab_size - 1,
             "pad_token_id": 0,
         },
     }

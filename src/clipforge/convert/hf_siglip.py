@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import ModelConfig, PreprocessConfig, TextConfig, VisionConfig
 from . import hf
-from .adapters import StateDict, check_all_mapped, inverse, take, weights_and_biases
+from .adapters import StateDict, check_all_mapped, inverse, refuse_family_options, take, weights_and_biases
 
 MODEL_TYPES = ("siglip", "siglip2")
 SIGLIP_INIT_SCALE = math.log(10.0)  # big_vision's initial temperature and bias; the weights override them
@@ -160,6 +160,7 @@ def preprocess_to(cfg: ModelConfig) -> dict[str, Any]:
 def config_to(cfg: ModelConfig) -> dict[str, Any]:
     """A ``SiglipConfig`` dict for a SigLIP-layout ``cfg``; anything else is a ``ValueError``. The text
     config's ``pad_token_id``/``eos_token_id`` are 1, for the exporter to set from the tokenizer."""
+    refuse_family_options(cfg, "Hugging Face SiglipModel")
     v, t = cfg.vision, cfg.text
     layout = {
         "a ViT image tower": v.kind == "vit",

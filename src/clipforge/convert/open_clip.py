@@ -208,7 +208,12 @@ def config_from(
         {k: x for k, x in v.items() if k not in vision_known}, _VISION_FIXED, _VISION_IGNORED, "vision_cfg"
     )
     text_known = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"}
-    _check({k: x for k, x in t.items() if k not in text_known}, _TEXT_FIXED, _TEXT_IGNORED, "text_cfg")
+    # MetaCLIP 2's text is read at the first eos_id token (pool_type "eos"); every other CLIP at argmax
+    eos_pool = t.get("pool_type") == "eos"
+    if eos_pool and not isinstance(t.get("eos_id"), int):
+        raise ConfigError("open_clip option text_cfg.pool_type='eos' needs an int text_cfg.eos_id")
+    extra = {k: x for k, x in t.items() if k not in text_known and not (eos_pool and k == "pool_type")}
+    _check(extra, _TEXT_FIXED, _TEXT_IGNORED, "text_cfg")
 
     image_size = v.get("image_size", 224)
     if isinstance(image_size, (list, tuple)):
@@ -238,6 +243,7 @@ def config_from(
         layers=t.get("layers", 12),
         head_width=text_width // heads,
         mlp_ratio=t.get("mlp_ratio", 4.0),
+        **({"pool": "eos", "eos_id": t["eos_id"]} if eos_pool else {}),
     )
     return ModelConfig(
         embed_dim=cfg["embed_dim"],
@@ -272,6 +278,8 @@ def config_to(cfg: ModelConfig) -> dict[str, Any]:
             "mlp_ratio": t.mlp_ratio,
         },
     }
+    if t.pool == "eos":
+        out["text_cfg"].update(pool_type="eos", eos_id=t.eos_id)
     if cfg.init_logit_bias is not None:
         out["init_logit_bias"] = cfg.init_logit_bias
     return out

@@ -29,7 +29,7 @@ from ..tokenizer import (
     tokenizer_from_dir,
 )
 from ..version import __version__
-from . import hf, hf_siglip, open_clip, open_clip_siglip, openai
+from . import hf, hf_siglip, open_clip, open_clip_eva, open_clip_siglip, openai
 from .adapters import FormatAdapter
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
 from .io import ConvertError, read_tensors
@@ -106,6 +106,12 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
     """The tokenizer for an imported model: ``vocab`` if given (a vocabulary file/folder or a
     ``Tokenizer``), else the source's own files, else OpenAI's vocabulary (a clear error if absent)."""
     ctx = imported.model.config.text.context_length
+    if vocab is None and imported.vocab_dir is None and imported.model.config.text.pool == "eos":
+        raise ConvertError(
+            "a MetaCLIP 2 model (text read at eos_id) needs its own multilingual vocabulary, and the source "
+            'carries none clipforge reads: pass vocab="FOLDER" with its tokenizer.json + tokenizer_config.json '
+            "(XLMRobertaTokenizer)"
+        )
     try:
         if isinstance(vocab, (Tokenizer, SentencePieceTokenizer)):
             tok = vocab
@@ -195,6 +201,8 @@ def resolve_model_config(model: str | Path) -> ModelConfig:
 
 
 def _open_clip_adapter(model_cfg: dict[str, Any]) -> FormatAdapter:
+    if open_clip_eva.is_eva_config(model_cfg):
+        return open_clip_eva
     return open_clip_siglip if open_clip_siglip.is_siglip_config(model_cfg) else open_clip
 
 
@@ -223,8 +231,10 @@ def _read_openai_layout(
         raise ConvertError(
             f"{found.weights}: no CLIP parameters found (first keys: {', '.join(list(sd)[:5])})"
         )
+    if open_clip_eva.is_open_clip_eva(sd):
+        return _read_open_clip_timm(found, sd, format=format, model=model, adapter=open_clip_eva)
     if open_clip_siglip.is_open_clip_siglip(sd):
-        return _read_open_clip_siglip(found, sd, format=format, model=model)
+        return _read_open_clip_timm(found, sd, format=format, model=model, adapter=open_clip_siglip)
     openai_like = kind == "torchscript" or openai.has_openai_markers(sd)
     if found.format == "open_clip":
         _expect(format, "open_clip", found.weights)
@@ -273,25 +283,30 @@ def _read_openai_layout(
     return open_clip.state_dict_from(sd), fmt, cfg
 
 
-def _read_open_clip_siglip(
-    found: Detected, sd: StateDict, *, format: str, model: str | Path | None
+def _read_open_clip_timm(
+    found: Detected, sd: StateDict, *, format: str, model: str | Path | None, adapter: Any
 ) -> tuple[StateDict, str, ModelConfig]:
-    """open_clip's SigLIP (timm image tower): the config comes from its ``open_clip_config.json``, a
-    given config JSON or a clipforge SigLIP name (``ViT-B-16-SigLIP``); the files record no other."""
+    """open_clip with a timm image tower (SigLIP, EVA-02, PE-Core): the config comes from its
+    ``open_clip_config.json``, a given config JSON or a clipforge name (``ViT-B-16-SigLIP``,
+    ``EVA02-B-16``); the files record no other."""
     _expect(format, "open_clip", found.weights or "")
+    eva = adapter is open_clip_eva
+    family, example = ("EVA-02 / PE-Core", "EVA02-B-16") if eva else ("SigLIP", "ViT-B-16-SigLIP")
     model = found.config if model is None else model
     if model is None:
         raise ConvertError(
-            f"{found.weights}: open_clip SigLIP weights without their open_clip_config.json: pass "
-            '`model="NAME"` (e.g. ViT-B-16-SigLIP) or `model="CONFIG.json"`'
+            f"{found.weights}: open_clip {family} weights without their open_clip_config.json: pass "
+            f'`model="NAME"` (e.g. {example}) or `model="CONFIG.json"`'
         )
     try:
         cfg = resolve_model_config(model)
     except ConfigError as e:
         raise ConvertError(f"{found.weights}: {e}") from e
-    if cfg.vision.pool != "map":
-        raise ConvertError(f"{found.weights}: SigLIP weights, but {model} is not a SigLIP architecture")
-    return open_clip_siglip.state_dict_from(sd), "open_clip", cfg
+    fits = cfg.vision.uses_family_options if eva else (cfg.vision.pool == "map" and not cfg.vision.uses_family_options)
+    if not fits:
+        article = "an" if eva else "a"
+        raise ConvertError(f"{found.weights}: {family} weights, but {model} is not {article} {family} architecture")
+    return adapter.state_dict_from(sd), "open_clip", cfg
 
 
 def _read_hf_dir(found: Detected) -> tuple[ModelConfig, StateDict]:

@@ -149,7 +149,7 @@ def _grad_cam(visual: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tens
                     hook.remove()
                 visual.transformer.grad_checkpointing = saved
             grads = torch.autograd.grad(score, captured)  # each (1, [1 +] g², width)
-            first = 1 if visual.pool == "cls" else 0  # skip the class token
+            first = visual.n_prefix  # skip the class token
             cams = []
             for acts, grad in zip(captured, grads, strict=True):
                 cam = F.relu((acts[0, first:].detach().float() * grad[0, first:].float()).sum(dim=-1))  # (g²,)

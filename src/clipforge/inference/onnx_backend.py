@@ -170,10 +170,11 @@ class OnnxModel:
         if not normalize:
             return self._torch.encode_text(tokens, normalize=normalize)
         ids = tokens.detach().to("cpu", torch.int64).numpy()  # (B, T)
-        if getattr(self._torch.text, "skip_padding", False) and ids.size:
-            # As the PyTorch tower does: features are read at the end token (the largest id) under
-            # causal attention, so the padding after the longest text cannot matter. Cut it.
-            ids = ids[:, : int(ids.argmax(axis=1).max()) + 1]  # (B, T') with T' = longest real text
+        if getattr(self._torch.text, "skip_padding", False) and self._torch.text.causal and ids.size:
+            # As the PyTorch tower does: features are read at the end token under causal attention,
+            # so the padding after the longest text cannot matter. Cut it.
+            rows = self._torch.text.read_rows(torch.from_numpy(ids))  # (B,)
+            ids = ids[:, : int(rows.max()) + 1]  # (B, T') with T' = longest real text
         return torch.from_numpy(self._text.run(None, {"tokens": np.ascontiguousarray(ids)})[0])  # (B, E)
 
     @property

@@ -33,7 +33,7 @@ from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 from torch.utils.checkpoint import checkpoint
 
-from .layers import MLP, Attention, AttentionPool, Block, QuickGELU, Transformer
+from .layers import MLP, Attention, AttentionPool, Block, QuickGELU, Rope, Transformer
 
 _ENABLED: ContextVar[bool] = ContextVar("clipforge_fast_path", default=True)
 
@@ -49,21 +49,27 @@ def disabled() -> Iterator[None]:
 
 
 def run_transformer(
-    transformer: Transformer, x: torch.Tensor, *, causal: bool = False, rows: torch.Tensor | None = None
+    transformer: Transformer,
+    x: torch.Tensor,
+    *,
+    causal: bool = False,
+    rows: torch.Tensor | None = None,
+    rope: Rope | None = None,
 ) -> torch.Tensor:
-    """``transformer(x, causal=causal)``: (B, T, C) -> (B, T, C); with ``rows`` (B,), only position
-    ``rows[b]`` of each output sequence, (B, C)."""
+    """``transformer(x, causal=causal, rope=rope)``: (B, T, C) -> (B, T, C); with ``rows`` (B,), only
+    position ``rows[b]`` of each output sequence, (B, C). With rotary embeddings (``rope``) the MLP is
+    still added in place, but the last block computes every row (the rows-only query does not rotate)."""
     if not (_ENABLED.get() and type(transformer) is Transformer and _unhooked(transformer)):
-        return _pick(transformer(x, causal=causal), rows)
+        return _pick(transformer(x, causal=causal, rope=rope), rows)
     last = len(transformer.blocks) - 1
     for i, block in enumerate(transformer.blocks):
         plain = _plain_block(block)
-        if plain and i == last and rows is not None:
+        if plain and i == last and rows is not None and rope is None:
             return _run(transformer, _block_rows, block, x, rows, causal)  # (B, C)
         if plain and _in_place_ok(x):
-            x = _block_tokens(block, x, causal)
+            x = _block_tokens(block, x, causal, rope)
         else:
-            x = _run(transformer, block, x, causal)
+            x = _run(transformer, block, x, causal, rope)
     return _pick(x, rows)
 
 
@@ -79,9 +85,9 @@ def run_attention_pool(pool: AttentionPool, x: torch.Tensor) -> torch.Tensor:
 # -- the shortcuts ------------------------------------------------------------------------------
 
 
-def _block_tokens(block: Block, x: torch.Tensor, causal: bool) -> torch.Tensor:
-    """``block(x, causal)`` with the MLP added in place: (B, T, C) -> (B, T, C)."""
-    x = x + block.attn(block.norm1(x), causal=causal)  # (B, T, C), a fresh tensor
+def _block_tokens(block: Block, x: torch.Tensor, causal: bool, rope: Rope | None = None) -> torch.Tensor:
+    """``block(x, causal, rope)`` with the MLP added in place: (B, T, C) -> (B, T, C)."""
+    x = x + block.attn(block.norm1(x), causal=causal, rope=rope)  # (B, T, C), a fresh tensor
     return _add_mlp(block.mlp, x, block.norm2(x))
 
 
@@ -168,6 +174,8 @@ def _plain_parts(owner: nn.Module, attn: nn.Module, mlp: nn.Module, *norms: nn.M
     """``owner``'s attention and MLP are the plain layers' own with plain Linears, and no module the
     shortcuts pass by (or call with other shapes) has a hook."""
     if not (type(attn) is Attention and type(mlp) is MLP):
+        return False
+    if type(attn.norm) is not nn.Identity or type(mlp.norm) is not nn.Identity:  # sub-LN: not in the shortcuts
         return False
     linears = (attn.qkv, attn.proj, mlp.fc1, mlp.fc2)
     return all(_plain_linear(m) for m in linears) and all(

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import Activation
+from .rope import apply_rope
 
 # PyTorch's LayerNorm kernels accumulate half-precision inputs in float32, so the plain module is
 # accurate for bf16/fp16 weights; an explicit float32 round trip costs ~3x the time on CPU.
@@ -34,18 +35,29 @@ def make_activation(act: Activation) -> nn.Module:
     raise ValueError(f"unknown activation {act!r}")
 
 
+Rope = tuple[torch.Tensor, torch.Tensor, int]  # (cos, sin) (N, head_width) and the unrotated prefix length
+
+
 class Attention(nn.Module):
     """Multi-head attention with one fused q/k/v projection and SDPA: self-attention over ``x``, or,
-    given ``context``, the queries of ``x`` attending over the keys and values of ``context``."""
+    given ``context``, the queries of ``x`` attending over the keys and values of ``context``.
+    ``sub_ln`` normalises the heads' concatenated output before the projection (EVA-02's sub-LN);
+    ``rope`` rotates queries and keys (:mod:`.rope`)."""
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, *, sub_ln: bool = False, eps: float = 1e-5) -> None:
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
+        self.norm = LayerNorm(dim, eps=eps) if sub_ln else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
     def forward(
-        self, x: torch.Tensor, *, causal: bool = False, context: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        causal: bool = False,
+        context: torch.Tensor | None = None,
+        rope: Rope | None = None,
     ) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C); with ``context`` (B, S, C), keys and values come from it."""
         B, T, C = x.shape
@@ -56,35 +68,71 @@ class Attention(nn.Module):
             S = context.shape[1]
             kv = self.qkv(context).view(B, S, 3, nh, hs)  # (B, S, 3, nh, hs)
             _, k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, nh, S, hs)
+        if rope is not None:
+            cos, sin, prefix = rope
+            q, k = apply_rope(q, cos, sin, prefix=prefix), apply_rope(k, cos, sin, prefix=prefix)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        return self.proj(y)
+        return self.proj(self.norm(y))
 
 
 class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, act: Activation) -> None:
+    """``fc2(act(fc1 x))``; ``sub_ln`` normalises the hidden activation before ``fc2``."""
+
+    def __init__(self, dim: int, hidden: int, act: Activation, *, sub_ln: bool = False, eps: float = 1e-5) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = make_activation(act)
+        self.norm = LayerNorm(hidden, eps=eps) if sub_ln else nn.Identity()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(self.norm(self.act(self.fc1(x))))
+
+
+class SwiGLU(nn.Module):
+    """SiLU-gated MLP: ``fc2(silu(fc1_gate x) * fc1 x)`` (EVA-02), ``sub_ln`` as in :class:`MLP`."""
+
+    def __init__(self, dim: int, hidden: int, *, sub_ln: bool = False, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.fc1_gate = nn.Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.norm = LayerNorm(hidden, eps=eps) if sub_ln else nn.Identity()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.norm(F.silu(self.fc1_gate(x)) * self.fc1(x)))
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x)). ``mlp="swiglu"`` and
+    ``sub_ln`` are EVA-02's options (see :class:`~clipforge.config.VisionConfig`)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, act: Activation, eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float,
+        act: Activation,
+        eps: float = 1e-5,
+        *,
+        mlp: str = "plain",
+        sub_ln: bool = False,
+    ) -> None:
         super().__init__()
+        hidden = int(dim * mlp_ratio)
         self.norm1 = LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, heads)
+        self.attn = Attention(dim, heads, sub_ln=sub_ln, eps=eps)
         self.norm2 = LayerNorm(dim, eps=eps)
-        self.mlp = MLP(dim, int(dim * mlp_ratio), act)
+        self.mlp: nn.Module = (
+            SwiGLU(dim, hidden, sub_ln=sub_ln, eps=eps)
+            if mlp == "swiglu"
+            else MLP(dim, hidden, act, sub_ln=sub_ln, eps=eps)
+        )
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False, rope: Rope | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, T, C)."""
-        x = x + self.attn(self.norm1(x), causal=causal)
+        x = x + self.attn(self.norm1(x), causal=causal, rope=rope)
         return x + self.mlp(self.norm2(x))
 
 
@@ -92,19 +140,30 @@ class Transformer(nn.Module):
     """A stack of pre-norm blocks with optional activation checkpointing."""
 
     def __init__(
-        self, dim: int, layers: int, heads: int, mlp_ratio: float, act: Activation, eps: float = 1e-5
+        self,
+        dim: int,
+        layers: int,
+        heads: int,
+        mlp_ratio: float,
+        act: Activation,
+        eps: float = 1e-5,
+        *,
+        mlp: str = "plain",
+        sub_ln: bool = False,
     ) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, act, eps) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio, act, eps, mlp=mlp, sub_ln=sub_ln) for _ in range(layers)
+        )
         self.grad_checkpointing = False
 
-    def forward(self, x: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, causal: bool = False, rope: Rope | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, T, C)."""
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, causal, use_reentrant=False)
+                x = checkpoint(block, x, causal, rope, use_reentrant=False)
             else:
-                x = block(x, causal)
+                x = block(x, causal, rope)
         return x
 
     def init_weights(self) -> None:
@@ -118,8 +177,10 @@ class Transformer(nn.Module):
             nn.init.zeros_(block.attn.qkv.bias)
             nn.init.normal_(block.attn.proj.weight, std=proj_std)
             nn.init.zeros_(block.attn.proj.bias)
-            nn.init.normal_(block.mlp.fc1.weight, std=fc_std)
-            nn.init.zeros_(block.mlp.fc1.bias)
+            for fc1 in (block.mlp.fc1, getattr(block.mlp, "fc1_gate", None)):
+                if fc1 is not None:
+                    nn.init.normal_(fc1.weight, std=fc_std)
+                    nn.init.zeros_(fc1.bias)
             nn.init.normal_(block.mlp.fc2.weight, std=proj_std)
             nn.init.zeros_(block.mlp.fc2.bias)
 

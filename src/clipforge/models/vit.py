@@ -1,4 +1,5 @@
-"""Vision Transformer image tower: OpenAI CLIP's layout (class token) or SigLIP's (attention pooling)."""
+"""Vision Transformer image tower: OpenAI CLIP's layout (class token) or SigLIP's (attention pooling),
+with EVA-02's and PE-Core's options (2-D RoPE, SwiGLU, sub-LN, a class token beside attention pooling)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from torch import nn
 
 from ..config import Activation, VisionConfig
 from . import fast_path
-from .layers import AttentionPool, LayerNorm, Transformer
+from .layers import AttentionPool, LayerNorm, Rope, Transformer
+from .rope import Rope2D
 
 
 def drop_patches(tokens: torch.Tensor, *, keep: int, prefix: int) -> torch.Tensor:
@@ -28,29 +30,35 @@ class VisionTransformer(nn.Module):
     """Patchify, add learned positions, pre-norm blocks, pool, project.
 
     ``pool="cls"``: a class token is prepended and read (its row alone in the last block);
-    ``pool="map"``: every patch token is normalised and pooled by :class:`AttentionPool`.
-    The blocks and the pool run through :mod:`.fast_path`, which computes the same with less work.
+    ``pool="map"``: every token (a class token too, where there is one) is normalised and pooled by
+    :class:`AttentionPool`. The blocks and the pool run through :mod:`.fast_path`, which computes the
+    same with less work.
     """
 
     def __init__(self, cfg: VisionConfig, embed_dim: int, act: Activation, *, eps: float = 1e-5) -> None:
         super().__init__()
         assert isinstance(cfg.layers, int)
         width, patch = cfg.width, cfg.patch_size
+        eps = cfg.norm_eps if cfg.norm_eps is not None else eps
         self.grid = cfg.image_size // patch
         self.pool = cfg.pool
         self.patch_dropout = cfg.patch_dropout
         self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=cfg.patch_bias)
         scale = width**-0.5
-        n_prefix = 1 if cfg.pool == "cls" else 0
-        if cfg.pool == "cls":
+        self.n_prefix = 1 if cfg.has_class_token else 0
+        if self.n_prefix:
             self.cls_token = nn.Parameter(scale * torch.randn(width))
-        self.pos_embed = nn.Parameter(scale * torch.randn(n_prefix + self.grid * self.grid, width))
+        self.pos_embed = nn.Parameter(scale * torch.randn(self.n_prefix + self.grid * self.grid, width))
+        self.rope = Rope2D(cfg, self.grid) if cfg.rope else None
         self.norm_pre = LayerNorm(width, eps=eps) if cfg.norm_pre else nn.Identity()
-        self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio, act, eps)
+        self.transformer = Transformer(
+            width, cfg.layers, cfg.heads, cfg.mlp_ratio, act, eps, mlp=cfg.mlp, sub_ln=cfg.sub_ln
+        )
         self.norm_post = LayerNorm(width, eps=eps)
         if cfg.pool == "map":
-            self.attn_pool = AttentionPool(width, cfg.heads, cfg.mlp_ratio, act, eps)
+            self.attn_pool = AttentionPool(width, cfg.pool_heads or cfg.heads, cfg.mlp_ratio, act, eps)
         self.proj = nn.Parameter(scale * torch.randn(width, embed_dim)) if cfg.project else None
+        self.proj_bias = nn.Parameter(torch.zeros(embed_dim)) if cfg.proj_bias else None
         self.transformer.init_weights()
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -58,36 +66,46 @@ class VisionTransformer(nn.Module):
         mode with ``patch_dropout``, (B, [1 +] keep, width)."""
         x = self.patch_embed(images)  # (B, width, grid, grid)
         x = x.flatten(2).transpose(1, 2)  # (B, grid², width)
-        if self.pool == "map":
-            x = x.contiguous()  # the fast path updates the residual stream in place through views
-        else:
+        if self.n_prefix:
             cls = self.cls_token.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
             x = torch.cat([cls, x], dim=1)  # (B, 1 + grid², width)
+        else:
+            x = x.contiguous()  # the fast path updates the residual stream in place through views
         x = x + self.pos_embed.to(x.dtype)
         if self.training and self.patch_dropout > 0:
-            prefix = 0 if self.pool == "map" else 1
             keep = max(1, round((1.0 - self.patch_dropout) * self.grid * self.grid))
-            x = drop_patches(x, keep=keep, prefix=prefix)  # (B, prefix + keep, width)
-            if self.pool == "map":
+            x = drop_patches(x, keep=keep, prefix=self.n_prefix)  # (B, [1 +] keep, width)
+            if not self.n_prefix:
                 x = x.contiguous()
         return self.norm_pre(x)
 
+    def _rope(self, x: torch.Tensor) -> Rope | None:
+        if self.rope is None:
+            return None
+        cos, sin = self.rope.cos_sin(x.device)  # each (grid², head_width)
+        return cos, sin, self.n_prefix
+
     def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> final-layer tokens (B, [1 +] grid², width), class token first."""
-        return fast_path.run_transformer(self.transformer, self.embed(images))
+        x = self.embed(images)
+        return fast_path.run_transformer(self.transformer, x, rope=self._rope(x))
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.proj if self.proj is not None else x
+        if self.proj is None:
+            return x
+        x = x @ self.proj
+        return x + self.proj_bias.to(x.dtype) if self.proj_bias is not None else x
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> unnormalised embeddings (B, embed_dim). With a class token only its
-        row is read, so the last block computes only that row."""
+        """Images (B, 3, H, W) -> unnormalised embeddings (B, embed_dim). With a class token read
+        directly only its row is needed, so the last block computes only that row."""
         x = self.embed(images)
+        rope = self._rope(x)
         if self.pool == "map":
-            x = self.norm_post(fast_path.run_transformer(self.transformer, x))  # (B, grid², width)
+            x = self.norm_post(fast_path.run_transformer(self.transformer, x, rope=rope))  # (B, [1 +] grid², width)
             return self._project(fast_path.run_attention_pool(self.attn_pool, x))  # (B, embed_dim)
         cls_rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # (B,)
-        x = fast_path.run_transformer(self.transformer, x, rows=cls_rows)  # (B, width)
+        x = fast_path.run_transformer(self.transformer, x, rows=cls_rows, rope=rope)  # (B, width)
         return self._project(self.norm_post(x))
 
     def project_patches(self, images: torch.Tensor) -> torch.Tensor:
@@ -96,6 +114,7 @@ class VisionTransformer(nn.Module):
         x = self.norm_post(self.forward_tokens(images))  # (B, [1 +] grid², width)
         B = x.shape[0]
         if self.pool == "map":
+            x = x[:, self.n_prefix :]  # (B, grid², width)
             pooled = fast_path.run_attention_pool(self.attn_pool, x.reshape(-1, 1, x.shape[-1]))  # (B·grid², width)
             x = pooled.view(B, -1, x.shape[-1])  # (B, grid², width)
         else:

@@ -1,13 +1,17 @@
-"""SentencePiece vocabularies: SigLIP's (``spiece.model``, Unigram) and SigLIP 2's (Gemma's, as a
-``tokenizer.json`` BPE with byte fallback), with the reference text rules.
+"""SentencePiece vocabularies: SigLIP's (``spiece.model``, Unigram), SigLIP 2's (Gemma's, as a
+``tokenizer.json`` BPE with byte fallback) and XLM-R's (XLM-V's for MetaCLIP 2: a ``tokenizer.json``
+Unigram, ``<s>`` text ``</s>`` padded with ``<pad>``), with the reference text rules.
 
 The rules are data, stored with the vocabulary in checkpoint metadata (``kind="sentencepiece"``):
 
 * ``clean``: ``"canonicalize"`` (SigLIP / big_vision: lower-case, drop ASCII punctuation, collapse
-  whitespace, strip) as transformers' ``SiglipTokenizer``; ``"lower"`` (SigLIP 2, trained on
-  lower-cased text) as transformers' ``Siglip2Tokenizer``; ``"none"``.
-* ``add_bos`` / ``add_eos``: the special ids around each text (SigLIP: end only; SigLIP 2 as its
-  ``tokenizer_config.json`` says, by default neither, as transformers does).
+  whitespace, strip) as transformers' ``SiglipTokenizer``; ``"lower_ascii"`` (SigLIP 2 as big_vision
+  prepares text for its released checkpoints: ``lower`` = TensorFlow's ``tf.strings.lower``, which
+  lower-cases A-Z only); ``"lower"`` (every cased character, as transformers' ``Siglip2Tokenizer``);
+  ``"none"``.
+* ``add_bos`` / ``add_eos``: the special ids around each text (SigLIP: end only; SigLIP 2: end only,
+  big_vision's ``tok(model="gemma", bos="no", eos="sticky")``, whatever the Hub's
+  ``tokenizer_config.json`` says; see docs/interop.md for where transformers differs).
 * every text is padded with ``pad_id`` to the full context (``padding="max_length"``, right side):
   SigLIP's text tower reads the last position, so padding is part of the input. Texts that are too
   long are cut so that the specials still fit (``truncation=True``).
@@ -32,24 +36,27 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from tokenizers import Tokenizer as RustTokenizer
-from tokenizers import normalizers
+from tokenizers import models, normalizers
 
 from .vocab import TokenizerError, TokenizerInputError
 
 METADATA_KIND = "sentencepiece"
-Clean = Literal["canonicalize", "lower", "none"]
+Clean = Literal["canonicalize", "lower_ascii", "lower", "none"]
 Engine = Literal["sentencepiece", "tokenizers"]
-CLEAN_MODES = ("canonicalize", "lower", "none")
+CLEAN_MODES = ("canonicalize", "lower_ascii", "lower", "none")
 SPIECE_FILE = "spiece.model"
 TOKENIZER_JSON = "tokenizer.json"
 _SPIECE_UNDERLINE = "\u2581"
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _WHITESPACE = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # transformers' SiglipTokenizer class (open_clip's timm/ SigLIP repos name T5's, same vocabulary and
 # read here with SigLIP's rules), and the Gemma classes that SigLIP 2 repositories name.
 _SIGLIP_CLASSES = ("SiglipTokenizer", "T5Tokenizer", "T5TokenizerFast")
 _GEMMA_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer")
+# XLM-R's (and XLM-V's, MetaCLIP 2's) SentencePiece Unigram as tokenizer.json: <s>=0 <pad>=1 </s>=2 <unk>=3.
+_XLMR_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast")
 _METADATA_KEYS = {
     "kind", "engine", "model", "context_length", "vocab_size", "clean", "add_bos", "add_eos",
     "bos_id", "eos_id", "pad_id", "unk", "specials",
@@ -124,6 +131,7 @@ class SentencePieceTokenizer:
                 raise TokenizerError(f"not a tokenizers tokenizer.json: {e}") from e
             self._tk.no_truncation()
             self._tk.no_padding()
+            self._exact_unigram_scores()
             self.vocab_size = self._tk.get_vocab_size(with_added_tokens=True)
         self._lowercase = normalizers.Lowercase()
         self._special_split = (
@@ -131,6 +139,15 @@ class SentencePieceTokenizer:
             if self.specials and self.engine == "sentencepiece"
             else None
         )
+
+    def _exact_unigram_scores(self) -> None:
+        """A Unigram's piece scores as Python parses them (exactly), as transformers builds its
+        tokenizers: the Rust JSON reader may be one ulp off, which flips ties between equally scored
+        segmentations (long runs of one character)."""
+        model = json.loads(self._model).get("model") or {}
+        if model.get("type") == "Unigram":
+            vocab = [(str(piece), float(score)) for piece, score in model["vocab"]]
+            self._tk.model = models.Unigram(vocab, model.get("unk_id"), bool(model.get("byte_fallback", False)))
 
     # ------------------------------------------------------------------ constructors
 
@@ -173,22 +190,39 @@ class SentencePieceTokenizer:
             missing = [k for k, v in ids.items() if v is None]
             if missing:
                 raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+            # The Hub's SigLIP 2 folders name GemmaTokenizer: read them with big_vision's recipe for the
+            # released weights, lower(ASCII)|tok(bos="no", eos="sticky"), right-padded with <pad>. A
+            # Siglip2Tokenizer folder (clipforge writes one for clean="lower") keeps transformers' rules.
+            transformers_rules = cls_name == "Siglip2Tokenizer"
             return cls(
                 model,
                 engine="tokenizers",
                 context_length=ctx,
-                clean="lower",  # SigLIP 2 was trained on lower-cased text (transformers' Siglip2Tokenizer)
-                # transformers' defaults when tokenizer_config.json is silent: neither (the Hub's
-                # SigLIP 2 repositories say add_bos_token=false and nothing about the end token)
-                add_bos=bool(config.get("add_bos_token", False)),
-                add_eos=bool(config.get("add_eos_token", False)),
+                clean="lower" if transformers_rules else "lower_ascii",
+                add_bos=bool(config.get("add_bos_token", False)) if transformers_rules else False,
+                add_eos=bool(config.get("add_eos_token", False)) if transformers_rules else True,
                 bos_id=ids["bos_token"],
                 eos_id=ids["eos_token"],
                 pad_id=ids["pad_token"],
             )
+        if cls_name in _XLMR_CLASSES:  # transformers' XLMRobertaTokenizer: <s> text </s>, right-padded with <pad>
+            if not (folder / TOKENIZER_JSON).is_file():
+                raise TokenizerError(f"{folder}: a {cls_name} folder without {TOKENIZER_JSON}")
+            model = (folder / TOKENIZER_JSON).read_bytes()
+            tk = RustTokenizer.from_str(model.decode("utf-8"))
+            ids = {k: tk.token_to_id(_token(config, k, d)) for k, d in
+                   (("bos_token", "<s>"), ("eos_token", "</s>"), ("pad_token", "<pad>"))}
+            missing = [k for k, v in ids.items() if v is None]
+            if missing:
+                raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+            return cls(
+                model, engine="tokenizers", context_length=ctx, clean="none", add_bos=True, add_eos=True,
+                bos_id=ids["bos_token"], eos_id=ids["eos_token"], pad_id=ids["pad_token"],
+                unk=_token(config, "unk_token", "<unk>"),
+            )  # fmt: skip
         raise TokenizerError(
-            f"{folder}: tokenizer_class {cls_name or '(none)'!r} is not a SigLIP tokenizer "
-            f"(known: {', '.join(_SIGLIP_CLASSES + _GEMMA_CLASSES)})"
+            f"{folder}: tokenizer_class {cls_name or '(none)'!r} is not a SentencePiece tokenizer clipforge reads "
+            f"(known: {', '.join(_SIGLIP_CLASSES + _GEMMA_CLASSES + _XLMR_CLASSES)})"
         )
 
     @classmethod
@@ -255,6 +289,16 @@ class SentencePieceTokenizer:
                 "unk_token": self.unk,
                 "do_lower_case": self.clean == "canonicalize",
             }
+        elif self.add_bos and self.clean == "none":  # XLM-R's rules
+            vocab = out / TOKENIZER_JSON
+            config = {
+                "tokenizer_class": "XLMRobertaTokenizer",
+                "bos_token": self._piece(self.bos_id) if self.bos_id is not None else None,
+                "eos_token": self._piece(self.eos_id),
+                "pad_token": self._piece(self.pad_id),
+                "unk_token": self.unk,
+                "padding_side": "right",
+            }
         else:
             vocab = out / TOKENIZER_JSON
             config = {
@@ -290,6 +334,8 @@ class SentencePieceTokenizer:
     def _clean(self, text: str) -> str:
         if self.clean == "none":
             return text
+        if self.clean == "lower_ascii":  # big_vision's tf.strings.lower: A-Z only
+            return text.translate(_ASCII_LOWER)
         if self.clean == "lower":  # per character, as the tokenizers normalizer (no final-sigma rule)
             return self._lowercase.normalize_str(text)
         text = text.lower()  # Python's, as SiglipTokenizer
