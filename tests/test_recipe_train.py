@@ -95,6 +95,11 @@ def test_time_budget_plans_from_the_measured_step_time(monkeypatch) -> None:
     again = TimeBudget(60.0)
     again.load_state_dict(budget.state_dict())
     assert again.planned == budget.planned and again.elapsed_before == pytest.approx(59.5)
+    longer = TimeBudget(120.0)  # resumed with a longer budget: a new plan after the next step
+    longer.load_state_dict(budget.state_dict())
+    longer.start()
+    now[0] += 1.0
+    assert longer.step_done(35, 1.0) and longer.planned == 35 + int(120 - 60.5 - 0.03 * 120)  # 3 % reserve
 
 
 # ---------------------------------------------------------------- config and presets

@@ -66,6 +66,7 @@ class TimeBudget:
     _seen: int = 0
     _recent: deque = field(default_factory=lambda: deque(maxlen=20))  # the pace: the last 20 timed steps
     _timed_steps: int = 0
+    _stale: bool = False  # resumed with another budget: plan again after the next step
 
     @staticmethod
     def now() -> float:
@@ -85,7 +86,8 @@ class TimeBudget:
 
     def step_done(self, step: int, seconds: float | None = None) -> bool:
         """Record that step ``step`` (1-based count of steps done) took ``seconds`` (default: since
-        :meth:`begin_step`); True when this made the first plan."""
+        :meth:`begin_step`); True when this made a plan (the first, or the first after resuming
+        with another budget)."""
         if seconds is None:
             seconds = self.now() - self._mark
         self._seen += 1
@@ -95,7 +97,8 @@ class TimeBudget:
         self._recent.append(seconds)
         self._timed_steps += 1
         self.step_time = sum(self._recent) / len(self._recent)
-        if self.planned is None and self._timed_steps >= self.measure:
+        if (self.planned is None and self._timed_steps >= self.measure) or self._stale:
+            self._stale = False
             return self.replan(step)
         return False
 
@@ -135,6 +138,7 @@ class TimeBudget:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.elapsed_before = float(state["elapsed"])
+        self._stale = float(state["seconds"]) != self.seconds
         self.planned = state["planned"]
         self.step_time = state["step_time"]
         if self.step_time is not None:  # already measured: keep the pace, no new warm-up

@@ -403,7 +403,8 @@ class _Trainer:
             top = headline(results)
             if top is not None and (self.best is None or top[1] > self.best[1]):
                 self.best = (top[0], top[1])
-                if self.info.is_main and (self.ema is not None or in_place):  # keep the weights evaluated
+                # EMA / WiSE-FT (never sharded): the weights evaluated are not the step's file, keep them
+                if self.info.is_main and (self.ema is not None or self.cfg.wise_ft < 1):
                     with self._eval_weights(in_place=in_place):
                         self._save_model(self.rundir.best_model, step, self._weights())
                     self.rundir.save_best(step, *top, copy=False)
