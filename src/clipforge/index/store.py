@@ -324,6 +324,19 @@ class IndexStore:
         row = self._conn().execute("SELECT embedding FROM images WHERE id = ?", (int(image_id),)).fetchone()
         return None if row is None else self._decode(row[0])
 
+    def embeddings_of(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Per id that exists: its (E,) float32 embedding."""
+        ids = [int(i) for i in ids if _is_sql_int(i)]
+        out: dict[int, np.ndarray] = {}
+        for start in range(0, len(ids), 500):  # stay below SQLite's host-parameter limit
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for image_id, blob in self._conn().execute(
+                f"SELECT id, embedding FROM images WHERE id IN ({marks})", chunk
+            ):
+                out[image_id] = self._decode(blob)
+        return out
+
     def load_embeddings(self) -> tuple[np.ndarray, np.ndarray, Fingerprint]:
         """All embeddings as ``(ids (N,) int64, vectors (N, E) float32, fingerprint)``, one snapshot."""
         snap = self.snapshot(after_id=0)
