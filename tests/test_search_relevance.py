@@ -64,12 +64,12 @@ def test_relevance_is_the_standard_score_on_one_scale():
     q = sample[0]
     bg = calibration.background(q)
     scores = sample @ q
-    assert bg.centre == pytest.approx(float(np.median(scores)), abs=1e-6)
-    assert bg.spread == pytest.approx(float(np.std(scores)), rel=0.1)  # the robust spread of a normal
-    at = bg.centre + np.array([-2.0, 0.0, 2.0, MIDPOINT_Z, 4.0, 8.0]) * bg.spread
+    assert bg.centre == pytest.approx(float(np.mean(scores)), abs=1e-6)
+    assert bg.spread == pytest.approx(float(np.std(scores)), rel=1e-5)
+    at = bg.centre + np.array([-2.0, 0.0, MIDPOINT_Z - 1, MIDPOINT_Z, MIDPOINT_Z + 1, 8.0]) * bg.spread
     rel = calibration.relevance(q, at)
     assert rel[3] == pytest.approx(0.5) and np.all(np.diff(rel) > 0) and 0.0 <= rel.min() and rel.max() <= 1.0
-    assert rel[0] < 0.01 and rel[2] < 0.15 and rel[4] > 0.85 and rel[5] > 0.99
+    assert rel[0] < 0.01 and rel[1] < 0.05 and rel[2] < 0.15 and rel[4] > 0.85 and rel[5] > 0.99
     np.testing.assert_allclose(relevance_of_z(np.array([MIDPOINT_Z])), [0.5])
     assert ScoreCalibration(np.empty((0, DIM), np.float32)).relevance(q, at) is None
 
@@ -109,10 +109,11 @@ def test_one_relevance_cutoff_serves_queries_no_cosine_cutoff_can(tmp_path):
         cosines.append([h.score for h in hits])
         relevances.append([h.relevance for h in hits])
         labels.append(match[row])
-        # 0.5 is 3 robust standard deviations: every match, and the background's upper 0.13 %
+        # 0.5 is 1.5 standard deviations (of all scores, matches included): every match, and the
+        # background's upper 1 % or so
         kept = {int(h.path[1:-4]) for h in index.search_vector(q, k=len(vectors), min_relevance=0.5)}
-        assert kept >= set(np.flatnonzero(match).tolist()) and len(kept) - match.sum() <= 12
-        kept = {int(h.path[1:-4]) for h in index.search_vector(q, k=len(vectors), min_relevance=0.99)}
+        assert kept >= set(np.flatnonzero(match).tolist()) and len(kept) - match.sum() <= 60
+        kept = {int(h.path[1:-4]) for h in index.search_vector(q, k=len(vectors), min_relevance=0.98)}
         assert kept == set(np.flatnonzero(match).tolist())
     cosine_f1 = best_f1(np.concatenate(cosines), np.concatenate(labels))
     relevance_f1 = best_f1(np.concatenate(relevances), np.concatenate(labels))
@@ -162,7 +163,7 @@ def test_cli_min_relevance(tmp_path, capsys):
     assert main(["search", "a photo", "--db", str(db), "-k", "6", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert len(hits) == 6 and all(0.0 <= h["relevance"] <= 1.0 for h in hits)
-    cut = hits[2]["relevance"]
+    cut = hits[2]["relevance"] - 1e-4  # the JSON rounds relevance to 4 decimals
     assert main(["search", "a photo", "--db", str(db), "-k", "6", "--json", "--min-relevance", str(cut)]) == 0
     kept = json.loads(capsys.readouterr().out)
     assert [h["id"] for h in kept] == [h["id"] for h in hits if h["relevance"] >= cut]
