@@ -337,6 +337,28 @@ class IndexStore:
                 out[image_id] = self._decode(blob)
         return out
 
+    def embedding_batches(self, *, batch_rows: int) -> Iterator[tuple[Fingerprint, np.ndarray, np.ndarray]]:
+        """Every row as ``(fingerprint, ids (B,) int64, vectors (B, E) float32)`` batches of at most
+        ``batch_rows``, in id order, from one read transaction (one consistent snapshot; the
+        fingerprint is the same in every batch). Holds one batch at a time."""
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+        conn = self._conn()
+        dim, dtype = self.embed_dim or 0, np.dtype(self.dtype)
+        conn.execute("BEGIN")
+        try:
+            fp = self.fingerprint_in_txn(conn)
+            rows = conn.execute("SELECT id, embedding FROM images ORDER BY id")
+            while chunk := rows.fetchmany(batch_rows):
+                ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
+                vectors = np.empty((len(chunk), dim), dtype=np.float32)  # (B, E)
+                for n, (_, blob) in enumerate(chunk):
+                    vectors[n] = np.frombuffer(blob, dtype=dtype)
+                del chunk
+                yield fp, ids, vectors
+        finally:
+            conn.execute("COMMIT")
+
     def load_embeddings(self) -> tuple[np.ndarray, np.ndarray, Fingerprint]:
         """All embeddings as ``(ids (N,) int64, vectors (N, E) float32, fingerprint)``, one snapshot."""
         snap = self.snapshot(after_id=0)
