@@ -162,3 +162,21 @@ def test_sigkill_during_build_and_update_leaves_a_usable_index(tmp_path, budget)
             assert (found[:, 0] == ids[:20]).mean() >= 0.9  # the index is the store's, not a stale one
     print("updates saved before each kill:", saves)
     assert saves[0] == 0 and saves[-1] > 0  # the first kill landed in the build, the last in updates
+
+
+def test_cli_memory_budget_is_remembered_and_a_bad_one_is_one_clear_error(tmp_path, capsys):
+    from search_fixtures import make_folder, save_tiny_checkpoint
+
+    from clipforge.cli.main import main
+
+    root, db = tmp_path / "photos", tmp_path / "c.cfidx"
+    make_folder(root, 3)
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    base = ["index", str(root), "--model", str(ckpt), "--db", str(db), "--no-progress", "--workers", "0"]
+    assert main([*base, "--memory-budget", "lots"]) != 0
+    err = capsys.readouterr().err
+    assert "--memory-budget lots" in err and "Traceback" not in err and not db.exists()
+    assert main([*base, "--memory-budget", "2G", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["search"]["kind"] == "exact"
+    with IndexStore(db) as store:
+        assert store.get_meta("memory_budget") == str(2 * GiB)

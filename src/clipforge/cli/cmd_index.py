@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.from_embeddings is None and (args.folder is None or args.model is None):
         raise ValueError("give FOLDER and --model (or --from-embeddings DIR)")
+    budget = None if args.memory_budget is None else parse_memory(args.memory_budget)  # bad: fail before work
     progress = not args.no_progress
     out: dict = {"db": args.db}
     with IndexStore(args.db, create=True) as store:
@@ -114,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
             _say(args, f"{len(skipped)} skipped file(s):", *(f"  {s.path}: {s.reason}" for s in skipped))
         if args.ann_threshold is not None:  # remembered: searches use it too
             store.set_meta("ann_threshold", str(args.ann_threshold))
-        if args.memory_budget is not None:  # remembered, as a size checked here
-            store.set_meta("memory_budget", str(parse_memory(args.memory_budget)))
+        if budget is not None:  # remembered: searches that rebuild use it too
+            store.set_meta("memory_budget", str(budget))
         vectors, fp = open_vector_index(store, progress=progress)  # build the ANN index now, not at search
         out["search"] = {"kind": vectors.kind, "count": fp.count}
     if args.json:
