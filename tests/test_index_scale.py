@@ -180,3 +180,18 @@ def test_cli_memory_budget_is_remembered_and_a_bad_one_is_one_clear_error(tmp_pa
     assert json.loads(capsys.readouterr().out)["search"]["kind"] == "exact"
     with IndexStore(db) as store:
         assert store.get_meta("memory_budget") == str(2 * GiB)
+
+
+def test_a_mapped_index_whose_file_was_replaced_is_reloaded_not_updated(tmp_path):
+    vectors = clustered(2500, 32, seed=8)
+    db = tmp_path / "m.cfidx"
+    store = fill_store(db, vectors)
+    server, fp = open_vector_index(store, threshold=1000, memory_budget=100_000)  # a server's mapped index
+    assert server.variant == "pq" and server.path is not None
+    with IndexStore(db) as writer:  # an indexing run adds rows and saves the index file anew
+        with writer.transaction() as c:
+            writer.insert(c, [NewRow(f"w{i}.png", 1, 1, f"w{i}", v) for i, v in enumerate(clustered(50, 32, seed=9))])
+        open_vector_index(writer, threshold=1000, memory_budget=100_000)
+    followed, fp2 = open_vector_index(store, threshold=1000, memory_budget=100_000, previous=(server, fp))
+    assert fp2 == store.fingerprint() and len(followed) == 2550  # no row twice
+    store.close()

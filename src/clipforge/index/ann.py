@@ -32,6 +32,7 @@ from ..fileio import atomic_write, sweep_temporaries
 from .neighbours import (  # the structures are re-exported: tests and benchmarks import them from here
     ExactIndex,
     IvfIndex,
+    StaleMapping,
     VectorIndex,
     _faiss,
 )
@@ -199,7 +200,10 @@ def _follow_in_memory(
             return index.updated(snap), snap.fingerprint
         if index.kind == "ivf" and want_ivf and fp.count <= max_growth * index.trained_count:
             snap = store.snapshot(after_id=old.max_id)
-            index.apply(snap)
+            try:
+                index.apply(snap)
+            except StaleMapping:  # its memory-mapped file was replaced: reload what is saved
+                return None
             return index, snap.fingerprint
     return None
 

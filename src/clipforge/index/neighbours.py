@@ -148,6 +148,18 @@ class _ReadWriteLock:
                 self._cond.notify_all()
 
 
+class StaleMapping(RuntimeError):
+    """A memory-mapped index cannot be updated: its file has been replaced since it was mapped."""
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class IvfIndex:
     """A faiss inverted-file index (inner product) with a calibrated ``nprobe``: ``IndexIVFFlat``
     (full vectors in the lists), or ``IndexIVFPQ`` (``pq_m`` bytes of product-quantisation codes a
@@ -163,6 +175,7 @@ class IvfIndex:
         self.info = dict(info or {})
         self.fetch = fetch  # ids → {id: (E,) float32} for re-ranking PQ candidates
         self.path = path  # the file the lists are memory-mapped from (read-only), None when in memory
+        self._mapped = _file_identity(path) if path is not None else None
         self._rw = _ReadWriteLock()  # searches share it; in-place updates take it alone
 
     @property
@@ -217,10 +230,14 @@ class IvfIndex:
         return scores_out, ids_out
 
     def _writable(self) -> None:
-        """Swap memory-mapped (read-only) lists for an in-memory copy that updates can change."""
+        """Swap memory-mapped (read-only) lists for an in-memory copy that updates can change:
+        the file read again, unless it has been replaced since it was mapped (:class:`StaleMapping`:
+        the caller reloads from the database instead of updating a copy of another state)."""
         if self.path is not None:
+            if _file_identity(self.path) != self._mapped:
+                raise StaleMapping(f"{self.path} was replaced since it was mapped")
             self.index = _faiss().read_index(str(self.path))
-            self.path = None
+            self.path = self._mapped = None
 
     def apply(self, snap: Snapshot) -> None:
         """Update in place: remove ids that are no longer live, add the snapshot's new rows
