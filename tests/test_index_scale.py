@@ -19,6 +19,7 @@ from test_index_ann import clustered, fill_store
 
 from clipforge.index import IndexStore, open_vector_index
 from clipforge.index.ann import _build_ivf, ann_paths, recall_at_k
+from clipforge.index.neighbours import RERANK_MIN
 from clipforge.index.plan import DEFAULT_THRESHOLD, IndexPlan, parse_memory, plan_index, pq_bytes
 from clipforge.index.recall import _exact_topk_ids, exact_topk_stream, perturbed_queries
 from clipforge.index.store import NewRow
@@ -104,9 +105,10 @@ def test_a_streamed_build_holds_one_batch_not_the_collection(tmp_path, monkeypat
         tracemalloc.stop()
     assert len(ivf) == n and max(batch_sizes) == 250 and sum(batch_sizes) == 2 * n  # add, then truth
     whole, row = n * dim * 4, dim * 4
-    # the sample, a batch with its blobs, and 2 MiB for bounded temporaries (scores, candidates)
-    bound = (plan.train_rows + 4 * plan.batch_rows) * row + 2 * 2**20
-    assert peak < bound < 0.4 * whole, f"peak {peak / 2**20:.1f} MiB for {whole / 2**20:.1f} MiB of vectors"
+    # the sample, a batch with its blobs, a query's re-ranked candidates (as blobs, decoded, stacked,
+    # scored) and 2 MiB for bounded temporaries (score chunks of the exact ground truth)
+    bound = (plan.train_rows + 4 * plan.batch_rows + 4 * RERANK_MIN) * row + 2 * 2**20
+    assert peak < bound < 0.7 * whole, f"peak {peak / 2**20:.1f} MiB for {whole / 2**20:.1f} MiB of vectors"
     store.close()
 
 
@@ -147,13 +149,17 @@ def test_sigkill_during_build_and_update_leaves_a_usable_index(tmp_path, budget)
     fill_store(db, vectors).close()
     script = KILL_SCRIPT.format(src=str(SRC), db=str(db), budget=budget)
     saves = []  # updates saved before each kill
-    for delay in (0.05, 0.5, 2.0, 4.0):  # in the build, then during updates
+    # in the build (after 0.05 s, 0.5 s), then during updates (0.05 s, 0.3 s after the first one saved)
+    for delay, after in ((0.05, "ready"), (0.5, "ready"), (0.05, "saved"), (0.3, "saved")):
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert proc.stdout.readline().decode().strip() == "ready"  # imports done: the build starts
+        lines = [proc.stdout.readline().decode()]
+        assert lines[0].strip() == "ready"  # imports done: the build starts
+        while after == "saved" and not lines[-1].startswith("saved"):
+            lines.append(proc.stdout.readline().decode())
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        saves.append(proc.stdout.read().decode().count("saved"))
+        saves.append("".join(lines).count("saved") + proc.stdout.read().decode().count("saved"))
         with IndexStore(db) as store:
             ivf, fp = open_vector_index(store, threshold=1000, memory_budget=budget)
             assert fp == store.fingerprint() and len(ivf) == fp.count  # every committed row, no more
@@ -162,6 +168,7 @@ def test_sigkill_during_build_and_update_leaves_a_usable_index(tmp_path, budget)
             assert (found[:, 0] == ids[:20]).mean() >= 0.9  # the index is the store's, not a stale one
     print("updates saved before each kill:", saves)
     assert saves[0] == 0 and saves[-1] > 0  # the first kill landed in the build, the last in updates
+    # (whether 0.5 s still hits the build depends on the machine; the first kill always does)
 
 
 def test_cli_memory_budget_is_remembered_and_a_bad_one_is_one_clear_error(tmp_path, capsys):

@@ -38,9 +38,9 @@ from .records import Snapshot
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[np.ndarray], dict[int, np.ndarray]]  # ids → {id: (E,) float32 full vector}
-RERANK_FACTOR = 20  # IVF-PQ: re-rank this many candidates per result asked for,
-RERANK_MIN = 200  # at least this many,
-RERANK_MAX = 2000  # at most this many
+RERANK_FACTOR = 50  # IVF-PQ: re-rank this many candidates per result asked for,
+RERANK_MIN = 500  # at least this many,
+RERANK_MAX = 5000  # at most this many
 RERANK_BYTES = 2**20  # full vectors a re-ranking search holds at once
 
 

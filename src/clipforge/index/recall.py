@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 DEFAULT_RECALL_TARGET = 0.97
+PLATEAU = 0.005  # recall given up, at most, to probe fewer lists when the target is out of reach
 SCORE_CELLS = 1 << 16  # query x vector scores computed at a time (bounded temporaries)
 
 
@@ -87,7 +88,9 @@ def nprobe_for_recall(
     recall_target: float = DEFAULT_RECALL_TARGET,
 ) -> tuple[int, dict]:
     """Smallest power-of-two ``nprobe`` whose recall@k against ``truth`` (Q, k) ids reaches
-    ``recall_target`` (all lists when none does), and the recall at each one tried."""
+    ``recall_target``, and the recall at each one tried. When none does (a compressed index has a
+    ceiling below the target), the smallest within ``PLATEAU`` of the best recall seen: probing
+    more lists would cost time for no recall."""
     k = truth.shape[1]
     tried = {}
     nprobe = 1
@@ -96,8 +99,12 @@ def nprobe_for_recall(
         recall = recall_at_k(found, truth)
         tried[nprobe] = round(recall, 4)
         if recall >= recall_target or nprobe >= index.nlist:
-            return nprobe, {"recall_target": recall_target, "recall_at_nprobe": tried, "queries": len(queries)}
+            break
         nprobe = min(nprobe * 2, index.nlist)
+    if recall < recall_target:
+        best = max(tried.values())
+        nprobe = min(n for n, r in tried.items() if r >= best - PLATEAU)
+    return nprobe, {"recall_target": recall_target, "recall_at_nprobe": tried, "queries": len(queries)}
 
 
 def calibrate_nprobe(
