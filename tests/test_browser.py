@@ -221,6 +221,15 @@ def test_filters_load_more_and_the_query_in_the_url(library_server):
             page.press("#min-score", "Enter")
             page.wait_for_function("() => document.getElementById('status').textContent.startsWith('0 results')")
             assert "min_score=0.9999" in page.url
+
+            # each hit shows its relevance; a minimum relevance of 1 empties the page too
+            page.fill("#min-score", "")
+            page.press("#min-score", "Enter")
+            page.wait_for_function("() => document.querySelectorAll('#results .hit .relevance').length > 0")
+            page.fill("#min-relevance", "1")
+            page.press("#min-relevance", "Enter")
+            page.wait_for_function("() => document.getElementById('status').textContent.startsWith('0 results')")
+            assert "min_relevance=1" in page.url and "min_score" not in page.url
             assert errors == [], errors
         finally:
             browser.close()

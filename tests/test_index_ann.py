@@ -101,9 +101,9 @@ def test_persisted_ann_is_reused_updated_or_rebuilt(tmp_path, monkeypatch):
     assert json.loads(meta_path.read_text())["fingerprint"] == fp.to_dict()
 
     built = []
-    real_build = IvfIndex.build.__func__
+    real_build = IvfIndex.trained.__func__  # every build, in memory or streamed, trains a new index
     counting = classmethod(lambda cls, *a, **k: built.append(1) or real_build(cls, *a, **k))
-    monkeypatch.setattr(IvfIndex, "build", counting)
+    monkeypatch.setattr(IvfIndex, "trained", counting)
     again, _ = open_vector_index(store, threshold=1000)
     assert again.kind == "ivf" and built == []  # loaded from disk
 

@@ -199,6 +199,17 @@ def test_api_filters_pages_and_facets(client):
     assert "2019/summer" in facets["folders"] and facets["taken_at"] == ["2018-05-06T07:08:09", "2021-03-02T08:00:00"]
 
 
+def test_api_hits_carry_relevance_and_filter_by_it(client):
+    everything = client.get("/api/search", params={"q": "a photo", "k": 8}).json()["hits"]
+    relevance = [h["relevance"] for h in everything]
+    assert all(0.0 <= r <= 1.0 for r in relevance) and relevance == sorted(relevance, reverse=True)
+    cut = relevance[2] - 1e-4  # the API rounds relevance to 4 decimals
+    r = client.get("/api/search", params={"q": "a photo", "k": 8, "min_relevance": cut})
+    assert [h["id"] for h in r.json()["hits"]] == [h["id"] for h in everything if h["relevance"] >= cut]
+    r = client.post("/api/search", json={"text": "a photo", "k": 8, "min_relevance": 1.0})
+    assert r.status_code == 200 and r.json()["hits"] == []
+
+
 def test_api_upload_search_takes_the_filters_too(client, library):
     buf = io.BytesIO()
     Image.open(library["root"] / "2021/city.jpg").save(buf, "PNG")
@@ -210,7 +221,8 @@ def test_api_upload_search_takes_the_filters_too(client, library):
 @pytest.mark.parametrize(
     "params,status,needle",
     [({"after": "yesterday"}, 400, "after must be a date"), ({"min_score": 3}, 422, "min_score"),
-     ({"offset": -1}, 422, "offset"), ({"folder": "../x"}, 400, "folder must be relative")],
+     ({"offset": -1}, 422, "offset"), ({"folder": "../x"}, 400, "folder must be relative"),
+     ({"min_relevance": 2}, 422, "min_relevance")],
 )
 def test_api_bad_filters_are_client_errors(client, params, status, needle):
     r = client.get("/api/search", params={"q": "a photo", **params})

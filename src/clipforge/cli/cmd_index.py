@@ -42,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="use a faiss ANN index from this many images on (default: 50000; remembered)",
     )
+    p.add_argument(
+        "--memory-budget",
+        default=None,
+        help="memory the ANN index may use, e.g. 4G: IVF-Flat while the vectors fit, compressed IVF-PQ beyond "
+        "(default: half of this machine's memory; remembered)",
+    )
     p.add_argument("--include-hidden", action="store_true", help="also index files and folders starting with '.'")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -49,10 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..index import Encoder, IndexStore, index_folder, open_vector_index
+    from ..index.plan import parse_memory
     from ..index.shards import merge_shards
 
     if args.from_embeddings is None and (args.folder is None or args.model is None):
         raise ValueError("give FOLDER and --model (or --from-embeddings DIR)")
+    budget = None if args.memory_budget is None else parse_memory(args.memory_budget)  # bad: fail before work
     progress = not args.no_progress
     out: dict = {"db": args.db}
     with IndexStore(args.db, create=True) as store:
@@ -105,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
             _say(args, f"{len(skipped)} skipped file(s):", *(f"  {s.path}: {s.reason}" for s in skipped))
         if args.ann_threshold is not None:  # remembered: searches use it too
             store.set_meta("ann_threshold", str(args.ann_threshold))
+        if budget is not None:  # remembered: searches that rebuild use it too
+            store.set_meta("memory_budget", str(budget))
         vectors, fp = open_vector_index(store, progress=progress)  # build the ANN index now, not at search
         out["search"] = {"kind": vectors.kind, "count": fp.count}
     if args.json:

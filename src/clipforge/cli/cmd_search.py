@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
     p.add_argument("--offset", type=int, default=0, help="skip this many of the best results (paging)")
     p.add_argument("--min-score", type=float, default=None, help="only results with at least this cosine")
+    p.add_argument("--min-relevance", type=float, default=None,
+                   help="only results with at least this relevance (0-1: the score calibrated per query)")
     p.add_argument("--folder", help="only this folder (relative to the indexed root) and those below it")
     p.add_argument("--taken-after", metavar="DATE", help="taken on or after: 2021, 2021-07, 2021-07-04, ...")
     p.add_argument("--taken-before", metavar="DATE", help="taken on or before (inclusive: 2021-07 includes July)")
@@ -64,17 +66,20 @@ def run(args: argparse.Namespace) -> int:
         offset=args.offset,
         where=where,
         min_score=args.min_score,
+        min_relevance=args.min_relevance,
     )
     root = index.root
     if args.json:
         print(json.dumps([{**h.to_dict(), "file": str(root / h.path)} for h in hits], indent=2))
     else:
-        print(f"{'rank':>4}  {'score':>7}  {'taken':<19}  path")
+        print(f"{'rank':>4}  {'score':>7}  {'relev.':>6}  {'taken':<19}  path")
         for rank, h in enumerate(hits, args.offset + 1):
             taken = (h.info or {}).get("taken_at") or "?"
-            print(f"{rank:>4}  {h.score:>7.4f}  {taken:<19}  {root / h.path}")
+            relevance = "?" if h.relevance is None else f"{h.relevance:.3f}"
+            print(f"{rank:>4}  {h.score:>7.4f}  {relevance:>6}  {taken:<19}  {root / h.path}")
         if not hits:
-            print("no results" + ("" if where.is_empty() and args.min_score is None else " (with these filters)"))
+            unfiltered = where.is_empty() and args.min_score is None and args.min_relevance is None
+            print("no results" + ("" if unfiltered else " (with these filters)"))
     if args.html:
         title = " + ".join(
             x for x in (args.query and f'"{args.query}"', args.image and f"image {args.image}") if x

@@ -1,7 +1,13 @@
-"""Choosing, persisting and refreshing the nearest-neighbour index of a store.
+"""Choosing, building, persisting and refreshing the nearest-neighbour index of a store.
 
 :func:`open_vector_index` returns the right structure of :mod:`clipforge.index.neighbours` for a
-store: an :class:`ExactIndex` below a size threshold, a faiss :class:`IvfIndex` above. The faiss
+store, as :func:`clipforge.index.plan.plan_index` chooses it from the collection size and a memory
+budget: an :class:`ExactIndex` below a size threshold, a faiss :class:`IvfIndex` above (IVF-Flat
+while the full vectors fit the budget, IVF-PQ re-ranked with the stored vectors beyond, its lists
+memory-mapped from the file). An IVF index is built by streaming: centroids (and PQ codebooks)
+trained on a uniform sample of the store, then rows added batch by batch from one read
+transaction, and ``nprobe`` calibrated against exact search computed in a second streamed pass;
+so a build holds the sample, one batch and the index, never the whole collection. The faiss
 index is persisted next to the database (``<db>.faiss`` plus ``<db>.faiss.json`` holding the store
 :class:`~clipforge.index.records.Fingerprint` it reflects). When that fingerprint disagrees with
 the database it is fixed automatically: brought up to date in place (rows are immutable and ids
@@ -15,23 +21,32 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from ..fileio import atomic_write, sweep_temporaries
+from ..progress import progress_bar
 from .neighbours import (  # the structures are re-exported: tests and benchmarks import them from here
-    DEFAULT_RECALL_TARGET,
     ExactIndex,
     IvfIndex,
+    StaleMapping,
     VectorIndex,
-    _exact_topk_ids,
     _faiss,
+)
+from .plan import DEFAULT_THRESHOLD, IndexPlan, default_memory_budget, ivf_nlist, parse_memory, plan_index
+from .recall import (
+    DEFAULT_RECALL_TARGET,
+    _exact_topk_ids,
     calibrate_nprobe,
-    ivf_nlist,
+    exact_topk_stream,
+    nprobe_for_recall,
+    perturbed_queries,
     recall_at_k,
 )
 from .records import Fingerprint
+from .relevance import sample_embeddings
 from .store import IndexStore
 
 __all__ = [
@@ -48,13 +63,12 @@ __all__ = [
     "calibrate_nprobe",
     "ivf_nlist",
     "open_vector_index",
+    "store_plan",
     "recall_at_k",
     "sweep_ann_temporaries",
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_THRESHOLD = 50_000
 
 
 # -- choosing, persisting and refreshing ---------------------------------------------------------
@@ -117,25 +131,27 @@ def open_vector_index(
     rebuild: bool = False,
     previous: tuple[VectorIndex, Fingerprint] | None = None,
     max_growth: float = 4.0,
+    memory_budget: int | None = None,
     progress: bool = False,
 ) -> tuple[VectorIndex, Fingerprint]:
     """The search structure for ``store`` and the fingerprint it reflects.
 
     Below ``threshold`` rows (default: the store's ``ann_threshold`` setting, else
-    ``DEFAULT_THRESHOLD``): an :class:`ExactIndex` over the stored vectors. Otherwise an IVF index:
+    ``DEFAULT_THRESHOLD``): an :class:`ExactIndex` over the stored vectors. Otherwise an IVF index
+    of the kind :func:`store_plan` chooses within ``memory_budget`` bytes (default: the store's
+    ``memory_budget`` setting, else half the machine's memory):
     the persisted one if its fingerprint matches the database; else the persisted one brought up to
     date (removed rows dropped, new rows added) if the model is the same and the index has grown
     less than ``max_growth`` times since its centroids were trained; else a new one. Either way the
     result is saved. ``previous`` (an index and fingerprint already in memory) is updated the same
     way instead of being reloaded. ``nprobe`` overrides the calibrated value.
     """
-    if threshold is None:
-        threshold = int(store.get_meta("ann_threshold") or DEFAULT_THRESHOLD)
     if previous is None:
         for p in sweep_ann_temporaries(store.path):
             log.info("removed %s, left by an interrupted save", p)
     fp = store.fingerprint()
-    want_ivf = fp.count >= threshold
+    plan = store_plan(store, fp.count, threshold=threshold, memory_budget=memory_budget)
+    want_ivf = plan.kind != "exact"
     if previous is not None and not rebuild:
         followed = _follow_in_memory(store, previous, fp, want_ivf=want_ivf, max_growth=max_growth)
         if followed is not None:
@@ -144,11 +160,24 @@ def open_vector_index(
         ids, vectors, fp = store.load_embeddings()
         return ExactIndex(ids, vectors), fp
     paths = ann_paths(store.path)
-    loaded = None if rebuild else _load_saved_ivf(store, fp, paths, max_growth=max_growth)
-    ivf, fp = loaded if loaded is not None else _build_ivf(store, paths, progress=progress)
+    loaded = None if rebuild else _load_saved_ivf(store, fp, paths, plan=plan, max_growth=max_growth)
+    ivf, fp = loaded if loaded is not None else _build_ivf(store, paths, plan=plan, progress=progress)
     if nprobe:
         ivf.nprobe = nprobe
     return ivf, fp
+
+
+def store_plan(
+    store: IndexStore, count: int, *, threshold: int | None = None, memory_budget: int | None = None
+) -> IndexPlan:
+    """The index plan for ``count`` rows of ``store``, with the store's remembered ``ann_threshold``
+    and ``memory_budget`` settings where the arguments leave them out."""
+    if threshold is None:
+        threshold = int(store.get_meta("ann_threshold") or DEFAULT_THRESHOLD)
+    if memory_budget is None:
+        saved = store.get_meta("memory_budget")
+        memory_budget = parse_memory(saved) if saved else default_memory_budget()
+    return plan_index(count, store.embed_dim or 0, threshold=threshold, memory_budget=memory_budget)
 
 
 def _follow_in_memory(
@@ -170,13 +199,16 @@ def _follow_in_memory(
             return index.updated(snap), snap.fingerprint
         if index.kind == "ivf" and want_ivf and fp.count <= max_growth * index.trained_count:
             snap = store.snapshot(after_id=old.max_id)
-            index.apply(snap)
+            try:
+                index.apply(snap)
+            except StaleMapping:  # its memory-mapped file was replaced: reload what is saved
+                return None
             return index, snap.fingerprint
     return None
 
 
 def _load_saved_ivf(
-    store: IndexStore, fp: Fingerprint, paths: AnnPaths, *, max_growth: float
+    store: IndexStore, fp: Fingerprint, paths: AnnPaths, *, plan: IndexPlan, max_growth: float
 ) -> tuple[IvfIndex, Fingerprint] | None:
     """The persisted IVF index, brought up to date with the store (and saved) if it is behind;
     None when there is none, it does not serve ``fp`` or it cannot be read: the caller rebuilds."""
@@ -193,7 +225,15 @@ def _load_saved_ivf(
                 fp.to_dict(),
             )
             return None
-        ivf = IvfIndex.load(paths.index, nprobe=sidecar.meta["nprobe"], info=sidecar.meta)
+        variant = sidecar.meta.get("variant", "flat")
+        if f"ivf-{variant}" != plan.kind:
+            log.info("ANN index %s is IVF-%s, the memory budget now asks for %s: rebuilding",
+                     paths.index, variant.upper(), plan.kind)  # fmt: skip
+            return None
+        ivf = IvfIndex.load(
+            paths.index, nprobe=sidecar.meta["nprobe"], info=sidecar.meta, fetch=store.embeddings_of,
+            mmap=variant == "pq",
+        )  # fmt: skip
         if len(ivf) != saved.count:
             raise ValueError(f"{len(ivf)} vectors in the file, {saved.count} in its fingerprint")
         if saved != fp:
@@ -213,12 +253,52 @@ def _load_saved_ivf(
         return None
 
 
-def _build_ivf(store: IndexStore, paths: AnnPaths, *, progress: bool) -> tuple[IvfIndex, Fingerprint]:
-    """A new IVF index over every stored vector, saved beside the database."""
-    ids, vectors, fp = store.load_embeddings()
-    ivf = IvfIndex.build(ids, vectors, progress=progress)
-    del vectors
+def _build_ivf(
+    store: IndexStore,
+    paths: AnnPaths,
+    *,
+    plan: IndexPlan,
+    recall_target: float = DEFAULT_RECALL_TARGET,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[IvfIndex, Fingerprint]:
+    """A new IVF index over every stored vector, built by streaming (see the module docstring) and
+    saved beside the database; PQ lists are then reopened memory-mapped."""
+    t0 = time.perf_counter()
+    sample = sample_embeddings(store, size=plan.train_rows, seed=seed)  # (S, E)
+    ivf = IvfIndex.trained(sample, nlist=plan.nlist, pq_m=plan.pq_m, seed=seed)
+    ivf.fetch = store.embeddings_of
+    t_train = time.perf_counter() - t0
+    fp = None
+    batches = store.embedding_batches(batch_rows=plan.batch_rows)
+    for batch_fp, ids, vectors in progress_bar(batches, desc="ann add", unit="batch", enabled=progress):
+        ivf.add(ids, vectors)
+        fp = batch_fp
+    t_add = time.perf_counter() - t0 - t_train
+    if fp is None:  # emptied since the plan was made
+        fp = store.fingerprint()
+    queries = perturbed_queries(sample, 200, seed=seed)  # (Q, E): stand-ins for text queries
+    truth = exact_topk_stream(
+        ((ids, vectors) for _, ids, vectors in store.embedding_batches(batch_rows=plan.batch_rows)), queries, 10
+    )  # (Q, 10) ids: the same snapshot unless rows changed meanwhile (then it is only a little off)
+    ivf.nprobe, calibration = nprobe_for_recall(ivf, queries, truth, recall_target=recall_target)
+    ivf.info = {
+        "variant": ivf.variant,
+        "plan": plan.to_dict(),
+        "nlist": plan.nlist,
+        "nprobe": ivf.nprobe,
+        "trained_count": fp.count,
+        "train_seconds": round(t_train, 3),
+        "add_seconds": round(t_add, 3),
+        "calibration": calibration,
+    }
+    log.info(
+        "built IVF-%s index: %d vectors, nlist=%d, nprobe=%d (train %.1f s, add %.1f s)",
+        ivf.variant.upper(), fp.count, plan.nlist, ivf.nprobe, t_train, t_add,
+    )  # fmt: skip
     _save_ivf(ivf, fp, paths)
+    if ivf.variant == "pq":
+        ivf = IvfIndex.load(paths.index, nprobe=ivf.nprobe, info=ivf.info, fetch=store.embeddings_of, mmap=True)
     return ivf, fp
 
 

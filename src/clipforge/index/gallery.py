@@ -31,8 +31,9 @@ def render_gallery(hits: list[SearchHit], root: str | Path, *, title: str, thumb
             picture = f'<img alt="{label}" src="data:image/jpeg;base64,{base64.b64encode(data).decode()}">'
         except ThumbnailError as e:
             picture = f'<div class="missing" title="{html.escape(str(e))}">unavailable</div>'
+        relevance = "" if hit.relevance is None else f" relevance {hit.relevance:.2f}"
         cards.append(
-            f'<figure>{picture}<figcaption><span class="score">#{rank} {hit.score:.4f}</span><br>'
+            f'<figure>{picture}<figcaption><span class="score">#{rank} {hit.score:.4f}</span>{relevance}<br>'
             f"{label}</figcaption></figure>"
         )
     return (

@@ -3,23 +3,25 @@ calibrated ``nprobe``.
 
 * :class:`ExactIndex`: one matrix product and a partial sort. Below ``threshold`` vectors (50k by
   default) it is a few milliseconds per query and needs no training.
-* :class:`IvfIndex`: faiss ``IndexIVFFlat`` with inner product on unit vectors (cosine). ``nlist``
-  is about ``4 * sqrt(N)`` (a power of two); centroids are trained by spherical k-means on a
-  sample of ``64 * nlist`` vectors. ``nprobe`` is calibrated at build time: the smallest number of
-  probed lists whose recall@10 against exact search reaches ``recall_target`` on heavily perturbed
-  stored vectors (a stand-in for text queries, see :func:`calibrate_nprobe`).
+* :class:`IvfIndex`: faiss ``IndexIVFFlat`` or ``IndexIVFPQ`` with inner product on unit vectors
+  (cosine). ``nlist`` is about ``4 * sqrt(N)`` (a power of two, see :mod:`clipforge.index.plan`);
+  centroids are trained by spherical k-means on a sample. IVF-PQ keeps ``pq_m`` bytes of codes a
+  vector and re-ranks ``RERANK_FACTOR`` candidates per result with the full vectors (fetched by
+  id), so its recall is that of the candidate list, not of the codes. ``nprobe`` is calibrated at
+  build time (:mod:`clipforge.index.recall`). A saved index can be opened with its inverted lists
+  memory-mapped from the file (read-only; the first update loads an in-memory copy).
 
-Both are in memory only and know nothing of the database: :mod:`clipforge.index.ann` chooses one
-for a store, persists the IVF index beside it and keeps it up to date.
+Both know nothing of the database: :mod:`clipforge.index.ann` chooses one for a store, builds it
+by streaming, persists the IVF index beside it and keeps it up to date.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Protocol
@@ -29,11 +31,17 @@ import numpy as np
 from ..fileio import atomic_write
 from ..optional import require
 from ..progress import progress_bar
+from .plan import ivf_nlist
+from .recall import DEFAULT_RECALL_TARGET, calibrate_nprobe
 from .records import Snapshot
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RECALL_TARGET = 0.97
+Fetch = Callable[[np.ndarray], dict[int, np.ndarray]]  # ids → {id: (E,) float32 full vector}
+RERANK_FACTOR = 50  # IVF-PQ: re-rank this many candidates per result asked for,
+RERANK_MIN = 500  # at least this many,
+RERANK_MAX = 5000  # at most this many
+RERANK_BYTES = 2**20  # full vectors a re-ranking search holds at once
 
 
 class VectorIndex(Protocol):
@@ -140,27 +148,34 @@ class _ReadWriteLock:
                 self._cond.notify_all()
 
 
-def ivf_nlist(n: int) -> int:
-    """Number of inverted lists for ``n`` vectors: the power of two nearest ``4 * sqrt(n)``, with at
-    least 39 training points per list (faiss's own minimum)."""
-    if n < 39:
-        return 1
-    target = 4.0 * math.sqrt(n)
-    nlist = 2 ** round(math.log2(target))
-    while nlist > 1 and n < 39 * nlist:
-        nlist //= 2
-    return max(1, min(nlist, 65536))
+class StaleMapping(RuntimeError):
+    """A memory-mapped index cannot be updated: its file has been replaced since it was mapped."""
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class IvfIndex:
-    """faiss ``IndexIVFFlat`` (inner product) with a calibrated ``nprobe``."""
+    """A faiss inverted-file index (inner product) with a calibrated ``nprobe``: ``IndexIVFFlat``
+    (full vectors in the lists), or ``IndexIVFPQ`` (``pq_m`` bytes of product-quantisation codes a
+    vector) whose candidates are re-ranked with the full vectors that ``fetch`` returns by id."""
 
     kind = "ivf"
 
-    def __init__(self, index, *, nprobe: int, info: dict | None = None) -> None:
+    def __init__(
+        self, index, *, nprobe: int, info: dict | None = None, fetch: Fetch | None = None, path: Path | None = None
+    ) -> None:
         self.index = index
         self.nprobe = int(nprobe)
         self.info = dict(info or {})
+        self.fetch = fetch  # ids → {id: (E,) float32} for re-ranking PQ candidates
+        self.path = path  # the file the lists are memory-mapped from (read-only), None when in memory
+        self._mapped = _file_identity(path) if path is not None else None
         self._rw = _ReadWriteLock()  # searches share it; in-place updates take it alone
 
     @property
@@ -174,6 +189,11 @@ class IvfIndex:
     def nlist(self) -> int:
         return int(self.index.nlist)
 
+    @property
+    def variant(self) -> str:
+        """"flat" or "pq"."""
+        return "pq" if hasattr(self.index, "pq") else "flat"
+
     def search(
         self, queries: np.ndarray, k: int, *, nprobe: int | None = None, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -183,9 +203,41 @@ class IvfIndex:
         if allowed is not None:
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
             params.sel = selector  # params holds a borrowed pointer: ``selector`` lives until the return
+        rerank = self.fetch is not None and self.variant == "pq"
+        candidates = min(max(RERANK_FACTOR * int(k), RERANK_MIN), RERANK_MAX) if rerank else int(k)
         with self._rw.read():
-            scores, ids = self.index.search(queries, int(k), params=params)
+            scores, ids = self.index.search(queries, max(candidates, int(k)), params=params)
+        if rerank:  # a few queries at a time: at most RERANK_BYTES of full vectors fetched at once
+            step = max(1, RERANK_BYTES // (ids.shape[1] * 4 * queries.shape[1]))
+            parts = [self._rerank(queries[i : i + step], ids[i : i + step], int(k)) for i in range(0, len(ids), step)]
+            scores, ids = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         return scores, ids
+
+    def _rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of each query's (C,) candidate ids with their full vectors: (Q, k) each.
+        A candidate whose vector is gone (deleted since) is dropped."""
+        found = self.fetch(np.unique(candidates[candidates >= 0]))  # {id: (E,)}
+        scores_out = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids_out = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, (q, cand) in enumerate(zip(queries, candidates, strict=True)):
+            cand = np.array([i for i in cand.tolist() if i >= 0 and i in found], dtype=np.int64)  # (C',)
+            if len(cand) == 0:
+                continue
+            exact = np.stack([found[i] for i in cand.tolist()]) @ q  # (C',)
+            order = np.argsort(-exact, kind="stable")[:k]
+            scores_out[row, : len(order)] = exact[order]
+            ids_out[row, : len(order)] = cand[order]
+        return scores_out, ids_out
+
+    def _writable(self) -> None:
+        """Swap memory-mapped (read-only) lists for an in-memory copy that updates can change:
+        the file read again, unless it has been replaced since it was mapped (:class:`StaleMapping`:
+        the caller reloads from the database instead of updating a copy of another state)."""
+        if self.path is not None:
+            if _file_identity(self.path) != self._mapped:
+                raise StaleMapping(f"{self.path} was replaced since it was mapped")
+            self.index = _faiss().read_index(str(self.path))
+            self.path = self._mapped = None
 
     def apply(self, snap: Snapshot) -> None:
         """Update in place: remove ids that are no longer live, add the snapshot's new rows
@@ -193,9 +245,39 @@ class IvfIndex:
         faiss = _faiss()
         live = faiss.IDSelectorBatch(np.ascontiguousarray(snap.all_ids, dtype=np.int64))
         with self._rw.write():
+            self._writable()
             self.index.remove_ids(faiss.IDSelectorNot(live))
             if len(snap.ids):
                 self.index.add_with_ids(np.ascontiguousarray(snap.vectors, dtype=np.float32), snap.ids)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Append (B,) ids with their (B, E) vectors (assigned to the existing centroids)."""
+        with self._rw.write():
+            self._writable()
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64)
+            )
+
+    @classmethod
+    def trained(
+        cls, sample: np.ndarray, *, nlist: int, pq_m: int = 0, niter: int = 10, seed: int = 0
+    ) -> IvfIndex:
+        """An empty index whose centroids (spherical k-means) and, for IVF-PQ (``pq_m`` > 0 bytes a
+        vector), codebooks are trained on ``sample`` (S, E)."""
+        faiss = _faiss()
+        sample = np.ascontiguousarray(sample, dtype=np.float32)  # (S, E)
+        dim = sample.shape[1]
+        quantizer = faiss.IndexFlatIP(dim)
+        if pq_m:
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+            index.pq.cp.niter = niter  # the codebooks' k-means (faiss's default, 25, buys little)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.spherical = True  # unit-norm centroids suit cosine similarity
+        index.cp.niter = niter
+        index.cp.seed = seed
+        index.train(sample)
+        return cls(index, nprobe=1)
 
     @classmethod
     def build(
@@ -211,27 +293,21 @@ class IvfIndex:
         seed: int = 0,
         progress: bool = False,
     ) -> IvfIndex:
-        """Train, fill and (unless ``nprobe`` is given) calibrate an IVF index."""
-        faiss = _faiss()
+        """Train, fill and (unless ``nprobe`` is given) calibrate an IVF-Flat index over vectors in
+        memory (a store's index is built by streaming instead: :mod:`clipforge.index.ann`)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, E)
-        n, dim = vectors.shape
+        n = len(vectors)
         nlist = nlist or ivf_nlist(n)
         rng = np.random.default_rng(seed)
         t0 = time.perf_counter()
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.spherical = True  # unit-norm centroids suit cosine similarity
-        index.cp.niter = niter
-        index.cp.seed = seed
         sample = np.sort(rng.choice(n, size=min(n, train_per_list * nlist), replace=False))
-        index.train(vectors[sample])
+        built = cls.trained(vectors[sample], nlist=nlist, niter=niter, seed=seed)
         t_train = time.perf_counter() - t0
         step = 65536
         for start in progress_bar(range(0, n, step), desc="ann add", unit="chunk", enabled=progress):
-            chunk_ids = np.asarray(ids[start : start + step], dtype=np.int64)
-            index.add_with_ids(vectors[start : start + step], chunk_ids)
+            built.add(np.asarray(ids[start : start + step], dtype=np.int64), vectors[start : start + step])
         t_add = time.perf_counter() - t0 - t_train
-        built = cls(index, nprobe=nprobe or 1)
+        built.nprobe = nprobe or 1
         calibration = None
         if nprobe is None:
             built.nprobe, calibration = calibrate_nprobe(
@@ -257,66 +333,17 @@ class IvfIndex:
 
     def save(self, path: str | Path) -> None:
         faiss = _faiss()
-        atomic_write(Path(path), lambda tmp: faiss.write_index(self.index, tmp))
+        with self._rw.read():
+            atomic_write(Path(path), lambda tmp: faiss.write_index(self.index, tmp))
 
     @classmethod
-    def load(cls, path: str | Path, *, nprobe: int, info: dict | None = None) -> IvfIndex:
+    def load(
+        cls, path: str | Path, *, nprobe: int, info: dict | None = None, fetch: Fetch | None = None, mmap: bool = False
+    ) -> IvfIndex:
+        """The index saved at ``path``; ``mmap``: its inverted lists memory-mapped from the file
+        (read-only: the first update loads an in-memory copy)."""
         faiss = _faiss()
-        return cls(faiss.read_index(str(path)), nprobe=nprobe, info=info)
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean fraction of each row of ``truth`` (Q, k) ids that appears in the same row of ``found``."""
-    k = truth.shape[1]
-    hits = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, truth, strict=True)]
-    return float(np.mean(hits)) / k
-
-
-def calibrate_nprobe(
-    index: IvfIndex,
-    ids: np.ndarray,
-    vectors: np.ndarray,
-    *,
-    recall_target: float = DEFAULT_RECALL_TARGET,
-    n_queries: int = 200,
-    k: int = 10,
-    noise: float = 3.0,
-    seed: int = 0,
-) -> tuple[int, dict]:
-    """Smallest power-of-two ``nprobe`` with recall@k ≥ ``recall_target`` against exact search.
-
-    Queries are stored vectors plus Gaussian noise of ``noise`` times their norm, re-normalised:
-    with the default 3.0 a query has cosine ≈ 0.3 with its source vector, about what a CLIP text
-    query has with its best-matching images. Such queries sit between clusters, the hard case for
-    IVF, so the calibrated ``nprobe`` holds for real text queries, not only for near-duplicates.
-    """
-    rng = np.random.default_rng(seed + 1)
-    n, dim = vectors.shape
-    pick = rng.choice(n, size=min(n_queries, n), replace=False)
-    q = vectors[pick] + rng.standard_normal((len(pick), dim)).astype(np.float32) * (noise / math.sqrt(dim))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    exact = ids[_exact_topk_ids(vectors, q, k)]  # (Q, k) stored ids
-    tried = {}
-    nprobe = 1
-    while True:
-        _, found = index.search(q, k, nprobe=nprobe)
-        recall = recall_at_k(found, exact)
-        tried[nprobe] = round(recall, 4)
-        if recall >= recall_target or nprobe >= index.nlist:
-            return nprobe, {"recall_target": recall_target, "recall_at_nprobe": tried, "queries": len(pick)}
-        nprobe = min(nprobe * 2, index.nlist)
-
-
-def _exact_topk_ids(vectors: np.ndarray, queries: np.ndarray, k: int, *, chunk: int = 262144) -> np.ndarray:
-    """Row positions of the exact top-k, scanning ``vectors`` in chunks (bounded memory)."""
-    best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    best_i = np.zeros((len(queries), 0), dtype=np.int64)
-    for start in range(0, len(vectors), chunk):
-        s = queries @ vectors[start : start + chunk].T  # (Q, chunk)
-        kk = min(k, s.shape[1])
-        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        best_s = np.concatenate([best_s, np.take_along_axis(s, top, axis=1)], axis=1)
-        best_i = np.concatenate([best_i, top + start], axis=1)
-        keep = np.argsort(-best_s, axis=1)[:, :k]
-        best_s, best_i = np.take_along_axis(best_s, keep, axis=1), np.take_along_axis(best_i, keep, axis=1)
-    return best_i
+        if mmap:
+            return cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP), nprobe=nprobe, info=info, fetch=fetch,
+                       path=Path(path))  # fmt: skip
+        return cls(faiss.read_index(str(path)), nprobe=nprobe, info=info, fetch=fetch)

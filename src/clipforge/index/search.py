@@ -3,8 +3,10 @@
 An :class:`ImageIndex` joins a store, its vector index and (for text/image queries) an
 :class:`~clipforge.inference.Encoder` of the same model. A combined query is the normalised
 weighted sum of the text and image embeddings. A :class:`~clipforge.index.records.PhotoFilter`
-restricts the candidates (folder, date taken, file type) before ranking, ``min_score`` drops weak
-matches and ``offset`` pages through the ranking ("load more"). The vector index is reloaded when the database has
+restricts the candidates (folder, date taken, file type) before ranking, ``min_score`` (cosine) and
+``min_relevance`` (calibrated per query, see :mod:`clipforge.index.relevance`) drop weak matches and
+``offset`` pages through the ranking ("load more"). Every hit carries its ``relevance`` in [0, 1]
+beside the raw score. The vector index is reloaded when the database has
 changed (checked at most every ``refresh_seconds``; added and removed rows are applied to the
 index in memory), so a server keeps up with a running ``clipforge index`` without restarting.
 """
@@ -23,6 +25,7 @@ from ..data.images import load_image
 from ..inference import Encoder
 from .ann import open_vector_index
 from .records import Fingerprint, PhotoFilter
+from .relevance import DEFAULT_SAMPLE_SIZE, ScoreCalibration, sample_embeddings
 from .store import IndexStore, describe_model
 
 MAX_RESULTS = 10_000  # offset + k: deeper pages are not ranked
@@ -35,20 +38,30 @@ class SearchHit:
     path: str  # relative to the index root
     score: float  # cosine similarity
     info: dict | None = None  # taken_at, taken_from, camera, width, height, type, folder (None: unknown)
+    relevance: float | None = None  # the score calibrated against the query's scores, [0, 1]
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "path": self.path, "score": round(self.score, 6), **(self.info or {})}
+        relevance = None if self.relevance is None else round(self.relevance, 4)
+        return {
+            "id": self.id,
+            "path": self.path,
+            "score": round(self.score, 6),
+            "relevance": relevance,
+            **(self.info or {}),
+        }
 
 
 @dataclass(frozen=True)
 class SearchPage:
     """Which hits of a ranking a search returns: ``k`` of them after the best ``offset``, among
-    the rows that pass ``where`` and score at least ``min_score`` (cosine)."""
+    the rows that pass ``where``, score at least ``min_score`` (cosine) and have a relevance of at
+    least ``min_relevance``."""
 
     k: int = 10
     offset: int = 0
     where: PhotoFilter | None = None
     min_score: float | None = None
+    min_relevance: float | None = None
 
     def check(self) -> None:
         """Raise ``ValueError`` (naming the parameter) unless every field is in range."""
@@ -60,6 +73,8 @@ class SearchPage:
             raise ValueError(f"offset + k must be at most {MAX_RESULTS}, got {self.offset + self.k}")
         if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score is a cosine similarity in [-1, 1], got {self.min_score}")
+        if self.min_relevance is not None and not 0.0 <= self.min_relevance <= 1.0:
+            raise ValueError(f"`min_relevance={self.min_relevance}` is out of range: relevance is in [0, 1]")
 
 
 def blend(text: np.ndarray | None, image: np.ndarray | None, image_weight: float) -> np.ndarray:
@@ -88,6 +103,7 @@ class ImageIndex:
         threshold: int | None = None,
         nprobe: int | None = None,
         refresh_seconds: float = 2.0,
+        calibration_sample: int = DEFAULT_SAMPLE_SIZE,
         progress: bool = False,
     ) -> None:
         if encoder is not None:
@@ -104,11 +120,13 @@ class ImageIndex:
         self.nprobe = nprobe
         self.refresh_seconds = refresh_seconds
         self.progress = progress
+        self.calibration_sample = calibration_sample
         self._lock = threading.Lock()  # one reload at a time
         self._checked = 0.0
         self._vectors, self._fingerprint = open_vector_index(
             store, threshold=threshold, nprobe=nprobe, progress=progress
         )
+        self._calibration = ScoreCalibration(sample_embeddings(store, size=calibration_sample))
 
     @classmethod
     def open(
@@ -189,7 +207,11 @@ class ImageIndex:
                 previous=(self._vectors, self._fingerprint),
                 progress=self.progress,
             )
-            self._vectors, self._fingerprint = vectors, fp  # one reference swap: readers never see half
+            calibration = ScoreCalibration(sample_embeddings(self.store, size=self.calibration_sample))
+            # One reference swap each: a reader never sees half an index (a sample one refresh
+            # older than the index only shifts the relevance estimates by a sampling error).
+            self._vectors, self._fingerprint = vectors, fp
+            self._calibration = calibration
             return True
 
     # -- queries ---------------------------------------------------------------------------------
@@ -222,10 +244,13 @@ class ImageIndex:
         offset: int = 0,
         where: PhotoFilter | None = None,
         min_score: float | None = None,
+        min_relevance: float | None = None,
     ) -> list[SearchHit]:
         """Top-``k`` hits for a text, an image (PIL image or path), or both (see :meth:`search_vector`)."""
         query = self.query_vector(text=text, image=image, image_weight=image_weight)
-        return self.search_vector(query, k=k, offset=offset, where=where, min_score=min_score)
+        return self.search_vector(
+            query, k=k, offset=offset, where=where, min_score=min_score, min_relevance=min_relevance
+        )
 
     def search_vector(
         self,
@@ -235,15 +260,18 @@ class ImageIndex:
         offset: int = 0,
         where: PhotoFilter | None = None,
         min_score: float | None = None,
+        min_relevance: float | None = None,
     ) -> list[SearchHit]:
         """Hits ``offset`` to ``offset + k`` of the ranking for one (E,) unit vector, among the rows
-        that pass ``where`` and score at least ``min_score`` (cosine)."""
-        return self.search_page(query, SearchPage(k=k, offset=offset, where=where, min_score=min_score))
+        that pass ``where``, score at least ``min_score`` (cosine) and have at least ``min_relevance``."""
+        page = SearchPage(k=k, offset=offset, where=where, min_score=min_score, min_relevance=min_relevance)
+        return self.search_page(query, page)
 
     def search_page(self, query: np.ndarray, page: SearchPage) -> list[SearchHit]:
         """:meth:`search_vector` with its window and filters as one record."""
         page.check()
         k, offset, where, min_score = page.k, page.offset, page.where, page.min_score
+        calibration = self._calibration
         allowed = None
         if where is not None and not where.is_empty():
             allowed = self.store.ids_matching(where)
@@ -257,12 +285,17 @@ class ImageIndex:
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         if min_score is not None:
             found = [(i, s) for i, s in found if s >= min_score]
-        found = found[offset:]
-        details = self.store.details_of(i for i, _ in found)
+        relevance = calibration.relevance(q[0], np.array([s for _, s in found], dtype=np.float32))  # (F,)
+        relevances = [None] * len(found) if relevance is None else relevance.tolist()
+        scored = [(i, s, r) for (i, s), r in zip(found, relevances, strict=True)]
+        if page.min_relevance is not None:  # an empty collection has no relevance and no hits
+            scored = [(i, s, r) for i, s, r in scored if r is not None and r >= page.min_relevance]
+        scored = scored[offset:]
+        details = self.store.details_of(i for i, _, _ in scored)
         # A row deleted since the vectors were loaded has no details: drop it rather than fail.
         hits = []
-        for i, s in found:
+        for i, s, r in scored:
             if i in details:
                 info = dict(details[i])
-                hits.append(SearchHit(i, info.pop("path"), s, info))
+                hits.append(SearchHit(i, info.pop("path"), s, info, relevance=r))
         return hits

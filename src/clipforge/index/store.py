@@ -366,6 +366,41 @@ class IndexStore:
         row = self._conn().execute("SELECT embedding FROM images WHERE id = ?", (int(image_id),)).fetchone()
         return None if row is None else self._decode(row[0])
 
+    def embeddings_of(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Per id that exists: its (E,) float32 embedding."""
+        ids = [int(i) for i in ids if _is_sql_int(i)]
+        out: dict[int, np.ndarray] = {}
+        for start in range(0, len(ids), 500):  # stay below SQLite's host-parameter limit
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for image_id, blob in self._conn().execute(
+                f"SELECT id, embedding FROM images WHERE id IN ({marks})", chunk
+            ):
+                out[image_id] = self._decode(blob)
+        return out
+
+    def embedding_batches(self, *, batch_rows: int) -> Iterator[tuple[Fingerprint, np.ndarray, np.ndarray]]:
+        """Every row as ``(fingerprint, ids (B,) int64, vectors (B, E) float32)`` batches of at most
+        ``batch_rows``, in id order, from one read transaction (one consistent snapshot; the
+        fingerprint is the same in every batch). Holds one batch at a time."""
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+        conn = self._conn()
+        dim, dtype = self.embed_dim or 0, np.dtype(self.dtype)
+        conn.execute("BEGIN")
+        try:
+            fp = self.fingerprint_in_txn(conn)
+            rows = conn.execute("SELECT id, embedding FROM images ORDER BY id")
+            while chunk := rows.fetchmany(batch_rows):
+                ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
+                vectors = np.empty((len(chunk), dim), dtype=np.float32)  # (B, E)
+                for n, (_, blob) in enumerate(chunk):
+                    vectors[n] = np.frombuffer(blob, dtype=dtype)
+                del chunk
+                yield fp, ids, vectors
+        finally:
+            conn.execute("COMMIT")
+
     def load_embeddings(self) -> tuple[np.ndarray, np.ndarray, Fingerprint]:
         """All embeddings as ``(ids (N,) int64, vectors (N, E) float32, fingerprint)``, one snapshot."""
         snap = self.snapshot(after_id=0)

@@ -51,13 +51,16 @@ class SearchRequest(BaseModel):
     image_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     offset: int = Field(default=0, ge=0, description="skip this many of the best results ('load more')")
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="minimum cosine similarity")
+    min_relevance: float | None = Field(default=None, ge=0.0, le=1.0, description="minimum calibrated relevance")
     folder: str | None = Field(default=None, max_length=1000, description="this folder and those below it")
     after: str | None = Field(default=None, max_length=19, description="taken on or after (2021, 2021-07-04...)")
     before: str | None = Field(default=None, max_length=19, description="taken on or before (inclusive)")
     type: list[str] | None = Field(default=None, max_length=20, description="file types: jpeg, png, heic...")
 
     def page(self) -> SearchPage:
-        return PageQuery(self.k, self.offset, self.min_score, self.folder, self.after, self.before, self.type).page()
+        return PageQuery(
+            self.k, self.offset, self.min_score, self.folder, self.after, self.before, self.type, self.min_relevance
+        ).page()
 
 
 class ClassifyRequest(BaseModel):
@@ -77,6 +80,7 @@ class EmbedTextRequest(BaseModel):
 
 Offset = Annotated[int, Query(ge=0, description="skip this many of the best results ('load more')")]
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="minimum cosine similarity")]
+MinRelevance = Annotated[float | None, Query(ge=0.0, le=1.0, description="minimum calibrated relevance, 0-1")]
 Folder = Annotated[str | None, Query(max_length=1000, description="this folder and those below it")]
 After = Annotated[str | None, Query(max_length=19, description="taken on or after: 2021, 2021-07, 2021-07-04")]
 Before = Annotated[str | None, Query(max_length=19, description="taken on or before (inclusive)")]
@@ -98,11 +102,14 @@ class PageQuery:
     after: str | None
     before: str | None
     types: list[str] | None
+    min_relevance: float | None = None
 
     def page(self) -> SearchPage:
         """The search page; a bad filter value is a 400 naming the client's parameter."""
         where = _where(self.folder, self.after, self.before, self.types)
-        return SearchPage(k=self.k, offset=self.offset, where=where, min_score=self.min_score)
+        return SearchPage(
+            k=self.k, offset=self.offset, where=where, min_score=self.min_score, min_relevance=self.min_relevance
+        )
 
 
 async def page_query(
@@ -113,10 +120,11 @@ async def page_query(
     after: After = None,
     before: Before = None,
     type: Types = None,
+    min_relevance: MinRelevance = None,
 ) -> PageQuery:
     """The shared query parameters of the GET and upload search routes (a FastAPI dependency):
     range-checked here (422), turned into a filter by the route (400), as when each route had them."""
-    return PageQuery(k, offset, min_score, folder, after, before, type)
+    return PageQuery(k, offset, min_score, folder, after, before, type, min_relevance)
 
 
 def _where(folder: str | None, after: str | None, before: str | None, types: list[str] | None) -> PhotoFilter:

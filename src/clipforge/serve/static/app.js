@@ -3,7 +3,10 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { queryFile: null, selected: null, health: null, seq: 0, shown: 0, similarTo: null };
-const FILTERS = { folder: "folder", after: "after", before: "before", type: "type", min_score: "min-score" };
+const FILTERS = {
+  folder: "folder", after: "after", before: "before", type: "type",
+  min_score: "min-score", min_relevance: "min-relevance",
+};
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -91,7 +94,16 @@ function renderHits(hits, took, append = false) {
     const score = document.createElement("span");
     score.className = "score";
     score.textContent = hit.score.toFixed(3);
-    caption.append(score, document.createTextNode(hit.path));
+    score.title = "cosine similarity";
+    caption.append(score);
+    if (hit.relevance !== null && hit.relevance !== undefined) {
+      const relevance = document.createElement("span");
+      relevance.className = "relevance";
+      relevance.title = "relevance: the score calibrated against this query's scores over the collection";
+      relevance.textContent = `${Math.round(100 * hit.relevance)}%`;
+      caption.append(relevance);
+    }
+    caption.append(document.createTextNode(hit.path));
     if (hit.taken_at) {
       const taken = document.createElement("span");
       taken.className = "taken";
@@ -126,6 +138,7 @@ async function fetchPage(offset) {
   if (state.similarTo !== null) {
     const body = { id: state.similarTo, k, offset, ...filters };
     if (body.min_score !== undefined) body.min_score = Number(body.min_score);
+    if (body.min_relevance !== undefined) body.min_relevance = Number(body.min_relevance);
     if (body.type !== undefined) body.type = [body.type];
     return api("/api/search", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),

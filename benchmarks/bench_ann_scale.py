@@ -1,0 +1,173 @@
+"""Search at scale on one machine: the index `clipforge index` builds for a store under a memory budget.
+
+Fills an index database with ``--n`` synthetic unit vectors of ``--dim`` dimensions, clustered
+like CLIP image embeddings (two-level hierarchy: topics → sub-topics → points, the generator of
+``bench_ann.py``), generated and inserted in bounded chunks. Then, each in a fresh process so that
+its peak RSS is its own:
+
+* **build**: ``open_vector_index(store, memory_budget=...)`` (the plan's kind — IVF-Flat or
+  IVF-PQ — streamed from the store): build time, peak RSS, index size on disk;
+* **search**: the saved index opened as ``clipforge search`` opens it (IVF-PQ lists memory-mapped,
+  re-ranked with the stored vectors), ``--queries`` text-like queries (stored vectors pushed to
+  cosine 0.3 from their source), one query per call: recall@10 against exact search (computed by
+  streaming over the store in chunks), p50/p99 latency, peak RSS.
+
+    python benchmarks/bench_ann_scale.py --n 1000000 --dim 512 --memory-budget 1G --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from bench_ann import make_data  # noqa: E402
+
+from clipforge.index import IndexStore, open_vector_index  # noqa: E402
+from clipforge.index.ann import ann_paths, recall_at_k  # noqa: E402
+from clipforge.index.plan import parse_memory  # noqa: E402
+from clipforge.index.recall import exact_topk_stream, perturbed_queries  # noqa: E402
+from clipforge.index.relevance import sample_embeddings  # noqa: E402
+from clipforge.index.store import NewRow  # noqa: E402
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def fill(db: Path, args: argparse.Namespace) -> None:
+    store = IndexStore(db, create=True)
+    store.bind(model_id="synthetic", embed_dim=args.dim, root=db.parent)
+    _, sample = make_data(1, args.dim, topics=args.topics, subtopics=args.subtopics, sub_spread=0.7, spread=1.0,
+                          seed=args.seed)  # fmt: skip
+    rng = np.random.default_rng(args.seed + 100)
+    for start in range(0, args.n, 50_000):
+        vectors = sample(min(50_000, args.n - start), rng)  # (B, dim)
+        with store.transaction() as c:
+            store.insert(c, (NewRow(f"v{start + i}", 1, 1, f"h{start + i}", v) for i, v in enumerate(vectors)))
+    store.close()
+
+
+def phase_build(db: Path, budget: int, threshold: int) -> dict:
+    t0 = time.perf_counter()
+    with IndexStore(db) as store:
+        ivf, fp = open_vector_index(store, memory_budget=budget, threshold=threshold, rebuild=True)
+    paths = ann_paths(db)
+    return {
+        "kind": f"ivf-{ivf.variant}",
+        "count": fp.count,
+        "nlist": ivf.nlist,
+        "nprobe": ivf.nprobe,
+        "plan": ivf.info.get("plan"),
+        "build_s": round(time.perf_counter() - t0, 1),
+        "train_s": ivf.info.get("train_seconds"),
+        "add_s": ivf.info.get("add_seconds"),
+        "index_mib": round(paths.index.stat().st_size / 2**20, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
+def phase_search(db: Path, budget: int, threshold: int, n_queries: int, batch_rows: int) -> dict:
+    with IndexStore(db) as store:
+        t0 = time.perf_counter()
+        ivf, _ = open_vector_index(store, memory_budget=budget, threshold=threshold)
+        open_s = time.perf_counter() - t0
+        queries = perturbed_queries(sample_embeddings(store, size=4 * n_queries, seed=7), n_queries, seed=7)
+        truth = exact_topk_stream(
+            ((ids, v) for _, ids, v in store.embedding_batches(batch_rows=batch_rows)), queries, 10
+        )  # (Q, 10)
+        rss_before = peak_rss_mib()
+        times, found = [], []
+        for q in queries:
+            t = time.perf_counter()
+            _, ids = ivf.search(q[None], 10)
+            times.append((time.perf_counter() - t) * 1000.0)
+            found.append(ids[0])
+        ms = np.array(times)
+        return {
+            "kind": f"ivf-{ivf.variant}",
+            "open_s": round(open_s, 2),
+            "queries": n_queries,
+            "recall@10": round(recall_at_k(np.array(found), truth), 4),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "peak_rss_mib_incl_ground_truth": round(peak_rss_mib(), 1),
+            "peak_rss_mib_before_queries": round(rss_before, 1),
+        }
+
+
+def run_phase(args: argparse.Namespace, phase: str, db: Path) -> dict:
+    cmd = [sys.executable, __file__, "--phase", phase, "--db", str(db), "--memory-budget", args.memory_budget,
+           "--queries", str(args.queries), "--threads", str(args.threads),
+           "--threshold", str(args.threshold)]  # fmt: skip
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--memory-budget", default="4G")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--threshold", type=int, default=50_000, help="exact search below this many vectors")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--topics", type=int, default=300)
+    p.add_argument("--subtopics", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--db", type=Path, default=None, help="reuse (or keep) this database")
+    p.add_argument("--phase", choices=("build", "search"), default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    budget = parse_memory(args.memory_budget)
+    if args.phase == "build":
+        print(json.dumps(phase_build(args.db, budget, args.threshold)))
+        return
+    if args.phase == "search":
+        print(json.dumps(phase_search(args.db, budget, args.threshold, args.queries, batch_rows=65_536)))
+        return
+
+    tmp = None
+    if args.db is None:
+        tmp = tempfile.TemporaryDirectory()
+        args.db = Path(tmp.name) / "scale.cfidx"
+    if not args.db.exists():
+        t0 = time.perf_counter()
+        fill(args.db, args)
+        print(f"filled {args.db} with {args.n} x {args.dim} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    build = run_phase(args, "build", args.db)
+    search = run_phase(args, "search", args.db)
+    vectors_mib = args.n * args.dim * 4 / 2**20
+    print(f"### {args.n:,} x {args.dim} vectors, memory budget {args.memory_budget}, {args.threads} threads\n")
+    print(f"float32 vectors: {vectors_mib:,.0f} MiB; plan: {build['plan']}\n")
+    print("| index | build s (train / add) | peak RSS build MiB | index on disk MiB | recall@10 (text-like) "
+          "| p50 ms | p99 ms | peak RSS search MiB (before queries) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {build['kind']} nlist {build['nlist']} nprobe {build['nprobe']} | {build['build_s']} "
+          f"({build['train_s']} / {build['add_s']}) | {build['peak_rss_mib']} | {build['index_mib']} | "
+          f"{search['recall@10']} | {search['p50_ms']} | {search['p99_ms']} | "
+          f"{search['peak_rss_mib_before_queries']} |")  # fmt: skip
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
