@@ -81,6 +81,7 @@ def test_ivf_pq_with_reranking_finds_what_exact_search_finds(tmp_path):
     store.close()
 
 
+@pytest.mark.slow  # 40 s for IVF-PQ on a busy 2-core machine: out of the inner loop (make test-fast)
 @pytest.mark.parametrize("kind", ["ivf-flat", "ivf-pq"])
 def test_a_streamed_build_holds_one_batch_not_the_collection(tmp_path, monkeypatch, kind):
     n, dim = 10_000, 256  # 9.8 MiB of float32 vectors
@@ -142,6 +143,7 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 20-40 s each on a busy 2-core machine: out of the inner loop (make test-fast)
 @pytest.mark.parametrize("budget", [GiB, 300_000], ids=["ivf-flat", "ivf-pq"])
 def test_sigkill_during_build_and_update_leaves_a_usable_index(tmp_path, budget):
     vectors = clustered(6000, 32, seed=4)
