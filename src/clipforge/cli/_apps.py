@@ -87,6 +87,22 @@ def load_model(args: argparse.Namespace):
     )
 
 
+def encode_found_images(args: argparse.Namespace, found, model, transform):
+    """Encode the images ``found`` (:func:`clipforge.eval.datasets.find_images`) with the model
+    flags' batch size; every skipped input (unreadable, a link out of the folder) is reported on
+    stderr. Returns (features, skipped ``(path, reason)`` pairs); none readable is an error."""
+    from ..eval.features import encode_image_files
+
+    feats = encode_image_files(
+        model, transform, found.paths, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    failures = found.skipped + feats.failures
+    report_skips(failures)
+    if not feats.kept:
+        raise ValueError("none of the images could be read")
+    return feats, failures
+
+
 def skipped_json(failures: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"path": p, "reason": r} for p, r in failures]
 

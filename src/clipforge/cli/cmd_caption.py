@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._apps import add_model_args, emit_json, load_model, report_skips, skipped_json
+from ._apps import add_model_args, emit_json, encode_found_images, load_model, skipped_json
 
 HELP = "best captions for each image from a caption bank (captioning by retrieval)"
 
@@ -23,7 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..eval.caption import CaptionBank, load_caption_bank
     from ..eval.datasets import find_images
-    from ..eval.features import encode_image_files
 
     captions = load_caption_bank(args.bank)
     if args.top_k < 1:
@@ -32,13 +31,7 @@ def run(args: argparse.Namespace) -> int:
     paths = inputs.paths
     model, tokenizer, transform = load_model(args)
     bank = CaptionBank(model, tokenizer, captions)
-    feats = encode_image_files(
-        model, transform, paths, batch_size=args.batch_size, progress=not args.no_progress
-    )
-    failures = inputs.skipped + feats.failures
-    report_skips(failures)
-    if not feats.kept:
-        raise ValueError("none of the images could be read")
+    feats, failures = encode_found_images(args, inputs, model, transform)
     matches = bank.top_k(feats.features, k=args.top_k)
     results = [
         {"path": str(paths[i]), "captions": [m.to_dict() for m in ms]}

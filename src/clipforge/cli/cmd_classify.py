@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._apps import add_model_args, add_output_args, emit_json, explanation_paths, load_model, report_skips, skipped_json
+from . import _apps
+from ._apps import add_model_args, add_output_args, emit_json, explanation_paths, load_model, skipped_json
 
 HELP = "zero-shot classify images against labels"
 
@@ -33,7 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..eval.classifier import ZeroShotClassifier
     from ..eval.datasets import find_images
-    from ..eval.features import encode_image_files
     from ..eval.prompts import load_classnames, load_templates, parse_labels
 
     labels = (
@@ -48,13 +48,7 @@ def run(args: argparse.Namespace) -> int:
     paths = inputs.paths
     model, tokenizer, transform = load_model(args)
     clf = ZeroShotClassifier(model, tokenizer, labels, templates, transform=transform)
-    feats = encode_image_files(
-        model, transform, paths, batch_size=args.batch_size, progress=not args.no_progress
-    )
-    failures = inputs.skipped + feats.failures
-    report_skips(failures)
-    if not feats.kept:
-        raise ValueError("none of the images could be read")
+    feats, failures = _apps.encode_found_images(args, inputs, model, transform)
     mode = args.mode or model.config.objective
     ranked = clf.rank(clf.scores_from_features(feats.features, mode=mode), k=args.top_k)
     results = [

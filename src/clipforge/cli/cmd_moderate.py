@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._apps import add_model_args, add_output_args, emit_json, explanation_paths, load_model, report_skips, skipped_json
+from . import _apps
+from ._apps import add_model_args, add_output_args, emit_json, explanation_paths, load_model, skipped_json
 
 HELP = "flag images that match a policy's flagged descriptions"
 
@@ -22,7 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.datasets import find_images
-    from ..eval.features import encode_image_files
     from ..eval.moderate import Moderator
     from ..eval.policy import load_policy
 
@@ -31,13 +31,7 @@ def run(args: argparse.Namespace) -> int:
     paths = inputs.paths
     model, tokenizer, transform = load_model(args)
     moderator = Moderator(model, tokenizer, policy, transform=transform)
-    feats = encode_image_files(
-        model, transform, paths, batch_size=args.batch_size, progress=not args.no_progress
-    )
-    failures = inputs.skipped + feats.failures
-    report_skips(failures)
-    if not feats.kept:
-        raise ValueError("none of the images could be read")
+    feats, failures = _apps.encode_found_images(args, inputs, model, transform)
     decisions = moderator.decide(moderator.scores_from_features(feats.features))
     results = [{"path": str(paths[i]), **d.to_dict()} for i, d in zip(feats.kept, decisions, strict=True)]
     if args.explain:

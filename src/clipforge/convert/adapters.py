@@ -108,3 +108,17 @@ def check_all_mapped(rest: StateDict, target: str) -> None:
     """The keys left in ``rest`` once every rule has run have no name in ``target``."""
     if rest:
         raise ValueError(f"no {target} name for: {', '.join(sorted(rest))}")
+
+
+def take_timm_trunk_pooling(rest: StateDict, out: StateDict) -> None:
+    """Move a timm image trunk's position table and attention-pool weights (open_clip's SigLIP and
+    EVA / PE-Core towers) from ``rest`` into ``out`` under clipforge's names, q and kv fused."""
+    if "visual.trunk.pos_embed" in rest:
+        pos = rest.pop("visual.trunk.pos_embed")
+        out["visual.pos_embed"] = pos.reshape(-1, pos.shape[-1])  # (1, N, C) -> (N, C)
+    if "visual.trunk.attn_pool.latent" in rest:
+        out["visual.attn_pool.probe"] = rest.pop("visual.trunk.attn_pool.latent").reshape(-1)
+    for kind in ("weight", "bias"):
+        q, kv = f"visual.trunk.attn_pool.q.{kind}", f"visual.trunk.attn_pool.kv.{kind}"
+        if q in rest and kv in rest:
+            out[f"visual.attn_pool.attn.qkv.{kind}"] = torch.cat([rest.pop(q), rest.pop(kv)])  # (3C, ...)

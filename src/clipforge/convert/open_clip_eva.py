@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..config import ConfigError, ModelConfig, PreprocessConfig, VisionConfig
-from . import open_clip
+from . import adapters, open_clip
 from .adapters import StateDict, check_all_mapped, inverse, rename_in_blocks, rename_prefix, take
 
 
@@ -185,17 +185,9 @@ def state_dict_from(sd: StateDict) -> StateDict:
     out.update(mapped)
     if "visual.trunk.cls_token" in rest:
         out["visual.cls_token"] = rest.pop("visual.trunk.cls_token").reshape(-1)  # (1, 1, C) -> (C,)
-    if "visual.trunk.pos_embed" in rest:
-        pos = rest.pop("visual.trunk.pos_embed")
-        out["visual.pos_embed"] = pos.reshape(-1, pos.shape[-1])  # (1, N, C) -> (N, C)
+    adapters.take_timm_trunk_pooling(rest, out)
     if "visual.trunk.head.weight" in rest:
         out["visual.proj"] = rest.pop("visual.trunk.head.weight").t().contiguous()  # (E, C) -> (C, E)
-    if "visual.trunk.attn_pool.latent" in rest:
-        out["visual.attn_pool.probe"] = rest.pop("visual.trunk.attn_pool.latent").reshape(-1)
-    for kind in ("weight", "bias"):
-        q, kv = f"visual.trunk.attn_pool.q.{kind}", f"visual.trunk.attn_pool.kv.{kind}"
-        if q in rest and kv in rest:
-            out[f"visual.attn_pool.attn.qkv.{kind}"] = torch.cat([rest.pop(q), rest.pop(kv)])  # (3C, ...)
     _fuse_qkv(rest, out)
     inner = _INNER if any(".mlp.fc1_x." in k for k in rest) else _PE_INNER
     for key in list(rest):

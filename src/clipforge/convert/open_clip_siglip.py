@@ -13,10 +13,8 @@ import math
 import re
 from typing import Any
 
-import torch
-
 from ..config import ConfigError, ModelConfig, PreprocessConfig, TextConfig, VisionConfig
-from . import open_clip
+from . import adapters, open_clip
 from .adapters import StateDict, check_all_mapped, inverse, rename_in_blocks, rename_prefix, take
 
 # timm's SigLIP image towers: name -> (width, layers, heads, mlp width).
@@ -149,15 +147,7 @@ def state_dict_from(sd: StateDict) -> StateDict:
     for key in ("logit_scale", "logit_bias"):
         if key in out:
             out[key] = out[key].reshape(())
-    if "visual.trunk.pos_embed" in rest:
-        pos = rest.pop("visual.trunk.pos_embed")
-        out["visual.pos_embed"] = pos.reshape(-1, pos.shape[-1])  # (1, N, C) -> (N, C)
-    if "visual.trunk.attn_pool.latent" in rest:
-        out["visual.attn_pool.probe"] = rest.pop("visual.trunk.attn_pool.latent").reshape(-1)
-    for kind in ("weight", "bias"):
-        q, kv = f"visual.trunk.attn_pool.q.{kind}", f"visual.trunk.attn_pool.kv.{kind}"
-        if q in rest and kv in rest:
-            out[f"visual.attn_pool.attn.qkv.{kind}"] = torch.cat([rest.pop(q), rest.pop(kv)])  # (3C, ...)
+    adapters.take_timm_trunk_pooling(rest, out)
     if "text.positional_embedding" in rest:
         out["text.pos_embed"] = rest.pop("text.positional_embedding")
     if "text.text_projection.weight" in rest:
