@@ -109,6 +109,9 @@ def fit(
 
 
 class _Trainer:
+    """One run, built in named steps: run folder -> data -> tokenizer -> model -> optimisation ->
+    evaluation sets -> batches and logs -> the saved state (on resume) -> the optimiser step."""
+
     def __init__(
         self,
         cfg: TrainConfig,
@@ -118,11 +121,40 @@ class _Trainer:
         train_dataset: Dataset | None,
         eval_sets: tuple[list[EvalTask], RetrievalSet | None] | None,
     ) -> None:
-        self.info = info
+        self.cfg, self.info = cfg, info
         budget_s = cfg.time_budget_s  # the budget's clock runs from here: setup, steps, saves, evaluations
         self.budget = TimeBudget(budget_s) if budget_s is not None else None
         if self.budget is not None:
             self.budget.start()
+        self._open_run_dir(resume=resume)
+        if cfg.init:  # the main process downloads/converts (once, into the cache); the others then find it
+            broadcast_object(str(resolve_checkpoint(cfg.init)) if info.is_main else None, info)
+        # model config -> data -> tokenizer (may learn from the data) -> final model config -> model
+        model_cfg, init_info = base_model_config(cfg)
+        self._build_data(model_cfg, train_dataset)
+        self.tokenizer = self._tokenizer(model_cfg, init_info)
+        self.model_cfg = final_model_config(model_cfg, self.tokenizer)
+        self._build_model()
+        self._build_optimisation()
+        self.eval_sets = (
+            eval_sets
+            if eval_sets is not None
+            else (build_eval_sets(cfg, self.model_cfg) if info.is_main or self.sharded else ([], None))
+        )
+        self._build_batches_and_logs()
+        self.best: tuple[str, float] | None = None
+        self.baseline: dict[str, float] | None = None  # zero-shot results of the starting model (--init)
+        self.stream_positions: list | None = None
+        if self.start_step is not None:
+            self._restore(self.start_step)
+        self.optimizer_step = self._optimizer_step()
+
+    # ------------------------------------------------------------------ set-up steps
+
+    def _open_run_dir(self, *, resume: bool) -> None:
+        """The run folder (rank 0 names it), its latest step when resuming, and a check that a
+        resumed run keeps its config; leftovers of an interrupted save are removed."""
+        cfg, info = self.cfg, self.info
         path = Path(broadcast_object(str(resolve_run_dir(cfg, resume=resume)) if info.is_main else None, info))
         self.rundir = RunDir(path, keep_last=cfg.keep_last)
         self.start_step = self.rundir.latest_step() if resume else None
@@ -130,24 +162,25 @@ class _Trainer:
             check_resumable(TrainConfig.from_json(self.rundir.config_file), cfg, path)
         elif not resume and self.rundir.latest_step() is not None:
             raise FileExistsError(f"{path} already holds checkpoints: pass `resume=True`, or choose another `name=`")
-        self.cfg = cfg
         if info.is_main:
             for p in self.rundir.sweep():
                 log.info("removed %s, left by an interrupted save", p)
 
-        if cfg.init:  # the main process downloads/converts (once, into the cache); the others then find it
-            broadcast_object(str(resolve_checkpoint(cfg.init)) if info.is_main else None, info)
-        # model config -> data -> tokenizer (may learn from the data) -> final model config -> model
-        model_cfg, init_info = base_model_config(cfg)
+    def _build_data(self, model_cfg, train_dataset: Dataset | None) -> None:
+        """The training pairs (with the run's augmentation); ``run.json`` is written once they are
+        known to be usable, so a run refused for its data leaves no folder."""
+        cfg, info = self.cfg, self.info
         self.dataset = (
             augmented(train_dataset, cfg, crop_size=model_cfg.vision.image_size)
             if train_dataset is not None
             else build_train_dataset(cfg, model_cfg, rank=info.rank, world_size=info.world_size)
         )
-        if info.is_main:  # once the data is known to be usable: a run refused for its data leaves no folder
+        if info.is_main:
             atomic_write_text(self.rundir.config_file, cfg.to_json())
-        self.tokenizer = self._tokenizer(model_cfg, init_info)
-        self.model_cfg = final_model_config(model_cfg, self.tokenizer)
+
+    def _build_model(self) -> None:
+        """The model on the device, with LoRA adapters, locked towers and FSDP2 sharding as asked."""
+        cfg, info = self.cfg, self.info
         self.model = build_model(cfg, self.model_cfg, device=info.device)
         self.lora = bool(cfg.lora_rank)
         if self.lora:
@@ -159,6 +192,10 @@ class _Trainer:
         self.sharded = cfg.shard
         if self.sharded:  # FSDP2 before the optimiser, which must see the sharded parameters
             shard_model(self.model, info)
+
+    def _build_optimisation(self) -> None:
+        """AdamW (with the SimCLR head's groups when on), the EMA, precision and the loss."""
+        cfg, info = self.cfg, self.info
         self.optimizer = build_optimizer(
             self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas), eps=cfg.eps
         )
@@ -168,12 +205,10 @@ class _Trainer:
         self.autocast = autocast_for(info.device, self.dtype)
         self.scaler = torch.amp.GradScaler(info.device.type) if self.dtype == torch.float16 else None
         self.loss_kind = resolve_loss(cfg.loss, self.model_cfg)
-        self.eval_sets = (
-            eval_sets
-            if eval_sets is not None
-            else (build_eval_sets(cfg, self.model_cfg) if info.is_main or self.sharded else ([], None))
-        )
 
+    def _build_batches_and_logs(self) -> None:
+        """The rank's batches, the skip counts, the metrics log and the experiment trackers."""
+        cfg, info = self.cfg, self.info
         self.skips = SkipStats()
         self.data = TrainData(
             self.dataset,
@@ -194,12 +229,10 @@ class _Trainer:
         self.metrics = MetricsLogger(self.rundir.metrics_file, enabled=info.is_main, trackers=trackers)
         if self.start_step is None:
             self.metrics.truncate_after(0)  # a fresh start: drop records of an earlier attempt
-        self.best: tuple[str, float] | None = None
-        self.baseline: dict[str, float] | None = None  # zero-shot results of the starting model (--init)
-        self.stream_positions: list | None = None
-        if self.start_step is not None:
-            self._restore(self.start_step)
-        self.optimizer_step = OptimizerStep(
+
+    def _optimizer_step(self) -> OptimizerStep:
+        cfg, info = self.cfg, self.info
+        return OptimizerStep(
             model=self.model,
             wrapped=self.model if self.sharded else wrap_ddp(self.model, info),
             optimizer=self.optimizer,
