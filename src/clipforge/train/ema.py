@@ -56,20 +56,19 @@ class EMA:
         """One step towards ``model``'s current weights (call after each optimiser step)."""
         self.updates += 1
         weight = 1.0 - self.decay_at(self.updates)
-        torch._foreach_lerp_(self.shadow, self._params(model), weight)
+        for shadow, param in zip(self.shadow, self._params(model), strict=True):
+            shadow.lerp_(param, weight)
 
     @contextmanager
     def swapped(self, model: nn.Module) -> Iterator[nn.Module]:
         """``model`` holding the averaged weights inside the block, its trained ones after."""
         params = self._params(model)
         saved = [p.clone() for p in params]
-        with torch.no_grad():
-            torch._foreach_copy_(params, self.shadow)
+        _copy_all(params, self.shadow)
         try:
             yield model
         finally:
-            with torch.no_grad():
-                torch._foreach_copy_(params, saved)
+            _copy_all(params, saved)
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates, "names": list(self.names), "shadow": [t.cpu() for t in self.shadow]}
@@ -80,3 +79,9 @@ class EMA:
         self.updates = int(state["updates"])
         for mine, saved in zip(self.shadow, state["shadow"], strict=True):
             mine.copy_(saved)
+
+
+@torch.no_grad()
+def _copy_all(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    for target, source in zip(targets, sources, strict=True):
+        target.copy_(source)
