@@ -36,7 +36,8 @@ class VisionConfig:
     (SigLIP) has no class token and pools the patch tokens with multi-head attention pooling (a
     learned probe attending over them, then an MLP). ``norm_pre`` is OpenAI's LayerNorm before the
     blocks, ``patch_bias`` a bias on the patch embedding, and ``project=False`` drops the final
-    projection (then ``embed_dim`` must equal ``width``)."""
+    projection (then ``embed_dim`` must equal ``width``). ``patch_dropout`` (FLIP) drops that share of
+    the patch tokens, at random per image, in training mode only (the class token is kept)."""
 
     kind: Literal["vit", "resnet"] = "vit"
     image_size: int = 224
@@ -49,6 +50,7 @@ class VisionConfig:
     norm_pre: bool = True
     patch_bias: bool = False
     project: bool = True
+    patch_dropout: float = 0.0
 
     @property
     def heads(self) -> int:
@@ -59,6 +61,10 @@ class VisionConfig:
     def validate(self) -> None:
         if self.kind not in ("vit", "resnet"):
             raise ConfigError(f"vision.kind must be 'vit' or 'resnet', got {self.kind!r}")
+        if not 0.0 <= self.patch_dropout < 1.0:
+            raise ConfigError(f"vision.patch_dropout must be in [0, 1), got {self.patch_dropout!r}")
+        if self.kind == "resnet" and self.patch_dropout:
+            raise ConfigError("vision.patch_dropout drops ViT patch tokens; a ResNet image tower has none")
         if self.kind == "vit":
             if not isinstance(self.layers, int):
                 raise ConfigError("vision.layers must be an int for a ViT")

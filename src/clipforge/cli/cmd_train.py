@@ -68,6 +68,20 @@ FIELD_HELP = {
     "eval_max_images": "evaluate at most this many images of each user eval set",
     "regression_tolerance": "fine-tuning: warn when zero-shot top-1 falls more than this below the starting model",
     "progress": "show a progress bar",
+    "recipe": "a named preset of the recipe fields (small-data, finetune); flags given override it",
+    "sample_captions": "several captions per image (JSON-list CSV cells, rows repeating an image, JSONL lists, "
+    "lines of .txt): one per epoch, every caption over the epochs",
+    "augment": "image augmentation: none, light (mild random resized crop + flip unless the caption says "
+    "left/right), strong (light + brightness/contrast/saturation jitter that keeps hues)",
+    "simclr_weight": "SLIP: weight of an NT-Xent loss on two augmented views of each image (0: off)",
+    "simclr_temperature": "temperature of the SimCLR term",
+    "patch_dropout": "FLIP: drop this share of the ViT's patch tokens in training (0: off)",
+    "ema_decay": "keep an exponential moving average of the weights, evaluated and saved as the model (0: off)",
+    "text_dropout": "drop each comma-separated tag (or word) of a caption with this probability",
+    "shuffle_tags": "shuffle the order of comma-separated tags",
+    "label_smoothing": "label smoothing of the InfoNCE targets (clip loss)",
+    "wise_ft": "fine-tuning: final weights = (1 - a) * starting + a * fine-tuned (WiSE-FT; 1: off)",
+    "time_budget": "train for this wall-clock time (25m, 90s, 1h, seconds): sizes --steps and the schedule",
 }
 
 

@@ -66,6 +66,7 @@ def build_dataset(
     all_captions: bool = False,
     resampled: bool = False,
     shapes: ShapesSpec | None = None,
+    sample_captions: bool = False,
 ) -> Dataset:
     """An image-text dataset yielding ``(transform(image), caption)`` or a ``Skip``.
 
@@ -80,6 +81,10 @@ def build_dataset(
       data as the spec ``shapes`` says (default: :class:`~clipforge.data.shapes.ShapesSpec` with
       ``seed``).
 
+    ``sample_captions``: several captions per image (a JSON list in a CSV cell, rows that repeat an
+    image path, a JSONL list, the lines of a ``.txt``), cycled so each epoch uses one and every
+    caption is used over as many epochs as the image has captions.
+
     Map-style datasets are split across ranks by the caller's sampler (``DistributedSampler``);
     ``rank``/``world_size`` only matter to tar shards.
     """
@@ -87,7 +92,12 @@ def build_dataset(
     if split is not None:
         return ShapesDataset(split, spec=shapes or ShapesSpec(seed=seed), transform=transform)
     kind = describe_source(source)
-    common: dict[str, Any] = {"transform": transform, "seed": seed, "all_captions": all_captions}
+    common: dict[str, Any] = {
+        "transform": transform,
+        "seed": seed,
+        "all_captions": all_captions,
+        "sample_captions": sample_captions,
+    }
     if kind == "tar":
         return TarShards(
             list_shards(source),

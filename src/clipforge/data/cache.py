@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from clipforge.config import PreprocessConfig
 from clipforge.data.build import build_dataset
-from clipforge.data.captions import mix_seed, pick_caption
+from clipforge.data.captions import cycle_caption, mix_seed, pick_caption
 from clipforge.data.pairs import StringTable
 from clipforge.data.protocols import FileBacked, load_skips_of
 from clipforge.data.skips import Skip, log_load_skips
@@ -82,9 +82,16 @@ def read_manifest(cache_dir: str | Path) -> dict[str, Any] | None:
 
 
 def _settings(
-    source: str | Path, preprocess: PreprocessConfig, image_size: int, image_key: str, caption_key: str
+    source: str | Path,
+    preprocess: PreprocessConfig,
+    image_size: int,
+    image_key: str,
+    caption_key: str,
+    sample_captions: bool = False,
 ) -> dict[str, Any]:
+    grouping = {"sample_captions": True} if sample_captions else {}  # absent when off: old caches stay valid
     return {
+        **grouping,
         "format": CACHE_FORMAT,
         "source": str(source),
         "image_size": image_size,
@@ -131,10 +138,13 @@ def build_cache(
     batch_size: int = 64,
     force: bool = False,
     progress: bool = True,
+    sample_captions: bool = False,
 ) -> Path:
     """Build (or reuse, when its fingerprint still matches) the cache of ``source`` in
     ``cache_dir``; returns ``cache_dir``. ``source`` is anything ``build_dataset`` reads;
-    ``preprocess`` (default OpenAI's) gives the resize mode and interpolation."""
+    ``preprocess`` (default OpenAI's) gives the resize mode and interpolation. ``sample_captions``
+    reads several captions per image (JSON-list CSV cells, rows repeating an image path), as
+    ``build_dataset`` does; read such a cache with ``CachedPairs(sample_captions=True)``."""
     cache_dir = Path(cache_dir)
     preprocess = preprocess or PreprocessConfig()
     dataset = build_dataset(
@@ -145,8 +155,9 @@ def build_cache(
         delimiter=delimiter,
         shuffle_buffer=0,
         all_captions=True,
+        sample_captions=sample_captions,
     )
-    settings = _settings(source, preprocess, image_size, image_key, caption_key)
+    settings = _settings(source, preprocess, image_size, image_key, caption_key, sample_captions)
     fp = fingerprint(dataset.source_files() if isinstance(dataset, FileBacked) else [], settings)
     old = read_manifest(cache_dir)
     if not force and old is not None and old.get("fingerprint") == fp:
@@ -232,6 +243,7 @@ class CachedPairs(Dataset):
     ``crop_size`` smaller than the cached size takes a ``random_crop`` (else centre) window;
     ``flip`` mirrors half the images horizontally (not for captions that say left/right). The
     crop, flip and caption choice are functions of (seed, epoch, index): call :meth:`set_epoch`.
+    ``sample_captions`` cycles through each image's captions (every caption once per ``k`` epochs).
     """
 
     def __init__(
@@ -242,8 +254,10 @@ class CachedPairs(Dataset):
         crop_size: int | None = None,
         random_crop: bool = False,
         flip: bool = False,
+        sample_captions: bool = False,
     ) -> None:
         self.cache_dir = Path(cache_dir)
+        self.sample_captions = sample_captions
         manifest = read_manifest(self.cache_dir)
         if manifest is None or manifest.get("format") != CACHE_FORMAT:
             raise FileNotFoundError(f"{self.cache_dir} holds no clipforge cache (build it with build_cache)")
@@ -293,5 +307,6 @@ class CachedPairs(Dataset):
         if self.flip and r & 1:
             img = img[:, ::-1]
         captions = self._captions[index].split("\n")
-        caption = pick_caption(captions, seed=self.seed, epoch=self.epoch, index=index)
+        pick = cycle_caption if self.sample_captions else pick_caption
+        caption = pick(captions, seed=self.seed, epoch=self.epoch, index=index)
         return torch.from_numpy(np.ascontiguousarray(img)), caption

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import random
 from typing import Any
 
 from clipforge.data.skips import BAD_CAPTION, EMPTY_CAPTION
@@ -47,3 +49,29 @@ def pick_caption(captions: list[str], *, seed: int, epoch: int, index: int) -> s
     if len(captions) == 1:
         return captions[0]
     return captions[mix_seed(seed, epoch, index) % len(captions)]
+
+
+def cycle_caption(captions: list[str], *, seed: int, epoch: int, index: int) -> str:
+    """One of ``captions`` for ``epoch`` such that every ``k = len(captions)`` consecutive epochs
+    (``0..k-1``, ``k..2k-1``, ...) see each caption exactly once, in an order shuffled per image and
+    per cycle from (seed, index, cycle). Deterministic, like :func:`pick_caption`."""
+    k = len(captions)
+    if k == 1:
+        return captions[0]
+    cycle, turn = divmod(epoch, k)
+    order = list(range(k))
+    random.Random(mix_seed(seed, index, cycle, 0xCA9)).shuffle(order)
+    return captions[order[turn]]
+
+
+def caption_list(value: str) -> list[str] | str:
+    """A CSV cell holding a JSON list of captions (``["a dog", "a puppy"]``) as that list; any other
+    text is returned unchanged (one caption)."""
+    text = value.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return value
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        return value
+    return parsed if isinstance(parsed, list) and all(isinstance(v, str) for v in parsed) else value

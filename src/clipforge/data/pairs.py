@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from clipforge.data.captions import clean_captions, pick_caption
+from clipforge.data.captions import caption_list, clean_captions, cycle_caption, pick_caption
 from clipforge.data.images import IMAGE_EXTENSIONS, ImageDecodeError, load_image
 from clipforge.data.skips import (
     BAD_CAPTION,
@@ -80,6 +80,8 @@ class PairsDataset(Dataset):
     several, one is chosen per epoch from (seed, epoch, index) — call :meth:`set_epoch` before each
     epoch (DataLoader workers must not be persistent, so they pick up the new epoch).
     ``all_captions=True`` returns the full list instead (used to build a cache).
+    ``sample_captions=True`` cycles through an image's captions so that every ``k`` consecutive
+    epochs see each of its ``k`` captions once (:func:`~clipforge.data.captions.cycle_caption`).
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class PairsDataset(Dataset):
         all_captions: bool = False,
         load_skips: Sequence[Skip] = (),
         source: str = "",
+        sample_captions: bool = False,
     ) -> None:
         if not (len(images) == len(captions) == len(wheres)):
             raise ValueError("images, captions and wheres must have the same length")
@@ -105,6 +108,7 @@ class PairsDataset(Dataset):
         self.all_captions = all_captions
         self.load_skips = list(load_skips)
         self.source = source
+        self.sample_captions = sample_captions
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -154,7 +158,8 @@ class PairsDataset(Dataset):
             return Skip(CORRUPT_IMAGE, self._wheres[index], str(e)[:200])
         if self.all_captions:
             return pixels, captions
-        return pixels, pick_caption(captions, seed=self.seed, epoch=self.epoch, index=index)
+        pick = cycle_caption if self.sample_captions else pick_caption
+        return pixels, pick(captions, seed=self.seed, epoch=self.epoch, index=index)
 
 
 def _resolve(base: Path, value: str) -> str:
@@ -188,8 +193,36 @@ class _Rows:
         self.captions.append("\n".join(caps))
         self.wheres.append(where)
 
-    def dataset(self, source: Path, *, transform: Transform | None, seed: int, all_captions: bool) -> PairsDataset:
+    def grouped(self) -> None:
+        """Merge the rows that name the same image into one row holding all their captions
+        (first occurrence's position and ``file:line``)."""
+        first: dict[str, int] = {}
+        images: list[str] = []
+        captions: list[list[str]] = []
+        wheres: list[str] = []
+        for image, joined, where in zip(self.images, self.captions, self.wheres, strict=True):
+            if image in first:
+                captions[first[image]].append(joined)
+                continue
+            first[image] = len(images)
+            images.append(image)
+            captions.append([joined])
+            wheres.append(where)
+        self.images, self.wheres = images, wheres
+        self.captions = ["\n".join(c) for c in captions]
+
+    def dataset(
+        self,
+        source: Path,
+        *,
+        transform: Transform | None,
+        seed: int,
+        all_captions: bool,
+        sample_captions: bool = False,
+    ) -> PairsDataset:
         log_load_skips(str(source), self.skips)
+        if sample_captions:
+            self.grouped()
         return PairsDataset(
             images=self.images,
             captions=self.captions,
@@ -199,6 +232,7 @@ class _Rows:
             all_captions=all_captions,
             load_skips=self.skips,
             source=str(source),
+            sample_captions=sample_captions,
         )
 
 
@@ -216,10 +250,13 @@ def read_csv(
     delimiter: str | None = None,
     seed: int = 0,
     all_captions: bool = False,
+    sample_captions: bool = False,
 ) -> PairsDataset:
     """A CSV (``,``) or TSV (``\\t``; picked from the extension unless ``delimiter`` is given) with a
     header row. Image paths are relative to the file's folder. A file without the named columns is
-    an error; a row missing a value is skipped and counted."""
+    an error; a row missing a value is skipped and counted. ``sample_captions``: a caption cell
+    holding a JSON list is several captions, and rows naming the same image are one image with all
+    their captions (one used per epoch)."""
     path = Path(path)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
@@ -246,8 +283,11 @@ def read_csv(
             if has_undecodable(row[image_key], row[caption_key]):
                 rows.skip(MALFORMED_ROW, where, "invalid UTF-8")
                 continue
-            rows.add(row[image_key], row[caption_key], where=where)
-    return rows.dataset(path, transform=transform, seed=seed, all_captions=all_captions)
+            caption = caption_list(row[caption_key]) if sample_captions else row[caption_key]
+            rows.add(row[image_key], caption, where=where)
+    return rows.dataset(
+        path, transform=transform, seed=seed, all_captions=all_captions, sample_captions=sample_captions
+    )
 
 
 def read_jsonl(
@@ -258,9 +298,11 @@ def read_jsonl(
     caption_key: str = "title",
     seed: int = 0,
     all_captions: bool = False,
+    sample_captions: bool = False,
 ) -> PairsDataset:
     """One JSON object per line; the caption may be a string or a list of strings (one is picked
-    per epoch). Image paths are relative to the file's folder. Bad lines are skipped and counted."""
+    per epoch). Image paths are relative to the file's folder. Bad lines are skipped and counted.
+    ``sample_captions``: lines naming the same image are one image with all their captions."""
     path = Path(path)
     rows = _Rows(path.parent)
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
@@ -280,11 +322,18 @@ def read_jsonl(
                 rows.skip(MALFORMED_ROW, where, f"needs an object with keys {image_key!r}, {caption_key!r}")
                 continue
             rows.add(obj[image_key], obj[caption_key], where=where)
-    return rows.dataset(path, transform=transform, seed=seed, all_captions=all_captions)
+    return rows.dataset(
+        path, transform=transform, seed=seed, all_captions=all_captions, sample_captions=sample_captions
+    )
 
 
 def read_folder(
-    root: str | Path, *, transform: Transform | None, seed: int = 0, all_captions: bool = False
+    root: str | Path,
+    *,
+    transform: Transform | None,
+    seed: int = 0,
+    all_captions: bool = False,
+    sample_captions: bool = False,
 ) -> PairsDataset:
     """Every image under ``root`` (recursively, sorted) with its caption in ``<same name>.txt``;
     each non-empty line of the ``.txt`` is one caption. Images without a ``.txt`` are skipped."""
@@ -301,4 +350,6 @@ def read_folder(
         rows.images.append(str(p))
         rows.captions.append("")  # "" = read <image stem>.txt on access
         rows.wheres.append(str(p))
-    return rows.dataset(root, transform=transform, seed=seed, all_captions=all_captions)
+    return rows.dataset(
+        root, transform=transform, seed=seed, all_captions=all_captions, sample_captions=sample_captions
+    )

@@ -144,8 +144,10 @@ class ImageTransform:
         train: bool,
         scale: tuple[float, float],
         ratio: tuple[float, float],
+        uint8: bool = False,
     ) -> None:
         self.preprocess = preprocess
+        self.uint8 = uint8
         self.image_size = image_size
         self.train = train
         self.scale = scale
@@ -175,6 +177,8 @@ class ImageTransform:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         rgb = to_rgb(self.resize_and_crop(image))
         pixels = pil_to_uint8(rgb)  # (S, S, 3)
+        if self.uint8:  # normalised later, per batch, on the device (collate.prepare_images)
+            return pixels
         return normalize_uint8(pixels[None], self.preprocess.mean, self.preprocess.std)[0]  # (3, S, S)
 
     def __repr__(self) -> str:
@@ -192,12 +196,14 @@ def image_transform(
     train: bool = False,
     scale: tuple[float, float] = (0.9, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    uint8: bool = False,
 ) -> ImageTransform:
     """The model's preprocessing as a picklable callable: PIL image → (3, S, S) float32 tensor.
 
     ``train=False``: OpenAI/open_clip's eval pipeline (resize shortest side + center crop, or
     squash). ``train=True``: random resized crop with area fraction in ``scale`` and aspect ratio in
-    ``ratio``, resized with ``preprocess.interpolation``. Both convert to RGB and normalise.
+    ``ratio``, resized with ``preprocess.interpolation``. Both convert to RGB and normalise, unless
+    ``uint8=True``: then the result is the uint8 ``(S, S, 3)`` pixels (normalise them per batch).
     """
     preprocess.validate()
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
@@ -212,4 +218,5 @@ def image_transform(
         train=train,
         scale=(float(scale[0]), float(scale[1])),
         ratio=(float(ratio[0]), float(ratio[1])),
+        uint8=uint8,
     )

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset
 
-from clipforge.data.captions import clean_captions, pick_caption
+from clipforge.data.captions import clean_captions, cycle_caption, pick_caption
 from clipforge.data.images import ImageDecodeError, load_image
 from clipforge.data.pairs import is_image_extension
 from clipforge.data.seeding import seed_all
@@ -136,6 +136,7 @@ class TarShards(IterableDataset):
         shuffle_buffer: int = 0,
         all_captions: bool = False,
         resampled: bool = False,
+        sample_captions: bool = False,
     ) -> None:
         if not shards:
             raise ValueError("no tar shards given")
@@ -145,6 +146,8 @@ class TarShards(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.all_captions = all_captions
         self.resampled = resampled
+        self.sample_captions = sample_captions
+        self.augment: Callable[[Any, str], tuple[Any, str]] | None = None  # (pixels, caption) -> augmented
         self.epoch = 0
         self.skip: list[int] = []
         self.rotate = 0
@@ -185,7 +188,9 @@ class TarShards(IterableDataset):
             return Skip(CORRUPT_IMAGE, f"{where}.{image_ext}", str(e)[:200])
         if self.all_captions:
             return pixels, captions
-        return pixels, pick_caption(captions, seed=self.seed, epoch=self.epoch, index=zlib.crc32(key.encode()))
+        pick = cycle_caption if self.sample_captions else pick_caption
+        caption = pick(captions, seed=self.seed, epoch=self.epoch, index=zlib.crc32(key.encode()))
+        return self.augment(pixels, caption) if self.augment is not None else (pixels, caption)
 
     def _worker_groups(self, worker: int, num_workers: int) -> Iterator[tuple[str, str, dict[str, bytes]] | Skip]:
         """This worker's raw samples, ``(shard, key, {ext: bytes})``, in shard order."""

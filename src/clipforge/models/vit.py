@@ -10,6 +10,20 @@ from . import fast_path
 from .layers import AttentionPool, LayerNorm, Transformer
 
 
+def drop_patches(tokens: torch.Tensor, *, keep: int, prefix: int) -> torch.Tensor:
+    """FLIP's random patch dropout: tokens (B, prefix + N, W) -> (B, prefix + keep, W), keeping the
+    ``prefix`` tokens (the class token) and ``keep`` of the ``N`` patch tokens, chosen at random
+    per image from torch's RNG (in their original order)."""
+    B, n = tokens.shape[0], tokens.shape[1] - prefix
+    if not 1 <= keep <= n:
+        raise ValueError(f"keep must be in [1, {n}], got {keep}")
+    scores = torch.rand(B, n, device=tokens.device)  # (B, N)
+    kept = scores.topk(keep, dim=1).indices.sort(dim=1).values + prefix  # (B, keep)
+    head = torch.arange(prefix, device=tokens.device).expand(B, prefix)  # (B, prefix)
+    index = torch.cat([head, kept], dim=1)  # (B, prefix + keep)
+    return tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[2]))  # (B, prefix + keep, W)
+
+
 class VisionTransformer(nn.Module):
     """Patchify, add learned positions, pre-norm blocks, pool, project.
 
@@ -24,6 +38,7 @@ class VisionTransformer(nn.Module):
         width, patch = cfg.width, cfg.patch_size
         self.grid = cfg.image_size // patch
         self.pool = cfg.pool
+        self.patch_dropout = cfg.patch_dropout
         self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=cfg.patch_bias)
         scale = width**-0.5
         n_prefix = 1 if cfg.pool == "cls" else 0
@@ -39,7 +54,8 @@ class VisionTransformer(nn.Module):
         self.transformer.init_weights()
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> the transformer's input tokens (B, [1 +] grid², width)."""
+        """Images (B, 3, H, W) -> the transformer's input tokens (B, [1 +] grid², width); in training
+        mode with ``patch_dropout``, (B, [1 +] keep, width)."""
         x = self.patch_embed(images)  # (B, width, grid, grid)
         x = x.flatten(2).transpose(1, 2)  # (B, grid², width)
         if self.pool == "map":
@@ -48,6 +64,12 @@ class VisionTransformer(nn.Module):
             cls = self.cls_token.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
             x = torch.cat([cls, x], dim=1)  # (B, 1 + grid², width)
         x = x + self.pos_embed.to(x.dtype)
+        if self.training and self.patch_dropout > 0:
+            prefix = 0 if self.pool == "map" else 1
+            keep = max(1, round((1.0 - self.patch_dropout) * self.grid * self.grid))
+            x = drop_patches(x, keep=keep, prefix=prefix)  # (B, prefix + keep, width)
+            if self.pool == "map":
+                x = x.contiguous()
         return self.norm_pre(x)
 
     def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:

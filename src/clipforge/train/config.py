@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import ConfigError, strict_from_dict
+from .budget import parse_duration
 from .lora import parse_towers
+from .presets import apply_recipe, recipe_names
 from .tracking import parse_report_to
 
 Loss = Literal["auto", "clip", "siglip"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ShardSampling = Literal["epoch", "resampled"]
+Augment = Literal["none", "light", "strong"]
 TokenizerChoice = str  # "openai", "train" (BPE learnt from the training captions) or a tokenizer path
 
 
@@ -84,6 +87,19 @@ class TrainConfig:
     eval_max_images: int | None = None  # at most this many images per user eval set (evenly spaced)
     regression_tolerance: float = 0.02  # warn when a fine-tune loses more zero-shot top-1 than this
     progress: bool = True
+    # recipe components (docs/training.md, "Recipe components"); all off by default
+    recipe: str | None = None  # a named preset (train/recipes/<name>.json) setting the fields below
+    sample_captions: bool = False  # several captions per image, one per epoch, all of them over epochs
+    augment: Augment = "none"  # light: mild random resized crop + caption-safe flip; strong: + colour jitter
+    simclr_weight: float = 0.0  # SLIP: weight of an NT-Xent term on two augmented views of each image
+    simclr_temperature: float = 0.1
+    patch_dropout: float = 0.0  # FLIP: drop this share of the ViT's patch tokens in training
+    ema_decay: float = 0.0  # exponential moving average of the weights (evaluated and saved); 0: off
+    text_dropout: float = 0.0  # drop each tag (comma lists) or word with this probability
+    shuffle_tags: bool = False  # shuffle the order of comma-separated tags
+    label_smoothing: float = 0.0  # label smoothing of the InfoNCE targets
+    wise_ft: float = 1.0  # fine-tuning: final = (1 - a) * init + a * trained (WiSE-FT); 1: off
+    time_budget: str | None = None  # wall-clock budget ("25m", "90s", "1h", "1500"): sizes steps and schedule
 
     def validate(self) -> TrainConfig:
         def need(ok: bool, msg: str) -> None:
@@ -149,7 +165,34 @@ class TrainConfig:
             not self.lock_image_unlocked_blocks or self.lock_image,
             "lock_image_unlocked_blocks needs lock_image",
         )
+        self._validate_recipe(need)
         return self
+
+    def _validate_recipe(self, need: Any) -> None:
+        need(
+            self.recipe is None or self.recipe in recipe_names(),
+            f"unknown recipe {self.recipe!r}; known: {', '.join(recipe_names())}",
+        )
+        need(
+            self.augment in ("none", "light", "strong"), f"augment must be none, light or strong, got {self.augment!r}"
+        )
+        need(self.simclr_weight >= 0, f"simclr_weight must be >= 0, got {self.simclr_weight!r}")
+        need(self.simclr_temperature > 0, f"simclr_temperature must be > 0, got {self.simclr_temperature!r}")
+        need(0 <= self.patch_dropout < 1, f"patch_dropout must be in [0, 1), got {self.patch_dropout!r}")
+        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        need(0 <= self.text_dropout < 1, f"text_dropout must be in [0, 1), got {self.text_dropout!r}")
+        need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        need(0 <= self.wise_ft <= 1, f"wise_ft must be in [0, 1], got {self.wise_ft!r}")
+        need(self.wise_ft == 1 or bool(self.init), "wise_ft < 1 interpolates with the starting weights: set `init=`")
+        need(not (self.ema_decay and self.shard), "ema_decay with shard is not supported yet")
+        need(not (self.simclr_weight and self.shard), "simclr_weight with shard is not supported yet")
+        need(not (self.wise_ft < 1 and self.lora_rank), "wise_ft with lora_rank is not supported yet")
+        need(not (self.wise_ft < 1 and self.shard), "wise_ft with shard is not supported yet")
+        if self.time_budget is not None:
+            try:
+                parse_duration(self.time_budget)
+            except ValueError as e:
+                need(False, f"time_budget: {e}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes).validate()
@@ -160,9 +203,23 @@ class TrainConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+    @property
+    def time_budget_s(self) -> float | None:
+        """``time_budget`` in seconds (None: no budget)."""
+        return None if self.time_budget is None else parse_duration(self.time_budget)
+
+    @classmethod
+    def from_recipe(cls, recipe: str, **fields: Any) -> TrainConfig:
+        """The preset ``recipe`` (``train/recipes/<recipe>.json``) with ``fields`` over it. (Setting
+        ``recipe=`` on the constructor only records the name; this applies the preset.)"""
+        return cls.from_dict({**{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
+                              "recipe": recipe})
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "train config") -> TrainConfig:
-        return strict_from_dict(cls, data, where).validate()
+        """The config ``data`` says; a ``recipe`` key first sets its preset's fields, and every
+        other key of ``data`` overrides them."""
+        return strict_from_dict(cls, apply_recipe(data, where=where), where).validate()
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:

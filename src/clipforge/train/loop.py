@@ -5,14 +5,22 @@ device, sets the scheduled learning rate and runs one :class:`~.step.OptimizerSt
 forward + backward with the negatives of the whole global batch, clip, AdamW). Every ``save_every``
 steps the main process writes an atomic checkpoint (weights + optimiser/RNG state);
 ``resume=True`` continues from the latest one, bit-exactly. Evaluations run every ``eval_every``.
+
+Recipe components (all off by default): an EMA of the weights (:mod:`.ema`: evaluated, saved as
+``model.safetensors``; the trained weights as ``model-raw.safetensors``), SLIP's SimCLR term
+(:mod:`.simclr`), WiSE-FT with the starting weights at the end (``model-finetuned.safetensors``
+keeps the weights before it), and a wall-clock budget (:mod:`.budget`) that sizes the step count
+and the schedule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,7 @@ from ..fileio import atomic_write_text
 from ..pretrained import resolve_checkpoint
 from ..tokenizer import tokenizer_from_metadata
 from .batches import StreamPosition, TrainData
+from .budget import TimeBudget
 from .config import TrainConfig
 from .distributed import (
     DistInfo,
@@ -39,10 +48,12 @@ from .distributed import (
     init_distributed,
     wrap_ddp,
 )
+from .ema import EMA
 from .lit import lock_image_tower, set_train_mode
 from .lora import adapter_state_dict, apply_lora, load_adapters, merged_state_dict, parse_towers
+from .merge import interpolate_state_dicts
 from .metrics_log import MetricsLogger, Progress
-from .optim import build_optimizer, lr_at, set_lr
+from .optim import build_optimizer, lr_at, param_groups, set_lr
 from .periodic_eval import EvalTask, RetrievalSet, evaluate, headline, regression_report
 from .precision import autocast_for, step_kernels_for
 from .run_dir import RunDir, check_resumable, resolve_run_dir, rng_state, set_rng_state
@@ -61,6 +72,7 @@ from .sharding import (
     save_sharded,
     shard_model,
 )
+from .simclr import SimCLRHead, SimCLRTerm
 from .step import OptimizerStep, make_loss_fn
 from .tracking import open_trackers
 
@@ -106,6 +118,10 @@ class _Trainer:
         eval_sets: tuple[list[EvalTask], RetrievalSet | None] | None,
     ) -> None:
         self.info = info
+        budget_s = cfg.time_budget_s  # the budget's clock runs from here: setup, steps, saves, evaluations
+        self.budget = TimeBudget(budget_s) if budget_s is not None else None
+        if self.budget is not None:
+            self.budget.start()
         path = Path(broadcast_object(str(resolve_run_dir(cfg, resume=resume)) if info.is_main else None, info))
         self.rundir = RunDir(path, keep_last=cfg.keep_last)
         self.start_step = self.rundir.latest_step() if resume else None
@@ -144,6 +160,8 @@ class _Trainer:
         self.optimizer = build_optimizer(
             self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas), eps=cfg.eps
         )
+        self.simclr = self._simclr() if cfg.simclr_weight else None
+        self.ema = EMA(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None
         self.dtype = parse_precision(cfg.precision, info.device)
         self.autocast = autocast_for(info.device, self.dtype)
         self.scaler = torch.amp.GradScaler(info.device.type) if self.dtype == torch.float16 else None
@@ -183,7 +201,12 @@ class _Trainer:
             model=self.model,
             wrapped=self.model if self.sharded else wrap_ddp(self.model, info),
             optimizer=self.optimizer,
-            loss_fn=make_loss_fn(self.loss_kind, chunk_size=cfg.loss_chunk_size, distributed=info.distributed),
+            loss_fn=make_loss_fn(
+                self.loss_kind,
+                chunk_size=cfg.loss_chunk_size,
+                distributed=info.distributed,
+                label_smoothing=cfg.label_smoothing,
+            ),
             info=info,
             autocast=self.autocast,
             kernels=step_kernels_for(info.device, self.dtype),
@@ -191,7 +214,19 @@ class _Trainer:
             sharded=self.sharded,
             accum_steps=cfg.accum_steps,
             grad_clip=cfg.grad_clip,
+            aux=self.simclr,
+            aux_weight=cfg.simclr_weight,
         )
+
+    def _simclr(self) -> SimCLRTerm:
+        """SLIP's image term: a head of the run's own (its AdamW groups join the optimiser)."""
+        if self.info.distributed:
+            raise ValueError("`simclr_weight=` with several processes is not supported yet (run it on one)")
+        head = SimCLRHead(self.model_cfg.embed_dim).to(self.info.device)
+        for group in param_groups(head, weight_decay=self.cfg.weight_decay):
+            self.optimizer.add_param_group(group)
+        pre = self.model_cfg.preprocess
+        return SimCLRTerm(head, mean=pre.mean, std=pre.std, temperature=self.cfg.simclr_temperature, seed=self.cfg.seed)
 
     def _tokenizer(self, model_cfg, init_info):
         if self.rundir.tokenizer_file.is_file() and self.start_step is not None:
@@ -225,6 +260,9 @@ class _Trainer:
             "best": list(self.best) if self.best else None,
             "baseline": self.baseline,
             "lora": adapter_state_dict(self.model) if self.lora else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "simclr_head": self.simclr.head.state_dict() if self.simclr is not None else None,
+            "budget": self.budget.state_dict() if self.budget is not None else None,
         }
 
     def _save(self, step: int) -> None:
@@ -262,8 +300,14 @@ class _Trainer:
                 load_weights(self.rundir.weights_file(step), device=self.info.device),
                 source=str(self.rundir.weights_file(step)),
             )
+        if self.simclr is not None:  # before the optimiser state, which holds the head's moments
+            self.simclr.head.load_state_dict(state["simclr_head"])
         if not self.sharded:
             self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.budget is not None and state.get("budget"):
+            self.budget.load_state_dict(state["budget"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -285,17 +329,38 @@ class _Trainer:
         dev, pre = self.info.device, self.model_cfg.preprocess
         images = prepare_images(batch.images[:n], mean=pre.mean, std=pre.std, device=dev)  # (n, 3, H, W)
         tokens = batch.tokens[:n].to(dev, non_blocking=True)  # (n, T)
+        total, warmup = self._schedule()
         set_lr(
             self.optimizer,
-            lr_at(
-                step,
-                base_lr=self.cfg.lr,
-                warmup_steps=self.cfg.warmup_steps,
-                total_steps=self.cfg.steps,
-                min_lr=self.cfg.min_lr,
-            ),
+            lr_at(step, base_lr=self.cfg.lr, warmup_steps=warmup, total_steps=total, min_lr=self.cfg.min_lr),
         )
-        return self.optimizer_step(images, tokens)
+        loss = self.optimizer_step(images, tokens, step=step)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return loss
+
+    def _schedule(self) -> tuple[int, int]:
+        """(total steps, warm-up steps) of the learning-rate schedule: the config's, or the time
+        budget's plan (warm-up at most a tenth of it) once the step time is measured."""
+        if self.budget is None or self.budget.planned is None:
+            return self.cfg.steps, self.cfg.warmup_steps
+        total = max(self.budget.planned, 1)
+        return total, min(self.cfg.warmup_steps, max(total // 10, 1))
+
+    def _total_steps(self) -> int:
+        return self._schedule()[0]
+
+    def _measuring(self) -> bool:
+        """A time budget that has not planned yet: keep stepping whatever ``steps`` says."""
+        return self.budget is not None and self.budget.planned is None
+
+    @contextlib.contextmanager
+    def _eval_weights(self, *, in_place: bool = False) -> Iterator[None]:
+        """The weights an evaluation or a saved model uses: the EMA when it is on (``in_place``:
+        whatever the model holds now)."""
+        swap = self.ema is not None and not in_place
+        with self.ema.swapped(self.model) if swap else contextlib.nullcontext():
+            yield
 
     # ------------------------------------------------------------------ the run
 
@@ -310,18 +375,20 @@ class _Trainer:
             self.metrics.log(0, {f"start/{k}": v for k, v in self.baseline.items()})
             set_train_mode(self.model, self.frozen)
 
-    def _evaluate(self, step: int) -> dict[str, float]:
+    def _evaluate(self, step: int, *, in_place: bool = False) -> dict[str, float]:
+        """Evaluate the EMA weights when on (``in_place``: the model's weights as they are now)."""
         tasks, retrieval = self.eval_sets
         results: dict[str, float] = {}
         if (self.info.is_main or self.sharded) and (tasks or retrieval is not None):  # sharded: every rank computes
-            results = evaluate(
-                self.model,
-                self.tokenizer,
-                tasks=tasks,
-                retrieval=retrieval,
-                autocast=self.autocast,
-                workers=self.cfg.workers,
-            )
+            with self._eval_weights(in_place=in_place):
+                results = evaluate(
+                    self.model,
+                    self.tokenizer,
+                    tasks=tasks,
+                    retrieval=retrieval,
+                    autocast=self.autocast,
+                    workers=self.cfg.workers,
+                )
             if self.baseline:
                 deltas, dropped = regression_report(results, self.baseline, tolerance=self.cfg.regression_tolerance)
                 results.update(deltas)
@@ -336,7 +403,11 @@ class _Trainer:
             top = headline(results)
             if top is not None and (self.best is None or top[1] > self.best[1]):
                 self.best = (top[0], top[1])
-                if self.info.is_main:
+                if self.info.is_main and (self.ema is not None or in_place):  # keep the weights evaluated
+                    with self._eval_weights(in_place=in_place):
+                        self._save_model(self.rundir.best_model, step, self._weights())
+                    self.rundir.save_best(step, *top, copy=False)
+                elif self.info.is_main:
                     self.rundir.save_best(step, *top)
         barrier(self.info)
         set_train_mode(self.model, self.frozen)
@@ -347,7 +418,8 @@ class _Trainer:
         step = self.start_step or 0
         self._evaluate_start()
         set_train_mode(self.model, self.frozen)
-        progress = Progress(total=cfg.steps, initial=step, enabled=cfg.progress and info.is_main)
+        progress = Progress(total=self._total_steps(), initial=step, enabled=cfg.progress and info.is_main)
+        self.progress = progress
         position = None
         if self.data.iterable and self.stream_positions:
             position = StreamPosition.from_dict(self.stream_positions[info.rank])
@@ -355,44 +427,106 @@ class _Trainer:
         results: dict[str, float] = {}
         evaluated = -1
         try:
-            while step < cfg.steps:
+            while step < self._total_steps() or self._measuring():
                 t0 = time.perf_counter()
                 batch = next(batches)
                 waited = time.perf_counter() - t0
                 loss = self._step(step, batch)
                 step += 1
+                stop = self._budget_tick(step, time.perf_counter() - t0)
+                last = stop or (step >= self._total_steps() and not self._measuring())
                 progress.update(samples=len(batch) * info.world_size, data_wait=waited)
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                if step % cfg.log_every == 0 or last:
                     progress.set_loss(self._log(step, loss, progress))
                 is_eval = bool(cfg.eval_every) and step % cfg.eval_every == 0
-                if step % cfg.save_every == 0 or step == cfg.steps or is_eval:
+                if step % cfg.save_every == 0 or last or is_eval:
                     self._save(step)
                 if is_eval:
                     results = self._evaluate(step)
                     evaluated = step
                     progress.write(_summary(step, results))
+                if self.budget is not None and (is_eval or step % cfg.save_every == 0) and not last:
+                    self._replan(step)  # time spent off the steps: fit the plan to what is left
+                if stop:
+                    break
         finally:
             progress.close()
-        if evaluated != step:
-            results = self._evaluate(step)
-        weights = self._weights()
-        if info.is_main:
-            provenance = {"run": str(self.rundir.path), "step": step, "train_config": cfg.to_dict()}
-            save_checkpoint(
-                self.rundir.final_model,
-                self.model,
-                tokenizer=self.tokenizer,
-                provenance=provenance,
-                state_dict=weights,
-            )
-            if results:
-                atomic_write_text(self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2))
+        results = self._finish(step, results, evaluated)
         skips = self._skip_summary()
         if info.is_main and skips.total:
             log.warning("%s unusable training samples: %s", skips.total, skips.summary())
         self.metrics.close()
         barrier(info)
         return FitResult(self.rundir.path, self.rundir.final_model, step, results, skips.total)
+
+    def _finish(self, step: int, results: dict[str, float], evaluated: int) -> dict[str, float]:
+        """The final weights (EMA, then WiSE-FT, when on), their evaluation, and the saved files:
+        ``model.safetensors`` the final weights; ``model-raw.safetensors`` the trained weights when
+        the final ones differ; ``model-finetuned.safetensors`` the weights before WiSE-FT."""
+        cfg, info = self.cfg, self.info
+        raw = None
+        if self.ema is not None or cfg.wise_ft < 1:  # a copy: the final weights will replace them in the model
+            raw = self._weights() or {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        with self._eval_weights():
+            if cfg.wise_ft < 1:
+                if info.is_main:
+                    self._save_model(self.rundir.finetuned_model, step, self._weights())
+                self._wise_ft()
+                evaluated = -1  # new weights: evaluate them
+            if evaluated != step:
+                results = self._evaluate(step, in_place=True)
+            weights = self._weights()
+            if info.is_main:
+                self._save_model(self.rundir.final_model, step, weights)
+                if raw is not None:
+                    self._save_model(self.rundir.raw_model, step, raw)
+        if info.is_main:
+            if results:
+                atomic_write_text(self.rundir.path / "eval.json", json.dumps({"step": step, **results}, indent=2))
+            if self.budget is not None:
+                record = {"budget/elapsed_s": self.budget.elapsed(), "budget/seconds": self.budget.seconds}
+                self.metrics.log(step, {**record, "budget/steps": step})
+        return results
+
+    def _save_model(self, path: Path, step: int, weights: dict[str, torch.Tensor] | None) -> None:
+        """``weights`` (None: the model's own state dict) as a clipforge checkpoint at ``path``."""
+        provenance = {"run": str(self.rundir.path), "step": step, "train_config": self.cfg.to_dict()}
+        save_checkpoint(path, self.model, tokenizer=self.tokenizer, provenance=provenance, state_dict=weights)
+
+    def _wise_ft(self) -> None:
+        """Put ``(1 - wise_ft) * init + wise_ft * current`` into the model (WiSE-FT)."""
+        init = resolve_checkpoint(self.cfg.init)
+        start = load_weights(init, device=self.info.device)
+        current = self.model.state_dict()
+        merged = interpolate_state_dicts(start, current, alpha=self.cfg.wise_ft)
+        load_state_dict_strict(self.model, merged, source=f"WiSE-FT of {init}")
+        log.info("WiSE-FT: final weights = %.2f * start + %.2f * fine-tuned", 1 - self.cfg.wise_ft, self.cfg.wise_ft)
+
+    def _budget_tick(self, step: int, seconds: float) -> bool:
+        """Time the step; plan the run once measured; True when the budget allows no more steps."""
+        if self.budget is None:
+            return False
+        if self.budget.step_done(step, seconds):
+            self._announce_plan(step)
+        return all_reduce_min_int(0 if self.budget.out_of_time() else 1, self.info) == 0
+
+    def _replan(self, step: int) -> None:
+        if self.budget is not None and self.budget.replan(step):
+            self._announce_plan(step)
+
+    def _announce_plan(self, step: int) -> None:
+        budget = self.budget
+        budget.planned = broadcast_object(budget.planned if self.info.is_main else None, self.info)
+        self.progress.set_total(budget.planned)
+        self.metrics.log(
+            step,
+            {
+                "budget/planned_steps": budget.planned,
+                "budget/step_s": budget.step_time,
+                "budget/elapsed_s": budget.elapsed(),
+                "budget/seconds": budget.seconds,
+            },
+        )
 
     def _skip_summary(self):
         """Rows skipped while reading the index, plus every sample skipped during the run on any rank."""
@@ -424,6 +558,8 @@ class _Trainer:
         }
         if self.model.logit_bias is not None:
             record["logit_bias"] = float(self.model.logit_bias.detach())
+        if self.optimizer_step.aux_loss is not None:
+            record["simclr_loss"] = float(self.optimizer_step.aux_loss)
         self.metrics.log(step, record)
         return value
 

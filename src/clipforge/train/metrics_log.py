@@ -80,6 +80,12 @@ class Progress:
         self._run = [0, 0.0, now]  # samples, seconds waiting for data, start: since the bar began
         self._win = [0, 0.0, now]  # the same since the last window()
 
+    def set_total(self, total: int) -> None:
+        """A new step count (a time budget planned it)."""
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def update(self, *, samples: int, data_wait: float) -> None:
         for acc in (self._run, self._win):
             acc[0] += samples

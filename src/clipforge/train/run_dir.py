@@ -9,7 +9,9 @@ Layout of ``<out>/<name>/``::
     checkpoints/step-000200.state.pt      optimiser, grad scaler, RNG states, step, counters
     checkpoints/step-000200.dcp/          sharded (FSDP) runs: model + optimiser shards of every rank
     checkpoints/best.safetensors  the best evaluation so far (best.json says which step/metric)
-    model.safetensors             the final weights
+    model.safetensors             the final weights (their EMA with ema_decay; WiSE-FT-merged with wise_ft < 1)
+    model-raw.safetensors         with ema_decay or wise_ft: the weights as the optimiser left them
+    model-finetuned.safetensors   with wise_ft < 1: the weights before the WiSE-FT merge (the EMA when on)
 
 Every file is written to a temporary name, fsynced and renamed, and a step counts as saved only
 when both its weights and its state exist: a process killed at any moment leaves the previous
@@ -90,6 +92,14 @@ class RunDir:
         return self.path / "model.safetensors"
 
     @property
+    def raw_model(self) -> Path:
+        return self.path / "model-raw.safetensors"
+
+    @property
+    def finetuned_model(self) -> Path:
+        return self.path / "model-finetuned.safetensors"
+
+    @property
     def best_model(self) -> Path:
         return self.checkpoints / "best.safetensors"
 
@@ -144,9 +154,12 @@ class RunDir:
     def load_state(self, step: int) -> dict[str, Any]:
         return torch.load(self.state_file(step), map_location="cpu", weights_only=True)
 
-    def save_best(self, step: int, metric: str, value: float) -> None:
-        src = self.weights_file(step)
-        atomic_write(self.best_model, lambda tmp: shutil.copyfile(src, tmp))
+    def save_best(self, step: int, metric: str, value: float, *, copy: bool = True) -> None:
+        """Record the best step; ``copy``: its weights file becomes ``best.safetensors`` (else the
+        caller has written that file, e.g. with the EMA weights)."""
+        if copy:
+            src = self.weights_file(step)
+            atomic_write(self.best_model, lambda tmp: shutil.copyfile(src, tmp))
         atomic_write_text(
             self.checkpoints / "best.json",
             json.dumps({"step": step, "metric": metric, "value": value}, indent=2),
@@ -156,7 +169,7 @@ class RunDir:
 # Keys that may change between an interrupted run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset(
     {"workers", "progress", "log_every", "save_every", "keep_last", "eval_every", "steps"}
-    | {"report_to", "project", "regression_tolerance"}
+    | {"report_to", "project", "regression_tolerance", "time_budget"}
 )
 
 

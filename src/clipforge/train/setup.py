@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, IterableDataset
 from ..checkpoint import CheckpointInfo, load_state_dict_strict, load_weights, read_checkpoint_info
 from ..config import ModelConfig
 from ..data import SHAPES_SOURCE, CachedPairs, ShapesSpec, build_cache, build_dataset, shapes_split, zero_shot_tasks
+from ..data.augment import LIGHT_RATIO, LIGHT_SCALE, AugmentedPairs, PairAugment
 from ..data.protocols import CaptionSource
 from ..data.shard_io import is_remote
 from ..data.transforms import image_transform
@@ -34,17 +35,28 @@ SIGLIP_INIT_BIAS = -10.0
 
 def base_model_config(cfg: TrainConfig) -> tuple[ModelConfig, CheckpointInfo | None]:
     """The architecture before the tokenizer is known: from ``init``'s checkpoint or ``model``.
-    The sigmoid loss starts from SigLIP's temperature and bias (scale 10, bias -10)."""
+    The sigmoid loss starts from SigLIP's temperature and bias (scale 10, bias -10).
+    ``patch_dropout`` is set on the ViT (a fine-tune uses the run's value, not the checkpoint's)."""
     if cfg.init:
         info = read_checkpoint_info(resolve_checkpoint(cfg.init))
         model_cfg = info.config
         if cfg.loss == "siglip" and model_cfg.init_logit_bias is None:
             raise ValueError(f"`loss=\"siglip\"` needs a model with a logit bias; {cfg.init} has none")
-        return model_cfg, info
+        return _with_patch_dropout(model_cfg, cfg.patch_dropout, force=True, name=cfg.init), info
     model_cfg = get_model_config(cfg.model)
     if cfg.loss == "siglip":
         model_cfg = model_cfg.replace(init_logit_scale=SIGLIP_INIT_SCALE, init_logit_bias=SIGLIP_INIT_BIAS)
-    return model_cfg, None
+    return _with_patch_dropout(model_cfg, cfg.patch_dropout, force=False, name=cfg.model), None
+
+
+def _with_patch_dropout(model_cfg: ModelConfig, share: float, *, force: bool, name: str) -> ModelConfig:
+    if share and model_cfg.vision.kind != "vit":
+        raise ValueError(f"`patch_dropout=` drops ViT patch tokens; {name} has a ResNet image tower (leave it at 0)")
+    if not share and not force:  # the model config's own value (usually 0)
+        return model_cfg
+    if model_cfg.vision.kind != "vit":
+        return model_cfg
+    return model_cfg.replace(vision=dataclasses.replace(model_cfg.vision, patch_dropout=share))
 
 
 def resolve_loss(loss: str, model_cfg: ModelConfig) -> str:
@@ -55,16 +67,37 @@ def resolve_loss(loss: str, model_cfg: ModelConfig) -> str:
     return "siglip" if model_cfg.objective == "sigmoid" else "clip"
 
 
+def pair_augment(cfg: TrainConfig, *, crop_size: int | None) -> PairAugment:
+    """The run's per-sample augmentation (image: ``augment``; text: ``text_dropout``, ``shuffle_tags``)."""
+    return PairAugment(cfg.augment, crop_size=crop_size, text_dropout=cfg.text_dropout, shuffle_tags=cfg.shuffle_tags)
+
+
 def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_size: int) -> Dataset:
     """The training pairs: a pre-decoded cache when ``cfg.cache`` is set, else decoded on the fly
-    with the train transform (random resized crop) at the model's image size."""
+    with the train transform (random resized crop) at the model's image size; with the recipe's
+    caption sampling and augmentation (:func:`pair_augment`) when the config asks for them."""
+    dataset = _train_pairs(cfg, model_cfg, rank=rank, world_size=world_size)
+    image_aug = cfg.augment != "none"
+    if not (image_aug or cfg.text_dropout or cfg.shuffle_tags):
+        return dataset  # the plain hot path
+    # the decode path crops in the transform (on the full image); the cache path crops here
+    crop = model_cfg.vision.image_size if (cfg.cache or shapes_split(cfg.data)) and image_aug else None
+    augment = pair_augment(cfg, crop_size=crop)
+    if isinstance(dataset, IterableDataset):
+        dataset.augment = augment  # TarShards applies it after picking the caption
+        return dataset
+    return AugmentedPairs(dataset, augment)
+
+
+def _train_pairs(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_size: int) -> Dataset:
     size = model_cfg.vision.image_size
     split = shapes_split(cfg.data)
     source = f"{SHAPES_SOURCE}:{split}" if split else cfg.data
+    uint8 = cfg.augment != "none"  # augmentation works on uint8 pixels; batches are normalised on the device
     if split and not cfg.cache:  # rendered at the model's size: no resampling, same look as the eval sets
         return build_dataset(
             source,
-            transform=image_transform(model_cfg.preprocess, size, train=False),
+            transform=image_transform(model_cfg.preprocess, size, train=False, uint8=uint8),
             shapes=_shapes_spec(model_cfg),
         )
     if cfg.cache:
@@ -78,11 +111,16 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
                 caption_key=cfg.caption_key,
                 num_workers=cfg.workers,
                 progress=cfg.progress,
+                sample_captions=cfg.sample_captions,
             )
         if world_size > 1:
             torch.distributed.barrier()
-        return CachedPairs(cfg.cache, seed=cfg.seed)
-    transform = image_transform(model_cfg.preprocess, size, train=True)
+        return CachedPairs(cfg.cache, seed=cfg.seed, sample_captions=cfg.sample_captions)
+    if uint8:
+        transform = image_transform(model_cfg.preprocess, size, train=True, scale=LIGHT_SCALE, ratio=LIGHT_RATIO,
+                                    uint8=True)
+    else:
+        transform = image_transform(model_cfg.preprocess, size, train=True)
     return build_dataset(
         source,
         transform=transform,
@@ -92,6 +130,7 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
         rank=rank,
         world_size=world_size,
         resampled=cfg.shard_sampling == "resampled",
+        sample_captions=cfg.sample_captions,
     )
 
 

@@ -21,10 +21,14 @@ from .distributed import DistInfo
 from .sharding import clip_grad_norm, no_gradient_sync, sync_replicated_grads
 
 
-def make_loss_fn(kind: str, *, chunk_size: int | None, distributed: bool) -> LossFn:
+def make_loss_fn(kind: str, *, chunk_size: int | None, distributed: bool, label_smoothing: float = 0.0) -> LossFn:
     """(image_features, text_features, logit_scale, logit_bias) -> loss, for ``kind`` clip or siglip."""
     if kind == "clip":
-        return lambda img, txt, scale, bias: clip_loss(img, txt, scale, chunk_size=chunk_size, distributed=distributed)
+        return lambda img, txt, scale, bias: clip_loss(
+            img, txt, scale, chunk_size=chunk_size, distributed=distributed, label_smoothing=label_smoothing
+        )
+    if label_smoothing:
+        raise ValueError(f"`label_smoothing=` smooths the InfoNCE targets of the clip loss, not the {kind} loss")
     if kind == "siglip":
 
         def siglip(img, txt, scale, bias):
@@ -51,8 +55,12 @@ class OptimizerStep:
     sharded: bool
     accum_steps: int
     grad_clip: float | None
+    # an extra image loss (SLIP's SimCLR term): (model, images, step) -> loss, added with aux_weight
+    aux: Callable[[nn.Module, Tensor, int], Tensor] | None = None
+    aux_weight: float = 0.0
+    aux_loss: Tensor | None = None  # the last step's extra loss (detached), for the log
 
-    def __call__(self, images: Tensor, tokens: Tensor) -> Tensor:
+    def __call__(self, images: Tensor, tokens: Tensor, *, step: int = 0) -> Tensor:
         """Update the weights from ``images`` (n, 3, H, W) and ``tokens`` (n, T); returns the loss
         (unscaled, detached from the scaler). The learning rate is already set on the optimiser."""
         loss_fn = self.loss_fn
@@ -69,6 +77,8 @@ class OptimizerStep:
                 autocast=self.autocast,
                 no_sync=no_sync,
             )
+        if self.aux is not None:
+            self._aux_backward(images, step)
         if self.sharded:
             sync_replicated_grads(self.model, self.info)
         if self.scaler is not None:
@@ -87,3 +97,16 @@ class OptimizerStep:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss
+
+    def _aux_backward(self, images: Tensor, step: int) -> None:
+        """Accumulate the gradient of ``aux_weight * aux`` (per micro-batch, as the memory allows)."""
+        parts = images.tensor_split(min(self.accum_steps, images.shape[0]))
+        total = images.new_zeros((), dtype=torch.float32)
+        with self.kernels():
+            for part in parts:
+                with self.autocast():
+                    value = self.aux(self.model, part, step)
+                scaled = value * (self.aux_weight / len(parts))
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+                total += value.detach().float() / len(parts)
+        self.aux_loss = total
