@@ -94,6 +94,8 @@ def open_clip_config() -> dict:
 
 # ---- training ----------------------------------------------------------------------------------
 def clipforge_command(data: Path, work: Path, flags: list[str], *, name: str, seed: int, steps: int) -> list[str]:
+    """The ``clipforge train`` command of one run. Each configuration has its own uint8 cache folder
+    (a folder holds one cache; concurrent runs of other configurations would replace it)."""
     spec = json.loads(CONFIGS.read_text())
     warmup = max(1, round(steps * spec["warmup_share"]))
     return [
@@ -101,7 +103,8 @@ def clipforge_command(data: Path, work: Path, flags: list[str], *, name: str, se
         "--data", str(data / "train_flat.csv"), "--model", str(MODEL),
         "--steps", str(steps), "--warmup-steps", str(warmup), "--seed", str(seed),
         *spec["common"],
-        "--cache", str(work / "cache"), "--out", str(work / "runs"), "--name", name,
+        "--cache", str(work / "cache" / name.rsplit("-", 1)[0].removeprefix("cal-")),
+        "--out", str(work / "runs"), "--name", name,
         "--save-every", "1000000", "--log-every", "5", "--no-progress",
         *flags,
     ]  # fmt: skip
