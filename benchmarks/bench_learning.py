@@ -319,6 +319,7 @@ def main() -> None:
     ap.add_argument("--open-clip", action="store_true", help="also train open_clip_train (the default's steps)")
     ap.add_argument("--ref-python", default="/work/venv-ref/bin/python", help="the reference env's python")
     ap.add_argument("--calibrate", action="store_true", help="(re)measure step-time ratios first")
+    ap.add_argument("--calibrate-rounds", type=int, default=2, help="alternating rounds (median ratio)")
     ap.add_argument("--calibrate-only", action="store_true", help="with --calibrate: stop after it")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (each uses one thread)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/clipforge-learnbench"), help="runs and logs")
@@ -341,7 +342,7 @@ def main() -> None:
     calibration_path = args.out / "learning_calibration.json"
     if args.calibrate:
         costly = [n for n in names if n != "default" and spec.get("cost_changing", {}).get(n)]
-        measured = calibrate(data, args.work, costly, configs)
+        measured = calibrate(data, args.work, costly, configs, rounds=args.calibrate_rounds)
         known = json.loads(calibration_path.read_text()) if calibration_path.is_file() else {}
         args.out.mkdir(parents=True, exist_ok=True)
         calibration_path.write_text(json.dumps({**known, **measured}, indent=1))
