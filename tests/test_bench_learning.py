@@ -16,9 +16,8 @@ from clipforge.models.factory import get_model_config
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
-
-learning_data = pytest.importorskip("learning_data")
-bench_learning = pytest.importorskip("bench_learning")
+import bench_learning  # noqa: E402  (benchmark scripts, not a package)
+import learning_data  # noqa: E402
 
 
 @pytest.fixture
