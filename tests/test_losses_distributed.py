@@ -26,6 +26,8 @@ CASES = [  # (name, chunk_size, dtype)
     ("clip", 3, torch.float64),
     ("clip", 64, torch.float64),
     ("clip", 3, torch.float32),
+    ("clip-smoothed", None, torch.float64),  # label smoothing 0.2
+    ("clip-smoothed", 3, torch.float64),
     ("siglip", None, torch.float64),
     ("siglip", 3, torch.float64),
     ("siglip", 4, torch.float32),
@@ -44,8 +46,9 @@ def _run_case(name, chunk_size, dtype, img, txt, *, distributed):
     img, txt = img.clone().requires_grad_(), txt.clone().requires_grad_()
     scale = torch.tensor(1 / 0.07, dtype=dtype, requires_grad=True)
     bias = torch.tensor(-3.0, dtype=dtype, requires_grad=True)
-    if name == "clip":
-        loss = clip_loss(img, txt, scale, chunk_size=chunk_size, distributed=distributed)
+    if name.startswith("clip"):
+        smoothing = 0.2 if name == "clip-smoothed" else 0.0
+        loss = clip_loss(img, txt, scale, chunk_size=chunk_size, distributed=distributed, label_smoothing=smoothing)
         leaves = [img, txt, scale]
     else:
         loss = siglip_loss(img, txt, scale, bias, chunk_size=chunk_size, distributed=distributed)

@@ -1,7 +1,7 @@
 """clipforge train: every TrainConfig field is a flag (--batch-size 256); or --config run.json.
 
-Precedence: built-in defaults < --config file (or, with --resume, the run's own run.json) <
-flags given on the command line. Run it under torchrun for several processes/nodes.
+Precedence: built-in defaults < the --recipe preset < --config file (or, with --resume, the run's
+own run.json) < flags given on the command line. Run it under torchrun for several processes/nodes.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _arg_kind(hint: Any) -> dict[str, Any]:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    """Defaults < --config (or the resumed run's run.json) < flags."""
+    """Defaults < the recipe preset < --config (or the resumed run's run.json) < flags."""
     import json
 
     from ..train.config import TrainConfig

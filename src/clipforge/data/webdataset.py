@@ -119,6 +119,10 @@ class TarShards(IterableDataset):
     ``resampled=True``: each worker draws shards with replacement, forever, from a stream seeded by
     (seed, epoch, rank, worker); the reader decides how many samples make an epoch.
 
+    ``sample_captions`` cycles through a sample's captions over the epochs (every one once per
+    ``k`` epochs); ``augment`` (set by the trainer), if any, maps ``(image, caption)`` after the
+    caption is picked, under the sample's seed.
+
     Exact resume (:meth:`set_resume`): worker ``w`` of the next epoch's loader plays the *logical*
     worker ``(w + rotate) % num_workers`` and skips the first ``skip[logical]`` samples of its
     stream without decoding them. Every sample's augmentation is seeded from its position, so

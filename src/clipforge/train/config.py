@@ -186,6 +186,10 @@ class TrainConfig:
         need(self.wise_ft == 1 or bool(self.init), "wise_ft < 1 interpolates with the starting weights: set `init=`")
         need(not (self.ema_decay and self.shard), "ema_decay with shard is not supported yet")
         need(not (self.simclr_weight and self.shard), "simclr_weight with shard is not supported yet")
+        need(
+            not (self.simclr_weight and self.lock_image and not self.lock_image_unlocked_blocks),
+            "simclr_weight trains the image tower, which lock_image freezes (unlock blocks or drop one of them)",
+        )
         need(not (self.wise_ft < 1 and self.lora_rank), "wise_ft with lora_rank is not supported yet")
         need(not (self.wise_ft < 1 and self.shard), "wise_ft with shard is not supported yet")
         if self.time_budget is not None:

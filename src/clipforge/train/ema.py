@@ -21,6 +21,16 @@ import torch
 from torch import nn
 
 
+@contextmanager
+def ema_weights(ema: EMA | None, model: nn.Module) -> Iterator[nn.Module]:
+    """``ema.swapped(model)``, or ``model`` as it is when there is no EMA."""
+    if ema is None:
+        yield model
+        return
+    with ema.swapped(model):
+        yield model
+
+
 class EMA:
     """The moving average of ``model``'s trainable parameters (a float32-or-wider copy)."""
 

@@ -20,7 +20,6 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,16 +47,17 @@ from .distributed import (
     init_distributed,
     wrap_ddp,
 )
-from .ema import EMA
+from .ema import EMA, ema_weights
 from .lit import lock_image_tower, set_train_mode
 from .lora import adapter_state_dict, apply_lora, load_adapters, merged_state_dict, parse_towers
-from .merge import interpolate_state_dicts
+from .merge import wise_ft_into
 from .metrics_log import MetricsLogger, Progress
-from .optim import build_optimizer, lr_at, param_groups, set_lr
+from .optim import build_optimizer, lr_at, set_lr
 from .periodic_eval import EvalTask, RetrievalSet, evaluate, headline, regression_report
 from .precision import autocast_for, step_kernels_for
 from .run_dir import RunDir, check_resumable, resolve_run_dir, rng_state, set_rng_state
 from .setup import (
+    augmented,
     base_model_config,
     build_eval_sets,
     build_model,
@@ -72,7 +72,7 @@ from .sharding import (
     save_sharded,
     shard_model,
 )
-from .simclr import SimCLRHead, SimCLRTerm
+from .simclr import SimCLRTerm
 from .step import OptimizerStep, make_loss_fn
 from .tracking import open_trackers
 
@@ -97,7 +97,8 @@ def fit(
     """Train according to ``cfg``; under torchrun, every process calls this (only rank 0 writes).
 
     ``train_dataset`` (map-style or iterable, items ``(image, caption)`` or a ``Skip``) replaces
-    ``cfg.data``; ``eval_sets`` replaces the zero-shot tasks / retrieval pairs built from the config.
+    ``cfg.data`` (the config's augmentation applies to it too: uint8 ``(H, W, 3)`` images);
+    ``eval_sets`` replaces the zero-shot tasks / retrieval pairs built from the config.
     """
     cfg.validate()
     dist_info = init_distributed(cfg.device)
@@ -140,7 +141,7 @@ class _Trainer:
         # model config -> data -> tokenizer (may learn from the data) -> final model config -> model
         model_cfg, init_info = base_model_config(cfg)
         self.dataset = (
-            train_dataset
+            augmented(train_dataset, cfg, crop_size=model_cfg.vision.image_size)
             if train_dataset is not None
             else build_train_dataset(cfg, model_cfg, rank=info.rank, world_size=info.world_size)
         )
@@ -222,11 +223,15 @@ class _Trainer:
         """SLIP's image term: a head of the run's own (its AdamW groups join the optimiser)."""
         if self.info.distributed:
             raise ValueError("`simclr_weight=` with several processes is not supported yet (run it on one)")
-        head = SimCLRHead(self.model_cfg.embed_dim).to(self.info.device)
-        for group in param_groups(head, weight_decay=self.cfg.weight_decay):
-            self.optimizer.add_param_group(group)
-        pre = self.model_cfg.preprocess
-        return SimCLRTerm(head, mean=pre.mean, std=pre.std, temperature=self.cfg.simclr_temperature, seed=self.cfg.seed)
+        return SimCLRTerm.for_run(
+            self.optimizer,
+            embed_dim=self.model_cfg.embed_dim,
+            preprocess=self.model_cfg.preprocess,
+            weight_decay=self.cfg.weight_decay,
+            temperature=self.cfg.simclr_temperature,
+            seed=self.cfg.seed,
+            device=self.info.device,
+        )
 
     def _tokenizer(self, model_cfg, init_info):
         if self.rundir.tokenizer_file.is_file() and self.start_step is not None:
@@ -340,27 +345,21 @@ class _Trainer:
         return loss
 
     def _schedule(self) -> tuple[int, int]:
-        """(total steps, warm-up steps) of the learning-rate schedule: the config's, or the time
-        budget's plan (warm-up at most a tenth of it) once the step time is measured."""
-        if self.budget is None or self.budget.planned is None:
+        """(total steps, warm-up steps) of the learning-rate schedule (a time budget's plan)."""
+        if self.budget is None:
             return self.cfg.steps, self.cfg.warmup_steps
-        total = max(self.budget.planned, 1)
-        return total, min(self.cfg.warmup_steps, max(total // 10, 1))
+        return self.budget.schedule(steps=self.cfg.steps, warmup_steps=self.cfg.warmup_steps)
 
     def _total_steps(self) -> int:
         return self._schedule()[0]
 
     def _measuring(self) -> bool:
-        """A time budget that has not planned yet: keep stepping whatever ``steps`` says."""
-        return self.budget is not None and self.budget.planned is None
+        return self.budget is not None and self.budget.measuring
 
-    @contextlib.contextmanager
-    def _eval_weights(self, *, in_place: bool = False) -> Iterator[None]:
+    def _eval_weights(self, *, in_place: bool = False) -> contextlib.AbstractContextManager:
         """The weights an evaluation or a saved model uses: the EMA when it is on (``in_place``:
         whatever the model holds now)."""
-        swap = self.ema is not None and not in_place
-        with self.ema.swapped(self.model) if swap else contextlib.nullcontext():
-            yield
+        return ema_weights(None if in_place else self.ema, self.model)
 
     # ------------------------------------------------------------------ the run
 
@@ -403,7 +402,8 @@ class _Trainer:
             top = headline(results)
             if top is not None and (self.best is None or top[1] > self.best[1]):
                 self.best = (top[0], top[1])
-                if self.info.is_main and (self.ema is not None or in_place):  # keep the weights evaluated
+                # EMA / WiSE-FT (never sharded): the weights evaluated are not the step's file, keep them
+                if self.info.is_main and (self.ema is not None or self.cfg.wise_ft < 1):
                     with self._eval_weights(in_place=in_place):
                         self._save_model(self.rundir.best_model, step, self._weights())
                     self.rundir.save_best(step, *top, copy=False)
@@ -425,15 +425,17 @@ class _Trainer:
             position = StreamPosition.from_dict(self.stream_positions[info.rank])
         batches = self.data.batches(step, position=position)
         results: dict[str, float] = {}
-        evaluated = -1
+        evaluated = saved = -1
         try:
             while step < self._total_steps() or self._measuring():
+                if self.budget is not None:
+                    self.budget.begin_step()
                 t0 = time.perf_counter()
                 batch = next(batches)
                 waited = time.perf_counter() - t0
                 loss = self._step(step, batch)
                 step += 1
-                stop = self._budget_tick(step, time.perf_counter() - t0)
+                stop = self._budget_tick(step)
                 last = stop or (step >= self._total_steps() and not self._measuring())
                 progress.update(samples=len(batch) * info.world_size, data_wait=waited)
                 if step % cfg.log_every == 0 or last:
@@ -441,16 +443,20 @@ class _Trainer:
                 is_eval = bool(cfg.eval_every) and step % cfg.eval_every == 0
                 if step % cfg.save_every == 0 or last or is_eval:
                     self._save(step)
+                    saved = step
                 if is_eval:
                     results = self._evaluate(step)
                     evaluated = step
                     progress.write(_summary(step, results))
-                if self.budget is not None and (is_eval or step % cfg.save_every == 0) and not last:
-                    self._replan(step)  # time spent off the steps: fit the plan to what is left
+                if self.budget is not None and not last and (is_eval or step % cfg.save_every == 0
+                                                             or self.budget.due(step)):
+                    self._replan(step)  # time spent off the steps, or a changed pace: fit the plan to what is left
                 if stop:
                     break
         finally:
             progress.close()
+        if saved != step and step > (self.start_step or 0):  # a budget's new plan ended the run at this step
+            self._save(step)
         results = self._finish(step, results, evaluated)
         skips = self._skip_summary()
         if info.is_main and skips.total:
@@ -471,7 +477,8 @@ class _Trainer:
             if cfg.wise_ft < 1:
                 if info.is_main:
                     self._save_model(self.rundir.finetuned_model, step, self._weights())
-                self._wise_ft()
+                start = load_weights(resolve_checkpoint(cfg.init), device=info.device)
+                wise_ft_into(self.model, start, alpha=cfg.wise_ft)
                 evaluated = -1  # new weights: evaluate them
             if evaluated != step:
                 results = self._evaluate(step, in_place=True)
@@ -493,31 +500,26 @@ class _Trainer:
         provenance = {"run": str(self.rundir.path), "step": step, "train_config": self.cfg.to_dict()}
         save_checkpoint(path, self.model, tokenizer=self.tokenizer, provenance=provenance, state_dict=weights)
 
-    def _wise_ft(self) -> None:
-        """Put ``(1 - wise_ft) * init + wise_ft * current`` into the model (WiSE-FT)."""
-        init = resolve_checkpoint(self.cfg.init)
-        start = load_weights(init, device=self.info.device)
-        current = self.model.state_dict()
-        merged = interpolate_state_dicts(start, current, alpha=self.cfg.wise_ft)
-        load_state_dict_strict(self.model, merged, source=f"WiSE-FT of {init}")
-        log.info("WiSE-FT: final weights = %.2f * start + %.2f * fine-tuned", 1 - self.cfg.wise_ft, self.cfg.wise_ft)
-
-    def _budget_tick(self, step: int, seconds: float) -> bool:
+    def _budget_tick(self, step: int) -> bool:
         """Time the step; plan the run once measured; True when the budget allows no more steps."""
         if self.budget is None:
             return False
-        if self.budget.step_done(step, seconds):
+        if self.budget.step_done(step):
             self._announce_plan(step)
         return all_reduce_min_int(0 if self.budget.out_of_time() else 1, self.info) == 0
 
     def _replan(self, step: int) -> None:
-        if self.budget is not None and self.budget.replan(step):
-            self._announce_plan(step)
+        before = self.budget.planned
+        if self.budget.replan(step):
+            self._announce_plan(step, log=self.budget.planned != before)
 
-    def _announce_plan(self, step: int) -> None:
+    def _announce_plan(self, step: int, *, log: bool = True) -> None:
+        """Every rank takes rank 0's plan (their clocks differ); the log records each new plan."""
         budget = self.budget
         budget.planned = broadcast_object(budget.planned if self.info.is_main else None, self.info)
         self.progress.set_total(budget.planned)
+        if not log:
+            return
         self.metrics.log(
             step,
             {

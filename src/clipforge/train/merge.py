@@ -48,6 +48,14 @@ def interpolate_state_dicts(
     return out
 
 
+@torch.no_grad()
+def wise_ft_into(model: torch.nn.Module, start: dict[str, torch.Tensor], *, alpha: float) -> None:
+    """Replace ``model``'s weights by ``(1 - alpha) * start + alpha * model`` (WiSE-FT at the end
+    of a fine-tune; ``start`` the starting weights)."""
+    merged = interpolate_state_dicts(start, model.state_dict(), alpha=alpha)
+    model.load_state_dict(merged, strict=True)
+
+
 def merge_checkpoints(a: str | Path, b: str | Path, *, alpha: float, out: str | Path) -> Path:
     """Write the WiSE-FT interpolation of models ``a`` and ``b`` (any model references) to ``out``,
     with their shared tokenizer; a different architecture or tokenizer is an error."""

@@ -18,6 +18,7 @@ from ..data.augment import LIGHT_RATIO, LIGHT_SCALE, AugmentedPairs, PairAugment
 from ..data.protocols import CaptionSource
 from ..data.shard_io import is_remote
 from ..data.transforms import image_transform
+from ..data.webdataset import TarShards
 from ..eval.clip_benchmark import BenchmarkImages, is_benchmark_dir, load_benchmark
 from ..eval.datasets import LabelledDataset, load_labelled
 from ..eval.prompts import load_templates
@@ -77,15 +78,23 @@ def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, 
     with the train transform (random resized crop) at the model's image size; with the recipe's
     caption sampling and augmentation (:func:`pair_augment`) when the config asks for them."""
     dataset = _train_pairs(cfg, model_cfg, rank=rank, world_size=world_size)
-    image_aug = cfg.augment != "none"
-    if not (image_aug or cfg.text_dropout or cfg.shuffle_tags):
-        return dataset  # the plain hot path
     # the decode path crops in the transform (on the full image); the cache path crops here
-    crop = model_cfg.vision.image_size if (cfg.cache or shapes_split(cfg.data)) and image_aug else None
-    augment = pair_augment(cfg, crop_size=crop)
-    if isinstance(dataset, IterableDataset):
-        dataset.augment = augment  # TarShards applies it after picking the caption
+    decoded = not (cfg.cache or shapes_split(cfg.data))
+    return augmented(dataset, cfg, crop_size=None if decoded else model_cfg.vision.image_size)
+
+
+def augmented(dataset: Dataset, cfg: TrainConfig, *, crop_size: int | None) -> Dataset:
+    """``dataset`` with the run's per-sample augmentation (none asked: ``dataset`` itself, the
+    plain hot path). ``crop_size``: images are already at the model's size, crop them here. A
+    dataset passed to ``fit`` gets it too: its images must then be uint8 ``(H, W, 3)``."""
+    if not (cfg.augment != "none" or cfg.text_dropout or cfg.shuffle_tags):
         return dataset
+    augment = pair_augment(cfg, crop_size=crop_size if cfg.augment != "none" else None)
+    if isinstance(dataset, TarShards):
+        dataset.augment = augment  # applied after the caption is picked, under the sample's seed
+        return dataset
+    if isinstance(dataset, IterableDataset):
+        raise ValueError("`augment=`, `text_dropout=` and `shuffle_tags=` need a map-style dataset or tar shards")
     return AugmentedPairs(dataset, augment)
 
 

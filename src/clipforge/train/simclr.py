@@ -11,9 +11,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..config import PreprocessConfig
 from ..data.seeding import mix_seed
 from ..data.views import two_views
 from ..losses import nt_xent_loss
+from .optim import param_groups
 
 
 class SimCLRHead(nn.Module):
@@ -44,6 +46,24 @@ class SimCLRTerm:
     ) -> None:
         self.head, self.mean, self.std = head, tuple(mean), tuple(std)
         self.temperature, self.seed = temperature, seed
+
+    @classmethod
+    def for_run(
+        cls,
+        optimizer: torch.optim.Optimizer,
+        *,
+        embed_dim: int,
+        preprocess: PreprocessConfig,
+        weight_decay: float,
+        temperature: float,
+        seed: int,
+        device: torch.device,
+    ) -> SimCLRTerm:
+        """A new head on ``device`` whose parameters join ``optimizer`` (its own AdamW groups)."""
+        head = SimCLRHead(embed_dim).to(device)
+        for group in param_groups(head, weight_decay=weight_decay):
+            optimizer.add_param_group(group)
+        return cls(head, mean=preprocess.mean, std=preprocess.std, temperature=temperature, seed=seed)
 
     def __call__(self, model: nn.Module, images: Tensor, step: int) -> Tensor:
         generator = torch.Generator(device=images.device).manual_seed(mix_seed(self.seed, step, 0x51C))
