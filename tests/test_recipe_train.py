@@ -119,7 +119,7 @@ def test_new_fields_are_off_by_default_and_old_run_json_loads() -> None:
 def test_recipes_are_data_and_explicit_fields_win() -> None:
     assert {"small-data", "finetune"} <= set(recipe_names())
     cfg = TrainConfig.from_dict({"data": "shapes", "recipe": "small-data", "ema_decay": 0.5})
-    assert cfg.sample_captions and cfg.augment == "light" and cfg.ema_decay == 0.5
+    assert cfg.sample_captions and cfg.simclr_weight == 1.0 and cfg.patch_dropout == 0.5 and cfg.ema_decay == 0.5
     assert recipe_fields("finetune")["wise_ft"] < 1
     with pytest.raises(ConfigError, match="unknown recipe"):
         TrainConfig.from_dict({"data": "shapes", "recipe": "nope"})
@@ -133,10 +133,10 @@ def test_cli_flags_override_the_preset() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--data", "shapes", "--recipe", "small-data", "--augment", "strong", "--time-budget",
-                              "90s", "--patch-dropout", "0.5", "--no-sample-captions"])
+                              "90s", "--patch-dropout", "0.25", "--no-sample-captions"])
     cfg = build_config(args)
-    assert (cfg.augment, cfg.ema_decay, cfg.sample_captions, cfg.time_budget_s, cfg.patch_dropout) == (
-        "strong", 0.999, False, 90.0, 0.5)
+    assert (cfg.augment, cfg.simclr_weight, cfg.sample_captions, cfg.time_budget_s, cfg.patch_dropout) == (
+        "strong", 1.0, False, 90.0, 0.25)
 
 
 @pytest.mark.parametrize(
