@@ -203,6 +203,10 @@ def build(root: Path | None = None, *, size: int = 64, workers: int = 2) -> Path
             rel = f"{style}/{c.hexcode}.png"
             rows[style].append((rel, c))
             jobs.append((svg, str(data / rel), size))
+    try:
+        import cairosvg  # noqa: F401  (checked once here: each worker imports it again)
+    except (ImportError, OSError) as e:  # OSError: the package is there, Debian's libcairo2 is not
+        sys.exit(f"learning_data: cannot render SVGs ({e}); pip install cairosvg and apt-get install libcairo2")
     with Pool(workers) as pool:
         errors = [e for e in pool.imap(_render, jobs, chunksize=64) if e]
     bad = {Path(e.split(":")[0]).relative_to(data).as_posix() for e in errors}
