@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 from convert_utils import VOCAB, small_tokenizer
-from train_helpers import ColourPairs, write_pairs_csv, write_tiny_model
+from train_helpers import ColourPairs, short_run, write_pairs_csv, write_tiny_model
 
 from clipforge.checkpoint import load_weights, save_checkpoint
 from clipforge.cli.cmd_train import add_arguments, build_config
@@ -162,23 +162,8 @@ def test_bad_recipe_values_name_the_field(fields, match) -> None:
 @pytest.fixture()
 def run_cfg(tmp_path):
     data = write_pairs_csv(tmp_path / "data", n=24)
-    return TrainConfig(
-        data=str(data),
-        model=str(write_tiny_model(tmp_path / "m.json")),
-        tokenizer="train",
-        vocab_size=600,
-        steps=4,
-        batch_size=8,
-        lr=3e-3,
-        warmup_steps=1,
-        save_every=2,
-        keep_last=5,
-        log_every=1,
-        precision="fp32",
-        workers=0,
-        out=str(tmp_path / "runs"),
-        progress=False,
-    )
+    model = write_tiny_model(tmp_path / "m.json")
+    return short_run(tmp_path, data=str(data), model=str(model), tokenizer="train", vocab_size=600, lr=3e-3)
 
 
 @pytest.mark.slow  # three tiny runs (~15 s on 2 shared cores)

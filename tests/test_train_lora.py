@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 from convert_utils import VOCAB, example_tokens, max_diff, normalized, small_tokenizer
-from train_helpers import write_pairs_csv
+from train_helpers import short_run, write_pairs_csv
 
 from clipforge.checkpoint import load_checkpoint, load_state_dict_strict, load_weights, save_checkpoint
 from clipforge.convert import export_hf, export_open_clip, import_model
@@ -65,22 +65,7 @@ def test_towers_and_bad_options(tiny_model):
 @pytest.fixture()
 def lora_run(tmp_path, tiny_model):
     init = save_checkpoint(tmp_path / "init.safetensors", tiny_model(**BASE), tokenizer=small_tokenizer())
-    cfg = TrainConfig(
-        data=str(write_pairs_csv(tmp_path / "data", n=24)),
-        init=str(init),
-        lora_rank=4,
-        steps=4,
-        batch_size=8,
-        lr=1e-2,
-        warmup_steps=1,
-        save_every=2,
-        keep_last=5,
-        log_every=1,
-        precision="fp32",
-        workers=0,
-        out=str(tmp_path / "runs"),
-        progress=False,
-    )
+    cfg = short_run(tmp_path, data=str(write_pairs_csv(tmp_path / "data", n=24)), init=str(init), lora_rank=4, lr=1e-2)
     return cfg, init
 
 

@@ -9,6 +9,8 @@ import torch
 from factories import tiny_model_config
 from torch.utils.data import Dataset
 
+from clipforge.train.config import TrainConfig
+
 COLOURS = {
     "red": (0.9, 0.1, 0.1),
     "green": (0.1, 0.8, 0.2),
@@ -86,3 +88,11 @@ def write_pairs_csv(root: Path, *, n: int = 48, size: int = 20, bad: bool = Fals
     path = root / "pairs.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+def short_run(tmp_path: Path, **fields) -> TrainConfig:
+    """A 4-step fp32 run of batch 8 on the CPU, checkpointing every 2 steps into ``tmp_path/runs``
+    and logging every step; ``fields`` (the data, the model, ...) go over these."""
+    base = dict(steps=4, batch_size=8, warmup_steps=1, save_every=2, keep_last=5, log_every=1,
+                precision="fp32", workers=0, out=str(tmp_path / "runs"), progress=False)  # fmt: skip
+    return TrainConfig(**{**base, **fields})
