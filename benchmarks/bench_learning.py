@@ -173,6 +173,7 @@ def open_clip_run(data: Path, work: Path, *, ref_python: str, seed: int, steps: 
         rng.shuffle(shuffled)
         order += shuffled
     name = f"open_clip-s{seed}"
+    work.mkdir(parents=True, exist_ok=True)
     rows_csv = work / f"{name}.csv"
     with open(rows_csv, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
