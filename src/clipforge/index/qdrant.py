@@ -1,0 +1,622 @@
+"""The embedding store in a Qdrant collection: embedded (a local folder, tests) or a cluster.
+
+The same :class:`~clipforge.index.protocol.Store` as the SQLite file, so ``index_folder``, shard
+merging, search and the server run unchanged on it; what differs is that Qdrant searches and
+filters itself (:class:`QdrantVectors`), so a server holds no vectors and several servers can share
+one collection.
+
+Layout, for a collection named ``C``:
+
+* ``C``: one point per indexed file, its id the row id (from 1, never reused), its vector the
+  embedding (dot product on unit vectors: the cosine; float16 storage for ``dtype="float16"``) and
+  its payload the row: ``path``, ``size``, ``mtime_ns``, ``sha256``, the photo fields of
+  :class:`~clipforge.index.records.PhotoFields`, ``folder``, ``folders`` (the folder and every
+  folder above it, so "this folder and below" is one keyword match) and ``taken_ts`` (the local
+  date taken as seconds, for date ranges). ``PAYLOAD_INDEXES`` lists the payload indexes made for
+  the filters and the incremental sync; an embedded collection ignores them (Qdrant says so).
+  Made when the store is first bound to a model; dropped and made again by a rebuild.
+* ``C__meta``: points without vectors: one holding the meta values (model, root, dtype, precision,
+  backend, the next row id) and one per skipped file.
+
+Writes are batched per ``transaction()`` and sent when the block ends, in order: row ids are
+reserved before the points that use them are written, a replaced row's new point is written before
+the old one is deleted. Qdrant has no transactions across requests: a process killed in the middle
+of a batch can leave both versions of a replaced file; :meth:`QdrantStore.files` (the start of
+every ``clipforge index`` run) removes the older one. One writer at a time, as with SQLite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import re
+import threading
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..optional import require
+from .binding import IndexDatabaseError, ModelBinding
+from .records import FileRow, Fingerprint, NewRow, PhotoFields, PhotoFilter, SkipRow, Snapshot, folder_of
+from .schema import INFO_COLUMNS
+
+SCHEMA = "clipforge.qdrant/1"
+DEFAULT_PORT = 6333
+DEFAULT_COLLECTION = "clipforge"
+DEFAULT_TIMEOUT_S = 10.0
+PAGE = 1024  # points per scroll or retrieve request
+ROW_KEYS = ("path", "size", "mtime_ns", "sha256")
+# payload key -> index kind: the filters (folder, date, type) and the sync's look-ups (path, content)
+PAYLOAD_INDEXES = {
+    "folders": "keyword",
+    "folder": "keyword",
+    "type": "keyword",
+    "taken_ts": "integer-range",
+    "path": "keyword",
+    "sha256": "keyword",
+}
+_META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "clipforge:meta"))
+log = logging.getLogger(__name__)
+
+
+class QdrantStoreError(IndexDatabaseError):
+    """The Qdrant server cannot be reached, refused a request, or holds something else."""
+
+
+class QdrantTarget(NamedTuple):
+    """Where a Qdrant store lives: a server ``url`` or an embedded ``path`` (``":memory:"``: in
+    this process only), and the collection name."""
+
+    url: str | None
+    path: str | None
+    collection: str = DEFAULT_COLLECTION
+
+    def describe(self) -> str:
+        if self.url is not None:
+            return f"{self.url.replace('http', 'qdrant', 1)}/{self.collection}"
+        return f"qdrant+local:{self.path}" + ("" if self.collection == DEFAULT_COLLECTION else f"#{self.collection}")
+
+
+def _models() -> Any:
+    return require("qdrant_client.models", extra="qdrant", purpose="a Qdrant store", package="qdrant-client")
+
+
+def _cause(error: BaseException) -> str:
+    """One line saying why a client call failed (the client wraps connection errors)."""
+    inner = error.__cause__ or getattr(error, "source", None) or error
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[0][:300]}" if text else type(inner).__name__
+
+
+def _ancestors(folder: str) -> list[str]:
+    """``"a/b/c"`` → ``["a", "a/b", "a/b/c"]`` (``""`` → ``[]``)."""
+    parts = [p for p in folder.split("/") if p]
+    return ["/".join(parts[: n + 1]) for n in range(len(parts))]
+
+
+_BOUND = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?)?)?")
+
+
+def _seconds(moment: dt.datetime) -> int:
+    return int((moment - dt.datetime(1970, 1, 1)).total_seconds())
+
+
+def date_period(bound: str, *, name: str) -> tuple[int, int]:
+    """The period a date bound names (``2021``, ``2021-07``, ``2021-07-04``, ``2021-07-04T18:30``...)
+    as ``[start, end)`` local-time seconds: ``taken_after`` keeps ``>= start``, ``taken_before``
+    (inclusive, as in the SQLite store) keeps ``< end``."""
+    m = _BOUND.fullmatch(bound.strip())
+    if not m:
+        raise ValueError(f"{name} must be a date like 2021, 2021-07, 2021-07-04 or 2021-07-04T18:30, got {bound!r}")
+    year, month, day, hour, minute, second = (None if g is None else int(g) for g in m.groups())
+    try:
+        start = dt.datetime(year, month or 1, day or 1, hour or 0, minute or 0, second or 0)
+    except ValueError as e:
+        raise ValueError(f"{name}={bound!r} is not a date ({e})") from None
+    if second is not None:
+        end = start + dt.timedelta(seconds=1)
+    elif minute is not None:
+        end = start + dt.timedelta(minutes=1)
+    elif day is not None:
+        end = start + dt.timedelta(days=1)
+    elif month is not None:
+        end = dt.datetime(year + (month == 12), month % 12 + 1, 1)
+    else:
+        end = dt.datetime(year + 1, 1, 1)
+    return _seconds(start), _seconds(end)
+
+
+def taken_seconds(taken_at: str | None) -> int | None:
+    """An ISO local date-time (``YYYY-MM-DDTHH:MM:SS``) as seconds; None if absent or unreadable."""
+    if not taken_at:
+        return None
+    try:
+        return _seconds(dt.datetime.fromisoformat(taken_at[:19]))
+    except ValueError:
+        return None
+
+
+def row_payload(path: str, size: int, mtime_ns: int, sha256: str, info: PhotoFields | None) -> dict:
+    """A row's payload: the file, its photo fields, and the derived filter keys."""
+    return {
+        "path": path,
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "sha256": sha256,
+        **info_payload(info or PhotoFields()),
+        **location_payload(path),
+    }
+
+
+def info_payload(info: PhotoFields) -> dict:
+    return {**info._asdict(), "taken_ts": taken_seconds(info.taken_at)}
+
+
+def location_payload(path: str) -> dict:
+    folder = folder_of(path)
+    return {"folder": folder, "folders": _ancestors(folder)}
+
+
+def photo_filter(where: PhotoFilter) -> Any:
+    """``where`` as a Qdrant filter over the row payload (rows of unknown date fail a date bound)."""
+    m = _models()
+    must = []
+    folder = (where.folder or "").strip("/")
+    if folder:
+        must.append(m.FieldCondition(key="folders", match=m.MatchValue(value=folder)))
+    if where.taken_after:
+        start, _ = date_period(where.taken_after, name="taken_after")
+        must.append(m.FieldCondition(key="taken_ts", range=m.Range(gte=start)))
+    if where.taken_before:
+        _, end = date_period(where.taken_before, name="taken_before")
+        must.append(m.FieldCondition(key="taken_ts", range=m.Range(lt=end)))
+    if where.types is not None:
+        must.append(m.FieldCondition(key="type", match=m.MatchAny(any=[t.lower() for t in where.types])))
+    return m.Filter(must=must)
+
+
+@dataclass
+class QdrantBatch:
+    """The writes of one ``transaction()``, sent in order when it ends."""
+
+    ops: list[tuple[str, Any]] = field(default_factory=list)
+
+    def add(self, kind: str, items: list) -> None:
+        if not items:
+            return
+        if self.ops and self.ops[-1][0] == kind and kind in ("payload", "put_skips", "forget_skips"):
+            self.ops[-1][1].extend(items)  # consecutive updates of one kind: one request
+        else:
+            self.ops.append((kind, list(items)))
+
+
+class QdrantStore(ModelBinding):
+    """An index in a Qdrant collection (see the module docstring). ``create=False`` refuses a
+    collection that holds no index yet; one that holds something else is always refused."""
+
+    def __init__(
+        self,
+        target: QdrantTarget,
+        *,
+        create: bool = False,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        qdrant = require("qdrant_client", extra="qdrant", purpose="a Qdrant store", package="qdrant-client")
+        self.target = target
+        self.path = target.describe()
+        self.collection = target.collection
+        self.meta_collection = target.collection + "__meta"
+        self._bound = False
+        # The embedded engine is plain Python objects: one call at a time. A server takes many.
+        local = target.url is None
+        self._guard: contextlib.AbstractContextManager = threading.RLock() if local else contextlib.nullcontext()
+        try:
+            if target.url is not None:
+                self._client = qdrant.QdrantClient(
+                    url=target.url, api_key=api_key, timeout=max(1, round(timeout)), check_compatibility=False
+                )
+            elif target.path == ":memory:":
+                self._client = qdrant.QdrantClient(location=":memory:")
+            else:
+                self._client = qdrant.QdrantClient(path=target.path)
+        except Exception as e:  # e.g. the folder is held by another process's embedded engine
+            raise QdrantStoreError(f"{self.path}: cannot open the Qdrant store ({_cause(e)})") from e
+        try:
+            self._open(create=create)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, *, create: bool) -> None:
+        try:
+            has_meta = self._client.collection_exists(self.meta_collection)
+        except Exception as e:
+            where = self.target.url or self.target.path
+            raise QdrantStoreError(
+                f"{self.path}: cannot reach the Qdrant server at {where} ({_cause(e)}); check that it runs "
+                "and that host, port, TLS (qdrants://) and API key are right"
+            ) from e
+        if has_meta:
+            meta = self._meta_payload()
+            if meta.get("schema") != SCHEMA:
+                raise QdrantStoreError(f"{self.path}: collection {self.meta_collection} is not a clipforge index")
+            return
+        if self._call("collection_exists", self.collection):
+            raise QdrantStoreError(
+                f"{self.path}: collection {self.collection} exists but is not a clipforge index (left untouched)"
+            )
+        if not create:
+            raise QdrantStoreError(
+                f"{self.path}: no index there yet (run `clipforge index FOLDER --store {self.path}`)"
+            )
+        self._call("create_collection", self.meta_collection, vectors_config={})
+        m = _models()
+        point = m.PointStruct(id=_META_ID, vector={}, payload={"kind": "meta", "schema": SCHEMA, "next_id": "1"})
+        self._call("upsert", self.meta_collection, [point], wait=True)
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One client call; a failure becomes a :class:`QdrantStoreError` naming the store."""
+        try:
+            with self._guard:
+                return getattr(self._client, method)(*args, **kwargs)
+        except Exception as e:
+            raise QdrantStoreError(f"{self.path}: Qdrant {method} failed ({_cause(e)})") from e
+
+    def close(self) -> None:
+        client = getattr(self, "_client", None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _scroll(
+        self, *, where: Any = None, payload: Any = False, vectors: bool = False, collection: str | None = None,
+        page: int = PAGE, limit: int | None = None,
+    ) -> Iterator[Any]:  # fmt: skip
+        """Every point passing the filter ``where``, in id order, fetched ``page`` at a time."""
+        offset, seen = None, 0
+        while True:
+            size = page if limit is None else min(page, limit - seen)
+            points, offset = self._call(
+                "scroll", collection or self.collection, scroll_filter=where, limit=size, offset=offset,
+                with_payload=payload, with_vectors=vectors,
+            )  # fmt: skip
+            yield from points
+            seen += len(points)
+            if offset is None or (limit is not None and seen >= limit):
+                return
+
+    def _has_rows_collection(self) -> bool:
+        """Whether the rows' collection exists (made when the store is first bound to a model)."""
+        if not self._bound:  # once bound, a store stays bound (a rebuild makes the collection again at once)
+            self._bound = self.get_meta("model_id") is not None
+        return self._bound
+
+    # -- meta ----------------------------------------------------------------------------------
+    def _meta_payload(self) -> dict:
+        found = self._call("retrieve", self.meta_collection, [_META_ID], with_payload=True)
+        return dict(found[0].payload or {}) if found else {}
+
+    def get_meta(self, key: str) -> str | None:
+        value = self._meta_payload().get(key)
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._call("set_payload", self.meta_collection, {key: str(value)}, points=[_META_ID], wait=True)
+
+    def _rebind(self, values: dict[str, str], *, clear_rows: bool, drop_keys: tuple[str, ...]) -> None:
+        m = _models()
+        exists = self._call("collection_exists", self.collection)
+        if "embed_dim" in values and (clear_rows or not exists):
+            if exists:
+                self._call("delete_collection", self.collection)
+            if clear_rows:
+                self._call("delete", self.meta_collection, m.Filter(must=[_match("kind", "skip")]), wait=True)
+            self._create_rows_collection(int(values["embed_dim"]), values.get("dtype", "float32"))
+        if drop_keys:
+            self._call("delete_payload", self.meta_collection, list(drop_keys), points=[_META_ID], wait=True)
+        self._call("set_payload", self.meta_collection, values, points=[_META_ID], wait=True)
+
+    def _create_rows_collection(self, dim: int, dtype: str) -> None:
+        m = _models()
+        datatype = m.Datatype.FLOAT16 if dtype == "float16" else None
+        params = m.VectorParams(size=dim, distance=m.Distance.DOT, datatype=datatype)
+        self._call("create_collection", self.collection, vectors_config=params)
+        kinds = {
+            "keyword": m.PayloadSchemaType.KEYWORD,
+            "integer-range": m.IntegerIndexParams(type=m.IntegerIndexType.INTEGER, lookup=False, range=True),
+        }
+        with warnings.catch_warnings():  # the embedded engine warns that it has no payload indexes
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            for key, kind in PAYLOAD_INDEXES.items():
+                self._call("create_payload_index", self.collection, key, kinds[kind], wait=True)
+
+    def vector_search(self) -> QdrantVectors:
+        return QdrantVectors(self)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def files(self) -> dict[str, FileRow]:
+        """Every row by path. Two rows of one path (a batch cut short between writing a file's new
+        point and deleting its old one) are repaired here: the newer one stays."""
+        if not self._has_rows_collection():
+            return {}
+        out: dict[str, FileRow] = {}
+        stale: list[int] = []
+        for p in self._scroll(payload=list(ROW_KEYS)):
+            row = FileRow(int(p.id), *(p.payload[k] for k in ROW_KEYS))
+            old = out.get(row.path)
+            if old is not None:
+                stale.append(min(old.id, row.id))
+                row = max(old, row)  # ids only grow: the larger is the newer
+            out[row.path] = row
+        if stale:
+            log.warning("%s: removing %d rows left by an interrupted write", self.path, len(stale))
+            self._call("delete", self.collection, stale, wait=True)
+        return out
+
+    def skipped(self) -> dict[str, SkipRow]:
+        rows = [
+            SkipRow(p.payload["path"], p.payload["size"], p.payload["mtime_ns"], p.payload["reason"])
+            for p in self._scroll(where=_filter(_match("kind", "skip")), payload=True, collection=self.meta_collection)
+        ]
+        return {r.path: r for r in sorted(rows)}
+
+    def count(self) -> int:
+        if not self._has_rows_collection():
+            return 0
+        return int(self._call("count", self.collection, exact=True).count)
+
+    def fingerprint(self) -> Fingerprint:
+        meta = self._meta_payload()
+        count = self.count() if meta.get("model_id") is not None else 0
+        return Fingerprint(count, int(meta.get("next_id", 1)) - 1, meta.get("model_id") or "")
+
+    def _points(self, ids: Iterable[int], *, payload: Any = False, vectors: bool = False) -> list[Any]:
+        ids = [int(i) for i in ids if 0 < int(i) < 2**63]  # row ids: 1 up, signed 64-bit like SQLite's
+        if not ids or not self._has_rows_collection():
+            return []
+        out = []
+        for start in range(0, len(ids), PAGE):
+            out += self._call(
+                "retrieve", self.collection, ids[start : start + PAGE], with_payload=payload, with_vectors=vectors
+            )
+        return out
+
+    def path_of(self, image_id: int) -> str | None:
+        found = self._points([image_id], payload=["path"])
+        return found[0].payload["path"] if found else None
+
+    def details_of(self, ids: Iterable[int]) -> dict[int, dict]:
+        cols = ("path", *INFO_COLUMNS)
+        return {int(p.id): {c: p.payload.get(c) for c in cols} for p in self._points(ids, payload=list(cols))}
+
+    def ids_matching(self, where: PhotoFilter) -> np.ndarray:
+        if not self._has_rows_collection():
+            return np.empty(0, dtype=np.int64)
+        ids = (int(p.id) for p in self._scroll(where=photo_filter(where)))
+        return np.fromiter(ids, dtype=np.int64)
+
+    def facets(self) -> dict:
+        if not self._has_rows_collection():
+            return {"folders": [], "types": [], "taken_at": [None, None]}
+        m = _models()
+
+        def values(key: str) -> list[str]:
+            hits = self._call("facet", self.collection, key=key, limit=100_000, exact=True).hits
+            return sorted(str(h.value) for h in hits)
+
+        def end(direction: str) -> str | None:
+            order = m.OrderBy(key="taken_ts", direction=direction)
+            points, _ = self._call("scroll", self.collection, limit=1, order_by=order, with_payload=["taken_at"])
+            return points[0].payload.get("taken_at") if points else None
+
+        return {"folders": values("folder"), "types": values("type"), "taken_at": [end("asc"), end("desc")]}
+
+    def rows_without_info(self) -> list[FileRow]:
+        if not self._has_rows_collection():
+            return []
+        m = _models()
+        where = m.Filter(must=[m.IsEmptyCondition(is_empty=m.PayloadField(key="type"))])
+        points = self._scroll(where=where, payload=list(ROW_KEYS))
+        return [FileRow(int(p.id), *(p.payload[k] for k in ROW_KEYS)) for p in points]
+
+    def embedding_of_hash(self, sha256: str) -> np.ndarray | None:
+        if not self._has_rows_collection():
+            return None
+        found = list(self._scroll(where=_filter(_match("sha256", sha256)), vectors=True, limit=1))
+        return _vector(found[0]) if found else None
+
+    def embedding_of(self, image_id: int) -> np.ndarray | None:
+        found = self._points([image_id], vectors=True)
+        return _vector(found[0]) if found else None
+
+    def embeddings_of(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        return {int(p.id): _vector(p) for p in self._points(ids, vectors=True)}
+
+    def embedding_batches(self, *, batch_rows: int) -> Iterator[tuple[Fingerprint, np.ndarray, np.ndarray]]:
+        """Every row as ``(fingerprint, ids (B,), vectors (B, E))`` batches in id order. Not one
+        snapshot: rows written meanwhile may or may not be included."""
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+        fp = self.fingerprint()
+        if fp.count == 0:
+            return
+        batch: list[Any] = []
+        for p in self._scroll(vectors=True, page=min(batch_rows, PAGE)):
+            batch.append(p)
+            if len(batch) == batch_rows:
+                yield fp, *_matrix(batch)
+                batch = []
+        if batch:
+            yield fp, *_matrix(batch)
+
+    def load_embeddings(self) -> tuple[np.ndarray, np.ndarray, Fingerprint]:
+        fp = self.fingerprint()
+        parts = [(ids, vectors) for _, ids, vectors in self.embedding_batches(batch_rows=PAGE)]
+        dim = self.embed_dim or 0
+        ids = np.concatenate([i for i, _ in parts]) if parts else np.empty(0, np.int64)
+        vectors = np.concatenate([v for _, v in parts]) if parts else np.empty((0, dim), np.float32)  # (N, E)
+        return ids, vectors, fp._replace(count=len(ids))
+
+    def snapshot(self, *, after_id: int) -> Snapshot:
+        ids, vectors, fp = self.load_embeddings()
+        new = ids > after_id
+        return Snapshot(ids, ids[new], vectors[new], fp)
+
+    # -- writes --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[QdrantBatch]:
+        """Collect writes; send them in order when the block ends (nothing is sent if it raises)."""
+        batch = QdrantBatch()
+        yield batch
+        for kind, items in batch.ops:
+            getattr(self, f"_send_{kind}")(items)
+
+    def insert(self, c: QdrantBatch, rows: Iterable[NewRow]) -> None:
+        """Insert rows, replacing any row at the same path (a changed file gets a new id)."""
+        rows = list(rows)
+        for r in rows:
+            if np.shape(r.embedding) != (self.embed_dim,):
+                raise ValueError(f"embedding of shape {np.shape(r.embedding)}, the index stores ({self.embed_dim},)")
+        c.add("insert", rows)
+        c.add("forget_skips", [r.path for r in rows])
+
+    def set_info(self, c: QdrantBatch, image_id: int, info: PhotoFields) -> None:
+        c.add("payload", [(image_id, info_payload(info))])
+
+    def move(self, c: QdrantBatch, image_id: int, *, path: str, size: int, mtime_ns: int) -> None:
+        c.add("forget_skips", [path])
+        c.add("payload", [(image_id, {"path": path, "size": size, "mtime_ns": mtime_ns, **location_payload(path)})])
+
+    def delete(self, c: QdrantBatch, paths: Iterable[str]) -> None:
+        c.add("delete", list(paths))
+
+    def record_skips(self, c: QdrantBatch, skips: Iterable[SkipRow]) -> None:
+        c.add("put_skips", list(skips))
+
+    def forget_skips(self, c: QdrantBatch, paths: Iterable[str]) -> None:
+        c.add("forget_skips", list(paths))
+
+    def _ids_at(self, paths: list[str]) -> list[int]:
+        ids: list[int] = []
+        m = _models()
+        for start in range(0, len(paths), PAGE):
+            where = m.Filter(must=[m.FieldCondition(key="path", match=m.MatchAny(any=paths[start : start + PAGE]))])
+            ids += [int(p.id) for p in self._scroll(where=where)]
+        return ids
+
+    def _send_insert(self, rows: list[NewRow]) -> None:
+        m = _models()
+        old = self._ids_at([r.path for r in rows])
+        first = int(self.get_meta("next_id") or 1)
+        self.set_meta("next_id", str(first + len(rows)))  # reserved before use: ids are never reused
+        points = [
+            m.PointStruct(
+                id=first + n,
+                vector=np.asarray(r.embedding, dtype=np.float32).tolist(),
+                payload=row_payload(r.path, r.size, r.mtime_ns, r.sha256, r.info),
+            )
+            for n, r in enumerate(rows)
+        ]
+        for start in range(0, len(points), PAGE):
+            self._call("upsert", self.collection, points[start : start + PAGE], wait=True)
+        if old:
+            self._call("delete", self.collection, old, wait=True)
+
+    def _send_delete(self, paths: list[str]) -> None:
+        old = self._ids_at(paths)
+        if old:
+            self._call("delete", self.collection, old, wait=True)
+
+    def _send_payload(self, updates: list[tuple[int, dict]]) -> None:
+        m = _models()
+        ops = [m.SetPayloadOperation(set_payload=m.SetPayload(payload=p, points=[int(i)])) for i, p in updates]
+        for start in range(0, len(ops), PAGE):
+            self._call("batch_update_points", self.collection, ops[start : start + PAGE], wait=True)
+
+    def _send_put_skips(self, skips: list[SkipRow]) -> None:
+        m = _models()
+        points = [m.PointStruct(id=_skip_id(s.path), vector={}, payload={"kind": "skip", **s._asdict()}) for s in skips]
+        for start in range(0, len(points), PAGE):
+            self._call("upsert", self.meta_collection, points[start : start + PAGE], wait=True)
+
+    def _send_forget_skips(self, paths: list[str]) -> None:
+        ids = [_skip_id(p) for p in paths]
+        for start in range(0, len(ids), PAGE):
+            self._call("delete", self.meta_collection, ids[start : start + PAGE], wait=True)
+
+
+class QdrantVectors:
+    """Search done by Qdrant itself; filters become payload filters (see :func:`photo_filter`)."""
+
+    kind = "qdrant"
+
+    def __init__(self, store: QdrantStore) -> None:
+        self.store = store
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, E) float32 → (scores (Q, k), ids (Q, k)), id -1 where there are fewer than ``k``;
+        ``allowed``: only these ids."""
+        m = _models()
+        where = None if allowed is None else m.Filter(must=[m.HasIdCondition(has_id=[int(i) for i in allowed])])
+        return self._search(queries, k, where)
+
+    def search_where(self, queries: np.ndarray, k: int, *, where: PhotoFilter) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` among the rows that pass ``where``, filtered by the engine."""
+        return self._search(queries, k, photo_filter(where))
+
+    def _search(self, queries: np.ndarray, k: int, where: Any) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))  # (Q, E)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        if k <= 0 or not self.store._has_rows_collection():
+            return scores, ids
+        for n, q in enumerate(queries):
+            found = self.store._call(
+                "query_points", self.store.collection, query=q.tolist(), limit=k, query_filter=where,
+                with_payload=False, with_vectors=False,
+            ).points  # fmt: skip
+            scores[n, : len(found)] = [p.score for p in found]
+            ids[n, : len(found)] = [int(p.id) for p in found]
+        return scores, ids
+
+
+def _match(key: str, value: str) -> Any:
+    m = _models()
+    return m.FieldCondition(key=key, match=m.MatchValue(value=value))
+
+
+def _filter(*conditions: Any) -> Any:
+    return _models().Filter(must=list(conditions))
+
+
+def _skip_id(path: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "clipforge:skip:" + path))
+
+
+def _vector(point: Any) -> np.ndarray:
+    return np.asarray(point.vector, dtype=np.float32)  # (E,)
+
+
+def _matrix(points: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Points → (ids (B,) int64, vectors (B, E) float32)."""
+    ids = np.fromiter((int(p.id) for p in points), dtype=np.int64, count=len(points))
+    return ids, np.stack([_vector(p) for p in points]).astype(np.float32, copy=False)
+
