@@ -11,18 +11,12 @@ import pytest
 from search_fixtures import make_folder, save_tiny_checkpoint, tiny_encoder, write_image
 
 from clipforge.index import ImageIndex, index_folder
+from clipforge.index.qdrant import QdrantStore, QdrantStoreError, QdrantTarget
+from clipforge.index.qdrant_payload import PAYLOAD_INDEXES, date_period, taken_seconds
 from clipforge.index.records import NewRow, PhotoFilter
 from clipforge.index.stores import open_store, parse_store
 
 qdrant_client = pytest.importorskip("qdrant_client", reason="the Qdrant store needs the `qdrant` extra")
-
-from clipforge.index.qdrant import (  # noqa: E402  (after the skip: the module needs the extra at run time)
-    PAYLOAD_INDEXES,
-    QdrantStore,
-    QdrantStoreError,
-    QdrantTarget,
-    date_period,
-)
 
 
 def closed_port() -> int:
@@ -188,8 +182,6 @@ def test_ids_are_never_reused_and_the_fingerprint_follows_changes():
     ],
 )
 def test_date_bounds_are_periods(bound, start, end):
-    from clipforge.index.qdrant import taken_seconds
-
     assert date_period(bound, name="taken_before") == (taken_seconds(start), taken_seconds(end))
 
 

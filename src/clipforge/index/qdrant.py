@@ -28,9 +28,7 @@ every ``clipforge index`` run) removes the older one. One writer at a time, as w
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
-import re
 import threading
 import uuid
 import warnings
@@ -42,7 +40,17 @@ import numpy as np
 
 from ..optional import require
 from .binding import IndexDatabaseError, ModelBinding
-from .records import FileRow, Fingerprint, NewRow, PhotoFields, PhotoFilter, SkipRow, Snapshot, folder_of
+from .qdrant_payload import (
+    PAYLOAD_INDEXES,
+    all_of,
+    info_payload,
+    location_payload,
+    match_value,
+    photo_filter,
+    qdrant_models,
+    row_payload,
+)
+from .records import FileRow, Fingerprint, NewRow, PhotoFields, PhotoFilter, SkipRow, Snapshot
 from .schema import INFO_COLUMNS
 
 SCHEMA = "clipforge.qdrant/1"
@@ -51,15 +59,6 @@ DEFAULT_COLLECTION = "clipforge"
 DEFAULT_TIMEOUT_S = 10.0
 PAGE = 1024  # points per scroll or retrieve request
 ROW_KEYS = ("path", "size", "mtime_ns", "sha256")
-# payload key -> index kind: the filters (folder, date, type) and the sync's look-ups (path, content)
-PAYLOAD_INDEXES = {
-    "folders": "keyword",
-    "folder": "keyword",
-    "type": "keyword",
-    "taken_ts": "integer-range",
-    "path": "keyword",
-    "sha256": "keyword",
-}
 _META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "clipforge:meta"))
 log = logging.getLogger(__name__)
 
@@ -82,102 +81,11 @@ class QdrantTarget(NamedTuple):
         return f"qdrant+local:{self.path}" + ("" if self.collection == DEFAULT_COLLECTION else f"#{self.collection}")
 
 
-def _models() -> Any:
-    return require("qdrant_client.models", extra="qdrant", purpose="a Qdrant store", package="qdrant-client")
-
-
 def _cause(error: BaseException) -> str:
     """One line saying why a client call failed (the client wraps connection errors)."""
     inner = error.__cause__ or getattr(error, "source", None) or error
     text = str(inner).strip().splitlines()
     return f"{type(inner).__name__}: {text[0][:300]}" if text else type(inner).__name__
-
-
-def _ancestors(folder: str) -> list[str]:
-    """``"a/b/c"`` → ``["a", "a/b", "a/b/c"]`` (``""`` → ``[]``)."""
-    parts = [p for p in folder.split("/") if p]
-    return ["/".join(parts[: n + 1]) for n in range(len(parts))]
-
-
-_BOUND = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?)?)?")
-
-
-def _seconds(moment: dt.datetime) -> int:
-    return int((moment - dt.datetime(1970, 1, 1)).total_seconds())
-
-
-def date_period(bound: str, *, name: str) -> tuple[int, int]:
-    """The period a date bound names (``2021``, ``2021-07``, ``2021-07-04``, ``2021-07-04T18:30``...)
-    as ``[start, end)`` local-time seconds: ``taken_after`` keeps ``>= start``, ``taken_before``
-    (inclusive, as in the SQLite store) keeps ``< end``."""
-    m = _BOUND.fullmatch(bound.strip())
-    if not m:
-        raise ValueError(f"{name} must be a date like 2021, 2021-07, 2021-07-04 or 2021-07-04T18:30, got {bound!r}")
-    year, month, day, hour, minute, second = (None if g is None else int(g) for g in m.groups())
-    try:
-        start = dt.datetime(year, month or 1, day or 1, hour or 0, minute or 0, second or 0)
-    except ValueError as e:
-        raise ValueError(f"{name}={bound!r} is not a date ({e})") from None
-    if second is not None:
-        end = start + dt.timedelta(seconds=1)
-    elif minute is not None:
-        end = start + dt.timedelta(minutes=1)
-    elif day is not None:
-        end = start + dt.timedelta(days=1)
-    elif month is not None:
-        end = dt.datetime(year + (month == 12), month % 12 + 1, 1)
-    else:
-        end = dt.datetime(year + 1, 1, 1)
-    return _seconds(start), _seconds(end)
-
-
-def taken_seconds(taken_at: str | None) -> int | None:
-    """An ISO local date-time (``YYYY-MM-DDTHH:MM:SS``) as seconds; None if absent or unreadable."""
-    if not taken_at:
-        return None
-    try:
-        return _seconds(dt.datetime.fromisoformat(taken_at[:19]))
-    except ValueError:
-        return None
-
-
-def row_payload(path: str, size: int, mtime_ns: int, sha256: str, info: PhotoFields | None) -> dict:
-    """A row's payload: the file, its photo fields, and the derived filter keys."""
-    return {
-        "path": path,
-        "size": size,
-        "mtime_ns": mtime_ns,
-        "sha256": sha256,
-        **info_payload(info or PhotoFields()),
-        **location_payload(path),
-    }
-
-
-def info_payload(info: PhotoFields) -> dict:
-    return {**info._asdict(), "taken_ts": taken_seconds(info.taken_at)}
-
-
-def location_payload(path: str) -> dict:
-    folder = folder_of(path)
-    return {"folder": folder, "folders": _ancestors(folder)}
-
-
-def photo_filter(where: PhotoFilter) -> Any:
-    """``where`` as a Qdrant filter over the row payload (rows of unknown date fail a date bound)."""
-    m = _models()
-    must = []
-    folder = (where.folder or "").strip("/")
-    if folder:
-        must.append(m.FieldCondition(key="folders", match=m.MatchValue(value=folder)))
-    if where.taken_after:
-        start, _ = date_period(where.taken_after, name="taken_after")
-        must.append(m.FieldCondition(key="taken_ts", range=m.Range(gte=start)))
-    if where.taken_before:
-        _, end = date_period(where.taken_before, name="taken_before")
-        must.append(m.FieldCondition(key="taken_ts", range=m.Range(lt=end)))
-    if where.types is not None:
-        must.append(m.FieldCondition(key="type", match=m.MatchAny(any=[t.lower() for t in where.types])))
-    return m.Filter(must=must)
 
 
 @dataclass
@@ -256,7 +164,7 @@ class QdrantStore(ModelBinding):
                 f"{self.path}: no index there yet (run `clipforge index FOLDER --store {self.path}`)"
             )
         self._call("create_collection", self.meta_collection, vectors_config={})
-        m = _models()
+        m = qdrant_models()
         point = m.PointStruct(id=_META_ID, vector={}, payload={"kind": "meta", "schema": SCHEMA, "next_id": "1"})
         self._call("upsert", self.meta_collection, [point], wait=True)
 
@@ -317,20 +225,20 @@ class QdrantStore(ModelBinding):
         self._call("set_payload", self.meta_collection, {key: str(value)}, points=[_META_ID], wait=True)
 
     def _rebind(self, values: dict[str, str], *, clear_rows: bool, drop_keys: tuple[str, ...]) -> None:
-        m = _models()
+        m = qdrant_models()
         exists = self._call("collection_exists", self.collection)
         if "embed_dim" in values and (clear_rows or not exists):
             if exists:
                 self._call("delete_collection", self.collection)
             if clear_rows:
-                self._call("delete", self.meta_collection, m.Filter(must=[_match("kind", "skip")]), wait=True)
+                self._call("delete", self.meta_collection, m.Filter(must=[match_value("kind", "skip")]), wait=True)
             self._create_rows_collection(int(values["embed_dim"]), values.get("dtype", "float32"))
         if drop_keys:
             self._call("delete_payload", self.meta_collection, list(drop_keys), points=[_META_ID], wait=True)
         self._call("set_payload", self.meta_collection, values, points=[_META_ID], wait=True)
 
     def _create_rows_collection(self, dim: int, dtype: str) -> None:
-        m = _models()
+        m = qdrant_models()
         datatype = m.Datatype.FLOAT16 if dtype == "float16" else None
         params = m.VectorParams(size=dim, distance=m.Distance.DOT, datatype=datatype)
         self._call("create_collection", self.collection, vectors_config=params)
@@ -367,10 +275,8 @@ class QdrantStore(ModelBinding):
         return out
 
     def skipped(self) -> dict[str, SkipRow]:
-        rows = [
-            SkipRow(p.payload["path"], p.payload["size"], p.payload["mtime_ns"], p.payload["reason"])
-            for p in self._scroll(where=_filter(_match("kind", "skip")), payload=True, collection=self.meta_collection)
-        ]
+        points = self._scroll(where=all_of(match_value("kind", "skip")), payload=True, collection=self.meta_collection)
+        rows = [SkipRow(*(p.payload[k] for k in SkipRow._fields)) for p in points]
         return {r.path: r for r in sorted(rows)}
 
     def count(self) -> int:
@@ -411,7 +317,7 @@ class QdrantStore(ModelBinding):
     def facets(self) -> dict:
         if not self._has_rows_collection():
             return {"folders": [], "types": [], "taken_at": [None, None]}
-        m = _models()
+        m = qdrant_models()
 
         def values(key: str) -> list[str]:
             hits = self._call("facet", self.collection, key=key, limit=100_000, exact=True).hits
@@ -427,7 +333,7 @@ class QdrantStore(ModelBinding):
     def rows_without_info(self) -> list[FileRow]:
         if not self._has_rows_collection():
             return []
-        m = _models()
+        m = qdrant_models()
         where = m.Filter(must=[m.IsEmptyCondition(is_empty=m.PayloadField(key="type"))])
         points = self._scroll(where=where, payload=list(ROW_KEYS))
         return [FileRow(int(p.id), *(p.payload[k] for k in ROW_KEYS)) for p in points]
@@ -435,7 +341,7 @@ class QdrantStore(ModelBinding):
     def embedding_of_hash(self, sha256: str) -> np.ndarray | None:
         if not self._has_rows_collection():
             return None
-        found = list(self._scroll(where=_filter(_match("sha256", sha256)), vectors=True, limit=1))
+        found = list(self._scroll(where=all_of(match_value("sha256", sha256)), vectors=True, limit=1))
         return _vector(found[0]) if found else None
 
     def embedding_of(self, image_id: int) -> np.ndarray | None:
@@ -511,14 +417,14 @@ class QdrantStore(ModelBinding):
 
     def _ids_at(self, paths: list[str]) -> list[int]:
         ids: list[int] = []
-        m = _models()
+        m = qdrant_models()
         for start in range(0, len(paths), PAGE):
             where = m.Filter(must=[m.FieldCondition(key="path", match=m.MatchAny(any=paths[start : start + PAGE]))])
             ids += [int(p.id) for p in self._scroll(where=where)]
         return ids
 
     def _send_insert(self, rows: list[NewRow]) -> None:
-        m = _models()
+        m = qdrant_models()
         old = self._ids_at([r.path for r in rows])
         first = int(self.get_meta("next_id") or 1)
         self.set_meta("next_id", str(first + len(rows)))  # reserved before use: ids are never reused
@@ -541,13 +447,13 @@ class QdrantStore(ModelBinding):
             self._call("delete", self.collection, old, wait=True)
 
     def _send_payload(self, updates: list[tuple[int, dict]]) -> None:
-        m = _models()
+        m = qdrant_models()
         ops = [m.SetPayloadOperation(set_payload=m.SetPayload(payload=p, points=[int(i)])) for i, p in updates]
         for start in range(0, len(ops), PAGE):
             self._call("batch_update_points", self.collection, ops[start : start + PAGE], wait=True)
 
     def _send_put_skips(self, skips: list[SkipRow]) -> None:
-        m = _models()
+        m = qdrant_models()
         points = [m.PointStruct(id=_skip_id(s.path), vector={}, payload={"kind": "skip", **s._asdict()}) for s in skips]
         for start in range(0, len(points), PAGE):
             self._call("upsert", self.meta_collection, points[start : start + PAGE], wait=True)
@@ -574,7 +480,7 @@ class QdrantVectors:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(Q, E) float32 → (scores (Q, k), ids (Q, k)), id -1 where there are fewer than ``k``;
         ``allowed``: only these ids."""
-        m = _models()
+        m = qdrant_models()
         where = None if allowed is None else m.Filter(must=[m.HasIdCondition(has_id=[int(i) for i in allowed])])
         return self._search(queries, k, where)
 
@@ -596,15 +502,6 @@ class QdrantVectors:
             scores[n, : len(found)] = [p.score for p in found]
             ids[n, : len(found)] = [int(p.id) for p in found]
         return scores, ids
-
-
-def _match(key: str, value: str) -> Any:
-    m = _models()
-    return m.FieldCondition(key=key, match=m.MatchValue(value=value))
-
-
-def _filter(*conditions: Any) -> Any:
-    return _models().Filter(must=list(conditions))
 
 
 def _skip_id(path: str) -> str:
