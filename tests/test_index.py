@@ -37,8 +37,9 @@ def run_index(root, db, encoder, **kw):
         return index_folder(root, store, encoder, **kw)
 
 
-def assert_same_index(store_a, store_b):
-    a, b = stored_rows(store_a), stored_rows(store_b)
+def assert_same_index(db_a, db_b):
+    """Same paths, contents and embeddings in two stores (open stores, or index files)."""
+    a, b = (stored_rows(IndexStore(db) if isinstance(db, (str, os.PathLike)) else db) for db in (db_a, db_b))
     assert sorted(a) == sorted(b)
     for path in a:
         assert a[path][1] == b[path][1], path
