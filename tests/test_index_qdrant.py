@@ -32,19 +32,20 @@ def memory_store(name: str = "c") -> QdrantStore:
 
 # -- naming a store --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "spec,url,path,collection",
+    "spec,target",
     [
-        ("qdrant://db.example:7000/photos", "http://db.example:7000", None, "photos"),
-        ("qdrant://db.example/photos", "http://db.example:6333", None, "photos"),
-        ("qdrants://cluster.cloud:6333/team-photos", "https://cluster.cloud:6333", None, "team-photos"),
-        ("qdrant://[::1]:6333/p", "http://[::1]:6333", None, "p"),
-        ("qdrant+local:/data/q", None, "/data/q", "clipforge"),
-        ("qdrant+local:rel/q#mine", None, "rel/q", "mine"),
+        ("qdrant://db.example:7000/photos", QdrantTarget("http://db.example:7000", None, "photos")),
+        ("qdrant://db.example/photos", QdrantTarget("http://db.example:6333", None, "photos")),
+        ("qdrants://cluster.cloud:6333/team-photos", QdrantTarget("https://cluster.cloud:6333", None, "team-photos")),
+        ("qdrant://[::1]:6333/p", QdrantTarget("http://[::1]:6333", None, "p")),
+        ("qdrants://c.cloud/p?shards=4&replicas=2", QdrantTarget("https://c.cloud:6333", None, "p", 4, 2)),
+        ("qdrant+local:/data/q", QdrantTarget(None, "/data/q", "clipforge")),
+        ("qdrant+local:rel/q#mine", QdrantTarget(None, "rel/q", "mine")),
     ],
 )
-def test_store_urls(spec, url, path, collection):
+def test_store_urls(spec, target):
     parsed = parse_store(spec)
-    assert parsed.kind == "qdrant" and parsed.qdrant == QdrantTarget(url, path, collection)
+    assert parsed.kind == "qdrant" and parsed.qdrant == target
 
 
 def test_paths_stay_sqlite_files(tmp_path):
@@ -62,7 +63,10 @@ def test_paths_stay_sqlite_files(tmp_path):
         ("qdrant://host:port/c", "port must be a number"),
         ("qdrant://host:99999/c", "port must be a number"),
         ("qdrant://key@host/c", "do not put credentials"),
-        ("qdrant://host/c?x=1", "unexpected ?query"),
+        ("qdrant://host/c?x=1", "only ?shards=N&replicas=M"),
+        ("qdrant://host/c?shards=0", "only ?shards=N&replicas=M"),
+        ("qdrant://host/c?shards=2&shards=3", "only ?shards=N&replicas=M"),
+        ("qdrant://host/c#x", "unexpected #fragment"),
         ("qdrant://host/a/b", "not a usable collection name"),
         ("qdrant://host/c__meta", "not a usable collection name"),
         ("http://host:6333/c", "unknown store scheme 'http'"),
@@ -108,9 +112,15 @@ def test_cli_unreachable_server_and_bad_url_are_one_line(capsys):
 
 # -- the collection --------------------------------------------------------------------------------
 def test_payload_indexes_for_the_filters_and_the_sync(monkeypatch):
-    store = memory_store()
-    made = {}
-    real = store._client.create_payload_index
+    store = QdrantStore(QdrantTarget(None, ":memory:", "c", shards=3, replicas=2), create=True)
+    made, created = {}, {}
+    real, real_create = store._client.create_payload_index, store._client.create_collection
+
+    def create(name, **kw):
+        created[name] = kw
+        return real_create(name, **kw)
+
+    monkeypatch.setattr(store._client, "create_collection", create)
 
     def record(collection, key, schema, **kw):
         made[key] = schema
@@ -118,6 +128,7 @@ def test_payload_indexes_for_the_filters_and_the_sync(monkeypatch):
 
     monkeypatch.setattr(store._client, "create_payload_index", record)
     store.bind(model_id="m", embed_dim=4, root="/photos")
+    assert (created["c"]["shard_number"], created["c"]["replication_factor"]) == (3, 2)
     assert set(made) == set(PAYLOAD_INDEXES) >= {"folders", "taken_ts", "type", "path", "sha256"}
     assert made["taken_ts"].range is True  # date ranges and the date facets' ordering need a range index
     store.close()

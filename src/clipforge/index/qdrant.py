@@ -69,11 +69,14 @@ class QdrantStoreError(IndexDatabaseError):
 
 class QdrantTarget(NamedTuple):
     """Where a Qdrant store lives: a server ``url`` or an embedded ``path`` (``":memory:"``: in
-    this process only), and the collection name."""
+    this process only), and the collection name. ``shards`` and ``replicas``: how a cluster splits
+    and copies the collection when clipforge makes it (None: the cluster's defaults)."""
 
     url: str | None
     path: str | None
     collection: str = DEFAULT_COLLECTION
+    shards: int | None = None
+    replicas: int | None = None
 
     def describe(self) -> str:
         if self.url is not None:
@@ -241,7 +244,10 @@ class QdrantStore(ModelBinding):
         m = qdrant_models()
         datatype = m.Datatype.FLOAT16 if dtype == "float16" else None
         params = m.VectorParams(size=dim, distance=m.Distance.DOT, datatype=datatype)
-        self._call("create_collection", self.collection, vectors_config=params)
+        self._call(
+            "create_collection", self.collection, vectors_config=params,
+            shard_number=self.target.shards, replication_factor=self.target.replicas,
+        )  # fmt: skip
         kinds = {
             "keyword": m.PayloadSchemaType.KEYWORD,
             "integer-range": m.IntegerIndexParams(type=m.IntegerIndexType.INTEGER, lookup=False, range=True),

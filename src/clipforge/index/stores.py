@@ -1,7 +1,8 @@
 """Naming a store: the ``--store`` value parsed, checked and opened.
 
 * ``PATH`` or ``sqlite:PATH``: an SQLite index file (:class:`~clipforge.index.store.IndexStore`).
-* ``qdrant://HOST[:PORT]/COLLECTION``: a Qdrant server or cluster over HTTP (port 6333 unless said).
+* ``qdrant://HOST[:PORT]/COLLECTION``: a Qdrant server or cluster over HTTP (port 6333 unless said);
+  ``?shards=N&replicas=M`` set how a cluster splits and copies the collection when it is made.
 * ``qdrants://HOST[:PORT]/COLLECTION``: the same over TLS (HTTPS); give an API key with it.
 * ``qdrant+local:PATH`` (or ``qdrant+local:PATH#COLLECTION``): Qdrant's embedded engine, keeping
   its collection in the folder PATH; one process at a time. ``qdrant+local::memory:`` lives in
@@ -15,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .protocol import Store
 from .qdrant import DEFAULT_COLLECTION, DEFAULT_PORT, DEFAULT_TIMEOUT_S, QdrantStore, QdrantTarget
@@ -67,8 +68,9 @@ def _remote(text: str, bad: str) -> QdrantTarget:
     parts = urlsplit(text)
     if parts.username or parts.password:
         raise ValueError(f"{bad}: do not put credentials in the URL; give the API key with `qdrant_api_key=`")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{bad}: unexpected ?query or #fragment; write qdrant://HOST:PORT/COLLECTION")
+    if parts.fragment:
+        raise ValueError(f"{bad}: unexpected #fragment; write qdrant://HOST:PORT/COLLECTION")
+    layout = _layout(parts.query, bad)
     if not parts.hostname:
         raise ValueError(f"{bad} names no host: write qdrant://HOST:PORT/COLLECTION")
     try:
@@ -80,7 +82,21 @@ def _remote(text: str, bad: str) -> QdrantTarget:
         raise ValueError(f"{bad} names no collection: write qdrant://HOST:PORT/COLLECTION")
     _check_collection(collection, bad)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return QdrantTarget(f"{_SCHEMES[parts.scheme.lower()]}://{host}:{port}", None, collection)
+    return QdrantTarget(f"{_SCHEMES[parts.scheme.lower()]}://{host}:{port}", None, collection, **layout)
+
+
+def _layout(query: str, bad: str) -> dict[str, int]:
+    """``shards=N&replicas=M`` → ``{"shards": N, "replicas": M}`` (each at most once, at least 1)."""
+    try:
+        given = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        given = {"": [query]}
+    out = {}
+    for key, values in given.items():
+        if key not in ("shards", "replicas") or len(values) != 1 or not values[0].isdigit() or int(values[0]) < 1:
+            raise ValueError(f"{bad}: the URL takes only ?shards=N&replicas=M (whole numbers from 1), not {query!r}")
+        out[key] = int(values[0])
+    return out
 
 
 def _check_collection(name: str, bad: str) -> None:
