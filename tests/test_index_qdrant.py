@@ -81,6 +81,14 @@ def test_bad_store_urls_are_one_clear_error(spec, needle):
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_missing_embedded_store_is_refused_and_not_made(tmp_path):
+    with pytest.raises(QdrantStoreError, match="no index there yet"):
+        open_store(f"qdrant+local:{tmp_path / 'nothing'}")
+    assert not (tmp_path / "nothing").exists()
+    open_store(f"qdrant+local:{tmp_path / 'made'}", create=True).close()
+    open_store(f"qdrant+local:{tmp_path / 'made'}").close()  # now there
+
+
 def test_an_api_key_for_an_index_file_is_refused(tmp_path):
     with pytest.raises(ValueError, match="qdrant_api_key"):
         open_store(tmp_path / "x.cfidx", create=True, qdrant_api_key="secret")

@@ -34,6 +34,7 @@ import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -127,6 +128,8 @@ class QdrantStore(ModelBinding):
         # The embedded engine is plain Python objects: one call at a time. A server takes many.
         local = target.url is None
         self._guard: contextlib.AbstractContextManager = threading.RLock() if local else contextlib.nullcontext()
+        if local and target.path != ":memory:" and not create and not Path(target.path).is_dir():
+            raise QdrantStoreError(self._no_index_yet())  # (opening it would make the folder)
         try:
             if target.url is not None:
                 self._client = qdrant.QdrantClient(
@@ -163,15 +166,16 @@ class QdrantStore(ModelBinding):
                 f"{self.path}: collection {self.collection} exists but is not a clipforge index (left untouched)"
             )
         if not create:
-            raise QdrantStoreError(
-                f"{self.path}: no index there yet (run `clipforge index FOLDER --store {self.path}`)"
-            )
+            raise QdrantStoreError(self._no_index_yet())
         self._call("create_collection", self.meta_collection, vectors_config={})
         m = qdrant_models()
         point = m.PointStruct(id=_META_ID, vector={}, payload={"kind": "meta", "schema": SCHEMA, "next_id": "1"})
         self._call("upsert", self.meta_collection, [point], wait=True)
 
     # -- plumbing ------------------------------------------------------------------------------
+    def _no_index_yet(self) -> str:
+        return f"{self.path}: no index there yet (run `clipforge index FOLDER --store {self.path}`)"
+
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One client call; a failure becomes a :class:`QdrantStoreError` naming the store."""
         try:
