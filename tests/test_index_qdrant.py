@@ -276,3 +276,29 @@ def test_two_servers_on_one_store_agree_and_page_across_each_other(tmp_path):
         a.close()
         b.close()
         shared.close()
+
+
+def test_a_store_failure_while_serving_is_a_503_that_names_no_address(monkeypatch):
+    """Qdrant down mid-flight: the request is answered 503 (the proxy tries another server), the
+    store's internal address stays in the server's log."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from clipforge.serve import SearchService, create_app
+
+    store, enc = memory_store("photos"), tiny_encoder()
+    store.bind(model_id=enc.model_id, embed_dim=enc.embed_dim, root="/photos")
+    with store.transaction() as c:
+        store.insert(c, [NewRow("a.png", 1, 1, "h", enc.encode_texts(["a red circle"])[0])])
+    service = SearchService(ImageIndex(store, encoder=enc))
+
+    def down(*args, **kwargs):
+        raise ConnectionError("[Errno 111] Connection refused")
+
+    with TestClient(create_app(service), base_url="http://127.0.0.1") as client:
+        assert client.get("/api/search", params={"q": "a dog"}).status_code == 200
+        monkeypatch.setattr(store._client, "query_points", down)
+        r = client.get("/api/search", params={"q": "a dog"})
+        assert r.status_code == 503 and r.json() == {"detail": "the search store is unavailable; try again shortly"}
+    service.close()
+    store.close()
