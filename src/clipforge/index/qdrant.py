@@ -61,6 +61,7 @@ DEFAULT_TIMEOUT_S = 10.0
 PAGE = 1024  # points per scroll or retrieve request
 ROW_KEYS = ("path", "size", "mtime_ns", "sha256")
 _META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "clipforge:meta"))
+_NO_VECTOR = [0.0]  # the meta collection's points carry no embedding
 log = logging.getLogger(__name__)
 
 
@@ -167,9 +168,12 @@ class QdrantStore(ModelBinding):
             )
         if not create:
             raise QdrantStoreError(self._no_index_yet())
-        self._call("create_collection", self.meta_collection, vectors_config={})
         m = qdrant_models()
-        point = m.PointStruct(id=_META_ID, vector={}, payload={"kind": "meta", "schema": SCHEMA, "next_id": "1"})
+        # A one-number placeholder vector: every Qdrant version takes it (not all take none at all).
+        meta_vectors = m.VectorParams(size=1, distance=m.Distance.DOT)
+        self._call("create_collection", self.meta_collection, vectors_config=meta_vectors)
+        meta = {"kind": "meta", "schema": SCHEMA, "next_id": "1"}
+        point = m.PointStruct(id=_META_ID, vector=_NO_VECTOR, payload=meta)
         self._call("upsert", self.meta_collection, [point], wait=True)
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -464,7 +468,10 @@ class QdrantStore(ModelBinding):
 
     def _send_put_skips(self, skips: list[SkipRow]) -> None:
         m = qdrant_models()
-        points = [m.PointStruct(id=_skip_id(s.path), vector={}, payload={"kind": "skip", **s._asdict()}) for s in skips]
+        points = [
+            m.PointStruct(id=_skip_id(s.path), vector=_NO_VECTOR, payload={"kind": "skip", **s._asdict()})
+            for s in skips
+        ]
         for start in range(0, len(points), PAGE):
             self._call("upsert", self.meta_collection, points[start : start + PAGE], wait=True)
 
