@@ -302,3 +302,25 @@ def test_a_store_failure_while_serving_is_a_503_that_names_no_address(monkeypatc
         assert r.status_code == 503 and r.json() == {"detail": "the search store is unavailable; try again shortly"}
     service.close()
     store.close()
+
+
+def test_a_rebuild_killed_half_way_leaves_an_empty_store_the_next_run_fills(tmp_path, monkeypatch):
+    root = tmp_path / "photos"
+    make_folder(root, 4)
+    store, old, new = memory_store(), tiny_encoder(seed=0), tiny_encoder(seed=1)
+    index_folder(root, store, old, num_workers=0, progress=False)
+
+    def killed(*args, **kwargs):
+        raise QdrantStoreError("killed")  # the process dies after dropping the old rows
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_create_rows_collection", killed)
+        with pytest.raises(QdrantStoreError, match="killed"):
+            index_folder(root, store, new, rebuild=True, num_workers=0, progress=False)
+    assert store.model_id is None and store.count() == 0 and store.files() == {}
+    with pytest.raises(ValueError, match="is empty"):
+        ImageIndex(store, encoder=new)
+    report = index_folder(root, store, new, num_workers=0, progress=False)  # no --rebuild needed
+    assert report.added == 4 and store.model_id == new.model_id
+    assert ImageIndex(store, encoder=new).search(image=root / "d0" / "img0000.png", k=1)[0].path == "d0/img0000.png"
+    store.close()

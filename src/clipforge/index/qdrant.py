@@ -238,7 +238,11 @@ class QdrantStore(ModelBinding):
     def _rebind(self, values: dict[str, str], *, clear_rows: bool, drop_keys: tuple[str, ...]) -> None:
         m = qdrant_models()
         exists = self._call("collection_exists", self.collection)
-        if "embed_dim" in values and (clear_rows or not exists):
+        if "embed_dim" in values and (clear_rows or not exists or self.get_meta("model_id") is None):
+            # Unbound first: killed from here on, the store reads as empty and the next run starts it
+            # afresh; never as rows of one model under another's name.
+            self._call("delete_payload", self.meta_collection, ["model_id"], points=[_META_ID], wait=True)
+            self._bound = False
             if exists:
                 self._call("delete_collection", self.collection)
             if clear_rows:
