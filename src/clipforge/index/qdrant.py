@@ -15,14 +15,16 @@ Layout, for a collection named ``C``:
   date taken as seconds, for date ranges). ``PAYLOAD_INDEXES`` lists the payload indexes made for
   the filters and the incremental sync; an embedded collection ignores them (Qdrant says so).
   Made when the store is first bound to a model; dropped and made again by a rebuild.
-* ``C__meta``: points without vectors: one holding the meta values (model, root, dtype, precision,
-  backend, the next row id) and one per skipped file.
+* ``C__meta``: points with a placeholder vector: one holding the meta values (model, root, dtype,
+  precision, backend, the next row id) and one per skipped file.
 
 Writes are batched per ``transaction()`` and sent when the block ends, in order: row ids are
 reserved before the points that use them are written, a replaced row's new point is written before
 the old one is deleted. Qdrant has no transactions across requests: a process killed in the middle
 of a batch can leave both versions of a replaced file; :meth:`QdrantStore.files` (the start of
-every ``clipforge index`` run) removes the older one. One writer at a time, as with SQLite.
+every ``clipforge index`` run) removes the older one. A rebuild unbinds the store before dropping
+its rows, so one killed half-way leaves an empty store, never rows under another model's name. One
+writer at a time, as with SQLite.
 """
 
 from __future__ import annotations
