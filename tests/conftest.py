@@ -40,3 +40,17 @@ def shapes_model():
     from evalkit import train_shapes_model
 
     return train_shapes_model()
+
+
+@pytest.fixture(params=["sqlite", "qdrant"])
+def make_store(request, tmp_path):
+    """Opens stores of each kind the search tests run over (see ``search_fixtures.StoreMaker``)."""
+    # Imported here, not at the top: search_fixtures imports the `factories` plugin, which pytest
+    # must import first (to rewrite its asserts).
+    from search_fixtures import StoreMaker
+
+    if request.param == "qdrant":
+        pytest.importorskip("qdrant_client", reason="the Qdrant store needs the `qdrant` extra")
+    maker = StoreMaker(request.param, tmp_path)
+    yield maker
+    maker.close_all()

@@ -82,3 +82,54 @@ def png_bomb(width: int, height: int) -> bytes:
     idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+class _Kept:
+    """A store whose ``close`` waits for the test's end: an embedded in-memory Qdrant collection
+    lives only as long as its client, and the tests open "the same store" many times."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class StoreMaker:
+    """Opens the stores of one kind under test by name: SQLite files under ``base``, or embedded
+    (in-memory) Qdrant collections, one per name, shared by every open until :meth:`close_all`."""
+
+    def __init__(self, kind: str, base: Path) -> None:
+        self.kind, self.base, self._open = kind, Path(base), {}
+
+    def __call__(self, name: str = "i", *, create: bool = True):
+        from clipforge.index import IndexStore
+
+        if self.kind == "sqlite":
+            return IndexStore(self.base / f"{name}.cfidx", create=create)
+        if name not in self._open:
+            from clipforge.index.qdrant import QdrantStore, QdrantTarget
+
+            self._open[name] = QdrantStore(QdrantTarget(None, ":memory:", name), create=create)
+        return _Kept(self._open[name])
+
+    def close_all(self) -> None:
+        for store in self._open.values():
+            store.close()
+        self._open.clear()
+
+
+def stored_rows(store) -> dict[str, tuple[int, str, np.ndarray]]:
+    """path -> (id, sha256, embedding) of every row of ``store``, whichever kind."""
+    rows = store.files()
+    vectors = store.embeddings_of(r.id for r in rows.values())
+    return {p: (r.id, r.sha256, vectors[r.id]) for p, r in rows.items()}

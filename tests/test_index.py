@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from search_fixtures import make_folder, png_bomb, tiny_encoder, write_image
+from search_fixtures import make_folder, png_bomb, stored_rows, tiny_encoder, write_image
 
 from clipforge.index import ImageIndex, IndexStore, ModelMismatchError, index_folder
 from clipforge.index.scan import walk_images
@@ -30,21 +30,16 @@ class CountingEncoder:
 
 
 def run_index(root, db, encoder, **kw):
+    """Index ``root`` into ``db``: an index file, or a store opener (the ``make_store`` fixture)."""
     kw.setdefault("num_workers", 0)
     kw.setdefault("progress", False)
-    with IndexStore(db, create=True) as store:
+    with (db() if callable(db) else IndexStore(db, create=True)) as store:
         return index_folder(root, store, encoder, **kw)
 
 
-def stored(db) -> dict[str, tuple[int, str, np.ndarray]]:
-    """path -> (id, sha256, embedding)"""
-    with sqlite3.connect(db) as c:
-        rows = c.execute("SELECT id, path, sha256, embedding FROM images").fetchall()
-    return {p: (i, h, np.frombuffer(e, dtype=np.float32)) for i, p, h, e in rows}
-
-
 def assert_same_index(db_a, db_b):
-    a, b = stored(db_a), stored(db_b)
+    """Same paths, contents and embeddings in two stores (open stores, or index files)."""
+    a, b = (stored_rows(IndexStore(db) if isinstance(db, (str, os.PathLike)) else db) for db in (db_a, db_b))
     assert sorted(a) == sorted(b)
     for path in a:
         assert a[path][1] == b[path][1], path
@@ -70,13 +65,13 @@ def test_walk_lists_images_and_does_not_follow_links_outside(tmp_path):
 
 
 # -- incremental -----------------------------------------------------------------------------------
-def test_incremental_add_change_delete_rename_touch(tmp_path):
-    root, db = tmp_path / "photos", tmp_path / "i.cfidx"
+def test_incremental_add_change_delete_rename_touch(tmp_path, make_store):
+    root, db = tmp_path / "photos", make_store
     make_folder(root, 12)
     enc = CountingEncoder(tiny_encoder())
     first = run_index(root, db, enc, batch_size=5, commit_every=5)
     assert (first.total, first.added, enc.encoded) == (12, 12, 12)
-    before = stored(db)
+    before = stored_rows(db())
 
     again = run_index(root, db, enc)  # nothing changed: nothing read
     assert (again.unchanged, again.added, enc.encoded) == (12, 0, 12)
@@ -92,18 +87,17 @@ def test_incremental_add_change_delete_rename_touch(tmp_path):
     report = run_index(root, db, enc)
     assert (report.added, report.renamed, report.removed, report.touched, report.unchanged) == (3, 1, 1, 1, 8)
     assert enc.encoded == 3  # the rename and the touch were not re-embedded
-    after = stored(db)
+    after = stored_rows(db())
     assert after["moved.webp"][0] == before["d2/img0002.webp"][0]  # same row, same id
     assert "d1/img0001.jpg" not in after and "d2/img0002.webp" not in after
     assert after["d0/img0000.png"][0] > max(i for i, _, _ in before.values())  # changed file: new row
 
-    fresh = tmp_path / "fresh.cfidx"
-    run_index(root, fresh, tiny_encoder())
-    assert_same_index(db, fresh)
+    run_index(root, lambda: make_store("fresh"), tiny_encoder())
+    assert_same_index(db(), make_store("fresh"))
 
 
-def test_copy_and_swap_reuse_stored_embeddings(tmp_path):
-    root, db = tmp_path / "photos", tmp_path / "i.cfidx"
+def test_copy_and_swap_reuse_stored_embeddings(tmp_path, make_store):
+    root, db = tmp_path / "photos", make_store
     make_folder(root, 4)
     enc = CountingEncoder(tiny_encoder())
     run_index(root, db, enc)
@@ -115,13 +109,12 @@ def test_copy_and_swap_reuse_stored_embeddings(tmp_path):
     enc.encoded = 0
     report = run_index(root, db, enc)
     assert enc.encoded == 0 and report.reused == 3
-    fresh = tmp_path / "fresh.cfidx"
-    run_index(root, fresh, tiny_encoder())
-    assert_same_index(db, fresh)
+    run_index(root, lambda: make_store("fresh"), tiny_encoder())
+    assert_same_index(db(), make_store("fresh"))
 
 
-def test_bad_files_are_skipped_listed_and_retried_only_when_changed(tmp_path):
-    root, db = tmp_path / "photos", tmp_path / "i.cfidx"
+def test_bad_files_are_skipped_listed_and_retried_only_when_changed(tmp_path, make_store):
+    root, db = tmp_path / "photos", make_store
     make_folder(root, 3)
     (root / "garbage.jpg").write_bytes(b"this is not a jpeg at all")
     (root / "empty.png").write_bytes(b"")
@@ -144,29 +137,29 @@ def test_bad_files_are_skipped_listed_and_retried_only_when_changed(tmp_path):
     assert [s.path for s in fixed.skipped] == ["bomb.png", "truncated.png"]
 
 
-def test_model_mismatch_is_an_error_unless_rebuild(tmp_path):
-    root, db = tmp_path / "photos", tmp_path / "i.cfidx"
+def test_model_mismatch_is_an_error_unless_rebuild(tmp_path, make_store):
+    root, db = tmp_path / "photos", make_store
     make_folder(root, 3)
     run_index(root, db, tiny_encoder(seed=0))
     other = tiny_encoder(seed=1)
     with pytest.raises(ModelMismatchError, match="rebuild"):
         run_index(root, db, other)
     with pytest.raises(ModelMismatchError, match="built with model"):
-        ImageIndex.open(db, encoder=other)
+        ImageIndex.open(db(), encoder=other)
     report = run_index(root, db, other, rebuild=True)
-    assert report.added == 3
-    ImageIndex.open(db, encoder=other)  # now fine
+    assert report.added == 3 and db().count() == 3
+    ImageIndex.open(db(), encoder=other)  # now fine
     with pytest.raises(ModelMismatchError):
-        ImageIndex.open(db, encoder=tiny_encoder(seed=0))
+        ImageIndex.open(db(), encoder=tiny_encoder(seed=0))
 
 
-def test_another_folder_into_the_same_db_is_an_error(tmp_path):
+def test_another_folder_into_the_same_db_is_an_error(tmp_path, make_store):
     make_folder(tmp_path / "a", 2)
     make_folder(tmp_path / "b", 2)
     enc = tiny_encoder()
-    run_index(tmp_path / "a", tmp_path / "i.cfidx", enc)
+    run_index(tmp_path / "a", make_store, enc)
     with pytest.raises(ValueError, match="indexes folder"):
-        run_index(tmp_path / "b", tmp_path / "i.cfidx", enc)
+        run_index(tmp_path / "b", make_store, enc)
 
 
 def test_workers_and_float16_storage(tmp_path):
@@ -186,13 +179,13 @@ def test_workers_and_float16_storage(tmp_path):
 
 
 # -- searching -------------------------------------------------------------------------------------
-def test_search_by_text_image_and_both(tmp_path):
-    root, db = tmp_path / "photos", tmp_path / "i.cfidx"
+def test_search_by_text_image_and_both(tmp_path, make_store):
+    root, db = tmp_path / "photos", make_store
     make_folder(root, 9)
     enc = tiny_encoder()
     run_index(root, db, enc)
-    index = ImageIndex.open(db, encoder=enc)
-    assert index.kind == "exact" and len(index) == 9
+    index = ImageIndex.open(db(), encoder=enc)
+    assert index.kind == {"sqlite": "exact", "qdrant": "qdrant"}[db.kind] and len(index) == 9
     hits = index.search(image=root / "d1" / "img0004.gif", k=3)
     assert hits[0].path == "d1/img0004.gif" and hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -206,12 +199,12 @@ def test_search_by_text_image_and_both(tmp_path):
         index.search(text="x", k=0)
 
 
-def test_index_refreshes_when_the_database_changes(tmp_path):
-    root, db = tmp_path / "photos", tmp_path / "i.cfidx"
+def test_index_refreshes_when_the_database_changes(tmp_path, make_store):
+    root, db = tmp_path / "photos", make_store
     make_folder(root, 3)
     enc = tiny_encoder()
     run_index(root, db, enc)
-    index = ImageIndex.open(db, encoder=enc)
+    index = ImageIndex.open(db(), encoder=enc)
     index.refresh_seconds = 0.0
     assert not index.refresh()
     write_image(root / "late.png", 77)

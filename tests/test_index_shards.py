@@ -13,7 +13,7 @@ from clipforge.index import IndexStore
 from clipforge.index.shards import embed_shards, merge_shards
 
 
-def test_shards_merge_to_the_same_index(tmp_path):
+def test_shards_merge_to_the_same_index(tmp_path, make_store):
     root, out = tmp_path / "photos", tmp_path / "emb"
     make_folder(root, 11)
     (root / "broken.png").write_bytes(b"nope")
@@ -35,19 +35,18 @@ def test_shards_merge_to_the_same_index(tmp_path):
     rows = [r[0] for p in parts for r in json.loads(p.read_text())["rows"]]
     assert len(rows) == len(set(rows)) == 11  # disjoint, complete, the broken file skipped
 
-    db = tmp_path / "merged.cfidx"
-    with IndexStore(db, create=True) as store:
+    with make_store("merged") as store:
         report = merge_shards(store, out)
     assert report.added == 11 and [s.path for s in report.skipped] == ["broken.png"]
-    direct = tmp_path / "direct.cfidx"
-    run_index(root, direct, enc)
-    assert_same_index(db, direct)
+    run_index(root, lambda: make_store("direct"), enc)
+    assert_same_index(make_store("merged"), make_store("direct"))
 
     # merging again adds nothing; a later incremental run finds nothing to do
-    with IndexStore(db) as store:
+    with make_store("merged") as store:
         assert merge_shards(store, out).added == 0
         assert store.skipped()["broken.png"].reason
-    assert run_index(root, db, enc).added == 0
+        assert store.encoding() == (enc.precision, enc.backend)  # how the shards were encoded, kept
+    assert run_index(root, lambda: make_store("merged"), enc).added == 0
 
 
 def test_embed_resumes_finished_parts_and_checks_models(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from search_fixtures import save_tiny_checkpoint, tiny_encoder
+from search_fixtures import StoreMaker, save_tiny_checkpoint, tiny_encoder
 
 from clipforge.data.formats import register_optional_formats
 from clipforge.index import ImageIndex, IndexStore, index_folder
@@ -54,17 +54,21 @@ def make_library(root: Path) -> None:
         write_photo(root / rel, seed, date, camera)
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "qdrant"])
+def library(tmp_path_factory, request):
+    """The library indexed into each kind of store (SQLite, embedded Qdrant)."""
+    if request.param == "qdrant":
+        pytest.importorskip("qdrant_client", reason="the Qdrant store needs the `qdrant` extra")
     base = tmp_path_factory.mktemp("library")
-    root, db = base / "photos", base / "p.cfidx"
+    root, stores = base / "photos", StoreMaker(request.param, base)
     make_library(root)
     encoder = tiny_encoder()
-    with IndexStore(db, create=True) as store:
+    with stores("p") as store:
         index_folder(root, store, encoder, num_workers=0, progress=False)
-    index = ImageIndex.open(db, encoder=encoder)
-    yield {"root": root, "db": db, "index": index, "encoder": encoder}
+    index = ImageIndex.open(stores("p"), encoder=encoder)
+    yield {"root": root, "open": lambda: stores("p"), "index": index, "encoder": encoder}
     index.store.close()
+    stores.close_all()
 
 
 def paths(hits) -> set[str]:
@@ -174,7 +178,7 @@ def client(library):
 
     from clipforge.serve import SearchService, create_app
 
-    service = SearchService(ImageIndex.open(library["db"], encoder=library["encoder"]))
+    service = SearchService(ImageIndex.open(library["open"](), encoder=library["encoder"]))
     with TestClient(create_app(service), base_url="http://127.0.0.1") as c:
         yield c
 

@@ -21,8 +21,9 @@ from clipforge.index.store import NewRow
 DIM = 32
 
 
-def fill(path, vectors: np.ndarray) -> IndexStore:
-    store = IndexStore(path, create=True)
+def fill(path, vectors: np.ndarray, *, store=None) -> IndexStore:
+    """``vectors`` in a new store: an SQLite file at ``path``, or the empty ``store`` given."""
+    store = store if store is not None else IndexStore(path, create=True)
     store.bind(model_id="m1", embed_dim=vectors.shape[1], root=path.parent)
     with store.transaction() as c:
         store.insert(c, [NewRow(f"f{i}.png", 1, 1, f"h{i}", v) for i, v in enumerate(vectors)])
@@ -121,9 +122,9 @@ def test_one_relevance_cutoff_serves_queries_no_cosine_cutoff_can(tmp_path):
     store.close()
 
 
-def test_min_relevance_pages_and_checks(tmp_path):
+def test_min_relevance_pages_and_checks(tmp_path, make_store):
     vectors, q1, _, match1, _ = two_query_collection(1200, share=0.05, seed=2)
-    store = fill(tmp_path / "p.cfidx", vectors)
+    store = fill(tmp_path / "p.cfidx", vectors, store=make_store("p"))
     index = ImageIndex(store)
     above = index.search_vector(q1, k=200, min_relevance=0.5)
     assert len(above) == int(match1.sum()) and min(h.relevance for h in above) >= 0.5
@@ -140,9 +141,9 @@ def test_min_relevance_pages_and_checks(tmp_path):
     store.close()
 
 
-def test_relevance_follows_the_collection(tmp_path):
+def test_relevance_follows_the_collection(tmp_path, make_store):
     vectors, q1, _, _, _ = two_query_collection(600, seed=3)
-    store = fill(tmp_path / "f.cfidx", vectors[:300])
+    store = fill(tmp_path / "f.cfidx", vectors[:300], store=make_store("f"))
     index = ImageIndex(store, refresh_seconds=0.0)
     assert len(index._calibration) == 300
     with store.transaction() as c:

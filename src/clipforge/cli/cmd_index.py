@@ -1,7 +1,8 @@
 """clipforge index FOLDER --model CKPT: build or update a searchable image index.
 
-Embed every image under FOLDER into an SQLite index. Re-running only embeds new or changed files,
-drops deleted ones and keeps renamed ones. Safe to interrupt: the next run resumes.
+Embed every image under FOLDER into an SQLite index file (--db), or into a Qdrant collection
+(--store qdrant://HOST:PORT/COLLECTION, or qdrant+local:FOLDER for the embedded engine). Re-running
+only embeds new or changed files, drops deleted ones and keeps renamed ones. Safe to interrupt: the next run resumes.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ import argparse
 import json
 
 from ._apps import add_backend_arg, add_device_arg, add_model_arg, add_precision_arg
-
-DEFAULT_DB = "clipforge.cfidx"
-
+from ._stores import add_store_args, open_store_from_args, store_spec
 
 HELP = "index an image folder for semantic search (incremental)"
 
@@ -20,7 +19,7 @@ HELP = "index an image folder for semantic search (incremental)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", nargs="?", help="image folder (optional with --from-embeddings)")
     add_model_arg(p, required=False)
-    p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
+    add_store_args(p)
     p.add_argument("--rebuild", action="store_true", help="drop the index and re-embed everything")
     p.add_argument("--report", action="store_true", help="list skipped (undecodable) files and links not followed")
     p.add_argument("--from-embeddings", metavar="DIR", help="merge shards written by `clipforge embed`")
@@ -54,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..index import Encoder, IndexStore, index_folder, open_vector_index
+    from ..index import Encoder, index_folder, open_vector_index
     from ..index.plan import parse_memory
     from ..index.shards import merge_shards
 
@@ -62,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give FOLDER and --model (or --from-embeddings DIR)")
     budget = None if args.memory_budget is None else parse_memory(args.memory_budget)  # bad: fail before work
     progress = not args.no_progress
-    out: dict = {"db": args.db}
-    with IndexStore(args.db, create=True) as store:
+    out: dict = {"db": store_spec(args)}
+    with open_store_from_args(args, create=True) as store:
         if args.from_embeddings:
             model_id = None
             if args.model:

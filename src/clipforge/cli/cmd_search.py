@@ -12,14 +12,14 @@ from pathlib import Path
 
 from ..fileio import atomic_write_text
 from ._apps import FROM_INDEX, add_backend_arg, add_device_arg, add_model_arg, add_precision_arg
-from .cmd_index import DEFAULT_DB
+from ._stores import add_store_args, open_store_from_args
 
 HELP = "search an image index by text, by image, or both"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", nargs="?", help="text query")
-    p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
+    add_store_args(p)
     p.add_argument("--image", help="query image (image -> image search; with a text query: combined)")
     p.add_argument("--image-weight", type=float, default=0.5, help="weight of the image in a combined query")
     p.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(str(e).replace("taken_after", "--taken-after").replace("taken_before", "--taken-before")
                          .replace("folder must", "--folder must")) from None
     index = ImageIndex.load(
-        args.db, model=args.model, device=args.device, precision=args.precision, backend=args.backend,
-        nprobe=args.nprobe,
+        open_store_from_args(args), model=args.model, device=args.device, precision=args.precision,
+        backend=args.backend, nprobe=args.nprobe,
     )
     hits = index.search(
         text=args.query,

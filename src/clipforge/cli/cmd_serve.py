@@ -1,7 +1,8 @@
 """clipforge serve CKPT --db photos.cfidx: HTTP API + web page for an image index.
 
 Starts a web server: the page at /, the JSON API under /api, OpenAPI docs at /docs. Binds to
-127.0.0.1 unless --host says otherwise.
+127.0.0.1 unless --host says otherwise. With --store qdrant://HOST:PORT/COLLECTION the server keeps
+no index of its own: several can run behind one address (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import os
 import socket
 
 from ._apps import FROM_INDEX, MODEL_HELP, add_backend_arg, add_device_arg, add_precision_arg
-from .cmd_index import DEFAULT_DB
+from ._stores import add_store_args, open_store_from_args
 
 HELP = "serve search, classify, moderate and embed over HTTP, with a web page"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP + "; the one the index was built with")
-    p.add_argument("--db", default=DEFAULT_DB, help=f"index database (default: {DEFAULT_DB})")
+    add_store_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     add_device_arg(p)
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     service = SearchService.from_paths(
         args.checkpoint,
-        args.db,
+        open_store_from_args(args),
         device=args.device,
         precision=args.precision,
         backend=args.backend,

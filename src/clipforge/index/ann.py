@@ -36,6 +36,7 @@ from .neighbours import (  # the structures are re-exported: tests and benchmark
     _faiss,
 )
 from .plan import DEFAULT_THRESHOLD, IndexPlan, default_memory_budget, ivf_nlist, parse_memory, plan_index
+from .protocol import Store
 from .recall import (
     DEFAULT_RECALL_TARGET,
     _exact_topk_ids,
@@ -124,7 +125,7 @@ class Sidecar:
 
 
 def open_vector_index(
-    store: IndexStore,
+    store: Store,
     *,
     threshold: int | None = None,
     nprobe: int | None = None,
@@ -144,8 +145,12 @@ def open_vector_index(
     date (removed rows dropped, new rows added) if the model is the same and the index has grown
     less than ``max_growth`` times since its centroids were trained; else a new one. Either way the
     result is saved. ``previous`` (an index and fingerprint already in memory) is updated the same
-    way instead of being reloaded. ``nprobe`` overrides the calibrated value.
+    way instead of being reloaded. ``nprobe`` overrides the calibrated value. A store with a search of its own
+    (``store.vector_search()``: the Qdrant store) gets that, whatever the other arguments.
     """
+    own = store.vector_search()
+    if own is not None:  # a store that searches itself (Qdrant): nothing to build or keep in memory
+        return own, store.fingerprint()
     if previous is None:
         for p in sweep_ann_temporaries(store.path):
             log.info("removed %s, left by an interrupted save", p)

@@ -42,9 +42,9 @@ from ..data.photos import photo_info
 from ..fileio import sha256_file
 from ..inference import Encoder
 from ..progress import progress_bar
+from .protocol import Store
 from .records import FileRow, NewRow, PhotoFields, SkipRow
 from .scan import FileStat, FolderDiff, diff_folder, walk_images
-from .store import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class Embedded:
 
 def index_folder(
     root: str | Path,
-    store: IndexStore,
+    store: Store,
     encoder: Encoder,
     *,
     rebuild: bool = False,
@@ -222,7 +222,7 @@ def index_folder(
 
 
 def plan_changes(
-    root: Path, diff: FolderDiff, stored: dict[str, FileRow], store: IndexStore, *, progress: bool
+    root: Path, diff: FolderDiff, stored: dict[str, FileRow], store: Store, *, progress: bool
 ) -> Changes:
     """Phase 2: hash the files whose content a stored row may already hold (changed paths, and new
     files with the size of a vanished row) and sort every changed or new file into a move (touched
@@ -258,7 +258,7 @@ def plan_changes(
     return changes
 
 
-def apply_changes(store: IndexStore, changes: Changes, *, forget_skips: list[str]) -> None:
+def apply_changes(store: Store, changes: Changes, *, forget_skips: list[str]) -> None:
     """Phase 3: moves, copies and deletions (and skip records of gone files), one transaction."""
     with store.transaction() as c:
         store.delete(c, changes.vanished)
@@ -269,7 +269,7 @@ def apply_changes(store: IndexStore, changes: Changes, *, forget_skips: list[str
 
 
 def embed_files(
-    root: Path, files: list[FileStat], store: IndexStore, encoder: Encoder, settings: EmbedSettings
+    root: Path, files: list[FileStat], store: Store, encoder: Encoder, settings: EmbedSettings
 ) -> Embedded:
     """Phase 4: decode ``files`` in DataLoader workers, encode them in batches while the workers
     decode the next ones, and commit every ``settings.commit_every`` rows."""
@@ -303,7 +303,7 @@ def embed_files(
 
 
 def _embed_batch(
-    items: list[dict], pixels: torch.Tensor | None, store: IndexStore, encoder: Encoder
+    items: list[dict], pixels: torch.Tensor | None, store: Store, encoder: Encoder
 ) -> tuple[list[NewRow], int]:
     """The rows of a batch's decodable files, and how many of them were encoded (the others are
     copies of stored content and take the stored embedding)."""
@@ -342,7 +342,7 @@ def fast_decode_side(transform) -> int | None:
     return 2 * int(size) if size else None
 
 
-def fill_photo_info(store: IndexStore, root: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+def fill_photo_info(store: Store, root: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """Read date, camera, size and type from the headers of rows that lack them; returns how many."""
     missing = store.rows_without_info()
     filled: list[tuple[int, PhotoFields]] = []
@@ -360,7 +360,7 @@ def fill_photo_info(store: IndexStore, root: Path, *, max_pixels: int = DEFAULT_
     return len(filled)
 
 
-def _commit(store: IndexStore, rows: list[NewRow], skips: list[SkipRow]) -> None:
+def _commit(store: Store, rows: list[NewRow], skips: list[SkipRow]) -> None:
     if not rows and not skips:
         return
     with store.transaction() as c:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .store import IndexStore
+from .protocol import Store
 
 DEFAULT_SAMPLE_SIZE = 2048
 MIDPOINT_Z = 1.5  # standard score at which relevance is 0.5 (see the module docstring)
@@ -84,7 +84,7 @@ class ScoreCalibration:
         return None if bg is None else relevance_of_z(bg.z(scores))
 
 
-def sample_embeddings(store: IndexStore, *, size: int = DEFAULT_SAMPLE_SIZE, seed: int = 0) -> np.ndarray:
+def sample_embeddings(store: Store, *, size: int = DEFAULT_SAMPLE_SIZE, seed: int = 0) -> np.ndarray:
     """(S, E) float32: ``size`` stored embeddings drawn uniformly without replacement (all of them
     when there are fewer), at the cost of ``size`` lookups by id, whatever the collection size.
     Deterministic for a given ``seed`` and store state."""

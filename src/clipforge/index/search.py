@@ -24,9 +24,11 @@ import numpy as np
 from ..data.images import load_image
 from ..inference import Encoder
 from .ann import open_vector_index
+from .binding import describe_model
+from .protocol import Store
 from .records import Fingerprint, PhotoFilter
 from .relevance import DEFAULT_SAMPLE_SIZE, ScoreCalibration, sample_embeddings
-from .store import IndexStore, describe_model
+from .stores import open_store
 
 MAX_RESULTS = 10_000  # offset + k: deeper pages are not ranked
 log = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ class ImageIndex:
 
     def __init__(
         self,
-        store: IndexStore,
+        store: Store,
         *,
         encoder: Encoder | None = None,
         threshold: int | None = None,
@@ -131,19 +133,21 @@ class ImageIndex:
     @classmethod
     def open(
         cls,
-        db: str | Path,
+        db: str | Path | Store,
         *,
         encoder: Encoder | None = None,
         threshold: int | None = None,
         nprobe: int | None = None,
         progress: bool = False,
     ) -> ImageIndex:
-        return cls(IndexStore(db), encoder=encoder, threshold=threshold, nprobe=nprobe, progress=progress)
+        """``db``: an open store, or what :func:`~clipforge.index.stores.open_store` opens (a file, a URL)."""
+        store = open_store(db) if isinstance(db, (str, Path)) else db
+        return cls(store, encoder=encoder, threshold=threshold, nprobe=nprobe, progress=progress)
 
     @classmethod
     def load(
         cls,
-        db: str | Path,
+        db: str | Path | Store,
         *,
         model: str | None = None,
         device: str = "auto",
@@ -153,8 +157,10 @@ class ImageIndex:
     ) -> ImageIndex:
         """Open ``db`` with an encoder of the model that built it (or ``model``, the same weights
         elsewhere). Queries are encoded at the ``precision`` and with the ``backend`` the images were
-        (for an index that does not record them: "auto" and "torch"), unless these say otherwise."""
-        store = IndexStore(db)
+        (for an index that does not record them: "auto" and "torch"), unless these say otherwise.
+        ``db``: an open store (closed if this fails), or a file or URL for
+        :func:`~clipforge.index.stores.open_store`."""
+        store = open_store(db) if isinstance(db, (str, Path)) else db
         try:
             model = model or store.get_meta("model_path")
             if not model:
@@ -267,19 +273,30 @@ class ImageIndex:
         page = SearchPage(k=k, offset=offset, where=where, min_score=min_score, min_relevance=min_relevance)
         return self.search_page(query, page)
 
+    def _ranked(self, q: np.ndarray, n: int, where: PhotoFilter | None) -> tuple[np.ndarray | None, np.ndarray]:
+        """(scores (1, n), ids (1, n)) of the best rows passing ``where`` for the (1, E) query; None
+        scores when no row passes. A store that filters itself (Qdrant: ``search_where``) gets the
+        filter; otherwise the store lists the passing ids and the vector index keeps only those."""
+        vectors = self._vectors
+        if where is None or where.is_empty():
+            return vectors.search(q, n)
+        search_where = getattr(vectors, "search_where", None)
+        if search_where is not None:
+            return search_where(q, n, where=where)
+        allowed = self.store.ids_matching(where)
+        if len(allowed) == 0:
+            return None, np.empty((1, 0), dtype=np.int64)
+        return vectors.search(q, n, allowed=allowed)
+
     def search_page(self, query: np.ndarray, page: SearchPage) -> list[SearchHit]:
         """:meth:`search_vector` with its window and filters as one record."""
         page.check()
         k, offset, where, min_score = page.k, page.offset, page.where, page.min_score
         calibration = self._calibration
-        allowed = None
-        if where is not None and not where.is_empty():
-            allowed = self.store.ids_matching(where)
-            if len(allowed) == 0:
-                return []
-        vectors = self._vectors
         q = np.asarray(query, dtype=np.float32)[None]  # (1, E)
-        scores, ids = vectors.search(q, offset + k, allowed=allowed)  # (1, offset + k) each
+        scores, ids = self._ranked(q, offset + k, where)  # (1, offset + k) each
+        if scores is None:
+            return []
         # Cosines of float32 unit vectors; a float16 index or rounding can step past ±1 by ~1e-4.
         scores = np.clip(scores, -1.0, 1.0)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]

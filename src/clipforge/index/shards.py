@@ -25,9 +25,9 @@ from ..fileio import atomic_write, sweep_temporaries
 from ..inference import Encoder
 from ..progress import progress_bar
 from .indexer import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
+from .protocol import Store
 from .records import NewRow, SkipRow
 from .scan import FileStat, walk_images
-from .store import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def read_part(meta_path: str | Path) -> tuple[dict, np.ndarray]:
 
 
 def merge_shards(
-    store: IndexStore,
+    store: Store,
     shard_dir: str | Path,
     *,
     model_id: str | None = None,
@@ -214,7 +214,7 @@ def merge_shards(
     return report
 
 
-def _flush(store: IndexStore, rows: list[NewRow]) -> int:
+def _flush(store: Store, rows: list[NewRow]) -> int:
     n = len(rows)
     if rows:
         with store.transaction() as c:

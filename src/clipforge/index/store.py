@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .binding import DTYPES, IndexDatabaseError, ModelBinding, ModelMismatchError, describe_model
 from .records import FileRow, Fingerprint, NewRow, PhotoFields, PhotoFilter, SkipRow, Snapshot, folder_of
 from .schema import INFO_COLUMNS, SCHEMA, SCHEMA_SQL, UPGRADABLE, filter_sql, upgrade_schema
 
@@ -52,28 +53,12 @@ __all__ = [  # the records are re-exported: `from clipforge.index.store import P
     "describe_model",
 ]
 
-DTYPES = ("float32", "float16")
 log = logging.getLogger(__name__)
 
 
 def _is_sql_int(value: int) -> bool:
     """Whether ``value`` fits SQLite's signed 64-bit INTEGER (else binding it raises OverflowError)."""
     return -(2**63) <= int(value) < 2**63
-
-
-def describe_model(model_id: str | None, name: str | None = "", path: str | None = "") -> str:
-    """A model as a person can tell it apart: file (every run's weights are ``model.safetensors``,
-    so the full path), name, and the weights' id."""
-    parts = [p for p in (path, name if name and not (path and path.endswith(name)) else "") if p]
-    return f"{' / '.join(parts) or 'an unnamed model'} [id {model_id}]"
-
-
-class IndexDatabaseError(ValueError):
-    """A database that cannot be used as asked (wrong model, wrong folder, not an index)."""
-
-
-class ModelMismatchError(IndexDatabaseError):
-    """The index was built with another model than the one asked to use it."""
 
 
 # SQLite's result codes that say the file itself is not a (sound) database, as opposed to failing
@@ -89,7 +74,7 @@ def _says_not_a_database(error: sqlite3.DatabaseError) -> bool:
     return name.startswith(_NOT_A_DATABASE)
 
 
-class IndexStore:
+class IndexStore(ModelBinding):
     """An index database. ``create=False`` refuses a path that holds no index yet."""
 
     def __init__(self, path: str | Path, *, create: bool = False) -> None:
@@ -186,108 +171,17 @@ class IndexStore:
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
 
-    @property
-    def model_id(self) -> str | None:
-        return self.get_meta("model_id")
-
-    @property
-    def embed_dim(self) -> int | None:
-        value = self.get_meta("embed_dim")
-        return None if value is None else int(value)
-
-    @property
-    def dtype(self) -> str:
-        return self.get_meta("dtype") or "float32"
-
-    @property
-    def root(self) -> Path | None:
-        value = self.get_meta("root")
-        return None if value is None else Path(value)
-
-    def bind(
-        self,
-        *,
-        model_id: str,
-        embed_dim: int,
-        root: str | Path,
-        dtype: str = "float32",
-        model_name: str = "",
-        model_path: str = "",
-        precision: str = "",
-        backend: str = "",
-        rebuild: bool = False,
-    ) -> None:
-        """Tie an empty store to a model and folder, or check that it already is.
-
-        A store built with another model (or for another folder) raises unless ``rebuild``, which
-        drops every row and re-binds. ``precision`` and ``backend`` (how the images are encoded) are
-        recorded, so that queries are encoded the same way; adding to an index in another one is
-        allowed, and logged.
-        """
-        if dtype not in DTYPES:
-            raise ValueError(f"embedding dtype must be one of {DTYPES}, got {dtype!r}")
-        root = str(Path(root).resolve())
-        current = {k: self.get_meta(k) for k in ("model_id", "embed_dim", "root", "dtype")}
-        if current["model_id"] is not None and not rebuild:
-            if current["model_id"] != model_id:
-                raise ModelMismatchError(
-                    f"{self.path} was built with model {self._stored_model()}, not with model "
-                    f"{describe_model(model_id, model_name, model_path)}; "
-                    "use the same model, or `rebuild=True` to re-embed everything"
-                )
-            if current["root"] != root:
-                raise IndexDatabaseError(
-                    f"{self.path} indexes folder {current['root']}, not {root}; "
-                    "use another index database, or `rebuild=True`"
-                )
-            if model_path and model_path != self.get_meta("model_path"):
-                with self.transaction() as c:  # same weights, moved: remember where they are now
-                    c.execute("INSERT OR REPLACE INTO meta VALUES ('model_path', ?)", (model_path,))
-            built = self.encoding()
-            given = (precision or built[0], backend or built[1])
-            if None not in built and given != built:
-                log.warning(
-                    "%s: images were encoded at precision %s with backend %s; adding new ones at %s with %s",
-                    self.path, *built, *given,
-                )
-            return
-        with self.transaction() as c:
-            if rebuild:
+    def _rebind(self, values: dict[str, str], *, clear_rows: bool, drop_keys: tuple[str, ...]) -> None:
+        with self.transaction() as c:  # one commit: rows dropped and model re-bound together
+            if clear_rows:
                 c.execute("DELETE FROM images")
                 c.execute("DELETE FROM skipped")
-            values = {
-                "model_id": model_id,
-                "embed_dim": str(embed_dim),
-                "root": root,
-                "dtype": dtype,
-                "model_name": model_name,
-                "model_path": model_path,
-            }
-            if precision and backend:
-                values |= {"precision": precision, "backend": backend}
-            else:  # unknown (embedding shards of an older clipforge): queries fall back to the defaults
-                c.execute("DELETE FROM meta WHERE key IN ('precision', 'backend')")
+            c.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_keys])
             c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
 
-    def encoding(self) -> tuple[str | None, str | None]:
-        """(precision, backend) the images were encoded with; ``None`` where the index does not say
-        (built by an older clipforge)."""
-        return self.get_meta("precision"), self.get_meta("backend")
-
-    def _stored_model(self) -> str:
-        return describe_model(self.get_meta("model_id"), self.get_meta("model_name"), self.get_meta("model_path"))
-
-    def check_model(self, model_id: str, *, model_name: str = "", model_path: str = "") -> None:
-        """Raise :class:`ModelMismatchError` (naming both models) unless the index was built with
-        ``model_id``."""
-        if self.model_id is None:
-            raise IndexDatabaseError(f"{self.path} is empty: no model has been bound to it yet")
-        if self.model_id != model_id:
-            raise ModelMismatchError(
-                f"{self.path} was built with model {self._stored_model()}, but the query model is "
-                f"{describe_model(model_id, model_name, model_path)}; search with the model that built "
-                "the index, or re-index with `clipforge index FOLDER --model CKPT --rebuild`"
-            )
+    def vector_search(self) -> None:
+        """None: the SQLite store has no search of its own (:mod:`clipforge.index.ann` builds one)."""
+        return None
 
     # -- reads ---------------------------------------------------------------------------------
     def files(self) -> dict[str, FileRow]:

@@ -9,6 +9,7 @@ limit and checked for decompression bombs before decoding. JSON bodies are valid
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -25,12 +26,15 @@ try:
 except ImportError as e:  # the package imports this module; say how to get the extra
     raise ImportError(f"clipforge's HTTP server needs FastAPI ({e}): pip install 'clipforge[serve]'") from e
 
+from ..index.qdrant import QdrantStoreError
 from ..index.records import PhotoFilter
 from ..index.search import SearchPage
 from .limits import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_ACTIVE, DEFAULT_MAX_JSON_BYTES, RequestLimits
 from .security import LOOPBACK_HOSTS, HostAllowList, TokenGate, check_token
 from .service import MAX_ID, MAX_LABEL_CHARS, MAX_LABELS, NotConfigured, NotFound, SearchQuery, SearchService
 from .uploads import DEFAULT_MAX_UPLOAD_BYTES, UploadError, read_limited
+
+log = logging.getLogger(__name__)
 
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 IMAGE_BODY = {
@@ -225,6 +229,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ValueError)
     async def _bad(request: Request, e: ValueError):
         return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(QdrantStoreError)  # the store's fault, not the request's: 503, retry elsewhere
+    async def _store_down(request: Request, e: QdrantStoreError):
+        log.warning("%s %s: %s", request.method, request.url.path, e)  # (the store's address stays here)
+        return JSONResponse({"detail": "the search store is unavailable; try again shortly"}, status_code=503)
 
 
 def _add_search_routes(app: FastAPI, service: SearchService, read_body: ReadBody) -> None:

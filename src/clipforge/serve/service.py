@@ -26,6 +26,7 @@ from ..eval.classifier import ZeroShotClassifier
 from ..eval.moderate import Moderator
 from ..eval.policy import Policy, load_policy
 from ..eval.prompts import builtin_templates, check_labels, load_templates
+from ..index.protocol import Store
 from ..index.search import ImageIndex, SearchPage, blend
 from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
 from .batching import TextBatcher
@@ -121,7 +122,7 @@ class SearchService:
     def from_paths(
         cls,
         checkpoint: str | Path,
-        db: str | Path,
+        db: str | Path | Store,
         *,
         device: str = "auto",
         precision: str | None = None,
@@ -130,7 +131,8 @@ class SearchService:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         nprobe: int | None = None,
     ) -> SearchService:
-        """``precision`` / ``backend``: by default the ones the index's images were encoded with."""
+        """``db``: an open store, or an index file or store URL (see :func:`~clipforge.index.stores.open_store`).
+        ``precision`` / ``backend``: by default the ones the index's images were encoded with."""
         loaded_policy = None if policy is None else load_policy(policy)
         index = ImageIndex.load(
             db, model=str(checkpoint), device=device, precision=precision, backend=backend, nprobe=nprobe
