@@ -3,7 +3,7 @@
 Each step takes the rank's batch for this step (a pure function of seed and step), moves it to the
 device, sets the scheduled learning rate and runs one :class:`~.step.OptimizerStep` (accumulated
 forward + backward with the negatives of the whole global batch, clip, AdamW). Every ``save_every``
-steps the main process writes an atomic checkpoint (weights + optimiser/RNG state);
+steps the main process writes an atomic checkpoint (weights + optimiser/RNG state, :mod:`.train_state`);
 ``resume=True`` continues from the latest one, bit-exactly. Evaluations run every ``eval_every``.
 
 Recipe components (all off by default): an EMA of the weights (:mod:`.ema`: evaluated, saved as
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..checkpoint import load_state_dict_strict, load_weights, save_checkpoint
+from ..checkpoint import load_weights, save_checkpoint
 from ..data import Collator, SkipStats, prepare_images
 from ..data.protocols import load_skips_of
 from ..device import parse_precision
@@ -49,13 +49,13 @@ from .distributed import (
 )
 from .ema import EMA, ema_weights
 from .lit import lock_image_tower, set_train_mode
-from .lora import adapter_state_dict, apply_lora, load_adapters, merged_state_dict, parse_towers
+from .lora import apply_lora, parse_towers
 from .merge import wise_ft_into
 from .metrics_log import MetricsLogger, Progress
 from .optim import build_optimizer, lr_at, set_lr
 from .periodic_eval import EvalTask, RetrievalSet, evaluate, headline, regression_report
 from .precision import autocast_for, step_kernels_for
-from .run_dir import RunDir, check_resumable, resolve_run_dir, rng_state, set_rng_state
+from .run_dir import RunDir, check_resumable, resolve_run_dir
 from .setup import (
     augmented,
     base_model_config,
@@ -66,15 +66,11 @@ from .setup import (
     final_model_config,
     resolve_loss,
 )
-from .sharding import (
-    full_state_dict,
-    load_sharded,
-    save_sharded,
-    shard_model,
-)
+from .sharding import shard_model
 from .simclr import SimCLRTerm
 from .step import OptimizerStep, make_loss_fn
 from .tracking import open_trackers
+from .train_state import RunParts, RunRecords, restore_step, save_step, saved_weights
 
 log = logging.getLogger(__name__)
 
@@ -284,79 +280,44 @@ class _Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _state(self, step: int) -> dict[str, Any]:
-        positions = self.stream_positions
-        if self.data.iterable:
-            positions = [self.data.position.to_dict()]
-            if self.info.distributed:
-                gathered: list[Any] = [None] * self.info.world_size
-                torch.distributed.all_gather_object(gathered, positions[0])
-                positions = gathered
-        return {
-            "step": step,
-            "optimizer": None if self.sharded else self.optimizer.state_dict(),  # sharded: in step-N.dcp/
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng_state(),
-            "skips": self.skips.state_dict(),
-            "stream_positions": positions,
-            "best": list(self.best) if self.best else None,
-            "baseline": self.baseline,
-            "lora": adapter_state_dict(self.model) if self.lora else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "simclr_head": self.simclr.head.state_dict() if self.simclr is not None else None,
-            "budget": self.budget.state_dict() if self.budget is not None else None,
-        }
+    def _parts(self) -> RunParts:
+        """The live objects whose state a step checkpoint saves."""
+        return RunParts(
+            model=self.model,
+            optimizer=self.optimizer,
+            skips=self.skips,
+            scaler=self.scaler,
+            ema=self.ema,
+            simclr_head=self.simclr.head if self.simclr is not None else None,
+            budget=self.budget,
+            lora=self.lora,
+            sharded=self.sharded,
+        )
+
+    def _stream_positions(self) -> list[Any] | None:
+        """Streamed data: every rank's position in its shards (collective); else as resumed."""
+        if not self.data.iterable:
+            return self.stream_positions
+        positions = [self.data.position.to_dict()]
+        if self.info.distributed:
+            gathered: list[Any] = [None] * self.info.world_size
+            torch.distributed.all_gather_object(gathered, positions[0])
+            positions = gathered
+        return positions
 
     def _save(self, step: int) -> None:
-        state = self._state(step)  # collective when streaming: every rank takes part
-        weights = self._weights()  # collective when sharded
-        if self.sharded:  # each rank's shards of model and optimiser, before the state commits the step
-            save_sharded(self.model, self.optimizer, self.rundir.shard_dir(step), self.info)
-        if self.info.is_main:
-            provenance = {"run": str(self.rundir.path), "step": step, "train_config": self.cfg.to_dict()}
-            self.rundir.save(
-                step,
-                self.model,
-                tokenizer=self.tokenizer,
-                state=state,
-                provenance=provenance,
-                weights=weights,
-            )
+        records = RunRecords(stream_positions=self._stream_positions(), best=self.best, baseline=self.baseline)
+        provenance = {"run": str(self.rundir.path), "step": step, "train_config": self.cfg.to_dict()}
+        save_step(
+            self.rundir, self._parts(), step, records, tokenizer=self.tokenizer, provenance=provenance, info=self.info
+        )
 
     def _weights(self) -> dict[str, torch.Tensor] | None:
-        """What a saved model holds when it is not ``model.state_dict()``: the full weights gathered
-        from the shards (rank 0; collective), or the LoRA adapters merged into plain weights."""
-        if self.sharded:
-            return full_state_dict(self.model)
-        return merged_state_dict(self.model) if self.lora else None
+        return saved_weights(self._parts())
 
     def _restore(self, step: int) -> None:
-        state = self.rundir.load_state(step)
-        if self.lora:  # the frozen base comes from --init (or the seed) as at the start; the adapters from the state
-            load_adapters(self.model, state["lora"])
-        elif self.sharded:
-            load_sharded(self.model, self.optimizer, self.rundir.shard_dir(step))
-        else:
-            load_state_dict_strict(
-                self.model,
-                load_weights(self.rundir.weights_file(step), device=self.info.device),
-                source=str(self.rundir.weights_file(step)),
-            )
-        if self.simclr is not None:  # before the optimiser state, which holds the head's moments
-            self.simclr.head.load_state_dict(state["simclr_head"])
-        if not self.sharded:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        if self.budget is not None and state.get("budget"):
-            self.budget.load_state_dict(state["budget"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.skips.load_state_dict(state["skips"])
-        self.stream_positions = state["stream_positions"]
-        self.best = tuple(state["best"]) if state["best"] else None
-        self.baseline = state.get("baseline")
+        records = restore_step(self.rundir, self._parts(), step, device=self.info.device)
+        self.stream_positions, self.best, self.baseline = records.stream_positions, records.best, records.baseline
         self.metrics.truncate_after(step)
         log.info("resumed %s at step %d", self.rundir.path, step)
 
