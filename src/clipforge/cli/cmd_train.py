@@ -87,18 +87,26 @@ FIELD_HELP = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..train.config import TrainConfig, flat_field_names, flat_field_type
+    from ..train.config import TrainConfig, flat_field_names, flat_field_section, flat_field_type
 
-    p.add_argument("--config", type=Path, default=None, help="a run.json / TrainConfig JSON file")
+    p.add_argument("--config", type=Path, default=None, help="a run.json / TrainConfig JSON file (by section or flat)")
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out/--name from its latest checkpoint"
     )
     defaults = TrainConfig().to_flat()
+    groups: dict[str, Any] = {}  # one --help group per TrainConfig section
     for name in flat_field_names():
-        flag = "--" + name.replace("_", "-")
+        section = flat_field_section(name)
+        if section is None:
+            group = p
+        elif section in groups:
+            group = groups[section]
+        else:
+            group = groups[section] = p.add_argument_group(f"{section} (TrainConfig.{section})")
         default = tuple(defaults[name]) if isinstance(defaults[name], list) else defaults[name]
         help_text = f"{FIELD_HELP.get(name, '')} (default: {default!r})"
-        p.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=help_text, **_arg_kind(flat_field_type(name)))
+        kind = _arg_kind(flat_field_type(name))
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, help=help_text, **kind)
 
 
 def _arg_kind(hint: Any) -> dict[str, Any]:
