@@ -159,6 +159,22 @@ def test_each_section_checks_itself_naming_the_flat_parameter() -> None:
         dataclasses.replace(base, finetune=FinetuneSection(wise_ft=0.5)).validate()
 
 
+@pytest.mark.parametrize("form", ["nested", "flat"])
+def test_cli_config_file_in_either_form_under_flags(tmp_path, form) -> None:
+    import argparse
+
+    from clipforge.cli.cmd_train import add_arguments, build_config
+
+    cfg = _unusual()
+    path = tmp_path / "run.json"
+    path.write_text(cfg.to_json() if form == "nested" else json.dumps(cfg.to_flat()))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    given = build_config(parser.parse_args(["--config", str(path), "--lr", "0.01", "--save-every", "9"]))
+    assert given == cfg.replace(lr=0.01, save_every=9)
+    assert build_config(parser.parse_args(["--config", str(path)])) == cfg
+
+
 def test_replace_takes_flat_names_and_validates() -> None:
     cfg = TrainConfig.from_flat(data="x").replace(lr=1e-3, save_every=7)
     assert cfg.optim.lr == 1e-3 and cfg.checkpoint.every == 7 and cfg.data.source == "x"
