@@ -51,6 +51,7 @@ from clipforge.eval.dataset_eval import retrieval_dataset, zeroshot_dataset
 from clipforge.eval.datasets import labelled_csv
 from clipforge.eval.prompts import load_templates
 from clipforge.tokenizer import get_tokenizer
+from clipforge.train.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from learning_data import PROMPTS, build  # noqa: E402  (the benchmark's data builder, beside this file)
@@ -136,7 +137,7 @@ def step_rate(run: Path) -> float:
     """Steps/s of the last logged interval of a clipforge run (its metrics.jsonl)."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r]
-    batch = int(json.loads((run / "run.json").read_text())["batch_size"])
+    batch = TrainConfig.from_json(run / "run.json").schedule.batch_size  # run.json: nested, or flat (older runs)
     return rates[-1] / batch
 
 

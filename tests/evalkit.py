@@ -148,7 +148,7 @@ def _train_shapes(folder: Path, *, model: dict, steps: int, batch_size: int) -> 
     model_cfg = get_model_config(str(folder / "model.json"))
     spec = ShapesSpec(image_size=model_cfg.vision.image_size)
     (colour,) = zero_shot_tasks(spec, names=("colour",), transform=image_transform(model_cfg))
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_flat(
         data="shapes", model=str(folder / "model.json"), tokenizer="train", vocab_size=1024,
         steps=steps, batch_size=batch_size, lr=2e-3, warmup_steps=20, weight_decay=0.1, precision="fp32",
         device="cpu", workers=0, out=str(folder), name="run", save_every=10_000, progress=False,

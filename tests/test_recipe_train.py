@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -106,20 +105,21 @@ def test_time_budget_plans_from_the_measured_step_time(monkeypatch) -> None:
 
 
 def test_new_fields_are_off_by_default_and_old_run_json_loads() -> None:
-    old = TrainConfig(data="shapes").to_dict()
+    old = TrainConfig.from_flat(data="shapes").to_flat()  # the flat run.json of older runs
     new_keys = ("recipe", "sample_captions", "augment", "simclr_weight", "patch_dropout", "ema_decay",
                 "text_dropout", "shuffle_tags", "label_smoothing", "time_budget", "wise_ft")
     for key in new_keys:
         del old[key]
     cfg = TrainConfig.from_dict(old)
-    assert (cfg.augment, cfg.ema_decay, cfg.sample_captions, cfg.time_budget, cfg.wise_ft) == ("none", 0.0, False,
-                                                                                                None, 1.0)
+    assert (cfg.data.augment, cfg.optim.ema_decay, cfg.data.sample_captions, cfg.schedule.time_budget,
+            cfg.finetune.wise_ft) == ("none", 0.0, False, None, 1.0)
 
 
 def test_recipes_are_data_and_explicit_fields_win() -> None:
     assert {"small-data", "finetune"} <= set(recipe_names())
     cfg = TrainConfig.from_dict({"data": "shapes", "recipe": "small-data", "ema_decay": 0.5})
-    assert cfg.sample_captions and cfg.simclr_weight == 1.0 and cfg.patch_dropout == 0.5 and cfg.ema_decay == 0.5
+    assert cfg.data.sample_captions and cfg.loss.simclr_weight == 1.0 and cfg.model.patch_dropout == 0.5
+    assert cfg.optim.ema_decay == 0.5
     assert recipe_fields("finetune")["wise_ft"] < 1
     with pytest.raises(ConfigError, match="unknown recipe"):
         TrainConfig.from_dict({"data": "shapes", "recipe": "nope"})
@@ -135,7 +135,8 @@ def test_cli_flags_override_the_preset() -> None:
     args = parser.parse_args(["--data", "shapes", "--recipe", "small-data", "--augment", "strong", "--time-budget",
                               "90s", "--patch-dropout", "0.25", "--no-sample-captions"])
     cfg = build_config(args)
-    assert (cfg.augment, cfg.simclr_weight, cfg.sample_captions, cfg.time_budget_s, cfg.patch_dropout) == (
+    assert (cfg.data.augment, cfg.loss.simclr_weight, cfg.data.sample_captions, cfg.schedule.time_budget_s,
+            cfg.model.patch_dropout) == (
         "strong", 1.0, False, 90.0, 0.25)
 
 
@@ -153,7 +154,7 @@ def test_cli_flags_override_the_preset() -> None:
 )
 def test_bad_recipe_values_name_the_field(fields, match) -> None:
     with pytest.raises(ConfigError, match=match):
-        TrainConfig(data="shapes", **fields).validate()
+        TrainConfig.from_flat(data="shapes", **fields).validate()
 
 
 # ---------------------------------------------------------------- end to end
@@ -168,8 +169,7 @@ def run_cfg(tmp_path):
 
 @pytest.mark.slow  # three tiny runs (~15 s on 2 shared cores)
 def test_every_component_trains_saves_and_resumes_bit_exactly(run_cfg) -> None:
-    cfg = dataclasses.replace(
-        run_cfg,
+    cfg = run_cfg.replace(
         sample_captions=True,
         augment="strong",
         simclr_weight=0.5,
@@ -178,17 +178,17 @@ def test_every_component_trains_saves_and_resumes_bit_exactly(run_cfg) -> None:
         text_dropout=0.2,
         shuffle_tags=True,
         label_smoothing=0.1,
-        val_data=run_cfg.data,
+        val_data=run_cfg.data.source,
     )
-    straight = fit(dataclasses.replace(cfg, name="straight"))
+    straight = fit(cfg.replace(name="straight"))
     raw, final = load_weights(straight.run_dir / "model-raw.safetensors"), load_weights(straight.model_path)
     assert any(not torch.equal(raw[k], final[k]) for k in raw)  # the saved model is the EMA, not the raw weights
     records = [json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("simclr_loss" in r for r in records) and straight.eval
-    cut = fit(dataclasses.replace(cfg, name="cut"))
+    cut = fit(cfg.replace(name="cut"))
     for path in (cut.run_dir / "checkpoints").glob("step-000004.*"):  # as if killed after step 3
         path.unlink()
-    resumed = fit(dataclasses.replace(cfg, name="cut"), resume=True)
+    resumed = fit(cfg.replace(name="cut"), resume=True)
     again = load_weights(resumed.model_path)
     assert all(torch.equal(final[k], again[k]) for k in final)
 
@@ -215,7 +215,7 @@ def test_time_budget_stops_on_time_with_a_final_checkpoint(run_cfg, monkeypatch)
 
     monkeypatch.setattr(loop._Trainer, "_step", timed_step)
     budget = 24.0
-    cfg = dataclasses.replace(run_cfg, name="budget", time_budget=f"{budget}s", steps=100_000, save_every=100_000,
+    cfg = run_cfg.replace(name="budget", time_budget=f"{budget}s", steps=100_000, save_every=100_000,
                               batch_size=4, warmup_steps=2)
     result = fit(cfg, train_dataset=ColourPairs(32, size=16))
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -230,13 +230,13 @@ def test_time_budget_stops_on_time_with_a_final_checkpoint(run_cfg, monkeypatch)
     assert result.model_path.is_file()
     lrs = [r["lr"] for r in records if "lr" in r]
     assert lrs[-1] < 0.2 * max(lrs)  # the cosine was sized to the budget: it has come down by the end
-    assert TrainConfig.from_json(result.run_dir / "run.json").time_budget == "24.0s"  # recorded in the config
+    assert TrainConfig.from_json(result.run_dir / "run.json").schedule.time_budget == "24.0s"  # recorded in the config
 
 
 def test_wise_ft_interpolates_with_the_starting_weights(run_cfg, tmp_path, tiny_model) -> None:
     init = save_checkpoint(tmp_path / "init.safetensors", tiny_model(seed=0, vocab_size=VOCAB, embed_dim=16),
                            tokenizer=small_tokenizer())
-    cfg = dataclasses.replace(run_cfg, name="wise", init=str(init), wise_ft=0.5, steps=2, model="vit-tiny")
+    cfg = run_cfg.replace(name="wise", init=str(init), wise_ft=0.5, steps=2, model="vit-tiny")
     result = fit(cfg)
     start = load_weights(init)
     tuned = load_weights(result.run_dir / "model-finetuned.safetensors")
@@ -253,15 +253,15 @@ def test_components_that_do_not_fit_are_errors(run_cfg, tmp_path) -> None:
 
     rn.write_text(json.dumps(tiny_model_config("rn-tiny", embed_dim=16, context_length=24).to_dict()))
     with pytest.raises(ValueError, match="patch_dropout.*ResNet"):
-        fit(dataclasses.replace(run_cfg, name="rn", model=str(rn), patch_dropout=0.5))
+        fit(run_cfg.replace(name="rn", model=str(rn), patch_dropout=0.5))
     assert rn_cfg  # the ViT config it replaced
     with pytest.raises(ValueError, match="label_smoothing"):
-        fit(dataclasses.replace(run_cfg, name="sig", loss="siglip", label_smoothing=0.1))
+        fit(run_cfg.replace(name="sig", loss="siglip", label_smoothing=0.1))
 
 
 def test_from_recipe_applies_the_preset() -> None:
     cfg = TrainConfig.from_recipe("small-data", data="shapes", augment="strong")
-    assert cfg.recipe == "small-data" and cfg.sample_captions and cfg.augment == "strong"
+    assert cfg.recipe == "small-data" and cfg.data.sample_captions and cfg.data.augment == "strong"
 
 
 def test_augmentation_reaches_the_decode_and_the_cache_paths(run_cfg, tmp_path) -> None:
@@ -270,13 +270,13 @@ def test_augmentation_reaches_the_decode_and_the_cache_paths(run_cfg, tmp_path) 
     from clipforge.models import get_model_config
     from clipforge.train.setup import build_train_dataset
 
-    model_cfg = get_model_config(run_cfg.model)
+    model_cfg = get_model_config(run_cfg.model.name)
     size = model_cfg.vision.image_size
     plain = build_train_dataset(run_cfg, model_cfg, rank=0, world_size=1)
     assert isinstance(plain, PairsDataset)  # components off: the dataset as before, float images
     assert plain[0][0].dtype == torch.float32
     for cache in (None, str(tmp_path / "cache")):
-        cfg = dataclasses.replace(run_cfg, augment="light", cache=cache, progress=False)
+        cfg = run_cfg.replace(augment="light", cache=cache, progress=False)
         ds = build_train_dataset(cfg, model_cfg, rank=0, world_size=1)
         assert isinstance(ds, AugmentedPairs)
         image, caption = ds[0]
@@ -293,7 +293,7 @@ def test_a_given_dataset_gets_the_text_augmentation(run_cfg) -> None:
 
     data = ColourPairs(8, size=16)
     assert augmented(data, run_cfg, crop_size=16) is data  # nothing asked: untouched
-    wrapped = augmented(data, dataclasses.replace(run_cfg, text_dropout=0.5), crop_size=16)
+    wrapped = augmented(data, run_cfg.replace(text_dropout=0.5), crop_size=16)
     assert isinstance(wrapped, AugmentedPairs) and wrapped.augment.crop_size is None
     words = set(data[0][1].split())
     assert set(wrapped[0][1].split()) <= words

@@ -47,7 +47,7 @@ def test_metrics_truncate_after(tmp_path):
 
 
 def test_train_config_is_strict(tmp_path):
-    cfg = TrainConfig(data="pairs.csv", steps=10, batch_size=8)
+    cfg = TrainConfig.from_flat(data="pairs.csv", steps=10, batch_size=8)
     path = tmp_path / "run.json"
     path.write_text(cfg.to_json())
     assert TrainConfig.from_json(path) == cfg.validate()

@@ -121,6 +121,6 @@ def test_config_file_and_flag_precedence(tiny, tmp_path):
     (tmp_path / "run.json").write_text(json.dumps(cfg))
     assert main(["train", "--config", str(tmp_path / "run.json"), "--steps", "3"]) == 0
     saved = json.loads((out / "fromfile" / "run.json").read_text())
-    assert saved["steps"] == 3 and saved["accum_steps"] == 2  # the flag wins over the file
+    assert saved["schedule"]["steps"] == 3 and saved["schedule"]["accum_steps"] == 2  # the flag wins over the file
     (tmp_path / "bad.json").write_text(json.dumps({**cfg, "learning_rate": 1}))
     assert main(["train", "--config", str(tmp_path / "bad.json")]) == 1

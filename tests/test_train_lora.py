@@ -3,8 +3,6 @@ checkpoint that exports to Hugging Face / open_clip, and a LoRA run resumes bit-
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from convert_utils import VOCAB, example_tokens, max_diff, normalized, small_tokenizer
@@ -57,9 +55,9 @@ def test_towers_and_bad_options(tiny_model):
     apply_lora(model, rank=2, towers=("text",))
     assert all(k.startswith("text.") for k in adapter_state_dict(model))
     with pytest.raises(ValueError, match="lora_towers"):
-        TrainConfig(data="shapes", lora_rank=2, lora_towers="image,audio").validate()
+        TrainConfig.from_flat(data="shapes", lora_rank=2, lora_towers="image,audio").validate()
     with pytest.raises(ValueError, match="cannot be combined"):
-        TrainConfig(data="shapes", lora_rank=2, lock_image=True).validate()
+        TrainConfig.from_flat(data="shapes", lora_rank=2, lock_image=True).validate()
 
 
 @pytest.fixture()
@@ -72,7 +70,7 @@ def lora_run(tmp_path, tiny_model):
 @pytest.mark.slow
 def test_lora_fit_trains_only_adapters_saves_plain_weights_and_resumes(lora_run):
     cfg, init = lora_run
-    straight = fit(dataclasses.replace(cfg, name="straight"))
+    straight = fit(cfg.replace(name="straight"))
     start, final = load_weights(init), load_weights(straight.model_path)
     assert set(start) == set(final)  # a plain checkpoint: the model's own names, no adapter tensors
     adapted = {f"{k}.weight" for k in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
@@ -81,11 +79,11 @@ def test_lora_fit_trains_only_adapters_saves_plain_weights_and_resumes(lora_run)
     model = load_checkpoint(straight.model_path)[0]  # loads like any clipforge model
     assert isinstance(model, CLIP)
 
-    cut = fit(dataclasses.replace(cfg, name="cut"))
+    cut = fit(cfg.replace(name="cut"))
     for path in (cut.run_dir / "checkpoints").glob("step-000004.*"):  # as if killed after step 3
         path.unlink()
     cut.model_path.unlink()
-    resumed = fit(dataclasses.replace(cfg, name="cut"), resume=True)
+    resumed = fit(cfg.replace(name="cut"), resume=True)
     again = load_weights(resumed.model_path)
     assert all(torch.equal(final[k], again[k]) for k in final)
 
@@ -93,7 +91,7 @@ def test_lora_fit_trains_only_adapters_saves_plain_weights_and_resumes(lora_run)
 def test_lora_model_exports_to_hf_and_open_clip(lora_run, tmp_path):
     transformers = pytest.importorskip("transformers", reason="transformers is the reference implementation")
     cfg, _ = lora_run
-    result = fit(dataclasses.replace(cfg, name="export", steps=2))
+    result = fit(cfg.replace(name="export", steps=2))
     ours = load_checkpoint(result.model_path)[0].eval()
     tokenizer = small_tokenizer()
     images, tokens = torch.randn(2, 3, 16, 16), example_tokens()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -123,7 +122,7 @@ def test_fit_on_pipe_shards_resumes_to_identical_weights(tmp_path):
 
     write_shards(tmp_path / "shards", sizes=(10, 8, 12))
     model = write_tiny_model(tmp_path / "tiny.json", image_size=16, vocab_size=49408, context_length=16)
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_flat(
         data=f"pipe:cat {tmp_path}/shards/s{{0..2}}.tar",
         model=str(model),
         steps=6,
@@ -137,12 +136,12 @@ def test_fit_on_pipe_shards_resumes_to_identical_weights(tmp_path):
         out=str(tmp_path / "runs"),
         progress=False,
     )
-    straight = fit(dataclasses.replace(cfg, name="straight"))
-    cut = fit(dataclasses.replace(cfg, name="cut"))
+    straight = fit(cfg.replace(name="straight"))
+    cut = fit(cfg.replace(name="cut"))
     for path in (cut.run_dir / "checkpoints").glob("step-00000[46].*"):  # as if killed after step 3
         path.unlink()
     cut.model_path.unlink()
-    resumed = fit(dataclasses.replace(cfg, name="cut"), resume=True)
+    resumed = fit(cfg.replace(name="cut"), resume=True)
     a, b = load_file(straight.model_path), load_file(resumed.model_path)
     for key in a:
         assert torch.equal(a[key], b[key]), key

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
@@ -42,7 +41,7 @@ def wandb_history(path) -> list[dict]:
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:
-    return TrainConfig(
+    return TrainConfig.from_flat(
         data=str(write_pairs_csv(tmp_path / "data", n=16)),
         model=str(write_tiny_model(tmp_path / "tiny.json", vocab_size=49408, context_length=16)),
         steps=3,
@@ -62,7 +61,7 @@ def _cfg(tmp_path, **kw) -> TrainConfig:
 def test_report_to_names_are_checked():
     assert parse_report_to("wandb, mlflow,wandb") == ["wandb", "mlflow"]
     with pytest.raises(ValueError, match="unknown tracker"):
-        TrainConfig(data="shapes", report_to="comet").validate()
+        TrainConfig.from_flat(data="shapes", report_to="comet").validate()
 
 
 def test_missing_extra_is_an_install_hint(tmp_path, monkeypatch, capsys):
@@ -75,11 +74,11 @@ def test_missing_extra_is_an_install_hint(tmp_path, monkeypatch, capsys):
     args = [
         "train",
         "--data",
-        cfg.data,
+        cfg.data.source,
         "--model",
-        cfg.model,
+        cfg.model.name,
         "--out",
-        cfg.out,
+        cfg.checkpoint.out,
         "--steps",
         "1",
         "--batch-size",
@@ -100,7 +99,7 @@ def test_tensorboard_wandb_offline_and_mlflow_file_store_get_the_run(tmp_path, m
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = _cfg(tmp_path, report_to="tensorboard,wandb,mlflow", project="cf-test")
-    run_dir = fit(dataclasses.replace(cfg, steps=2)).run_dir
+    run_dir = fit(cfg.replace(steps=2)).run_dir
     fit(cfg, resume=True)  # the same W&B / MLflow runs continue
     losses = {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
     assert sorted(losses) == [1, 2, 3]
@@ -111,7 +110,7 @@ def test_tensorboard_wandb_offline_and_mlflow_file_store_get_the_run(tmp_path, m
     history = {m.step: m.value for m in client.get_metric_history(ids["mlflow"], "loss")}
     assert history == pytest.approx(losses)
     run = client.get_run(ids["mlflow"])
-    assert json.loads(run.data.params["lr"]) == cfg.lr and run.info.run_name == "run"
+    assert json.loads(run.data.params["lr"]) == cfg.optim.lr and run.info.run_name == "run"
     experiment = client.get_experiment_by_name("cf-test")
     assert len(client.search_runs([experiment.experiment_id])) == 1
 

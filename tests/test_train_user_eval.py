@@ -18,7 +18,7 @@ from clipforge.train.metrics_log import read_metrics
 def test_fine_tune_reports_user_eval_sets_and_regression(tmp_path, checkpoint, caplog):  # noqa: F811
     bench = write_benchmark(tmp_path)
     pairs = write_pairs_csv(tmp_path / "pairs", n=24)
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_flat(
         data=str(pairs),
         init=str(checkpoint),
         val_data=str(pairs),
@@ -72,6 +72,8 @@ def test_eval_max_images_takes_evenly_spaced_images(tmp_path):
 
 
 def test_bad_eval_task_is_a_clear_error(tmp_path):
-    cfg = TrainConfig(data="shapes", eval_tasks=str(tmp_path / "nothing"), steps=1, batch_size=4, out=str(tmp_path))
+    cfg = TrainConfig.from_flat(
+        data="shapes", eval_tasks=str(tmp_path / "nothing"), steps=1, batch_size=4, out=str(tmp_path)
+    )
     with pytest.raises(FileNotFoundError, match="nothing"):
         fit(cfg)

@@ -95,4 +95,4 @@ def short_run(tmp_path: Path, **fields) -> TrainConfig:
     and logging every step; ``fields`` (the data, the model, ...) go over these."""
     base = dict(steps=4, batch_size=8, warmup_steps=1, save_every=2, keep_last=5, log_every=1,
                 precision="fp32", workers=0, out=str(tmp_path / "runs"), progress=False)  # fmt: skip
-    return TrainConfig(**{**base, **fields})
+    return TrainConfig.from_flat(**{**base, **fields})

@@ -1,4 +1,4 @@
-"""clipforge train: every TrainConfig field is a flag (--batch-size 256); or --config run.json.
+"""clipforge train: every TrainConfig field is a flag by its flat name (--batch-size 256); or --config run.json.
 
 Precedence: built-in defaults < the --recipe preset < --config file (or, with --resume, the run's
 own run.json) < flags given on the command line. Run it under torchrun for several processes/nodes.
@@ -7,7 +7,6 @@ own run.json) < flags given on the command line. Run it under torchrun for sever
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import types
 import typing
@@ -88,20 +87,26 @@ FIELD_HELP = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..train.config import TrainConfig
+    from ..train.config import TrainConfig, flat_field_names, flat_field_section, flat_field_type
 
-    p.add_argument("--config", type=Path, default=None, help="a run.json / TrainConfig JSON file")
+    p.add_argument("--config", type=Path, default=None, help="a run.json / TrainConfig JSON file (by section or flat)")
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out/--name from its latest checkpoint"
     )
-    defaults = TrainConfig()
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        help_text = f"{FIELD_HELP.get(field.name, '')} (default: {getattr(defaults, field.name)!r})"
-        p.add_argument(
-            flag, dest=field.name, default=argparse.SUPPRESS, help=help_text, **_arg_kind(hints[field.name])
-        )
+    defaults = TrainConfig().to_flat()
+    groups: dict[str, Any] = {}  # one --help group per TrainConfig section
+    for name in flat_field_names():
+        section = flat_field_section(name)
+        if section is None:
+            group = p
+        elif section in groups:
+            group = groups[section]
+        else:
+            group = groups[section] = p.add_argument_group(f"{section} (TrainConfig.{section})")
+        default = tuple(defaults[name]) if isinstance(defaults[name], list) else defaults[name]
+        help_text = f"{FIELD_HELP.get(name, '')} (default: {default!r})"
+        kind = _arg_kind(flat_field_type(name))
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, help=help_text, **kind)
 
 
 def _arg_kind(hint: Any) -> dict[str, Any]:
@@ -126,21 +131,22 @@ def build_config(args: argparse.Namespace) -> Any:
     """Defaults < the recipe preset < --config (or the resumed run's run.json) < flags."""
     import json
 
-    from ..train.config import TrainConfig
+    from ..train.config import TrainConfig, flat_field_names, flatten
     from ..train.loop import resolve_run_dir
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    given = {name: getattr(args, name) for name in flat_field_names() if hasattr(args, name)}
+    where = str(args.config) if args.config else "train options"
     base: dict[str, Any] = {}
     if args.config is not None:
-        base = json.loads(args.config.read_text())
+        base = flatten(json.loads(args.config.read_text()), where=where)  # nested or flat keys
     elif args.resume:
-        probe = TrainConfig(**{k: v for k, v in given.items() if k in ("out", "name")})
+        probe = TrainConfig.from_flat(**{k: v for k, v in given.items() if k in ("out", "name")})
         run_json = resolve_run_dir(probe, resume=True) / "run.json"
         if run_json.is_file():
-            base = json.loads(run_json.read_text())
+            base = flatten(json.loads(run_json.read_text()), where=str(run_json))
             base["name"] = run_json.parent.name
     merged = {**base, **{k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}}
-    return TrainConfig.from_dict(merged, where=str(args.config) if args.config else "train options")
+    return TrainConfig.from_dict(merged, where=where)
 
 
 def run(args: argparse.Namespace) -> int:

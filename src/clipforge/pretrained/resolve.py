@@ -87,7 +87,7 @@ def resolve_model(reference: str | os.PathLike, *, progress: bool = True) -> Res
         raise UnknownModelError(
             f"{ref!r} is an architecture, not weights: "
             + (f"pick pretrained weights, e.g. {', '.join(tags[:6])}" if tags else "it has no pretrained weights")
-            + f" (or train one: clipforge.train.fit(TrainConfig(model={ref!r}, ...)), "
+            + f" (or train one: clipforge.train.fit(TrainConfig.from_flat(model={ref!r}, ...)), "
             + f"or `clipforge train --model {ref}`)"
         )
     raise UnknownModelError(f"{ref!r}: no such file or folder, pretrained name or Hub id. {closest_names_hint(ref)}")

@@ -1,4 +1,4 @@
-"""Training: ``fit(TrainConfig(...))``, the quickstart, WiSE-FT merging, LiT locking."""
+"""Training: ``fit(TrainConfig.from_flat(...))``, the quickstart, WiSE-FT merging, LiT locking."""
 
 from .config import TrainConfig
 from .lit import lock_image_tower

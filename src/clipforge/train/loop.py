@@ -3,7 +3,7 @@
 Each step takes the rank's batch for this step (a pure function of seed and step), moves it to the
 device, sets the scheduled learning rate and runs one :class:`~.step.OptimizerStep` (accumulated
 forward + backward with the negatives of the whole global batch, clip, AdamW). Every ``save_every``
-steps the main process writes an atomic checkpoint (weights + optimiser/RNG state);
+steps the main process writes an atomic checkpoint (weights + optimiser/RNG state, :mod:`.train_state`);
 ``resume=True`` continues from the latest one, bit-exactly. Evaluations run every ``eval_every``.
 
 Recipe components (all off by default): an EMA of the weights (:mod:`.ema`: evaluated, saved as
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..checkpoint import load_state_dict_strict, load_weights, save_checkpoint
+from ..checkpoint import load_weights, save_checkpoint
 from ..data import Collator, SkipStats, prepare_images
 from ..data.protocols import load_skips_of
 from ..device import parse_precision
@@ -49,13 +49,13 @@ from .distributed import (
 )
 from .ema import EMA, ema_weights
 from .lit import lock_image_tower, set_train_mode
-from .lora import adapter_state_dict, apply_lora, load_adapters, merged_state_dict, parse_towers
+from .lora import apply_lora, parse_towers
 from .merge import wise_ft_into
 from .metrics_log import MetricsLogger, Progress
 from .optim import build_optimizer, lr_at, set_lr
 from .periodic_eval import EvalTask, RetrievalSet, evaluate, headline, regression_report
 from .precision import autocast_for, step_kernels_for
-from .run_dir import RunDir, check_resumable, resolve_run_dir, rng_state, set_rng_state
+from .run_dir import RunDir, check_resumable, resolve_run_dir
 from .setup import (
     augmented,
     base_model_config,
@@ -66,15 +66,11 @@ from .setup import (
     final_model_config,
     resolve_loss,
 )
-from .sharding import (
-    full_state_dict,
-    load_sharded,
-    save_sharded,
-    shard_model,
-)
+from .sharding import shard_model
 from .simclr import SimCLRTerm
 from .step import OptimizerStep, make_loss_fn
 from .tracking import open_trackers
+from .train_state import RunParts, RunRecords, restore_step, save_step, saved_weights
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +93,11 @@ def fit(
     """Train according to ``cfg``; under torchrun, every process calls this (only rank 0 writes).
 
     ``train_dataset`` (map-style or iterable, items ``(image, caption)`` or a ``Skip``) replaces
-    ``cfg.data`` (the config's augmentation applies to it too: uint8 ``(H, W, 3)`` images);
+    ``cfg.data.source`` (the config's augmentation applies to it too: uint8 ``(H, W, 3)`` images);
     ``eval_sets`` replaces the zero-shot tasks / retrieval pairs built from the config.
     """
     cfg.validate()
-    dist_info = init_distributed(cfg.device)
+    dist_info = init_distributed(cfg.compute.device)
     try:
         return _Trainer(cfg, dist_info, resume=resume, train_dataset=train_dataset, eval_sets=eval_sets).run()
     finally:
@@ -122,13 +118,13 @@ class _Trainer:
         eval_sets: tuple[list[EvalTask], RetrievalSet | None] | None,
     ) -> None:
         self.cfg, self.info = cfg, info
-        budget_s = cfg.time_budget_s  # the budget's clock runs from here: setup, steps, saves, evaluations
+        budget_s = cfg.schedule.time_budget_s  # the budget's clock runs from here: setup, steps, saves, evaluations
         self.budget = TimeBudget(budget_s) if budget_s is not None else None
         if self.budget is not None:
             self.budget.start()
         self._open_run_dir(resume=resume)
-        if cfg.init:  # the main process downloads/converts (once, into the cache); the others then find it
-            broadcast_object(str(resolve_checkpoint(cfg.init)) if info.is_main else None, info)
+        if cfg.model.init:  # the main process downloads/converts (once, into the cache); the others then find it
+            broadcast_object(str(resolve_checkpoint(cfg.model.init)) if info.is_main else None, info)
         # model config -> data -> tokenizer (may learn from the data) -> final model config -> model
         model_cfg, init_info = base_model_config(cfg)
         self._build_data(model_cfg, train_dataset)
@@ -156,7 +152,7 @@ class _Trainer:
         resumed run keeps its config; leftovers of an interrupted save are removed."""
         cfg, info = self.cfg, self.info
         path = Path(broadcast_object(str(resolve_run_dir(cfg, resume=resume)) if info.is_main else None, info))
-        self.rundir = RunDir(path, keep_last=cfg.keep_last)
+        self.rundir = RunDir(path, keep_last=cfg.checkpoint.keep_last)
         self.start_step = self.rundir.latest_step() if resume else None
         if resume and self.rundir.config_file.is_file():
             check_resumable(TrainConfig.from_json(self.rundir.config_file), cfg, path)
@@ -180,31 +176,32 @@ class _Trainer:
 
     def _build_model(self) -> None:
         """The model on the device, with LoRA adapters, locked towers and FSDP2 sharding as asked."""
-        cfg, info = self.cfg, self.info
+        cfg, info, tune = self.cfg, self.info, self.cfg.finetune
         self.model = build_model(cfg, self.model_cfg, device=info.device)
-        self.lora = bool(cfg.lora_rank)
+        self.lora = bool(tune.lora_rank)
         if self.lora:
-            n = apply_lora(self.model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, towers=parse_towers(cfg.lora_towers))
-            log.info("LoRA rank %d on %d projections (%s)", cfg.lora_rank, n, cfg.lora_towers)
+            towers = parse_towers(tune.lora_towers)
+            n = apply_lora(self.model, rank=tune.lora_rank, alpha=tune.lora_alpha, towers=towers)
+            log.info("LoRA rank %d on %d projections (%s)", tune.lora_rank, n, tune.lora_towers)
         self.frozen = (
-            lock_image_tower(self.model, unlocked_blocks=cfg.lock_image_unlocked_blocks) if cfg.lock_image else []
+            lock_image_tower(self.model, unlocked_blocks=tune.lock_image_unlocked_blocks) if tune.lock_image else []
         )
-        self.sharded = cfg.shard
+        self.sharded = cfg.distributed.shard
         if self.sharded:  # FSDP2 before the optimiser, which must see the sharded parameters
             shard_model(self.model, info)
 
     def _build_optimisation(self) -> None:
         """AdamW (with the SimCLR head's groups when on), the EMA, precision and the loss."""
-        cfg, info = self.cfg, self.info
+        cfg, info, optim = self.cfg, self.info, self.cfg.optim
         self.optimizer = build_optimizer(
-            self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas), eps=cfg.eps
+            self.model, lr=optim.lr, weight_decay=optim.weight_decay, betas=tuple(optim.betas), eps=optim.eps
         )
-        self.simclr = self._simclr() if cfg.simclr_weight else None
-        self.ema = EMA(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None
-        self.dtype = parse_precision(cfg.precision, info.device)
+        self.simclr = self._simclr() if cfg.loss.simclr_weight else None
+        self.ema = EMA(self.model, decay=optim.ema_decay) if optim.ema_decay else None
+        self.dtype = parse_precision(cfg.compute.precision, info.device)
         self.autocast = autocast_for(info.device, self.dtype)
         self.scaler = torch.amp.GradScaler(info.device.type) if self.dtype == torch.float16 else None
-        self.loss_kind = resolve_loss(cfg.loss, self.model_cfg)
+        self.loss_kind = resolve_loss(cfg.loss.kind, self.model_cfg)
 
     def _build_batches_and_logs(self) -> None:
         """The rank's batches, the skip counts, the metrics log and the experiment trackers."""
@@ -213,17 +210,19 @@ class _Trainer:
         self.data = TrainData(
             self.dataset,
             collate=Collator(self.tokenizer),
-            global_batch=cfg.batch_size,
-            seed=cfg.seed,
+            global_batch=cfg.schedule.batch_size,
+            seed=cfg.schedule.seed,
             rank=info.rank,
             world_size=info.world_size,
-            workers=cfg.workers,
+            workers=cfg.data.workers,
             pin_memory=info.device.type == "cuda",
-            epoch_batches=cfg.samples_per_epoch // cfg.batch_size if cfg.samples_per_epoch else None,
+            epoch_batches=cfg.data.samples_per_epoch // cfg.schedule.batch_size if cfg.data.samples_per_epoch else None,
         )
         trackers = (
-            open_trackers(cfg.report_to, run_dir=self.rundir.path, config=cfg.to_dict(), project=cfg.project)
-            if info.is_main and cfg.report_to
+            open_trackers(
+                cfg.tracking.report_to, run_dir=self.rundir.path, config=cfg.to_flat(), project=cfg.tracking.project
+            )
+            if info.is_main and cfg.tracking.report_to
             else []
         )
         self.metrics = MetricsLogger(self.rundir.metrics_file, enabled=info.is_main, trackers=trackers)
@@ -238,19 +237,19 @@ class _Trainer:
             optimizer=self.optimizer,
             loss_fn=make_loss_fn(
                 self.loss_kind,
-                chunk_size=cfg.loss_chunk_size,
+                chunk_size=cfg.loss.chunk_size,
                 distributed=info.distributed,
-                label_smoothing=cfg.label_smoothing,
+                label_smoothing=cfg.loss.label_smoothing,
             ),
             info=info,
             autocast=self.autocast,
             kernels=step_kernels_for(info.device, self.dtype),
             scaler=self.scaler,
             sharded=self.sharded,
-            accum_steps=cfg.accum_steps,
-            grad_clip=cfg.grad_clip,
+            accum_steps=cfg.schedule.accum_steps,
+            grad_clip=cfg.optim.grad_clip,
             aux=self.simclr,
-            aux_weight=cfg.simclr_weight,
+            aux_weight=cfg.loss.simclr_weight,
         )
 
     def _simclr(self) -> SimCLRTerm:
@@ -261,9 +260,9 @@ class _Trainer:
             self.optimizer,
             embed_dim=self.model_cfg.embed_dim,
             preprocess=self.model_cfg.preprocess,
-            weight_decay=self.cfg.weight_decay,
-            temperature=self.cfg.simclr_temperature,
-            seed=self.cfg.seed,
+            weight_decay=self.cfg.optim.weight_decay,
+            temperature=self.cfg.loss.simclr_temperature,
+            seed=self.cfg.schedule.seed,
             device=self.info.device,
         )
 
@@ -281,79 +280,44 @@ class _Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _state(self, step: int) -> dict[str, Any]:
-        positions = self.stream_positions
-        if self.data.iterable:
-            positions = [self.data.position.to_dict()]
-            if self.info.distributed:
-                gathered: list[Any] = [None] * self.info.world_size
-                torch.distributed.all_gather_object(gathered, positions[0])
-                positions = gathered
-        return {
-            "step": step,
-            "optimizer": None if self.sharded else self.optimizer.state_dict(),  # sharded: in step-N.dcp/
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng_state(),
-            "skips": self.skips.state_dict(),
-            "stream_positions": positions,
-            "best": list(self.best) if self.best else None,
-            "baseline": self.baseline,
-            "lora": adapter_state_dict(self.model) if self.lora else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "simclr_head": self.simclr.head.state_dict() if self.simclr is not None else None,
-            "budget": self.budget.state_dict() if self.budget is not None else None,
-        }
+    def _parts(self) -> RunParts:
+        """The live objects whose state a step checkpoint saves."""
+        return RunParts(
+            model=self.model,
+            optimizer=self.optimizer,
+            skips=self.skips,
+            scaler=self.scaler,
+            ema=self.ema,
+            simclr_head=self.simclr.head if self.simclr is not None else None,
+            budget=self.budget,
+            lora=self.lora,
+            sharded=self.sharded,
+        )
+
+    def _stream_positions(self) -> list[Any] | None:
+        """Streamed data: every rank's position in its shards (collective); else as resumed."""
+        if not self.data.iterable:
+            return self.stream_positions
+        positions = [self.data.position.to_dict()]
+        if self.info.distributed:
+            gathered: list[Any] = [None] * self.info.world_size
+            torch.distributed.all_gather_object(gathered, positions[0])
+            positions = gathered
+        return positions
 
     def _save(self, step: int) -> None:
-        state = self._state(step)  # collective when streaming: every rank takes part
-        weights = self._weights()  # collective when sharded
-        if self.sharded:  # each rank's shards of model and optimiser, before the state commits the step
-            save_sharded(self.model, self.optimizer, self.rundir.shard_dir(step), self.info)
-        if self.info.is_main:
-            provenance = {"run": str(self.rundir.path), "step": step, "train_config": self.cfg.to_dict()}
-            self.rundir.save(
-                step,
-                self.model,
-                tokenizer=self.tokenizer,
-                state=state,
-                provenance=provenance,
-                weights=weights,
-            )
+        records = RunRecords(stream_positions=self._stream_positions(), best=self.best, baseline=self.baseline)
+        provenance = {"run": str(self.rundir.path), "step": step, "train_config": self.cfg.to_dict()}
+        save_step(
+            self.rundir, self._parts(), step, records, tokenizer=self.tokenizer, provenance=provenance, info=self.info
+        )
 
     def _weights(self) -> dict[str, torch.Tensor] | None:
-        """What a saved model holds when it is not ``model.state_dict()``: the full weights gathered
-        from the shards (rank 0; collective), or the LoRA adapters merged into plain weights."""
-        if self.sharded:
-            return full_state_dict(self.model)
-        return merged_state_dict(self.model) if self.lora else None
+        return saved_weights(self._parts())
 
     def _restore(self, step: int) -> None:
-        state = self.rundir.load_state(step)
-        if self.lora:  # the frozen base comes from --init (or the seed) as at the start; the adapters from the state
-            load_adapters(self.model, state["lora"])
-        elif self.sharded:
-            load_sharded(self.model, self.optimizer, self.rundir.shard_dir(step))
-        else:
-            load_state_dict_strict(
-                self.model,
-                load_weights(self.rundir.weights_file(step), device=self.info.device),
-                source=str(self.rundir.weights_file(step)),
-            )
-        if self.simclr is not None:  # before the optimiser state, which holds the head's moments
-            self.simclr.head.load_state_dict(state["simclr_head"])
-        if not self.sharded:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        if self.budget is not None and state.get("budget"):
-            self.budget.load_state_dict(state["budget"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.skips.load_state_dict(state["skips"])
-        self.stream_positions = state["stream_positions"]
-        self.best = tuple(state["best"]) if state["best"] else None
-        self.baseline = state.get("baseline")
+        records = restore_step(self.rundir, self._parts(), step, device=self.info.device)
+        self.stream_positions, self.best, self.baseline = records.stream_positions, records.best, records.baseline
         self.metrics.truncate_after(step)
         log.info("resumed %s at step %d", self.rundir.path, step)
 
@@ -371,7 +335,9 @@ class _Trainer:
         total, warmup = self._schedule()
         set_lr(
             self.optimizer,
-            lr_at(step, base_lr=self.cfg.lr, warmup_steps=warmup, total_steps=total, min_lr=self.cfg.min_lr),
+            lr_at(
+                step, base_lr=self.cfg.optim.lr, warmup_steps=warmup, total_steps=total, min_lr=self.cfg.schedule.min_lr
+            ),
         )
         loss = self.optimizer_step(images, tokens, step=step)
         if self.ema is not None:
@@ -381,8 +347,8 @@ class _Trainer:
     def _schedule(self) -> tuple[int, int]:
         """(total steps, warm-up steps) of the learning-rate schedule (a time budget's plan)."""
         if self.budget is None:
-            return self.cfg.steps, self.cfg.warmup_steps
-        return self.budget.schedule(steps=self.cfg.steps, warmup_steps=self.cfg.warmup_steps)
+            return self.cfg.schedule.steps, self.cfg.schedule.warmup_steps
+        return self.budget.schedule(steps=self.cfg.schedule.steps, warmup_steps=self.cfg.schedule.warmup_steps)
 
     def _total_steps(self) -> int:
         return self._schedule()[0]
@@ -401,9 +367,9 @@ class _Trainer:
         """Fine-tuning: the starting model's zero-shot results, the reference of every later
         evaluation's ``regression/*`` figures (kept in the checkpoints, so a resume keeps it)."""
         tasks, _ = self.eval_sets
-        if (self.info.is_main or self.sharded) and self.cfg.init and tasks and self.baseline is None:
+        if (self.info.is_main or self.sharded) and self.cfg.model.init and tasks and self.baseline is None:
             self.baseline = evaluate(
-                self.model, self.tokenizer, tasks=tasks, autocast=self.autocast, workers=self.cfg.workers
+                self.model, self.tokenizer, tasks=tasks, autocast=self.autocast, workers=self.cfg.data.workers
             )
             self.metrics.log(0, {f"start/{k}": v for k, v in self.baseline.items()})
             set_train_mode(self.model, self.frozen)
@@ -420,16 +386,17 @@ class _Trainer:
                     tasks=tasks,
                     retrieval=retrieval,
                     autocast=self.autocast,
-                    workers=self.cfg.workers,
+                    workers=self.cfg.data.workers,
                 )
             if self.baseline:
-                deltas, dropped = regression_report(results, self.baseline, tolerance=self.cfg.regression_tolerance)
+                tolerance = self.cfg.eval.regression_tolerance
+                deltas, dropped = regression_report(results, self.baseline, tolerance=tolerance)
                 results.update(deltas)
                 if dropped:
                     log.warning(
                         "step %d: zero-shot top-1 fell more than %.3f below the starting model: %s",
                         step,
-                        self.cfg.regression_tolerance,
+                        self.cfg.eval.regression_tolerance,
                         "; ".join(dropped),
                     )
             self.metrics.log(step, {f"eval/{k}": v for k, v in results.items()})
@@ -437,7 +404,7 @@ class _Trainer:
             if top is not None and (self.best is None or top[1] > self.best[1]):
                 self.best = (top[0], top[1])
                 # EMA / WiSE-FT (never sharded): the weights evaluated are not the step's file, keep them
-                if self.info.is_main and (self.ema is not None or self.cfg.wise_ft < 1):
+                if self.info.is_main and (self.ema is not None or self.cfg.finetune.wise_ft < 1):
                     with self._eval_weights(in_place=in_place):
                         self._save_model(self.rundir.best_model, step, self._weights())
                     self.rundir.save_best(step, *top, copy=False)
@@ -453,7 +420,10 @@ class _Trainer:
         self._evaluate_start()
         set_train_mode(self.model, self.frozen)
         progress = Progress(
-            total=self._total_steps(), initial=step, enabled=cfg.progress and info.is_main, every=cfg.log_every
+            total=self._total_steps(),
+            initial=step,
+            enabled=cfg.tracking.progress and info.is_main,
+            every=cfg.tracking.every,
         )
         self.progress = progress
         position = None
@@ -474,18 +444,18 @@ class _Trainer:
                 stop = self._budget_tick(step)
                 last = stop or (step >= self._total_steps() and not self._measuring())
                 progress.count(samples=len(batch) * info.world_size, data_wait=waited)
-                if step % cfg.log_every == 0 or last:
+                if step % cfg.tracking.every == 0 or last:
                     progress.set_loss(self._log(step, loss, progress))
                 progress.update()
-                is_eval = bool(cfg.eval_every) and step % cfg.eval_every == 0
-                if step % cfg.save_every == 0 or last or is_eval:
+                is_eval = bool(cfg.eval.every) and step % cfg.eval.every == 0
+                if step % cfg.checkpoint.every == 0 or last or is_eval:
                     self._save(step)
                     saved = step
                 if is_eval:
                     results = self._evaluate(step)
                     evaluated = step
                     progress.write(_summary(step, results))
-                if self.budget is not None and not last and (is_eval or step % cfg.save_every == 0
+                if self.budget is not None and not last and (is_eval or step % cfg.checkpoint.every == 0
                                                              or self.budget.due(step)):
                     self._replan(step)  # time spent off the steps, or a changed pace: fit the plan to what is left
                 if stop:
@@ -508,14 +478,14 @@ class _Trainer:
         the final ones differ; ``model-finetuned.safetensors`` the weights before WiSE-FT."""
         cfg, info = self.cfg, self.info
         raw = None
-        if self.ema is not None or cfg.wise_ft < 1:  # a copy: the final weights will replace them in the model
+        if self.ema is not None or cfg.finetune.wise_ft < 1:  # a copy: the final weights will replace them in the model
             raw = self._weights() or {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         with self._eval_weights():
-            if cfg.wise_ft < 1:
+            if cfg.finetune.wise_ft < 1:
                 if info.is_main:
                     self._save_model(self.rundir.finetuned_model, step, self._weights())
-                start = load_weights(resolve_checkpoint(cfg.init), device=info.device)
-                wise_ft_into(self.model, start, alpha=cfg.wise_ft)
+                start = load_weights(resolve_checkpoint(cfg.model.init), device=info.device)
+                wise_ft_into(self.model, start, alpha=cfg.finetune.wise_ft)
                 evaluated = -1  # new weights: evaluate them
             if evaluated != step:
                 results = self._evaluate(step, in_place=True)

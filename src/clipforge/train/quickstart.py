@@ -63,26 +63,26 @@ def measure_step_seconds(cfg: TrainConfig, *, steps: int = 3) -> float:
     """Seconds per optimiser step of ``cfg``'s model and batch on this machine: the median of a few
     steps on random data after one warm-up step, plus the time to make one real batch when the
     data is made in the training process (``workers=0``)."""
-    model_cfg = get_model_config(cfg.model)
+    model_cfg = get_model_config(cfg.model.name)
     data_s = 0.0
-    if cfg.workers == 0:
+    if cfg.data.workers == 0:
         dataset = build_train_dataset(cfg, model_cfg, rank=0, world_size=1)
-        n = min(cfg.batch_size, len(dataset) // 3)
+        n = min(cfg.schedule.batch_size, len(dataset) // 3)
         for i in range(2 * n):  # warm-up: the first samples fill the renderer's caches
             dataset[i]
         t0 = time.perf_counter()
         for i in range(2 * n, 3 * n):
             dataset[i]
-        data_s = (time.perf_counter() - t0) * cfg.batch_size / max(n, 1)
-    device = resolve_device(cfg.device)
+        data_s = (time.perf_counter() - t0) * cfg.schedule.batch_size / max(n, 1)
+    device = resolve_device(cfg.compute.device)
     model = create_model(model_cfg).to(device)
     opt = build_optimizer(model, lr=1e-4, weight_decay=0.0)
-    autocast = autocast_for(device, parse_precision(cfg.precision, device))
-    loss_fn = make_loss_fn(resolve_loss(cfg.loss, model_cfg), chunk_size=None, distributed=False)
+    autocast = autocast_for(device, parse_precision(cfg.compute.precision, device))
+    loss_fn = make_loss_fn(resolve_loss(cfg.loss.kind, model_cfg), chunk_size=None, distributed=False)
     g = torch.Generator().manual_seed(0)
     size, ctx = model_cfg.vision.image_size, model_cfg.text.context_length
-    images = torch.randn(cfg.batch_size, 3, size, size, generator=g).to(device)
-    tokens = torch.randint(1, model_cfg.text.vocab_size - 2, (cfg.batch_size, ctx), generator=g)
+    images = torch.randn(cfg.schedule.batch_size, 3, size, size, generator=g).to(device)
+    tokens = torch.randint(1, model_cfg.text.vocab_size - 2, (cfg.schedule.batch_size, ctx), generator=g)
     tokens[:, 12] = model_cfg.text.vocab_size - 1  # captions of ~12 tokens, like the shapes ones
     tokens = tokens.to(device)
     times = []
@@ -117,7 +117,7 @@ def quickstart(
     """Run the whole quickstart; ``steps`` skips the time calibration. ``overrides`` replaces
     TrainConfig fields (for tests: smaller batches)."""
     cfg = quickstart_config(out=out, name=name).replace(progress=progress, **(overrides or {}))
-    run_dir = Path(cfg.out) / cfg.name
+    run_dir = Path(cfg.checkpoint.out) / cfg.checkpoint.name
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"{run_dir} already exists: pass another `out=`, or remove it")
     t_start = time.perf_counter()
@@ -125,10 +125,10 @@ def quickstart(
         step_s = measure_step_seconds(cfg)
         steps = plan_steps(step_s, minutes)
         print(
-            f"quickstart: {step_s:.2f} s per step of {cfg.batch_size} pairs here -> {steps} steps "
+            f"quickstart: {step_s:.2f} s per step of {cfg.schedule.batch_size} pairs here -> {steps} steps "
             f"(~{steps * step_s / 60:.1f} min of training)"
         )
-    cfg = cfg.replace(steps=steps, warmup_steps=min(cfg.warmup_steps, max(steps // 10, 1)), save_every=steps)
+    cfg = cfg.replace(steps=steps, warmup_steps=min(cfg.schedule.warmup_steps, max(steps // 10, 1)), save_every=steps)
     t_train = time.perf_counter()
     result = fit(cfg)
     train_seconds = time.perf_counter() - t_train
@@ -137,7 +137,7 @@ def quickstart(
     figures = summarise(
         result.eval,
         steps=result.steps,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.schedule.batch_size,
         train_seconds=train_seconds,
         total_seconds=time.perf_counter() - t_start,
         targets=TARGETS,

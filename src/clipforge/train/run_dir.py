@@ -211,9 +211,9 @@ RESUMABLE_CHANGES = frozenset(
 
 def resolve_run_dir(cfg: TrainConfig, *, resume: bool) -> Path:
     """``out/name``; without a name, a new timestamped directory (or, to resume, the newest run)."""
-    out = Path(cfg.out)
-    if cfg.name:
-        return out / cfg.name
+    out = Path(cfg.checkpoint.out)
+    if cfg.checkpoint.name:
+        return out / cfg.checkpoint.name
     if resume:
         runs = sorted((p for p in out.glob("*") if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime)
         if not runs:
@@ -223,7 +223,7 @@ def resolve_run_dir(cfg: TrainConfig, *, resume: bool) -> Path:
 
 
 def check_resumable(stored: TrainConfig, given: TrainConfig, where: Path) -> None:
-    a, b = stored.to_dict(), given.to_dict()
+    a, b = stored.to_flat(), given.to_flat()  # flat names: RESUMABLE_CHANGES and the message use them
     changed = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES | {"name", "out"})
     if changed:
         detail = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in changed)

@@ -48,16 +48,16 @@ def base_model_config(cfg: TrainConfig) -> tuple[ModelConfig, CheckpointInfo | N
     """The architecture before the tokenizer is known: from ``init``'s checkpoint or ``model``.
     The sigmoid loss starts from SigLIP's temperature and bias (scale 10, bias -10).
     ``patch_dropout`` is set on the ViT (a fine-tune uses the run's value, not the checkpoint's)."""
-    if cfg.init:
-        info = read_checkpoint_info(resolve_checkpoint(cfg.init))
+    if cfg.model.init:
+        info = read_checkpoint_info(resolve_checkpoint(cfg.model.init))
         model_cfg = info.config
-        if cfg.loss == "siglip" and model_cfg.init_logit_bias is None:
-            raise ValueError(f"`loss=\"siglip\"` needs a model with a logit bias; {cfg.init} has none")
-        return _with_patch_dropout(model_cfg, cfg.patch_dropout, force=True, name=cfg.init), info
-    model_cfg = get_model_config(cfg.model)
-    if cfg.loss == "siglip":
+        if cfg.loss.kind == "siglip" and model_cfg.init_logit_bias is None:
+            raise ValueError(f"`loss=\"siglip\"` needs a model with a logit bias; {cfg.model.init} has none")
+        return _with_patch_dropout(model_cfg, cfg.model.patch_dropout, force=True, name=cfg.model.init), info
+    model_cfg = get_model_config(cfg.model.name)
+    if cfg.loss.kind == "siglip":
         model_cfg = model_cfg.replace(init_logit_scale=SIGLIP_INIT_SCALE, init_logit_bias=SIGLIP_INIT_BIAS)
-    return _with_patch_dropout(model_cfg, cfg.patch_dropout, force=False, name=cfg.model), None
+    return _with_patch_dropout(model_cfg, cfg.model.patch_dropout, force=False, name=cfg.model.name), None
 
 
 def _with_patch_dropout(model_cfg: ModelConfig, share: float, *, force: bool, name: str) -> ModelConfig:
@@ -80,18 +80,21 @@ def resolve_loss(loss: str, model_cfg: ModelConfig) -> str:
 
 def pair_augment(cfg: TrainConfig, *, crop_size: int | None) -> PairAugment:
     """The run's per-sample augmentation (image: ``augment``; text: ``text_dropout``, ``shuffle_tags``)."""
-    return PairAugment(cfg.augment, crop_size=crop_size, text_dropout=cfg.text_dropout, shuffle_tags=cfg.shuffle_tags)
+    data = cfg.data
+    return PairAugment(
+        data.augment, crop_size=crop_size, text_dropout=data.text_dropout, shuffle_tags=data.shuffle_tags
+    )
 
 
 def build_train_dataset(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_size: int) -> Dataset:
-    """The training pairs: a pre-decoded cache when ``cfg.cache`` is set, else decoded on the fly
+    """The training pairs: a pre-decoded cache when ``cfg.data.cache`` is set, else decoded on the fly
     with the train transform (random resized crop) at the model's image size; with the recipe's
     caption sampling and augmentation (:func:`pair_augment`) when the config asks for them. Data
     that holds less than one batch is an error naming the file and why its rows were skipped."""
     dataset = _train_pairs(cfg, model_cfg, rank=rank, world_size=world_size)
     check_enough_pairs(dataset, cfg)
     # the decode path crops in the transform (on the full image); the cache path crops here
-    decoded = not (cfg.cache or shapes_split(cfg.data))
+    decoded = not (cfg.data.cache or shapes_split(cfg.data.source))
     return augmented(dataset, cfg, crop_size=None if decoded else model_cfg.vision.image_size)
 
 
@@ -101,11 +104,12 @@ def check_enough_pairs(dataset: Dataset, cfg: TrainConfig) -> None:
         return
     n = len(dataset)
     if n == 0:
-        columns = describe_source(cfg.data) in ("csv", "jsonl")
-        raise no_usable_pairs(str(cfg.data), load_skips_of(dataset), columns=columns)
-    if n < cfg.batch_size:
+        columns = describe_source(cfg.data.source) in ("csv", "jsonl")
+        raise no_usable_pairs(str(cfg.data.source), load_skips_of(dataset), columns=columns)
+    if n < cfg.schedule.batch_size:
         raise ValueError(
-            f"{cfg.data}: {n} usable image-caption pairs, fewer than one batch (`batch_size={cfg.batch_size}`): "
+            f"{cfg.data.source}: {n} usable image-caption pairs, fewer than one batch "
+            f"(`batch_size={cfg.schedule.batch_size}`): "
             "lower it or add data"
         )
 
@@ -114,9 +118,9 @@ def augmented(dataset: Dataset, cfg: TrainConfig, *, crop_size: int | None) -> D
     """``dataset`` with the run's per-sample augmentation (none asked: ``dataset`` itself, the
     plain hot path). ``crop_size``: images are already at the model's size, crop them here. A
     dataset passed to ``fit`` gets it too: its images must then be uint8 ``(H, W, 3)``."""
-    if not (cfg.augment != "none" or cfg.text_dropout or cfg.shuffle_tags):
+    if not (cfg.data.augment != "none" or cfg.data.text_dropout or cfg.data.shuffle_tags):
         return dataset
-    augment = pair_augment(cfg, crop_size=crop_size if cfg.augment != "none" else None)
+    augment = pair_augment(cfg, crop_size=crop_size if cfg.data.augment != "none" else None)
     if isinstance(dataset, TarShards):
         dataset.augment = augment  # applied after the caption is picked, under the sample's seed
         return dataset
@@ -127,31 +131,31 @@ def augmented(dataset: Dataset, cfg: TrainConfig, *, crop_size: int | None) -> D
 
 def _train_pairs(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_size: int) -> Dataset:
     size = model_cfg.vision.image_size
-    split = shapes_split(cfg.data)
-    source = f"{SHAPES_SOURCE}:{split}" if split else cfg.data
-    uint8 = cfg.augment != "none"  # augmentation works on uint8 pixels; batches are normalised on the device
-    if split and not cfg.cache:  # rendered at the model's size: no resampling, same look as the eval sets
+    split = shapes_split(cfg.data.source)
+    source = f"{SHAPES_SOURCE}:{split}" if split else cfg.data.source
+    uint8 = cfg.data.augment != "none"  # augmentation works on uint8 pixels; batches are normalised on the device
+    if split and not cfg.data.cache:  # rendered at the model's size: no resampling, same look as the eval sets
         return build_dataset(
             source,
             transform=image_transform(model_cfg.preprocess, size, train=False, uint8=uint8),
             shapes=_shapes_spec(model_cfg),
         )
-    if cfg.cache:
+    if cfg.data.cache:
         if rank == 0:
             build_cache(
                 source,
-                cfg.cache,
+                cfg.data.cache,
                 image_size=size,
                 preprocess=model_cfg.preprocess,
-                image_key=cfg.image_key,
-                caption_key=cfg.caption_key,
-                num_workers=cfg.workers,
-                progress=cfg.progress,
-                sample_captions=cfg.sample_captions,
+                image_key=cfg.data.image_key,
+                caption_key=cfg.data.caption_key,
+                num_workers=cfg.data.workers,
+                progress=cfg.tracking.progress,
+                sample_captions=cfg.data.sample_captions,
             )
         if world_size > 1:
             torch.distributed.barrier()
-        return CachedPairs(cfg.cache, seed=cfg.seed, sample_captions=cfg.sample_captions)
+        return CachedPairs(cfg.data.cache, seed=cfg.schedule.seed, sample_captions=cfg.data.sample_captions)
     if uint8:
         transform = image_transform(model_cfg.preprocess, size, train=True, scale=LIGHT_SCALE, ratio=LIGHT_RATIO,
                                     uint8=True)
@@ -160,13 +164,13 @@ def _train_pairs(cfg: TrainConfig, model_cfg: ModelConfig, *, rank: int, world_s
     return build_dataset(
         source,
         transform=transform,
-        image_key=cfg.image_key,
-        caption_key=cfg.caption_key,
-        seed=cfg.seed,
+        image_key=cfg.data.image_key,
+        caption_key=cfg.data.caption_key,
+        seed=cfg.schedule.seed,
         rank=rank,
         world_size=world_size,
-        resampled=cfg.shard_sampling == "resampled",
-        sample_captions=cfg.sample_captions,
+        resampled=cfg.data.shard_sampling == "resampled",
+        sample_captions=cfg.data.sample_captions,
     )
 
 
@@ -202,18 +206,20 @@ def build_tokenizer(cfg: TrainConfig, *, dataset: Dataset, context_length: int, 
     """The run's tokenizer: the ``init`` checkpoint's own, a BPE learnt from the training captions
     (``tokenizer="train"``), OpenAI's vocabulary (``"openai"``), or one from a path."""
     if init is not None and init.tokenizer is not None:
-        if cfg.tokenizer not in ("openai", "train"):
-            log.warning("fine-tuning keeps the checkpoint's tokenizer; ignoring tokenizer=%r", cfg.tokenizer)
+        if cfg.model.tokenizer not in ("openai", "train"):
+            log.warning("fine-tuning keeps the checkpoint's tokenizer; ignoring tokenizer=%r", cfg.model.tokenizer)
         return tokenizer_from_metadata(init.tokenizer)
-    if cfg.tokenizer == "train":
+    if cfg.model.tokenizer == "train":
         captions = list(training_captions(dataset))
         if not captions:
-            raise ValueError(f"no usable captions in {cfg.data} to learn a vocabulary from")
+            raise ValueError(f"no usable captions in {cfg.data.source} to learn a vocabulary from")
         log.info(
-            "learning a %d-token BPE vocabulary from %d training captions", cfg.vocab_size, len(captions)
+            "learning a %d-token BPE vocabulary from %d training captions", cfg.model.vocab_size, len(captions)
         )
-        return train_bpe(captions, vocab_size=cfg.vocab_size, context_length=context_length, progress=cfg.progress)
-    return get_tokenizer(cfg.tokenizer, context_length=context_length)
+        return train_bpe(
+            captions, vocab_size=cfg.model.vocab_size, context_length=context_length, progress=cfg.tracking.progress
+        )
+    return get_tokenizer(cfg.model.tokenizer, context_length=context_length)
 
 
 def final_model_config(model_cfg: ModelConfig, tokenizer: Any) -> ModelConfig:
@@ -224,13 +230,13 @@ def final_model_config(model_cfg: ModelConfig, tokenizer: Any) -> ModelConfig:
 
 
 def build_model(cfg: TrainConfig, model_cfg: ModelConfig, *, device: torch.device) -> CLIP:
-    """A model initialised from ``cfg.seed`` (every rank the same), or ``cfg.init``'s weights."""
-    torch.manual_seed(cfg.seed)
+    """A model initialised from ``cfg.schedule.seed`` (every rank the same), or ``cfg.model.init``'s weights."""
+    torch.manual_seed(cfg.schedule.seed)
     model = create_model(model_cfg)
-    if cfg.init:
-        init = resolve_checkpoint(cfg.init)
+    if cfg.model.init:
+        init = resolve_checkpoint(cfg.model.init)
         load_state_dict_strict(model, load_weights(init), source=str(init))
-    model.set_grad_checkpointing(cfg.grad_checkpointing)
+    model.set_grad_checkpointing(cfg.compute.grad_checkpointing)
     return model.to(device)
 
 
@@ -244,16 +250,16 @@ def build_eval_sets(
     zero-shot sets are read at each evaluation (at most ``eval_max_images`` images)."""
     transform = image_transform(model_cfg.preprocess, model_cfg.vision.image_size, train=False)
     tasks: list[EvalTask] = []
-    for item in [t.strip() for t in (cfg.eval_tasks or "").split(",") if t.strip()]:
+    for item in [t.strip() for t in (cfg.eval.tasks or "").split(",") if t.strip()]:
         if item == SHAPES_SOURCE:
             spec = _shapes_spec(model_cfg)
             tasks += [materialize_task(t, workers=workers) for t in zero_shot_tasks(spec, transform=transform)]
         else:
-            task = user_eval_task(item, transform=transform, templates=cfg.eval_templates, limit=cfg.eval_max_images)
+            task = user_eval_task(item, transform=transform, templates=cfg.eval.templates, limit=cfg.eval.max_images)
             taken = {t.name for t in tasks}
             name = task.name if task.name not in taken else f"{task.name}-{len(tasks)}"
             tasks.append(dataclasses.replace(task, name=name))
-    val_source = cfg.val_data or (f"{SHAPES_SOURCE}:val" if shapes_split(cfg.data) else None)
+    val_source = cfg.eval.val_data or (f"{SHAPES_SOURCE}:val" if shapes_split(cfg.data.source) else None)
     retrieval = None
     if val_source:
         if is_benchmark_dir(val_source):
@@ -264,9 +270,9 @@ def build_eval_sets(
         val = build_dataset(
             val_source,
             transform=transform,
-            image_key=cfg.image_key,
-            caption_key=cfg.caption_key,
-            seed=cfg.seed,
+            image_key=cfg.data.image_key,
+            caption_key=cfg.data.caption_key,
+            seed=cfg.schedule.seed,
             shuffle_buffer=0,
             shapes=_shapes_spec(model_cfg) if shapes_split(val_source) else None,
         )
