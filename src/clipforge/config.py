@@ -155,7 +155,17 @@ class TextConfig:
     largest id, ``pool="eot"``). SigLIP's: bidirectional attention (``causal=False``) over texts
     padded to the full context, features read at the last position (``pool="last"``), and a bias on
     the final projection (``proj_bias``). MetaCLIP 2's: OpenAI's tower read at the first ``eos_id``
-    token (``pool="eos"``), as its multilingual vocabulary's end token is not the largest id."""
+    token (``pool="eos"``), as its multilingual vocabulary's end token is not the largest id.
+
+    ``kind="roberta"`` is a bidirectional encoder of the BERT / RoBERTa family (open_clip's
+    XLM-RoBERTa text towers): token + learned position + token-type embeddings and a LayerNorm,
+    post-norm blocks with exact GELU, padding (``pad_id``) masked out of attention. Positions follow
+    RoBERTa's convention: the real tokens are numbered from ``pad_id + 1`` and padding sits at
+    ``pad_id``, in a table of ``max_positions`` rows. ``pool`` is ``"mean"`` (over the non-padding
+    tokens), ``"first"`` (the first token's features) or ``"cls"`` (BERT's pooler: ``tanh`` of a
+    dense layer on the first token); ``proj`` maps the pooled features to ``embed_dim``:
+    ``"linear"`` (no bias), ``"mlp"`` (open_clip's: ``Linear -> GELU -> Linear``, no biases, hidden
+    width ``(width + embed_dim) // 2``) or ``"none"`` (``width == embed_dim``)."""
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -164,9 +174,13 @@ class TextConfig:
     head_width: int = 64
     mlp_ratio: float = 4.0
     causal: bool = True
-    pool: Literal["eot", "last", "eos"] = "eot"
+    pool: Literal["eot", "last", "eos", "mean", "first", "cls"] = "eot"
     proj_bias: bool = False
     eos_id: int | None = None
+    pad_id: int | None = None
+    max_positions: int = 0
+    proj: Literal["linear", "mlp", "none"] = "linear"
+    kind: Literal["clip", "roberta"] = "clip"
 
     @property
     def heads(self) -> int:
@@ -177,12 +191,34 @@ class TextConfig:
             raise ConfigError(f"text.width {self.width} is not a multiple of head_width {self.head_width}")
         if self.context_length < 2:
             raise ConfigError("text.context_length must hold at least the start and end tokens")
+        if self.kind == "roberta":
+            self._validate_encoder()
+            return
+        if self.kind != "clip":
+            raise ConfigError(f"text.kind must be 'clip' or 'roberta', got {self.kind!r}")
+        if (self.pad_id, self.max_positions, self.proj) != (None, 0, "linear"):
+            raise ConfigError("text.pad_id/max_positions/proj are options of text.kind='roberta'; leave them unset")
         if self.pool not in ("eot", "last", "eos"):
             raise ConfigError(f"text.pool must be 'eot', 'last' or 'eos', got {self.pool!r}")
         if (self.pool == "eos") != (self.eos_id is not None):
             raise ConfigError("text.eos_id is needed by text.pool='eos' and only there")
         if self.eos_id is not None and not 0 <= self.eos_id < self.vocab_size:
             raise ConfigError(f"text.eos_id {self.eos_id} is outside the vocabulary (0..{self.vocab_size - 1})")
+
+    def _validate_encoder(self) -> None:
+        if self.pool not in ("mean", "first", "cls"):
+            raise ConfigError(f"text.kind='roberta' pools with 'mean', 'first' or 'cls', got text.pool={self.pool!r}")
+        if self.causal or self.proj_bias or self.eos_id is not None:
+            raise ConfigError("text.kind='roberta' is bidirectional (text.causal=false) with no proj_bias or eos_id")
+        if self.proj not in ("linear", "mlp", "none"):
+            raise ConfigError(f"text.proj must be 'linear', 'mlp' or 'none', got {self.proj!r}")
+        if self.pad_id is None or not 0 <= self.pad_id < self.vocab_size:
+            raise ConfigError(f"text.kind='roberta' needs text.pad_id inside the vocabulary, got {self.pad_id!r}")
+        if self.max_positions < self.context_length + self.pad_id + 1:
+            raise ConfigError(
+                f"text.max_positions {self.max_positions} cannot number {self.context_length} tokens from "
+                f"text.pad_id + 1 = {self.pad_id + 1}"
+            )
 
 
 @dataclass(frozen=True)
@@ -242,6 +278,8 @@ class ModelConfig:
             raise ConfigError(
                 f"vision.project=false needs embed_dim == vision.width ({self.embed_dim} != {self.vision.width})"
             )
+        if self.text.proj == "none" and self.text.width != self.embed_dim:
+            raise ConfigError(f"text.proj='none' needs embed_dim == text.width ({self.embed_dim} != {self.text.width})")
         self.vision.validate()
         self.text.validate()
         self.preprocess.validate()

@@ -1,0 +1,255 @@
+"""open_clip models with a Hugging Face text tower (``xlm-roberta-base-ViT-B-32``,
+``xlm-roberta-large-ViT-H-14``, ...) <-> clipforge: pure mappings.
+
+open_clip builds them as a ``CustomTextCLIP`` whose text tower is an ``HFTextEncoder``: a transformers
+encoder named by ``text_cfg.hf_model_name`` (under ``text.transformer.``), pooled by
+``hf_pooler_type`` and projected by ``hf_proj_type`` (under ``text.proj``). clipforge computes the
+RoBERTa family (``model_type`` ``xlm-roberta`` / ``roberta``) with its own blocks
+(:class:`~clipforge.models.text_encoder.EncoderTextTower`, ``text.kind="roberta"``):
+
+- poolers: ``mean_pooler`` -> ``pool="mean"``, ``cls_pooler`` -> ``"cls"`` (transformers' tanh
+  pooler on ``<s>``), ``cls_last_hidden_state_pooler`` -> ``"first"``;
+- projections: ``mlp`` (open_clip's default) -> ``proj="mlp"``, ``linear`` -> ``"linear"``, none
+  (only when the width is ``embed_dim``) -> ``"none"``.
+
+The open_clip files record only the Hub name of the text model; its sizes come from the Hub's
+``config.json``, which clipforge knows for the published towers (:data:`HF_TEXT_CONFIGS`), or from a
+local folder holding that ``config.json`` (as open_clip itself accepts for ``hf_model_name``). The
+image tower is open_clip's standard one, mapped by :mod:`.open_clip`. Nothing here imports open_clip
+or transformers. The module is a :class:`~.adapters.FormatAdapter`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ConfigError, ModelConfig, PreprocessConfig, TextConfig
+from . import open_clip
+from .adapters import StateDict, check_all_mapped, inverse, rename_in_blocks, rename_prefix, take
+
+# The fields clipforge reads from the config.json of the text models open_clip's published
+# multilingual weights name (FacebookAI/xlm-roberta-base and -large on the Hub).
+_XLMR = {"model_type": "xlm-roberta", "vocab_size": 250002, "max_position_embeddings": 514, "type_vocab_size": 1,
+         "pad_token_id": 1, "layer_norm_eps": 1e-5, "hidden_act": "gelu"}  # fmt: skip
+HF_TEXT_CONFIGS: dict[str, dict[str, Any]] = {
+    "xlm-roberta-base": {**_XLMR, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                         "intermediate_size": 3072},  # fmt: skip
+    "xlm-roberta-large": {**_XLMR, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                          "intermediate_size": 4096},  # fmt: skip
+}
+_MODEL_TYPES = ("xlm-roberta", "roberta")
+_POOLERS = {"mean_pooler": "mean", "cls_pooler": "cls", "cls_last_hidden_state_pooler": "first"}
+_PROJ = {"mlp": "mlp", "linear": "linear", None: "none"}
+# text_cfg keys of an HF text tower: read here, or without effect on the computation.
+_TEXT_READ = {"hf_model_name", "hf_pooler_type", "hf_proj_type", "context_length"}
+_TEXT_IGNORED = {"hf_tokenizer_name", "hf_model_pretrained", "output_tokens", "tokenizer_kwargs", "tokenizer_mode",
+                 "vocab_size", "width", "heads", "layers", "mlp_ratio", "pad_id", "eos_id"}  # fmt: skip
+# A stand-in open_clip text tower, so that open_clip's adapter checks the image tower and the top level.
+_STAND_IN_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}
+
+# ours -> open_clip, whole keys and prefixes of the text tower.
+_EXACT = {
+    "text.token_embed.weight": "text.transformer.embeddings.word_embeddings.weight",
+    "text.pos_embed": "text.transformer.embeddings.position_embeddings.weight",
+    "text.proj_mlp.fc1.weight": "text.proj.0.weight",
+    "text.proj_mlp.fc2.weight": "text.proj.2.weight",
+}
+_PREFIX = {
+    "text.norm_embed.": "text.transformer.embeddings.LayerNorm.",
+    "text.pooler.": "text.transformer.pooler.dense.",
+}
+_BLOCKS = {"text.transformer.blocks.": "text.transformer.encoder.layer."}
+_INNER = {  # inside a block: ours -> transformers' (q/k/v are fused apart)
+    "attn.proj.": "attention.output.dense.",
+    "norm1.": "attention.output.LayerNorm.",
+    "mlp.fc1.": "intermediate.dense.",
+    "mlp.fc2.": "output.dense.",
+    "norm2.": "output.LayerNorm.",
+}
+_TYPE_EMBED = "text.transformer.embeddings.token_type_embeddings.weight"
+_BUFFERS = ("text.transformer.embeddings.position_ids", "text.transformer.embeddings.token_type_ids")
+
+
+def is_hf_text_config(cfg: dict[str, Any]) -> bool:
+    """An open_clip model config whose text tower is a Hugging Face model (``text_cfg.hf_model_name``)."""
+    return bool((cfg.get("text_cfg") or {}).get("hf_model_name"))
+
+
+def is_open_clip_hf_text(keys: Any) -> bool:
+    """open_clip weights with a transformers BERT-family text tower."""
+    return "text.transformer.embeddings.word_embeddings.weight" in {str(k) for k in keys}
+
+
+def hf_text_config(name: str) -> dict[str, Any]:
+    """The transformers ``config.json`` of text model ``name``: a published one clipforge knows (with
+    or without its ``FacebookAI/`` owner), or a local folder holding it."""
+    known = HF_TEXT_CONFIGS.get(name.rsplit("/", 1)[-1] if name.startswith("FacebookAI/") else name)
+    if known is not None:
+        return dict(known)
+    path = Path(name) / "config.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a transformers config must be a JSON object")
+        return data
+    raise ConfigError(
+        f"text_cfg.hf_model_name {name!r} is neither a text model clipforge knows ({', '.join(HF_TEXT_CONFIGS)}) "
+        "nor a folder with its transformers config.json"
+    )
+
+
+def text_config_from(t: dict[str, Any], hf: dict[str, Any], *, embed_dim: int) -> TextConfig:
+    """Our text tower from open_clip's ``text_cfg`` and the transformers config it names."""
+    unknown = sorted(set(t) - _TEXT_READ - _TEXT_IGNORED)
+    if unknown:
+        raise ConfigError(f"unknown open_clip option(s) text_cfg.{', text_cfg.'.join(unknown)} for an HF text tower")
+    model_type = hf.get("model_type")
+    if model_type not in _MODEL_TYPES:
+        raise ConfigError(
+            f"HF text model_type {model_type!r} is not supported (clipforge computes {', '.join(_MODEL_TYPES)})"
+        )
+    fixed = {"hidden_act": "gelu", "type_vocab_size": 1, "layer_norm_eps": 1e-5, "position_embedding_type": "absolute"}
+    for key, want in fixed.items():
+        if hf.get(key, want) != want:
+            raise ConfigError(f"HF text config {key}={hf[key]!r} is not supported (only {want!r})")
+    pooler = t.get("hf_pooler_type", "mean_pooler")
+    if pooler not in _POOLERS:
+        raise ConfigError(
+            f"open_clip option text_cfg.hf_pooler_type={pooler!r} is not supported ({', '.join(_POOLERS)})"
+        )
+    proj_type = t.get("hf_proj_type", "mlp")
+    if proj_type not in _PROJ:
+        raise ConfigError(f"open_clip option text_cfg.hf_proj_type={proj_type!r} is not supported (mlp, linear, null)")
+    width, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
+    if proj_type is None and width != embed_dim:
+        raise ConfigError(f"text_cfg.hf_proj_type=null needs the text width {width} to equal embed_dim {embed_dim}")
+    if width % heads:
+        raise ConfigError(f"HF text hidden_size {width} is not a multiple of num_attention_heads {heads}")
+    return TextConfig(
+        kind="roberta", context_length=int(t.get("context_length", 77)), vocab_size=int(hf["vocab_size"]),
+        width=width, layers=int(hf["num_hidden_layers"]), head_width=width // heads,
+        mlp_ratio=int(hf["intermediate_size"]) / width, causal=False, pool=_POOLERS[pooler],  # type: ignore[arg-type]
+        pad_id=int(hf.get("pad_token_id", 1)), max_positions=int(hf["max_position_embeddings"]),
+        proj=_PROJ[proj_type],  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def config_from(cfg: dict[str, Any], *, name: str = "", preprocess: dict[str, Any] | None = None) -> ModelConfig:
+    """A clipforge config from an open_clip model config with an HF text tower; anything clipforge
+    would compute differently is a :class:`ConfigError`."""
+    t = dict(cfg.get("text_cfg") or {})
+    if not t.get("hf_model_name"):
+        raise ConfigError("an open_clip HF text tower needs text_cfg.hf_model_name")
+    hf = hf_text_config(str(t["hf_model_name"]))
+    base = open_clip.config_from({**cfg, "text_cfg": _STAND_IN_TEXT}, name=name, preprocess=preprocess)
+    return base.replace(text=text_config_from(t, hf, embed_dim=int(cfg["embed_dim"])))
+
+
+def config_to(cfg: ModelConfig) -> dict[str, Any]:
+    """An open_clip model config for ``cfg``, whose text tower must be a published one (by its sizes)."""
+    t = cfg.text
+    if t.kind != "roberta":
+        raise ValueError("not a model with a Hugging Face text tower (text.kind='roberta')")
+    name = None
+    for candidate, hf in HF_TEXT_CONFIGS.items():
+        ours = text_config_from({"hf_pooler_type": _pooler_type(t), "hf_proj_type": _proj_type(t),
+                                 "context_length": t.context_length}, hf, embed_dim=cfg.embed_dim)  # fmt: skip
+        if ours == t:
+            name = candidate
+    if name is None:
+        raise ValueError(
+            f"open_clip builds HF text towers from a named transformers model; this one matches none of "
+            f"{', '.join(HF_TEXT_CONFIGS)}"
+        )
+    plain = cfg.replace(text=TextConfig())
+    out = open_clip.config_to(plain)
+    out["text_cfg"] = {"hf_model_name": name, "hf_tokenizer_name": name, "hf_pooler_type": _pooler_type(t),
+                       "hf_proj_type": _proj_type(t), "context_length": t.context_length}  # fmt: skip
+    return out
+
+
+def _pooler_type(t: TextConfig) -> str:
+    return inverse(_POOLERS)[t.pool]
+
+
+def _proj_type(t: TextConfig) -> str | None:
+    return {v: k for k, v in _PROJ.items()}[t.proj]
+
+
+def preprocess_from(pp: dict[str, Any], *, image_size: int) -> PreprocessConfig:
+    return open_clip.preprocess_from(pp, image_size=image_size)
+
+
+preprocess_to = open_clip.preprocess_to
+
+
+def state_dict_from(sd: StateDict) -> StateDict:
+    """open_clip state dict with an HF (BERT-family) text tower -> clipforge's. Unknown keys keep their
+    names (the strict loader then names them); transformers' position-id buffers are dropped."""
+    text = {k: v for k, v in sd.items() if k.startswith("text.") and k not in _BUFFERS}
+    out = open_clip.state_dict_from({k: v for k, v in sd.items() if not k.startswith("text.")})
+    mapped, rest = take(text, inverse(_EXACT))
+    out.update(mapped)
+    if _TYPE_EMBED in rest and rest[_TYPE_EMBED].shape[0] == 1:  # one token type: its row is a constant
+        out["text.type_embed"] = rest.pop(_TYPE_EMBED).reshape(-1)  # (1, W) -> (W,)
+    if "text.proj.weight" in rest:  # a linear projection: Linear (E, W) -> our (W, E)
+        out["text.proj"] = rest.pop("text.proj.weight").t().contiguous()
+    _fuse_qkv(rest, out)
+    for key in list(rest):
+        name = rename_prefix(key, inverse(_PREFIX)) or rename_in_blocks(key, inverse(_BLOCKS), inverse(_INNER))
+        if name is not None:
+            out[name] = rest.pop(key)
+    return out | rest
+
+
+def fit_to(sd: StateDict, cfg: ModelConfig) -> StateDict:
+    """Drop transformers' pooler from ``sd`` (ours) when ``cfg`` does not read it: open_clip's older
+    checkpoints carry it with every pooler type."""
+    if cfg.text.pool == "cls":
+        return sd
+    return {k: v for k, v in sd.items() if not k.startswith("text.pooler.")}
+
+
+def state_dict_to(sd: StateDict) -> StateDict:
+    """clipforge state dict (``text.kind="roberta"``) -> open_clip ``CustomTextCLIP`` with an ``HFTextEncoder``."""
+    text = {k: v for k, v in sd.items() if k.startswith("text.")}
+    out = open_clip.state_dict_to({k: v for k, v in sd.items() if k not in text})
+    mapped, rest = take(text, _EXACT)
+    out.update(mapped)
+    out[_TYPE_EMBED] = rest.pop("text.type_embed").reshape(1, -1)
+    if "text.proj" in rest:
+        out["text.proj.weight"] = rest.pop("text.proj").t().contiguous()  # (W, E) -> (E, W)
+    _split_qkv(rest, out)
+    for key in list(rest):
+        name = rename_prefix(key, _PREFIX) or rename_in_blocks(key, _BLOCKS, _INNER)
+        if name is not None:
+            out[name] = rest.pop(key)
+    check_all_mapped(rest, "open_clip HF text tower")
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def _fuse_qkv(rest: StateDict, out: StateDict) -> None:
+    """transformers' ``query``/``key``/``value`` -> one ``qkv`` per block."""
+    prefix, ours = "text.transformer.encoder.layer.", "text.transformer.blocks."
+    blocks = sorted({k[len(prefix) :].split(".")[0] for k in rest if k.startswith(prefix) and ".self.query." in k})
+    for i in blocks:
+        src = f"{prefix}{i}.attention.self."
+        for kind in ("weight", "bias"):
+            q, k, v = (rest.pop(f"{src}{n}.{kind}") for n in ("query", "key", "value"))
+            out[f"{ours}{i}.attn.qkv.{kind}"] = torch.cat([q, k, v])  # (3W, W) / (3W,)
+
+
+def _split_qkv(rest: StateDict, out: StateDict) -> None:
+    prefix = "text.transformer.blocks."
+    for key in [k for k in rest if k.startswith(prefix) and ".attn.qkv." in k]:
+        i, kind = key[len(prefix) :].split(".")[0], key.rsplit(".", 1)[1]
+        parts = rest.pop(key).chunk(3)
+        for n, part in zip(("query", "key", "value"), parts, strict=True):
+            out[f"text.transformer.encoder.layer.{i}.attention.self.{n}.{kind}"] = part

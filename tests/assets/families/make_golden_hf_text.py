@@ -1,0 +1,98 @@
+"""Generate the golden assets of open_clip's Hugging Face text towers (XLM-RoBERTa) for
+tests/test_families_xlmr.py (run once, in the reference env, no network):
+
+    /work/venv-ref/bin/python tests/assets/families/make_golden_hf_text.py   # open_clip 3.3.0, transformers 5.25
+
+Each case is open_clip's own ``CustomTextCLIP``: its standard ViT image tower and an ``HFTextEncoder``
+whose ``hf_model_name`` is a local folder holding a tiny ``XLMRobertaConfig`` (``hf_model_pretrained:
+false``, so transformers builds it from the config with random weights and nothing is downloaded).
+Every weight is then made non-trivial. The cases cover open_clip's poolers and projections:
+
+    xlmr_tiny        mean_pooler, mlp proj (the xlm-roberta-* models' settings); the vocabulary of
+                     tests/assets/sentencepiece/xlmr, whose tokenizer makes the multilingual token ids
+    xlmr_cls_tiny    cls_pooler (transformers' tanh pooler on <s>), linear proj
+    xlmr_first_tiny  cls_last_hidden_state_pooler (<s>'s features), no proj (width == embed_dim)
+
+Files per case (small: ~650 KB for the three):
+
+    <case>.json                  {"model_cfg": open_clip's model config (hf_model_name: the folder's name),
+                                  "hf_config": the XLMRobertaConfig as config.json holds it}
+    <case>.safetensors           open_clip's state dict
+    <case>.expected.safetensors  images, tokens and open_clip's normalised image and text features (fp32)
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import open_clip
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformers import XLMRobertaConfig, XLMRobertaTokenizerFast
+
+HERE = Path(__file__).parent
+XLMR_VOCAB = HERE.parent / "sentencepiece" / "xlmr"
+EMBED, IMAGE, CTX = 16, 16, 16
+VISION = {"image_size": IMAGE, "layers": 2, "width": 16, "patch_size": 8, "head_width": 8}
+TEXTS = [
+    "a photo of a cat", "一只猫在沙发上", "قطة على الشاطئ", "एक बिल्ली की तस्वीर",
+    "Katze 🐈 am Strand, sehr schön und lang!",
+]  # fmt: skip
+CASES = {  # case -> (vocab size, text width, pooler, proj)
+    "xlmr_tiny": (4002, 16, "mean_pooler", "mlp"),
+    "xlmr_cls_tiny": (520, 24, "cls_pooler", "linear"),
+    "xlmr_first_tiny": (520, EMBED, "cls_last_hidden_state_pooler", None),
+}
+
+
+def tokens_for(case: str, vocab: int) -> torch.Tensor:
+    if case == "xlmr_tiny":  # transformers' tokenizer, as open_clip's HFTokenizer calls it
+        tok = XLMRobertaTokenizerFast.from_pretrained(str(XLMR_VOCAB))
+        return tok(TEXTS, padding="max_length", truncation=True, max_length=CTX, return_tensors="pt")["input_ids"]
+    tokens = torch.ones(3, CTX, dtype=torch.long)  # <pad> = 1
+    for i, n in enumerate([3, CTX, 9]):  # <s> = 0, random ids, </s> = 2, padding
+        tokens[i, 0], tokens[i, n - 1] = 0, 2
+        tokens[i, 1 : n - 1] = torch.randint(4, vocab, (n - 2,))
+    return tokens
+
+
+def main() -> None:
+    for case, (vocab, width, pooler, proj) in CASES.items():
+        torch.manual_seed(0)
+        hf = XLMRobertaConfig(
+            vocab_size=vocab, hidden_size=width, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=4 * width, max_position_embeddings=CTX + 4, type_vocab_size=1,
+            layer_norm_eps=1e-5, hidden_act="gelu", pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        )  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / f"{case}_hf"
+            hf.save_pretrained(folder)
+            hf_config = json.loads((folder / "config.json").read_text())
+            text_cfg = {"hf_model_name": str(folder), "hf_tokenizer_name": str(folder), "hf_model_pretrained": False,
+                        "hf_pooler_type": pooler, "hf_proj_type": proj, "context_length": CTX}  # fmt: skip
+            model = open_clip.CustomTextCLIP(EMBED, VISION, text_cfg)
+        model.eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        images = torch.randn(3, 3, IMAGE, IMAGE)
+        tokens = tokens_for(case, vocab)
+        with torch.no_grad():
+            image = model.encode_image(images, normalize=True)
+            text = model.encode_text(tokens, normalize=True)
+        model_cfg = {"embed_dim": EMBED, "vision_cfg": VISION, "text_cfg": {**text_cfg, "hf_model_name": f"{case}_hf",
+                     "hf_tokenizer_name": f"{case}_hf"}}  # fmt: skip
+        record = {"model_cfg": model_cfg, "hf_config": hf_config}
+        (HERE / f"{case}.json").write_text(json.dumps(record, indent=2) + "\n")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(HERE / f"{case}.safetensors"))
+        expected = {"images": images, "tokens": tokens, "image_features": image, "text_features": text}
+        save_file(expected, str(HERE / f"{case}.expected.safetensors"))
+        print(case, f"open_clip {open_clip.__version__}, transformers {transformers.__version__}",
+              len(model.state_dict()), "tensors")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
