@@ -1,0 +1,243 @@
+"""Multilingual XLM-RoBERTa text towers (open_clip's ``xlm-roberta-*`` models): clipforge's own encoder
+tower (``text.kind="roberta"``) against open_clip's ``HFTextEncoder`` outputs, recorded in
+tests/assets/families by make_golden_hf_text.py (open_clip 3.3.0 + transformers 5.25, tiny
+``XLMRobertaConfig`` towers with random weights, one per pooler: mean, cls, first token), the
+token ids of the XLM-R tokenizer, open_clip's configs and names both ways."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from clipforge.api import load
+from clipforge.config import ConfigError, ModelConfig, TextConfig, VisionConfig
+from clipforge.convert import ConvertError, convert, import_model, open_clip_hf_text
+from clipforge.convert.sources import resolve_model_config
+from clipforge.models import CLIP, get_model_config
+from clipforge.tokenizer import SentencePieceTokenizer
+
+ASSETS = Path(__file__).parent / "assets" / "families"
+XLMR_VOCAB = Path(__file__).parent / "assets" / "sentencepiece" / "xlmr"
+CASES = ("xlmr_tiny", "xlmr_cls_tiny", "xlmr_first_tiny")
+POOLS = {"xlmr_tiny": ("mean", "mlp"), "xlmr_cls_tiny": ("cls", "linear"), "xlmr_first_tiny": ("first", "none")}
+# the texts make_golden_hf_text.py tokenized with transformers' XLMRobertaTokenizerFast for xlmr_tiny
+TEXTS = [
+    "a photo of a cat", "一只猫在沙发上", "قطة على الشاطئ", "एक बिल्ली की तस्वीर",
+    "Katze 🐈 am Strand, sehr schön und lang!",
+]  # fmt: skip
+# open_clip's own model configs (open_clip/model_configs/xlm-roberta-*.json)
+XLMR_BASE_B32 = {
+    "embed_dim": 512,
+    "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
+    "text_cfg": {"hf_model_name": "xlm-roberta-base", "hf_tokenizer_name": "xlm-roberta-base",
+                 "hf_pooler_type": "mean_pooler"},
+}  # fmt: skip
+XLMR_LARGE_H14 = {
+    "embed_dim": 1024,
+    "vision_cfg": {"image_size": 224, "layers": 32, "width": 1280, "head_width": 80, "patch_size": 14},
+    "text_cfg": {"hf_model_name": "xlm-roberta-large", "hf_tokenizer_name": "xlm-roberta-large",
+                 "hf_pooler_type": "mean_pooler"},
+}  # fmt: skip
+
+
+def open_clip_folder(case: str, folder: Path) -> Path:
+    """An open_clip folder as the Hub holds one (open_clip_config.json + weights), its text model a
+    local transformers config folder (as open_clip accepts for hf_model_name)."""
+    data = json.loads((ASSETS / f"{case}.json").read_text())
+    hf = folder / f"{case}_hf"
+    hf.mkdir(parents=True)
+    (hf / "config.json").write_text(json.dumps(data["hf_config"]))
+    model_cfg = {**data["model_cfg"], "text_cfg": {**data["model_cfg"]["text_cfg"], "hf_model_name": str(hf)}}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    shutil.copy(ASSETS / f"{case}.safetensors", folder / "open_clip_model.safetensors")
+    return folder
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_open_clip_xlmr_models_import_with_open_clips_outputs(case, tmp_path):
+    got = import_model(open_clip_folder(case, tmp_path / "oc"))
+    assert got.format == "open_clip"
+    t = got.model.config.text
+    assert (t.kind, t.pool, t.proj) == ("roberta", *POOLS[case])
+    expected = load_file(ASSETS / f"{case}.expected.safetensors")
+    with torch.no_grad():
+        image = got.model.encode_image(expected["images"])
+        text = got.model.encode_text(expected["tokens"])
+    assert text.shape == expected["text_features"].shape
+    assert float((image - expected["image_features"]).abs().max()) <= 1e-5
+    assert float((text - expected["text_features"]).abs().max()) <= 1e-5
+    # the texts are told apart, and padding is masked out of attention and pooling
+    assert float((text[0] - text[1]).abs().max()) > 1e-4
+    padded = (expected["tokens"][:, -2:] == 1).all(dim=1)  # the texts that end in two <pad>
+    assert padded.any() and not padded.all()
+    with torch.no_grad():
+        shorter = got.model.encode_text(expected["tokens"][padded, :-2])  # the same texts, less padding
+    assert torch.allclose(shorter, text[padded], atol=1e-6)
+
+
+def test_xlmr_tokenizer_ids_are_the_references_and_embed_as_open_clip(tmp_path):
+    tok = SentencePieceTokenizer.from_hf_dir(XLMR_VOCAB, context_length=16)
+    expected = load_file(ASSETS / "xlmr_tiny.expected.safetensors")
+    ids = tok(TEXTS)
+    assert torch.equal(ids, expected["tokens"])  # <s> ... </s>, right-padded with <pad> = 1, cut to 16
+    model = import_model(open_clip_folder("xlmr_tiny", tmp_path / "oc")).model
+    with torch.no_grad():
+        text = model.encode_text(ids)
+    assert float((text - expected["text_features"]).abs().max()) <= 1e-5
+
+
+def test_open_clip_names_round_trip_exactly():
+    for case in CASES:
+        sd = load_file(ASSETS / f"{case}.safetensors")
+        ours = open_clip_hf_text.state_dict_from(sd)
+        assert not any(k.startswith("text.transformer.encoder.") for k in ours)
+        back = open_clip_hf_text.state_dict_to(ours)
+        assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd), case
+
+
+def test_open_clip_configs_are_the_named_architectures():
+    base = open_clip_hf_text.config_from(XLMR_BASE_B32, name="xlm-roberta-base-ViT-B-32")
+    assert base == get_model_config("xlm-roberta-base-ViT-B-32")
+    t = base.text
+    assert (t.kind, t.vocab_size, t.width, t.layers, t.heads, t.pool, t.proj, t.pad_id, t.max_positions) == (
+        "roberta", 250002, 768, 12, 12, "mean", "mlp", 1, 514
+    )  # fmt: skip
+    assert (base.act, base.vision.width, base.vision.patch_size) == ("gelu", 768, 32)
+    large = open_clip_hf_text.config_from(XLMR_LARGE_H14, name="xlm-roberta-large-ViT-H-14")
+    assert large == get_model_config("xlm-roberta-large-ViT-H-14")
+    assert (large.text.width, large.text.layers, large.text.heads, large.embed_dim) == (1024, 24, 16, 1024)
+    for cfg in (base, large):  # back to open_clip and again
+        assert open_clip_hf_text.config_from(open_clip_hf_text.config_to(cfg), name=cfg.name) == cfg
+    # "FacebookAI/" Hub names are the same models
+    hub = {**XLMR_BASE_B32, "text_cfg": {**XLMR_BASE_B32["text_cfg"], "hf_model_name": "FacebookAI/xlm-roberta-base"}}
+    assert open_clip_hf_text.config_from(hub, name=base.name) == base
+
+
+def test_open_clip_config_json_picks_this_adapter(tmp_path):
+    path = tmp_path / "open_clip_config.json"
+    path.write_text(json.dumps({"model_cfg": XLMR_BASE_B32, "preprocess_cfg": {}}))
+    assert resolve_model_config(path).replace(name="x") == get_model_config("xlm-roberta-base-ViT-B-32").replace(
+        name="x"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"hf_pooler_type": "max_pooler"}, "hf_pooler_type='max_pooler'"),
+        ({"hf_proj_type": "conv"}, "hf_proj_type='conv'"),
+        ({"hf_proj_type": None}, "hf_proj_type=null needs the text width 768"),
+        ({"hf_model_name": "bert-base-uncased"}, "neither a text model clipforge knows"),
+        ({"attn_pooler": True}, r"text_cfg\.attn_pooler"),
+    ],
+)
+def test_unsupported_open_clip_options_are_named(change, match):
+    cfg = {**XLMR_BASE_B32, "text_cfg": {**XLMR_BASE_B32["text_cfg"], **change}}
+    with pytest.raises(ConfigError, match=match):
+        open_clip_hf_text.config_from(cfg)
+
+
+def test_unsupported_hf_text_models_are_named(tmp_path):
+    hf = json.loads((ASSETS / "xlmr_tiny.json").read_text())["hf_config"]
+    for change, match in [
+        ({"model_type": "m2m_100"}, "model_type 'm2m_100'"),
+        ({"hidden_act": "relu"}, "hidden_act='relu'"),
+        ({"type_vocab_size": 2}, "type_vocab_size=2"),
+    ]:
+        (tmp_path / "config.json").write_text(json.dumps({**hf, **change}))
+        cfg = {**XLMR_BASE_B32, "text_cfg": {**XLMR_BASE_B32["text_cfg"], "hf_model_name": str(tmp_path)}}
+        with pytest.raises(ConfigError, match=match):
+            open_clip_hf_text.config_from(cfg)
+
+
+def test_weights_need_a_matching_architecture(tmp_path):
+    weights = ASSETS / "xlmr_tiny.safetensors"
+    with pytest.raises(ConvertError, match=r'without their open_clip_config.json: pass `model="NAME"`'):
+        import_model(weights)
+    with pytest.raises(ConvertError, match="has none"):
+        import_model(weights, model="ViT-B-32")
+
+
+def test_unused_transformers_pooler_weights_are_dropped(tmp_path):
+    """open_clip's older checkpoints carry transformers' pooler even where a mean pooler reads none."""
+    folder = open_clip_folder("xlmr_tiny", tmp_path / "oc")
+    sd = load_file(folder / "open_clip_model.safetensors")
+    sd["text.transformer.pooler.dense.weight"] = torch.randn(16, 16)
+    sd["text.transformer.pooler.dense.bias"] = torch.randn(16)
+    sd["text.transformer.embeddings.position_ids"] = torch.arange(20)[None]
+    save_file(sd, folder / "open_clip_model.safetensors")
+    expected = load_file(ASSETS / "xlmr_tiny.expected.safetensors")
+    with torch.no_grad():
+        text = import_model(folder).model.encode_text(expected["tokens"])
+    assert float((text - expected["text_features"]).abs().max()) <= 1e-5
+
+
+def test_convert_needs_the_vocabulary_and_the_checkpoint_loads(tmp_path):
+    folder = open_clip_folder("xlmr_tiny", tmp_path / "oc")
+    with pytest.raises(ConvertError, match='XLM-RoBERTa text tower needs its SentencePiece vocabulary.*vocab="FOLDER"'):
+        convert(folder, tmp_path / "no_vocab")
+    path = convert(folder, tmp_path / "ck", vocab=XLMR_VOCAB)
+    loaded = load(path, device="cpu", precision="fp32")
+    assert loaded.model.config.text.kind == "roberta"
+    expected = load_file(ASSETS / "xlmr_tiny.expected.safetensors")
+    with torch.no_grad():
+        text = loaded.model.encode_text(loaded.tokenizer(TEXTS, context_length=16))
+    assert float((text - expected["text_features"]).abs().max()) <= 1e-5
+
+
+def tiny_roberta(**changes) -> ModelConfig:
+    text = dict(kind="roberta", context_length=12, vocab_size=50, width=16, layers=2, head_width=8,
+                causal=False, pool="mean", pad_id=1, max_positions=14, proj="mlp")  # fmt: skip
+    return ModelConfig(
+        embed_dim=8, vision=VisionConfig(image_size=16, patch_size=8, width=16, layers=1, head_width=8),
+        text=TextConfig(**{**text, **changes}),
+    ).validate()  # fmt: skip
+
+
+def test_encoder_tower_trains_with_checkpointing_and_positions_skip_padding():
+    net = CLIP(tiny_roberta(pool="cls", proj="linear"))
+    tokens = torch.tensor([[0, 5, 6, 2, 1, 1], [0, 7, 2, 1, 1, 1]])
+    assert net.text.positions(tokens).tolist() == [[2, 3, 4, 5, 1, 1], [2, 3, 4, 1, 1, 1]]
+    plain = net.encode_text(tokens)
+    net.set_grad_checkpointing(True)
+    out = net(torch.randn(2, 3, 16, 16), tokens)
+    assert torch.allclose(out.text_features, plain, atol=1e-6)
+    (out.image_features @ out.text_features.T).sum().backward()
+    assert net.text.transformer.blocks[0].attn.qkv.weight.grad is not None
+    assert net.text.pooler.weight.grad is not None and net.text.pos_embed.grad[0].abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        (dict(pool="eot"), "pools with 'mean', 'first' or 'cls'"),
+        (dict(causal=True), "bidirectional"),
+        (dict(pad_id=None), "needs text.pad_id"),
+        (dict(max_positions=12), "cannot number 12 tokens"),
+        (dict(proj="none"), "text.proj='none' needs embed_dim == text.width"),
+    ],
+)
+def test_encoder_tower_config_is_validated(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_roberta(**changes)
+
+
+def test_clip_towers_refuse_encoder_options():
+    with pytest.raises(ConfigError, match="options of text.kind='roberta'"):
+        TextConfig(pad_id=1).validate()
+    with pytest.raises(ConfigError, match="text.kind must be"):
+        TextConfig(kind="m2m100").validate()  # type: ignore[arg-type]
+
+
+def test_saved_checkpoint_keeps_the_encoder_tower(tmp_path):
+    from clipforge.checkpoint import load_checkpoint, save_checkpoint
+
+    net = CLIP(tiny_roberta(pool="first", proj="linear")).eval()
+    model, _ = load_checkpoint(save_checkpoint(tmp_path / "x.safetensors", net))
+    assert model.config == net.config
+    tokens = torch.tensor([[0, 5, 6, 2, 1, 1]])
+    with torch.no_grad():
+        assert torch.equal(model.encode_text(tokens), net.encode_text(tokens))
