@@ -14,9 +14,10 @@ from safetensors.torch import load_file, save_file
 
 from clipforge.api import load
 from clipforge.config import ConfigError, ModelConfig, TextConfig, VisionConfig
-from clipforge.convert import ConvertError, convert, import_model, open_clip_hf_text
+from clipforge.convert import ConvertError, convert, export_hf, export_open_clip, import_model, open_clip_hf_text
 from clipforge.convert.sources import resolve_model_config
 from clipforge.models import CLIP, get_model_config
+from clipforge.pretrained import get_pretrained
 from clipforge.tokenizer import SentencePieceTokenizer
 
 ASSETS = Path(__file__).parent / "assets" / "families"
@@ -241,3 +242,70 @@ def test_saved_checkpoint_keeps_the_encoder_tower(tmp_path):
     tokens = torch.tensor([[0, 5, 6, 2, 1, 1]])
     with torch.no_grad():
         assert torch.equal(model.encode_text(tokens), net.encode_text(tokens))
+
+
+def test_export_open_clip_and_refuse_hf(tmp_path, monkeypatch):
+    model = import_model(open_clip_folder("xlmr_cls_tiny", tmp_path / "oc")).model
+    with pytest.raises(ValueError, match="no XLM-RoBERTa text tower; export it to open_clip"):
+        export_hf(model, tmp_path / "hf")
+    with pytest.raises(ValueError, match="matches none of xlm-roberta-base"):  # a tiny tower has no Hub name
+        export_open_clip(model, tmp_path / "out")
+    # give the tiny text model a name (as the published ones have): it exports, and the folder imports back
+    hf = json.loads((ASSETS / "xlmr_cls_tiny.json").read_text())["hf_config"]
+    monkeypatch.setitem(open_clip_hf_text.HF_TEXT_CONFIGS, "xlmr-cls-tiny-test", hf)
+    out = export_open_clip(model, tmp_path / "out")
+    written = load_file(out / "open_clip_model.safetensors")
+    assert written.keys() == load_file(ASSETS / "xlmr_cls_tiny.safetensors").keys()
+    saved = json.loads((out / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]
+    assert (saved["hf_model_name"], saved["hf_pooler_type"], saved["hf_proj_type"]) == (
+        "xlmr-cls-tiny-test", "cls_pooler", "linear"
+    )  # fmt: skip
+    back = import_model(out).model
+    assert back.config.replace(name="x") == model.config.replace(name="x")
+    tokens = load_file(ASSETS / "xlmr_cls_tiny.expected.safetensors")["tokens"]
+    with torch.no_grad():
+        assert torch.equal(back.encode_text(tokens), model.encode_text(tokens))
+
+
+def test_registry_entries_name_the_weights_and_the_tokenizer_repo():
+    for name, repo, vocab in [
+        ("xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k", "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
+         "hf-hub:FacebookAI/xlm-roberta-base"),
+        ("xlm-roberta-large-ViT-H-14/frozen_laion5b_s13b_b90k",
+         "laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k", "hf-hub:FacebookAI/xlm-roberta-large"),
+    ]:  # fmt: skip
+        entry = get_pretrained(name)
+        assert (entry.hf_hub, entry.format, entry.act, entry.tokenizer) == (repo, "open_clip", "gelu", vocab)
+        assert get_model_config(entry.architecture).text.kind == "roberta"
+
+
+@pytest.mark.usefixtures("isolated_caches")  # empty caches, Hub offline
+def test_pretrained_name_loads_weights_and_the_tokenizer_from_two_hub_repos(tmp_path, monkeypatch):
+    """As for the published entries: an open_clip repo with only the weights, the vocabulary from the
+    text model's own repo (only its tokenizer files are fetched)."""
+    from hub_fixtures import hub_repo, registry_with
+
+    from clipforge.models import factory
+
+    configs = tmp_path / "model_configs"  # the built-in configs plus the tiny tower's
+    shutil.copytree(factory._config_dir(), configs)
+    tiny = import_model(open_clip_folder("xlmr_tiny", tmp_path / "oc")).model.config
+    (configs / "xlmr-tiny.json").write_text(tiny.replace(name="xlmr-tiny").to_json())
+    monkeypatch.setattr(factory, "_config_dir", lambda: configs)
+    weights = tmp_path / "weights_repo"
+    weights.mkdir()
+    shutil.copy(ASSETS / "xlmr_tiny.safetensors", weights / "open_clip_model.safetensors")
+    hub_repo(tmp_path / "hf-cache", "acme/xlmr-tiny-clip", weights)
+    hub_repo(tmp_path / "hf-cache", "acme/xlmr-tiny", XLMR_VOCAB)
+    entry = {"architecture": "xlmr-tiny", "act": "gelu", "format": "open_clip", "hf_hub": "acme/xlmr-tiny-clip",
+             "tokenizer": "hf-hub:acme/xlmr-tiny"}  # fmt: skip
+    registry_with(monkeypatch, **{"xlmr-tiny/acme": entry})
+    loaded = load("xlmr-tiny/acme", device="cpu", precision="fp32")
+    expected = load_file(ASSETS / "xlmr_tiny.expected.safetensors")
+    tokens = loaded.tokenizer(TEXTS, context_length=16)
+    assert torch.equal(tokens, expected["tokens"])
+    with torch.no_grad():
+        text = loaded.model.encode_text(tokens)
+    assert float((text - expected["text_features"]).abs().max()) <= 1e-5
+    with pytest.raises(ValueError, match="tokenizer must be"):
+        registry_with(monkeypatch, **{"xlmr-tiny/bad": {**entry, "tokenizer": "acme/xlmr-tiny"}})

@@ -157,6 +157,8 @@ def config_to(cfg: ModelConfig) -> dict[str, Any]:
     t = cfg.text
     if t.kind != "roberta":
         raise ValueError("not a model with a Hugging Face text tower (text.kind='roberta')")
+    if cfg.vision.kind == "vit" and (cfg.vision.uses_family_options or cfg.vision.pool != "cls"):
+        raise ValueError("open_clip export of an XLM-RoBERTa text tower beside a timm image tower is not supported")
     name = None
     for candidate, hf in HF_TEXT_CONFIGS.items():
         ours = text_config_from({"hf_pooler_type": _pooler_type(t), "hf_proj_type": _proj_type(t),

@@ -30,7 +30,7 @@ from ..convert.detect import OPEN_CLIP_WEIGHTS
 from ..fileio import sha256_file
 from ..models import list_models
 from .download import download_url
-from .hub import HUB_PREFIX, parse_hub_id, snapshot
+from .hub import HUB_PREFIX, parse_hub_id, snapshot, tokenizer_snapshot
 from .registry import PretrainedEntry, UnknownModelError, closest_names_hint, find_pretrained, list_pretrained
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
         if entry.format == "open_clip":  # the registry knows the architecture: the weights file is enough
             source = next((source / n for n in OPEN_CLIP_WEIGHTS if (source / n).is_file()), source)
     fmt = "hf" if (source / "config.json").is_file() and entry.format != "open_clip" else entry.format
+    vocab = tokenizer_snapshot(entry.tokenizer) if entry.tokenizer.startswith(HUB_PREFIX) else None
     return _convert_to_cache(
         source,
         target,
@@ -142,6 +143,7 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
         preprocess=entry.preprocess_config() if entry.preprocess else None,
         name=entry.name,
         origin=label,
+        vocab=vocab,
     )
 
 
@@ -168,15 +170,17 @@ def _convert_to_cache(
     preprocess: PreprocessConfig | None,
     name: str,
     origin: str,
+    vocab: Path | None = None,
 ) -> Path:
-    """Import ``source`` (file or folder) and save it as a clipforge checkpoint at ``target``."""
+    """Import ``source`` (file or folder) and save it as a clipforge checkpoint at ``target``; ``vocab``:
+    a tokenizer folder to use instead of the source's own files."""
     log.info("converting %s into clipforge's cache (once)", origin)
     imported = import_model(source, format=format, model=model, act=act if format != "auto" else None)
     config = imported.model.config.replace(name=name)
     if preprocess is not None:
         config = config.replace(preprocess=preprocess)
     imported.model.config = config
-    tokenizer = import_tokenizer(imported)
+    tokenizer = import_tokenizer(imported, vocab=vocab)
     provenance = {**imported.provenance, "source": origin, "pretrained": name}
     if source.is_file() and "sha256" not in provenance:
         provenance["sha256"] = {source.name: sha256_file(source)}
