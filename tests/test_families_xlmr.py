@@ -309,3 +309,17 @@ def test_pretrained_name_loads_weights_and_the_tokenizer_from_two_hub_repos(tmp_
     assert float((text - expected["text_features"]).abs().max()) <= 1e-5
     with pytest.raises(ValueError, match="tokenizer must be"):
         registry_with(monkeypatch, **{"xlmr-tiny/bad": {**entry, "tokenizer": "acme/xlmr-tiny"}})
+
+
+def test_open_clip_models_tokenize_with_open_clips_text_clean_up(tmp_path):
+    """open_clip's HFTokenizer runs ftfy, html.unescape and whitespace collapsing before the XLM-R
+    tokenizer (transformers' alone does not): the converted checkpoint's tokenizer does the same."""
+    golden = json.loads((ASSETS / "xlmr_open_clip_tokens.json").read_text())
+    texts, want = golden["texts"], torch.tensor(golden["ids"])
+    plain = SentencePieceTokenizer.from_hf_dir(XLMR_VOCAB, context_length=16)  # transformers' rules (MetaCLIP 2)
+    assert not torch.equal(plain(texts), want)  # curly quotes, "&amp;", mojibake and runs of spaces differ
+    path = convert(open_clip_folder("xlmr_tiny", tmp_path / "oc"), tmp_path / "ck", vocab=XLMR_VOCAB)
+    tok = load(path, device="cpu", precision="fp32").tokenizer
+    assert tok.clean == "whitespace"
+    assert torch.equal(tok(texts, context_length=16), want)
+    assert torch.equal(plain.with_clean("whitespace")(texts), want)

@@ -143,6 +143,14 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
             )
         )
         raise ConvertError(f"cannot load the {what}: {e}.{hint}") from e
+    if (
+        imported.format == "open_clip"
+        and imported.model.config.text.kind == "roberta"
+        and isinstance(tok, SentencePieceTokenizer)
+        and tok.clean == "none"
+        and not isinstance(vocab, SentencePieceTokenizer)
+    ):  # open_clip's HFTokenizer cleans the text (ftfy, html.unescape, whitespace) before the XLM-R tokenizer
+        tok = tok.with_clean("whitespace")
     model_vocab = imported.model.config.text.vocab_size
     if tok.vocab_size > model_vocab:
         raise ConvertError(

@@ -8,7 +8,8 @@ The rules are data, stored with the vocabulary in checkpoint metadata (``kind="s
   whitespace, strip) as transformers' ``SiglipTokenizer``; ``"lower_ascii"`` (SigLIP 2 as big_vision
   prepares text for its released checkpoints: ``lower`` = TensorFlow's ``tf.strings.lower``, which
   lower-cases A-Z only); ``"lower"`` (every cased character, as transformers' ``Siglip2Tokenizer``);
-  ``"none"``.
+  ``"whitespace"`` (open_clip's ``HFTokenizer`` before the XLM-R tokenizer of its ``xlm-roberta-*``
+  models: ftfy, ``html.unescape`` twice, whitespace collapsed and stripped); ``"none"``.
 * ``add_bos`` / ``add_eos``: the special ids around each text (SigLIP: end only; SigLIP 2: end only,
   big_vision's ``tok(model="gemma", bos="no", eos="sticky")``, whatever the Hub's
   ``tokenizer_config.json`` says; see docs/interop.md for where transformers differs).
@@ -38,12 +39,13 @@ import torch
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import models, normalizers
 
+from .text import clean_whitespace
 from .vocab import TokenizerError, TokenizerInputError
 
 METADATA_KIND = "sentencepiece"
-Clean = Literal["canonicalize", "lower_ascii", "lower", "none"]
+Clean = Literal["canonicalize", "lower_ascii", "lower", "whitespace", "none"]
 Engine = Literal["sentencepiece", "tokenizers"]
-CLEAN_MODES = ("canonicalize", "lower_ascii", "lower", "none")
+CLEAN_MODES = ("canonicalize", "lower_ascii", "lower", "whitespace", "none")
 SPIECE_FILE = "spiece.model"
 TOKENIZER_JSON = "tokenizer.json"
 _SPIECE_UNDERLINE = "\u2581"
@@ -289,7 +291,7 @@ class SentencePieceTokenizer:
                 "unk_token": self.unk,
                 "do_lower_case": self.clean == "canonicalize",
             }
-        elif self.add_bos and self.clean == "none":  # XLM-R's rules
+        elif self.add_bos and self.clean in ("none", "whitespace"):  # XLM-R's rules (open_clip cleans first)
             vocab = out / TOKENIZER_JSON
             config = {
                 "tokenizer_class": "XLMRobertaTokenizer",
@@ -338,6 +340,8 @@ class SentencePieceTokenizer:
             return text.translate(_ASCII_LOWER)
         if self.clean == "lower":  # per character, as the tokenizers normalizer (no final-sigma rule)
             return self._lowercase.normalize_str(text)
+        if self.clean == "whitespace":
+            return clean_whitespace(text)
         text = text.lower()  # Python's, as SiglipTokenizer
         text = text.translate(_PUNCTUATION)
         return _WHITESPACE.sub(" ", text).strip()
@@ -411,6 +415,14 @@ class SentencePieceTokenizer:
         if self.engine == "sentencepiece":
             return self._sp.decode(keep)
         return self._tk.decode(keep, skip_special_tokens=False)
+
+    def with_clean(self, clean: Clean) -> SentencePieceTokenizer:
+        """The same vocabulary and special tokens with the text rule ``clean``."""
+        return type(self)(
+            self._model, engine=self.engine, context_length=self.context_length, clean=clean, add_bos=self.add_bos,
+            add_eos=self.add_eos, bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, unk=self.unk,
+            specials=self.specials,
+        )  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:  # pickle without the native engines
         return {k: v for k, v in self.__dict__.items() if k not in ("_sp", "_tk", "_special_split", "_lowercase")}

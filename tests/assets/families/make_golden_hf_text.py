@@ -19,6 +19,9 @@ Files per case (small: ~650 KB for the three):
                                   "hf_config": the XLMRobertaConfig as config.json holds it}
     <case>.safetensors           open_clip's state dict
     <case>.expected.safetensors  images, tokens and open_clip's normalised image and text features (fp32)
+
+and ``xlmr_open_clip_tokens.json``: open_clip's ``HFTokenizer`` ids (its text clean-up, then the XLM-R
+tokenizer of tests/assets/sentencepiece/xlmr) for texts the clean-up changes.
 """
 
 from __future__ import annotations
@@ -59,7 +62,24 @@ def tokens_for(case: str, vocab: int) -> torch.Tensor:
     return tokens
 
 
+# Texts that open_clip's HFTokenizer cleans before transformers' tokenizer sees them (its default
+# clean="whitespace": ftfy.fix_text, html.unescape twice, whitespace collapsed and stripped).
+CLEANED_TEXTS = [
+    "  a “quoted”   photo\tof\na cat  ", "fish &amp; chips", "caf\u00c3\u00a9 au lait", "ｆｕｌｌｗｉｄｔｈ  ＡＢＣ",
+    "猫  と\u3000犬", "",
+]  # fmt: skip
+
+
+def open_clip_tokens() -> None:
+    """``xlmr_open_clip_tokens.json``: open_clip's HFTokenizer ids for CLEANED_TEXTS (the test vocabulary)."""
+    tok = open_clip.tokenizer.HFTokenizer(str(XLMR_VOCAB), context_length=CTX)
+    ids = tok(CLEANED_TEXTS).tolist()
+    record = {"context_length": CTX, "texts": CLEANED_TEXTS, "ids": ids}
+    (HERE / "xlmr_open_clip_tokens.json").write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n")
+
+
 def main() -> None:
+    open_clip_tokens()
     for case, (vocab, width, pooler, proj) in CASES.items():
         torch.manual_seed(0)
         hf = XLMRobertaConfig(
