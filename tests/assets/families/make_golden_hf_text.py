@@ -21,7 +21,8 @@ Files per case (small: ~650 KB for the three):
     <case>.expected.safetensors  images, tokens and open_clip's normalised image and text features (fp32)
 
 and ``xlmr_open_clip_tokens.json``: open_clip's ``HFTokenizer`` ids (its text clean-up, then the XLM-R
-tokenizer of tests/assets/sentencepiece/xlmr) for texts the clean-up changes.
+tokenizer of tests/assets/sentencepiece/xlmr) for texts the clean-up changes; ``xlmr_search/``: photos
+and open_clip's rankings for multilingual queries (see :func:`search_golden`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,42 @@ def open_clip_tokens() -> None:
     (HERE / "xlmr_open_clip_tokens.json").write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n")
 
 
+# Multilingual search: queries in five scripts (CJK without spaces, Arabic right to left, Devanagari,
+# Cyrillic, Hangul), as tests/test_multilingual_search.py sends them.
+QUERIES = ["一只猫在沙发上", "قطة على الشاطئ", "एक बिल्ली की तस्वीर", "кошка на пляже", "해변의 고양이"]
+
+
+def search_golden(model: torch.nn.Module) -> None:
+    """``xlmr_search/``: eight small photos (random 4 x 4 colour blocks, 40 x 32 PNG) and ``ranking.json``:
+    the order of the photos for each query, and of the queries for each photo, by open_clip's own
+    embeddings (its preprocessing of the files, its HFTokenizer's ids) for the xlmr_tiny weights."""
+    from PIL import Image
+
+    folder = HERE / "xlmr_search"
+    folder.mkdir(exist_ok=True)
+    names = [f"p{i}.png" for i in range(8)]
+    for i, name in enumerate(names):
+        blocks = torch.randint(0, 256, (4, 4, 3), generator=torch.Generator().manual_seed(i), dtype=torch.uint8)
+        pixels = blocks.repeat_interleave(8, dim=0).repeat_interleave(10, dim=1)  # (32, 40, 3)
+        Image.fromarray(pixels.numpy()).save(folder / name)
+    preprocess = open_clip.image_transform(IMAGE, is_train=False)
+    tok = open_clip.tokenizer.HFTokenizer(str(XLMR_VOCAB), context_length=CTX)
+    with torch.no_grad():
+        images = model.encode_image(torch.stack([preprocess(Image.open(folder / n).convert("RGB")) for n in names]),
+                                    normalize=True)  # fmt: skip
+        texts = model.encode_text(tok(QUERIES), normalize=True)
+    scores = texts @ images.T  # (queries, photos)
+    by_query = scores.argsort(dim=1, descending=True)  # (queries, photos)
+    by_photo = scores.argsort(dim=0, descending=True).T  # (photos, queries)
+    record = {
+        "queries": QUERIES,
+        "photos": {q: [names[j] for j in row.tolist()] for q, row in zip(QUERIES, by_query, strict=True)},
+        "labels": {n: [QUERIES[j] for j in col.tolist()] for n, col in zip(names, by_photo, strict=True)},
+        "margin": float((scores.sort(dim=1).values.diff(dim=1)).min()),  # the closest two scores of a query
+    }
+    (folder / "ranking.json").write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n")
+
+
 def main() -> None:
     open_clip_tokens()
     for case, (vocab, width, pooler, proj) in CASES.items():
@@ -110,6 +147,8 @@ def main() -> None:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(HERE / f"{case}.safetensors"))
         expected = {"images": images, "tokens": tokens, "image_features": image, "text_features": text}
         save_file(expected, str(HERE / f"{case}.expected.safetensors"))
+        if case == "xlmr_tiny":
+            search_golden(model)
         print(case, f"open_clip {open_clip.__version__}, transformers {transformers.__version__}",
               len(model.state_dict()), "tensors")  # fmt: skip
 
