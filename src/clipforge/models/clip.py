@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ENCODER_KINDS, ModelConfig
 from .resnet import ModifiedResNet
 from .text import TextTransformer
 from .text_encoder import EncoderTextTower
@@ -47,7 +47,7 @@ class CLIP(nn.Module):
         else:
             self.visual = ModifiedResNet(config.vision, config.embed_dim)
         self.text: TextTransformer | EncoderTextTower
-        if config.text.kind == "roberta":
+        if config.text.kind in ENCODER_KINDS:
             self.text = EncoderTextTower(config.text, config.embed_dim, eps=config.norm_eps)
         else:
             self.text = TextTransformer(config.text, config.embed_dim, config.act, eps=config.norm_eps)

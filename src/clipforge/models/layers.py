@@ -32,6 +32,8 @@ def make_activation(act: Activation) -> nn.Module:
         return nn.GELU()
     if act == "gelu_tanh":  # the tanh approximation (SigLIP's "gelu_pytorch_tanh")
         return nn.GELU(approximate="tanh")
+    if act == "relu":  # M2M100 / NLLB text encoders
+        return nn.ReLU()
     raise ValueError(f"unknown activation {act!r}")
 
 
