@@ -22,8 +22,13 @@ from clipforge.tokenizer import SentencePieceTokenizer
 
 ASSETS = Path(__file__).parent / "assets" / "families"
 XLMR_VOCAB = Path(__file__).parent / "assets" / "sentencepiece" / "xlmr"
-CASES = ("xlmr_tiny", "xlmr_cls_tiny", "xlmr_first_tiny")
-POOLS = {"xlmr_tiny": ("mean", "mlp"), "xlmr_cls_tiny": ("cls", "linear"), "xlmr_first_tiny": ("first", "none")}
+CASES = ("xlmr_tiny", "xlmr_cls_tiny", "xlmr_first_tiny", "nllb_tiny")
+TOWERS = {  # case -> (text.kind, pool, proj)
+    "xlmr_tiny": ("roberta", "mean", "mlp"),
+    "xlmr_cls_tiny": ("roberta", "cls", "linear"),
+    "xlmr_first_tiny": ("roberta", "first", "none"),
+    "nllb_tiny": ("m2m100", "first", "linear"),  # open_clip's cls_pooler on an encoder without a pooler
+}
 # the texts make_golden_hf_text.py tokenized with transformers' XLMRobertaTokenizerFast for xlmr_tiny
 TEXTS = [
     "a photo of a cat", "一只猫在沙发上", "قطة على الشاطئ", "एक बिल्ली की तस्वीर",
@@ -62,7 +67,7 @@ def test_open_clip_xlmr_models_import_with_open_clips_outputs(case, tmp_path):
     got = import_model(open_clip_folder(case, tmp_path / "oc"))
     assert got.format == "open_clip"
     t = got.model.config.text
-    assert (t.kind, t.pool, t.proj) == ("roberta", *POOLS[case])
+    assert (t.kind, t.pool, t.proj) == TOWERS[case]
     expected = load_file(ASSETS / f"{case}.expected.safetensors")
     with torch.no_grad():
         image = got.model.encode_image(expected["images"])
@@ -144,7 +149,8 @@ def test_unsupported_open_clip_options_are_named(change, match):
 def test_unsupported_hf_text_models_are_named(tmp_path):
     hf = json.loads((ASSETS / "xlmr_tiny.json").read_text())["hf_config"]
     for change, match in [
-        ({"model_type": "m2m_100"}, "model_type 'm2m_100'"),
+        ({"model_type": "mt5"}, "model_type 'mt5'"),
+        ({"model_type": "m2m_100"}, r"\(m2m_100\) lacks d_model, encoder_attention_heads"),
         ({"hidden_act": "relu"}, "hidden_act='relu'"),
         ({"type_vocab_size": 2}, "type_vocab_size=2"),
     ]:
@@ -178,7 +184,7 @@ def test_unused_transformers_pooler_weights_are_dropped(tmp_path):
 
 def test_convert_needs_the_vocabulary_and_the_checkpoint_loads(tmp_path):
     folder = open_clip_folder("xlmr_tiny", tmp_path / "oc")
-    with pytest.raises(ConvertError, match='XLM-RoBERTa text tower needs its SentencePiece vocabulary.*vocab="FOLDER"'):
+    with pytest.raises(ConvertError, match='XLM-RoBERTa / NLLB text tower needs its SentencePiece vocabulary.*vocab="FOLDER"'):
         convert(folder, tmp_path / "no_vocab")
     path = convert(folder, tmp_path / "ck", vocab=XLMR_VOCAB)
     loaded = load(path, device="cpu", precision="fp32")
@@ -246,7 +252,7 @@ def test_saved_checkpoint_keeps_the_encoder_tower(tmp_path):
 
 def test_export_open_clip_and_refuse_hf(tmp_path, monkeypatch):
     model = import_model(open_clip_folder("xlmr_cls_tiny", tmp_path / "oc")).model
-    with pytest.raises(ValueError, match="no XLM-RoBERTa text tower; export it to open_clip"):
+    with pytest.raises(ValueError, match="no XLM-RoBERTa / NLLB text tower; export it to open_clip"):
         export_hf(model, tmp_path / "hf")
     with pytest.raises(ValueError, match="matches none of xlm-roberta-base"):  # a tiny tower has no Hub name
         export_open_clip(model, tmp_path / "out")

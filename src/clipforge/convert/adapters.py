@@ -67,8 +67,8 @@ def refuse_family_options(cfg: ModelConfig, target: str) -> None:
         raise ValueError(
             f"{target} has no EVA-02 / PE-Core image tower (RoPE, SwiGLU, sub-LN, ...); export it to open_clip"
         )
-    if cfg.text.kind == "roberta":
-        raise ValueError(f"{target} has no XLM-RoBERTa text tower; export it to open_clip")
+    if cfg.text.kind != "clip":
+        raise ValueError(f"{target} has no XLM-RoBERTa / NLLB text tower; export it to open_clip")
 
 
 def inverse(names: Mapping[str, str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..checkpoint import load_state_dict_strict, save_checkpoint
-from ..config import ACTIVATIONS, ConfigError, ModelConfig
+from ..config import ACTIVATIONS, ENCODER_KINDS, ConfigError, ModelConfig
 from ..fileio import sha256_file
 from ..models import CLIP, get_model_config
 from ..tokenizer import (
@@ -106,9 +106,9 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
     """The tokenizer for an imported model: ``vocab`` if given (a vocabulary file/folder or a
     ``Tokenizer``), else the source's own files, else OpenAI's vocabulary (a clear error if absent)."""
     ctx = imported.model.config.text.context_length
-    if vocab is None and imported.vocab_dir is None and imported.model.config.text.kind == "roberta":
+    if vocab is None and imported.vocab_dir is None and imported.model.config.text.kind in ENCODER_KINDS:
         raise ConvertError(
-            "a model with an XLM-RoBERTa text tower needs its SentencePiece vocabulary, and the source carries "
+            "a model with an XLM-RoBERTa / NLLB text tower needs its SentencePiece vocabulary, and the source carries "
             'none clipforge reads: pass vocab="FOLDER" with the text model\'s tokenizer.json + tokenizer_config.json '
             "(e.g. FacebookAI/xlm-roberta-base's)"
         )
@@ -145,7 +145,7 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
         raise ConvertError(f"cannot load the {what}: {e}.{hint}") from e
     if (
         imported.format == "open_clip"
-        and imported.model.config.text.kind == "roberta"
+        and imported.model.config.text.kind in ENCODER_KINDS
         and isinstance(tok, SentencePieceTokenizer)
         and tok.clean == "none"
         and not isinstance(vocab, SentencePieceTokenizer)
@@ -345,8 +345,8 @@ def _read_open_clip_hf_text(
             cfg = cfg.replace(act=act)
     except ConfigError as e:
         raise ConvertError(f"{found.weights}: {e}") from e
-    if cfg.text.kind != "roberta":
-        raise ConvertError(f"{found.weights}: weights with an XLM-RoBERTa text tower, but {model} has none")
+    if cfg.text.kind not in ENCODER_KINDS:
+        raise ConvertError(f"{found.weights}: weights with an XLM-RoBERTa / NLLB text tower, but {model} has none")
     return open_clip_hf_text.fit_to(open_clip_hf_text.state_dict_from(sd), cfg), "open_clip", cfg
 
 

@@ -12,6 +12,8 @@ Every weight is then made non-trivial. The cases cover open_clip's poolers and p
                      tests/assets/sentencepiece/xlmr, whose tokenizer makes the multilingual token ids
     xlmr_cls_tiny    cls_pooler (transformers' tanh pooler on <s>), linear proj
     xlmr_first_tiny  cls_last_hidden_state_pooler (<s>'s features), no proj (width == embed_dim)
+    nllb_tiny        a tiny M2M100Config (NLLB-CLIP's encoder: scaled embeddings, sinusoidal positions,
+                     pre-norm ReLU blocks), cls_pooler (the first token: an encoder has no pooler), linear proj
 
 Files per case (small: ~650 KB for the three):
 
@@ -35,7 +37,7 @@ import open_clip
 import torch
 import transformers
 from safetensors.torch import save_file
-from transformers import XLMRobertaConfig, XLMRobertaTokenizerFast
+from transformers import M2M100Config, XLMRobertaConfig, XLMRobertaTokenizerFast
 
 HERE = Path(__file__).parent
 XLMR_VOCAB = HERE.parent / "sentencepiece" / "xlmr"
@@ -49,6 +51,8 @@ CASES = {  # case -> (vocab size, text width, pooler, proj)
     "xlmr_tiny": (4002, 16, "mean_pooler", "mlp"),
     "xlmr_cls_tiny": (520, 24, "cls_pooler", "linear"),
     "xlmr_first_tiny": (520, EMBED, "cls_last_hidden_state_pooler", None),
+    # NLLB-CLIP's settings (nllb-clip-base): an M2M100 encoder, cls_pooler (its first token), linear proj
+    "nllb_tiny": (520, 24, "cls_pooler", "linear"),
 }
 
 
@@ -57,8 +61,9 @@ def tokens_for(case: str, vocab: int) -> torch.Tensor:
         tok = XLMRobertaTokenizerFast.from_pretrained(str(XLMR_VOCAB))
         return tok(TEXTS, padding="max_length", truncation=True, max_length=CTX, return_tensors="pt")["input_ids"]
     tokens = torch.ones(3, CTX, dtype=torch.long)  # <pad> = 1
-    for i, n in enumerate([3, CTX, 9]):  # <s> = 0, random ids, </s> = 2, padding
-        tokens[i, 0], tokens[i, n - 1] = 0, 2
+    first = vocab - 1 if case.startswith("nllb") else 0  # NLLB: a language code (the last ids); XLM-R: <s>
+    for i, n in enumerate([3, CTX, 9]):  # first token, random ids, </s> = 2, padding
+        tokens[i, 0], tokens[i, n - 1] = first, 2
         tokens[i, 1 : n - 1] = torch.randint(4, vocab, (n - 2,))
     return tokens
 
@@ -119,11 +124,19 @@ def main() -> None:
     open_clip_tokens()
     for case, (vocab, width, pooler, proj) in CASES.items():
         torch.manual_seed(0)
-        hf = XLMRobertaConfig(
-            vocab_size=vocab, hidden_size=width, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=4 * width, max_position_embeddings=CTX + 4, type_vocab_size=1,
-            layer_norm_eps=1e-5, hidden_act="gelu", pad_token_id=1, bos_token_id=0, eos_token_id=2,
-        )  # fmt: skip
+        if case.startswith("nllb"):  # the encoder of an encoder-decoder (open_clip keeps only the encoder)
+            hf = M2M100Config(
+                vocab_size=vocab, d_model=width, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=4 * width,
+                decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=8, max_position_embeddings=CTX + 4,
+                scale_embedding=True, activation_function="relu", pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                decoder_start_token_id=2,
+            )  # fmt: skip
+        else:
+            hf = XLMRobertaConfig(
+                vocab_size=vocab, hidden_size=width, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=4 * width, max_position_embeddings=CTX + 4, type_vocab_size=1,
+                layer_norm_eps=1e-5, hidden_act="gelu", pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            )  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / f"{case}_hf"
             hf.save_pretrained(folder)
