@@ -18,7 +18,7 @@ from clipforge.convert import ConvertError, convert, export_hf, export_open_clip
 from clipforge.convert.sources import resolve_model_config
 from clipforge.models import CLIP, get_model_config
 from clipforge.pretrained import get_pretrained
-from clipforge.tokenizer import SentencePieceTokenizer
+from clipforge.tokenizer import SentencePieceTokenizer, TokenizerError
 
 ASSETS = Path(__file__).parent / "assets" / "families"
 XLMR_VOCAB = Path(__file__).parent / "assets" / "sentencepiece" / "xlmr"
@@ -184,7 +184,7 @@ def test_unused_transformers_pooler_weights_are_dropped(tmp_path):
 
 def test_convert_needs_the_vocabulary_and_the_checkpoint_loads(tmp_path):
     folder = open_clip_folder("xlmr_tiny", tmp_path / "oc")
-    with pytest.raises(ConvertError, match='XLM-RoBERTa / NLLB text tower needs its SentencePiece vocabulary.*vocab="FOLDER"'):
+    with pytest.raises(ConvertError, match='XLM-RoBERTa / NLLB text tower needs its SentencePiece vocabulary.*vocab="'):
         convert(folder, tmp_path / "no_vocab")
     path = convert(folder, tmp_path / "ck", vocab=XLMR_VOCAB)
     loaded = load(path, device="cpu", precision="fp32")
@@ -279,10 +279,11 @@ def test_registry_entries_name_the_weights_and_the_tokenizer_repo():
          "hf-hub:FacebookAI/xlm-roberta-base"),
         ("xlm-roberta-large-ViT-H-14/frozen_laion5b_s13b_b90k",
          "laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k", "hf-hub:FacebookAI/xlm-roberta-large"),
+        ("nllb-clip-base/v1", "visheratin/nllb-clip-base-oc", "hf-hub:facebook/nllb-200-distilled-600M"),
     ]:  # fmt: skip
         entry = get_pretrained(name)
         assert (entry.hf_hub, entry.format, entry.act, entry.tokenizer) == (repo, "open_clip", "gelu", vocab)
-        assert get_model_config(entry.architecture).text.kind == "roberta"
+        assert get_model_config(entry.architecture).text.kind in ("roberta", "m2m100")
 
 
 @pytest.mark.usefixtures("isolated_caches")  # empty caches, Hub offline
@@ -329,3 +330,56 @@ def test_open_clip_models_tokenize_with_open_clips_text_clean_up(tmp_path):
     assert tok.clean == "whitespace"
     assert torch.equal(tok(texts, context_length=16), want)
     assert torch.equal(plain.with_clean("whitespace")(texts), want)
+
+
+# open_clip/model_configs/nllb-clip-base.json
+NLLB_CLIP_BASE = {
+    "embed_dim": 512,
+    "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
+    "text_cfg": {"hf_model_name": "facebook/nllb-200-distilled-600M",
+                 "hf_tokenizer_name": "facebook/nllb-200-distilled-600M",
+                 "hf_proj_type": "linear", "hf_pooler_type": "cls_pooler"},
+}  # fmt: skip
+NLLB_VOCAB = ASSETS / "nllb_vocab"
+
+
+def test_nllb_clip_config_is_the_named_architecture():
+    cfg = open_clip_hf_text.config_from(NLLB_CLIP_BASE, name="nllb-clip-base")
+    assert cfg == get_model_config("nllb-clip-base")
+    t = cfg.text
+    assert (t.kind, t.vocab_size, t.width, t.layers, t.heads, t.mlp_ratio, t.pool, t.proj, t.max_positions) == (
+        "m2m100", 256206, 1024, 12, 16, 4.0, "first", "linear", 1026
+    )  # fmt: skip
+    assert open_clip_hf_text.config_from(open_clip_hf_text.config_to(cfg), name=cfg.name) == cfg
+    bad = {**NLLB_CLIP_BASE["text_cfg"], "hf_pooler_type": "max_pooler"}
+    with pytest.raises(ConfigError, match="hf_pooler_type='max_pooler'"):
+        open_clip_hf_text.config_from({**NLLB_CLIP_BASE, "text_cfg": bad})
+
+
+def test_nllb_tokenizer_ids_are_transformers_and_open_clips(tmp_path):
+    """NLLB's layout (<src_lang> text </s>, <pad> = 1) on a generated NLLB-layout vocabulary: transformers'
+    NllbTokenizer ids (src_lang eng_Latn, and zho_Hans), and open_clip's HFTokenizer ids (clean-up first)
+    through a converted NLLB-CLIP checkpoint."""
+    golden = json.loads((ASSETS / "nllb_tokens.json").read_text())
+    texts = golden["texts"]
+    tok = SentencePieceTokenizer.from_hf_dir(NLLB_VOCAB, context_length=16)
+    assert torch.equal(tok(texts), torch.tensor(golden["transformers"]))
+    config = json.loads((NLLB_VOCAB / "tokenizer_config.json").read_text())
+    zh = tmp_path / "zh"
+    shutil.copytree(NLLB_VOCAB, zh)
+    (zh / "tokenizer_config.json").write_text(json.dumps({**config, "src_lang": "zho_Hans"}))
+    assert torch.equal(SentencePieceTokenizer.from_hf_dir(zh, context_length=16)(texts),
+                       torch.tensor(golden["transformers_zho_Hans"]))  # fmt: skip
+    # an NLLB-CLIP model converted from open_clip tokenizes as open_clip does (the vocabulary fits the tiny model)
+    path = convert(open_clip_folder("nllb_tiny", tmp_path / "oc"), tmp_path / "ck", vocab=NLLB_VOCAB)
+    loaded = load(path, device="cpu", precision="fp32")
+    assert loaded.model.config.text.kind == "m2m100" and loaded.tokenizer.clean == "whitespace"
+    assert torch.equal(loaded.tokenizer(texts, context_length=16), torch.tensor(golden["open_clip"]))
+    # written back as an NllbTokenizer folder, it reads the same
+    back = SentencePieceTokenizer.from_hf_dir(tok.save_hf(tmp_path / "saved")[0].parent, context_length=16)
+    assert torch.equal(back(texts), tok(texts))
+    legacy = tmp_path / "legacy"
+    shutil.copytree(NLLB_VOCAB, legacy)
+    (legacy / "tokenizer_config.json").write_text(json.dumps({**config, "legacy_behaviour": True}))
+    with pytest.raises(TokenizerError, match="legacy layout"):
+        SentencePieceTokenizer.from_hf_dir(legacy, context_length=16)

@@ -59,6 +59,10 @@ _SIGLIP_CLASSES = ("SiglipTokenizer", "T5Tokenizer", "T5TokenizerFast")
 _GEMMA_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer")
 # XLM-R's (and XLM-V's, MetaCLIP 2's) SentencePiece Unigram as tokenizer.json: <s>=0 <pad>=1 </s>=2 <unk>=3.
 _XLMR_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast")
+# NLLB's (NLLB-CLIP): a tokenizer.json with the language codes as special tokens; transformers' default
+# (non-legacy) layout is <src_lang> text </s>, right-padded with <pad> (1).
+_NLLB_CLASSES = ("NllbTokenizer", "NllbTokenizerFast")
+DEFAULT_NLLB_LANGUAGE = "eng_Latn"  # transformers' (and open_clip's) src_lang when none is set
 _METADATA_KEYS = {
     "kind", "engine", "model", "context_length", "vocab_size", "clean", "add_bos", "add_eos",
     "bos_id", "eos_id", "pad_id", "unk", "specials",
@@ -222,9 +226,28 @@ class SentencePieceTokenizer:
                 bos_id=ids["bos_token"], eos_id=ids["eos_token"], pad_id=ids["pad_token"],
                 unk=_token(config, "unk_token", "<unk>"),
             )  # fmt: skip
+        if cls_name in _NLLB_CLASSES:  # transformers' NllbTokenizer: <src_lang> text </s>, right-padded with <pad>
+            if not (folder / TOKENIZER_JSON).is_file():
+                raise TokenizerError(f"{folder}: a {cls_name} folder without {TOKENIZER_JSON}")
+            if config.get("legacy_behaviour"):
+                raise TokenizerError(f"{folder}: NLLB's legacy layout (text </s> <lang>) is not supported")
+            model = (folder / TOKENIZER_JSON).read_bytes()
+            tk = RustTokenizer.from_str(model.decode("utf-8"))
+            lang = str(config.get("src_lang") or DEFAULT_NLLB_LANGUAGE)
+            ids = {k: tk.token_to_id(t) for k, t in
+                   (("src_lang", lang), ("eos_token", _token(config, "eos_token", "</s>")),
+                    ("pad_token", _token(config, "pad_token", "<pad>")))}  # fmt: skip
+            missing = [k for k, v in ids.items() if v is None]
+            if missing:
+                raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+            return cls(
+                model, engine="tokenizers", context_length=ctx, clean="none", add_bos=True, add_eos=True,
+                bos_id=ids["src_lang"], eos_id=ids["eos_token"], pad_id=ids["pad_token"],
+                unk=_token(config, "unk_token", "<unk>"),
+            )  # fmt: skip
         raise TokenizerError(
             f"{folder}: tokenizer_class {cls_name or '(none)'!r} is not a SentencePiece tokenizer clipforge reads "
-            f"(known: {', '.join(_SIGLIP_CLASSES + _GEMMA_CLASSES + _XLMR_CLASSES)})"
+            f"(known: {', '.join(_SIGLIP_CLASSES + _GEMMA_CLASSES + _XLMR_CLASSES + _NLLB_CLASSES)})"
         )
 
     @classmethod
@@ -290,6 +313,17 @@ class SentencePieceTokenizer:
                 "pad_token": self._piece(self.pad_id),
                 "unk_token": self.unk,
                 "do_lower_case": self.clean == "canonicalize",
+            }
+        elif self.add_bos and self.clean in ("none", "whitespace") and self._piece(self.bos_id or 0) != "<s>":
+            vocab = out / TOKENIZER_JSON  # NLLB's rules: the start token is the source language's code
+            config = {
+                "tokenizer_class": "NllbTokenizer",
+                "src_lang": self._piece(self.bos_id or 0),
+                "eos_token": self._piece(self.eos_id),
+                "pad_token": self._piece(self.pad_id),
+                "unk_token": self.unk,
+                "legacy_behaviour": False,
+                "padding_side": "right",
             }
         elif self.add_bos and self.clean in ("none", "whitespace"):  # XLM-R's rules (open_clip cleans first)
             vocab = out / TOKENIZER_JSON

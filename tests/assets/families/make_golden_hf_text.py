@@ -120,8 +120,39 @@ def search_golden(model: torch.nn.Module) -> None:
     (folder / "ranking.json").write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n")
 
 
+def nllb_tokenizer() -> None:
+    """``nllb_vocab/``: a small NLLB-layout tokenizer (a BPE with Metaspace, as NLLB's, trained on a few
+    multilingual texts; three language codes as special tokens; no real NLLB vocabulary can be had
+    here) saved by transformers' ``NllbTokenizer``; ``nllb_tokens.json``: its ids (``src_lang``
+    eng_Latn, then zho_Hans) and open_clip's ``HFTokenizer`` ids (its clean-up first) for test texts."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import NllbTokenizer
+
+    corpus = [*TEXTS, *QUERIES, "une photo d'un chat", "the quick brown fox jumps over the lazy dog"] * 10
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    bpe.train_from_iterator(corpus, trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    folder = HERE / "nllb_vocab"
+    languages = ["eng_Latn", "fra_Latn", "zho_Hans"]
+    tok = NllbTokenizer(vocab=model["vocab"], merges=merges, additional_special_tokens=languages)
+    tok.save_pretrained(folder)
+    texts = [*TEXTS, *QUERIES, *CLEANED_TEXTS, "the quick brown fox jumps over the lazy dog " * 3]
+    ref = NllbTokenizer.from_pretrained(folder)
+    ids = ref(texts, padding="max_length", truncation=True, max_length=CTX)["input_ids"]
+    chinese = NllbTokenizer.from_pretrained(folder, src_lang="zho_Hans")
+    zh_ids = chinese(texts, padding="max_length", truncation=True, max_length=CTX)["input_ids"]
+    oc_ids = open_clip.tokenizer.HFTokenizer(str(folder), context_length=CTX)(texts).tolist()
+    record = {"context_length": CTX, "texts": texts, "transformers": ids, "transformers_zho_Hans": zh_ids,
+              "open_clip": oc_ids}  # fmt: skip
+    (HERE / "nllb_tokens.json").write_text(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 def main() -> None:
     open_clip_tokens()
+    nllb_tokenizer()
     for case, (vocab, width, pooler, proj) in CASES.items():
         torch.manual_seed(0)
         if case.startswith("nllb"):  # the encoder of an encoder-decoder (open_clip keeps only the encoder)
