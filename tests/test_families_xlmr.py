@@ -383,3 +383,25 @@ def test_nllb_tokenizer_ids_are_transformers_and_open_clips(tmp_path):
     (legacy / "tokenizer_config.json").write_text(json.dumps({**config, "legacy_behaviour": True}))
     with pytest.raises(TokenizerError, match="legacy layout"):
         SentencePieceTokenizer.from_hf_dir(legacy, context_length=16)
+
+
+@pytest.mark.usefixtures("isolated_caches")  # empty caches, Hub offline
+def test_hub_id_fetches_the_tokenizer_its_open_clip_config_names(tmp_path):
+    """``hf-hub:`` ids of open_clip repos without tokenizer files: the repo named by the config's
+    ``hf_tokenizer_name`` provides it (the laion xlm-roberta repos name ``xlm-roberta-base``)."""
+    from hub_fixtures import hub_repo
+
+    folder = open_clip_folder("xlmr_tiny", tmp_path / "oc")
+    data = json.loads((folder / "open_clip_config.json").read_text())
+    data["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "acme/xlmr-tiny"
+    (folder / "open_clip_config.json").write_text(json.dumps(data))
+    hub_repo(tmp_path / "hf-cache", "acme/xlmr-tiny-clip", folder)
+    hub_repo(tmp_path / "hf-cache", "acme/xlmr-tiny", XLMR_VOCAB)
+    loaded = load("hf-hub:acme/xlmr-tiny-clip", device="cpu", precision="fp32")
+    expected = load_file(ASSETS / "xlmr_tiny.expected.safetensors")
+    tokens = loaded.tokenizer(TEXTS, context_length=16)
+    assert torch.equal(tokens, expected["tokens"])
+    with torch.no_grad():
+        assert float((loaded.model.encode_text(tokens) - expected["text_features"]).abs().max()) <= 1e-5
+    assert open_clip_hf_text.tokenizer_repo(XLMR_BASE_B32) == "FacebookAI/xlm-roberta-base"
+    assert open_clip_hf_text.tokenizer_repo(NLLB_CLIP_BASE) == "facebook/nllb-200-distilled-600M"

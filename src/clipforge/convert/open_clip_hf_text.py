@@ -117,6 +117,16 @@ def is_open_clip_hf_text(keys: Any) -> bool:
     return bool(keys & {"text.transformer.embeddings.word_embeddings.weight", "text.transformer.embed_tokens.weight"})
 
 
+def tokenizer_repo(cfg: dict[str, Any]) -> str | None:
+    """The Hub repo of an open_clip model config's HF tokenizer (``text_cfg.hf_tokenizer_name``: the
+    legacy short names of the published text models get their ``FacebookAI/`` owner), or None."""
+    name = str((cfg.get("text_cfg") or {}).get("hf_tokenizer_name") or "")
+    if name in ("xlm-roberta-base", "xlm-roberta-large"):
+        return f"FacebookAI/{name}"
+    parts = name.split("/")
+    return name if len(parts) == 2 and all(parts) and not Path(name).exists() else None
+
+
 def hf_text_config(name: str) -> dict[str, Any]:
     """The transformers ``config.json`` of text model ``name``: a published one clipforge knows (with
     or without its ``FacebookAI/`` owner), or a local folder holding it."""

@@ -25,10 +25,11 @@ from pathlib import Path
 
 from ..checkpoint import save_checkpoint
 from ..config import PreprocessConfig
-from ..convert import detect, find_clipforge_checkpoint, import_model, import_tokenizer
-from ..convert.detect import OPEN_CLIP_WEIGHTS
+from ..convert import detect, find_clipforge_checkpoint, import_model, import_tokenizer, open_clip_hf_text
+from ..convert.detect import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 from ..fileio import sha256_file
 from ..models import list_models
+from ..tokenizer import is_tokenizer_dir
 from .download import download_url
 from .hub import HUB_PREFIX, parse_hub_id, snapshot, tokenizer_snapshot
 from .registry import PretrainedEntry, UnknownModelError, closest_names_hint, find_pretrained, list_pretrained
@@ -155,9 +156,23 @@ def _from_hub(ref: str, *, prefer: str, progress: bool) -> ResolvedModel:
     if not target.is_file():
         _convert_to_cache(
             folder, target, format="auto", model=None, act=None, preprocess=None,
-            name=repo_id, origin=f"hf-hub:{repo_id}@{commit}",
+            name=repo_id, origin=f"hf-hub:{repo_id}@{commit}", vocab=_named_tokenizer(folder),
         )  # fmt: skip
     return ResolvedModel(ref, "hub", target, True)
+
+
+def _named_tokenizer(folder: Path) -> Path | None:
+    """For an open_clip repo without tokenizer files whose config names an HF tokenizer (the
+    ``xlm-roberta-*`` and NLLB-CLIP repos): that tokenizer repo's files, fetched alone."""
+    config = folder / OPEN_CLIP_CONFIG
+    if is_tokenizer_dir(folder) or not config.is_file():
+        return None
+    try:
+        model_cfg = json.loads(config.read_text()).get("model_cfg") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return None  # the import names the broken file
+    repo = open_clip_hf_text.tokenizer_repo(model_cfg) if isinstance(model_cfg, dict) else None
+    return tokenizer_snapshot(HUB_PREFIX + repo) if repo else None
 
 
 def _convert_to_cache(
