@@ -109,13 +109,13 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
     if vocab is None and imported.vocab_dir is None and imported.model.config.text.kind in ENCODER_KINDS:
         raise ConvertError(
             "a model with an XLM-RoBERTa / NLLB text tower needs its SentencePiece vocabulary, and the source carries "
-            'none clipforge reads: pass vocab="FOLDER" with the text model\'s tokenizer.json + tokenizer_config.json '
+            'none clipforge reads: pass `vocab="FOLDER"` with the text model\'s tokenizer.json + tokenizer_config.json '
             "(e.g. FacebookAI/xlm-roberta-base's)"
         )
     if vocab is None and imported.vocab_dir is None and imported.model.config.text.pool == "eos":
         raise ConvertError(
             "a MetaCLIP 2 model (text read at eos_id) needs its own multilingual vocabulary, and the source "
-            'carries none clipforge reads: pass vocab="FOLDER" with its tokenizer.json + tokenizer_config.json '
+            'carries none clipforge reads: pass `vocab="FOLDER"` with its tokenizer.json + tokenizer_config.json '
             "(XLMRobertaTokenizer)"
         )
     try:
