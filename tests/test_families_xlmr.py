@@ -405,3 +405,18 @@ def test_hub_id_fetches_the_tokenizer_its_open_clip_config_names(tmp_path):
         assert float((loaded.model.encode_text(tokens) - expected["text_features"]).abs().max()) <= 1e-5
     assert open_clip_hf_text.tokenizer_repo(XLMR_BASE_B32) == "FacebookAI/xlm-roberta-base"
     assert open_clip_hf_text.tokenizer_repo(NLLB_CLIP_BASE) == "facebook/nllb-200-distilled-600M"
+
+
+@pytest.mark.parametrize("case", ["xlmr_tiny", "nllb_tiny"])
+def test_onnx_backend_gives_the_same_text_embeddings(case, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
+    pytest.importorskip("onnx", reason="ONNX export needs onnx")
+    vocab = XLMR_VOCAB if case == "xlmr_tiny" else ASSETS / "nllb_vocab"
+    path = convert(open_clip_folder(case, tmp_path / "oc"), tmp_path / "ck", vocab=vocab)
+    plain = load(path, device="cpu", precision="fp32")
+    onnx = load(path, device="cpu", precision="fp32", backend="onnx")
+    tokens = plain.tokenizer(TEXTS, context_length=16)
+    with torch.no_grad():
+        want = plain.model.encode_text(tokens)
+        got = torch.as_tensor(onnx.model.encode_text(onnx.tokenizer(TEXTS, context_length=16)))
+    assert float((got - want).abs().max()) <= 1e-5
