@@ -72,6 +72,8 @@ def tiny_model_config(
     v = dataclasses.replace(v, **({} if image_size is None else {"image_size": image_size}), **(vision or {}))
     t_changes = {"context_length": context_length, "vocab_size": vocab_size}
     t = dataclasses.replace(t, **{k: x for k, x in t_changes.items() if x is not None}, **(text or {}))
+    if t.kind == "roberta" and "max_positions" not in (text or {}):  # an encoder's position table: just enough
+        t = dataclasses.replace(t, max_positions=t.context_length + (t.pad_id or 0) + 1)
     if "embed_dim" not in fields:
         fields["embed_dim"] = 24 if v.kind != "vit" or v.project else v.width  # no projection: the width
     return cfg.replace(vision=v, text=t, **fields)

@@ -1,32 +1,44 @@
-"""Multilingual search end to end: a (tiny, random) MetaCLIP 2 model with its XLM-R-layout vocabulary,
-``clipforge index`` a folder, then ``clipforge search`` and the HTTP API (percent-encoded URLs) with
-queries in five scripts (CJK without spaces, Arabic right-to-left, Devanagari, Cyrillic, Hangul) give
-the ranking that transformers' ``MetaClip2Model`` embeddings give for the same weights and images;
+"""Multilingual search end to end, for two multilingual families: a (tiny, random) MetaCLIP 2 model
+with its XLM-R-layout vocabulary, and open_clip's XLM-RoBERTa text tower (``xlm-roberta-*``: the
+tiny golden model of tests/assets/families). ``clipforge index`` a folder, then ``clipforge search``
+and the HTTP API (percent-encoded URLs) with queries in five scripts (CJK without spaces, Arabic
+right-to-left, Devanagari, Cyrillic, Hangul) give the ranking of the reference's own embeddings for
+the same weights and images (transformers' ``MetaClip2Model``, live; open_clip's, recorded by
+tests/assets/families/make_golden_hf_text.py from its own preprocessing and tokenizer);
 ``clipforge classify`` ranks labels in those scripts as the reference does."""
 
 import json
+import shutil
 import urllib.parse
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 from search_fixtures import write_image
-from test_metaclip2 import metaclip2_folder
+from test_families_xlmr import XLMR_VOCAB
+from test_families_xlmr import open_clip_folder as xlmr_open_clip_folder
 
 from clipforge.api import load
 from clipforge.cli.main import main
 from clipforge.convert import convert
 from clipforge.data.transforms import image_transform
 
-pytest.importorskip("transformers", reason="transformers is the reference implementation")
 pytestmark = pytest.mark.reference
 
 QUERIES = ["一只猫在沙发上", "قطة على الشاطئ", "एक बिल्ली की तस्वीर", "кошка на пляже", "해변의 고양이"]
+XLMR_SEARCH = Path(__file__).parent / "assets" / "families" / "xlmr_search"
 
 
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("multilingual")
+def _index(root: Path, ckpt: Path, db: Path) -> None:
+    code = main(["index", str(root), "--model", str(ckpt), "--db", str(db), "--no-progress", "--workers", "0"])
+    assert code == 0
+
+
+def _metaclip2(tmp: Path) -> dict:
+    pytest.importorskip("transformers", reason="transformers is the reference implementation")
+    from test_metaclip2 import metaclip2_folder
+
     ref, tok = metaclip2_folder(tmp / "hf", "gelu")
     ckpt = convert(tmp / "hf", tmp / "ck")
     root, db = tmp / "photos", tmp / "m.cfidx"
@@ -34,8 +46,7 @@ def indexed(tmp_path_factory):
     names = [f"p{i}.png" for i in range(8)]
     for i, name in enumerate(names):
         write_image(root / name, seed=i)
-    code = main(["index", str(root), "--model", str(ckpt), "--db", str(db), "--no-progress", "--workers", "0"])
-    assert code == 0
+    _index(root, ckpt, db)
     # the reference ranking: transformers' embeddings of the same preprocessed pixels and of its own ids
     cfg = load(ckpt, device="cpu", precision="fp32").model.config
     transform = image_transform(cfg.preprocess, cfg.image_size)
@@ -49,9 +60,28 @@ def indexed(tmp_path_factory):
     scores = torch.nn.functional.normalize(texts, dim=-1) @ torch.nn.functional.normalize(images, dim=-1).T
     order = scores.argsort(dim=1, descending=True)  # (queries, photos)
     want = {q: [names[j] for j in row.tolist()] for q, row in zip(QUERIES, order, strict=True)}
-    assert len({tuple(v) for v in want.values()}) > 1  # the queries rank the photos differently
     labels = [[QUERIES[j] for j in col.tolist()] for col in scores.argsort(dim=0, descending=True).T]  # per photo
     return {"db": db, "want": want, "ckpt": ckpt, "root": root, "names": names, "labels": labels}
+
+
+def _xlmr(tmp: Path) -> dict:
+    golden = json.loads((XLMR_SEARCH / "ranking.json").read_text())
+    assert golden["queries"] == QUERIES and golden["margin"] > 1e-4  # no near-ties for float noise to flip
+    ckpt = convert(xlmr_open_clip_folder("xlmr_tiny", tmp / "oc"), tmp / "ck", vocab=XLMR_VOCAB)
+    root, db = tmp / "photos", tmp / "x.cfidx"
+    shutil.copytree(XLMR_SEARCH, root, ignore=shutil.ignore_patterns("*.json"))
+    _index(root, ckpt, db)
+    names = sorted(golden["labels"])
+    labels = [golden["labels"][n] for n in names]
+    return {"db": db, "want": golden["photos"], "ckpt": ckpt, "root": root, "names": names, "labels": labels}
+
+
+@pytest.fixture(scope="module", params=["metaclip2", "xlm-roberta"])
+def indexed(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"multilingual-{request.param}")
+    found = _metaclip2(tmp) if request.param == "metaclip2" else _xlmr(tmp)
+    assert len({tuple(v) for v in found["want"].values()}) > 1  # the queries rank the photos differently
+    return found
 
 
 @pytest.mark.parametrize("query", QUERIES)

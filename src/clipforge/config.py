@@ -19,8 +19,9 @@ from typing import Any, Literal, TypeVar
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
-Activation = Literal["gelu", "quick_gelu", "gelu_tanh"]
-ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh")
+Activation = Literal["gelu", "quick_gelu", "gelu_tanh", "relu"]
+ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh")  # a model's; "relu" is only M2M100 text blocks' own
+ENCODER_KINDS = ("roberta", "m2m100")  # the bidirectional encoder text towers (models/text_encoder.py)
 
 
 class ConfigError(ValueError):
@@ -155,7 +156,23 @@ class TextConfig:
     largest id, ``pool="eot"``). SigLIP's: bidirectional attention (``causal=False``) over texts
     padded to the full context, features read at the last position (``pool="last"``), and a bias on
     the final projection (``proj_bias``). MetaCLIP 2's: OpenAI's tower read at the first ``eos_id``
-    token (``pool="eos"``), as its multilingual vocabulary's end token is not the largest id."""
+    token (``pool="eos"``), as its multilingual vocabulary's end token is not the largest id.
+
+    ``kind="roberta"`` is a bidirectional encoder of the BERT / RoBERTa family (open_clip's
+    XLM-RoBERTa text towers): token + learned position + token-type embeddings and a LayerNorm,
+    post-norm blocks with exact GELU, padding (``pad_id``) masked out of attention. Positions follow
+    RoBERTa's convention: the real tokens are numbered from ``pad_id + 1`` and padding sits at
+    ``pad_id``, in a table of ``max_positions`` rows. ``pool`` is ``"mean"`` (over the non-padding
+    tokens), ``"first"`` (the first token's features) or ``"cls"`` (BERT's pooler: ``tanh`` of a
+    dense layer on the first token); ``proj`` maps the pooled features to ``embed_dim``:
+    ``"linear"`` (no bias), ``"mlp"`` (open_clip's: ``Linear -> GELU -> Linear``, no biases, hidden
+    width ``(width + embed_dim) // 2``) or ``"none"`` (``width == embed_dim``).
+
+    ``kind="m2m100"`` is the encoder of M2M100 / NLLB (NLLB-CLIP's text tower): token embeddings
+    scaled by ``sqrt(width)`` plus fixed sinusoidal positions (numbered as RoBERTa's, the padding
+    position all zeros), pre-norm blocks with ReLU, a final LayerNorm; the same padding mask, pooling
+    (``"mean"`` or ``"first"``: it has no pooler) and projections. ``max_positions`` is the size of its
+    position table (``max_position_embeddings + 2``), a bound on ``context_length``."""
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -164,9 +181,13 @@ class TextConfig:
     head_width: int = 64
     mlp_ratio: float = 4.0
     causal: bool = True
-    pool: Literal["eot", "last", "eos"] = "eot"
+    pool: Literal["eot", "last", "eos", "mean", "first", "cls"] = "eot"
     proj_bias: bool = False
     eos_id: int | None = None
+    pad_id: int | None = None
+    max_positions: int = 0
+    proj: Literal["linear", "mlp", "none"] = "linear"
+    kind: Literal["clip", "roberta", "m2m100"] = "clip"
 
     @property
     def heads(self) -> int:
@@ -177,12 +198,42 @@ class TextConfig:
             raise ConfigError(f"text.width {self.width} is not a multiple of head_width {self.head_width}")
         if self.context_length < 2:
             raise ConfigError("text.context_length must hold at least the start and end tokens")
+        if self.kind in ENCODER_KINDS:
+            self._validate_encoder()
+            return
+        if self.kind != "clip":
+            raise ConfigError(f"text.kind must be 'clip', 'roberta' or 'm2m100', got {self.kind!r}")
+        if (self.pad_id, self.max_positions, self.proj) != (None, 0, "linear"):
+            raise ConfigError(
+                "text.pad_id/max_positions/proj are options of the encoder towers (text.kind='roberta' or "
+                "'m2m100'); leave them unset"
+            )
         if self.pool not in ("eot", "last", "eos"):
             raise ConfigError(f"text.pool must be 'eot', 'last' or 'eos', got {self.pool!r}")
         if (self.pool == "eos") != (self.eos_id is not None):
             raise ConfigError("text.eos_id is needed by text.pool='eos' and only there")
         if self.eos_id is not None and not 0 <= self.eos_id < self.vocab_size:
             raise ConfigError(f"text.eos_id {self.eos_id} is outside the vocabulary (0..{self.vocab_size - 1})")
+
+    def _validate_encoder(self) -> None:
+        pools = ("mean", "first", "cls") if self.kind == "roberta" else ("mean", "first")
+        if self.pool not in pools:
+            raise ConfigError(
+                f"text.kind={self.kind!r} pools with {', '.join(repr(p) for p in pools)}, got text.pool={self.pool!r}"
+            )
+        if self.causal or self.proj_bias or self.eos_id is not None:
+            raise ConfigError(
+                f"text.kind={self.kind!r} is bidirectional (text.causal=false) with no proj_bias or eos_id"
+            )
+        if self.proj not in ("linear", "mlp", "none"):
+            raise ConfigError(f"text.proj must be 'linear', 'mlp' or 'none', got {self.proj!r}")
+        if self.pad_id is None or not 0 <= self.pad_id < self.vocab_size:
+            raise ConfigError(f"text.kind={self.kind!r} needs text.pad_id inside the vocabulary, got {self.pad_id!r}")
+        if self.max_positions < self.context_length + self.pad_id + 1:
+            raise ConfigError(
+                f"text.max_positions {self.max_positions} cannot number {self.context_length} tokens from "
+                f"text.pad_id + 1 = {self.pad_id + 1}"
+            )
 
 
 @dataclass(frozen=True)
@@ -242,6 +293,8 @@ class ModelConfig:
             raise ConfigError(
                 f"vision.project=false needs embed_dim == vision.width ({self.embed_dim} != {self.vision.width})"
             )
+        if self.text.proj == "none" and self.text.width != self.embed_dim:
+            raise ConfigError(f"text.proj='none' needs embed_dim == text.width ({self.embed_dim} != {self.text.width})")
         self.vision.validate()
         self.text.validate()
         self.preprocess.validate()

@@ -65,7 +65,8 @@ def export_onnx(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(model).float().cpu().eval()
-    net.text.skip_padding = False  # a data-dependent slice would freeze the traced text length
+    if hasattr(net.text, "skip_padding"):  # the causal CLIP tower's; an XLM-R encoder has none
+        net.text.skip_padding = False  # a data-dependent slice would freeze the traced text length
     cfg = net.config
     size, ctx = cfg.vision.image_size, cfg.text.context_length
     images = torch.randn(2, 3, size, size)

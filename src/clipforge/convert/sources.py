@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..checkpoint import load_state_dict_strict, save_checkpoint
-from ..config import ACTIVATIONS, ConfigError, ModelConfig
+from ..config import ACTIVATIONS, ENCODER_KINDS, ConfigError, ModelConfig
 from ..fileio import sha256_file
 from ..models import CLIP, get_model_config
 from ..tokenizer import (
@@ -29,7 +29,7 @@ from ..tokenizer import (
     tokenizer_from_dir,
 )
 from ..version import __version__
-from . import hf, hf_siglip, open_clip, open_clip_eva, open_clip_siglip, openai
+from . import hf, hf_siglip, open_clip, open_clip_eva, open_clip_hf_text, open_clip_siglip, openai
 from .adapters import FormatAdapter
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
 from .io import ConvertError, read_tensors
@@ -106,10 +106,16 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
     """The tokenizer for an imported model: ``vocab`` if given (a vocabulary file/folder or a
     ``Tokenizer``), else the source's own files, else OpenAI's vocabulary (a clear error if absent)."""
     ctx = imported.model.config.text.context_length
+    if vocab is None and imported.vocab_dir is None and imported.model.config.text.kind in ENCODER_KINDS:
+        raise ConvertError(
+            "a model with an XLM-RoBERTa / NLLB text tower needs its SentencePiece vocabulary, and the source carries "
+            'none clipforge reads: pass `vocab="FOLDER"` with the text model\'s tokenizer.json + tokenizer_config.json '
+            "(e.g. FacebookAI/xlm-roberta-base's)"
+        )
     if vocab is None and imported.vocab_dir is None and imported.model.config.text.pool == "eos":
         raise ConvertError(
             "a MetaCLIP 2 model (text read at eos_id) needs its own multilingual vocabulary, and the source "
-            'carries none clipforge reads: pass vocab="FOLDER" with its tokenizer.json + tokenizer_config.json '
+            'carries none clipforge reads: pass `vocab="FOLDER"` with its tokenizer.json + tokenizer_config.json '
             "(XLMRobertaTokenizer)"
         )
     try:
@@ -137,6 +143,14 @@ def import_tokenizer(imported: Imported, *, vocab: str | Path | Any | None = Non
             )
         )
         raise ConvertError(f"cannot load the {what}: {e}.{hint}") from e
+    if (
+        imported.format == "open_clip"
+        and imported.model.config.text.kind in ENCODER_KINDS
+        and isinstance(tok, SentencePieceTokenizer)
+        and tok.clean == "none"
+        and not isinstance(vocab, SentencePieceTokenizer)
+    ):  # open_clip's HFTokenizer cleans the text (ftfy, html.unescape, whitespace) before the XLM-R tokenizer
+        tok = tok.with_clean("whitespace")
     model_vocab = imported.model.config.text.vocab_size
     if tok.vocab_size > model_vocab:
         raise ConvertError(
@@ -201,6 +215,8 @@ def resolve_model_config(model: str | Path) -> ModelConfig:
 
 
 def _open_clip_adapter(model_cfg: dict[str, Any]) -> FormatAdapter:
+    if open_clip_hf_text.is_hf_text_config(model_cfg):
+        return open_clip_hf_text
     if open_clip_eva.is_eva_config(model_cfg):
         return open_clip_eva
     return open_clip_siglip if open_clip_siglip.is_siglip_config(model_cfg) else open_clip
@@ -231,6 +247,8 @@ def _read_openai_layout(
         raise ConvertError(
             f"{found.weights}: no CLIP parameters found (first keys: {', '.join(list(sd)[:5])})"
         )
+    if open_clip_hf_text.is_open_clip_hf_text(sd):
+        return _read_open_clip_hf_text(found, sd, format=format, model=model, act=act)
     if open_clip_eva.is_open_clip_eva(sd):
         return _read_open_clip_timm(found, sd, format=format, model=model, adapter=open_clip_eva)
     if open_clip_siglip.is_open_clip_siglip(sd):
@@ -307,6 +325,29 @@ def _read_open_clip_timm(
         article = "an" if eva else "a"
         raise ConvertError(f"{found.weights}: {family} weights, but {model} is not {article} {family} architecture")
     return adapter.state_dict_from(sd), "open_clip", cfg
+
+
+def _read_open_clip_hf_text(
+    found: Detected, sd: StateDict, *, format: str, model: str | Path | None, act: str | None
+) -> tuple[StateDict, str, ModelConfig]:
+    """open_clip with a Hugging Face (XLM-RoBERTa) text tower: the config comes from its
+    ``open_clip_config.json``, a given config JSON or a clipforge name (``xlm-roberta-base-ViT-B-32``)."""
+    _expect(format, "open_clip", found.weights or "")
+    model = found.config if model is None else model
+    if model is None:
+        raise ConvertError(
+            f"{found.weights}: open_clip weights with a Hugging Face text tower, without their open_clip_config.json: "
+            'pass `model="NAME"` (e.g. xlm-roberta-base-ViT-B-32) or `model="CONFIG.json"`'
+        )
+    try:
+        cfg = resolve_model_config(model)
+        if act is not None:
+            cfg = cfg.replace(act=act)
+    except ConfigError as e:
+        raise ConvertError(f"{found.weights}: {e}") from e
+    if cfg.text.kind not in ENCODER_KINDS:
+        raise ConvertError(f"{found.weights}: weights with an XLM-RoBERTa / NLLB text tower, but {model} has none")
+    return open_clip_hf_text.fit_to(open_clip_hf_text.state_dict_from(sd), cfg), "open_clip", cfg
 
 
 def _read_hf_dir(found: Detected) -> tuple[ModelConfig, StateDict]:

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ENCODER_KINDS, ModelConfig
 from .resnet import ModifiedResNet
 from .text import TextTransformer
+from .text_encoder import EncoderTextTower
 from .vit import VisionTransformer
 
 MAX_LOGIT_SCALE = 100.0
@@ -45,7 +46,11 @@ class CLIP(nn.Module):
             )
         else:
             self.visual = ModifiedResNet(config.vision, config.embed_dim)
-        self.text = TextTransformer(config.text, config.embed_dim, config.act, eps=config.norm_eps)
+        self.text: TextTransformer | EncoderTextTower
+        if config.text.kind in ENCODER_KINDS:
+            self.text = EncoderTextTower(config.text, config.embed_dim, eps=config.norm_eps)
+        else:
+            self.text = TextTransformer(config.text, config.embed_dim, config.act, eps=config.norm_eps)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
         self.logit_bias: nn.Parameter | None = None
         if config.init_logit_bias is not None:

@@ -32,6 +32,8 @@ def make_activation(act: Activation) -> nn.Module:
         return nn.GELU()
     if act == "gelu_tanh":  # the tanh approximation (SigLIP's "gelu_pytorch_tanh")
         return nn.GELU(approximate="tanh")
+    if act == "relu":  # M2M100 / NLLB text encoders
+        return nn.ReLU()
     raise ValueError(f"unknown activation {act!r}")
 
 
@@ -58,8 +60,10 @@ class Attention(nn.Module):
         causal: bool = False,
         context: torch.Tensor | None = None,
         rope: Rope | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B, T, C) -> (B, T, C); with ``context`` (B, S, C), keys and values come from it."""
+        """x (B, T, C) -> (B, T, C); with ``context`` (B, S, C), keys and values come from it.
+        ``mask`` (B, 1, 1, S) bool: the keys each sequence may attend to (False: padding)."""
         B, T, C = x.shape
         nh, hs = self.heads, C // self.heads
         qkv = self.qkv(x).view(B, T, 3, nh, hs)  # (B, T, 3, nh, hs)
@@ -71,7 +75,7 @@ class Attention(nn.Module):
         if rope is not None:
             cos, sin, prefix = rope
             q, k = apply_rope(q, cos, sin, prefix=prefix), apply_rope(k, cos, sin, prefix=prefix)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.proj(self.norm(y))
 
@@ -130,14 +134,29 @@ class Block(nn.Module):
             else MLP(dim, hidden, act, sub_ln=sub_ln, eps=eps)
         )
 
-    def forward(self, x: torch.Tensor, causal: bool = False, rope: Rope | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, causal: bool = False, rope: Rope | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, T, C) -> (B, T, C)."""
-        x = x + self.attn(self.norm1(x), causal=causal, rope=rope)
+        x = x + self.attn(self.norm1(x), causal=causal, rope=rope, mask=mask)
         return x + self.mlp(self.norm2(x))
 
 
+class PostNormBlock(Block):
+    """Post-norm residual block (BERT / RoBERTa): x = ln(x + attn(x)), then x = ln(x + mlp(x)). Same
+    parameters as :class:`Block`; a class of its own so that the fast path (which computes pre-norm
+    blocks) never takes it for one."""
+
+    def forward(
+        self, x: torch.Tensor, causal: bool = False, rope: Rope | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C)."""
+        x = self.norm1(x + self.attn(x, causal=causal, rope=rope, mask=mask))
+        return self.norm2(x + self.mlp(x))
+
+
 class Transformer(nn.Module):
-    """A stack of pre-norm blocks with optional activation checkpointing."""
+    """A stack of pre-norm blocks (``post_norm``: post-norm ones) with optional activation checkpointing."""
 
     def __init__(
         self,
@@ -150,20 +169,29 @@ class Transformer(nn.Module):
         *,
         mlp: str = "plain",
         sub_ln: bool = False,
+        post_norm: bool = False,
     ) -> None:
         super().__init__()
+        kind = PostNormBlock if post_norm else Block
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, act, eps, mlp=mlp, sub_ln=sub_ln) for _ in range(layers)
+            kind(dim, heads, mlp_ratio, act, eps, mlp=mlp, sub_ln=sub_ln) for _ in range(layers)
         )
         self.grad_checkpointing = False
 
-    def forward(self, x: torch.Tensor, *, causal: bool = False, rope: Rope | None = None) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        causal: bool = False,
+        rope: Rope | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); ``mask`` (B, 1, 1, T) bool, the keys each sequence attends to."""
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, causal, rope, use_reentrant=False)
+                x = checkpoint(block, x, causal, rope, mask, use_reentrant=False)
             else:
-                x = block(x, causal, rope)
+                x = block(x, causal, rope, mask)
         return x
 
     def init_weights(self) -> None:

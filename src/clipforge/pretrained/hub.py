@@ -75,6 +75,16 @@ def snapshot(repo_id: str, *, revision: str | None = None, prefer: str = "open_c
     )
 
 
+def tokenizer_snapshot(reference: str) -> Path:
+    """A local snapshot of only the tokenizer files of Hub repo ``reference`` (``hf-hub:ORG/REPO[@REV]``),
+    for weights whose repo carries none (open_clip's XLM-R models)."""
+    repo_id, revision = parse_hub_id(reference)
+    folder = _download(repo_id, revision, _OPEN_CLIP_TOKENIZER, label=reference)
+    if not any((folder / n).is_file() for n in ("tokenizer.json", "spiece.model", "vocab.json")):
+        raise DownloadError(f"{reference}: the snapshot holds no tokenizer files ({', '.join(_OPEN_CLIP_TOKENIZER)})")
+    return folder
+
+
 def has_weights(folder: Path) -> bool:
     return any((folder / n).is_file() for n in (*_OPEN_CLIP_WEIGHTS, *_HF_WEIGHTS))
 

@@ -39,6 +39,8 @@ class PretrainedEntry:
     hf_hub: str | None = None  # "org/repo" on the Hugging Face Hub
     revision: str | None = None  # Hub branch, tag or commit (default: main)
     preprocess: dict[str, Any] = field(default_factory=dict)  # PreprocessConfig fields that differ
+    # "openai" (the packaged BPE), "checkpoint" (the source's own files) or "hf-hub:ORG/REPO[@REV]": the
+    # tokenizer files of another Hub repo (open_clip's XLM-R weights name FacebookAI/xlm-roberta-*'s)
     tokenizer: str = "openai"
     description: str = ""
     license: str = ""
@@ -69,6 +71,8 @@ def _entry(name: str, data: dict[str, Any]) -> PretrainedEntry:
         raise ValueError(f"pretrained.json: {name}: give exactly one of url (with sha256) or hf_hub")
     if entry.url and not (entry.sha256 and len(entry.sha256) == 64):
         raise ValueError(f"pretrained.json: {name}: a url needs its 64-hex-digit sha256")
+    if entry.tokenizer not in ("openai", "checkpoint") and not entry.tokenizer.startswith("hf-hub:"):
+        raise ValueError(f"pretrained.json: {name}: tokenizer must be 'openai', 'checkpoint' or 'hf-hub:ORG/REPO'")
     entry.preprocess_config()  # unknown or invalid preprocessing fields fail here
     return entry
 

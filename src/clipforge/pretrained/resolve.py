@@ -25,12 +25,13 @@ from pathlib import Path
 
 from ..checkpoint import save_checkpoint
 from ..config import PreprocessConfig
-from ..convert import detect, find_clipforge_checkpoint, import_model, import_tokenizer
-from ..convert.detect import OPEN_CLIP_WEIGHTS
+from ..convert import detect, find_clipforge_checkpoint, import_model, import_tokenizer, open_clip_hf_text
+from ..convert.detect import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 from ..fileio import sha256_file
 from ..models import list_models
+from ..tokenizer import is_tokenizer_dir
 from .download import download_url
-from .hub import HUB_PREFIX, parse_hub_id, snapshot
+from .hub import HUB_PREFIX, parse_hub_id, snapshot, tokenizer_snapshot
 from .registry import PretrainedEntry, UnknownModelError, closest_names_hint, find_pretrained, list_pretrained
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
         if entry.format == "open_clip":  # the registry knows the architecture: the weights file is enough
             source = next((source / n for n in OPEN_CLIP_WEIGHTS if (source / n).is_file()), source)
     fmt = "hf" if (source / "config.json").is_file() and entry.format != "open_clip" else entry.format
+    vocab = tokenizer_snapshot(entry.tokenizer) if entry.tokenizer.startswith(HUB_PREFIX) else None
     return _convert_to_cache(
         source,
         target,
@@ -142,6 +144,7 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
         preprocess=entry.preprocess_config() if entry.preprocess else None,
         name=entry.name,
         origin=label,
+        vocab=vocab,
     )
 
 
@@ -153,9 +156,23 @@ def _from_hub(ref: str, *, prefer: str, progress: bool) -> ResolvedModel:
     if not target.is_file():
         _convert_to_cache(
             folder, target, format="auto", model=None, act=None, preprocess=None,
-            name=repo_id, origin=f"hf-hub:{repo_id}@{commit}",
+            name=repo_id, origin=f"hf-hub:{repo_id}@{commit}", vocab=_named_tokenizer(folder),
         )  # fmt: skip
     return ResolvedModel(ref, "hub", target, True)
+
+
+def _named_tokenizer(folder: Path) -> Path | None:
+    """For an open_clip repo without tokenizer files whose config names an HF tokenizer (the
+    ``xlm-roberta-*`` and NLLB-CLIP repos): that tokenizer repo's files, fetched alone."""
+    config = folder / OPEN_CLIP_CONFIG
+    if is_tokenizer_dir(folder) or not config.is_file():
+        return None
+    try:
+        model_cfg = json.loads(config.read_text()).get("model_cfg") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return None  # the import names the broken file
+    repo = open_clip_hf_text.tokenizer_repo(model_cfg) if isinstance(model_cfg, dict) else None
+    return tokenizer_snapshot(HUB_PREFIX + repo) if repo else None
 
 
 def _convert_to_cache(
@@ -168,15 +185,17 @@ def _convert_to_cache(
     preprocess: PreprocessConfig | None,
     name: str,
     origin: str,
+    vocab: Path | None = None,
 ) -> Path:
-    """Import ``source`` (file or folder) and save it as a clipforge checkpoint at ``target``."""
+    """Import ``source`` (file or folder) and save it as a clipforge checkpoint at ``target``; ``vocab``:
+    a tokenizer folder to use instead of the source's own files."""
     log.info("converting %s into clipforge's cache (once)", origin)
     imported = import_model(source, format=format, model=model, act=act if format != "auto" else None)
     config = imported.model.config.replace(name=name)
     if preprocess is not None:
         config = config.replace(preprocess=preprocess)
     imported.model.config = config
-    tokenizer = import_tokenizer(imported)
+    tokenizer = import_tokenizer(imported, vocab=vocab)
     provenance = {**imported.provenance, "source": origin, "pretrained": name}
     if source.is_file() and "sha256" not in provenance:
         provenance["sha256"] = {source.name: sha256_file(source)}

@@ -8,7 +8,8 @@ The rules are data, stored with the vocabulary in checkpoint metadata (``kind="s
   whitespace, strip) as transformers' ``SiglipTokenizer``; ``"lower_ascii"`` (SigLIP 2 as big_vision
   prepares text for its released checkpoints: ``lower`` = TensorFlow's ``tf.strings.lower``, which
   lower-cases A-Z only); ``"lower"`` (every cased character, as transformers' ``Siglip2Tokenizer``);
-  ``"none"``.
+  ``"whitespace"`` (open_clip's ``HFTokenizer`` before the XLM-R tokenizer of its ``xlm-roberta-*``
+  models: ftfy, ``html.unescape`` twice, whitespace collapsed and stripped); ``"none"``.
 * ``add_bos`` / ``add_eos``: the special ids around each text (SigLIP: end only; SigLIP 2: end only,
   big_vision's ``tok(model="gemma", bos="no", eos="sticky")``, whatever the Hub's
   ``tokenizer_config.json`` says; see docs/interop.md for where transformers differs).
@@ -38,12 +39,13 @@ import torch
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import models, normalizers
 
+from .text import clean_whitespace
 from .vocab import TokenizerError, TokenizerInputError
 
 METADATA_KIND = "sentencepiece"
-Clean = Literal["canonicalize", "lower_ascii", "lower", "none"]
+Clean = Literal["canonicalize", "lower_ascii", "lower", "whitespace", "none"]
 Engine = Literal["sentencepiece", "tokenizers"]
-CLEAN_MODES = ("canonicalize", "lower_ascii", "lower", "none")
+CLEAN_MODES = ("canonicalize", "lower_ascii", "lower", "whitespace", "none")
 SPIECE_FILE = "spiece.model"
 TOKENIZER_JSON = "tokenizer.json"
 _SPIECE_UNDERLINE = "\u2581"
@@ -57,6 +59,10 @@ _SIGLIP_CLASSES = ("SiglipTokenizer", "T5Tokenizer", "T5TokenizerFast")
 _GEMMA_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer")
 # XLM-R's (and XLM-V's, MetaCLIP 2's) SentencePiece Unigram as tokenizer.json: <s>=0 <pad>=1 </s>=2 <unk>=3.
 _XLMR_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast")
+# NLLB's (NLLB-CLIP): a tokenizer.json with the language codes as special tokens; transformers' default
+# (non-legacy) layout is <src_lang> text </s>, right-padded with <pad> (1).
+_NLLB_CLASSES = ("NllbTokenizer", "NllbTokenizerFast")
+DEFAULT_NLLB_LANGUAGE = "eng_Latn"  # transformers' (and open_clip's) src_lang when none is set
 _METADATA_KEYS = {
     "kind", "engine", "model", "context_length", "vocab_size", "clean", "add_bos", "add_eos",
     "bos_id", "eos_id", "pad_id", "unk", "specials",
@@ -220,9 +226,28 @@ class SentencePieceTokenizer:
                 bos_id=ids["bos_token"], eos_id=ids["eos_token"], pad_id=ids["pad_token"],
                 unk=_token(config, "unk_token", "<unk>"),
             )  # fmt: skip
+        if cls_name in _NLLB_CLASSES:  # transformers' NllbTokenizer: <src_lang> text </s>, right-padded with <pad>
+            if not (folder / TOKENIZER_JSON).is_file():
+                raise TokenizerError(f"{folder}: a {cls_name} folder without {TOKENIZER_JSON}")
+            if config.get("legacy_behaviour"):
+                raise TokenizerError(f"{folder}: NLLB's legacy layout (text </s> <lang>) is not supported")
+            model = (folder / TOKENIZER_JSON).read_bytes()
+            tk = RustTokenizer.from_str(model.decode("utf-8"))
+            lang = str(config.get("src_lang") or DEFAULT_NLLB_LANGUAGE)
+            ids = {k: tk.token_to_id(t) for k, t in
+                   (("src_lang", lang), ("eos_token", _token(config, "eos_token", "</s>")),
+                    ("pad_token", _token(config, "pad_token", "<pad>")))}  # fmt: skip
+            missing = [k for k, v in ids.items() if v is None]
+            if missing:
+                raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+            return cls(
+                model, engine="tokenizers", context_length=ctx, clean="none", add_bos=True, add_eos=True,
+                bos_id=ids["src_lang"], eos_id=ids["eos_token"], pad_id=ids["pad_token"],
+                unk=_token(config, "unk_token", "<unk>"),
+            )  # fmt: skip
         raise TokenizerError(
             f"{folder}: tokenizer_class {cls_name or '(none)'!r} is not a SentencePiece tokenizer clipforge reads "
-            f"(known: {', '.join(_SIGLIP_CLASSES + _GEMMA_CLASSES + _XLMR_CLASSES)})"
+            f"(known: {', '.join(_SIGLIP_CLASSES + _GEMMA_CLASSES + _XLMR_CLASSES + _NLLB_CLASSES)})"
         )
 
     @classmethod
@@ -289,7 +314,18 @@ class SentencePieceTokenizer:
                 "unk_token": self.unk,
                 "do_lower_case": self.clean == "canonicalize",
             }
-        elif self.add_bos and self.clean == "none":  # XLM-R's rules
+        elif self.add_bos and self.clean in ("none", "whitespace") and self._piece(self.bos_id or 0) != "<s>":
+            vocab = out / TOKENIZER_JSON  # NLLB's rules: the start token is the source language's code
+            config = {
+                "tokenizer_class": "NllbTokenizer",
+                "src_lang": self._piece(self.bos_id or 0),
+                "eos_token": self._piece(self.eos_id),
+                "pad_token": self._piece(self.pad_id),
+                "unk_token": self.unk,
+                "legacy_behaviour": False,
+                "padding_side": "right",
+            }
+        elif self.add_bos and self.clean in ("none", "whitespace"):  # XLM-R's rules (open_clip cleans first)
             vocab = out / TOKENIZER_JSON
             config = {
                 "tokenizer_class": "XLMRobertaTokenizer",
@@ -338,6 +374,8 @@ class SentencePieceTokenizer:
             return text.translate(_ASCII_LOWER)
         if self.clean == "lower":  # per character, as the tokenizers normalizer (no final-sigma rule)
             return self._lowercase.normalize_str(text)
+        if self.clean == "whitespace":
+            return clean_whitespace(text)
         text = text.lower()  # Python's, as SiglipTokenizer
         text = text.translate(_PUNCTUATION)
         return _WHITESPACE.sub(" ", text).strip()
@@ -411,6 +449,14 @@ class SentencePieceTokenizer:
         if self.engine == "sentencepiece":
             return self._sp.decode(keep)
         return self._tk.decode(keep, skip_special_tokens=False)
+
+    def with_clean(self, clean: Clean) -> SentencePieceTokenizer:
+        """The same vocabulary and special tokens with the text rule ``clean``."""
+        return type(self)(
+            self._model, engine=self.engine, context_length=self.context_length, clean=clean, add_bos=self.add_bos,
+            add_eos=self.add_eos, bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, unk=self.unk,
+            specials=self.specials,
+        )  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:  # pickle without the native engines
         return {k: v for k, v in self.__dict__.items() if k not in ("_sp", "_tk", "_special_split", "_lowercase")}

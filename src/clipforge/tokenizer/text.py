@@ -74,7 +74,13 @@ def _fixed(text: str) -> str:
 
 def clean_text(text: str) -> str:
     """OpenAI's clean-up: ftfy, html.unescape twice, strip, collapse whitespace, lower-case."""
-    return " ".join(_fixed(text).split()).lower()  # split/join also strips
+    return clean_whitespace(text).lower()
+
+
+def clean_whitespace(text: str) -> str:
+    """OpenAI's clean-up without lower-casing (open_clip's ``HFTokenizer`` default, ``clean="whitespace"``):
+    ftfy, html.unescape twice, strip, collapse whitespace."""
+    return " ".join(_fixed(text).split())  # split/join also strips
 
 
 def clean_chunks(text: str) -> list[str]:
