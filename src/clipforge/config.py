@@ -178,7 +178,9 @@ class VisionConfig:
                     f"FastViT stage {i} ({self.width << i} channels) is not a multiple of head_width {self.head_width}"
                 )
         if self.image_size % (2 ** (n + 1)):
-            raise ConfigError(f"a {n}-stage FastViT needs image_size divisible by {2 ** (n + 1)}, got {self.image_size}")
+            raise ConfigError(
+                f"a {n}-stage FastViT needs image_size divisible by {2 ** (n + 1)}, got {self.image_size}"
+            )
 
     def _validate_family_options(self) -> None:
         if self.pool == "cls" and self.class_token is False:

@@ -11,7 +11,7 @@ import torch
 
 from ..fileio import atomic_write, atomic_write_text
 from ..models import CLIP
-from . import hf, hf_siglip, open_clip, open_clip_eva, open_clip_siglip
+from . import hf, hf_siglip, open_clip, open_clip_eva, open_clip_mobileclip, open_clip_siglip
 from .adapters import FormatAdapter, is_siglip_layout
 from .detect import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 from .onnx import export_onnx
@@ -83,6 +83,8 @@ def export_open_clip(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None 
     adapter: FormatAdapter = open_clip_siglip if is_siglip_layout(cfg) else open_clip  # SigLIP: a timm tower
     if cfg.vision.kind == "vit" and cfg.vision.uses_family_options:
         adapter = open_clip_eva  # EVA-02 / PE-Core: a timm Eva tower
+    if cfg.vision.kind == "fastvit":
+        adapter = open_clip_mobileclip  # MobileCLIP S: a timm FastVit tower
     config = {"model_cfg": adapter.config_to(cfg), "preprocess_cfg": adapter.preprocess_to(cfg)}
     out = _write(model, out_dir, adapter, weights=OPEN_CLIP_WEIGHTS[0], configs={OPEN_CLIP_CONFIG: config})
     if tokenizer is not None:

@@ -201,7 +201,7 @@ def state_dict_to(sd: StateDict) -> StateDict:
     """clipforge state dict (EVA-02 / PE-Core layout) -> open_clip ``CustomTextCLIP`` with a timm Eva trunk."""
     visual = {k: v for k, v in sd.items() if k.startswith("visual.")}
     text = open_clip.state_dict_to({k: v for k, v in sd.items() if k not in visual})
-    out = {_custom_text_name(k): v for k, v in text.items()}
+    out = {open_clip.custom_text_name(k): v for k, v in text.items()}
     mapped, rest = take(visual, _EXACT)
     out.update(mapped)
     out["visual.trunk.cls_token"] = rest.pop("visual.cls_token").reshape(1, 1, -1)
@@ -248,9 +248,3 @@ def _split_qkv(rest: StateDict, out: StateDict) -> None:
         for j, n in enumerate("qkv"):
             out[f"{dst}{n}_proj.weight"] = w[j * c : (j + 1) * c]
         out[f"{dst}q_proj.bias"], out[f"{dst}v_proj.bias"] = b[:c], b[2 * c :]
-
-
-def _custom_text_name(key: str) -> str:
-    """open_clip's flat text names -> ``CustomTextCLIP``'s (under ``text.``)."""
-    flat = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
-    return f"text.{key}" if key.startswith(flat) else key

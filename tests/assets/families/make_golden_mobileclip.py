@@ -1,0 +1,86 @@
+"""Generate the MobileCLIP golden assets for tests/test_families_mobileclip.py (run once, in the reference env).
+
+    /work/venv-ref/bin/python tests/assets/families/make_golden_mobileclip.py     # open_clip 3.3.0, timm 1.0.31
+
+Each case is open_clip's own ``CustomTextCLIP`` for a MobileCLIP model config (a bidirectional text
+tower, ``no_causal_mask: true``, shrunk) whose image tower is open_clip's ``TimmModel`` with its timm
+trunk replaced by a tiny one built by timm's registered model function (``fastvit_mci0`` for
+MobileCLIP-S0..S2's design, ``fastvit_mci3`` for MobileCLIP2-S3/S4's: LayerNorm in attention, two
+attention stages, no stem scale branch, no squeeze-excite), only the stage depths and widths shrunk.
+As open_clip does for ``timm_pool: avg, timm_proj: null``, the trunk has ``num_classes=embed_dim``: its
+head is the image projection. Every parameter is perturbed and every BatchNorm gets random running
+statistics, so that folding them is exercised. Also recorded: the image features after timm's own
+``reparameterize_model`` (the folded, inference form).
+
+    <case>.json                  {"model_cfg": open_clip's model config (the full-size timm name),
+                                  "tiny": the trunk's sizes as clipforge VisionConfig fields}
+    <case>.safetensors           open_clip's state dict (``visual.trunk.*``, ``text.*``, ``logit_scale``)
+    <case>.expected.safetensors  images, tokens, open_clip's normalised image and text features, and
+                                 the image features after timm's reparameterize_model (fp32)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import timm
+import torch
+from safetensors.torch import save_file
+from timm.utils.model import reparameterize_model
+
+HERE = Path(__file__).parent
+EMBED, VOCAB, CTX = 24, 520, 16
+CASES = {  # case -> (timm model, image size, stage depths, stem width, mlp ratio, full-size model config)
+    "mobileclip_s_tiny": ("fastvit_mci0", 64, (1, 2, 1, 1), 4, 3.0, "MobileCLIP2-S0"),
+    "mobileclip2_s3_tiny": ("fastvit_mci3", 64, (1, 1, 1, 1, 1), 4, 4.0, "MobileCLIP2-S3"),
+}
+
+
+def main() -> None:
+    for case, (name, image_size, depths, width, mlp_ratio, full) in CASES.items():
+        torch.manual_seed(0)
+        model_cfg = open_clip.get_model_config(full)
+        model_cfg = {
+            **model_cfg,
+            "embed_dim": EMBED,
+            "text_cfg": {"context_length": CTX, "vocab_size": VOCAB, "width": 32, "heads": 2, "layers": 2,
+                         "no_causal_mask": True},
+        }  # fmt: skip
+        assert model_cfg["vision_cfg"]["timm_model_name"] == name
+        model = open_clip.CustomTextCLIP(EMBED, model_cfg["vision_cfg"], model_cfg["text_cfg"])
+        model.visual.trunk = timm.create_model(
+            name, pretrained=False, layers=depths, embed_dims=tuple(width << i for i in range(len(depths))),
+            mlp_ratios=(mlp_ratio,) * len(depths), num_classes=EMBED, global_pool="avg",
+        )  # fmt: skip
+        model.eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+            for n, b in model.named_buffers():
+                if n.endswith("running_mean"):
+                    b.normal_(0.0, 0.3)
+                elif n.endswith("running_var"):
+                    b.uniform_(0.5, 2.0)
+        images = torch.randn(2, 3, image_size, image_size)
+        tokens = torch.zeros(3, CTX, dtype=torch.long)
+        for i, n in enumerate([3, CTX, 9]):  # start token, random ids, end token (the largest id), padding
+            tokens[i, 0], tokens[i, n - 1] = VOCAB - 2, VOCAB - 1
+            tokens[i, 1 : n - 1] = torch.randint(1, VOCAB - 2, (n - 2,))
+        with torch.no_grad():
+            image = model.encode_image(images, normalize=True)
+            text = model.encode_text(tokens, normalize=True)
+            folded = reparameterize_model(model).encode_image(images, normalize=True)
+        tiny = {"image_size": image_size, "layers": list(depths), "width": width, "mlp_ratio": mlp_ratio}
+        (HERE / f"{case}.json").write_text(json.dumps({"model_cfg": model_cfg, "tiny": tiny}, indent=2) + "\n")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(HERE / f"{case}.safetensors"))
+        expected = {"images": images, "tokens": tokens, "image_features": image, "text_features": text,
+                    "image_features_reparameterized": folded}  # fmt: skip
+        save_file(expected, str(HERE / f"{case}.expected.safetensors"))
+        print(case, f"open_clip {open_clip.__version__}, timm {timm.__version__}", len(model.state_dict()), "tensors",
+              f"timm folded vs unfolded {float((folded - image).abs().max()):.2e}")
+
+
+if __name__ == "__main__":
+    main()
