@@ -21,8 +21,10 @@ def tiny(name: str, **changes) -> CLIP:
 # Architectures by export target (each shape of tiny model once: the SigLIP size variants shrink alike).
 # open_clip builds SigLIP towers from timm's named sizes only, so shrunk SigLIPs cannot go there.
 # So are EVA-02 / PE-Core towers (timm's Eva models; tests/test_families_eva.py), which transformers lacks.
+# MobileCLIP S FastViT towers likewise (timm's MCi models; tests/test_families_mobileclip.py).
 OPEN_CLIP_ARCHS = distinct_architectures(
-    lambda cfg: cfg.vision.kind == "resnet" or (cfg.vision.pool == "cls" and not cfg.vision.uses_family_options)
+    lambda cfg: cfg.vision.kind == "resnet"
+    or (cfg.vision.kind == "vit" and cfg.vision.pool == "cls" and not cfg.vision.uses_family_options)
 )
 HF_ARCHS = distinct_architectures(  # transformers has no ResNet tower
     lambda cfg: cfg.vision.kind == "vit" and not cfg.vision.uses_family_options
