@@ -2,7 +2,8 @@
 timm ``FastVit`` towers, recorded in tests/assets/families by make_golden_mobileclip.py (open_clip
 3.3.0 + timm 1.0.31, tiny towers built by timm's registered ``fastvit_mci0`` / ``fastvit_mci3``), with
 and without folding the train-time branches (timm's own ``reparameterize_model`` output recorded
-too); open_clip's configs and names both ways."""
+too); open_clip's configs and names both ways. MobileCLIP-B (timm ``vit_base_mci_224``: a ViT with a
+conv stem) likewise, as a configuration of clipforge's ViT."""
 
 import dataclasses
 import json
@@ -13,7 +14,14 @@ import torch
 from safetensors.torch import load_file
 
 from clipforge.config import ConfigError, ModelConfig, TextConfig, VisionConfig
-from clipforge.convert import ConvertError, export_hf, export_open_clip, import_model, open_clip_mobileclip
+from clipforge.convert import (
+    ConvertError,
+    export_hf,
+    export_open_clip,
+    import_model,
+    open_clip_eva,
+    open_clip_mobileclip,
+)
 from clipforge.convert.sources import resolve_model_config
 from clipforge.models import CLIP, get_model_config
 from clipforge.models.fastvit import ConvBN, MobileOneBlock
@@ -206,3 +214,39 @@ def test_export_open_clip_and_refuse_hf(tmp_path, monkeypatch):
 def test_text_config_defaults_unchanged_by_the_family():
     """The family's bidirectional text is an adapter reading, not a new default."""
     assert TextConfig().causal and VisionConfig().kind == "vit" and not VisionConfig().uses_fastvit_options
+
+
+# MobileCLIP-B: a configuration of the ViT (conv stem, positions on the patches only), read by the
+# EVA / PE-Core adapter of timm ViT-family towers.
+MOBILECLIP_B = {"embed_dim": 512, "vision_cfg": {**_VISION, "timm_model_name": "vit_base_mci_224", "timm_pool": "token",
+                                                 "image_size": 224},
+                "text_cfg": {**_TEXT, "no_causal_mask": False}, "custom_text": True}  # fmt: skip
+
+
+def tiny_b_config() -> ModelConfig:
+    data = json.loads((ASSETS / "mobileclip_b_tiny.json").read_text())
+    cfg = open_clip_eva.config_from(data["model_cfg"], name="mobileclip_b_tiny")
+    return cfg.replace(vision=dataclasses.replace(cfg.vision, **data["tiny"]))
+
+
+def test_open_clip_mobileclip_b_imports_with_open_clips_outputs(tmp_path):
+    (tmp_path / "b.json").write_text(tiny_b_config().to_json())
+    got = import_model(ASSETS / "mobileclip_b_tiny.safetensors", model=tmp_path / "b.json")
+    expected = load_file(ASSETS / "mobileclip_b_tiny.expected.safetensors")
+    with torch.no_grad():
+        assert _max_diff(got.model.encode_image(expected["images"]), expected["image_features"]) <= 1e-5
+        assert _max_diff(got.model.encode_text(expected["tokens"]), expected["text_features"]) <= 1e-5
+    sd = load_file(ASSETS / "mobileclip_b_tiny.safetensors")
+    back = open_clip_eva.state_dict_to(open_clip_eva.state_dict_from(sd))
+    assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+def test_mobileclip_b_config_is_the_named_architecture():
+    b = open_clip_eva.config_from(MOBILECLIP_B, name="MobileCLIP-B")
+    assert b == get_model_config("MobileCLIP-B")
+    assert (b.vision.stem, b.vision.class_pos, b.vision.norm_pre, b.vision.norm_eps) == ("conv", False, False, 1e-6)
+    assert b.text.causal and b.preprocess.std == (1.0, 1.0, 1.0)
+    assert open_clip_eva.config_from(open_clip_eva.config_to(b), name=b.name).replace(preprocess=b.preprocess) == b
+    assert get_pretrained("MobileCLIP-B/datacompdr").architecture == "MobileCLIP-B"
+    with pytest.raises(ConfigError, match="16-pixel patches"):
+        dataclasses.replace(b.vision, patch_size=14).validate()

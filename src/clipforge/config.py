@@ -53,6 +53,11 @@ class VisionConfig:
     (before ``fc2``). ``proj_bias`` adds a bias to the image projection; ``norm_eps`` overrides the
     model's LayerNorm epsilon in this tower (EVA's image tower 1e-6, its text tower 1e-5).
 
+    MobileCLIP-B options: ``stem="conv"`` replaces the patch convolution by a three-conv stem (4 x 4
+    stride 4 to ``width / 4`` channels, BatchNorm, GELU; 2 x 2 stride 2, BatchNorm, GELU; 2 x 2
+    stride 2 to ``width`` with a bias: 16-pixel patches); ``class_pos=False`` adds the position
+    embedding to the patch tokens only, before the class token is prepended.
+
     ``kind="fastvit"`` is MobileCLIP's FastViT / MCi tower (:mod:`clipforge.models.fastvit`): a
     MobileOne stem of ``width`` channels, one stage per entry of ``layers`` (its block count), stage
     ``i`` ``width * 2**i`` channels wide and, from the second on, entered by a stride-2 large-kernel
@@ -87,6 +92,8 @@ class VisionConfig:
     sub_ln: bool = False
     proj_bias: bool = False
     norm_eps: float | None = None
+    stem: Literal["patch", "conv"] = "patch"
+    class_pos: bool = True
     attention_stages: int = 0
     se_stages: int = 0
     attention_norm: Literal["batch", "layer"] = "batch"
@@ -102,7 +109,7 @@ class VisionConfig:
         """Any option beyond OpenAI's and SigLIP's ViTs (the EVA-CLIP / PE-Core building blocks)."""
         return (
             self.class_token is not None or self.pool_heads != 0 or self.rope or self.mlp != "plain"
-            or self.sub_ln or self.proj_bias or self.norm_eps is not None
+            or self.sub_ln or self.proj_bias or self.norm_eps is not None or self.stem != "patch" or not self.class_pos
         )  # fmt: skip
 
     @property
@@ -201,6 +208,12 @@ class VisionConfig:
             raise ConfigError(f"vision.norm_eps must be in (0, 1), got {self.norm_eps}")
         if self.proj_bias and not self.project:
             raise ConfigError("vision.proj_bias needs the projection (vision.project=true)")
+        if self.stem not in ("patch", "conv"):
+            raise ConfigError(f"vision.stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv" and (self.patch_size != 16 or self.width % 4 or self.patch_bias):
+            raise ConfigError("vision.stem='conv' makes 16-pixel patches of a width divisible by 4 (no patch_bias)")
+        if not self.class_pos and not self.has_class_token:
+            raise ConfigError("vision.class_pos=false is about a class token: the tower has none")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ head is the image projection. Every parameter is perturbed and every BatchNorm g
 statistics, so that folding them is exercised. Also recorded: the image features after timm's own
 ``reparameterize_model`` (the folded, inference form).
 
+``mobileclip_b_tiny`` is MobileCLIP-B's design (timm ``vit_base_mci_224``: a ``VisionTransformer``
+whose patch embedding is a three-conv ``ConvStem``, ``no_embed_class``, a causal text tower), built
+the way timm's registered function builds it (its stem widths are fixed there) with the sizes shrunk.
+
     <case>.json                  {"model_cfg": open_clip's model config (the full-size timm name),
                                   "tiny": the trunk's sizes as clipforge VisionConfig fields}
     <case>.safetensors           open_clip's state dict (``visual.trunk.*``, ``text.*``, ``logit_scale``)
@@ -28,6 +32,7 @@ import open_clip
 import timm
 import torch
 from safetensors.torch import save_file
+from timm.models.vision_transformer_hybrid import ConvStem, _create_vision_transformer_hybrid
 from timm.utils.model import reparameterize_model
 
 HERE = Path(__file__).parent
@@ -38,7 +43,60 @@ CASES = {  # case -> (timm model, image size, stage depths, stem width, mlp rati
 }
 
 
+VIT_B = ("mobileclip_b_tiny", 48, 2, 32, 2)  # case, image size, layers, width, heads
+
+
+def perturb(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for n, b in model.named_buffers():
+            if n.endswith("running_mean"):
+                b.normal_(0.0, 0.3)
+            elif n.endswith("running_var"):
+                b.uniform_(0.5, 2.0)
+
+
+def example_tokens() -> torch.Tensor:
+    tokens = torch.zeros(3, CTX, dtype=torch.long)
+    for i, n in enumerate([3, CTX, 9]):  # start token, random ids, end token (the largest id), padding
+        tokens[i, 0], tokens[i, n - 1] = VOCAB - 2, VOCAB - 1
+        tokens[i, 1 : n - 1] = torch.randint(1, VOCAB - 2, (n - 2,))
+    return tokens
+
+
+def save(case: str, model, model_cfg: dict, tiny: dict, images: torch.Tensor, **extra: torch.Tensor) -> None:
+    tokens = example_tokens()
+    with torch.no_grad():
+        image = model.encode_image(images, normalize=True)
+        text = model.encode_text(tokens, normalize=True)
+    (HERE / f"{case}.json").write_text(json.dumps({"model_cfg": model_cfg, "tiny": tiny}, indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(HERE / f"{case}.safetensors"))
+    expected = {"images": images, "tokens": tokens, "image_features": image, "text_features": text, **extra}
+    save_file(expected, str(HERE / f"{case}.expected.safetensors"))
+    print(case, f"open_clip {open_clip.__version__}, timm {timm.__version__}", len(model.state_dict()), "tensors")
+
+
+def make_vit_b() -> None:
+    case, image_size, layers, width, heads = VIT_B
+    torch.manual_seed(0)
+    text_cfg = {"context_length": CTX, "vocab_size": VOCAB, "width": 32, "heads": 2, "layers": 2}
+    model_cfg = {**open_clip.get_model_config("MobileCLIP-B"), "embed_dim": EMBED, "text_cfg": text_cfg}
+    model = open_clip.CustomTextCLIP(EMBED, model_cfg["vision_cfg"], model_cfg["text_cfg"])
+    stem = ConvStem(channels=(width // 4, width // 4, width), stride=(4, 2, 2), kernel_size=(4, 2, 2), padding=0,
+                    act_layer=torch.nn.GELU)  # fmt: skip
+    model.visual.trunk = _create_vision_transformer_hybrid(
+        "vit_base_mci_224", backbone=stem, embed_args=dict(proj=False), img_size=image_size, embed_dim=width,
+        depth=layers, num_heads=heads, no_embed_class=True, num_classes=EMBED, global_pool="token",
+    )  # fmt: skip
+    model.eval()
+    perturb(model)
+    tiny = {"image_size": image_size, "layers": layers, "width": width, "head_width": width // heads}
+    save(case, model, model_cfg, tiny, torch.randn(2, 3, image_size, image_size))
+
+
 def main() -> None:
+    make_vit_b()
     for case, (name, image_size, depths, width, mlp_ratio, full) in CASES.items():
         torch.manual_seed(0)
         model_cfg = open_clip.get_model_config(full)
@@ -55,32 +113,12 @@ def main() -> None:
             mlp_ratios=(mlp_ratio,) * len(depths), num_classes=EMBED, global_pool="avg",
         )  # fmt: skip
         model.eval()
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-            for n, b in model.named_buffers():
-                if n.endswith("running_mean"):
-                    b.normal_(0.0, 0.3)
-                elif n.endswith("running_var"):
-                    b.uniform_(0.5, 2.0)
+        perturb(model)
         images = torch.randn(2, 3, image_size, image_size)
-        tokens = torch.zeros(3, CTX, dtype=torch.long)
-        for i, n in enumerate([3, CTX, 9]):  # start token, random ids, end token (the largest id), padding
-            tokens[i, 0], tokens[i, n - 1] = VOCAB - 2, VOCAB - 1
-            tokens[i, 1 : n - 1] = torch.randint(1, VOCAB - 2, (n - 2,))
         with torch.no_grad():
-            image = model.encode_image(images, normalize=True)
-            text = model.encode_text(tokens, normalize=True)
-            folded = reparameterize_model(model).encode_image(images, normalize=True)
+            folded = reparameterize_model(model).encode_image(images, normalize=True)  # a folded copy
         tiny = {"image_size": image_size, "layers": list(depths), "width": width, "mlp_ratio": mlp_ratio}
-        (HERE / f"{case}.json").write_text(json.dumps({"model_cfg": model_cfg, "tiny": tiny}, indent=2) + "\n")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(HERE / f"{case}.safetensors"))
-        expected = {"images": images, "tokens": tokens, "image_features": image, "text_features": text,
-                    "image_features_reparameterized": folded}  # fmt: skip
-        save_file(expected, str(HERE / f"{case}.expected.safetensors"))
-        print(case, f"open_clip {open_clip.__version__}, timm {timm.__version__}", len(model.state_dict()), "tensors",
-              f"timm folded vs unfolded {float((folded - image).abs().max()):.2e}")
-
+        save(case, model, model_cfg, tiny, images, image_features_reparameterized=folded)
 
 if __name__ == "__main__":
     main()
