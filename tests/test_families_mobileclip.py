@@ -250,3 +250,42 @@ def test_mobileclip_b_config_is_the_named_architecture():
     assert get_pretrained("MobileCLIP-B/datacompdr").architecture == "MobileCLIP-B"
     with pytest.raises(ConfigError, match="16-pixel patches"):
         dataclasses.replace(b.vision, patch_size=14).validate()
+
+
+def test_loading_by_name_gives_the_folded_tower(tmp_path, monkeypatch, isolated_caches):
+    """A registry name (here a tiny MobileCLIP S on a local Hub cache, OpenAI's vocabulary) converts once
+    into clipforge's cache, folded for inference, with the train-time model's embeddings."""
+    import clipforge
+    from clipforge.checkpoint import read_checkpoint_info
+    from clipforge.pretrained import resolve_model
+    from hub_fixtures import hub_repo, registry_with
+    from safetensors.torch import save_file
+
+    cfg = tiny_config("mobileclip_s_tiny")
+    cfg = cfg.replace(name="tiny-mobileclip", text=dataclasses.replace(cfg.text, vocab_size=49408))
+    torch.manual_seed(0)
+    branches = CLIP(cfg).eval()
+    with torch.no_grad():
+        for m in branches.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3), m.running_var.uniform_(0.5, 2)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    save_file(open_clip_mobileclip.state_dict_to(branches.state_dict()), str(repo / "open_clip_model.safetensors"))
+    hub_repo(tmp_path / "hf-cache", "acme/mobileclip-tiny", repo)
+    (tmp_path / "arch.json").write_text(cfg.to_json())
+    real = get_model_config
+    monkeypatch.setattr(
+        "clipforge.convert.sources.get_model_config",
+        lambda name: real(tmp_path / "arch.json") if name == "tiny-mobileclip" else real(name),
+    )
+    entry = {"architecture": "tiny-mobileclip", "act": "gelu", "format": "open_clip", "hf_hub": "acme/mobileclip-tiny"}
+    registry_with(monkeypatch, **{"tiny-mobileclip/test": entry})
+    model, tokenizer, _ = clipforge.load("tiny-mobileclip/test", precision="fp32")
+    assert model.config.vision.reparameterized and model.visual.reparameterized
+    assert read_checkpoint_info(resolve_model("tiny-mobileclip/test").path).config.vision.reparameterized  # cached
+    images = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    tokens = tokenizer(["a photo of a cat", "ein Foto"])
+    with torch.no_grad():
+        assert _max_diff(model.encode_image(images), branches.encode_image(images)) <= 1e-5
+        assert _max_diff(model.encode_text(tokens), branches.encode_text(tokens)) <= 1e-5
