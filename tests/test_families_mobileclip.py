@@ -255,11 +255,12 @@ def test_mobileclip_b_config_is_the_named_architecture():
 def test_loading_by_name_gives_the_folded_tower(tmp_path, monkeypatch, isolated_caches):
     """A registry name (here a tiny MobileCLIP S on a local Hub cache, OpenAI's vocabulary) converts once
     into clipforge's cache, folded for inference, with the train-time model's embeddings."""
+    from hub_fixtures import hub_repo, registry_with
+    from safetensors.torch import save_file
+
     import clipforge
     from clipforge.checkpoint import read_checkpoint_info
     from clipforge.pretrained import resolve_model
-    from hub_fixtures import hub_repo, registry_with
-    from safetensors.torch import save_file
 
     cfg = tiny_config("mobileclip_s_tiny")
     cfg = cfg.replace(name="tiny-mobileclip", text=dataclasses.replace(cfg.text, vocab_size=49408))
