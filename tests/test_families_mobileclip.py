@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from hub_fixtures import hub_repo, registry_with
+from safetensors.torch import load_file, save_file
 
+import clipforge
+from clipforge.checkpoint import read_checkpoint_info
 from clipforge.config import ConfigError, ModelConfig, TextConfig, VisionConfig
 from clipforge.convert import (
     ConvertError,
@@ -25,7 +28,7 @@ from clipforge.convert import (
 from clipforge.convert.sources import resolve_model_config
 from clipforge.models import CLIP, get_model_config
 from clipforge.models.fastvit import ConvBN, MobileOneBlock
-from clipforge.pretrained import get_pretrained
+from clipforge.pretrained import get_pretrained, resolve_model
 
 ASSETS = Path(__file__).parent / "assets" / "families"
 CASES = ("mobileclip_s_tiny", "mobileclip2_s3_tiny")
@@ -119,7 +122,6 @@ def test_weights_folded_by_timm_import_as_a_reparameterized_tower(tmp_path):
     """Weights saved after timm's reparameterize_model have ``reparam_conv`` layers only."""
     case = "mobileclip_s_tiny"
     model = imported(case, tmp_path).model
-    from safetensors.torch import save_file
 
     sd = open_clip_mobileclip.state_dict_to(model.state_dict())
     assert any(".reparam_conv." in k for k in sd) and not any(".conv_kxk." in k for k in sd)
@@ -255,12 +257,7 @@ def test_mobileclip_b_config_is_the_named_architecture():
 def test_loading_by_name_gives_the_folded_tower(tmp_path, monkeypatch, isolated_caches):
     """A registry name (here a tiny MobileCLIP S on a local Hub cache, OpenAI's vocabulary) converts once
     into clipforge's cache, folded for inference, with the train-time model's embeddings."""
-    from hub_fixtures import hub_repo, registry_with
-    from safetensors.torch import save_file
 
-    import clipforge
-    from clipforge.checkpoint import read_checkpoint_info
-    from clipforge.pretrained import resolve_model
 
     cfg = tiny_config("mobileclip_s_tiny")
     cfg = cfg.replace(name="tiny-mobileclip", text=dataclasses.replace(cfg.text, vocab_size=49408))
