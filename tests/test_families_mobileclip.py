@@ -29,6 +29,8 @@ from clipforge.convert.sources import resolve_model_config
 from clipforge.models import CLIP, get_model_config
 from clipforge.models.fastvit import ConvBN, MobileOneBlock
 from clipforge.pretrained import get_pretrained, resolve_model
+from clipforge.train.lit import lock_image_tower
+from clipforge.train.lora import apply_lora
 
 ASSETS = Path(__file__).parent / "assets" / "families"
 CASES = ("mobileclip_s_tiny", "mobileclip2_s3_tiny")
@@ -287,3 +289,13 @@ def test_loading_by_name_gives_the_folded_tower(tmp_path, monkeypatch, isolated_
     with torch.no_grad():
         assert _max_diff(model.encode_image(images), branches.encode_image(images)) <= 1e-5
         assert _max_diff(model.encode_text(tokens), branches.encode_text(tokens)) <= 1e-5
+
+
+def test_lit_locking_and_lora_know_the_fastvit_tower():
+    model = CLIP(tiny_config("mobileclip_s_tiny")).eval()
+    lock_image_tower(model, unlocked_blocks=1)
+    trainable = {n for n, p in model.visual.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("stages.3.blocks.0.", "final_conv.", "proj.")) for n in trainable)
+    assert any(n.startswith("stages.3.blocks.0.") for n in trainable) and "proj.weight" in trainable
+    with pytest.raises(ValueError, match="this image tower is a FastViT"):
+        apply_lora(model, rank=2, towers=("image",))

@@ -54,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     )
     info = read_checkpoint_info(path)
     c = info.config
-    tower = f"ViT-{c.vision.patch_size}" if c.vision.kind == "vit" else f"ResNet{list(c.vision.layers)}"
+    if c.vision.kind == "vit":
+        tower = f"ViT-{c.vision.patch_size}"
+    else:
+        tower = f"{'FastViT' if c.vision.kind == 'fastvit' else 'ResNet'}{list(c.vision.layers)}"
     print(f"wrote {path} in {time.perf_counter() - start:.1f}s")
     print(
         f"  from {info.provenance.get('format')}: {tower} {c.vision.image_size}px, width {c.vision.width}, "

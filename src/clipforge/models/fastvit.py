@@ -401,6 +401,10 @@ class FastViT(nn.Module):
         x = self.forward_features(images).mean((2, 3))  # (B, 2 * last width)
         return self.proj(x)  # (B, embed_dim)
 
+    def blocks(self) -> list[nn.Module]:
+        """Every RepMixer and attention block, in order (the units that LiT unlocking and FSDP count)."""
+        return [block for stage in self.stages for block in stage.blocks]
+
     @property
     def reparameterized(self) -> bool:
         """Whether every reparameterisable block is in its folded, single-conv form."""
