@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 import clipforge
 from clipforge.checkpoint import read_checkpoint_info
+from clipforge.cli.main import main
 from clipforge.config import ConfigError, ModelConfig, TextConfig, VisionConfig
 from clipforge.convert import (
     ConvertError,
@@ -256,19 +257,25 @@ def test_mobileclip_b_config_is_the_named_architecture():
         dataclasses.replace(b.vision, patch_size=14).validate()
 
 
-def test_loading_by_name_gives_the_folded_tower(tmp_path, monkeypatch, isolated_caches):
-    """A registry name (here a tiny MobileCLIP S on a local Hub cache, OpenAI's vocabulary) converts once
-    into clipforge's cache, folded for inference, with the train-time model's embeddings."""
-
-
+def openai_vocab_model() -> CLIP:
+    """The tiny MobileCLIP S with OpenAI's vocabulary (what a converted model's tokenizer needs), random
+    BatchNorm statistics."""
     cfg = tiny_config("mobileclip_s_tiny")
     cfg = cfg.replace(name="tiny-mobileclip", text=dataclasses.replace(cfg.text, vocab_size=49408))
     torch.manual_seed(0)
-    branches = CLIP(cfg).eval()
+    model = CLIP(cfg).eval()
     with torch.no_grad():
-        for m in branches.modules():
+        for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.3), m.running_var.uniform_(0.5, 2)
+    return model
+
+
+def test_loading_by_name_gives_the_folded_tower(tmp_path, monkeypatch, isolated_caches):
+    """A registry name (here a tiny MobileCLIP S on a local Hub cache, OpenAI's vocabulary) converts once
+    into clipforge's cache, folded for inference, with the train-time model's embeddings."""
+    branches = openai_vocab_model()
+    cfg = branches.config
     repo = tmp_path / "repo"
     repo.mkdir()
     save_file(open_clip_mobileclip.state_dict_to(branches.state_dict()), str(repo / "open_clip_model.safetensors"))
@@ -299,3 +306,16 @@ def test_lit_locking_and_lora_know_the_fastvit_tower():
     assert any(n.startswith("stages.3.blocks.0.") for n in trainable) and "proj.weight" in trainable
     with pytest.raises(ValueError, match="this image tower is a FastViT"):
         apply_lora(model, rank=2, towers=("image",))
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_cli_convert_folds_unless_told_to_keep_the_branches(tmp_path, capsys, keep):
+    model = openai_vocab_model()
+    save_file(open_clip_mobileclip.state_dict_to(model.state_dict()), str(tmp_path / "w.safetensors"))
+    (tmp_path / "arch.json").write_text(model.config.to_json())
+    argv = ["convert", str(tmp_path / "w.safetensors"), str(tmp_path / "out"), "--model-config"]
+    argv.append(str(tmp_path / "arch.json"))
+    assert main(argv + (["--keep-branches"] if keep else [])) == 0
+    assert ("(train-time branches)" if keep else "(folded)") in capsys.readouterr().out
+    info = read_checkpoint_info(tmp_path / "out" / "model.safetensors")
+    assert info.config.vision.reparameterized is not keep

@@ -163,10 +163,12 @@ def convert(
     model: str | Path | None = None,
     act: str | None = None,
     vocab: str | Path | None = None,
+    reparameterize: bool = True,
 ) -> Path:
     """Convert ``source`` into a clipforge checkpoint at ``out`` (a ``.safetensors`` file, or a
-    directory that receives ``model.safetensors``). Returns the written path."""
-    imported = import_model(source, format=format, model=model, act=act)
+    directory that receives ``model.safetensors``). Returns the written path. ``reparameterize``: as
+    for :func:`import_model` (MobileCLIP S towers are written folded unless it is False)."""
+    imported = import_model(source, format=format, model=model, act=act, reparameterize=reparameterize)
     tokenizer = import_tokenizer(imported, vocab=vocab)
     out = Path(out)
     path = out if out.suffix == ".safetensors" else out / CLIPFORGE_WEIGHTS
