@@ -319,3 +319,10 @@ def test_cli_convert_folds_unless_told_to_keep_the_branches(tmp_path, capsys, ke
     assert ("(train-time branches)" if keep else "(folded)") in capsys.readouterr().out
     info = read_checkpoint_info(tmp_path / "out" / "model.safetensors")
     assert info.config.vision.reparameterized is not keep
+
+
+def test_mobileclip_b_exports_to_open_clip_only(tmp_path):
+    (tmp_path / "b.json").write_text(tiny_b_config().to_json())
+    model = import_model(ASSETS / "mobileclip_b_tiny.safetensors", model=tmp_path / "b.json").model
+    with pytest.raises(ValueError, match="MobileCLIP-B's conv stem"):
+        export_hf(model, tmp_path / "hf")

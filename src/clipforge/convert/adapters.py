@@ -67,7 +67,8 @@ def refuse_family_options(cfg: ModelConfig, target: str) -> None:
         raise ValueError(f"{target} has no MobileCLIP FastViT image tower; export it to open_clip")
     if cfg.vision.kind == "vit" and cfg.vision.uses_family_options:
         raise ValueError(
-            f"{target} has no EVA-02 / PE-Core image tower (RoPE, SwiGLU, sub-LN, ...); export it to open_clip"
+            f"{target} has no EVA-02 / PE-Core image tower (RoPE, SwiGLU, sub-LN, MobileCLIP-B's conv stem, ...); "
+            "export it to open_clip"
         )
 
 
