@@ -326,3 +326,12 @@ def test_mobileclip_b_exports_to_open_clip_only(tmp_path):
     model = import_model(ASSETS / "mobileclip_b_tiny.safetensors", model=tmp_path / "b.json").model
     with pytest.raises(ValueError, match="MobileCLIP-B's conv stem"):
         export_hf(model, tmp_path / "hf")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_folded_layout_has_timms_reparameterized_names(case, tmp_path):
+    """What timm's reparameterize_model leaves (recorded by the generator) is exactly our folded tower
+    in open_clip's names, so weights saved folded by timm import as they are."""
+    folded = imported(case, tmp_path).model
+    timm_keys = json.loads((ASSETS / f"{case}.json").read_text())["timm_folded_keys"]
+    assert sorted(open_clip_mobileclip.state_dict_to(folded.state_dict())) == timm_keys

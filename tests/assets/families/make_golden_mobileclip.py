@@ -17,7 +17,9 @@ whose patch embedding is a three-conv ``ConvStem``, ``no_embed_class``, a causal
 the way timm's registered function builds it (its stem widths are fixed there) with the sizes shrunk.
 
     <case>.json                  {"model_cfg": open_clip's model config (the full-size timm name),
-                                  "tiny": the trunk's sizes as clipforge VisionConfig fields}
+                                  "tiny": the trunk's sizes as clipforge VisionConfig fields,
+                                  S cases: "timm_folded_keys", the state dict names after timm's
+                                  reparameterize_model}
     <case>.safetensors           open_clip's state dict (``visual.trunk.*``, ``text.*``, ``logit_scale``)
     <case>.expected.safetensors  images, tokens, open_clip's normalised image and text features, and
                                  the image features after timm's reparameterize_model (fp32)
@@ -65,12 +67,14 @@ def example_tokens() -> torch.Tensor:
     return tokens
 
 
-def save(case: str, model, model_cfg: dict, tiny: dict, images: torch.Tensor, **extra: torch.Tensor) -> None:
+def save(case: str, model, model_cfg: dict, tiny: dict, images: torch.Tensor, *, folded_keys: list[str] | None = None,
+         **extra: torch.Tensor) -> None:
     tokens = example_tokens()
     with torch.no_grad():
         image = model.encode_image(images, normalize=True)
         text = model.encode_text(tokens, normalize=True)
-    (HERE / f"{case}.json").write_text(json.dumps({"model_cfg": model_cfg, "tiny": tiny}, indent=2) + "\n")
+    info = {"model_cfg": model_cfg, "tiny": tiny, **({"timm_folded_keys": folded_keys} if folded_keys else {})}
+    (HERE / f"{case}.json").write_text(json.dumps(info, indent=2) + "\n")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(HERE / f"{case}.safetensors"))
     expected = {"images": images, "tokens": tokens, "image_features": image, "text_features": text, **extra}
     save_file(expected, str(HERE / f"{case}.expected.safetensors"))
@@ -115,10 +119,12 @@ def main() -> None:
         model.eval()
         perturb(model)
         images = torch.randn(2, 3, image_size, image_size)
+        folded_model = reparameterize_model(model)  # a folded copy
         with torch.no_grad():
-            folded = reparameterize_model(model).encode_image(images, normalize=True)  # a folded copy
+            folded = folded_model.encode_image(images, normalize=True)
         tiny = {"image_size": image_size, "layers": list(depths), "width": width, "mlp_ratio": mlp_ratio}
-        save(case, model, model_cfg, tiny, images, image_features_reparameterized=folded)
+        keys = sorted(folded_model.state_dict())
+        save(case, model, model_cfg, tiny, images, folded_keys=keys, image_features_reparameterized=folded)
 
 if __name__ == "__main__":
     main()
