@@ -50,7 +50,8 @@ def tiny_model_config(
 
     The shrink keeps everything that makes the architecture what it is and replaces only sizes: a
     ViT gets 2 x 2 patches (``image_size = 2 * patch_size``), width 32, 2 layers of 16-wide heads;
-    a ResNet gets 64 px images, width 8, one block per stage; the text tower gets 16 tokens, a
+    a ResNet gets 64 px images, width 8, one block per stage; a FastViT one block per stage, width 8,
+    images giving a 2 x 2 final map; the text tower gets 16 tokens, a
     64-id vocabulary, width 32, 2 layers of 16-wide heads; the embedding is 24-d (or the image
     tower's width where the tower has no projection, as SigLIP's).
 
@@ -65,6 +66,9 @@ def tiny_model_config(
     v = cfg.vision
     if v.kind == "vit":
         v = dataclasses.replace(v, image_size=2 * v.patch_size, width=32, layers=2, head_width=16)
+    elif v.kind == "fastvit":  # keeps its stage count: one block each, a 2 x 2 final map
+        n = len(v.layers)
+        v = dataclasses.replace(v, image_size=2 ** (n + 2), width=8, layers=(1,) * n, head_width=16)
     else:
         v = dataclasses.replace(v, image_size=64, width=8, layers=(1, 1, 1, 1), head_width=16)
     # The text tower keeps its kind (causal or not, pooling, projection bias); only its size shrinks.

@@ -22,9 +22,13 @@ def tiny(name: str, **changes) -> CLIP:
 # open_clip builds SigLIP towers from timm's named sizes only, so shrunk SigLIPs cannot go there.
 # So are EVA-02 / PE-Core towers (timm's Eva models; tests/test_families_eva.py), which transformers lacks.
 # XLM-R text towers go to open_clip by their Hub model's name only (tests/test_families_xlmr.py).
+# MobileCLIP S FastViT towers likewise (timm's MCi models; tests/test_families_mobileclip.py).
 OPEN_CLIP_ARCHS = distinct_architectures(
     lambda cfg: cfg.text.kind == "clip"
-    and (cfg.vision.kind == "resnet" or (cfg.vision.pool == "cls" and not cfg.vision.uses_family_options))
+    and (
+        cfg.vision.kind == "resnet"
+        or (cfg.vision.kind == "vit" and cfg.vision.pool == "cls" and not cfg.vision.uses_family_options)
+    )
 )
 HF_ARCHS = distinct_architectures(  # transformers has no ResNet tower, and no XLM-R text tower in its CLIP classes
     lambda cfg: cfg.vision.kind == "vit" and not cfg.vision.uses_family_options and cfg.text.kind == "clip"

@@ -52,9 +52,25 @@ class VisionConfig:
     is a SiLU-gated MLP (``fc2(silu(fc1_gate x) * fc1 x)``, hidden ``width * mlp_ratio``);
     ``sub_ln`` adds a LayerNorm inside each block's attention (before the output projection) and MLP
     (before ``fc2``). ``proj_bias`` adds a bias to the image projection; ``norm_eps`` overrides the
-    model's LayerNorm epsilon in this tower (EVA's image tower 1e-6, its text tower 1e-5)."""
+    model's LayerNorm epsilon in this tower (EVA's image tower 1e-6, its text tower 1e-5).
 
-    kind: Literal["vit", "resnet"] = "vit"
+    MobileCLIP-B options: ``stem="conv"`` replaces the patch convolution by a three-conv stem (4 x 4
+    stride 4 to ``width / 4`` channels, BatchNorm, GELU; 2 x 2 stride 2, BatchNorm, GELU; 2 x 2
+    stride 2 to ``width`` with a bias: 16-pixel patches); ``class_pos=False`` adds the position
+    embedding to the patch tokens only, before the class token is prepended.
+
+    ``kind="fastvit"`` is MobileCLIP's FastViT / MCi tower (:mod:`clipforge.models.fastvit`): a
+    MobileOne stem of ``width`` channels, one stage per entry of ``layers`` (its block count), stage
+    ``i`` ``width * 2**i`` channels wide and, from the second on, entered by a stride-2 large-kernel
+    patch embedding (with squeeze-excite in the last ``se_stages``). The last ``attention_stages``
+    stages start with a conditional positional encoding (RepCPE) and use self-attention blocks
+    (``head_width`` channels per head, normalised by ``attention_norm``); the others RepMixer
+    blocks. MLPs are ``mlp_ratio`` wide. A MobileOne conv to twice the last width, average pooling and
+    a biased projection end it. ``stem_scale_branch`` is the stem's 1x1 train-time branch (MCi0-2
+    have it, MCi3/4 not). ``reparameterized`` says the train-time branches are folded into single
+    convolutions (the inference form, see ``CLIP.reparameterize``)."""
+
+    kind: Literal["vit", "resnet", "fastvit"] = "vit"
     image_size: int = 224
     width: int = 768
     layers: int | tuple[int, ...] = 12
@@ -77,6 +93,13 @@ class VisionConfig:
     sub_ln: bool = False
     proj_bias: bool = False
     norm_eps: float | None = None
+    stem: Literal["patch", "conv"] = "patch"
+    class_pos: bool = True
+    attention_stages: int = 0
+    se_stages: int = 0
+    attention_norm: Literal["batch", "layer"] = "batch"
+    stem_scale_branch: bool = True
+    reparameterized: bool = False
 
     @property
     def has_class_token(self) -> bool:
@@ -87,7 +110,7 @@ class VisionConfig:
         """Any option beyond OpenAI's and SigLIP's ViTs (the EVA-CLIP / PE-Core building blocks)."""
         return (
             self.class_token is not None or self.pool_heads != 0 or self.rope or self.mlp != "plain"
-            or self.sub_ln or self.proj_bias or self.norm_eps is not None
+            or self.sub_ln or self.proj_bias or self.norm_eps is not None or self.stem != "patch" or not self.class_pos
         )  # fmt: skip
 
     @property
@@ -96,9 +119,24 @@ class VisionConfig:
         dim = self.width * 32 if self.kind == "resnet" else self.width
         return dim // self.head_width
 
+    @property
+    def uses_fastvit_options(self) -> bool:
+        return (
+            self.attention_stages != 0 or self.se_stages != 0 or self.attention_norm != "batch"
+            or not self.stem_scale_branch or self.reparameterized
+        )  # fmt: skip
+
     def validate(self) -> None:
-        if self.kind not in ("vit", "resnet"):
-            raise ConfigError(f"vision.kind must be 'vit' or 'resnet', got {self.kind!r}")
+        if self.kind not in ("vit", "resnet", "fastvit"):
+            raise ConfigError(f"vision.kind must be 'vit', 'resnet' or 'fastvit', got {self.kind!r}")
+        if self.kind != "fastvit" and self.uses_fastvit_options:
+            raise ConfigError(
+                "vision.attention_stages/se_stages/attention_norm/stem_scale_branch/reparameterized are "
+                "FastViT options (vision.kind='fastvit'); leave them unset"
+            )
+        if self.kind == "fastvit":
+            self._validate_fastvit()
+            return
         if not 0.0 <= self.patch_dropout < 1.0:
             raise ConfigError(f"vision.patch_dropout must be in [0, 1), got {self.patch_dropout!r}")
         if self.kind == "resnet" and self.patch_dropout:
@@ -129,6 +167,29 @@ class VisionConfig:
             if (self.width * 32) % self.head_width:
                 raise ConfigError("32 * vision.width must be a multiple of head_width")
 
+    def _validate_fastvit(self) -> None:
+        if (self.pool, self.norm_pre, self.patch_bias, self.project, self.patch_dropout) != (
+            "cls", True, False, True, 0.0
+        ) or self.uses_family_options:  # fmt: skip
+            raise ConfigError("vision.pool/norm_pre/patch_bias/project/rope/... are ViT options; leave them unset")
+        layers = self.layers
+        if not (isinstance(layers, tuple) and len(layers) >= 2 and all(isinstance(n, int) and n >= 1 for n in layers)):
+            raise ConfigError("vision.layers must list the block count (>= 1) of each of >= 2 FastViT stages")
+        n = len(layers)
+        if not 0 <= self.attention_stages <= n or not 0 <= self.se_stages < n:
+            raise ConfigError(f"vision.attention_stages must be in [0, {n}] and vision.se_stages in [0, {n - 1}]")
+        if self.attention_norm not in ("batch", "layer"):
+            raise ConfigError(f"vision.attention_norm must be 'batch' or 'layer', got {self.attention_norm!r}")
+        for i in range(n - self.attention_stages, n):
+            if (self.width << i) % self.head_width:
+                raise ConfigError(
+                    f"FastViT stage {i} ({self.width << i} channels) is not a multiple of head_width {self.head_width}"
+                )
+        if self.image_size % (2 ** (n + 1)):
+            raise ConfigError(
+                f"a {n}-stage FastViT needs image_size divisible by {2 ** (n + 1)}, got {self.image_size}"
+            )
+
     def _validate_family_options(self) -> None:
         if self.pool == "cls" and self.class_token is False:
             raise ConfigError("vision.pool='cls' reads the class token: vision.class_token cannot be false")
@@ -148,6 +209,12 @@ class VisionConfig:
             raise ConfigError(f"vision.norm_eps must be in (0, 1), got {self.norm_eps}")
         if self.proj_bias and not self.project:
             raise ConfigError("vision.proj_bias needs the projection (vision.project=true)")
+        if self.stem not in ("patch", "conv"):
+            raise ConfigError(f"vision.stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv" and (self.patch_size != 16 or self.width % 4 or self.patch_bias):
+            raise ConfigError("vision.stem='conv' makes 16-pixel patches of a width divisible by 4 (no patch_bias)")
+        if not self.class_pos and not self.has_class_token:
+            raise ConfigError("vision.class_pos=false is about a class token: the tower has none")
 
 
 @dataclass(frozen=True)

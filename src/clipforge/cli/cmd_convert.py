@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     act.add_argument(
         "--quick-gelu", action="store_const", const="quick_gelu", dest="act", help="same as --act quick_gelu"
     )
+    p.add_argument(
+        "--keep-branches",
+        action="store_true",
+        help="MobileCLIP S: keep the FastViT tower's train-time branches (for fine-tuning, or exporting back "
+        "to open_clip); default: folded into single convolutions for inference",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,10 +57,16 @@ def run(args: argparse.Namespace) -> int:
         model=args.model or args.model_config,
         act=args.act,
         vocab=args.vocab,
+        reparameterize=not args.keep_branches,
     )
     info = read_checkpoint_info(path)
     c = info.config
-    tower = f"ViT-{c.vision.patch_size}" if c.vision.kind == "vit" else f"ResNet{list(c.vision.layers)}"
+    if c.vision.kind == "vit":
+        tower = f"ViT-{c.vision.patch_size}"
+    else:
+        tower = f"{'FastViT' if c.vision.kind == 'fastvit' else 'ResNet'}{list(c.vision.layers)}"
+    if c.vision.kind == "fastvit":
+        tower += " (folded)" if c.vision.reparameterized else " (train-time branches)"
     print(f"wrote {path} in {time.perf_counter() - start:.1f}s")
     print(
         f"  from {info.provenance.get('format')}: {tower} {c.vision.image_size}px, width {c.vision.width}, "

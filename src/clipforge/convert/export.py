@@ -12,7 +12,7 @@ import torch
 from ..config import ENCODER_KINDS
 from ..fileio import atomic_write, atomic_write_text
 from ..models import CLIP
-from . import hf, hf_siglip, open_clip, open_clip_eva, open_clip_hf_text, open_clip_siglip
+from . import hf, hf_siglip, open_clip, open_clip_eva, open_clip_hf_text, open_clip_mobileclip, open_clip_siglip
 from .adapters import FormatAdapter, is_siglip_layout
 from .detect import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 from .onnx import export_onnx
@@ -86,6 +86,8 @@ def export_open_clip(model: CLIP, out_dir: str | Path, *, tokenizer: Any | None 
         adapter = open_clip_eva  # EVA-02 / PE-Core: a timm Eva tower
     if cfg.text.kind in ENCODER_KINDS:
         adapter = open_clip_hf_text  # a transformers XLM-R / M2M100 text tower (HFTextEncoder)
+    if cfg.vision.kind == "fastvit":
+        adapter = open_clip_mobileclip  # MobileCLIP S: a timm FastVit tower
     config = {"model_cfg": adapter.config_to(cfg), "preprocess_cfg": adapter.preprocess_to(cfg)}
     out = _write(model, out_dir, adapter, weights=OPEN_CLIP_WEIGHTS[0], configs={OPEN_CLIP_CONFIG: config})
     if tokenizer is not None:

@@ -126,6 +126,12 @@ def _rename(key: str, *, resnet: bool, to_ours: bool) -> str:
     return key if name is None else name
 
 
+def custom_text_name(key: str) -> str:
+    """A flat text-tower name -> ``CustomTextCLIP``'s (under ``text.``); other names unchanged."""
+    flat = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+    return f"text.{key}" if key.startswith(flat) else key
+
+
 def _custom_text_to_flat(sd: StateDict) -> StateDict:
     """open_clip's ``CustomTextCLIP`` keeps the (same) text tower under ``text.``: drop that prefix."""
     if not any(k.startswith("text.token_embedding.") for k in sd):

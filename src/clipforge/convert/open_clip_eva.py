@@ -1,9 +1,10 @@
-"""open_clip's EVA-CLIP and PE-Core models (``hf-hub:timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k``,
-``hf-hub:timm/PE-Core-B-16``, ...) <-> clipforge: pure mappings.
+"""open_clip's EVA-CLIP, PE-Core and MobileCLIP-B models
+(``hf-hub:timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k``, ``hf-hub:timm/PE-Core-B-16``,
+``hf-hub:apple/MobileCLIP-B-OpenCLIP``, ...) <-> clipforge: pure mappings.
 
-open_clip builds both as a ``CustomTextCLIP``: a timm ``Eva`` image tower under ``visual.trunk.``
+open_clip builds each as a ``CustomTextCLIP``: a timm ViT-family image tower under ``visual.trunk.``
 (created with ``num_classes=embed_dim``, so its ``head`` is the biased image projection) and its
-standard text Transformer under ``text.`` (:mod:`.open_clip`'s names). The two image towers differ:
+standard text Transformer under ``text.`` (:mod:`.open_clip`'s names). The image towers differ:
 
 - EVA-02 (``eva02_*_clip_*``): class token read after the final norm, 2-D RoPE (rows first,
   positions rescaled to a 16 x 16 reference grid), separate q/k/v projections with no k bias,
@@ -11,6 +12,9 @@ standard text Transformer under ``text.`` (:mod:`.open_clip`'s names). The two i
 - PE-Core (``vit_pe_core_*``): LayerNorm before the blocks, no patch bias, 2-D RoPE (columns
   first, positions offset by 1), fused q/k/v, GELU MLP, and an 8-head attention pool over the class
   token and the patches.
+- MobileCLIP-B (``vit_base_mci_224``, a timm ``VisionTransformer``): a three-conv stem instead of the
+  patch convolution (``patch_embed.backbone.*``), positions on the patches only, class token read
+  after the final norm, fused q/k/v, GELU MLP, LayerNorm eps 1e-6.
 
 A k bias has no effect in softmax attention (it adds the same ``q . b`` to every score of a query),
 so the missing EVA k bias is imported as zeros and exported by dropping it. Nothing here imports
@@ -47,8 +51,9 @@ _TOWERS = {
     "vit_pe_core_small_patch16_384": _Tower("pe_core", 384, 12, 6, 16, 384, 24),
     "vit_pe_core_base_patch16_224": _Tower("pe_core", 768, 12, 12, 16, 224, 14),
     "vit_pe_core_large_patch14_336": _Tower("pe_core", 1024, 24, 16, 14, 336, 24),
+    "vit_base_mci_224": _Tower("mci_vit", 768, 12, 12, 16, 224, 0),
 }
-_POOL = {"eva02": "token", "pe_core": "map"}
+_POOL = {"eva02": "token", "pe_core": "map", "mci_vit": "token"}
 # The options each family sets on top of a plain ViT (everything but the sizes).
 FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     "eva02": dict(
@@ -59,10 +64,15 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
         pool="map", class_token=True, pool_heads=8, norm_pre=True, patch_bias=False, rope=True, rope_axes="wh",
         rope_offset=1.0, mlp="plain", mlp_ratio=4.0, sub_ln=False, proj_bias=True, norm_eps=1e-5,
     ),
+    "mci_vit": dict(
+        pool="cls", norm_pre=False, patch_bias=False, stem="conv", class_pos=False, rope=False, mlp="plain",
+        mlp_ratio=4.0, sub_ln=False, proj_bias=True, norm_eps=1e-6,
+    ),
 }  # fmt: skip
 _PREPROCESS = {
     "eva02": {"interpolation": "bicubic", "resize_mode": "shortest"},  # OpenAI's mean and std
     "pe_core": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear", "resize_mode": "squash"},
+    "mci_vit": {"mean": (0.0,) * 3, "std": (1.0,) * 3, "interpolation": "bilinear", "resize_mode": "shortest"},
 }  # fmt: skip
 
 # ours -> open_clip, whole keys and prefixes of the image tower (text: open_clip's own names).
@@ -72,6 +82,7 @@ _EXACT = {
     "visual.proj_bias": "visual.trunk.head.bias",
 }
 _PREFIX = {
+    "visual.patch_embed.": "visual.trunk.patch_embed.backbone.",  # MobileCLIP-B's conv stem
     "visual.norm_pre.": "visual.trunk.norm_pre.",
     "visual.norm_post.": "visual.trunk.norm.",
     "visual.attn_pool.attn.proj.": "visual.trunk.attn_pool.proj.",
@@ -103,15 +114,18 @@ def is_eva_config(cfg: dict[str, Any]) -> bool:
 
 
 def is_open_clip_eva(keys: Any) -> bool:
-    """open_clip weights with a timm Eva image tower (EVA-02's split q/k/v or PE-Core's norm_pre)."""
+    """open_clip weights with a timm Eva image tower (EVA-02's split q/k/v or PE-Core's norm_pre), or
+    MobileCLIP-B's timm ViT with a conv stem."""
     keys = {str(k) for k in keys}
-    return "visual.trunk.blocks.0.attn.q_proj.weight" in keys or (
-        "visual.trunk.norm_pre.weight" in keys and "visual.trunk.cls_token" in keys
+    return (
+        "visual.trunk.blocks.0.attn.q_proj.weight" in keys
+        or ("visual.trunk.norm_pre.weight" in keys and "visual.trunk.cls_token" in keys)
+        or "visual.trunk.patch_embed.backbone.0.conv.weight" in keys
     )
 
 
 def family_of(v: VisionConfig) -> str | None:
-    """``eva02`` / ``pe_core`` when ``v`` sets exactly that family's options, else None."""
+    """``eva02`` / ``pe_core`` / ``mci_vit`` when ``v`` sets exactly that family's options, else None."""
     for family, options in FAMILY_OPTIONS.items():
         if all(getattr(v, k) == want for k, want in options.items()):
             return family
@@ -201,7 +215,7 @@ def state_dict_to(sd: StateDict) -> StateDict:
     """clipforge state dict (EVA-02 / PE-Core layout) -> open_clip ``CustomTextCLIP`` with a timm Eva trunk."""
     visual = {k: v for k, v in sd.items() if k.startswith("visual.")}
     text = open_clip.state_dict_to({k: v for k, v in sd.items() if k not in visual})
-    out = {_custom_text_name(k): v for k, v in text.items()}
+    out = {open_clip.custom_text_name(k): v for k, v in text.items()}
     mapped, rest = take(visual, _EXACT)
     out.update(mapped)
     out["visual.trunk.cls_token"] = rest.pop("visual.cls_token").reshape(1, 1, -1)
@@ -248,9 +262,3 @@ def _split_qkv(rest: StateDict, out: StateDict) -> None:
         for j, n in enumerate("qkv"):
             out[f"{dst}{n}_proj.weight"] = w[j * c : (j + 1) * c]
         out[f"{dst}q_proj.bias"], out[f"{dst}v_proj.bias"] = b[:c], b[2 * c :]
-
-
-def _custom_text_name(key: str) -> str:
-    """open_clip's flat text names -> ``CustomTextCLIP``'s (under ``text.``)."""
-    flat = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
-    return f"text.{key}" if key.startswith(flat) else key

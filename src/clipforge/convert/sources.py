@@ -8,6 +8,7 @@ or mis-shaped tensor is an error naming it. ``convert`` adds the tokenizer and p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -29,7 +30,16 @@ from ..tokenizer import (
     tokenizer_from_dir,
 )
 from ..version import __version__
-from . import hf, hf_siglip, open_clip, open_clip_eva, open_clip_hf_text, open_clip_siglip, openai
+from . import (
+    hf,
+    hf_siglip,
+    open_clip,
+    open_clip_eva,
+    open_clip_hf_text,
+    open_clip_mobileclip,
+    open_clip_siglip,
+    openai,
+)
 from .adapters import FormatAdapter
 from .detect import CLIPFORGE_WEIGHTS, FORMATS, Detected, classify_keys, detect
 from .io import ConvertError, read_tensors
@@ -54,13 +64,16 @@ def import_model(
     format: str = "auto",
     model: str | Path | None = None,
     act: str | None = None,
+    reparameterize: bool = True,
 ) -> Imported:
     """Read ``source`` (file or directory) as a clipforge model without executing anything in it.
 
     ``format``: ``auto`` | ``openai`` | ``open_clip`` | ``hf``. ``model``: an open_clip model name
     (``ViT-B-32``, ``ViT-B-32-quickgelu``, ...) or a config JSON (open_clip's or clipforge's) for
     open_clip checkpoints, whose files record no architecture. ``act`` (``gelu``|``quick_gelu``)
-    overrides the activation.
+    overrides the activation. ``reparameterize`` (default) folds a MobileCLIP FastViT tower's
+    train-time branches for inference (:meth:`~clipforge.models.CLIP.reparameterize`); ``False``
+    keeps them, for fine-tuning or exporting back to open_clip.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
@@ -89,6 +102,8 @@ def import_model(
         load_state_dict_strict(net, sd, source=str(found.weights), assign=True)
     except ValueError as e:
         raise ConvertError(str(e)) from e
+    if reparameterize:
+        net.eval().reparameterize()
     files = _weight_files(found)
     provenance = {
         "source": str(Path(source).resolve()),
@@ -171,10 +186,12 @@ def convert(
     model: str | Path | None = None,
     act: str | None = None,
     vocab: str | Path | None = None,
+    reparameterize: bool = True,
 ) -> Path:
     """Convert ``source`` into a clipforge checkpoint at ``out`` (a ``.safetensors`` file, or a
-    directory that receives ``model.safetensors``). Returns the written path."""
-    imported = import_model(source, format=format, model=model, act=act)
+    directory that receives ``model.safetensors``). Returns the written path. ``reparameterize``: as
+    for :func:`import_model` (MobileCLIP S towers are written folded unless it is False)."""
+    imported = import_model(source, format=format, model=model, act=act, reparameterize=reparameterize)
     tokenizer = import_tokenizer(imported, vocab=vocab)
     out = Path(out)
     path = out if out.suffix == ".safetensors" else out / CLIPFORGE_WEIGHTS
@@ -219,6 +236,8 @@ def _open_clip_adapter(model_cfg: dict[str, Any]) -> FormatAdapter:
         return open_clip_hf_text
     if open_clip_eva.is_eva_config(model_cfg):
         return open_clip_eva
+    if open_clip_mobileclip.is_mobileclip_config(model_cfg):
+        return open_clip_mobileclip
     return open_clip_siglip if open_clip_siglip.is_siglip_config(model_cfg) else open_clip
 
 
@@ -251,6 +270,8 @@ def _read_openai_layout(
         return _read_open_clip_hf_text(found, sd, format=format, model=model, act=act)
     if open_clip_eva.is_open_clip_eva(sd):
         return _read_open_clip_timm(found, sd, format=format, model=model, adapter=open_clip_eva)
+    if open_clip_mobileclip.is_open_clip_mobileclip(sd):
+        return _read_open_clip_timm(found, sd, format=format, model=model, adapter=open_clip_mobileclip)
     if open_clip_siglip.is_open_clip_siglip(sd):
         return _read_open_clip_timm(found, sd, format=format, model=model, adapter=open_clip_siglip)
     openai_like = kind == "torchscript" or openai.has_openai_markers(sd)
@@ -304,12 +325,14 @@ def _read_openai_layout(
 def _read_open_clip_timm(
     found: Detected, sd: StateDict, *, format: str, model: str | Path | None, adapter: Any
 ) -> tuple[StateDict, str, ModelConfig]:
-    """open_clip with a timm image tower (SigLIP, EVA-02, PE-Core): the config comes from its
-    ``open_clip_config.json``, a given config JSON or a clipforge name (``ViT-B-16-SigLIP``,
-    ``EVA02-B-16``); the files record no other."""
+    """open_clip with a timm image tower (SigLIP, EVA-02, PE-Core, MobileCLIP's FastViT): the config
+    comes from its ``open_clip_config.json``, a given config JSON or a clipforge name
+    (``ViT-B-16-SigLIP``, ``EVA02-B-16``, ``MobileCLIP-S2``); the files record no other."""
     _expect(format, "open_clip", found.weights or "")
-    eva = adapter is open_clip_eva
+    eva, mobile = adapter is open_clip_eva, adapter is open_clip_mobileclip
     family, example = ("EVA-02 / PE-Core", "EVA02-B-16") if eva else ("SigLIP", "ViT-B-16-SigLIP")
+    if mobile:
+        family, example = "MobileCLIP FastViT", "MobileCLIP-S2"
     model = found.config if model is None else model
     if model is None:
         raise ConvertError(
@@ -320,7 +343,14 @@ def _read_open_clip_timm(
         cfg = resolve_model_config(model)
     except ConfigError as e:
         raise ConvertError(f"{found.weights}: {e}") from e
-    fits = cfg.vision.uses_family_options if eva else (cfg.vision.pool == "map" and not cfg.vision.uses_family_options)
+    if mobile:
+        fits = cfg.vision.kind == "fastvit"
+        if fits and open_clip_mobileclip.is_folded(sd) != cfg.vision.reparameterized:  # timm-folded weights
+            cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, reparameterized=not cfg.vision.reparameterized))
+    elif eva:
+        fits = cfg.vision.kind == "vit" and cfg.vision.uses_family_options
+    else:
+        fits = cfg.vision.kind == "vit" and cfg.vision.pool == "map" and not cfg.vision.uses_family_options
     if not fits:
         article = "an" if eva else "a"
         raise ConvertError(f"{found.weights}: {family} weights, but {model} is not {article} {family} architecture")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ENCODER_KINDS, ModelConfig
+from .fastvit import FastViT
 from .resnet import ModifiedResNet
 from .text import TextTransformer
 from .text_encoder import EncoderTextTower
@@ -44,6 +46,8 @@ class CLIP(nn.Module):
             self.visual: nn.Module = VisionTransformer(
                 config.vision, config.embed_dim, config.act, eps=config.norm_eps
             )
+        elif config.vision.kind == "fastvit":
+            self.visual = FastViT(config.vision, config.embed_dim)
         else:
             self.visual = ModifiedResNet(config.vision, config.embed_dim)
         self.text: TextTransformer | EncoderTextTower
@@ -100,6 +104,17 @@ class CLIP(nn.Module):
         scale = scale.cpu()
         bias = None if self.logit_bias is None else self.logit_bias.detach().float().cpu()
         return scale, bias
+
+    @torch.no_grad()
+    def reparameterize(self) -> CLIP:
+        """Fold a FastViT image tower's train-time branches into single convolutions (MobileCLIP's
+        inference form: same outputs in eval mode, fewer and cheaper layers), in place; the config
+        then says ``vision.reparameterized``. Other towers have nothing to fold. Returns ``self``."""
+        if isinstance(self.visual, FastViT) and not self.config.vision.reparameterized:
+            self.visual.reparameterize()
+            vision = dataclasses.replace(self.config.vision, reparameterized=True)
+            self.config = self.config.replace(vision=vision)
+        return self
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in the backward pass instead of storing them."""

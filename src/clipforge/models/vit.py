@@ -3,6 +3,8 @@ with EVA-02's and PE-Core's options (2-D RoPE, SwiGLU, sub-LN, a class token bes
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -26,6 +28,20 @@ def drop_patches(tokens: torch.Tensor, *, keep: int, prefix: int) -> torch.Tenso
     return tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[2]))  # (B, prefix + keep, W)
 
 
+def conv_stem(width: int) -> nn.Sequential:
+    """MobileCLIP-B's patch embedding: three convolutions with total stride 16 (see ``VisionConfig.stem``);
+    ``{i}.conv`` / ``{i}.bn`` as timm names them."""
+
+    def unit(cin: int, cout: int, k: int, last: bool) -> nn.Sequential:
+        layers = {"conv": nn.Conv2d(cin, cout, k, k, bias=last)}
+        if not last:
+            layers.update(bn=nn.BatchNorm2d(cout), act=nn.GELU())
+        return nn.Sequential(OrderedDict(layers))
+
+    quarter = width // 4
+    return nn.Sequential(unit(3, quarter, 4, False), unit(quarter, quarter, 2, False), unit(quarter, width, 2, True))
+
+
 class VisionTransformer(nn.Module):
     """Patchify, add learned positions, pre-norm blocks, pool, project.
 
@@ -43,12 +59,17 @@ class VisionTransformer(nn.Module):
         self.grid = cfg.image_size // patch
         self.pool = cfg.pool
         self.patch_dropout = cfg.patch_dropout
-        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=cfg.patch_bias)
+        if cfg.stem == "conv":
+            self.patch_embed: nn.Module = conv_stem(width)
+        else:
+            self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=cfg.patch_bias)
         scale = width**-0.5
         self.n_prefix = 1 if cfg.has_class_token else 0
         if self.n_prefix:
             self.cls_token = nn.Parameter(scale * torch.randn(width))
-        self.pos_embed = nn.Parameter(scale * torch.randn(self.n_prefix + self.grid * self.grid, width))
+        self.class_pos = cfg.class_pos
+        positioned = self.n_prefix if cfg.class_pos else 0
+        self.pos_embed = nn.Parameter(scale * torch.randn(positioned + self.grid * self.grid, width))
         self.rope = Rope2D(cfg, self.grid) if cfg.rope else None
         self.norm_pre = LayerNorm(width, eps=eps) if cfg.norm_pre else nn.Identity()
         self.transformer = Transformer(
@@ -66,12 +87,15 @@ class VisionTransformer(nn.Module):
         mode with ``patch_dropout``, (B, [1 +] keep, width)."""
         x = self.patch_embed(images)  # (B, width, grid, grid)
         x = x.flatten(2).transpose(1, 2)  # (B, grid², width)
+        if not self.class_pos:  # positions on the patches only (MobileCLIP-B; a class token follows)
+            x = x + self.pos_embed.to(x.dtype)
         if self.n_prefix:
             cls = self.cls_token.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, width)
             x = torch.cat([cls, x], dim=1)  # (B, 1 + grid², width)
         else:
             x = x.contiguous()  # the fast path updates the residual stream in place through views
-        x = x + self.pos_embed.to(x.dtype)
+        if self.class_pos:
+            x = x + self.pos_embed.to(x.dtype)
         if self.training and self.patch_dropout > 0:
             keep = max(1, round((1.0 - self.patch_dropout) * self.grid * self.grid))
             x = drop_patches(x, keep=keep, prefix=self.n_prefix)  # (B, [1 +] keep, width)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..models import CLIP
+from ..models.fastvit import FastViT
 from ..models.vit import VisionTransformer
 
 
@@ -20,6 +21,8 @@ def _stages(visual: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
     if isinstance(visual, VisionTransformer):
         head = [visual.norm_post] + ([visual.attn_pool] if visual.pool == "map" else [])
         return list(visual.transformer.blocks), head
+    if isinstance(visual, FastViT):  # the head: the final conv and the projection
+        return visual.blocks(), [visual.final_conv, visual.proj]
     # ModifiedResNet: the units are its residual blocks in order, the head is the attention pool.
     units = [block for name in ("layer1", "layer2", "layer3", "layer4") for block in getattr(visual, name)]
     return units, [visual.attnpool]

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..models import CLIP
+from ..models.fastvit import FastViT
 from ..models.vit import VisionTransformer
 
 LORA_TOWERS = ("image", "text")
@@ -57,7 +58,8 @@ def _targets(model: CLIP, towers: Sequence[str]) -> Iterator[tuple[str, nn.Linea
         module = model.visual if tower == "image" else model.text
         prefix = "visual" if tower == "image" else "text"
         if tower == "image" and not isinstance(module, VisionTransformer):
-            raise ValueError("LoRA adapts transformer towers; this image tower is a ResNet (use lora_towers='text')")
+            kind = "FastViT" if isinstance(module, FastViT) else "ResNet"
+            raise ValueError(f"LoRA adapts transformer towers; this image tower is a {kind} (use lora_towers='text')")
         for i, block in enumerate(module.transformer.blocks):
             for target in TARGETS:
                 owner, attr = target.split(".")

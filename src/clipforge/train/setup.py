@@ -62,7 +62,8 @@ def base_model_config(cfg: TrainConfig) -> tuple[ModelConfig, CheckpointInfo | N
 
 def _with_patch_dropout(model_cfg: ModelConfig, share: float, *, force: bool, name: str) -> ModelConfig:
     if share and model_cfg.vision.kind != "vit":
-        raise ValueError(f"`patch_dropout=` drops ViT patch tokens; {name} has a ResNet image tower (leave it at 0)")
+        kind = "FastViT" if model_cfg.vision.kind == "fastvit" else "ResNet"
+        raise ValueError(f"`patch_dropout=` drops ViT patch tokens; {name} has a {kind} image tower (leave it at 0)")
     if not share and not force:  # the model config's own value (usually 0)
         return model_cfg
     if model_cfg.vision.kind != "vit":

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..fileio import fsync_dir
 from ..models import CLIP
+from ..models.fastvit import FastViT
 from ..models.vit import VisionTransformer
 from .distributed import DistInfo
 
@@ -38,6 +39,8 @@ def _units(model: CLIP) -> list[nn.Module]:
     visual = model.visual
     if isinstance(visual, VisionTransformer):
         units += list(visual.transformer.blocks)
+    elif isinstance(visual, FastViT):
+        units += visual.blocks()
     else:  # ResNet: each residual block of each stage
         units += [block for name in ("layer1", "layer2", "layer3", "layer4") for block in getattr(visual, name)]
     return units + [model.visual, model.text]
