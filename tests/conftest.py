@@ -1,11 +1,24 @@
 """Suite-wide fixtures. The tiny-model factory lives in ``factories.py``, loaded here as a plugin."""
 
+import os
+
 import pytest
 import torch
 
 from clipforge.device import CPU_BF16_ENV
 
 pytest_plugins = ["factories"]
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``), share the cores between the workers: each
+    worker, and the processes its tests start (``$OMP_NUM_THREADS``), gets cores / workers threads.
+    Oversubscribing a small machine makes torch several times slower, not faster."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
