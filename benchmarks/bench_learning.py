@@ -14,9 +14,11 @@ group (9 classes) and subgroup (~100) with the prompts of ``learning_prompts.txt
 
 Equal wall-clock without trusting the clock of a shared machine: ``--budget-steps`` is the step
 count of the default configuration; ``--calibrate`` times a few steps of each configuration whose
-step cost differs from the default's (augmentation, SimCLR, patch dropout, EMA), alternating with
-the default over two rounds, and each configuration then trains ``budget * t_default / t_config``
-steps (the ratios are saved in the results and reused). Configurations that only change which
+step cost differs from the default's (augmentation, SimCLR, patch dropout, EMA): each round trains
+it and the default **side by side** (same moment, same outside load, one thread each) for
+``CALIBRATE_STEPS`` steps and compares their median steps/s after warm-up; each configuration
+then trains ``budget * t_default / t_config`` steps (median over rounds; the ratios are saved in
+the results and reused). Configurations that only change which
 caption or target a step sees cost the same per step by construction and get the budget as is.
 ``--open-clip`` trains open_clip's own trainer (``open_clip_train``, reference environment
 ``--ref-python``) on the same rows, architecture and step count as the default.
@@ -133,28 +135,35 @@ def run_logged(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def step_rate(run: Path) -> float:
-    """Steps/s of the last logged interval of a clipforge run (its metrics.jsonl)."""
+CALIBRATE_STEPS = 80  # per calibration run; steps after the first 15 are timed
+
+
+def step_rate(run: Path, *, after: int = 15) -> float:
+    """Median steps/s of a clipforge run's logged intervals after step ``after`` (its metrics.jsonl)."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r]
+    rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r and r["step"] > after]
     batch = TrainConfig.from_json(run / "run.json").schedule.batch_size  # run.json: nested, or flat (older runs)
-    return rates[-1] / batch
+    return statistics.median(rates) / batch
 
 
 def calibrate(data: Path, work: Path, names: list[str], configs: dict[str, list[str]], *, rounds: int = 2) -> dict:
-    """Steps/s of each configuration over the default's, measured back to back (median of ``rounds``)."""
+    """Steps/s of each configuration over the default's, the two trained side by side so that both
+    see the same load (a shared machine's pace drifts 2-4x within minutes); median of ``rounds``."""
     ratios: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
-        base = _time_config(data, work, [], f"cal-default-{r}")
         for n in names:
-            ratios[n].append(_time_config(data, work, configs[n], f"cal-{n}-{r}") / base)
+            with ThreadPoolExecutor(2) as pool:
+                base, rate = pool.map(
+                    lambda job: _time_config(data, work, *job), [([], f"cal-default-{r}"), (configs[n], f"cal-{n}-{r}")]
+                )
+            ratios[n].append(rate / base)
             print(f"calibrate {n}: round {r}: {ratios[n][-1]:.3f} x the default's steps/s", flush=True)
     return {n: statistics.median(v) for n, v in ratios.items()}
 
 
 def _time_config(data: Path, work: Path, flags: list[str], name: str) -> float:
-    """Steps/s over steps 11-15 of a short run."""
-    cmd = clipforge_command(data, work, flags, name=name, seed=0, steps=15)
+    """Median steps/s of a ``CALIBRATE_STEPS``-step run after its first 15 steps."""
+    cmd = clipforge_command(data, work, flags, name=name, seed=0, steps=CALIBRATE_STEPS)
     shutil.rmtree(work / "runs" / name, ignore_errors=True)
     run_logged(cmd, work / "logs" / f"{name}.log")
     return step_rate(work / "runs" / name)

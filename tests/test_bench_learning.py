@@ -116,3 +116,13 @@ def test_summary_is_mean_and_half_range_over_seeds():
 
     (row,) = bench_learning.summarise([run(0, 10.0), run(1, 14.0)])
     assert row["t2i_R@5"] == (12.0, 2.0) and row["seeds"] == [0, 1] and row["zs_group_top1"] == (1.0, 0.0)
+
+
+def test_step_rate_is_the_median_after_warm_up_and_reads_either_run_json(tmp_path):
+    rows = [{"step": 5, "samples_per_s": 1.0}, {"step": 10, "samples_per_s": 2.0}]  # warm-up: ignored
+    rows += [{"step": s, "samples_per_s": r} for s, r in ((20, 256.0), (25, 128.0), (30, 384.0), (35, 9999.0))]
+    rows.insert(3, {"step": 22, "loss": 1.0})  # rows without a rate are skipped
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for saved in ({"data": "p.csv", "batch_size": 128}, {"data": {"source": "p.csv"}, "schedule": {"batch_size": 128}}):
+        (tmp_path / "run.json").write_text(json.dumps(saved))
+        assert bench_learning.step_rate(tmp_path) == pytest.approx((256.0 + 384.0) / 2 / 128)
