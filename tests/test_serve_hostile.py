@@ -274,6 +274,7 @@ def test_serve_command_wires_token_and_allowed_hosts(service, monkeypatch, capsy
 
     served = {}
     monkeypatch.setattr(SearchService, "from_paths", classmethod(lambda cls, *a, **kw: service))
+    monkeypatch.setattr(cmd_serve, "open_store_from_args", lambda args: args.db)  # no index file needed
     monkeypatch.setattr("clipforge.serve.run_server", lambda app, **kw: served.update(app=app, **kw))
     monkeypatch.setenv("CLIPFORGE_TOKEN", TOKEN)
     from clipforge.cli.main import main
