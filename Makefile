@@ -21,11 +21,14 @@ setup: $(STAMP)
 quickstart: setup
 	$(BIN)/clipforge quickstart
 
+# pytest-xdist: one worker per core (-n auto), a test file's tests on one worker (its fixtures are built once).
+XDIST ?= -n auto --dist loadfile
+
 test: setup
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra $(XDIST)
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow and not browser and not distributed"
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not distributed" $(XDIST)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
