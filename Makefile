@@ -24,8 +24,10 @@ quickstart: setup
 # pytest-xdist: one worker per core (-n auto), a test file's tests on one worker (its fixtures are built once).
 XDIST ?= -n auto --dist loadfile
 
+# The multi-process tests start one process per core themselves: they run after the others, alone.
 test: setup
-	$(BIN)/python -m pytest -q -ra $(XDIST)
+	$(BIN)/python -m pytest -q -ra $(XDIST) -m "not distributed"
+	$(BIN)/python -m pytest -q -ra -m distributed
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not browser and not distributed" $(XDIST)
