@@ -6,13 +6,15 @@ implements binding and checking on top of three things a store provides: ``get_m
 ``path`` to name it by, and ``_rebind(values, *, clear_rows, drop_keys)`` (write those meta values,
 and drop every row first when re-binding). The SQLite store (:mod:`clipforge.index.store`) and the
 Qdrant store (:mod:`clipforge.index.qdrant`) both inherit it, so both refuse the same mismatches
-with the same messages.
+with the same messages. It is a protocol with default implementations, so that
+:class:`~clipforge.index.protocol.Store` extends it rather than declaring the binding again.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Protocol
 
 DTYPES = ("float32", "float16")
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ class ModelMismatchError(IndexDatabaseError):
     """The index was built with another model than the one asked to use it."""
 
 
-class ModelBinding:
+class ModelBinding(Protocol):
     """Model and folder binding over a store's meta values (see the module docstring)."""
 
     path: object  # what error messages name the store by (a file path, a URL)
