@@ -104,13 +104,9 @@ _INNER = {  # inside a block: ours -> timm's Eva (q/k/v are handled apart)
 _PE_INNER = {**_INNER, "mlp.fc1.": "mlp.fc1."}  # a plain MLP keeps fc1
 
 
-def tower_name(cfg: dict[str, Any]) -> str:
-    return str((cfg.get("vision_cfg") or {}).get("timm_model_name") or "")
-
-
 def is_eva_config(cfg: dict[str, Any]) -> bool:
     """An open_clip model config whose image tower is one of timm's EVA-02 CLIP or PE-Core towers."""
-    return tower_name(cfg) in _TOWERS
+    return open_clip.timm_tower_name(cfg) in _TOWERS
 
 
 def is_open_clip_eva(keys: Any) -> bool:
@@ -136,15 +132,8 @@ def config_from(cfg: dict[str, Any], *, name: str = "", preprocess: dict[str, An
     """A clipforge config from an open_clip EVA-02 / PE-Core model config; anything clipforge would
     compute differently is a :class:`ConfigError`."""
     v = dict(cfg.get("vision_cfg") or {})
-    timm_name = tower_name(cfg)
-    if timm_name not in _TOWERS:
-        raise ConfigError(
-            f"vision_cfg.timm_model_name {timm_name!r} is not a supported timm Eva tower ({', '.join(_TOWERS)})"
-        )
-    tower = _TOWERS[timm_name]
-    pool = _POOL[tower.family]
-    if v.get("timm_pool", pool) != pool or v.get("timm_proj") not in (None, ""):
-        raise ConfigError(f"{timm_name}: only timm_pool={pool!r} with timm_proj=null (the trunk's head) is supported")
+    timm_name, tower = open_clip.timm_tower(cfg, _TOWERS, what="Eva")
+    open_clip.check_timm_head(cfg, pool=_POOL[tower.family])
     image_size = v.get("image_size", tower.image)
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
     if int(image_size) != tower.image:
