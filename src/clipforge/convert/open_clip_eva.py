@@ -30,7 +30,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, PreprocessConfig, VisionConfig
 from . import adapters, open_clip
-from .adapters import StateDict, check_all_mapped, inverse, rename_in_blocks, rename_prefix, take
+from .adapters import StateDict, check_all_mapped, inverse, move_renamed, take
 
 
 class _Tower(NamedTuple):
@@ -193,10 +193,7 @@ def state_dict_from(sd: StateDict) -> StateDict:
         out["visual.proj"] = rest.pop("visual.trunk.head.weight").t().contiguous()  # (E, C) -> (C, E)
     _fuse_qkv(rest, out)
     inner = _INNER if any(".mlp.fc1_x." in k for k in rest) else _PE_INNER
-    for key in list(rest):
-        name = rename_prefix(key, inverse(_PREFIX)) or rename_in_blocks(key, inverse(_BLOCKS), inverse(inner))
-        if name is not None:
-            out[name] = rest.pop(key)
+    move_renamed(rest, out, inverse(_PREFIX), inverse(_BLOCKS), inverse(inner))
     return out | rest
 
 
@@ -220,10 +217,7 @@ def state_dict_to(sd: StateDict) -> StateDict:
     if eva:
         _split_qkv(rest, out)
     inner = _INNER if eva else _PE_INNER
-    for key in list(rest):
-        name = rename_prefix(key, _PREFIX) or rename_in_blocks(key, _BLOCKS, inner)
-        if name is not None:
-            out[name] = rest.pop(key)
+    move_renamed(rest, out, _PREFIX, _BLOCKS, inner)
     check_all_mapped(rest, "open_clip EVA-02 / PE-Core")
     return {k: v.contiguous() for k, v in out.items()}
 
