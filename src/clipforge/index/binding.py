@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from ..inference import Encoder
 
 DTYPES = ("float32", "float16")
 log = logging.getLogger(__name__)
@@ -25,6 +28,31 @@ def describe_model(model_id: str | None, name: str | None = "", path: str | None
     so the full path), name, and the weights' id."""
     parts = [p for p in (path, name if name and not (path and path.endswith(name)) else "") if p]
     return f"{' / '.join(parts) or 'an unnamed model'} [id {model_id}]"
+
+
+class EncoderBinding(TypedDict):
+    """What a store (:meth:`ModelBinding.bind`'s keywords) or an embedding shard records of the encoder
+    that filled it: the model, the path that finds it again (so that search loads the same weights), and
+    the precision and backend it encoded with (so that queries are encoded the same way)."""
+
+    model_id: str
+    model_name: str
+    model_path: str
+    precision: str
+    backend: str
+    embed_dim: int
+
+
+def encoder_binding(encoder: Encoder) -> EncoderBinding:
+    """The :class:`EncoderBinding` of ``encoder``."""
+    return {
+        "model_id": encoder.model_id,
+        "model_name": encoder.model_name,
+        "model_path": encoder.reference,
+        "precision": encoder.precision,
+        "backend": encoder.backend,
+        "embed_dim": encoder.embed_dim,
+    }
 
 
 class IndexDatabaseError(ValueError):
