@@ -87,6 +87,16 @@ def load_model(args: argparse.Namespace):
     )
 
 
+def find_images_and_load_model(args: argparse.Namespace):
+    """The image inputs (:func:`clipforge.eval.datasets.find_images` of ``args.images``) and
+    :func:`load_model`'s (model, tokenizer, transform): the images are found first, so that a wrong
+    path fails before the model loads."""
+    from ..eval.datasets import find_images
+
+    found = find_images(args.images)
+    return found, load_model(args)
+
+
 def encode_found_images(args: argparse.Namespace, found, model, transform):
     """Encode the images ``found`` (:func:`clipforge.eval.datasets.find_images`) with the model
     flags' batch size; every skipped input (unreadable, a link out of the folder) is reported on
@@ -105,6 +115,14 @@ def encode_found_images(args: argparse.Namespace, found, model, transform):
 
 def skipped_json(failures: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"path": p, "reason": r} for p, r in failures]
+
+
+def emit_image_results(
+    args: argparse.Namespace, about: dict[str, Any], results: list[dict], failures: list[tuple[str, str]]
+) -> None:
+    """The ``--json`` report of an image command (classify, caption, moderate): the model, ``about``
+    (what the images were scored against), one result per image, and the skipped inputs."""
+    emit_json({"model": args.model, **about, "results": results, "skipped": skipped_json(failures)})
 
 
 def report_skips(failures: list[tuple[str, str]]) -> None:

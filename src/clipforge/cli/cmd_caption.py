@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._apps import add_model_args, emit_json, encode_found_images, load_model, skipped_json
+from ._apps import add_model_args, emit_image_results, encode_found_images, find_images_and_load_model
 
 HELP = "best captions for each image from a caption bank (captioning by retrieval)"
 
@@ -22,14 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.caption import CaptionBank, load_caption_bank
-    from ..eval.datasets import find_images
 
     captions = load_caption_bank(args.bank)
     if args.top_k < 1:
         raise ValueError(f"-k must be at least 1, got {args.top_k}")
-    inputs = find_images(args.images)
+    inputs, (model, tokenizer, transform) = find_images_and_load_model(args)
     paths = inputs.paths
-    model, tokenizer, transform = load_model(args)
     bank = CaptionBank(model, tokenizer, captions)
     feats, failures = encode_found_images(args, inputs, model, transform)
     matches = bank.top_k(feats.features, k=args.top_k)
@@ -38,15 +36,7 @@ def run(args: argparse.Namespace) -> int:
         for i, ms in zip(feats.kept, matches, strict=True)
     ]
     if args.json:
-        emit_json(
-            {
-                "model": args.model,
-                "bank": args.bank,
-                "bank_size": len(captions),
-                "results": results,
-                "skipped": skipped_json(failures),
-            }
-        )
+        emit_image_results(args, {"bank": args.bank, "bank_size": len(captions)}, results, failures)
         return 0
     for r in results:
         print(r["path"])

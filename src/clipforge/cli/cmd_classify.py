@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from . import _apps
-from ._apps import add_model_args, add_output_args, emit_json, explanation_paths, load_model, skipped_json
+from ._apps import add_model_args, add_output_args, emit_image_results, explanation_paths
 
 HELP = "zero-shot classify images against labels"
 
@@ -33,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.classifier import ZeroShotClassifier
-    from ..eval.datasets import find_images
     from ..eval.prompts import load_classnames, load_templates, parse_labels
 
     labels = (
@@ -44,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
     templates = load_templates(args.templates)
     if args.top_k < 1:
         raise ValueError(f"-k must be at least 1, got {args.top_k}")
-    inputs = find_images(args.images)
+    inputs, (model, tokenizer, transform) = _apps.find_images_and_load_model(args)
     paths = inputs.paths
-    model, tokenizer, transform = load_model(args)
     clf = ZeroShotClassifier(model, tokenizer, labels, templates, transform=transform)
     feats, failures = _apps.encode_found_images(args, inputs, model, transform)
     mode = args.mode or model.config.objective
@@ -58,15 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.explain:
         _explain(args, model, transform, clf, results)
     if args.json:
-        emit_json(
-            {
-                "model": args.model,
-                "mode": mode,
-                "labels": labels,
-                "results": results,
-                "skipped": skipped_json(failures),
-            }
-        )
+        emit_image_results(args, {"mode": mode, "labels": labels}, results, failures)
         return 0
     for r in results:
         print(r["path"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from . import _apps
-from ._apps import add_model_args, add_output_args, emit_json, explanation_paths, load_model, skipped_json
+from ._apps import add_model_args, add_output_args, emit_image_results, explanation_paths
 
 HELP = "flag images that match a policy's flagged descriptions"
 
@@ -22,14 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eval.datasets import find_images
     from ..eval.moderate import Moderator
     from ..eval.policy import load_policy
 
     policy = load_policy(args.policy)
-    inputs = find_images(args.images)
+    inputs, (model, tokenizer, transform) = _apps.find_images_and_load_model(args)
     paths = inputs.paths
-    model, tokenizer, transform = load_model(args)
     moderator = Moderator(model, tokenizer, policy, transform=transform)
     feats, failures = _apps.encode_found_images(args, inputs, model, transform)
     decisions = moderator.decide(moderator.scores_from_features(feats.features))
@@ -38,17 +36,8 @@ def run(args: argparse.Namespace) -> int:
         _explain(args, model, transform, moderator, results)
     n_flagged = sum(d.flagged for d in decisions)
     if args.json:
-        emit_json(
-            {
-                "model": args.model,
-                "policy": args.policy,
-                "mode": policy.mode,
-                "flagged": n_flagged,
-                "passed": len(decisions) - n_flagged,
-                "results": results,
-                "skipped": skipped_json(failures),
-            }
-        )
+        about = {"policy": args.policy, "mode": policy.mode, "flagged": n_flagged, "passed": len(decisions) - n_flagged}
+        emit_image_results(args, about, results, failures)
         return 0
     for r in results:
         print(

@@ -110,6 +110,17 @@ def rename_in_blocks(key: str, blocks: Mapping[str, str], inner: Mapping[str, st
     return None
 
 
+def move_renamed(
+    rest: StateDict, out: StateDict, prefixes: Mapping[str, str], blocks: Mapping[str, str], inner: Mapping[str, str]
+) -> None:
+    """Move every key of ``rest`` that :func:`rename_prefix` (first) or :func:`rename_in_blocks` renames
+    into ``out`` under its new name; the others stay in ``rest``."""
+    for key in list(rest):
+        name = rename_prefix(key, prefixes) or rename_in_blocks(key, blocks, inner)
+        if name is not None:
+            out[name] = rest.pop(key)
+
+
 def check_all_mapped(rest: StateDict, target: str) -> None:
     """The keys left in ``rest`` once every rule has run have no name in ``target``."""
     if rest:

@@ -32,22 +32,17 @@ class OnnxExport(NamedTuple):
     max_abs_diff: float | None  # onnxruntime vs PyTorch on random inputs (None when not verified)
 
 
-class _ImageEncoder(nn.Module):
-    def __init__(self, model: CLIP) -> None:
+class _Encoder(nn.Module):
+    """One encoder of ``model`` as a module of its own, for the exporter: ``method`` is
+    ``"encode_image"`` (images (B, 3, H, W)) or ``"encode_text"`` (tokens (B, T)) -> (B, E)."""
+
+    def __init__(self, model: CLIP, method: str) -> None:
         super().__init__()
         self.model = model
+        self.method = method
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(images)
-
-
-class _TextEncoder(nn.Module):
-    def __init__(self, model: CLIP) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(tokens)
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.method)(inputs)
 
 
 def export_onnx(
@@ -73,8 +68,8 @@ def export_onnx(
     tokens = _example_tokens(2, ctx, ctx, vocab=cfg.text.vocab_size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter
-        _export(_ImageEncoder(net), images, out / IMAGE_FILE, names=("images", "image_embeds"), opset=opset)
-        _export(_TextEncoder(net), tokens, out / TEXT_FILE, names=("tokens", "text_embeds"), opset=opset,
+        _export(_Encoder(net, "encode_image"), images, out / IMAGE_FILE, names=("images", "image_embeds"), opset=opset)
+        _export(_Encoder(net, "encode_text"), tokens, out / TEXT_FILE, names=("tokens", "text_embeds"), opset=opset,
                 input_axes={1: "length"})
     meta = {
         "config": cfg.to_dict(),

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import torch
 
@@ -322,6 +323,35 @@ def preprocess_to(cfg: ModelConfig) -> dict[str, Any]:
         "interpolation": p.interpolation,
         "resize_mode": p.resize_mode,
     }
+
+
+_T = TypeVar("_T")
+
+
+def timm_tower_name(cfg: dict[str, Any]) -> str:
+    """The timm image tower an open_clip model config names (``vision_cfg.timm_model_name``), or ""."""
+    return str((cfg.get("vision_cfg") or {}).get("timm_model_name") or "")
+
+
+def timm_tower(cfg: dict[str, Any], towers: Mapping[str, _T], *, what: str) -> tuple[str, _T]:
+    """The name and entry in ``towers`` of the timm image tower ``cfg`` names; a tower not in
+    ``towers`` is a :class:`ConfigError` (``what``: the kind of tower, for the message)."""
+    name = timm_tower_name(cfg)
+    if name not in towers:
+        raise ConfigError(
+            f"vision_cfg.timm_model_name {name!r} is not a supported timm {what} tower ({', '.join(towers)})"
+        )
+    return name, towers[name]
+
+
+def check_timm_head(cfg: dict[str, Any], *, pool: str) -> None:
+    """A timm image tower must end in its trunk's own head: ``timm_pool`` ``pool`` (the default) and
+    no ``timm_proj``; anything else is a :class:`ConfigError`."""
+    v = cfg.get("vision_cfg") or {}
+    if v.get("timm_pool", pool) != pool or v.get("timm_proj") not in (None, ""):
+        raise ConfigError(
+            f"{timm_tower_name(cfg)}: only timm_pool={pool!r} with timm_proj=null (the trunk's head) is supported"
+        )
 
 
 def _check(extra: dict[str, Any], fixed: dict[str, Any], ignored: set[str], where: str) -> None:

@@ -30,7 +30,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, PreprocessConfig, VisionConfig
 from . import adapters, open_clip
-from .adapters import StateDict, check_all_mapped, inverse, rename_in_blocks, rename_prefix, take
+from .adapters import StateDict, check_all_mapped, inverse, move_renamed, take
 
 
 class _Tower(NamedTuple):
@@ -104,13 +104,9 @@ _INNER = {  # inside a block: ours -> timm's Eva (q/k/v are handled apart)
 _PE_INNER = {**_INNER, "mlp.fc1.": "mlp.fc1."}  # a plain MLP keeps fc1
 
 
-def tower_name(cfg: dict[str, Any]) -> str:
-    return str((cfg.get("vision_cfg") or {}).get("timm_model_name") or "")
-
-
 def is_eva_config(cfg: dict[str, Any]) -> bool:
     """An open_clip model config whose image tower is one of timm's EVA-02 CLIP or PE-Core towers."""
-    return tower_name(cfg) in _TOWERS
+    return open_clip.timm_tower_name(cfg) in _TOWERS
 
 
 def is_open_clip_eva(keys: Any) -> bool:
@@ -136,15 +132,8 @@ def config_from(cfg: dict[str, Any], *, name: str = "", preprocess: dict[str, An
     """A clipforge config from an open_clip EVA-02 / PE-Core model config; anything clipforge would
     compute differently is a :class:`ConfigError`."""
     v = dict(cfg.get("vision_cfg") or {})
-    timm_name = tower_name(cfg)
-    if timm_name not in _TOWERS:
-        raise ConfigError(
-            f"vision_cfg.timm_model_name {timm_name!r} is not a supported timm Eva tower ({', '.join(_TOWERS)})"
-        )
-    tower = _TOWERS[timm_name]
-    pool = _POOL[tower.family]
-    if v.get("timm_pool", pool) != pool or v.get("timm_proj") not in (None, ""):
-        raise ConfigError(f"{timm_name}: only timm_pool={pool!r} with timm_proj=null (the trunk's head) is supported")
+    timm_name, tower = open_clip.timm_tower(cfg, _TOWERS, what="Eva")
+    open_clip.check_timm_head(cfg, pool=_POOL[tower.family])
     image_size = v.get("image_size", tower.image)
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
     if int(image_size) != tower.image:
@@ -204,10 +193,7 @@ def state_dict_from(sd: StateDict) -> StateDict:
         out["visual.proj"] = rest.pop("visual.trunk.head.weight").t().contiguous()  # (E, C) -> (C, E)
     _fuse_qkv(rest, out)
     inner = _INNER if any(".mlp.fc1_x." in k for k in rest) else _PE_INNER
-    for key in list(rest):
-        name = rename_prefix(key, inverse(_PREFIX)) or rename_in_blocks(key, inverse(_BLOCKS), inverse(inner))
-        if name is not None:
-            out[name] = rest.pop(key)
+    move_renamed(rest, out, inverse(_PREFIX), inverse(_BLOCKS), inverse(inner))
     return out | rest
 
 
@@ -231,10 +217,7 @@ def state_dict_to(sd: StateDict) -> StateDict:
     if eva:
         _split_qkv(rest, out)
     inner = _INNER if eva else _PE_INNER
-    for key in list(rest):
-        name = rename_prefix(key, _PREFIX) or rename_in_blocks(key, _BLOCKS, inner)
-        if name is not None:
-            out[name] = rest.pop(key)
+    move_renamed(rest, out, _PREFIX, _BLOCKS, inner)
     check_all_mapped(rest, "open_clip EVA-02 / PE-Core")
     return {k: v.contiguous() for k, v in out.items()}
 

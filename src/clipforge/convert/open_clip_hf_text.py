@@ -31,7 +31,7 @@ import torch
 
 from ..config import ENCODER_KINDS, ConfigError, ModelConfig, PreprocessConfig, TextConfig
 from . import open_clip
-from .adapters import StateDict, check_all_mapped, inverse, rename_in_blocks, rename_prefix, take
+from .adapters import StateDict, check_all_mapped, inverse, move_renamed, take
 
 # The fields clipforge reads from the config.json of the text models open_clip's published
 # multilingual weights name (FacebookAI/xlm-roberta-base and -large on the Hub).
@@ -260,10 +260,7 @@ def state_dict_from(sd: StateDict) -> StateDict:
     if "text.proj.weight" in rest:  # a linear projection: Linear (E, W) -> our (W, E)
         out["text.proj"] = rest.pop("text.proj.weight").t().contiguous()
     _fuse_qkv(rest, out, *(_M2M_QKV if m2m else _ROBERTA_QKV))
-    for key in list(rest):
-        name = rename_prefix(key, inverse(prefixes)) or rename_in_blocks(key, inverse(blocks), inverse(inner))
-        if name is not None:
-            out[name] = rest.pop(key)
+    move_renamed(rest, out, inverse(prefixes), inverse(blocks), inverse(inner))
     return out | rest
 
 
@@ -295,10 +292,7 @@ def state_dict_to(sd: StateDict) -> StateDict:
     if "text.proj" in rest:
         out["text.proj.weight"] = rest.pop("text.proj").t().contiguous()  # (W, E) -> (E, W)
     _split_qkv(rest, out, *(_M2M_QKV if m2m else _ROBERTA_QKV))
-    for key in list(rest):
-        name = rename_prefix(key, prefixes) or rename_in_blocks(key, blocks, inner)
-        if name is not None:
-            out[name] = rest.pop(key)
+    move_renamed(rest, out, prefixes, blocks, inner)
     check_all_mapped(rest, "open_clip HF text tower")
     return {k: v.contiguous() for k, v in out.items()}
 

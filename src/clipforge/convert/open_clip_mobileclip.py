@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-from ..config import OPENAI_MEAN, OPENAI_STD, ConfigError, ModelConfig, PreprocessConfig, VisionConfig
+from ..config import OPENAI_MEAN, OPENAI_STD, ModelConfig, PreprocessConfig, VisionConfig
 from . import open_clip
 from .adapters import StateDict, check_all_mapped, rename_prefix
 
@@ -48,13 +48,9 @@ _PREPROCESS = {
 _PREFIX = {"visual.proj.": "visual.trunk.head.fc.", "visual.": "visual.trunk."}  # ours -> open_clip
 
 
-def tower_name(cfg: dict[str, Any]) -> str:
-    return str((cfg.get("vision_cfg") or {}).get("timm_model_name") or "")
-
-
 def is_mobileclip_config(cfg: dict[str, Any]) -> bool:
     """An open_clip model config whose image tower is one of timm's MCi (FastViT) towers."""
-    return tower_name(cfg) in _TOWERS
+    return open_clip.timm_tower_name(cfg) in _TOWERS
 
 
 def is_open_clip_mobileclip(keys: Any) -> bool:
@@ -74,14 +70,8 @@ def config_from(cfg: dict[str, Any], *, name: str = "", preprocess: dict[str, An
     """A clipforge config from an open_clip MobileCLIP S model config; anything clipforge would
     compute differently is a :class:`ConfigError`."""
     v = dict(cfg.get("vision_cfg") or {})
-    timm_name = tower_name(cfg)
-    if timm_name not in _TOWERS:
-        raise ConfigError(
-            f"vision_cfg.timm_model_name {timm_name!r} is not a supported timm FastViT tower ({', '.join(_TOWERS)})"
-        )
-    if v.get("timm_pool", "avg") != "avg" or v.get("timm_proj") not in (None, ""):
-        raise ConfigError(f"{timm_name}: only timm_pool='avg' with timm_proj=null (the trunk's head) is supported")
-    tower = _TOWERS[timm_name]
+    _, tower = open_clip.timm_tower(cfg, _TOWERS, what="FastViT")
+    open_clip.check_timm_head(cfg, pool="avg")
     image_size = v.get("image_size", 256)
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
     t = dict(cfg.get("text_cfg") or {})

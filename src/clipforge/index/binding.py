@@ -6,13 +6,18 @@ implements binding and checking on top of three things a store provides: ``get_m
 ``path`` to name it by, and ``_rebind(values, *, clear_rows, drop_keys)`` (write those meta values,
 and drop every row first when re-binding). The SQLite store (:mod:`clipforge.index.store`) and the
 Qdrant store (:mod:`clipforge.index.qdrant`) both inherit it, so both refuse the same mismatches
-with the same messages.
+with the same messages. It is a protocol with default implementations, so that
+:class:`~clipforge.index.protocol.Store` extends it rather than declaring the binding again.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from ..inference import Encoder
 
 DTYPES = ("float32", "float16")
 log = logging.getLogger(__name__)
@@ -25,6 +30,31 @@ def describe_model(model_id: str | None, name: str | None = "", path: str | None
     return f"{' / '.join(parts) or 'an unnamed model'} [id {model_id}]"
 
 
+class EncoderBinding(TypedDict):
+    """What a store (:meth:`ModelBinding.bind`'s keywords) or an embedding shard records of the encoder
+    that filled it: the model, the path that finds it again (so that search loads the same weights), and
+    the precision and backend it encoded with (so that queries are encoded the same way)."""
+
+    model_id: str
+    model_name: str
+    model_path: str
+    precision: str
+    backend: str
+    embed_dim: int
+
+
+def encoder_binding(encoder: Encoder) -> EncoderBinding:
+    """The :class:`EncoderBinding` of ``encoder``."""
+    return {
+        "model_id": encoder.model_id,
+        "model_name": encoder.model_name,
+        "model_path": encoder.reference,
+        "precision": encoder.precision,
+        "backend": encoder.backend,
+        "embed_dim": encoder.embed_dim,
+    }
+
+
 class IndexDatabaseError(ValueError):
     """A store that cannot be used as asked (wrong model, wrong folder, not an index, unreachable)."""
 
@@ -33,7 +63,7 @@ class ModelMismatchError(IndexDatabaseError):
     """The index was built with another model than the one asked to use it."""
 
 
-class ModelBinding:
+class ModelBinding(Protocol):
     """Model and folder binding over a store's meta values (see the module docstring)."""
 
     path: object  # what error messages name the store by (a file path, a URL)

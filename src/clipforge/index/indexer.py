@@ -42,6 +42,7 @@ from ..data.photos import photo_info
 from ..fileio import sha256_file
 from ..inference import Encoder
 from ..progress import progress_bar
+from .binding import encoder_binding
 from .protocol import Store
 from .records import FileRow, NewRow, PhotoFields, SkipRow
 from .scan import FileStat, FolderDiff, diff_folder, walk_images
@@ -178,17 +179,7 @@ def index_folder(
     """Bring ``store`` up to date with the images under ``root`` (see the module docstring)."""
     t0 = time.perf_counter()
     root = Path(root).resolve()
-    store.bind(
-        model_id=encoder.model_id,
-        embed_dim=encoder.embed_dim,
-        root=root,
-        dtype=dtype,
-        model_name=encoder.model_name,
-        model_path=encoder.reference,
-        precision=encoder.precision,
-        backend=encoder.backend,
-        rebuild=rebuild,
-    )
+    store.bind(**encoder_binding(encoder), root=root, dtype=dtype, rebuild=rebuild)
     # -- 1. list the folder and diff it against the store by (size, mtime) -----------------------
     listing = walk_images(root, include_hidden=include_hidden)
     stored = store.files()

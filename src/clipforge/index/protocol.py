@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from .binding import ModelBinding
 from .records import FileRow, Fingerprint, NewRow, PhotoFields, PhotoFilter, SkipRow, Snapshot
 
 
@@ -34,37 +34,14 @@ class VectorSearch(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-class Store(Protocol):
+class Store(ModelBinding, Protocol):
     """An embedding store (see the module docstring)."""
 
     path: Any  # what messages name it by: a file path, a URL
 
-    # -- binding and meta
-    @property
-    def model_id(self) -> str | None: ...
-    @property
-    def embed_dim(self) -> int | None: ...
-    @property
-    def dtype(self) -> str: ...
-    @property
-    def root(self) -> Path | None: ...
-    def get_meta(self, key: str) -> str | None: ...
+    # -- binding and meta: model_id, embed_dim, dtype, root, get_meta, bind, encoding and
+    # check_model come from ModelBinding
     def set_meta(self, key: str, value: str) -> None: ...
-    def bind(
-        self,
-        *,
-        model_id: str,
-        embed_dim: int,
-        root: str | Path,
-        dtype: str = "float32",
-        model_name: str = "",
-        model_path: str = "",
-        precision: str = "",
-        backend: str = "",
-        rebuild: bool = False,
-    ) -> None: ...
-    def encoding(self) -> tuple[str | None, str | None]: ...
-    def check_model(self, model_id: str, *, model_name: str = "", model_path: str = "") -> None: ...
     def close(self) -> None: ...
 
     # -- reads

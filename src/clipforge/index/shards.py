@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from ..fileio import atomic_write, sweep_temporaries
 from ..inference import Encoder
 from ..progress import progress_bar
+from .binding import encoder_binding
 from .indexer import DEFAULT_MAX_PIXELS, ImageFiles, collate_items
 from .protocol import Store
 from .records import NewRow, SkipRow
@@ -105,12 +106,7 @@ def embed_shards(
         atomic_write(npy_path, lambda tmp, m=matrix: _save_npy(tmp, m.astype(dtype)))
         meta = {
             "format": SHARD_FORMAT,
-            "model_id": encoder.model_id,
-            "model_name": encoder.model_name,
-            "model_path": encoder.reference,  # so that `search` finds the model of a merged index
-            "precision": encoder.precision,  # and encodes its queries the same way
-            "backend": encoder.backend,
-            "embed_dim": encoder.embed_dim,
+            **encoder_binding(encoder),  # so that `search` finds the model of a merged index, and encodes alike
             "dtype": dtype,
             "root": str(root),
             "rank": rank,

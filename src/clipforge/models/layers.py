@@ -5,6 +5,8 @@ tower reads, the MLP added into the residual stream in place) live apart, in :mo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -156,26 +158,12 @@ class PostNormBlock(Block):
 
 
 class Transformer(nn.Module):
-    """A stack of pre-norm blocks (``post_norm``: post-norm ones) with optional activation checkpointing."""
+    """A stack of residual blocks (:class:`Block` or :class:`PostNormBlock`, built by the tower with
+    its options) with optional activation checkpointing."""
 
-    def __init__(
-        self,
-        dim: int,
-        layers: int,
-        heads: int,
-        mlp_ratio: float,
-        act: Activation,
-        eps: float = 1e-5,
-        *,
-        mlp: str = "plain",
-        sub_ln: bool = False,
-        post_norm: bool = False,
-    ) -> None:
+    def __init__(self, blocks: Iterable[Block]) -> None:
         super().__init__()
-        kind = PostNormBlock if post_norm else Block
-        self.blocks = nn.ModuleList(
-            kind(dim, heads, mlp_ratio, act, eps, mlp=mlp, sub_ln=sub_ln) for _ in range(layers)
-        )
+        self.blocks = nn.ModuleList(blocks)
         self.grad_checkpointing = False
 
     def forward(

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..config import Activation, TextConfig
 from . import fast_path
-from .layers import LayerNorm, Transformer
+from .layers import Block, LayerNorm, Transformer
 
 
 class TextTransformer(nn.Module):
@@ -33,7 +33,7 @@ class TextTransformer(nn.Module):
         self.eos_id = cfg.eos_id
         self.token_embed = nn.Embedding(cfg.vocab_size, cfg.width)
         self.pos_embed = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
-        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, act, eps)
+        self.transformer = Transformer(Block(cfg.width, cfg.heads, cfg.mlp_ratio, act, eps) for _ in range(cfg.layers))
         self.norm_final = LayerNorm(cfg.width, eps=eps)
         self.proj = nn.Parameter(torch.empty(cfg.width, embed_dim))
         self.proj_bias = nn.Parameter(torch.zeros(embed_dim)) if cfg.proj_bias else None

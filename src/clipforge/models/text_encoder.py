@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..config import TextConfig
-from .layers import LayerNorm, Transformer
+from .layers import Block, LayerNorm, PostNormBlock, Transformer
 
 
 class ProjectionMLP(nn.Module):
@@ -74,10 +74,9 @@ class EncoderTextTower(nn.Module):
         else:
             self.norm_final = LayerNorm(cfg.width, eps=eps)
         # the blocks' activation is the text model's own (XLM-R: exact GELU, M2M100: ReLU), whatever the image tower's
-        self.transformer = Transformer(
-            cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, "gelu" if self.roberta else "relu", eps,
-            post_norm=self.roberta,
-        )  # fmt: skip
+        kind = PostNormBlock if self.roberta else Block
+        act = "gelu" if self.roberta else "relu"
+        self.transformer = Transformer(kind(cfg.width, cfg.heads, cfg.mlp_ratio, act, eps) for _ in range(cfg.layers))
         self.pooler = nn.Linear(cfg.width, cfg.width) if cfg.pool == "cls" else None
         self.proj: nn.Parameter | None = None
         self.proj_mlp: ProjectionMLP | None = None

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import Activation, VisionConfig
 from . import fast_path
-from .layers import AttentionPool, LayerNorm, Rope, Transformer
+from .layers import AttentionPool, Block, LayerNorm, Rope, Transformer
 from .rope import Rope2D
 
 
@@ -73,7 +73,7 @@ class VisionTransformer(nn.Module):
         self.rope = Rope2D(cfg, self.grid) if cfg.rope else None
         self.norm_pre = LayerNorm(width, eps=eps) if cfg.norm_pre else nn.Identity()
         self.transformer = Transformer(
-            width, cfg.layers, cfg.heads, cfg.mlp_ratio, act, eps, mlp=cfg.mlp, sub_ln=cfg.sub_ln
+            Block(width, cfg.heads, cfg.mlp_ratio, act, eps, mlp=cfg.mlp, sub_ln=cfg.sub_ln) for _ in range(cfg.layers)
         )
         self.norm_post = LayerNorm(width, eps=eps)
         if cfg.pool == "map":

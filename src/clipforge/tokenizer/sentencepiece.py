@@ -187,15 +187,8 @@ class SentencePieceTokenizer:
                 specials=tuple(dict.fromkeys((eos, unk, pad))),
             )
         if cls_name in _GEMMA_CLASSES:
-            if not (folder / TOKENIZER_JSON).is_file():
-                raise TokenizerError(f"{folder}: a {cls_name} folder without {TOKENIZER_JSON}")
-            model = (folder / TOKENIZER_JSON).read_bytes()
-            tk = RustTokenizer.from_str(model.decode("utf-8"))
-            ids = {k: tk.token_to_id(_token(config, k, d)) for k, d in
-                   (("bos_token", "<bos>"), ("eos_token", "<eos>"), ("pad_token", "<pad>"))}
-            missing = [k for k, v in ids.items() if v is None]
-            if missing:
-                raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+            defaults = (("bos_token", "<bos>"), ("eos_token", "<eos>"), ("pad_token", "<pad>"))
+            model, ids = _tokenizer_json(folder, cls_name, {k: _token(config, k, d) for k, d in defaults})
             # The Hub's SigLIP 2 folders name GemmaTokenizer: read them with big_vision's recipe for the
             # released weights, lower(ASCII)|tok(bos="no", eos="sticky"), right-padded with <pad>. A
             # Siglip2Tokenizer folder (clipforge writes one for clean="lower") keeps transformers' rules.
@@ -212,34 +205,21 @@ class SentencePieceTokenizer:
                 pad_id=ids["pad_token"],
             )
         if cls_name in _XLMR_CLASSES:  # transformers' XLMRobertaTokenizer: <s> text </s>, right-padded with <pad>
-            if not (folder / TOKENIZER_JSON).is_file():
-                raise TokenizerError(f"{folder}: a {cls_name} folder without {TOKENIZER_JSON}")
-            model = (folder / TOKENIZER_JSON).read_bytes()
-            tk = RustTokenizer.from_str(model.decode("utf-8"))
-            ids = {k: tk.token_to_id(_token(config, k, d)) for k, d in
-                   (("bos_token", "<s>"), ("eos_token", "</s>"), ("pad_token", "<pad>"))}
-            missing = [k for k, v in ids.items() if v is None]
-            if missing:
-                raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+            defaults = (("bos_token", "<s>"), ("eos_token", "</s>"), ("pad_token", "<pad>"))
+            model, ids = _tokenizer_json(folder, cls_name, {k: _token(config, k, d) for k, d in defaults})
             return cls(
                 model, engine="tokenizers", context_length=ctx, clean="none", add_bos=True, add_eos=True,
                 bos_id=ids["bos_token"], eos_id=ids["eos_token"], pad_id=ids["pad_token"],
                 unk=_token(config, "unk_token", "<unk>"),
             )  # fmt: skip
         if cls_name in _NLLB_CLASSES:  # transformers' NllbTokenizer: <src_lang> text </s>, right-padded with <pad>
-            if not (folder / TOKENIZER_JSON).is_file():
-                raise TokenizerError(f"{folder}: a {cls_name} folder without {TOKENIZER_JSON}")
             if config.get("legacy_behaviour"):
                 raise TokenizerError(f"{folder}: NLLB's legacy layout (text </s> <lang>) is not supported")
-            model = (folder / TOKENIZER_JSON).read_bytes()
-            tk = RustTokenizer.from_str(model.decode("utf-8"))
-            lang = str(config.get("src_lang") or DEFAULT_NLLB_LANGUAGE)
-            ids = {k: tk.token_to_id(t) for k, t in
-                   (("src_lang", lang), ("eos_token", _token(config, "eos_token", "</s>")),
-                    ("pad_token", _token(config, "pad_token", "<pad>")))}  # fmt: skip
-            missing = [k for k, v in ids.items() if v is None]
-            if missing:
-                raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+            model, ids = _tokenizer_json(folder, cls_name, {
+                "src_lang": str(config.get("src_lang") or DEFAULT_NLLB_LANGUAGE),
+                "eos_token": _token(config, "eos_token", "</s>"),
+                "pad_token": _token(config, "pad_token", "<pad>"),
+            })  # fmt: skip
             return cls(
                 model, engine="tokenizers", context_length=ctx, clean="none", add_bos=True, add_eos=True,
                 bos_id=ids["src_lang"], eos_id=ids["eos_token"], pad_id=ids["pad_token"],
@@ -477,6 +457,20 @@ def _token(config: dict[str, Any], key: str, default: str) -> str:
     if isinstance(value, dict):  # serialised AddedToken
         value = value.get("content", default)
     return str(value) if value is not None else default
+
+
+def _tokenizer_json(folder: Path, cls_name: str, tokens: dict[str, str]) -> tuple[bytes, dict[str, int]]:
+    """The bytes of ``folder``'s ``tokenizer.json`` and the ids of ``tokens`` (role -> token) in it;
+    a missing file or token is a :class:`TokenizerError`."""
+    if not (folder / TOKENIZER_JSON).is_file():
+        raise TokenizerError(f"{folder}: a {cls_name} folder without {TOKENIZER_JSON}")
+    model = (folder / TOKENIZER_JSON).read_bytes()
+    tk = RustTokenizer.from_str(model.decode("utf-8"))
+    ids = {role: tk.token_to_id(token) for role, token in tokens.items()}
+    missing = [role for role, i in ids.items() if i is None]
+    if missing:
+        raise TokenizerError(f"{folder}: {', '.join(missing)} not in {TOKENIZER_JSON}")
+    return model, ids  # type: ignore[return-value]  # no None left
 
 
 def _piece_id(i: int, id_to_piece: Any, piece: str, folder: Path) -> int:
