@@ -47,6 +47,16 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
+def golden_diffs(model, expected: dict, *, image_key: str = "image_features") -> tuple[float, float]:
+    """How far ``model``'s image and text embeddings of a golden file's inputs (``images``,
+    ``tokens``) are from the recorded ones (``expected[image_key]``, ``text_features``): the largest
+    absolute differences, after checking that the shapes agree."""
+    with torch.no_grad():
+        image, text = model.encode_image(expected["images"]), model.encode_text(expected["tokens"])
+    assert image.shape == expected[image_key].shape and text.shape == expected["text_features"].shape
+    return max_diff(image, expected[image_key]), max_diff(text, expected["text_features"])
+
+
 def normalized(x) -> torch.Tensor:
     """transformers 4.x returns tensors from get_*_features, 5.x a model output with pooler_output."""
     x = x if isinstance(x, torch.Tensor) else x.pooler_output
