@@ -193,6 +193,13 @@ def _image_post(app: FastAPI, path: str, *, tag: str, summary: str) -> Callable[
     return app.post(path, tags=[tag], summary=summary, openapi_extra=IMAGE_BODY)
 
 
+def _image_get(
+    app: FastAPI, path: str, *, summary: str, response_class: type[Response]
+) -> Callable[[Callable], Callable]:
+    """``app.get`` for a route that answers with an indexed image's bytes (tagged ``images``)."""
+    return app.get(path, tags=["images"], summary=summary, response_class=response_class)
+
+
 def _new_app(service: SearchService, *, title: str, token_required: bool) -> FastAPI:
     """The bare application, holding the service (closed when the app shuts down)."""
 
@@ -325,12 +332,7 @@ def _add_embed_routes(app: FastAPI, service: SearchService, read_body: ReadBody)
 def _add_image_routes(app: FastAPI, service: SearchService) -> None:
     """Thumbnails and original files of indexed images, addressed by id only."""
 
-    @app.get(
-        "/api/thumb/{image_id}",
-        tags=["images"],
-        summary="JPEG thumbnail of an indexed image",
-        response_class=Response,
-    )
+    @_image_get(app, "/api/thumb/{image_id}", summary="JPEG thumbnail of an indexed image", response_class=Response)
     def thumbnail(image_id: ImageId) -> Response:
         return Response(
             service.thumbnail(image_id),
@@ -338,11 +340,8 @@ def _add_image_routes(app: FastAPI, service: SearchService) -> None:
             headers={"Cache-Control": "private, max-age=3600"},
         )
 
-    @app.get(
-        "/api/image/{image_id}",
-        tags=["images"],
-        summary="the original file of an indexed image",
-        response_class=FileResponse,
+    @_image_get(
+        app, "/api/image/{image_id}", summary="the original file of an indexed image", response_class=FileResponse
     )
     def original(image_id: ImageId) -> FileResponse:
         path = service.image_path(image_id)
