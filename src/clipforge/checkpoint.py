@@ -85,6 +85,14 @@ def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> dic
     return weights
 
 
+def _aligned(t: torch.Tensor, alignment: int = 64) -> torch.Tensor:
+    """``t``, or a copy in memory from torch's own allocator where its data is not ``alignment``-byte
+    aligned. safetensors hands CPU tensors whose data may start at any byte; a model holding them
+    (loaded with ``assign``) ran different oneDNN kernels than a freshly built one, so that one-thread
+    convolutions of a reloaded FastViT differed from the saved model's in the last bit."""
+    return t if t.device.type != "cpu" or t.data_ptr() % alignment == 0 else t.clone()
+
+
 def no_tensors(path: str | Path) -> CheckpointError:
     """The error for a safetensors file whose header holds metadata only."""
     return CheckpointError(f"{path}: a safetensors file without tensors (its header holds only metadata): no weights")
@@ -95,8 +103,9 @@ def load_state_dict_strict(
 ) -> None:
     """Copy ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error naming it.
 
-    With ``assign`` the tensors replace the model's own (no copy): use it for a model built on the
-    meta device, whose random initialisation is then never computed."""
+    With ``assign`` the tensors replace the model's own (no copy, except of a CPU tensor whose data
+    is not 64-byte aligned): use it for a model built on the meta device, whose random
+    initialisation is then never computed."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -114,6 +123,8 @@ def load_state_dict_strict(
         problems.append(f"{len(shapes)} shape mismatch(es): {_short(shapes)}")
     if problems:
         raise CheckpointError(f"{source} does not fit the model config: " + "; ".join(problems))
+    if assign:
+        state = {k: _aligned(t) for k, t in state.items()}
     model.load_state_dict(state, strict=True, assign=assign)
 
 
