@@ -21,8 +21,9 @@ setup: $(STAMP)
 quickstart: setup
 	$(BIN)/clipforge quickstart
 
-# pytest-xdist: one worker per core (-n auto), a test file's tests on one worker (its fixtures are built once).
-XDIST ?= -n auto --dist loadfile
+# pytest-xdist: one worker per core (-n auto), a test file's tests on one worker (its fixtures are built
+# once), files in the order tests/conftest.py gives them (the longest work first).
+XDIST ?= -n auto --dist loadfile --no-loadscope-reorder
 
 # The multi-process tests start one process per core themselves: they run after the others, alone.
 test: setup

@@ -21,6 +21,32 @@ def pytest_configure(config) -> None:
         torch.set_num_threads(threads)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Longest work first, so that xdist's workers finish together: test files ordered by the largest
+    ``timeout`` mark among their tests (the tests that train a model declare one), then by their number
+    of tests (xdist's own order, which the Makefile turns off with ``--no-loadscope-reorder`` so that
+    this one holds); a file's tests keep their order."""
+
+    def declared_timeout(item) -> float:
+        mark = item.get_closest_marker("timeout")
+        if mark is None:
+            return 0.0
+        return float(mark.args[0] if mark.args else mark.kwargs.get("timeout", 0.0))
+
+    longest: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        longest[path] = max(longest.get(path, 0.0), declared_timeout(item))
+        count[path] = count.get(path, 0) + 1
+
+    def key(item) -> tuple[float, int]:
+        path = item.nodeid.split("::", 1)[0]
+        return -longest[path], -count[path]
+
+    items.sort(key=key)  # stable: a file's tests stay together and in order
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     """Every test starts from torch's global RNG seeded with 0."""

@@ -183,3 +183,25 @@ def two_object_image(seed: int, *, size: int = 128):
     out = img_a.copy()
     out[mask_b] = img_b[mask_b]
     return Image.fromarray(out.astype(np.uint8)), mask_a, mask_b & ~mask_a
+
+
+HIT_SCENES = 60
+
+
+def hit_rate(loaded, method: str = "auto") -> float:
+    """Share of ``HIT_SCENES`` two-object scenes where the heat map of the named object's text (from
+    ``loaded``: (model, tokenizer, transform)) is brighter on that object than on the other one and
+    than on the background (means over the scene's own pixels)."""
+    from clipforge.data.shapes_scenes import heat_contrast, two_object_scene
+    from clipforge.eval.explain import explain
+    from clipforge.eval.zeroshot import encode_texts
+
+    model, tokenizer, transform = loaded
+    hits = 0
+    for seed in range(HIT_SCENES):
+        scene = two_object_scene(seed)
+        text = encode_texts(model, tokenizer, [scene.text])[0]
+        heat = explain(model, transform, scene.image, text, text=scene.text, method=method).heat_on_image()
+        vs_other, vs_background = heat_contrast(heat, scene)
+        hits += vs_other > 0 and vs_background > 0
+    return hits / HIT_SCENES

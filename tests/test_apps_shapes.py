@@ -5,43 +5,26 @@ import json
 
 import numpy as np
 import pytest
-from evalkit import QUICKSTART_VIT, quickstart_resnet, train_shapes_model, two_object_image
+from evalkit import hit_rate, two_object_image
 from PIL import Image
 
 from clipforge.api import load
 from clipforge.cli.main import main
 from clipforge.data import ShapesSpec, zero_shot_tasks
 from clipforge.data.shapes import colours
-from clipforge.data.shapes_scenes import heat_contrast, two_object_scene
+from clipforge.data.shapes_scenes import two_object_scene
 from clipforge.eval.explain import explain, heat_map
 from clipforge.eval.explain_draw import view_geometry
 from clipforge.eval.moderate import Moderator
 from clipforge.eval.policy import parse_policy
 from clipforge.eval.zeroshot import encode_texts
 
-# Every test here but the quickstart-size one uses the session's shapes_model, trained on first use (76 s on a quiet
+# Every test here uses the session's shapes_model, trained on first use (76 s on a quiet
 # 2-core machine): whichever test runs first pays for it, hence slow, and 300 s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 OTHERS = [c for c in colours() if c != "red"]
 POLICY = "flagged:\n  - a red object\nbenign:\n" + "".join(f"  - a {c} object\n" for c in OTHERS)
-
-
-@pytest.fixture(scope="session")
-def quickstart_sized():
-    """Models at the quickstart's 64 px input, trained like ``shapes_model`` on first use (and cached
-    on disk like it): the quickstart's own ResNet architecture and a ViT (patch 8). Each is a few
-    minutes on a busy 2-core machine when it trains, hence the slow marks of their tests."""
-    made = {}
-
-    def get(name):
-        if name not in made:
-            model = {"resnet": quickstart_resnet(), "vit": QUICKSTART_VIT}[name]
-            ckpt, _ = train_shapes_model(f"explain-{name}-64px", model=model)
-            made[name] = load(ckpt)
-        return made[name]
-
-    return get
 
 
 @pytest.fixture(scope="module")
@@ -102,34 +85,10 @@ def test_heat_map_of_a_red_circle_is_brightest_on_the_red_circle(loaded):
     assert ex.method == "window" and ex.image.size == image.size and -1.0 <= ex.similarity <= 1.0
 
 
-HIT_SCENES = 60
-
-
-def _hit_rate(loaded, method="auto"):
-    """Share of two-object scenes where the map of the named object's text is brighter on that
-    object than on the other one and than on the background (means over the scene's own pixels)."""
-    model, tokenizer, transform = loaded
-    hits = 0
-    for seed in range(HIT_SCENES):
-        scene = two_object_scene(seed)
-        text = encode_texts(model, tokenizer, [scene.text])[0]
-        heat = explain(model, transform, scene.image, text, text=scene.text, method=method).heat_on_image()
-        vs_other, vs_background = heat_contrast(heat, scene)
-        hits += vs_other > 0 and vs_background > 0
-    return hits / HIT_SCENES
-
-
 def test_default_heat_map_lands_on_the_named_object(loaded):
     # The ViT of the other tests (32 px, patch 4). Grad-CAM, the previous default, hit 54 % of such
     # scenes on it (its embedding of two objects is often one object's alone; see eval/explain.py).
-    assert _hit_rate(loaded) >= 0.9
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(540)  # trains its model first: 175 s (resnet), 108 s (vit) on a quiet 2-core machine
-@pytest.mark.parametrize("name", ["resnet", "vit"])
-def test_default_heat_map_lands_on_the_named_object_at_quickstart_size(quickstart_sized, name):
-    assert _hit_rate(quickstart_sized(name)) >= 0.9
+    assert hit_rate(loaded) >= 0.9
 
 
 def test_classify_explain_draws_over_the_original_image_at_its_own_size(shapes_model, tmp_path, capsys):
