@@ -10,9 +10,14 @@ its peak RSS is its own:
 * **search**: the saved index opened as ``clipforge search`` opens it (IVF-PQ lists memory-mapped,
   re-ranked with the stored vectors), ``--queries`` text-like queries (stored vectors pushed to
   cosine 0.3 from their source), one query per call: recall@10 against exact search (computed by
-  streaming over the store in chunks), p50/p99 latency, peak RSS.
+  streaming over the store in chunks, once, saved beside the database), p50/p99 latency, peak RSS;
+* with ``--autofaiss-python PY`` (a Python where ``pip install autofaiss`` worked: it needs numpy < 2),
+  the same vectors exported as .npy parts, indexed by autofaiss (clip-retrieval's builder) under the
+  same memory budget and searched, memory-mapped, with its tuned parameters (``autofaiss_peer.py``):
+  the same columns, side by side (autofaiss does not re-rank).
 
-    python benchmarks/bench_ann_scale.py --n 1000000 --dim 512 --memory-budget 1G --threads 2
+    python benchmarks/bench_ann_scale.py --n 1000000 --dim 512 --memory-budget 1G --threads 2 \
+        --db /tmp/scale.cfidx --autofaiss-python /work/venv-autofaiss/bin/python
 """
 
 from __future__ import annotations
@@ -82,15 +87,30 @@ def phase_build(db: Path, budget: int, threshold: int) -> dict:
     }
 
 
-def phase_search(db: Path, budget: int, threshold: int, n_queries: int, batch_rows: int) -> dict:
+def phase_truth(db: Path, n_queries: int, batch_rows: int) -> dict:
+    """Text-like queries and their exact top 10 (streamed over the store in chunks), saved beside the
+    database for every peer's search phase."""
     with IndexStore(db) as store:
         t0 = time.perf_counter()
-        ivf, _ = open_vector_index(store, memory_budget=budget, threshold=threshold)
-        open_s = time.perf_counter() - t0
         queries = perturbed_queries(sample_embeddings(store, size=4 * n_queries, seed=7), n_queries, seed=7)
         truth = exact_topk_stream(
             ((ids, v) for _, ids, v in store.embedding_batches(batch_rows=batch_rows)), queries, 10
         )  # (Q, 10)
+    np.savez(truth_path(db), queries=queries, truth=truth)
+    return {"truth_s": round(time.perf_counter() - t0, 1), "queries": n_queries}
+
+
+def truth_path(db: Path) -> Path:
+    return db.with_name(db.name + ".truth.npz")
+
+
+def phase_search(db: Path, budget: int, threshold: int) -> dict:
+    data = np.load(truth_path(db))
+    queries, truth = data["queries"], data["truth"]  # (Q, E), (Q, 10)
+    with IndexStore(db) as store:
+        t0 = time.perf_counter()
+        ivf, _ = open_vector_index(store, memory_budget=budget, threshold=threshold)
+        open_s = time.perf_counter() - t0
         rss_before = peak_rss_mib()
         times, found = [], []
         for q in queries:
@@ -102,19 +122,54 @@ def phase_search(db: Path, budget: int, threshold: int, n_queries: int, batch_ro
         return {
             "kind": f"ivf-{ivf.variant}",
             "open_s": round(open_s, 2),
-            "queries": n_queries,
+            "queries": len(queries),
             "recall@10": round(recall_at_k(np.array(found), truth), 4),
             "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "peak_rss_mib_incl_ground_truth": round(peak_rss_mib(), 1),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
             "peak_rss_mib_before_queries": round(rss_before, 1),
         }
 
 
+def export_vectors(db: Path, folder: Path, batch_rows: int = 1_000_000) -> Path:
+    """The store's vectors as .npy files of at most ``batch_rows`` rows (autofaiss's input), and
+    ``ids.npy``, the store id of each row in file order, beside the folder. Streams; reuses a
+    complete export."""
+    ids_path = folder.with_name(folder.name + ".ids.npy")
+    if ids_path.exists():
+        return ids_path
+    folder.mkdir(parents=True, exist_ok=True)
+    all_ids = []
+    with IndexStore(db) as store:
+        for n, (_, ids, vectors) in enumerate(store.embedding_batches(batch_rows=batch_rows)):
+            np.save(folder / f"part-{n:05d}.npy", vectors)  # (B, E) float32
+            all_ids.append(ids)
+    np.save(ids_path, np.concatenate(all_ids))  # written last: its presence marks a complete export
+    return ids_path
 def run_phase(args: argparse.Namespace, phase: str, db: Path) -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--db", str(db), "--memory-budget", args.memory_budget,
            "--queries", str(args.queries), "--threads", str(args.threads),
            "--threshold", str(args.threshold)]  # fmt: skip
+    return _json_of(cmd)
+
+
+def run_autofaiss(args: argparse.Namespace, db: Path) -> tuple[dict, dict]:
+    """autofaiss's build and search phases (each a process of ``--autofaiss-python``) on the same vectors."""
+    peer = str(Path(__file__).with_name("autofaiss_peer.py"))
+    vectors = db.with_name(db.name + ".npy-parts")
+    t0 = time.perf_counter()
+    ids = export_vectors(db, vectors)
+    print(f"exported vectors for autofaiss in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    index = db.with_name(db.name + ".autofaiss")
+    common = ["--index", str(index), "--threads", str(args.threads)]
+    build = _json_of([args.autofaiss_python, peer, "build", "--vectors", str(vectors),
+                      "--memory-budget", args.memory_budget, *common])  # fmt: skip
+    search = _json_of([args.autofaiss_python, peer, "search", "--truth", str(truth_path(db)), "--ids", str(ids),
+                       *common])  # fmt: skip
+    return build, search
+
+
+def _json_of(cmd: list[str]) -> dict:
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -131,7 +186,9 @@ def main() -> None:
     p.add_argument("--subtopics", type=int, default=20_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--db", type=Path, default=None, help="reuse (or keep) this database")
-    p.add_argument("--phase", choices=("build", "search"), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--autofaiss-python", default=None,
+                   help="a Python with autofaiss installed: also build and search autofaiss's index")  # fmt: skip
+    p.add_argument("--phase", choices=("build", "truth", "search"), default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import faiss
@@ -141,8 +198,11 @@ def main() -> None:
     if args.phase == "build":
         print(json.dumps(phase_build(args.db, budget, args.threshold)))
         return
+    if args.phase == "truth":
+        print(json.dumps(phase_truth(args.db, args.queries, batch_rows=65_536)))
+        return
     if args.phase == "search":
-        print(json.dumps(phase_search(args.db, budget, args.threshold, args.queries, batch_rows=65_536)))
+        print(json.dumps(phase_search(args.db, budget, args.threshold)))
         return
 
     tmp = None
@@ -154,17 +214,25 @@ def main() -> None:
         fill(args.db, args)
         print(f"filled {args.db} with {args.n} x {args.dim} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     build = run_phase(args, "build", args.db)
+    if not truth_path(args.db).exists():
+        run_phase(args, "truth", args.db)
     search = run_phase(args, "search", args.db)
+    rows = [(f"clipforge {build['kind']} nlist {build['nlist']} nprobe {build['nprobe']}, re-ranked",
+             f"{build['build_s']} ({build['train_s']} / {build['add_s']})", build, search)]  # fmt: skip
+    if args.autofaiss_python:
+        af_build, af_search = run_autofaiss(args, args.db)
+        rows.append((f"autofaiss `{af_build['index_key']}` ({af_build['index_param']})", f"{af_build['build_s']}",
+                     af_build, af_search))  # fmt: skip
     vectors_mib = args.n * args.dim * 4 / 2**20
     print(f"### {args.n:,} x {args.dim} vectors, memory budget {args.memory_budget}, {args.threads} threads\n")
-    print(f"float32 vectors: {vectors_mib:,.0f} MiB; plan: {build['plan']}\n")
-    print("| index | build s (train / add) | peak RSS build MiB | index on disk MiB | recall@10 (text-like) "
+    print(f"float32 vectors: {vectors_mib:,.0f} MiB; clipforge's plan: {build['plan']}\n")
+    print("| index | build s | peak RSS build MiB | index on disk MiB | recall@10 (text-like) "
           "| p50 ms | p99 ms | peak RSS search MiB (before queries) |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {build['kind']} nlist {build['nlist']} nprobe {build['nprobe']} | {build['build_s']} "
-          f"({build['train_s']} / {build['add_s']}) | {build['peak_rss_mib']} | {build['index_mib']} | "
-          f"{search['recall@10']} | {search['p50_ms']} | {search['p99_ms']} | "
-          f"{search['peak_rss_mib_before_queries']} |")  # fmt: skip
+    for name, build_s, b, q in rows:
+        print(f"| {name} | {build_s} | {b['peak_rss_mib']} | {b['index_mib']} | {q['recall@10']} | {q['p50_ms']} | "
+              f"{q['p99_ms']} | {q['peak_rss_mib']} ({q['peak_rss_mib_before_queries']}) |")  # fmt: skip
+    print("\n" + json.dumps({"build": build, "search": search, "peers": rows[1:]}, default=str), file=sys.stderr)
     if tmp is not None:
         tmp.cleanup()
 
