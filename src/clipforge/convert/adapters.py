@@ -63,6 +63,8 @@ def is_siglip_layout(cfg: ModelConfig) -> bool:
 def refuse_family_options(cfg: ModelConfig, target: str) -> None:
     """``ValueError`` when ``cfg``'s image tower uses EVA-02 / PE-Core options or is MobileCLIP's
     FastViT, or its text tower is an XLM-RoBERTa / NLLB encoder, which ``target`` cannot hold."""
+    if cfg.text.kind != "clip":  # first: NLLB-CLIP's SigLIP variants set an image-tower option too (its eps)
+        raise ValueError(f"{target} has no XLM-RoBERTa / NLLB text tower; export it to open_clip")
     if cfg.vision.kind == "fastvit":
         raise ValueError(f"{target} has no MobileCLIP FastViT image tower; export it to open_clip")
     if cfg.vision.kind == "vit" and cfg.vision.uses_family_options:
@@ -70,8 +72,6 @@ def refuse_family_options(cfg: ModelConfig, target: str) -> None:
             f"{target} has no EVA-02 / PE-Core image tower (RoPE, SwiGLU, sub-LN, MobileCLIP-B's conv stem, ...); "
             "export it to open_clip"
         )
-    if cfg.text.kind != "clip":
-        raise ValueError(f"{target} has no XLM-RoBERTa / NLLB text tower; export it to open_clip")
 
 
 def inverse(names: Mapping[str, str]) -> dict[str, str]:

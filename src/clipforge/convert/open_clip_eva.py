@@ -15,6 +15,12 @@ standard text Transformer under ``text.`` (:mod:`.open_clip`'s names). The image
 - MobileCLIP-B (``vit_base_mci_224``, a timm ``VisionTransformer``): a three-conv stem instead of the
   patch convolution (``patch_embed.backbone.*``), positions on the patches only, class token read
   after the final norm, fused q/k/v, GELU MLP, LayerNorm eps 1e-6.
+- MobileCLIP2-L-14 (``vit_large_patch14_clip_224``, timm's ``VisionTransformer`` in OpenAI CLIP's
+  layout): LayerNorm before the blocks, no patch bias, class token read after the final norm, fused
+  q/k/v, GELU MLP, LayerNorm eps 1e-5; only the head differs from OpenAI's (a biased projection).
+
+MobileCLIP's ViT models may run open_clip's text tower bidirectionally (``no_causal_mask: true``, as
+MobileCLIP2-L-14 does: no attention mask, read at the end token); EVA-02 and PE-Core configs may not.
 
 A k bias has no effect in softmax attention (it adds the same ``q . b`` to every score of a query),
 so the missing EVA k bias is imported as zeros and exported by dropping it. Nothing here imports
@@ -52,8 +58,10 @@ _TOWERS = {
     "vit_pe_core_base_patch16_224": _Tower("pe_core", 768, 12, 12, 16, 224, 14),
     "vit_pe_core_large_patch14_336": _Tower("pe_core", 1024, 24, 16, 14, 336, 24),
     "vit_base_mci_224": _Tower("mci_vit", 768, 12, 12, 16, 224, 0),
+    "vit_large_patch14_clip_224": _Tower("clip_vit", 1024, 24, 16, 14, 224, 0),
 }
-_POOL = {"eva02": "token", "pe_core": "map", "mci_vit": "token"}
+_POOL = {"eva02": "token", "pe_core": "map", "mci_vit": "token", "clip_vit": "token"}
+_BIDIRECTIONAL_TEXT = ("mci_vit", "clip_vit")  # the families whose configs may set text_cfg.no_causal_mask
 # The options each family sets on top of a plain ViT (everything but the sizes).
 FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     "eva02": dict(
@@ -68,11 +76,16 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
         pool="cls", norm_pre=False, patch_bias=False, stem="conv", class_pos=False, rope=False, mlp="plain",
         mlp_ratio=4.0, sub_ln=False, proj_bias=True, norm_eps=1e-6,
     ),
+    "clip_vit": dict(
+        pool="cls", norm_pre=True, patch_bias=False, stem="patch", class_pos=True, rope=False, mlp="plain",
+        mlp_ratio=4.0, sub_ln=False, proj_bias=True, norm_eps=1e-5,
+    ),
 }  # fmt: skip
 _PREPROCESS = {
     "eva02": {"interpolation": "bicubic", "resize_mode": "shortest"},  # OpenAI's mean and std
     "pe_core": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear", "resize_mode": "squash"},
     "mci_vit": {"mean": (0.0,) * 3, "std": (1.0,) * 3, "interpolation": "bilinear", "resize_mode": "shortest"},
+    "clip_vit": {"interpolation": "bicubic", "resize_mode": "shortest"},  # MobileCLIP2-L-14: OpenAI's mean and std
 }  # fmt: skip
 
 # ours -> open_clip, whole keys and prefixes of the image tower (text: open_clip's own names).
@@ -121,7 +134,7 @@ def is_open_clip_eva(keys: Any) -> bool:
 
 
 def family_of(v: VisionConfig) -> str | None:
-    """``eva02`` / ``pe_core`` / ``mci_vit`` when ``v`` sets exactly that family's options, else None."""
+    """``eva02`` / ``pe_core`` / ``mci_vit`` / ``clip_vit`` when ``v`` sets exactly that family's options, else None."""
     for family, options in FAMILY_OPTIONS.items():
         if all(getattr(v, k) == want for k, want in options.items()):
             return family
@@ -140,13 +153,19 @@ def config_from(cfg: dict[str, Any], *, name: str = "", preprocess: dict[str, An
         raise ConfigError(f"{timm_name} takes {tower.image} px images, the config says {image_size}")
     # The text tower and the top-level options are open_clip's standard ones: let its adapter check them.
     stand_in = {"image_size": tower.image, "patch_size": tower.patch, "width": 64, "layers": 1, "head_width": 64}
-    base = open_clip.config_from({**cfg, "vision_cfg": stand_in}, name=name)
+    t = dict(cfg.get("text_cfg") or {})
+    causal = not t.pop("no_causal_mask", False) if tower.family in _BIDIRECTIONAL_TEXT else True
+    base = open_clip.config_from({**cfg, "vision_cfg": stand_in, "text_cfg": t}, name=name)
     vision = VisionConfig(
         image_size=tower.image, patch_size=tower.patch, width=tower.width, layers=tower.layers,
         head_width=tower.width // tower.heads, rope_ref_grid=tower.ref_grid, **FAMILY_OPTIONS[tower.family],
     )  # fmt: skip
     pp = {**_PREPROCESS[tower.family], **(preprocess or {})}
-    return base.replace(vision=vision, preprocess=open_clip.preprocess_from(pp, image_size=tower.image))
+    return base.replace(
+        vision=vision,
+        text=dataclasses.replace(base.text, causal=causal),
+        preprocess=open_clip.preprocess_from(pp, image_size=tower.image),
+    )
 
 
 def preprocess_from(pp: dict[str, Any], *, image_size: int) -> PreprocessConfig:
@@ -166,8 +185,12 @@ def config_to(cfg: ModelConfig) -> dict[str, Any]:
         raise ValueError(
             "open_clip builds EVA-02 / PE-Core image towers from timm's named models only; this one is not"
         )
+    if not cfg.text.causal and family not in _BIDIRECTIONAL_TEXT:
+        raise ValueError(f"open_clip's {family} configs have a causal text tower; this one is bidirectional")
     plain = cfg.replace(vision=dataclasses.replace(VisionConfig(), image_size=v.image_size, patch_size=v.patch_size))
     out = open_clip.config_to(plain)
+    if not cfg.text.causal:
+        out["text_cfg"]["no_causal_mask"] = True
     out["vision_cfg"] = {
         "image_size": v.image_size,
         "timm_model_name": timm_name,

@@ -17,21 +17,27 @@ first token, as an encoder output has no pooler output):
 The open_clip files record only the Hub name of the text model; its sizes come from the Hub's
 ``config.json``, which clipforge knows for the published towers (:data:`HF_TEXT_CONFIGS`), or from a
 local folder holding that ``config.json`` (as open_clip itself accepts for ``hf_model_name``). The
-image tower is open_clip's standard one, mapped by :mod:`.open_clip`. Nothing here imports open_clip
-or transformers. The module is a :class:`~.adapters.FormatAdapter`.
+image tower is open_clip's standard one, mapped by :mod:`.open_clip`, or a timm SigLIP ViT mapped by
+:mod:`.open_clip_siglip` (NLLB-CLIP's ``nllb-clip-base-siglip`` / ``-large-siglip``: attention pooling,
+no image projection, a logit bias; computed with the activation timm builds that tower with, exact
+GELU for the original SigLIP towers they name, as open_clip trained them; LayerNorm eps 1e-6 in the
+image tower, the text model's 1e-5 in the text tower). Nothing here imports open_clip or transformers.
+The module is a :class:`~.adapters.FormatAdapter`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import ENCODER_KINDS, ConfigError, ModelConfig, PreprocessConfig, TextConfig
-from . import open_clip
-from .adapters import StateDict, check_all_mapped, inverse, move_renamed, take
+from . import open_clip, open_clip_siglip
+from .adapters import StateDict, check_all_mapped, inverse, is_siglip_layout, move_renamed, take
 
 # The fields clipforge reads from the config.json of the text models open_clip's published
 # multilingual weights name (FacebookAI/xlm-roberta-base and -large on the Hub).
@@ -58,6 +64,9 @@ _TEXT_IGNORED = {"hf_tokenizer_name", "hf_model_pretrained", "output_tokens", "t
                  "vocab_size", "width", "heads", "layers", "mlp_ratio", "pad_id", "eos_id"}  # fmt: skip
 # A stand-in open_clip text tower, so that open_clip's adapter checks the image tower and the top level.
 _STAND_IN_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}
+_SIGLIP_IMAGE_EPS = 1e-6  # timm's ViT LayerNorms
+_SIGLIP_TOP = {"embed_dim", "vision_cfg", "text_cfg", "custom_text", "init_logit_scale", "init_logit_bias",
+               "cast_dtype", "output_dict"}  # fmt: skip
 
 # config.json field names: ours -> each family's
 _ROBERTA_NAMES = {"width": "hidden_size", "heads": "num_attention_heads", "layers": "num_hidden_layers",
@@ -202,8 +211,34 @@ def config_from(cfg: dict[str, Any], *, name: str = "", preprocess: dict[str, An
     if not t.get("hf_model_name"):
         raise ConfigError("an open_clip HF text tower needs text_cfg.hf_model_name")
     hf = hf_text_config(str(t["hf_model_name"]))
+    text = text_config_from(t, hf, embed_dim=int(cfg["embed_dim"]))
+    if open_clip_siglip.is_siglip_config(cfg):
+        return _siglip_config_from(cfg, text, name=name, preprocess=preprocess)
     base = open_clip.config_from({**cfg, "text_cfg": _STAND_IN_TEXT}, name=name, preprocess=preprocess)
-    return base.replace(text=text_config_from(t, hf, embed_dim=int(cfg["embed_dim"])))
+    return base.replace(text=text)
+
+
+def _siglip_config_from(
+    cfg: dict[str, Any], text: TextConfig, *, name: str, preprocess: dict[str, Any] | None
+) -> ModelConfig:
+    """A timm SigLIP image tower beside the HF text tower ``text`` (NLLB-CLIP's SigLIP variants)."""
+    unknown = sorted(set(cfg) - _SIGLIP_TOP)
+    if unknown:
+        raise ConfigError(f"unknown open_clip option(s) {', '.join(unknown)} beside a timm SigLIP image tower")
+    vision = open_clip_siglip.image_tower(cfg)
+    if int(cfg.get("embed_dim", vision.width)) != vision.width:
+        raise ConfigError(f"embed_dim {cfg['embed_dim']} differs from the image width {vision.width} (no projection)")
+    timm_name = str(cfg["vision_cfg"]["timm_model_name"])
+    return ModelConfig(
+        embed_dim=vision.width,
+        vision=dataclasses.replace(vision, norm_eps=_SIGLIP_IMAGE_EPS),
+        text=text,
+        act=open_clip_siglip.timm_act(timm_name),  # the image tower's: the text model has its own
+        init_logit_scale=float(cfg.get("init_logit_scale", math.log(10))),
+        init_logit_bias=float(cfg.get("init_logit_bias", -10.0)),
+        preprocess=open_clip_siglip.preprocess_from(preprocess or {}, image_size=vision.image_size),
+        name=name,
+    ).validate()
 
 
 def config_to(cfg: ModelConfig) -> dict[str, Any]:
@@ -211,8 +246,8 @@ def config_to(cfg: ModelConfig) -> dict[str, Any]:
     t = cfg.text
     if t.kind not in ENCODER_KINDS:
         raise ValueError("not a model with a Hugging Face text tower (text.kind='roberta' or 'm2m100')")
-    if cfg.vision.kind == "vit" and (cfg.vision.uses_family_options or cfg.vision.pool != "cls"):
-        raise ValueError("open_clip export of an XLM-RoBERTa text tower beside a timm image tower is not supported")
+    if cfg.vision.kind == "vit" and not is_siglip_layout(cfg) and cfg.vision.uses_family_options:
+        raise ValueError("open_clip export of an HF text tower beside an EVA-02 / PE-Core image tower is not supported")
     name = None
     for candidate, hf in HF_TEXT_CONFIGS.items():
         ours = text_config_from({"hf_pooler_type": _pooler_type(t), "hf_proj_type": _proj_type(t),
@@ -224,10 +259,26 @@ def config_to(cfg: ModelConfig) -> dict[str, Any]:
             f"open_clip builds HF text towers from a named transformers model; this one matches none of "
             f"{', '.join(HF_TEXT_CONFIGS)}"
         )
-    plain = cfg.replace(text=TextConfig())
-    out = open_clip.config_to(plain)
+    out = _siglip_config_to(cfg) if is_siglip_layout(cfg) else open_clip.config_to(cfg.replace(text=TextConfig()))
     out["text_cfg"] = {"hf_model_name": name, "hf_tokenizer_name": name, "hf_pooler_type": _pooler_type(t),
                        "hf_proj_type": _proj_type(t), "context_length": t.context_length}  # fmt: skip
+    return out
+
+
+def _siglip_config_to(cfg: ModelConfig) -> dict[str, Any]:
+    """open_clip's model config (but ``text_cfg``) for a timm SigLIP image tower: timm's named tower of
+    ``cfg.vision``'s sizes, computed with its activation and LayerNorm eps, else ``ValueError``."""
+    vision_cfg = open_clip_siglip.timm_tower_to(cfg.vision)
+    name = vision_cfg["timm_model_name"]
+    want = dataclasses.replace(open_clip_siglip.image_tower({"vision_cfg": vision_cfg}), norm_eps=_SIGLIP_IMAGE_EPS)
+    if dataclasses.replace(cfg.vision, patch_dropout=0.0) != want or cfg.act != open_clip_siglip.timm_act(name):
+        raise ValueError(
+            f"open_clip's {name} is a SigLIP ViT with {open_clip_siglip.timm_act(name)} and LayerNorm eps "
+            f"{_SIGLIP_IMAGE_EPS}; this image tower (act {cfg.act!r}) differs"
+        )
+    out: dict[str, Any] = {"embed_dim": cfg.embed_dim, "custom_text": True, "vision_cfg": vision_cfg}
+    if cfg.init_logit_bias is not None:
+        out["init_logit_bias"] = cfg.init_logit_bias
     return out
 
 
@@ -250,7 +301,9 @@ def state_dict_from(sd: StateDict) -> StateDict:
     """open_clip state dict with an HF (XLM-R or M2M100) text tower -> clipforge's. Unknown keys keep their
     names (the strict loader then names them); transformers' position buffers are dropped."""
     text = {k: v for k, v in sd.items() if k.startswith("text.") and k not in _BUFFERS}
-    out = open_clip.state_dict_from({k: v for k, v in sd.items() if not k.startswith("text.")})
+    image = {k: v for k, v in sd.items() if not k.startswith("text.")}  # and logit_scale / logit_bias
+    image_adapter = open_clip_siglip if open_clip_siglip.is_open_clip_siglip(image) else open_clip
+    out = image_adapter.state_dict_from(image)
     m2m = "text.transformer.embed_tokens.weight" in text
     exact, prefixes, blocks, inner = _tables(m2m)
     mapped, rest = take(text, inverse(exact))
@@ -282,7 +335,8 @@ def fit_to(sd: StateDict, cfg: ModelConfig) -> StateDict:
 def state_dict_to(sd: StateDict) -> StateDict:
     """clipforge state dict (an encoder text tower) -> open_clip ``CustomTextCLIP`` with an ``HFTextEncoder``."""
     text = {k: v for k, v in sd.items() if k.startswith("text.")}
-    out = open_clip.state_dict_to({k: v for k, v in sd.items() if k not in text})
+    image = {k: v for k, v in sd.items() if k not in text}
+    out = (open_clip_siglip if "visual.attn_pool.probe" in image else open_clip).state_dict_to(image)
     m2m = "text.norm_final.weight" in text
     exact, prefixes, blocks, inner = _tables(m2m)
     mapped, rest = take(text, exact)

@@ -17,8 +17,11 @@ family's ``global_pool``: its head is the image projection. Every weight is made
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import timm
@@ -32,6 +35,23 @@ CASES = {  # case -> (timm model, open_clip timm_pool, the rope reference grid t
     "eva02_tiny": ("eva02_base_patch16_clip_224", "token", 6),  # 4 x 4 patches rescaled to a 6 x 6 grid
     "pe_core_tiny": ("vit_pe_core_base_patch16_224", "map", 4),  # PE's reference grid is its own grid
 }
+
+
+@contextlib.contextmanager
+def shrunk_timm(**sizes: Any) -> Iterator[None]:
+    """While open_clip builds a model, timm's ``create_model`` adds ``sizes`` (img_size, embed_dim, depth, ...)
+    to its call: open_clip's own ``TimmModel`` then holds timm's registered tower, only smaller, built with
+    the pooling and head open_clip asks for (no full-size tower is made first)."""
+    real = timm.create_model
+
+    def create(name: str, **kwargs: Any) -> torch.nn.Module:
+        return real(name, **kwargs, **sizes)
+
+    timm.create_model = create
+    try:
+        yield
+    finally:
+        timm.create_model = real
 
 
 def main() -> None:

@@ -150,18 +150,23 @@ def nllb_tokenizer() -> None:
     (HERE / "nllb_tokens.json").write_text(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def nllb_config(vocab: int, width: int) -> M2M100Config:
+    """A tiny M2M100 model (NLLB's design); open_clip keeps only the encoder of the encoder-decoder."""
+    return M2M100Config(
+        vocab_size=vocab, d_model=width, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=4 * width,
+        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=8, max_position_embeddings=CTX + 4,
+        scale_embedding=True, activation_function="relu", pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        decoder_start_token_id=2,
+    )  # fmt: skip
+
+
 def main() -> None:
     open_clip_tokens()
     nllb_tokenizer()
     for case, (vocab, width, pooler, proj) in CASES.items():
         torch.manual_seed(0)
-        if case.startswith("nllb"):  # the encoder of an encoder-decoder (open_clip keeps only the encoder)
-            hf = M2M100Config(
-                vocab_size=vocab, d_model=width, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=4 * width,
-                decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=8, max_position_embeddings=CTX + 4,
-                scale_embedding=True, activation_function="relu", pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                decoder_start_token_id=2,
-            )  # fmt: skip
+        if case.startswith("nllb"):
+            hf = nllb_config(vocab, width)
         else:
             hf = XLMRobertaConfig(
                 vocab_size=vocab, hidden_size=width, num_hidden_layers=2, num_attention_heads=2,

@@ -15,6 +15,12 @@ statistics, so that folding them is exercised. Also recorded: the image features
 ``mobileclip_b_tiny`` is MobileCLIP-B's design (timm ``vit_base_mci_224``: a ``VisionTransformer``
 whose patch embedding is a three-conv ``ConvStem``, ``no_embed_class``, a causal text tower), built
 the way timm's registered function builds it (its stem widths are fixed there) with the sizes shrunk.
+``mobileclip2_l14_tiny`` is MobileCLIP2-L-14's: timm's ``vit_large_patch14_clip_224`` (OpenAI CLIP's
+ViT layout: LayerNorm before the blocks, eps 1e-5, a class token) built by its registered function
+with the sizes shrunk (make_golden.shrunk_timm), its head the biased image projection, and open_clip's
+text tower run bidirectionally, as the config's ``no_causal_mask: true`` says.
+
+Cases can be named on the command line to make only those (default: all).
 
     <case>.json                  {"model_cfg": open_clip's model config (the full-size timm name),
                                   "tiny": the trunk's sizes as clipforge VisionConfig fields,
@@ -28,11 +34,13 @@ the way timm's registered function builds it (its stem widths are fixed there) w
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import open_clip
 import timm
 import torch
+from make_golden import shrunk_timm
 from safetensors.torch import save_file
 from timm.models.vision_transformer_hybrid import ConvStem, _create_vision_transformer_hybrid
 from timm.utils.model import reparameterize_model
@@ -46,6 +54,7 @@ CASES = {  # case -> (timm model, image size, stage depths, stem width, mlp rati
 
 
 VIT_B = ("mobileclip_b_tiny", 48, 2, 32, 2)  # case, image size, layers, width, heads
+VIT_L = ("mobileclip2_l14_tiny", 28, 7, 2, 32, 2)  # case, image size, patch size, layers, width, heads
 
 
 def perturb(model: torch.nn.Module) -> None:
@@ -99,9 +108,30 @@ def make_vit_b() -> None:
     save(case, model, model_cfg, tiny, torch.randn(2, 3, image_size, image_size))
 
 
-def main() -> None:
-    make_vit_b()
+def make_vit_l() -> None:
+    case, image_size, patch, layers, width, heads = VIT_L
+    torch.manual_seed(0)
+    text_cfg = {"context_length": CTX, "vocab_size": VOCAB, "width": 32, "heads": 2, "layers": 2,
+                "no_causal_mask": True}  # fmt: skip
+    model_cfg = {**open_clip.get_model_config("MobileCLIP2-L-14"), "embed_dim": EMBED, "text_cfg": text_cfg}
+    assert model_cfg["vision_cfg"]["timm_model_name"] == "vit_large_patch14_clip_224"
+    with shrunk_timm(img_size=image_size, patch_size=patch, embed_dim=width, depth=layers, num_heads=heads):
+        model = open_clip.CustomTextCLIP(EMBED, model_cfg["vision_cfg"], model_cfg["text_cfg"])
+    model.eval()
+    perturb(model)
+    tiny = {"image_size": image_size, "patch_size": patch, "layers": layers, "width": width,
+            "head_width": width // heads}  # fmt: skip
+    save(case, model, model_cfg, tiny, torch.randn(2, 3, image_size, image_size))
+
+
+def main(only: list[str]) -> None:
+    if not only or VIT_B[0] in only:
+        make_vit_b()
+    if not only or VIT_L[0] in only:
+        make_vit_l()
     for case, (name, image_size, depths, width, mlp_ratio, full) in CASES.items():
+        if only and case not in only:
+            continue
         torch.manual_seed(0)
         model_cfg = open_clip.get_model_config(full)
         model_cfg = {
@@ -127,4 +157,4 @@ def main() -> None:
         save(case, model, model_cfg, tiny, images, folded_keys=keys, image_features_reparameterized=folded)
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
