@@ -1,7 +1,7 @@
 """Model families against their reference implementations: image and text encoding throughput, same weights.
 
 Every family of issue 22 is built by clipforge at its published architecture (random weights,
-every bias and norm perturbed, random BatchNorm statistics) and handed to its reference through
+biases and norm weights perturbed, random BatchNorm statistics) and handed to its reference through
 clipforge's own exporter, so both run **the same weights**:
 
     family        clipforge architecture       reference (what loads clipforge's export)
@@ -179,10 +179,12 @@ def caption_tokens(batch: int, context: int, vocab: int, layout: str) -> torch.T
 
 def perturb(model: torch.nn.Module) -> None:
     """Every bias and norm weight off its initial value, random BatchNorm statistics: what a converter
-    drops or misplaces then shows in the embeddings (matrices are random already)."""
+    drops or misplaces then shows in the embeddings (matrices are random already). Attention's fused
+    q/k/v biases stay as initialised (zero): EVA-02's format has no key bias, which under RoPE is not
+    a no-op, so a random one would not survive the export."""
     with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 1:
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and not name.endswith("qkv.bias"):
                 p.add_(0.02 * torch.randn_like(p))
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
