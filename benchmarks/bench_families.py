@@ -1,129 +1,288 @@
 """Model families against their reference implementations: image and text encoding throughput, same weights.
 
-MobileCLIP S (FastViT / MCi image tower): clipforge with the train-time branches and folded
-(``CLIP.reparameterize``, what loading by name gives), against open_clip + timm, which load **the
-same weights** from clipforge's open_clip export (``local-dir:``) and are timed as loaded and after
-``timm.utils.reparameterize_model``. Every BatchNorm gets random running statistics, so folding is
-not trivially exact. The run first checks that the peers produce the same embeddings (max |diff|
-printed), so the timings compare the same computation. Texts: the bidirectional text tower over
-77-token rows (caption lengths, zero padding, which a bidirectional tower cannot skip).
+Every family of issue 22 is built by clipforge at its published architecture (random weights,
+biases and norm weights perturbed, random BatchNorm statistics) and handed to its reference through
+clipforge's own exporter, so both run **the same weights**:
+
+    family        clipforge architecture       reference (what loads clipforge's export)
+    eva02         EVA02-B-16                   open_clip + timm ``eva02_base_patch16_clip_224``
+    pe-core       PE-Core-B-16                 open_clip + timm ``vit_pe_core_base_patch16_224``
+    mobileclip-b  MobileCLIP-B                 open_clip + timm ``vit_base_mci_224``
+    mobileclip-s  MobileCLIP-S2                open_clip + timm ``fastvit_mci2``, as loaded and
+                                               after ``timm.utils.reparameterize_model``; clipforge
+                                               with the train-time branches and folded
+    xlm-roberta   xlm-roberta-base-ViT-B-32    open_clip ``HFTextEncoder`` (transformers XLM-R)
+    nllb-clip     nllb-clip-base               open_clip ``HFTextEncoder`` (transformers M2M100 encoder)
+    metaclip2     ViT-H-14-worldwide, shrunk   transformers ``MetaClip2Model`` (from ``export_hf``)
+                  to ViT-B-32's towers
+
+MetaCLIP 2's published ViT-H-14 (1.9 B parameters with its 901,629-row vocabulary) would need ~15
+GB for the two copies: it runs with ViT-B-32-sized towers and a 32,000-row vocabulary (a lookup
+table: its size changes memory, not speed). The run first checks that the peers produce the same
+normalised embeddings (max |diff| printed per row), so the timings compare the same computation.
+Texts are full-context rows of caption length (10..22 tokens), padded with the family's padding
+id, in the family's token layout (CLIP's start/end ids, XLM-R's ``<s> ... </s>``, NLLB's language
+code first).
 
 Both peers run in ONE process of the reference environment (open_clip and timm need torchvision,
 which loads only beside its own torch), with clipforge from the source tree:
 
-    PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py                  # MobileCLIP-S2
-    PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py --arch MobileCLIP2-S0 --repeats 5
+    PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py --family all
+    PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py --family mobileclip-s --repeats 6
 
 One torch thread by default (the machine's 2 cores are shared with long trainings; one thread gives
-stable ratios). Every (peer, mode) is built first and each round times all of them in turn, so
-drifts of the machine's speed hit every peer alike. Prints a markdown table (items/s, median over
-rounds) and the ratios.
+stable ratios). A family's encoders are all built first and each round times all of them in turn,
+so drifts of the machine's speed hit every peer alike; families run one after another, each freed
+before the next. Prints a markdown table (items/s, median over rounds) and the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
+import json
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from clipforge.convert import export_open_clip
-from clipforge.models import CLIP, create_model
+from clipforge.convert import export_hf, export_open_clip
+from clipforge.convert.open_clip_hf_text import hf_text_config
+from clipforge.models import CLIP, create_model, get_model_config
+
+Encode = Callable[[torch.Tensor], torch.Tensor]
+Encoders = dict[str, Encode]  # mode ("image", "image, folded", "text", ...) -> normalised embeddings
+PeerBuilder = Callable[[CLIP, Path], Encoders]
+CLIPFORGE = "clipforge"
+MAX_DIFF = 1e-4  # above this the peers do not compute the same thing and the timings mean nothing
 
 
-def random_bn_statistics(model: torch.nn.Module) -> None:
+# -- the reference peers, each loading clipforge's export of the model -----------------------------
+def _open_clip_encoders(ref: Any) -> Encoders:
+    ref.eval()
+    return {
+        "image": lambda x: ref.encode_image(x, normalize=True),
+        "text": lambda t: ref.encode_text(t, normalize=True),
+    }
+
+
+def open_clip_peer(model: CLIP, folder: Path) -> Encoders:
+    """open_clip (+ timm for its timm towers) loading clipforge's open_clip export (``local-dir:``)."""
+    import open_clip
+
+    return _open_clip_encoders(open_clip.create_model(f"local-dir:{export_open_clip(model, folder / 'oc')}"))
+
+
+def open_clip_folding_peer(model: CLIP, folder: Path) -> Encoders:
+    """:func:`open_clip_peer` for a MobileCLIP S model, timed as loaded (train-time branches) and
+    after timm's ``reparameterize_model`` (a folded copy)."""
+    import open_clip
+    from timm.utils.model import reparameterize_model
+
+    ref = open_clip.create_model(f"local-dir:{export_open_clip(model, folder / 'oc')}").eval()
+    folded = _open_clip_encoders(reparameterize_model(ref))
+    return {"image, branches": _open_clip_encoders(ref)["image"], "image, folded": folded["image"],
+            "text": folded["text"]}  # fmt: skip
+
+
+def open_clip_hf_text_peer(model: CLIP, folder: Path) -> Encoders:
+    """open_clip with a transformers text tower (``HFTextEncoder``): clipforge's open_clip export names
+    the Hub's text model, whose ``config.json`` (clipforge's copy of its fields) is laid out locally
+    and named instead, as open_clip accepts for ``hf_model_name`` (no network)."""
+    import open_clip
+
+    out = export_open_clip(model, folder / "oc")
+    data = json.loads((out / "open_clip_config.json").read_text())
+    text_cfg = data["model_cfg"]["text_cfg"]
+    hf_folder = folder / "hf_text"
+    hf_folder.mkdir()
+    hf = hf_text_config(text_cfg["hf_model_name"])
+    if hf["model_type"] == "m2m_100":  # built whole before open_clip keeps its encoder: one decoder layer will do
+        hf["decoder_layers"] = 1
+    (hf_folder / "config.json").write_text(json.dumps(hf))
+    text_cfg["hf_model_name"] = text_cfg["hf_tokenizer_name"] = str(hf_folder)
+    (out / "open_clip_config.json").write_text(json.dumps(data))
+    return _open_clip_encoders(open_clip.create_model(f"local-dir:{out}", pretrained_text=False))
+
+
+def transformers_peer(model: CLIP, folder: Path) -> Encoders:
+    """transformers (``CLIPModel`` / ``MetaClip2Model`` by the folder's ``model_type``) loading
+    clipforge's ``export_hf`` folder."""
+    from transformers import AutoModel
+
+    ref = AutoModel.from_pretrained(export_hf(model, folder / "hf")).eval()
+
+    def features(out: Any) -> torch.Tensor:  # transformers 5 returns a model output, 4.x a tensor
+        return F.normalize(out if isinstance(out, torch.Tensor) else out.pooler_output, dim=-1)
+
+    return {"image": lambda x: features(ref.get_image_features(pixel_values=x)),
+            "text": lambda t: features(ref.get_text_features(input_ids=t))}  # fmt: skip
+
+
+# -- the families ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One family: the clipforge architecture, its reference and how to feed it."""
+
+    arch: str  # a clipforge architecture (src/clipforge/model_configs)
+    reference: str  # the peer, as the table names it
+    peer: PeerBuilder
+    tokens: str  # a key of TOKEN_LAYOUTS
+    shrink: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # tower -> changed fields
+    note: str = ""  # how the architecture differs from the published one
+
+
+# ViT-B-32's towers (vision 768 x 12 at 32 px patches, text 512 x 12), for a family too large here.
+_B32 = {"vision": {"width": 768, "layers": 12, "head_width": 64, "patch_size": 32},
+        "text": {"width": 512, "layers": 12, "head_width": 64, "vocab_size": 32000}}  # fmt: skip
+FAMILIES: dict[str, Family] = {
+    "eva02": Family("EVA02-B-16", "open_clip + timm", open_clip_peer, "clip"),
+    "pe-core": Family("PE-Core-B-16", "open_clip + timm", open_clip_peer, "clip"),
+    "mobileclip-b": Family("MobileCLIP-B", "open_clip + timm", open_clip_peer, "clip"),
+    "mobileclip-s": Family("MobileCLIP-S2", "open_clip + timm", open_clip_folding_peer, "clip"),
+    "xlm-roberta": Family("xlm-roberta-base-ViT-B-32", "open_clip + transformers XLM-R", open_clip_hf_text_peer,
+                          "xlmr"),
+    "nllb-clip": Family("nllb-clip-base", "open_clip + transformers M2M100", open_clip_hf_text_peer, "nllb"),
+    "metaclip2": Family("ViT-H-14-worldwide", "transformers MetaClip2Model", transformers_peer, "xlmr", _B32,
+                        "ViT-B-32-sized towers, 32k vocabulary"),
+}  # fmt: skip
+
+# layout -> (first token, end token, padding id, lowest random id); negative ids count from the
+# vocabulary's end. CLIP: start and end are the two largest ids, zero padding. XLM-R (and MetaCLIP 2,
+# which reads its text at the first end token): <s> = 0, </s> = 2, <pad> = 1. NLLB: a language code
+# (the last ids), </s> = 2, <pad> = 1.
+TOKEN_LAYOUTS: dict[str, tuple[int, int, int, int]] = {
+    "clip": (-2, -1, 0, 1),
+    "xlmr": (0, 2, 1, 4),
+    "nllb": (-1, 2, 1, 4),
+}
+
+
+def caption_tokens(batch: int, context: int, vocab: int, layout: str) -> torch.Tensor:
+    """Rows like tokenised captions: a first token, 8..20 random ids, an end token, padding. (B, T)"""
+    first, end, pad, low = TOKEN_LAYOUTS[layout]
+    first, end = first % vocab, end % vocab
+    tokens = torch.full((batch, context), pad, dtype=torch.long)
+    for i in range(batch):
+        n = int(torch.randint(10, 23, ()))
+        tokens[i, 0], tokens[i, n - 1] = first, end
+        tokens[i, 1 : n - 1] = torch.randint(low, vocab - 2, (n - 2,))
+    return tokens
+
+
+def perturb(model: torch.nn.Module) -> None:
+    """Every bias and norm weight off its initial value, random BatchNorm statistics: what a converter
+    drops or misplaces then shows in the embeddings (matrices are random already). Attention's fused
+    q/k/v biases stay as initialised (zero): EVA-02's format has no key bias, which under RoPE is not
+    a no-op, so a random one would not survive the export."""
     with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and not name.endswith("qkv.bias"):
+                p.add_(0.02 * torch.randn_like(p))
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(0.0, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
 
 
-def caption_tokens(batch: int, context: int, vocab: int) -> torch.Tensor:
-    """Rows like tokenised captions: start token, 8..20 random ids, end token (the largest id), zero padding."""
-    tokens = torch.zeros(batch, context, dtype=torch.long)
-    for i in range(batch):
-        n = int(torch.randint(10, 23, ()))
-        tokens[i, 0], tokens[i, n - 1] = vocab - 2, vocab - 1
-        tokens[i, 1 : n - 1] = torch.randint(1, vocab - 2, (n - 2,))
-    return tokens
+def build(family: Family) -> CLIP:
+    """The family's clipforge model, random, in eval mode (with train-time branches for MobileCLIP S)."""
+    cfg = get_model_config(family.arch)
+    if family.shrink:
+        towers = {name: dataclasses.replace(getattr(cfg, name), **fields) for name, fields in family.shrink.items()}
+        cfg = cfg.replace(**towers)
+    model = create_model(cfg).eval()
+    perturb(model)
+    return model
 
 
-def mobileclip_peers(arch: str) -> tuple[CLIP, dict[str, dict[str, Callable]]]:
-    """(clipforge model with branches, {peer: {mode: encode function}}) over identical weights."""
-    import open_clip
-    from timm.utils.model import reparameterize_model
+def clipforge_encoders(model: CLIP, modes: list[str]) -> Encoders:
+    """clipforge's encoders for the reference's modes; ``image, folded`` on a folded copy."""
+    folded = model
+    if "image, folded" in modes:
+        folded = create_model(model.config).eval()
+        folded.load_state_dict(model.state_dict())
+        folded.reparameterize()
+    table = {"image": model.encode_image, "image, branches": model.encode_image,
+             "image, folded": folded.encode_image, "text": folded.encode_text}  # fmt: skip
+    return {mode: table[mode] for mode in modes}
 
-    branches = create_model(arch).eval()
-    random_bn_statistics(branches)
-    folded = create_model(arch).eval()
-    folded.load_state_dict(branches.state_dict())
-    folded.reparameterize()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = export_open_clip(branches, Path(tmp) / "oc")  # open_clip's (train-time) layout
-        ref = open_clip.create_model(f"local-dir:{folder}").eval()
-    ref_folded = reparameterize_model(ref)  # a folded copy
-    peers = {
-        "clipforge": {"branches": branches.encode_image, "folded": folded.encode_image, "text": folded.encode_text},
-        "open_clip + timm": {
-            "branches": lambda x: ref.encode_image(x, normalize=True),
-            "folded": lambda x: ref_folded.encode_image(x, normalize=True),
-            "text": lambda t: ref.encode_text(t, normalize=True),
-        },
-    }
-    return branches, peers
+
+# -- timing ----------------------------------------------------------------------------------------
+def interleaved_rates(
+    peers: dict[str, Encoders], inputs: dict[str, torch.Tensor], repeats: int
+) -> tuple[dict[tuple[str, str], torch.Tensor], dict[tuple[str, str], float]]:
+    """Outputs (the warm-up call's) and items/s (median over ``repeats`` rounds, each timing every
+    (peer, mode) in turn) of every peer's encoder of every mode."""
+    keys = [(peer, mode) for peer in peers for mode in inputs]
+    rounds: dict[tuple[str, str], list[float]] = {key: [] for key in keys}
+    with torch.inference_mode():
+        out = {(peer, mode): peers[peer][mode](inputs[mode]) for peer, mode in keys}
+        for _ in range(repeats):
+            for peer, mode in keys:
+                start = time.perf_counter()
+                peers[peer][mode](inputs[mode])
+                rounds[peer, mode].append(inputs[mode].shape[0] / (time.perf_counter() - start))
+    return out, {key: statistics.median(v) for key, v in rounds.items()}
+
+
+def measure(name: str, family: Family, args: argparse.Namespace) -> tuple[list[str], float]:
+    """The family's table rows (per mode: clipforge's and the reference's rates, their ratio, the
+    largest embedding difference) and the largest difference of all."""
+    torch.manual_seed(0)
+    model = build(family)
+    cfg = model.config
+    with tempfile.TemporaryDirectory() as tmp:  # the reference may map its weights from the export
+        ref = family.peer(model, Path(tmp))
+        peers = {CLIPFORGE: clipforge_encoders(model, list(ref)), family.reference: ref}
+        images = torch.rand(args.image_batch, 3, cfg.image_size, cfg.image_size)
+        tokens = caption_tokens(args.text_batch, cfg.text.context_length, cfg.text.vocab_size, family.tokens)
+        inputs = {mode: tokens if mode == "text" else images for mode in ref}
+        out, rate = interleaved_rates(peers, inputs, args.repeats)
+    rows, worst = [], 0.0
+    label = cfg.name + (f" ({family.note})" if family.note else "")
+    for mode, x in inputs.items():
+        diff = float((out[CLIPFORGE, mode] - out[family.reference, mode]).abs().max())
+        ours, theirs = rate[CLIPFORGE, mode], rate[family.reference, mode]
+        shape = f"{cfg.image_size} px" if mode != "text" else f"{x.shape[1]} tokens"
+        rows.append(f"| {name} | {label} | {family.reference} | {mode}, {shape} | {ours:.2f} | {theirs:.2f} | "
+                    f"**{ours / theirs:.2f}x** | {diff:.1e} |")  # fmt: skip
+        worst = max(worst, diff)
+    return rows, worst
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="MobileCLIP-S2", help="a clipforge MobileCLIP S architecture")
-    p.add_argument("--image-batch", type=int, default=8)
-    p.add_argument("--text-batch", type=int, default=16)
+    p.add_argument("--family", default="all", choices=["all", *FAMILIES], help="one family, or all in turn")
+    p.add_argument("--image-batch", type=int, default=4)
+    p.add_argument("--text-batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3, help="rounds over all peers and modes")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model, peers = mobileclip_peers(args.arch)
-    size, t = model.config.image_size, model.config.text
-    images = torch.rand(args.image_batch, 3, size, size)
-    tokens = caption_tokens(args.text_batch, t.context_length, t.vocab_size)
-    inputs = {"branches": images, "folded": images, "text": tokens}
-    rounds: dict[tuple[str, str], list[float]] = {(peer, mode): [] for peer in peers for mode in inputs}
-    with torch.inference_mode():
-        out = {key: peers[key[0]][key[1]](inputs[key[1]]) for key in rounds}  # also the warm-up call
-        for _ in range(args.repeats):
-            for peer, mode in rounds:
-                start = time.perf_counter()
-                peers[peer][mode](inputs[mode])
-                rounds[peer, mode].append(inputs[mode].shape[0] / (time.perf_counter() - start))
-    diffs = {mode: max(float((out["clipforge", a] - out["open_clip + timm", mode]).abs().max())
-                       for a in (("branches", "folded") if mode != "text" else ("text",)))
-             for mode in inputs}  # fmt: skip
-    rate = {key: statistics.median(v) for key, v in rounds.items()}
     import open_clip
     import timm
+    import transformers
 
-    print(f"{args.arch}: {size} px, image batch {args.image_batch}, text batch {args.text_batch} x "
-          f"{t.context_length}, {args.threads} thread(s), {args.repeats} rounds; open_clip {open_clip.__version__}, "
-          f"timm {timm.__version__}, torch {torch.__version__}")  # fmt: skip
-    print("max |diff| of normalised embeddings, clipforge vs open_clip: "
-          + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))  # fmt: skip
-    print("\n| encoder | branches (img/s) | folded (img/s) | folded / branches | text (/s) |")
-    print("|---|---:|---:|---:|---:|")
-    for peer in peers:
-        b, f, x = rate[peer, "branches"], rate[peer, "folded"], rate[peer, "text"]
-        print(f"| {peer} | {b:.2f} | {f:.2f} | {f / b:.2f}x | {x:.1f} |")
-    ours, ref = "clipforge", "open_clip + timm"
-    print(f"| clipforge / open_clip | {rate[ours, 'branches'] / rate[ref, 'branches']:.2f}x | "
-          f"{rate[ours, 'folded'] / rate[ref, 'folded']:.2f}x | | {rate[ours, 'text'] / rate[ref, 'text']:.2f}x |")
-    if max(diffs.values()) > 1e-4:
-        sys.exit("the peers' embeddings differ: the timings would not compare the same computation")
+    print(f"image batch {args.image_batch}, text batch {args.text_batch}, {args.threads} thread(s), {args.repeats} "
+          f"rounds; open_clip {open_clip.__version__}, timm {timm.__version__}, transformers "
+          f"{transformers.__version__}, torch {torch.__version__}; items/s, medians over rounds\n")  # fmt: skip
+    print("| family | clipforge architecture | reference | mode | clipforge (/s) | reference (/s) | "
+          "clipforge / reference | max abs diff |\n|---|---|---|---|---:|---:|---:|---:|", flush=True)  # fmt: skip
+    for name in FAMILIES if args.family == "all" else [args.family]:
+        rows, worst = measure(name, FAMILIES[name], args)
+        print(*rows, sep="\n", flush=True)
+        if worst > MAX_DIFF:
+            sys.exit(f"{name}: the peers' embeddings differ by {worst:.1e}; the timings would not compare the same "
+                     "computation")  # fmt: skip
+        gc.collect()  # the family's models go before the next one's are built
 
 
 if __name__ == "__main__":

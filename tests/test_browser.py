@@ -13,6 +13,7 @@ import shutil
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,23 +40,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def _serving(base: Path, images: int) -> Iterator[tuple[str, Path]]:
-    """Index ``images`` generated pictures under ``base`` and serve them on a free loopback port
-    from a thread; yields (page URL, photo folder). Skips without playwright, chromium or uvicorn."""
+def _require_browser() -> None:
+    """Skips without playwright, chromium or uvicorn."""
     pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
     if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
         pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
-    uvicorn = pytest.importorskip("uvicorn", reason="uvicorn not installed (pip install 'clipforge[serve]')")
-    from clipforge.index import ImageIndex, IndexStore, index_folder
-    from clipforge.serve import SearchService, create_app
+    pytest.importorskip("uvicorn", reason="uvicorn not installed (pip install 'clipforge[serve]')")
 
-    root, db = base / "photos", base / "i.cfidx"
-    make_folder(root, images)
-    encoder = tiny_encoder()
-    with IndexStore(db, create=True) as store:
-        index_folder(root, store, encoder, num_workers=0, progress=False)
-    app = create_app(SearchService(ImageIndex.open(db, encoder=encoder)))
+
+@contextlib.contextmanager
+def _serving_app(app) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port from a thread; yields the page URL."""
+    import uvicorn
+
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -65,10 +62,40 @@ def _serving(base: Path, images: int) -> Iterator[tuple[str, Path]]:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}/", root
+        yield f"http://127.0.0.1:{port}/"
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def _serving(base: Path, images: int) -> Iterator[tuple[str, Path]]:
+    """Index ``images`` generated pictures under ``base`` and serve them; yields (page URL, photo
+    folder). Skips without playwright, chromium or uvicorn."""
+    _require_browser()
+    from clipforge.index import ImageIndex, IndexStore, index_folder
+    from clipforge.serve import SearchService, create_app
+
+    root, db = base / "photos", base / "i.cfidx"
+    make_folder(root, images)
+    encoder = tiny_encoder()
+    with IndexStore(db, create=True) as store:
+        index_folder(root, store, encoder, num_workers=0, progress=False)
+    with _serving_app(create_app(SearchService(ImageIndex.open(db, encoder=encoder)))) as url:
+        yield url, root
+
+
+@contextlib.contextmanager
+def _chromium() -> Iterator:
+    """Debian's chromium, headless, through Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -79,35 +106,24 @@ def server(tmp_path_factory):
 
 @pytest.fixture()
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            external = []
-            page.on(
-                "request",
-                lambda r: (
-                    external.append(r.url)
-                    if not r.url.startswith(("http://127.0.0.1", "blob:", "data:"))
-                    else None
-                ),
-            )
-            page.goto(server["url"])
-            yield page
-            assert errors == [], errors
-            assert external == [], f"the page reached outside the server: {external}"
-        finally:
-            browser.close()
+    with _chromium() as browser:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        external = []
+        page.on(
+            "request",
+            lambda r: external.append(r.url) if not r.url.startswith(("http://127.0.0.1", "blob:", "data:")) else None,
+        )
+        page.goto(server["url"])
+        yield page
+        assert errors == [], errors
+        assert external == [], f"the page reached outside the server: {external}"
 
 
 def loaded_thumbnails(page) -> int:
     return page.evaluate(
-        "() => [...document.querySelectorAll('#results .hit img')]"
-        ".filter(i => i.complete && i.naturalWidth > 0).length"
+        "() => [...document.querySelectorAll('#results .hit img')].filter(i => i.complete && i.naturalWidth > 0).length"
     )
 
 
@@ -117,13 +133,10 @@ def test_typing_a_query_shows_result_thumbnails(page):
     page.press("#q", "Enter")
     page.wait_for_selector("#results .hit img")
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#results .hit img')]"
-        ".every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('#results .hit img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     assert loaded_thumbnails(page) == 10  # top 24 of 10 images: all of them
-    scores = page.eval_on_selector_all(
-        "#results .hit .score", "els => els.map(e => parseFloat(e.textContent))"
-    )
+    scores = page.eval_on_selector_all("#results .hit .score", "els => els.map(e => parseFloat(e.textContent))")
     assert scores == sorted(scores, reverse=True)
     assert "results in" in page.inner_text("#status")
 
@@ -165,71 +178,117 @@ def _hit_paths(page) -> list[str]:
 
 
 def test_filters_load_more_and_the_query_in_the_url(library_server):
-    from playwright.sync_api import sync_playwright
-
     url = library_server["url"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
+    with _chromium() as browser:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('30 images')")
+        page.wait_for_function("() => document.querySelectorAll('#folder option').length === 4")  # all + 3
+
+        # load more: 12, 24, then the last 6 and no more button
+        page.select_option("#k", "12")
+        page.fill("#q", "a colourful picture")
+        page.press("#q", "Enter")
+        page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 12")
+        assert page.is_visible("#more")
+        page.click("#more")
+        page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 24")
+        page.click("#more")
+        page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 30")
+        assert not page.is_visible("#more")
+        paths = _hit_paths(page)
+        assert len(set(paths)) == 30  # pages do not repeat
+        scores = page.eval_on_selector_all("#results .hit .score", "els => els.map(e => parseFloat(e.textContent))")
+        assert scores == sorted(scores, reverse=True)
+
+        # a folder and a type filter
+        page.select_option("#folder", "d1")
+        page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 10")
+        assert all(p.startswith("d1/") for p in _hit_paths(page))
+        page.select_option("#type", "jpeg")  # d1 holds .jpg and .bmp files
+        page.wait_for_function(
+            "() => { const hits = [...document.querySelectorAll('#results .hit img')];"
+            " return hits.length > 0 && hits.every(i => i.alt.endsWith('.jpg')); }"
+        )
+        jpegs = _hit_paths(page)
+        assert len(jpegs) == 5 and all(p.startswith("d1/") for p in jpegs)
+
+        # the search is in the URL: reloading it restores the query, the filters and the results
+        assert "q=a+colourful+picture" in page.url and "folder=d1" in page.url and "type=jpeg" in page.url
+        fresh = browser.new_page()
+        fresh.goto(page.url)
+        fresh.wait_for_function("() => document.querySelectorAll('#results .hit').length > 0")
+        assert fresh.input_value("#q") == "a colourful picture"
+        assert fresh.input_value("#folder") == "d1" and fresh.input_value("#type") == "jpeg"
+        assert sorted(_hit_paths(fresh)) == sorted(jpegs)
+
+        # a minimum similarity above every score empties the page; the status says so
+        page.select_option("#type", "")
+        page.fill("#min-score", "0.9999")
+        page.press("#min-score", "Enter")
+        page.wait_for_function("() => document.getElementById('status').textContent.startsWith('0 results')")
+        assert "min_score=0.9999" in page.url
+
+        # each hit shows its relevance; a minimum relevance of 1 empties the page too
+        page.fill("#min-score", "")
+        page.press("#min-score", "Enter")
+        page.wait_for_function("() => document.querySelectorAll('#results .hit .relevance').length > 0")
+        page.fill("#min-relevance", "1")
+        page.press("#min-relevance", "Enter")
+        page.wait_for_function("() => document.getElementById('status').textContent.startsWith('0 results')")
+        assert "min_relevance=1" in page.url and "min_score" not in page.url
+        assert errors == [], errors
+
+
+# -- multilingual search: queries in five scripts, the reference's ranking ------------------------
+# MetaCLIP 2's ranking comes from transformers live; XLM-R's was recorded from open_clip
+@pytest.fixture(scope="module", params=[pytest.param("metaclip2", marks=pytest.mark.reference), "xlm-roberta"])
+def multilingual_server(request, tmp_path_factory):
+    """A folder indexed by ``clipforge index`` with a tiny multilingual model (tests/test_multilingual_search.py's
+    MetaCLIP 2 and XLM-R fixtures) and the reference's ranking of the photos per query, served."""
+    _require_browser()
+    import test_multilingual_search as multilingual
+
+    from clipforge.index import Encoder, ImageIndex
+    from clipforge.serve import SearchService, create_app
+
+    tmp = tmp_path_factory.mktemp(f"browser-{request.param}")
+    found = multilingual._metaclip2(tmp) if request.param == "metaclip2" else multilingual._xlmr(tmp)
+    encoder = Encoder.load(found["ckpt"], device="cpu", precision="fp32", progress=False)
+    with _serving_app(create_app(SearchService(ImageIndex.open(found["db"], encoder=encoder)))) as url:
+        yield {"url": url, "want": found["want"], "queries": multilingual.QUERIES}
+
+
+def test_queries_in_five_scripts_rank_as_the_reference_and_stay_in_the_url(multilingual_server):
+    """CJK without spaces, Arabic (right to left), Devanagari, Cyrillic and Hangul, each entered as an
+    input method commits it (one input event, then Enter): the page shows the photos in the order of
+    the reference model's own embeddings, keeps the query in its URL (percent-encoded UTF-8), and a
+    fresh page opened at that URL restores the query and the same ranking."""
+    want, n = multilingual_server["want"], len(next(iter(multilingual_server["want"].values())))
+    shown = f"() => document.querySelectorAll('#results .hit').length === {n}"
+    with _chromium() as browser:
+        errors = []
+        for query in multilingual_server["queries"]:
             page = browser.new_page()
-            errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
-            page.wait_for_function("() => document.getElementById('status').textContent.includes('30 images')")
-            page.wait_for_function("() => document.querySelectorAll('#folder option').length === 4")  # all + 3
+            page.goto(multilingual_server["url"])
+            page.wait_for_function("() => document.getElementById('status').textContent.includes('images indexed')")
+            page.focus("#q")
+            page.keyboard.insert_text(query)
+            page.keyboard.press("Enter")
+            page.wait_for_function(shown)
+            assert _hit_paths(page) == want[query], query
+            assert page.input_value("#q") == query
+            rtl = page.eval_on_selector("#q", "e => e.matches(':dir(rtl)')")
+            assert rtl == (query == "قطة على الشاطئ"), query  # the Arabic query is laid out right to left
 
-            # load more: 12, 24, then the last 6 and no more button
-            page.select_option("#k", "12")
-            page.fill("#q", "a colourful picture")
-            page.press("#q", "Enter")
-            page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 12")
-            assert page.is_visible("#more")
-            page.click("#more")
-            page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 24")
-            page.click("#more")
-            page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 30")
-            assert not page.is_visible("#more")
-            paths = _hit_paths(page)
-            assert len(set(paths)) == 30  # pages do not repeat
-            scores = page.eval_on_selector_all("#results .hit .score", "els => els.map(e => parseFloat(e.textContent))")
-            assert scores == sorted(scores, reverse=True)
-
-            # a folder and a type filter
-            page.select_option("#folder", "d1")
-            page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 10")
-            assert all(p.startswith("d1/") for p in _hit_paths(page))
-            page.select_option("#type", "jpeg")  # d1 holds .jpg and .bmp files
-            page.wait_for_function(
-                "() => { const hits = [...document.querySelectorAll('#results .hit img')];"
-                " return hits.length > 0 && hits.every(i => i.alt.endsWith('.jpg')); }"
-            )
-            jpegs = _hit_paths(page)
-            assert len(jpegs) == 5 and all(p.startswith("d1/") for p in jpegs)
-
-            # the search is in the URL: reloading it restores the query, the filters and the results
-            assert "q=a+colourful+picture" in page.url and "folder=d1" in page.url and "type=jpeg" in page.url
+            assert page.url.isascii() and urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query)["q"] == [query]
             fresh = browser.new_page()
             fresh.goto(page.url)
-            fresh.wait_for_function("() => document.querySelectorAll('#results .hit').length > 0")
-            assert fresh.input_value("#q") == "a colourful picture"
-            assert fresh.input_value("#folder") == "d1" and fresh.input_value("#type") == "jpeg"
-            assert sorted(_hit_paths(fresh)) == sorted(jpegs)
-
-            # a minimum similarity above every score empties the page; the status says so
-            page.select_option("#type", "")
-            page.fill("#min-score", "0.9999")
-            page.press("#min-score", "Enter")
-            page.wait_for_function("() => document.getElementById('status').textContent.startsWith('0 results')")
-            assert "min_score=0.9999" in page.url
-
-            # each hit shows its relevance; a minimum relevance of 1 empties the page too
-            page.fill("#min-score", "")
-            page.press("#min-score", "Enter")
-            page.wait_for_function("() => document.querySelectorAll('#results .hit .relevance').length > 0")
-            page.fill("#min-relevance", "1")
-            page.press("#min-relevance", "Enter")
-            page.wait_for_function("() => document.getElementById('status').textContent.startsWith('0 results')")
-            assert "min_relevance=1" in page.url and "min_score" not in page.url
-            assert errors == [], errors
-        finally:
-            browser.close()
+            fresh.wait_for_function(shown)
+            assert fresh.input_value("#q") == query and _hit_paths(fresh) == want[query], query
+            page.close()
+            fresh.close()
+        assert errors == [], errors
