@@ -193,3 +193,17 @@ def test_saved_checkpoint_keeps_the_options(tmp_path):
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model.encode_image(images), net.encode_image(images))
+
+
+def test_a_trained_k_bias_is_refused_on_export(tmp_path, monkeypatch):
+    """EVA-02's format has no k bias, and under RoPE a non-zero one changes the attention: refused,
+    not dropped."""
+    model = imported("eva02_tiny", tmp_path).model
+    v = model.config.vision
+    tower = open_clip_eva._Tower("eva02", v.width, v.layers, v.heads, v.patch_size, v.image_size, v.rope_ref_grid)
+    monkeypatch.setitem(open_clip_eva._TOWERS, "eva02_tiny_test", tower)
+    with torch.no_grad():
+        bias = model.visual.transformer.blocks[1].attn.qkv.bias  # (3C,)
+        bias[v.width : 2 * v.width] = 0.1
+    with pytest.raises(ConvertError, match=r"blocks\.1\.attn\.qkv\.bias: the k part is not zero"):
+        export_open_clip(model, tmp_path / "oc")

@@ -22,8 +22,9 @@ standard text Transformer under ``text.`` (:mod:`.open_clip`'s names). The image
 MobileCLIP's ViT models may run open_clip's text tower bidirectionally (``no_causal_mask: true``, as
 MobileCLIP2-L-14 does: no attention mask, read at the end token); EVA-02 and PE-Core configs may not.
 
-A k bias has no effect in softmax attention (it adds the same ``q . b`` to every score of a query),
-so the missing EVA k bias is imported as zeros and exported by dropping it. Nothing here imports
+EVA-02's attention has no k bias: it is imported as zeros, and a model whose k bias is no longer
+zero (trained here) is refused on export. Without RoPE a k bias would not matter (it adds the same
+``q . b`` to every score of a query), but EVA-02 rotates keys after the bias, so it does. Nothing here imports
 open_clip or timm. The module is a :class:`~.adapters.FormatAdapter`.
 """
 
@@ -37,6 +38,7 @@ import torch
 from ..config import ConfigError, ModelConfig, PreprocessConfig, VisionConfig
 from . import adapters, open_clip
 from .adapters import StateDict, check_all_mapped, inverse, move_renamed, take
+from .io import ConvertError
 
 
 class _Tower(NamedTuple):
@@ -258,13 +260,18 @@ def _fuse_qkv(rest: StateDict, out: StateDict) -> None:
 
 
 def _split_qkv(rest: StateDict, out: StateDict) -> None:
-    """One ``qkv`` -> EVA-02's three projections; the k bias is dropped (softmax ignores it)."""
+    """One ``qkv`` -> EVA-02's three projections; its k bias must be zero (the format has none)."""
     prefix = "visual.transformer.blocks."
     for key in [k for k in rest if k.startswith(prefix) and k.endswith(".attn.qkv.weight")]:
         i = key[len(prefix) :].split(".")[0]
         dst = f"visual.trunk.blocks.{i}.attn."
         w, b = rest.pop(key), rest.pop(f"{prefix}{i}.attn.qkv.bias")
         c = w.shape[0] // 3
+        if b[c : 2 * c].any():
+            raise ConvertError(
+                f"{key[: -len('weight')]}bias: the k part is not zero, and open_clip's EVA-02 format has no k bias "
+                "(under RoPE it changes the attention): this model cannot be exported to open_clip"
+            )
         for j, n in enumerate("qkv"):
             out[f"{dst}{n}_proj.weight"] = w[j * c : (j + 1) * c]
         out[f"{dst}q_proj.bias"], out[f"{dst}v_proj.bias"] = b[:c], b[2 * c :]
