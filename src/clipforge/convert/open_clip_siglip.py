@@ -182,15 +182,27 @@ def state_dict_from(sd: StateDict) -> StateDict:
         if key in out:
             out[key] = out[key].reshape(())
     adapters.take_timm_trunk_pooling(rest, out)
-    if "text.positional_embedding" in rest:
-        out["text.pos_embed"] = rest.pop("text.positional_embedding")
-    if "text.text_projection.weight" in rest:
-        out["text.proj"] = rest.pop("text.text_projection.weight").t().contiguous()  # (E, W) -> (W, E)
+    _move_text_and_renamed(rest, out, to_ours=True)
+    return out | rest  # unmapped keys as they are: the strict loader names them
+
+
+# (open_clip's name, ours) of the text tower's position table and projection
+_TEXT_POS = ("text.positional_embedding", "text.pos_embed")
+_TEXT_PROJ = ("text.text_projection.weight", "text.proj")  # open_clip (E, W), ours (W, E): transposed
+
+
+def _move_text_and_renamed(rest: StateDict, out: StateDict, *, to_ours: bool) -> None:
+    """Move the text tower's position table and projection, then every key ``_rename`` maps, from
+    ``rest`` to ``out`` under the other format's names."""
+    (pos_src, pos_dst), (proj_src, proj_dst) = ((a, b) if to_ours else (b, a) for a, b in (_TEXT_POS, _TEXT_PROJ))
+    if pos_src in rest:
+        out[pos_dst] = rest.pop(pos_src)
+    if proj_src in rest:
+        out[proj_dst] = rest.pop(proj_src).t().contiguous()  # (E, W) <-> (W, E)
     for key in list(rest):
-        name = _rename(key, to_ours=True)
+        name = _rename(key, to_ours=to_ours)
         if name is not None:
             out[name] = rest.pop(key)
-    return out | rest  # unmapped keys as they are: the strict loader names them
 
 
 def state_dict_to(sd: StateDict) -> StateDict:
@@ -203,14 +215,7 @@ def state_dict_to(sd: StateDict) -> StateDict:
         qkv = rest.pop(f"visual.attn_pool.attn.qkv.{kind}")
         c = qkv.shape[0] // 3
         out[f"visual.trunk.attn_pool.q.{kind}"], out[f"visual.trunk.attn_pool.kv.{kind}"] = qkv[:c], qkv[c:]
-    if "text.pos_embed" in rest:
-        out["text.positional_embedding"] = rest.pop("text.pos_embed")
-    if "text.proj" in rest:
-        out["text.text_projection.weight"] = rest.pop("text.proj").t().contiguous()  # (W, E) -> (E, W)
-    for key in list(rest):
-        name = _rename(key, to_ours=False)
-        if name is not None:
-            out[name] = rest.pop(key)
+    _move_text_and_renamed(rest, out, to_ours=False)
     check_all_mapped(rest, "open_clip SigLIP")
     return {k: v.contiguous() for k, v in out.items()}
 
