@@ -220,9 +220,13 @@ def main() -> None:
     rows = [(f"clipforge {build['kind']} nlist {build['nlist']} nprobe {build['nprobe']}, re-ranked",
              f"{build['build_s']} ({build['train_s']} / {build['add_s']})", build, search)]  # fmt: skip
     if args.autofaiss_python:
-        af_build, af_search = run_autofaiss(args, args.db)
-        rows.append((f"autofaiss `{af_build['index_key']}` ({af_build['index_param']})", f"{af_build['build_s']}",
-                     af_build, af_search))  # fmt: skip
+        try:
+            af_build, af_search = run_autofaiss(args, args.db)
+        except subprocess.CalledProcessError as e:  # autofaiss said why on stderr (e.g. the budget is too small)
+            print(f"autofaiss: no result ({e.cmd[2]} phase exited {e.returncode}); clipforge only", file=sys.stderr)
+        else:
+            rows.append((f"autofaiss `{af_build['index_key']}` ({af_build['index_param']})", f"{af_build['build_s']}",
+                         af_build, af_search))  # fmt: skip
     vectors_mib = args.n * args.dim * 4 / 2**20
     print(f"### {args.n:,} x {args.dim} vectors, memory budget {args.memory_budget}, {args.threads} threads\n")
     print(f"float32 vectors: {vectors_mib:,.0f} MiB; clipforge's plan: {build['plan']}\n")
