@@ -24,8 +24,8 @@ MobileCLIP2-L-14 does: no attention mask, read at the end token); EVA-02 and PE-
 
 EVA-02's attention has no k bias: it is imported as zeros, and a model whose k bias is no longer
 zero (trained here) is refused on export. Without RoPE a k bias would not matter (it adds the same
-``q . b`` to every score of a query), but EVA-02 rotates keys after the bias, so it does. Nothing here imports
-open_clip or timm. The module is a :class:`~.adapters.FormatAdapter`.
+``q . b`` to every score of a query), but EVA-02 rotates keys after the bias, so it does. Nothing
+here imports open_clip or timm. The module is a :class:`~.adapters.FormatAdapter`.
 """
 
 from __future__ import annotations

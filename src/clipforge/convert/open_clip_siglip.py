@@ -160,7 +160,10 @@ def config_to(cfg: ModelConfig) -> dict[str, Any]:
     t = cfg.text
     vision = timm_tower_to(cfg.vision)
     if cfg.act != "gelu_tanh" or not math.isclose(cfg.norm_eps, 1e-6):
-        raise ValueError("open_clip builds SigLIP image towers from timm's named sizes only; this one is not")
+        raise ValueError(
+            f"open_clip's SigLIP configs run GELU(tanh) with LayerNorm eps 1e-6; this model has act {cfg.act!r}, "
+            f"eps {cfg.norm_eps}"
+        )
     return {
         "embed_dim": cfg.embed_dim,
         "init_logit_bias": cfg.init_logit_bias,
