@@ -22,16 +22,20 @@ quickstart: setup
 	$(BIN)/clipforge quickstart
 
 # pytest-xdist: one worker per core (-n auto), a test file's tests on one worker (its fixtures are built
-# once), files in the order tests/conftest.py gives them (the longest work first).
+# once), files in the order tests/conftest.py gives them (the longest work first). The multi-process
+# (torchrun) tests run in the same pass: alone after it, a second pytest start and their processes'
+# waits cost more than sharing the cores.
 XDIST ?= -n auto --dist loadfile --no-loadscope-reorder
+# Compiled bytecode (and pytest's rewritten test modules) kept under .cache/pycache even where the
+# environment sets PYTHONDONTWRITEBYTECODE: otherwise every worker and every process a test starts
+# compiles the project from source again.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache $(BIN)/python -m pytest
 
-# The multi-process tests start one process per core themselves: they run after the others, alone.
 test: setup
-	$(BIN)/python -m pytest -q -ra $(XDIST) -m "not distributed"
-	$(BIN)/python -m pytest -q -ra -m distributed
+	$(PYTEST) -q -ra $(XDIST)
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow and not browser and not distributed" $(XDIST)
+	$(PYTEST) -q -m "not slow and not browser and not distributed" $(XDIST)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -234,3 +234,29 @@ def test_last_block_computing_only_the_read_rows_changes_nothing(act, name):
             # there even the textbook path is ~8e-5 from the float64 result)
             atol = 1e-5 * max(1.0, float(r.abs().max()))
             torch.testing.assert_close(g, r, atol=atol, rtol=1e-4, msg=lambda s, p=p: f"{tuple(p.shape)}: {s}")
+
+
+def test_resnet_convolutions_run_channels_last_also_after_loading_and_match_the_contiguous_layout():
+    model = m.create_model(tiny_model_config("RN50")).eval()
+    convs = [mod for mod in model.visual.modules() if isinstance(mod, torch.nn.Conv2d)]
+
+    def channels_last() -> bool:
+        return all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs) and not all(
+            c.weight.is_contiguous() for c in convs
+        )
+
+    assert channels_last()
+    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}  # as a checkpoint hands them in
+    model.load_state_dict(state, assign=True)
+    convs = [mod for mod in model.visual.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert channels_last()
+    params = [c.weight for c in convs]
+
+    images = torch.randn(2, 3, model.config.vision.image_size, model.config.vision.image_size)
+    with torch.no_grad():
+        fast = model.encode_image(images)
+        model.visual.set_memory_format(torch.contiguous_format)
+        assert all(c.weight.is_contiguous() for c in convs)
+        assert all(c.weight is p for c, p in zip(convs, params, strict=True))  # an optimiser's stay valid
+        plain = model.encode_image(images)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)

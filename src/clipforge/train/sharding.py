@@ -29,6 +29,7 @@ from torch import nn
 from ..fileio import fsync_dir
 from ..models import CLIP
 from ..models.fastvit import FastViT
+from ..models.resnet import ModifiedResNet
 from ..models.vit import VisionTransformer
 from .distributed import DistInfo
 
@@ -52,6 +53,8 @@ def shard_model(model: CLIP, info: DistInfo) -> None:
 
     if not info.distributed:
         raise ValueError("shard=True needs several processes (run under torchrun)")
+    if isinstance(model.visual, ModifiedResNet):  # FSDP2 shards contiguous parameters only
+        model.visual.set_memory_format(torch.contiguous_format)
     for unit in _units(model):
         fully_shard(unit)
 
