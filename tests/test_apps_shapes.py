@@ -19,7 +19,7 @@ from clipforge.eval.moderate import Moderator
 from clipforge.eval.policy import parse_policy
 from clipforge.eval.zeroshot import encode_texts
 
-# Every test here uses the session's shapes_model, trained on first use (76 s on a quiet
+# Every test here uses the session's shapes_model, trained on first use (~45 s on one core of a
 # 2-core machine): whichever test runs first pays for it, hence slow, and 300 s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -86,8 +86,9 @@ def test_heat_map_of_a_red_circle_is_brightest_on_the_red_circle(loaded):
 
 
 def test_default_heat_map_lands_on_the_named_object(loaded):
-    # The ViT of the other tests (32 px, patch 4). Grad-CAM, the previous default, hit 54 % of such
-    # scenes on it (its embedding of two objects is often one object's alone; see eval/explain.py).
+    # The tests' shared ViT, at the quickstart's input size (64 px, patch 8). Grad-CAM, the previous
+    # default, hit 53 % of such scenes on it (its embedding of two objects is often one object's
+    # alone; see eval/explain.py and docs/evaluation.md).
     assert hit_rate(loaded) >= 0.9
 
 
@@ -114,8 +115,8 @@ def test_classify_explain_draws_over_the_original_image_at_its_own_size(shapes_m
     with Image.open(out["explanation"]) as png:
         assert png.size == (150, 100)
         drawn = np.asarray(png.convert("RGB")).astype(int)
-    _, _, left, _ = view_geometry(150, 100, size=32, resize_mode="shortest")
-    assert left == 8.0  # 150 x 100 -> 48 x 32, crop from x = 8: the crop keeps x in [25, 125)
+    _, _, left, _ = view_geometry(150, 100, size=64, resize_mode="shortest")
+    assert left == 16.0  # 150 x 100 -> 96 x 64, crop from x = 16: the crop keeps x in [25, 125)
     dimmed = np.round(canvas[:, :24].astype(float) * 0.45)
     assert np.abs(drawn[:, :24] - dimmed).max() <= 1 and np.abs(drawn[:, 126:] - dimmed).max() <= 1
     # Inside the view, the red end of the colour ramp is on the ring (bottom half), not the top.

@@ -264,13 +264,19 @@ class IndexStore(ModelBinding):
         """Per id that exists: its (E,) float32 embedding."""
         ids = [int(i) for i in ids if _is_sql_int(i)]
         out: dict[int, np.ndarray] = {}
+        dtype = np.dtype(self.dtype)  # once: each read of the meta is a query (re-ranking calls this per search)
         for start in range(0, len(ids), 500):  # stay below SQLite's host-parameter limit
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for image_id, blob in self._conn().execute(
-                f"SELECT id, embedding FROM images WHERE id IN ({marks})", chunk
-            ):
-                out[image_id] = self._decode(blob)
+            rows = self._conn().execute(f"SELECT id, embedding FROM images WHERE id IN ({marks})", chunk).fetchall()
+            if not rows:
+                continue
+            blobs = b"".join(blob for _, blob in rows)
+            if len(blobs) == len(rows) * len(rows[0][1]):  # equal sizes (always, as written): decode at once
+                vectors = np.frombuffer(blobs, dtype=dtype).reshape(len(rows), -1).astype(np.float32)  # (n, E)
+                out.update(zip((image_id for image_id, _ in rows), vectors, strict=True))
+            else:
+                out.update((image_id, np.frombuffer(blob, dtype=dtype).astype(np.float32)) for image_id, blob in rows)
         return out
 
     def embedding_batches(self, *, batch_rows: int) -> Iterator[tuple[Fingerprint, np.ndarray, np.ndarray]]:
