@@ -21,11 +21,16 @@ def pytest_configure(config) -> None:
         torch.set_num_threads(threads)
 
 
+HEAVY_MARKS = ("slow", "browser", "distributed")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Longest work first, so that xdist's workers finish together: test files ordered by the largest
-    ``timeout`` mark among their tests (the tests that train a model declare one), then by their number
-    of tests (xdist's own order, which the Makefile turns off with ``--no-loadscope-reorder`` so that
-    this one holds); a file's tests keep their order."""
+    ``timeout`` mark among their tests (the tests that train a model declare one), then by their
+    number of heavy tests (marked ``slow``, ``browser`` or ``distributed``: a file of two slow tests
+    must not be the last one a worker picks up), then by their number of tests (xdist's own order,
+    which the Makefile turns off with ``--no-loadscope-reorder`` so that this one holds); a file's
+    tests keep their order."""
 
     def declared_timeout(item) -> float:
         mark = item.get_closest_marker("timeout")
@@ -34,15 +39,17 @@ def pytest_collection_modifyitems(config, items) -> None:
         return float(mark.args[0] if mark.args else mark.kwargs.get("timeout", 0.0))
 
     longest: dict[str, float] = {}
+    heavy: dict[str, int] = {}
     count: dict[str, int] = {}
     for item in items:
         path = item.nodeid.split("::", 1)[0]
         longest[path] = max(longest.get(path, 0.0), declared_timeout(item))
+        heavy[path] = heavy.get(path, 0) + any(item.get_closest_marker(m) for m in HEAVY_MARKS)
         count[path] = count.get(path, 0) + 1
 
-    def key(item) -> tuple[float, int]:
+    def key(item) -> tuple[float, int, int]:
         path = item.nodeid.split("::", 1)[0]
-        return -longest[path], -count[path]
+        return -longest[path], -heavy[path], -count[path]
 
     items.sort(key=key)  # stable: a file's tests stay together and in order
 
