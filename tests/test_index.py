@@ -240,3 +240,28 @@ def test_foreign_files_are_refused_untouched(tmp_path):
     assert tables == ["notes"] and mode == "delete"
     with pytest.raises(FileNotFoundError, match="no index database"):
         IndexStore(tmp_path / "missing.cfidx")
+
+
+def test_a_new_database_packs_several_embeddings_per_page_and_an_old_one_keeps_its_pages(tmp_path):
+    from clipforge.index.schema import PAGE_SIZE
+    from clipforge.index.store import NewRow
+
+    rng = np.random.default_rng(0)
+    sizes = {}
+    for name, page in (("new", None), ("old", 4096)):
+        db = tmp_path / f"{name}.cfidx"
+        if page:  # a database made before: SQLite's default page size
+            with sqlite3.connect(db) as conn:
+                conn.execute(f"PRAGMA page_size={page}")
+                conn.execute("VACUUM")
+        store = IndexStore(db, create=True)
+        store.bind(model_id="m", embed_dim=512, root=tmp_path)
+        vectors = rng.standard_normal((2000, 512)).astype(np.float32)  # (N, 512): 2,048-byte blobs
+        with store.transaction() as c:
+            store.insert(c, (NewRow(f"photos/img_{i:05d}.jpg", 1, 1, f"{i:064x}", v) for i, v in enumerate(vectors)))
+        assert store._conn().execute("PRAGMA page_size").fetchone()[0] == (page or PAGE_SIZE)
+        got = store.embeddings_of([1, 2000])
+        np.testing.assert_array_equal(got[2000], vectors[-1])
+        store.close()
+        sizes[name] = db.stat().st_size / len(vectors)
+    assert sizes["new"] < 2600 < 4000 < sizes["old"], sizes  # bytes per row: one row per 4 KiB page before

@@ -14,6 +14,10 @@ from .records import PhotoFilter
 SCHEMA = "clipforge.index/2"
 UPGRADABLE = ("clipforge.index/1",)
 INFO_COLUMNS = ("taken_at", "taken_from", "camera", "width", "height", "type", "folder")
+# SQLite's page size for a new database (fixed once the first table exists; older files keep theirs).
+# A row is a little over one embedding's blob (a 512-d float32 one is 2,048 bytes): 4,096-byte pages
+# (SQLite's default) hold one such row each and leave ~45 % of the file empty; 16 KiB pages hold seven.
+PAGE_SIZE = 16384
 
 _UPGRADE_SQL = """
 ALTER TABLE images ADD COLUMN taken_at TEXT;

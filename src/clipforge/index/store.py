@@ -36,7 +36,7 @@ import numpy as np
 
 from .binding import DTYPES, IndexDatabaseError, ModelBinding, ModelMismatchError, describe_model
 from .records import FileRow, Fingerprint, NewRow, PhotoFields, PhotoFilter, SkipRow, Snapshot, folder_of
-from .schema import INFO_COLUMNS, SCHEMA, SCHEMA_SQL, UPGRADABLE, filter_sql, upgrade_schema
+from .schema import INFO_COLUMNS, PAGE_SIZE, SCHEMA, SCHEMA_SQL, UPGRADABLE, filter_sql, upgrade_schema
 
 __all__ = [  # the records are re-exported: `from clipforge.index.store import PhotoFilter` keeps working
     "DTYPES",
@@ -96,6 +96,7 @@ class IndexStore(ModelBinding):
                 if schema in UPGRADABLE:
                     schema = upgrade_schema(conn)
             elif create:
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before the first table: then it is fixed
                 conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
                 conn.executescript(SCHEMA_SQL)
                 with self.transaction() as c:
