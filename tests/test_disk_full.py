@@ -132,7 +132,7 @@ def test_index_commit_with_a_full_disk_is_one_line_and_leaves_the_index_intact(t
     base = ["index", str(root), "--model", str(ckpt), "--db", str(db), "--workers", "0", "--no-progress"]
     assert main(base) == 0
     before = IndexStore(db).count()
-    make_folder(root, 40, start=3)
+    make_folder(root, 200, start=3)  # rows of a tiny model are small: 40 fitted in its 16 KiB pages' free room
     capsys.readouterr()
 
     real_conn = IndexStore._conn
