@@ -36,6 +36,7 @@ def test_codes_come_from_the_vocabulary_and_switch_the_start_token(nllb):
     assert nllb.languages == CODES and nllb.language == "eng_Latn"
     chinese = nllb.with_language("zho_Hans")
     assert chinese.language == "zho_Hans" and nllb.language == "eng_Latn"  # the shared one is unchanged
+    assert chinese._tk is nllb._tk  # the vocabulary is shared, not read again
     assert torch.equal(chinese(TEXTS), torch.tensor(GOLDEN["transformers_zho_Hans"]))
     assert torch.equal(with_language(nllb, "eng_Latn")(TEXTS), torch.tensor(GOLDEN["transformers"]))
     assert with_language(nllb, None) is nllb

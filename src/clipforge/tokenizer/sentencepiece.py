@@ -27,7 +27,6 @@ Face ``tokenizers`` for ``tokenizer.json`` files; ids equal the reference tokeni
 from __future__ import annotations
 
 import base64
-import copy
 import gzip
 import json
 import os
@@ -376,7 +375,8 @@ class SentencePieceTokenizer:
         if self.language is None:
             raise no_languages(language)
         code = check_language(language, self._languages)
-        new = copy.copy(self)  # shares the engine, which encoding never changes
+        new = object.__new__(type(self))  # not copy.copy: that pickles, re-reading the vocabulary
+        new.__dict__.update(self.__dict__)  # shares the engine, which encoding never changes
         new.bos_id = self._tk.token_to_id(code)
         return new
 
