@@ -11,6 +11,7 @@ import json
 import pickle
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,12 +91,12 @@ def test_tokenizers_without_language_codes_refuse_a_language():
 # -- end to end: a converted tiny NLLB-CLIP model, an index, the CLI and the HTTP API -----------------
 
 
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory):
+def nllb_indexed(tmp: Path) -> dict:
+    """The tiny NLLB-CLIP model converted under ``tmp``, six photos indexed with it (fp32) by the CLI,
+    an fp32 encoder of it and the photos' stored embeddings and ids (by path)."""
     from clipforge.convert import convert
     from clipforge.index import Encoder, IndexStore
 
-    tmp = tmp_path_factory.mktemp("nllb-language")
     ckpt = convert(open_clip_folder("nllb_tiny", tmp / "oc"), tmp / "ck", vocab=NLLB_VOCAB)
     root, db = tmp / "photos", tmp / "n.cfidx"
     for i in range(6):
@@ -107,6 +108,11 @@ def indexed(tmp_path_factory):
         ids = {path: i for path, (i, *_rest) in store.files().items()}
         images = {path: store.embedding_of(i) for path, i in ids.items()}
     return {"ckpt": ckpt, "db": db, "root": root, "encoder": encoder, "images": images, "ids": ids}
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    return nllb_indexed(tmp_path_factory.mktemp("nllb-language"))
 
 
 def _scores(indexed, text: str, language: str | None) -> dict[str, float]:

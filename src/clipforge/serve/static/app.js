@@ -80,11 +80,11 @@ async function loadFilters() {
 async function loadLanguages() {
   const { language, languages } = await api("/api/languages");
   const select = $("lang");
-  select.options[0].textContent = language ? `${language} (default)` : "default";
-  const current = select.value;
-  for (const code of languages) {
-    if (![...select.options].some((o) => o.value === code)) select.append(new Option(code, code));
-  }
+  const current = select.value;  // from the page URL: kept, even if the model lacks it (the API says so)
+  const codes = current && !languages.includes(current) ? [...languages, current] : languages;
+  select.replaceChildren(
+    new Option(language ? `${language} (default)` : "default", ""), ...codes.map((c) => new Option(c, c)),
+  );
   select.value = current;
   select.hidden = !languages.length && !current;
 }
