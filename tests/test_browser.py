@@ -308,7 +308,7 @@ def test_the_language_menu_is_kept_in_the_url_and_reaches_the_api(tmp_path, page
 
     found = nllb_indexed(tmp_path)
     with _serving_app(create_app(SearchService(ImageIndex.open(found["db"], encoder=found["encoder"])))) as url:
-        nllb = page.context.new_page()  # the same browser
+        nllb = page.context.browser.new_page()  # the same browser
         errors, sent = [], []
         nllb.on("pageerror", lambda e: errors.append(str(e)))
         nllb.on("request", lambda r: sent.append(r.url) if "/api/search" in r.url else None)
