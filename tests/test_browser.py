@@ -292,3 +292,36 @@ def test_queries_in_five_scripts_rank_as_the_reference_and_stay_in_the_url(multi
             page.close()
             fresh.close()
         assert errors == [], errors
+
+
+# -- NLLB-CLIP: the language menu --------------------------------------------------------------------
+def test_the_language_menu_is_kept_in_the_url_and_reaches_the_api(tmp_path, page):
+    """A model with language codes (the tiny NLLB-CLIP of tests/test_nllb_language.py) gets a menu of
+    them; the page URL's ``lang`` selects it, every search sends it, a choice re-runs the search and
+    goes into the URL. A model without codes (the ``page`` fixture's server) shows no menu."""
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('images indexed')")
+    assert page.is_hidden("#lang")
+    from test_nllb_language import QUERY, nllb_indexed
+
+    from clipforge.index import ImageIndex
+    from clipforge.serve import SearchService, create_app
+
+    found = nllb_indexed(tmp_path)
+    with _serving_app(create_app(SearchService(ImageIndex.open(found["db"], encoder=found["encoder"])))) as url:
+        nllb = page.context.browser.new_page()  # the same browser
+        errors, sent = [], []
+        nllb.on("pageerror", lambda e: errors.append(str(e)))
+        nllb.on("request", lambda r: sent.append(r.url) if "/api/search" in r.url else None)
+        nllb.goto(f"{url}?{urllib.parse.urlencode({'q': QUERY, 'lang': 'fra_Latn'})}")
+        nllb.wait_for_function("() => document.querySelectorAll('#results .hit').length === 6")
+        nllb.wait_for_function("() => document.getElementById('lang').options.length === 4")
+        assert nllb.is_visible("#lang") and nllb.input_value("#lang") == "fra_Latn"
+        options = nllb.eval_on_selector_all("#lang option", "els => els.map(e => [e.value, e.textContent])")
+        assert options == [["", "eng_Latn (default)"], ["eng_Latn", "eng_Latn"], ["fra_Latn", "fra_Latn"],
+                           ["zho_Hans", "zho_Hans"]]  # fmt: skip
+        assert all("lang=fra_Latn" in u for u in sent) and sent
+        with nllb.expect_response(lambda r: "/api/search" in r.url and "lang=zho_Hans" in r.url) as answer:
+            nllb.select_option("#lang", "zho_Hans")
+        assert answer.value.status == 200
+        assert "lang=zho_Hans" in urllib.parse.urlsplit(nllb.url).query
+        assert errors == [], errors

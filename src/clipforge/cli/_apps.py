@@ -30,6 +30,10 @@ BACKEND_HELP = (
     "cached beside the checkpoint (needs clipforge[export])"
 )
 BACKENDS = ("torch", "onnx", "onnx-int8")
+LANGUAGE_HELP = (
+    "NLLB-CLIP models only: the language of {of}, as a code such as deu_Latn, zho_Hans, fra_Latn (an ISO "
+    "639-3 language and an ISO 15924 script; default: the tokenizer's own, usually eng_Latn)"
+)
 FROM_INDEX = "the one the index was built with"
 
 
@@ -50,6 +54,11 @@ def add_precision_arg(p: argparse.ArgumentParser, *, default: str | None = "auto
 def add_backend_arg(p: argparse.ArgumentParser, *, default: str | None = "torch", default_says: str = "") -> None:
     says = default_says or default
     p.add_argument("--backend", choices=BACKENDS, default=default, help=f"{BACKEND_HELP} (default: {says})")
+
+
+def add_language_arg(p: argparse.ArgumentParser, *, of: str = "the texts") -> None:
+    """``--language CODE``: the source-language code that ``of`` are tokenized with (NLLB-CLIP)."""
+    p.add_argument("--language", metavar="CODE", default=None, help=LANGUAGE_HELP.format(of=of))
 
 
 def add_model_args(p: argparse.ArgumentParser, *, precision: str = "auto") -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from . import _apps
-from ._apps import add_model_args, add_output_args, emit_image_results, explanation_paths
+from ._apps import add_language_arg, add_model_args, add_output_args, emit_image_results, explanation_paths
 
 HELP = "zero-shot classify images against labels"
 
@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--labels", help="comma-separated labels, e.g. cat,dog,bird")
     group.add_argument("--labels-file", help="file with one label per line")
     p.add_argument("--templates", default="default", help="built-in template set or template file")
+    add_language_arg(p, of="the labels and templates")
     p.add_argument("-k", "--top-k", type=int, default=5, help="labels shown per image")
     p.add_argument(
         "--mode",
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"-k must be at least 1, got {args.top_k}")
     inputs, (model, tokenizer, transform) = _apps.find_images_and_load_model(args)
     paths = inputs.paths
-    clf = ZeroShotClassifier(model, tokenizer, labels, templates, transform=transform)
+    clf = ZeroShotClassifier(model, tokenizer, labels, templates, transform=transform, language=args.language)
     feats, failures = _apps.encode_found_images(args, inputs, model, transform)
     mode = args.mode or model.config.objective
     ranked = clf.rank(clf.scores_from_features(feats.features, mode=mode), k=args.top_k)

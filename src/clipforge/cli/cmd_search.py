@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..fileio import atomic_write_text
-from ._apps import FROM_INDEX, add_backend_arg, add_device_arg, add_model_arg, add_precision_arg
+from ._apps import FROM_INDEX, add_backend_arg, add_device_arg, add_language_arg, add_model_arg, add_precision_arg
 from ._stores import add_store_args, open_store_from_args
 
 HELP = "search an image index by text, by image, or both"
@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_store_args(p)
     p.add_argument("--image", help="query image (image -> image search; with a text query: combined)")
     p.add_argument("--image-weight", type=float, default=0.5, help="weight of the image in a combined query")
+    add_language_arg(p, of="the text query")
     p.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
     p.add_argument("--offset", type=int, default=0, help="skip this many of the best results (paging)")
     p.add_argument("--min-score", type=float, default=None, help="only results with at least this cosine")
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         where=where,
         min_score=args.min_score,
         min_relevance=args.min_relevance,
+        language=args.language,
     )
     root = index.root
     if args.json:

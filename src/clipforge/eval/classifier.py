@@ -25,6 +25,7 @@ from PIL import Image
 from ..fileio import atomic_write
 from ..inference import image_transform, model_id
 from ..models import CLIP
+from ..tokenizer import with_language
 from .prompts import check_labels, check_templates, load_templates
 from .zeroshot import build_classifier
 
@@ -43,10 +44,13 @@ class ZeroShotClassifier:
         templates: Sequence[str] | None = None,
         *,
         transform: Callable | None = None,
+        language: str | None = None,
     ) -> None:
+        """``language``: the labels' and templates' language code (NLLB-CLIP models: ``"deu_Latn"``;
+        None: the tokenizer's own), see :func:`clipforge.tokenizer.with_language`."""
         labels = check_labels(list(labels))
         templates = check_templates(list(templates)) if templates is not None else load_templates("default")
-        weights = build_classifier(model, tokenizer, labels, templates)  # (C, E)
+        weights = build_classifier(model, with_language(tokenizer, language), labels, templates)  # (C, E)
         self._setup(model, labels, templates, weights, transform)
 
     def _setup(

@@ -221,8 +221,11 @@ class ImageIndex:
             return True
 
     # -- queries ---------------------------------------------------------------------------------
-    def query_vector(self, *, text: str | None = None, image=None, image_weight: float = 0.5) -> np.ndarray:
-        """(E,) unit query: the text embedding, the image embedding, or their weighted blend."""
+    def query_vector(
+        self, *, text: str | None = None, image=None, image_weight: float = 0.5, language: str | None = None
+    ) -> np.ndarray:
+        """(E,) unit query: the text embedding, the image embedding, or their weighted blend.
+        ``language``: the text's language code (NLLB-CLIP models: ``"deu_Latn"``; None: the model's own)."""
         if self.encoder is None:
             raise ValueError(
                 "this index was opened without a model: pass encoder= to search by text or image"
@@ -232,7 +235,8 @@ class ImageIndex:
             raise ValueError("give a text query, an image, or both")
         if not 0.0 <= image_weight <= 1.0:
             raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
-        text_vector = self.encoder.encode_texts([text])[0] if has_text else None
+        self.encoder.text_tokenizer(language)  # checks the language, with or without a text
+        text_vector = self.encoder.encode_texts([text], language=language)[0] if has_text else None
         image_vector = None
         if image is not None:
             if isinstance(image, (str, Path)):
@@ -251,9 +255,11 @@ class ImageIndex:
         where: PhotoFilter | None = None,
         min_score: float | None = None,
         min_relevance: float | None = None,
+        language: str | None = None,
     ) -> list[SearchHit]:
-        """Top-``k`` hits for a text, an image (PIL image or path), or both (see :meth:`search_vector`)."""
-        query = self.query_vector(text=text, image=image, image_weight=image_weight)
+        """Top-``k`` hits for a text, an image (PIL image or path), or both (see :meth:`search_vector`);
+        ``language``: the text's language code (NLLB-CLIP models only, e.g. ``"deu_Latn"``)."""
+        query = self.query_vector(text=text, image=image, image_weight=image_weight, language=language)
         return self.search_vector(
             query, k=k, offset=offset, where=where, min_score=min_score, min_relevance=min_relevance
         )

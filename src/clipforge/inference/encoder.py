@@ -17,6 +17,7 @@ import torch
 
 from ..device import precision_name
 from ..models import CLIP
+from ..tokenizer import with_language
 from .identity import model_id as compute_model_id
 from .loading import load_model
 
@@ -42,6 +43,7 @@ class Encoder:
         self.reference = reference  # what to pass to `Encoder.load` to get this model again
         self.embed_dim = int(model.config.embed_dim)
         self.lock = threading.Lock()
+        self._by_language: dict[str, Callable] = {}  # language code -> tokenizer (valid codes only)
 
     @classmethod
     def load(
@@ -102,11 +104,32 @@ class Encoder:
         pixels = torch.stack([self.transform(im) for im in images])  # (B, 3, H, W)
         return self.encode_pixels(pixels)
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Strings → (B, E) float32."""
+    @property
+    def language(self) -> str | None:
+        """The language code the tokenizer starts texts with (NLLB-CLIP), else None."""
+        return getattr(self.tokenizer, "language", None)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The language codes ``language=`` takes (NLLB-CLIP's), empty for other tokenizers."""
+        return tuple(getattr(self.tokenizer, "languages", ()))
+
+    def text_tokenizer(self, language: str | None = None) -> Callable:
+        """The tokenizer for texts in ``language`` (NLLB-CLIP: a code such as ``"deu_Latn"``; None:
+        the model's own), made once per language; a bad code is a ``TokenizerError`` naming ``language``."""
+        if language is None:
+            return self.tokenizer
+        tokenizer = self._by_language.get(language)
+        if tokenizer is None:  # two threads may both make it: the same tokenizer, kept once
+            tokenizer = self._by_language.setdefault(language, with_language(self.tokenizer, language))
+        return tokenizer
+
+    def encode_texts(self, texts: Sequence[str], *, language: str | None = None) -> np.ndarray:
+        """Strings → (B, E) float32; ``language``: the texts' language code (NLLB-CLIP models only,
+        see :meth:`text_tokenizer`)."""
         if isinstance(texts, str):
             raise TypeError("encode_texts takes a list of strings, not one string")
-        tokens = self.tokenizer(list(texts))  # (B, T)
+        tokens = self.text_tokenizer(language)(list(texts))  # (B, T)
         with self.lock, torch.inference_mode():
             features = self.model.encode_text(tokens.to(self.device), normalize=True)  # (B, E)
             return features.float().cpu().numpy()

@@ -3,7 +3,8 @@
 Images are uploaded as the raw request body (``curl --data-binary @q.jpg``), read with a byte
 limit and checked for decompression bombs before decoding. JSON bodies are validated by pydantic
 (malformed → 422). Thumbnails and files are addressed by index id only. Every error is a JSON
-``{"detail": ...}`` with a 4xx status; nothing a client sends can stop the server.
+``{"detail": ...}`` with a 4xx status; nothing a client sends can stop the server. Texts (queries,
+labels) may name their language, ``lang`` (NLLB-CLIP's codes, ``/api/languages``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ except ImportError as e:  # the package imports this module; say how to get the 
 from ..index.qdrant import QdrantStoreError
 from ..index.records import PhotoFilter
 from ..index.search import SearchPage
+from ..tokenizer import TokenizerError
 from .limits import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_ACTIVE, DEFAULT_MAX_JSON_BYTES, RequestLimits
 from .security import LOOPBACK_HOSTS, HostAllowList, TokenGate, check_token
 from .service import MAX_ID, MAX_LABEL_CHARS, MAX_LABELS, NotConfigured, NotFound, SearchQuery, SearchService
@@ -46,6 +48,8 @@ IMAGE_BODY = {
 K = Annotated[int, Query(ge=1, description="number of results")]
 ImageId = Annotated[int, Path(ge=0, le=MAX_ID, description="an indexed image's id")]
 Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
+LANG_HELP = "the text's language code (NLLB-CLIP models: deu_Latn, zho_Hans...; /api/languages); default: the server's"
+Lang = Annotated[str | None, Query(max_length=100, description=LANG_HELP)]
 
 
 class SearchRequest(BaseModel):
@@ -60,6 +64,7 @@ class SearchRequest(BaseModel):
     after: str | None = Field(default=None, max_length=19, description="taken on or after (2021, 2021-07-04...)")
     before: str | None = Field(default=None, max_length=19, description="taken on or before (inclusive)")
     type: list[str] | None = Field(default=None, max_length=20, description="file types: jpeg, png, heic...")
+    lang: str | None = Field(default=None, max_length=100, description=LANG_HELP)
 
     def page(self) -> SearchPage:
         return PageQuery(
@@ -72,6 +77,7 @@ class ClassifyRequest(BaseModel):
     labels: list[Label] = Field(min_length=1, max_length=MAX_LABELS)
     k: int = Field(default=5, ge=1)
     templates: str = Field(default="default", max_length=40)
+    lang: str | None = Field(default=None, max_length=100, description=LANG_HELP)
 
 
 class ModerateRequest(BaseModel):
@@ -80,6 +86,7 @@ class ModerateRequest(BaseModel):
 
 class EmbedTextRequest(BaseModel):
     texts: list[str] = Field(min_length=1, max_length=256)
+    lang: str | None = Field(default=None, max_length=100, description=LANG_HELP)
 
 
 Offset = Annotated[int, Query(ge=0, description="skip this many of the best results ('load more')")]
@@ -137,6 +144,14 @@ def _where(folder: str | None, after: str | None, before: str | None, types: lis
         return PhotoFilter.make(folder=folder, taken_after=after, taken_before=before, types=_labels(types or []))
     except ValueError as e:
         raise ValueError(str(e).replace("taken_after", "after").replace("taken_before", "before")) from None
+
+
+def _language(service: SearchService, lang: str | None) -> str | None:
+    """The language code a request's texts are tokenized with; a bad one is a 400 naming ``lang``."""
+    try:
+        return service.resolve_language(lang)
+    except TokenizerError as e:
+        raise ValueError(str(e).replace("`language=", "`lang=")) from None
 
 
 def _labels(raw: list[str]) -> list[str]:
@@ -254,18 +269,26 @@ def _add_search_routes(app: FastAPI, service: SearchService, read_body: ReadBody
     def filters() -> dict:
         return service.filters()
 
+    @app.get("/api/languages", tags=["search"], summary="the language codes `lang` takes (NLLB-CLIP models)")
+    def languages() -> dict:
+        return service.languages()
+
     @app.get("/api/search", tags=["search"], summary="text search")
     def search_get(
         q: Annotated[str, Query(min_length=1, max_length=1000)],
         params: Annotated[PageQuery, Depends(page_query)],
+        lang: Lang = None,
     ) -> dict:
         page = params.page()
-        hits = service.search(SearchQuery(text=q, page=page))
+        hits = service.search(SearchQuery(text=q, page=page, language=_language(service, lang)))
         return {"query": q, "offset": page.offset, "hits": hits}
 
     @app.post("/api/search", tags=["search"], summary="text and/or indexed-image search (JSON)")
     def search_post(req: SearchRequest) -> dict:
-        query = SearchQuery(text=req.text, image_id=req.id, image_weight=req.image_weight, page=req.page())
+        query = SearchQuery(
+            text=req.text, image_id=req.id, image_weight=req.image_weight, page=req.page(),
+            language=_language(service, req.lang),
+        )  # fmt: skip
         return {"offset": req.offset, "hits": service.search(query)}
 
     @_image_post(app, "/api/search/image", tag="search", summary="image upload search (body: image bytes)")
@@ -274,10 +297,12 @@ def _add_search_routes(app: FastAPI, service: SearchService, read_body: ReadBody
         params: Annotated[PageQuery, Depends(page_query)],
         text: Annotated[str | None, Query(max_length=1000)] = None,
         image_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
+        lang: Lang = None,
     ) -> dict:
         page = params.page()
+        language = await run_in_threadpool(_language, service, lang)  # (may read the vocabulary)
         data = await read_body(request)
-        query = SearchQuery(text=text, image_bytes=data, image_weight=image_weight, page=page)
+        query = SearchQuery(text=text, image_bytes=data, image_weight=image_weight, page=page, language=language)
         hits = await run_in_threadpool(service.search, query)
         return {"offset": page.offset, "hits": hits}
 
@@ -291,16 +316,20 @@ def _add_classify_routes(app: FastAPI, service: SearchService, read_body: ReadBo
         labels: Annotated[list[str], Query(description="comma-separated; or repeat the parameter")],
         k: K = 5,
         templates: Annotated[str, Query(max_length=40, description="built-in template set")] = "default",
+        lang: Lang = None,
     ) -> dict:
+        language = await run_in_threadpool(_language, service, lang)  # (may read the vocabulary)
         data = await read_body(request)
         result = await run_in_threadpool(
-            lambda: service.classify(_labels(labels), image_bytes=data, k=k, templates=templates)
+            lambda: service.classify(_labels(labels), image_bytes=data, k=k, templates=templates, language=language)
         )
         return {"labels": result}
 
     @app.post("/api/classify/indexed", tags=["classify"], summary="zero-shot classify an indexed image")
     def classify_indexed(req: ClassifyRequest) -> dict:
-        return {"labels": service.classify(req.labels, image_id=req.id, k=req.k, templates=req.templates)}
+        language = _language(service, req.lang)
+        return {"labels": service.classify(req.labels, image_id=req.id, k=req.k, templates=req.templates,
+                                           language=language)}  # fmt: skip
 
     @_image_post(app, "/api/moderate", tag="moderate", summary="moderate an upload (body: image bytes)")
     async def moderate_upload(request: Request) -> dict:
@@ -319,7 +348,7 @@ def _add_embed_routes(app: FastAPI, service: SearchService, read_body: ReadBody)
     def embed_text(req: EmbedTextRequest) -> dict:
         if any(not t or len(t) > 1000 for t in req.texts):
             raise HTTPException(422, "each text must have 1 to 1000 characters")
-        vectors = service.embed_texts(req.texts)
+        vectors = service.embed_texts(req.texts, _language(service, req.lang))
         return {"model_id": service.encoder.model_id, "embeddings": np.round(vectors, 6).tolist()}
 
     @_image_post(app, "/api/embed/image", tag="embed", summary="image embedding (body: image bytes)")

@@ -3,7 +3,8 @@
 Request threads enqueue their text and wait on a future. The worker takes everything queued at the
 moment it becomes free (up to ``max_batch``) and encodes it as one batch. No request ever waits for
 a batch to fill: alone, a query is encoded at once; under load, queries that arrived while the
-model was busy share the next call, which on CPU costs little more than a single query.
+model was busy share the next call, which on CPU costs little more than a single query. Queries in
+different languages (NLLB-CLIP's language codes) are encoded in one call per language.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ class TextBatcher:
         self.batches = 0  # statistics: calls made, texts encoded
         self.texts = 0
 
-    def encode(self, text: str) -> np.ndarray:
-        """(E,) embedding of one text, computed in a shared batch."""
+    def encode(self, text: str, *, language: str | None = None) -> np.ndarray:
+        """(E,) embedding of one text, computed in a shared batch; ``language``: its language code
+        (NLLB-CLIP models, see :meth:`~clipforge.inference.Encoder.encode_texts`)."""
         self._ensure_started()
         future: Future = Future()
-        self._queue.put((text, future))
+        self._queue.put((text, language, future))
         return future.result(timeout=self.timeout)
 
     def _ensure_started(self) -> None:
@@ -59,19 +61,29 @@ class TextBatcher:
                     self._queue.put(None)  # finish this batch, then stop
                     break
                 batch.append(nxt)
-            live = [(t, f) for t, f in batch if f.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            try:
-                vectors = self.encoder.encode_texts([t for t, _ in live])  # (B, E)
-            except BaseException as e:  # the callers get the error; the worker lives on
-                for _, f in live:
-                    f.set_exception(e)
-                continue
-            self.batches += 1
-            self.texts += len(live)
-            for (_, f), v in zip(live, vectors, strict=True):
-                f.set_result(v)
+            by_language: dict[str | None, list[tuple[str, Future]]] = {}
+            for text, language, future in batch:
+                if future.set_running_or_notify_cancel():
+                    by_language.setdefault(language, []).append((text, future))
+            for language, live in by_language.items():
+                self._encode(live, language)
+
+    def _encode(self, live: list[tuple[str, Future]], language: str | None) -> None:
+        """One model call for texts of one language; the callers get the vectors, or the error."""
+        texts = [t for t, _ in live]
+        try:
+            if language is None:  # (an encoder of a model without languages need not take the keyword)
+                vectors = self.encoder.encode_texts(texts)  # (B, E)
+            else:
+                vectors = self.encoder.encode_texts(texts, language=language)  # (B, E)
+        except BaseException as e:  # the callers get the error; the worker lives on
+            for _, f in live:
+                f.set_exception(e)
+            return
+        self.batches += 1
+        self.texts += len(live)
+        for (_, f), v in zip(live, vectors, strict=True):
+            f.set_result(v)
 
     def close(self) -> None:
         if self._thread is not None:

@@ -7,6 +7,9 @@ thumbnails and vector search run concurrently. SQLite connections are per thread
 :class:`~clipforge.index.store.IndexStore`). Zero-shot classification and moderation reuse the
 image embedding (stored, for indexed images) and score it with ``clipforge.eval``'s
 ``ZeroShotClassifier`` / ``Moderator``, built once per label set (cached) or per policy.
+
+Queries and labels of NLLB-CLIP models are tokenized with a language code: the request's, else the
+service's ``language``, else the model's own (moderation policies always with the model's own).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..eval.prompts import builtin_templates, check_labels, load_templates
 from ..index.protocol import Store
 from ..index.search import ImageIndex, SearchPage, blend
 from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
+from ..tokenizer import TokenizerError
 from .batching import TextBatcher
 from .uploads import DEFAULT_MAX_PIXELS, decode_upload
 
@@ -58,6 +62,7 @@ class SearchQuery:
     image_id: int | None = None
     image_weight: float = 0.5
     page: SearchPage = field(default_factory=lambda: SearchPage(k=20))
+    language: str | None = None  # the text's language code (NLLB-CLIP); None: the service's default
 
     @property
     def has_text(self) -> bool:
@@ -99,11 +104,16 @@ class SearchService:
         thumb_cache: int = 2048,
         text_cache: int = 4096,
         classifier_cache: int = 16,
+        language: str | None = None,
     ) -> None:
+        """``language``: the language code of queries and labels that name none (NLLB-CLIP models:
+        ``"deu_Latn"``; None: the model's own), checked here."""
         if index.encoder is None:
             raise ValueError("the service needs an index opened with an encoder (the model)")
         self.index = index
         self.encoder = index.encoder
+        self.language = language
+        self.encoder.text_tokenizer(language)  # a bad code fails now, not at the first query
         self.max_pixels = max_pixels
         self.max_k = max_k
         self.thumb_size = thumb_size
@@ -130,14 +140,20 @@ class SearchService:
         policy: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         nprobe: int | None = None,
+        language: str | None = None,
     ) -> SearchService:
         """``db``: an open store, or an index file or store URL (see :func:`~clipforge.index.stores.open_store`).
-        ``precision`` / ``backend``: by default the ones the index's images were encoded with."""
+        ``precision`` / ``backend``: by default the ones the index's images were encoded with.
+        ``language``: the default language code of queries (NLLB-CLIP models)."""
         loaded_policy = None if policy is None else load_policy(policy)
         index = ImageIndex.load(
             db, model=str(checkpoint), device=device, precision=precision, backend=backend, nprobe=nprobe
         )
-        return cls(index, policy=loaded_policy, max_pixels=max_pixels)
+        try:
+            return cls(index, policy=loaded_policy, max_pixels=max_pixels, language=language)
+        except BaseException:
+            index.store.close()
+            raise
 
     # -- helpers ---------------------------------------------------------------------------------
     def _check_k(self, k: int) -> int:
@@ -145,8 +161,17 @@ class SearchService:
             raise ValueError(f"k must be between 1 and {self.max_k}, got {k}")
         return k
 
-    def text_vector(self, text: str) -> np.ndarray:
-        return self._texts.get(text, lambda: self._batcher.encode(text))  # (E,)
+    def resolve_language(self, language: str | None) -> str | None:
+        """The language code a request's texts are tokenized with (checked: a bad one is a
+        ``TokenizerError``, a ``ValueError``, naming ``language``)."""
+        language = self.language if language is None else language
+        self.encoder.text_tokenizer(language)
+        return language
+
+    def text_vector(self, text: str, language: str | None = None) -> np.ndarray:
+        """(E,) embedding of a text in ``language`` (None: the service's default)."""
+        language = self.resolve_language(language)
+        return self._texts.get((language, text), lambda: self._batcher.encode(text, language=language))  # (E,)
 
     def image_vector(self, *, image_bytes: bytes | None = None, image_id: int | None = None) -> np.ndarray:
         """(E,) embedding of an uploaded image, or the stored one of an indexed image."""
@@ -201,7 +226,8 @@ class SearchService:
             raise ValueError(f"image_weight must be in [0, 1], got {query.image_weight}")
         if not query.has_text and not query.has_image:
             raise ValueError("give a text query, an image, or both")
-        text = self.text_vector(query.text.strip()) if query.has_text else None
+        language = self.resolve_language(query.language)
+        text = self.text_vector(query.text.strip(), language) if query.has_text else None
         image = self.image_vector(image_bytes=query.image_bytes, image_id=query.image_id) if query.has_image else None
         vector = blend(text, image, query.image_weight)
         self._refresh_in_background()
@@ -211,21 +237,22 @@ class SearchService:
         """What the search filters can choose from: folders, file types and the range of dates."""
         return self.index.store.facets()
 
-    def _classifier(self, labels: tuple[str, ...], templates: str) -> ZeroShotClassifier:
+    def _classifier(self, labels: tuple[str, ...], templates: str, language: str | None) -> ZeroShotClassifier:
         if templates not in builtin_templates():  # a client names a built-in set, never a path
             raise ValueError(f"unknown template set {templates!r}; choose one of {builtin_templates()}")
+        language = self.resolve_language(language)
 
         def build():
             with self.encoder.lock:  # builds class embeddings with the text tower
                 return ZeroShotClassifier(
                     self.encoder.model,
-                    self.encoder.tokenizer,
+                    self.encoder.text_tokenizer(language),
                     list(labels),
                     load_templates(templates),
                     transform=self.encoder.transform,
                 )
 
-        return self._classifiers.get((labels, templates), build)
+        return self._classifiers.get((labels, templates, language), build)
 
     def classify(
         self,
@@ -235,14 +262,16 @@ class SearchService:
         image_id: int | None = None,
         k: int = 5,
         templates: str = "default",
+        language: str | None = None,
     ) -> list[dict]:
-        """The ``k`` most likely labels (softmax over ``labels``), best first."""
+        """The ``k`` most likely labels (softmax over ``labels``), best first; ``language``: the labels'
+        language code (NLLB-CLIP; None: the service's default)."""
         if len(labels) > MAX_LABELS:
             raise ValueError(f"{len(labels)} labels: at most {MAX_LABELS} per request")
         if any(len(label) > MAX_LABEL_CHARS for label in labels):
             raise ValueError(f"labels must have at most {MAX_LABEL_CHARS} characters")
         labels = check_labels(list(labels))
-        clf = self._classifier(tuple(labels), templates)
+        clf = self._classifier(tuple(labels), templates, language)
         features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[None]  # (1, E)
         ranked = clf.rank(clf.scores_from_features(features), k=max(1, min(k, len(labels))))[0]
         return [{"label": label, "score": round(score, 6)} for label, score in ranked]
@@ -266,8 +295,17 @@ class SearchService:
         decision = self._moderator.decide(self._moderator.scores_from_features(features))[0]
         return decision.to_dict()
 
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode_texts(texts)  # (B, E)
+    def embed_texts(self, texts: list[str], language: str | None = None) -> np.ndarray:
+        return self.encoder.encode_texts(texts, language=self.resolve_language(language))  # (B, E)
+
+    def languages(self) -> dict:
+        """The language codes requests may name (NLLB-CLIP models; none for others) and the default."""
+        try:
+            codes = self.encoder.languages
+        except TokenizerError:  # a model without a usable tokenizer: no text at all, no languages
+            codes = ()
+        default = self.language or (self.encoder.language if codes else None)
+        return {"language": default, "languages": list(codes)}
 
     def embed_image(self, image_bytes: bytes) -> np.ndarray:
         return self.image_vector(image_bytes=image_bytes)  # (E,)

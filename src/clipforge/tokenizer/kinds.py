@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import sentencepiece, tokenizer
+from .languages import no_languages
 from .sentencepiece import SentencePieceTokenizer
 from .tokenizer import Tokenizer
 from .vocab import TokenizerError
@@ -70,3 +71,18 @@ def get_tokenizer(
         f"unknown tokenizer {str(name_or_path)!r}: expected 'openai', a tokenizer directory (vocab.json + "
         "merges.txt, spiece.model or tokenizer.json), or an OpenAI-format .txt.gz vocabulary"
     )
+
+
+def with_language(tokenizer: TextTokenizer, language: str | None) -> TextTokenizer:
+    """``tokenizer`` for texts in ``language``, a source-language code such as ``"deu_Latn"``
+    (NLLB-CLIP's tokenizers start every text with it; see :mod:`.languages`); ``None``: ``tokenizer``
+    itself. The given tokenizer is not changed (it may be shared). A tokenizer without language codes
+    (CLIP's BPE, SigLIP's, XLM-R's: the language makes no difference to them) or an unknown code is a
+    :class:`TokenizerError` naming ``language``. Wrappers that forward attributes (a checkpoint's lazy
+    tokenizer) work too."""
+    if language is None:
+        return tokenizer
+    method = getattr(tokenizer, "with_language", None)
+    if method is None:
+        raise no_languages(language)
+    return method(language)

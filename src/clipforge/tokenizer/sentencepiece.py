@@ -1,6 +1,8 @@
 """SentencePiece vocabularies: SigLIP's (``spiece.model``, Unigram), SigLIP 2's (Gemma's, as a
-``tokenizer.json`` BPE with byte fallback) and XLM-R's (XLM-V's for MetaCLIP 2: a ``tokenizer.json``
-Unigram, ``<s>`` text ``</s>`` padded with ``<pad>``), with the reference text rules.
+``tokenizer.json`` BPE with byte fallback), XLM-R's (XLM-V's for MetaCLIP 2: a ``tokenizer.json``
+Unigram, ``<s>`` text ``</s>`` padded with ``<pad>``) and NLLB's (NLLB-CLIP: ``<lang>`` text ``</s>``,
+the start token a source-language code, :meth:`SentencePieceTokenizer.with_language`), with the
+reference text rules.
 
 The rules are data, stored with the vocabulary in checkpoint metadata (``kind="sentencepiece"``):
 
@@ -39,6 +41,7 @@ import torch
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import models, normalizers
 
+from .languages import check_language, language_codes, no_languages
 from .text import clean_whitespace
 from .vocab import TokenizerError, TokenizerInputError
 
@@ -139,6 +142,8 @@ class SentencePieceTokenizer:
             self._tk.no_padding()
             self._exact_unigram_scores()
             self.vocab_size = self._tk.get_vocab_size(with_added_tokens=True)
+        added = self._tk.get_added_tokens_decoder() if self.engine == "tokenizers" else {}
+        self._languages = language_codes(added[i].content for i in sorted(added))  # NLLB's, else none
         self._lowercase = normalizers.Lowercase()
         self._special_split = (
             re.compile(r"\s*(" + "|".join(re.escape(s) for s in sorted(self.specials, key=len, reverse=True)) + r")\s*")
@@ -344,6 +349,36 @@ class SentencePieceTokenizer:
 
     def _piece(self, i: int) -> str:
         return self._sp.id_to_piece(i) if self.engine == "sentencepiece" else self._tk.id_to_token(i)
+
+    # ------------------------------------------------------------------ source language (NLLB)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The language codes of the vocabulary (its added tokens shaped ``xxx_Xxxx``: NLLB's
+        ``eng_Latn``, ``deu_Latn`` ...), in id order; empty for other vocabularies."""
+        return self._languages
+
+    @property
+    def language(self) -> str | None:
+        """The language code every text starts with (NLLB's ``src_lang``); None for a tokenizer whose
+        start token is not a language code (SigLIP, XLM-R)."""
+        if not self.add_bos or self.bos_id is None or not self._languages:
+            return None
+        piece = self._piece(self.bos_id)
+        return piece if piece in self._languages else None
+
+    def with_language(self, language: str) -> SentencePieceTokenizer:
+        """This tokenizer for texts in ``language`` (NLLB-CLIP: ``"deu_Latn"`` starts every text with
+        ``deu_Latn``, as transformers' ``NllbTokenizer(src_lang="deu_Latn")``). A new tokenizer sharing
+        the vocabulary (nothing is re-read); ``self`` is unchanged. A tokenizer without language codes,
+        or a code the vocabulary does not have, is a :class:`TokenizerError`."""
+        if self.language is None:
+            raise no_languages(language)
+        code = check_language(language, self._languages)
+        new = object.__new__(type(self))  # not copy.copy: that pickles, re-reading the vocabulary
+        new.__dict__.update(self.__dict__)  # shares the engine, which encoding never changes
+        new.bos_id = self._tk.token_to_id(code)
+        return new
 
     # ------------------------------------------------------------------ encoding
 

@@ -3,9 +3,10 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { queryFile: null, selected: null, health: null, seq: 0, shown: 0, similarTo: null };
+// API parameter -> element id: the filters, and the language of the text (NLLB-CLIP models).
 const FILTERS = {
   folder: "folder", after: "after", before: "before", type: "type",
-  min_score: "min-score", min_relevance: "min-relevance",
+  min_score: "min-score", min_relevance: "min-relevance", lang: "lang",
 };
 
 function setStatus(text, isError = false) {
@@ -25,7 +26,7 @@ async function api(path, options = {}) {
   return body;
 }
 
-// The filters as API parameters (only those set).
+// The filters (and the language) as API parameters (only those set).
 function filterParams() {
   const params = {};
   for (const [name, id] of Object.entries(FILTERS)) {
@@ -73,6 +74,19 @@ async function loadFilters() {
   const [first, last] = f.taken_at || [];
   if (first) $("after").min = $("before").min = first.slice(0, 10);
   if (last) $("after").max = $("before").max = last.slice(0, 10);
+}
+
+// The language choice, shown only for models whose tokenizer takes one (NLLB-CLIP).
+async function loadLanguages() {
+  const { language, languages } = await api("/api/languages");
+  const select = $("lang");
+  const current = select.value;  // from the page URL: kept, even if the model lacks it (the API says so)
+  const codes = current && !languages.includes(current) ? [...languages, current] : languages;
+  select.replaceChildren(
+    new Option(language ? `${language} (default)` : "default", ""), ...codes.map((c) => new Option(c, c)),
+  );
+  select.value = current;
+  select.hidden = !languages.length && !current;
 }
 
 function renderHits(hits, took, append = false) {
@@ -209,13 +223,16 @@ async function classify() {
   if (!labels.length) return setStatus("type some labels, comma-separated", true);
   try {
     let result;
+    const lang = $("lang").value;
     if (state.selected.file) {
       const params = new URLSearchParams({ labels: labels.join(","), k: labels.length });
+      if (lang) params.set("lang", lang);
       result = await api(`/api/classify?${params}`, { method: "POST", body: state.selected.file });
     } else {
+      const body = { id: state.selected.id, labels, k: labels.length };
+      if (lang) body.lang = lang;
       result = await api("/api/classify/indexed", {
-        method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ id: state.selected.id, labels, k: labels.length }),
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
       });
     }
     const list = $("labels-out");
@@ -296,6 +313,7 @@ function init() {
     if ($("q").value.trim()) runSearch();  // a search from the page URL
   }).catch((err) => setStatus(`server unavailable: ${err.message}`, true));
   loadFilters().catch((err) => setStatus(`filters unavailable: ${err.message}`, true));
+  loadLanguages().catch((err) => setStatus(`languages unavailable: ${err.message}`, true));
 }
 
 init();
