@@ -80,7 +80,7 @@ def isolated_caches(tmp_path, monkeypatch) -> None:
 
 @pytest.fixture(scope="session")
 def shapes_model():
-    """A tiny 64 px ViT trained on the built-in shapes data (``evalkit.train_shapes_model``: ~45 s on
+    """A tiny 64 px ViT trained on the built-in shapes data (``evalkit.train_shapes_model``: ~37 s on
     one core of a 2-core machine when it trains, so its users are marked slow; cached on disk across
     sessions until the code changes): (checkpoint path, the training loop's final evaluation dict)."""
     from evalkit import train_shapes_model

@@ -62,7 +62,7 @@ SHAPES_MODEL = {
     "vision": {"kind": "vit", "image_size": 64, "patch_size": 8, "width": 64, "layers": 3, "head_width": 32},
     "text": {"context_length": 24, "vocab_size": 49408, "width": 64, "layers": 2, "head_width": 32},
 }
-SHAPES_STEPS = 150
+SHAPES_STEPS = 100
 SHAPES_BATCH = 128
 
 
@@ -112,11 +112,11 @@ def _exclusive(folder: Path):
 def train_shapes_model(
     name: str = "shapes-vit", *, model: dict = SHAPES_MODEL, steps: int = SHAPES_STEPS, batch_size: int = SHAPES_BATCH
 ):
-    """Train ``model`` (default: a tiny ViT) for 150 steps of 128 shapes pairs with the library's
+    """Train ``model`` (default: a tiny ViT) for 100 steps of 128 shapes pairs with the library's
     training API and a BPE vocabulary learnt from the captions, evaluating the colour task at the end
     exactly as the training loop (and so ``quickstart``) does — once: the result is cached on disk
     (:func:`cached_model_dir`) and reused by later calls and sessions until the code or the recipe
-    changes. Returns (checkpoint path, the loop's final evaluation dict). About 45 s on one core
+    changes. Returns (checkpoint path, the loop's final evaluation dict). About 37 s on one core
     of a 2-core machine when it trains."""
     folder = cached_model_dir(name, {"model": model, "steps": steps, "batch_size": batch_size})
     ckpt, report = folder / "run" / "model.safetensors", folder / "fit_eval.json"

@@ -19,7 +19,7 @@ from clipforge.eval.moderate import Moderator
 from clipforge.eval.policy import parse_policy
 from clipforge.eval.zeroshot import encode_texts
 
-# Every test here uses the session's shapes_model, trained on first use (~45 s on one core of a
+# Every test here uses the session's shapes_model, trained on first use (~37 s on one core of a
 # 2-core machine): whichever test runs first pays for it, hence slow, and 300 s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -16,7 +16,7 @@ from clipforge.eval.linear_probe import linear_probe
 from clipforge.eval.zeroshot import build_classifier, encode_images, zero_shot_accuracy
 from clipforge.train.periodic_eval import materialize_task
 
-# Every test here uses the session's shapes_model, trained on first use (~45 s on one core of a
+# Every test here uses the session's shapes_model, trained on first use (~37 s on one core of a
 # 2-core machine): whichever test runs first pays for it, hence slow, and 300 s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

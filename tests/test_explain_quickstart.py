@@ -12,8 +12,8 @@ from clipforge.api import load
 pytestmark = pytest.mark.slow
 
 
-# 100 steps of 128 pairs: the heat map hits 59 of the 60 scenes already (as after 150, the other
-# trained models' length; 53 s instead of 75 s alone on one AVX2 core).
+# 100 steps of 128 pairs (as the shared ViT): the heat map hits 59 of the 60 scenes, as it did after
+# 150 steps (53 s instead of 75 s alone on one AVX2 core).
 RESNET_STEPS = 100
 
 
