@@ -260,3 +260,14 @@ def test_resnet_convolutions_run_channels_last_also_after_loading_and_match_the_
         assert all(c.weight is p for c, p in zip(convs, params, strict=True))  # an optimiser's stay valid
         plain = model.encode_image(images)
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_a_resnet_model_pickles_and_keeps_its_layout():
+    import pickle
+
+    model = m.create_model(tiny_model_config("RN50"))
+    again = pickle.loads(pickle.dumps(model))
+    conv = again.visual.stem[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    again.load_state_dict({k: v.contiguous() for k, v in model.state_dict().items()}, assign=True)
+    assert again.visual.stem[0].weight.is_contiguous(memory_format=torch.channels_last)

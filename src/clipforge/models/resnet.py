@@ -66,6 +66,10 @@ class AttentionPool2d(nn.Module):
         return self.c_proj(y.reshape(B, C))  # (B, out_dim)
 
 
+def _lay_out_after_loading(module: ModifiedResNet, _incompatible_keys) -> None:
+    module._lay_out_weights()
+
+
 class ModifiedResNet(nn.Module):
     """The convolutions run in the channels-last layout by default (weights and activations): a
     training step of the quickstart's ResNet takes ~0.7x the time on a CPU (oneDNN), and cuDNN's fast
@@ -99,7 +103,7 @@ class ModifiedResNet(nn.Module):
         self.grad_checkpointing = False
         self._init_weights()
         self._lay_out_weights()
-        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._lay_out_weights())
+        self.register_load_state_dict_post_hook(_lay_out_after_loading)  # a function: the model still pickles
 
     def set_memory_format(self, memory_format: torch.memory_format) -> None:
         """Run the convolutions in ``memory_format`` (``torch.channels_last`` or
