@@ -74,7 +74,9 @@ def add_prompt_language_arg(p: argparse.ArgumentParser, *, of: str) -> None:
     p.add_argument("--prompt-language", metavar="CODE", default=None, help=PROMPT_LANGUAGE_HELP.format(of=of))
 
 
-def load_in_prompt_language(load: Callable[..., list[str]], name: str, args: argparse.Namespace, **kwargs: Any):
+def load_in_prompt_language(
+    load: Callable[..., list[str]], name: str, args: argparse.Namespace, **kwargs: Any
+) -> list[str]:
     """``load(name, language=args.prompt_language, **kwargs)`` for ``load_templates`` or
     ``load_classnames``: a language the built-in set is not in is said as ``--prompt-language``'s."""
     from ..eval.prompts import PromptLanguageError

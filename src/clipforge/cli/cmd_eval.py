@@ -131,7 +131,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         if args.templates:
             templates = load_in_prompt_language(load_templates, args.templates, args)
         templates_name = args.templates or ("dataset" if bench.templates else "default")
-        templates = templates or load_in_prompt_language(load_templates, "default", args)
+        templates = templates or load_templates("default")
         model, tokenizer, transform = load_model(args)
         report = zeroshot_benchmark(
             model,
