@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_eval_benchmark import write_benchmark
 
 from clipforge.checkpoint import save_checkpoint
 from clipforge.cli.main import main
@@ -124,6 +125,9 @@ def test_cli_names_the_prompt_language_flag(tmp_path, capsys):
         "clipforge eval: error: --prompt-language ja: the built-in template set 'cifar' is not in that language "
         "(it is in en); in ja: imagenet1k"
     )
+    bench = write_benchmark(tmp_path)  # brings its own (English) templates: the language needs --templates
+    line = _one_error_line(["eval", "zeroshot", str(bench), "--model", "unused", "--prompt-language", "ja"], capsys)
+    assert line.startswith("clipforge eval: error: --prompt-language ja needs --templates naming a built-in set")
 
 
 @pytest.fixture(scope="module")
