@@ -29,6 +29,10 @@ def test_wheel_ships_its_data_and_tokenizes_offline(tmp_path):
         "clipforge/tokenizer/LICENSE-openai-vocab.txt",
         "clipforge/pretrained/pretrained.json",
         "clipforge/model_configs/ViT-L-14-336.json",
+        "clipforge/eval/templates/de/imagenet1k.txt",  # the prompt sets in other languages, and their sources
+        "clipforge/eval/classnames/ja/imagenet1k.txt",
+        "clipforge/eval/templates/NOTICE.md",
+        "clipforge/eval/classnames/NOTICE.md",
     ):
         assert needed in names
     site = tmp_path / "site"

@@ -7,6 +7,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,12 @@ LANGUAGE_HELP = (
     "NLLB-CLIP models only: the language of {of}, as a code such as deu_Latn, zho_Hans, fra_Latn (an ISO "
     "639-3 language and an ISO 15924 script; default: the tokenizer's own, usually eng_Latn)"
 )
+PROMPT_LANGUAGE_HELP = (
+    "the language of {of}, as an ISO 639-1 code such as de, ja, zh (default: en). Only built-in sets come in "
+    "languages (imagenet1k's templates in 89, its class names in ar, it, ja, zh: see docs/evaluation.md); a "
+    "file is read as it is. NLLB-CLIP models also take the tokenizer's code where the command has --language: "
+    "--language deu_Latn --prompt-language de"
+)
 FROM_INDEX = "the one the index was built with"
 
 
@@ -59,6 +66,26 @@ def add_backend_arg(p: argparse.ArgumentParser, *, default: str | None = "torch"
 def add_language_arg(p: argparse.ArgumentParser, *, of: str = "the texts") -> None:
     """``--language CODE``: the source-language code that ``of`` are tokenized with (NLLB-CLIP)."""
     p.add_argument("--language", metavar="CODE", default=None, help=LANGUAGE_HELP.format(of=of))
+
+
+def add_prompt_language_arg(p: argparse.ArgumentParser, *, of: str) -> None:
+    """``--prompt-language CODE``: the language (ISO 639-1) of the built-in template and class-name
+    sets ``of`` names; read them with :func:`load_in_prompt_language`."""
+    p.add_argument("--prompt-language", metavar="CODE", default=None, help=PROMPT_LANGUAGE_HELP.format(of=of))
+
+
+def load_in_prompt_language(
+    load: Callable[..., list[str]], name: str, args: argparse.Namespace, **kwargs: Any
+) -> list[str]:
+    """``load(name, language=args.prompt_language, **kwargs)`` for ``load_templates`` or
+    ``load_classnames``: a language the built-in set is not in is said as ``--prompt-language``'s."""
+    from ..eval.prompts import PromptLanguageError
+
+    try:
+        return load(name, language=args.prompt_language, **kwargs)
+    except PromptLanguageError as e:
+        e.parameter = "prompt_language"  # the library's `language=` is this flag, not --language (NLLB)
+        raise
 
 
 def add_model_args(p: argparse.ArgumentParser, *, precision: str = "auto") -> None:

@@ -8,7 +8,15 @@ from __future__ import annotations
 import argparse
 
 from . import _apps
-from ._apps import add_language_arg, add_model_args, add_output_args, emit_image_results, explanation_paths
+from ._apps import (
+    add_language_arg,
+    add_model_args,
+    add_output_args,
+    add_prompt_language_arg,
+    emit_image_results,
+    explanation_paths,
+    load_in_prompt_language,
+)
 
 HELP = "zero-shot classify images against labels"
 
@@ -18,9 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--labels", help="comma-separated labels, e.g. cat,dog,bird")
-    group.add_argument("--labels-file", help="file with one label per line")
+    group.add_argument(
+        "--labels-file", help="file with one label per line, or a built-in class-name list (imagenet1k, cifar100, ...)"
+    )
     p.add_argument("--templates", default="default", help="built-in template set or template file")
     add_language_arg(p, of="the labels and templates")
+    add_prompt_language_arg(p, of="the built-in --templates set and --labels-file list")
     p.add_argument("-k", "--top-k", type=int, default=5, help="labels shown per image")
     p.add_argument(
         "--mode",
@@ -39,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     labels = (
         parse_labels(args.labels)
         if args.labels is not None
-        else load_classnames(args.labels_file, what="labels")
+        else load_in_prompt_language(load_classnames, args.labels_file, args, what="labels")
     )
-    templates = load_templates(args.templates)
+    templates = load_in_prompt_language(load_templates, args.templates, args)
     if args.top_k < 1:
         raise ValueError(f"-k must be at least 1, got {args.top_k}")
     inputs, (model, tokenizer, transform) = _apps.find_images_and_load_model(args)

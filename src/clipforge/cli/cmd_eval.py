@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._apps import add_model_args, emit_json, load_model, report_skips
+from ._apps import add_model_args, add_prompt_language_arg, emit_json, load_in_prompt_language, load_model, report_skips
 
 LABELLED_HELP = "a folder with one sub-folder per class, or a .csv/.tsv with image and label columns"
 BENCHMARK_HELP = ", or a CLIP_benchmark WebDataset folder/URL (wds_<name>/ with classnames.txt and <split>/*.tar)"
@@ -72,6 +72,7 @@ def _labelled_args(p: argparse.ArgumentParser) -> None:
         "--classnames",
         help="class names for the prompts: a file (one per line) or a built-in list (imagenet1k, cifar100, ...)",
     )
+    add_prompt_language_arg(p, of="the built-in --templates set and --classnames list")
     p.add_argument("--image-key", default="filepath", help="image column of a CSV")
     p.add_argument("--label-key", default="label", help="label column of a CSV")
     _common(p)
@@ -82,7 +83,7 @@ def _load_data(args: argparse.Namespace, source: str, classnames: list[str] | No
     from ..eval.prompts import load_classnames
 
     if classnames is None and args.classnames:
-        classnames = load_classnames(args.classnames)
+        classnames = load_in_prompt_language(load_classnames, args.classnames, args)
     return load_labelled(source, classnames=classnames, image_key=args.image_key, label_key=args.label_key)
 
 
@@ -116,10 +117,19 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         bench = load_benchmark(args.data, split=args.split)
         if bench.kind != "classification":
             raise ValueError(f"{args.data}: a {bench.kind} set; use `clipforge eval retrieval`")
-        classnames = load_classnames(args.classnames) if args.classnames else bench.classnames
+        if args.prompt_language not in (None, "en") and not args.templates:
+            raise ValueError(
+                f"--prompt-language {args.prompt_language} needs --templates naming a built-in set (e.g. imagenet1k): "
+                f"without it the templates of {args.data} (or 'default') are used as they are"
+            )
+        classnames = bench.classnames
+        if args.classnames:
+            classnames = load_in_prompt_language(load_classnames, args.classnames, args)
         if not classnames:
             raise ValueError(f"{args.data}: no classnames.txt; pass --classnames (a file or e.g. imagenet1k)")
-        templates = load_templates(args.templates) if args.templates else bench.templates
+        templates = bench.templates
+        if args.templates:
+            templates = load_in_prompt_language(load_templates, args.templates, args)
         templates_name = args.templates or ("dataset" if bench.templates else "default")
         templates = templates or load_templates("default")
         model, tokenizer, transform = load_model(args)
@@ -137,7 +147,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         extra = {"dataset": bench.name, "split": bench.split}
     else:
         templates_name = args.templates or "default"
-        templates = load_templates(templates_name)
+        templates = load_in_prompt_language(load_templates, templates_name, args)
         data = _load_data(args, args.data)
         model, tokenizer, transform = load_model(args)
         report = zeroshot_dataset(
@@ -150,6 +160,8 @@ def run_zeroshot(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     report_skips(report.failures)
+    if args.prompt_language is not None:
+        extra["prompt_language"] = args.prompt_language
     result = {**_header(args, model), **extra, "templates": templates_name, **report.to_dict()}
     plot = args.plot or (str(Path(args.out).with_suffix(".confusion.png")) if args.out else None)
     if plot:  # optional: the results are written whether or not the figure can be
@@ -205,7 +217,7 @@ def run_linear_probe(args: argparse.Namespace) -> int:
     from ..eval.dataset_eval import linear_probe_dataset
     from ..eval.prompts import load_templates
 
-    templates = load_templates(args.templates) if args.templates else None
+    templates = load_in_prompt_language(load_templates, args.templates, args) if args.templates else None
     data = _load_data(args, args.data)
     train = _load_data(args, args.train, classnames=data.classnames) if args.train else None
     model, tokenizer, transform = load_model(args)

@@ -9,17 +9,79 @@ stem (``default``, ``simple``, ``objects``, and OpenAI's published sets: ``image
 templates), ``cifar``, ``pets``, ...); built-in class-name lists in ``clipforge/eval/classnames/``
 (``imagenet1k``, ``cifar10``, ``cifar100``, ``stl10``, ``pets``, ``flowers102`` ...). Any other
 argument is read as a path.
+
+The built-in files at the top of those folders are English; a set in another language is a file of the
+same name in a folder named by the language's ISO 639-1 code (``templates/de/imagenet1k.txt``,
+``classnames/ja/imagenet1k.txt``), chosen with ``language="de"`` (see ``templates/NOTICE.md`` for
+where they come from). :func:`template_languages` / :func:`classname_languages` list a set's languages.
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
+
+ENGLISH = "en"  # the language of the files at the top of templates/ and classnames/
+_ISO_639_1 = re.compile(r"[a-z]{2}")
+
+
+class PromptLanguageError(ValueError):
+    """A built-in set asked for in a language it is not in. ``parameter`` is the name the message
+    gives the language (``language``; a caller that took it under another name may set its own)."""
+
+    def __init__(self, language: object, detail: str, parameter: str = "language") -> None:
+        super().__init__(language, detail)
+        self.language, self.detail, self.parameter = language, detail, parameter
+
+    def __str__(self) -> str:
+        return f"`{self.parameter}={self.language!r}`: {self.detail}"
 
 
 def _builtin(kind: str) -> list[str]:
     folder = resources.files("clipforge.eval") / kind
-    return sorted(p.name[: -len(".txt")] for p in folder.iterdir() if p.name.endswith(".txt"))
+    return sorted(p.name[: -len(".txt")] for p in folder.iterdir() if p.name.endswith(".txt") and p.is_file())
+
+
+def _languages(kind: str, name: str) -> list[str]:
+    """ISO 639-1 codes of the languages built-in set ``name`` of ``kind`` has, English first."""
+    folder = resources.files("clipforge.eval") / kind
+    found = sorted(
+        d.name
+        for d in folder.iterdir()
+        if _ISO_639_1.fullmatch(d.name) and d.is_dir() and (d / f"{name}.txt").is_file()
+    )
+    return ([ENGLISH] if (folder / f"{name}.txt").is_file() else []) + found
+
+
+def template_languages(name: str) -> list[str]:
+    """ISO 639-1 codes of the languages built-in template set ``name`` exists in (``["en", ...]``)."""
+    return _languages("templates", name)
+
+
+def classname_languages(name: str) -> list[str]:
+    """ISO 639-1 codes of the languages built-in class-name list ``name`` exists in (``["en", ...]``)."""
+    return _languages("classnames", name)
+
+
+def _in_language(kind: str, name: str, language: str | None) -> Path:
+    """The built-in file of set ``name`` of ``kind`` in ``language`` (None or "en": English); a
+    language that set lacks is a :class:`PromptLanguageError` listing the set's languages."""
+    folder = resources.files("clipforge.eval") / kind
+    if language is None or language == ENGLISH:
+        return Path(str(folder / f"{name}.txt"))
+    if isinstance(language, str) and _ISO_639_1.fullmatch(language) and (folder / language / f"{name}.txt").is_file():
+        return Path(str(folder / language / f"{name}.txt"))
+    what = "template set" if kind == "templates" else "class-name list"
+    if isinstance(language, str) and _ISO_639_1.fullmatch(language):
+        others = [other for other in _builtin(kind) if language in _languages(kind, other)]
+        also = f"; in {language}: {', '.join(others)}" if others else ""
+    else:
+        also = "; languages are ISO 639-1 codes, as de or ja"
+    raise PromptLanguageError(
+        language,
+        f"the built-in {what} {name!r} is not in that language (it is in {', '.join(_languages(kind, name))}){also}",
+    )
 
 
 def builtin_templates() -> list[str]:
@@ -63,11 +125,14 @@ def check_template(template: str, *, where: str) -> str:
     return template
 
 
-def load_templates(name_or_path: str | Path = "default") -> list[str]:
-    """A built-in template set by name, or a template file (one template per line)."""
+def load_templates(name_or_path: str | Path = "default", *, language: str | None = None) -> list[str]:
+    """A built-in template set by name, or a template file (one template per line).
+
+    ``language``: an ISO 639-1 code (``"de"``) picks the built-in set in that language (None or
+    ``"en"``: English); a file is read as it is, whatever ``language``."""
     path = Path(name_or_path)
     if not path.is_file() and str(name_or_path) in builtin_templates():
-        path = Path(str(resources.files("clipforge.eval") / "templates" / f"{name_or_path}.txt"))
+        path = _in_language("templates", str(name_or_path), language)
     elif not path.is_file():
         raise FileNotFoundError(
             f"template file {name_or_path}: no such file, and not a built-in set ({', '.join(builtin_templates())})"
@@ -84,15 +149,22 @@ def check_templates(templates: list[str], *, source: str = "templates") -> list[
 
 
 def load_classnames(
-    name_or_path: str | Path, *, what: str = "class names", allow_duplicates: bool = False
+    name_or_path: str | Path,
+    *,
+    what: str = "class names",
+    allow_duplicates: bool = False,
+    language: str | None = None,
 ) -> list[str]:
     """Class names (or labels) from a file, one per line, in order, or a built-in list by name.
 
     A duplicate is an error unless ``allow_duplicates`` (built-in lists allow them: OpenAI's
-    ImageNet names give two pairs of classes one name, and the indices must stay those of ImageNet)."""
+    ImageNet names give two pairs of classes one name, and the indices must stay those of ImageNet;
+    the translated lists name some classes alike too). ``language``: an ISO 639-1 code (``"ja"``)
+    picks the built-in list in that language, in the same class order (None or ``"en"``: English);
+    a file is read as it is, whatever ``language``."""
     path = Path(name_or_path)
     if not path.is_file() and str(name_or_path) in builtin_classnames():
-        path = Path(str(resources.files("clipforge.eval") / "classnames" / f"{name_or_path}.txt"))
+        path = _in_language("classnames", str(name_or_path), language)
         allow_duplicates = True
     seen: dict[str, int] = {}
     names = []
