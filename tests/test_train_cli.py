@@ -5,40 +5,14 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import write_pairs_csv, write_tiny_model
+from train_helpers import train_args, write_pairs_csv, write_tiny_model
 
 from clipforge.checkpoint import read_checkpoint_info
 from clipforge.cli.main import main
 
 
 def _base(data, model, out, name, *extra):
-    return [
-        "train",
-        "--data",
-        str(data),
-        "--model",
-        str(model),
-        "--tokenizer",
-        "train",
-        "--vocab-size",
-        "600",
-        "--steps",
-        "4",
-        "--batch-size",
-        "8",
-        "--warmup-steps",
-        "1",
-        "--out",
-        str(out),
-        "--name",
-        name,
-        "--workers",
-        "0",
-        "--no-progress",
-        "--log-every",
-        "1",
-        *extra,
-    ]
+    return train_args(data, model, out, name, *extra, steps=4, batch_size=8, warmup_steps=1)
 
 
 @pytest.fixture(scope="module")

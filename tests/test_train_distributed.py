@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import write_pairs_csv, write_tiny_model
+from train_helpers import train_args, write_pairs_csv, write_tiny_model
 
 from clipforge.checkpoint import load_checkpoint
 
@@ -20,41 +20,9 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def _args(data: Path, model: Path, out: Path, name: str, *extra: str) -> list[str]:
-    return [
-        "-m",
-        "clipforge",
-        "train",
-        "--data",
-        str(data),
-        "--model",
-        str(model),
-        "--tokenizer",
-        "train",
-        "--vocab-size",
-        "600",
-        "--steps",
-        "6",
-        "--batch-size",
-        "16",
-        "--warmup-steps",
-        "2",
-        "--lr",
-        "2e-3",
-        "--log-every",
-        "1",
-        "--save-every",
-        "3",
-        "--precision",
-        "fp32",
-        "--out",
-        str(out),
-        "--name",
-        name,
-        "--workers",
-        "0",
-        "--no-progress",
-        *extra,
-    ]
+    fixed = ("--lr", "2e-3", "--save-every", "3", "--precision", "fp32")
+    args = train_args(data, model, out, name, *fixed, *extra, steps=6, batch_size=16, warmup_steps=2)
+    return ["-m", "clipforge", *args]
 
 
 def _losses(run: Path) -> list[float]:

@@ -11,50 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import write_pairs_csv, write_tiny_model
+from train_helpers import train_args, write_pairs_csv, write_tiny_model
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def _cmd(data: Path, model: Path, out: Path, name: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "clipforge",
-        "train",
-        "--data",
-        str(data),
-        "--model",
-        str(model),
-        "--tokenizer",
-        "train",
-        "--vocab-size",
-        "600",
-        "--steps",
-        "14",
-        "--batch-size",
-        "8",
-        "--accum-steps",
-        "2",
-        "--warmup-steps",
-        "3",
-        "--lr",
-        "3e-3",
-        "--save-every",
-        "2",
-        "--log-every",
-        "1",
-        "--precision",
-        "fp32",
-        "--out",
-        str(out),
-        "--name",
-        name,
-        "--workers",
-        "0",
-        "--no-progress",
-        *extra,
-    ]
+    fixed = ("--accum-steps", "2", "--lr", "3e-3", "--save-every", "2", "--precision", "fp32")
+    args = train_args(data, model, out, name, *fixed, *extra, steps=14, batch_size=8, warmup_steps=3)
+    return [sys.executable, "-m", "clipforge", *args]
 
 
 def _env() -> dict:

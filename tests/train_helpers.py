@@ -23,6 +23,20 @@ COLOURS = {
 }
 
 
+def train_args(
+    data: Path, model: Path, out: Path, name: str, *extra: str, steps: int, batch_size: int, warmup_steps: int
+) -> list[str]:
+    """The ``clipforge train`` arguments the training tests share (after ``python -m clipforge``, or
+    for ``main``): ``data`` and ``model``, a 600-token BPE vocabulary learnt from the captions, the
+    run ``out/name``, no loader workers or progress bar, a log line every step; then ``extra``, last
+    so that it can override any of these."""
+    return [
+        "train", "--data", str(data), "--model", str(model), "--tokenizer", "train", "--vocab-size", "600",
+        "--steps", str(steps), "--batch-size", str(batch_size), "--warmup-steps", str(warmup_steps),
+        "--out", str(out), "--name", name, "--workers", "0", "--no-progress", "--log-every", "1", *extra,
+    ]  # fmt: skip
+
+
 def write_tiny_model(path: Path, **overrides) -> Path:
     """``path`` holding the training tests' model as JSON (for ``--model``): the factory's shrunk
     ``vit-tiny`` with a 16-d embedding and 24-token texts (the sizes the training tests' thresholds
