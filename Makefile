@@ -35,7 +35,7 @@ test: setup
 	$(PYTEST) -q -ra $(XDIST)
 
 test-fast: setup
-	$(PYTEST) -q -m "not slow and not browser and not distributed" $(XDIST)
+	$(PYTEST) -q -m "not slow and not browser and not distributed and not full_suite" $(XDIST)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

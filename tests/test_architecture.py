@@ -26,6 +26,7 @@ def test_import_contracts_are_kept():
     assert "0 broken" in run.stdout
 
 
+@pytest.mark.full_suite
 def test_a_planted_upward_import_breaks_the_contract(tmp_path):
     shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")

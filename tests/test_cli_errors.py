@@ -46,6 +46,7 @@ def _help_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.full_suite
 def test_every_flag_in_help_is_known_to_as_flags(capsys) -> None:
     """``_options`` reads argparse's private action list: every flag that each command's ``--help``
     shows (its sub-commands' too) must be among the flags it finds."""
@@ -93,6 +94,7 @@ def _raised_strings(path: Path) -> list[tuple[int, str]]:
     ]
 
 
+@pytest.mark.full_suite
 def test_library_errors_do_not_name_cli_flags() -> None:
     flag = re.compile(r"(^|[\s(])--[a-z][a-z-]+")
     command = re.compile(r"`clipforge [^`]*`")  # a whole command to run is advice for anyone

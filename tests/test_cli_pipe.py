@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from clipforge.cli import cmd_models
 from clipforge.cli.main import EXIT_CLOSED_PIPE, main
 
@@ -14,6 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ENV = {**os.environ, "PYTHONPATH": str(SRC)}
 
 
+@pytest.mark.full_suite
 def test_a_closed_pipe_ends_the_command_quietly() -> None:
     read, write = os.pipe()
     os.close(read)  # the reader has gone before the first write: every write fails with EPIPE
@@ -31,6 +34,7 @@ def test_a_closed_pipe_ends_the_command_quietly() -> None:
     assert done.returncode == EXIT_CLOSED_PIPE == 128 + 13  # as if killed by SIGPIPE, like cat or grep
 
 
+@pytest.mark.full_suite
 def test_piping_into_head_prints_the_first_line_and_no_error() -> None:
     cmd = f"set -o pipefail; {sys.executable} -m clipforge models --pretrained | head -1"
     done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=ENV)

@@ -167,6 +167,7 @@ def test_cli_says_flags_where_the_library_names_parameters(tmp_path, capsys):
     assert "model=" not in err
 
 
+@pytest.mark.full_suite
 def test_zip_bomb_is_refused_from_declared_sizes_with_bounded_memory(tmp_path):
     import subprocess
     import sys
@@ -223,6 +224,7 @@ def deep_torchscript(path, depth: int = 100_000):
     return path
 
 
+@pytest.mark.full_suite
 def test_deeply_nested_torchscript_pickle_is_a_clear_error_on_convert_and_model(tmp_path, capsys):
     from hostile import one_line_error
 
@@ -273,6 +275,7 @@ def test_a_safetensors_file_of_pure_metadata_says_it_holds_no_tensors(tmp_path, 
     one_line_error(capsys.readouterr().err, "clipforge convert: error:", str(plain), "without tensors")
 
 
+@pytest.mark.full_suite
 def test_reading_a_safetensors_header_has_bounded_memory(tmp_path):
     """A header of many small values cost ~12x its size as Python objects (issue 23, point 6). Now
     values are counted first (at most ``MAX_JSON_VALUES``) and a header of one huge string costs

@@ -73,6 +73,7 @@ def reference(model, images, tokens):
     [("gelu", 32), ("quick_gelu", 32), ("gelu", 16), ("quick_gelu", 16)],
     ids=["B32-gelu", "B32-quickgelu", "B16-gelu", "B16-quickgelu"],
 )
+@pytest.mark.full_suite
 def test_hf_folder_converts_with_equal_embeddings(tmp_path, act, patch):
     ref = hf_folder(tmp_path / "hf", act=act, patch=patch, image=2 * patch)
     images, tokens = torch.randn(2, 3, 2 * patch, 2 * patch), example_tokens()

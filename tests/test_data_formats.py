@@ -323,6 +323,7 @@ def test_shard_order_is_shuffled_per_epoch_and_identical_across_ranks() -> None:
     assert sorted(order(3)) == list(range(50))
 
 
+@pytest.mark.full_suite
 def test_tar_dataloader_workers_and_ranks_see_every_sample_once(tmp_path: Path) -> None:
     # 3 shards of 4 samples, 2 ranks x 2 workers: fewer shards than workers, so shards are shared.
     keys = []

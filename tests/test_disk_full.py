@@ -84,6 +84,7 @@ def test_train_with_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_pa
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write fails with ENOSPC)")
+@pytest.mark.full_suite
 def test_disk_full_while_writing_the_training_state_keeps_no_half_checkpoint(tmp_path, monkeypatch, capsys):
     """The weights of step 2 fit, its training state does not (issue 23, point 2): torch.save's own
     two chained errors, made by writing to /dev/full, become one line, and step 2 is absent."""
@@ -125,6 +126,7 @@ def test_a_step_killed_between_its_weights_and_its_state_is_swept(tmp_path, tiny
     assert sorted(p.name for p in run.checkpoints.iterdir()) == ["step-000001.safetensors", "step-000001.state.pt"]
 
 
+@pytest.mark.full_suite
 def test_index_commit_with_a_full_disk_is_one_line_and_leaves_the_index_intact(tmp_path, monkeypatch, capsys):
     root, db = tmp_path / "photos", tmp_path / "p.cfidx"
     make_folder(root, 3)
@@ -174,6 +176,7 @@ sys.exit(main(["search", "a dog", "--db", sys.argv[1]]))
 """
 
 
+@pytest.mark.full_suite
 def test_a_good_index_on_a_full_disk_is_not_called_a_foreign_database(tmp_path):
     """With a few KB left SQLite cannot make the 32 KB -shm file of a WAL database: "disk I/O error"
     (issue 23, point 4). A file-size limit of 1 KB on a fresh process makes that happen, unprivileged."""

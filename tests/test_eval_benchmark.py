@@ -93,6 +93,7 @@ def test_benchmark_layout_is_read(tmp_path):
         load_benchmark(bench_dir)
 
 
+@pytest.mark.full_suite
 def test_eval_zeroshot_on_benchmark_equals_the_same_images_as_a_folder(tmp_path, checkpoint):
     bench = write_benchmark(tmp_path)
     out_b, out_f = tmp_path / "bench.json", tmp_path / "folder.json"

@@ -181,6 +181,7 @@ def test_sigmoid_scores_use_the_logit_bias(tiny_model):
 
 
 # ---- linear probe ------------------------------------------------------------------------------
+@pytest.mark.full_suite
 def test_linear_probe_separable_blobs_and_few_shot():
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(4, 16, generator=g) * 3

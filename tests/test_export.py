@@ -126,6 +126,7 @@ def test_sigmoid_bias_survives_open_clip_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("name", distinct_architectures(by="structure"))  # each export ~2 s: once per kind
+@pytest.mark.full_suite
 def test_onnx_export_matches_within_1e4(tmp_path, name):
     pytest.importorskip("onnx", reason="ONNX export needs onnx")
     ort = pytest.importorskip("onnxruntime", reason="checking ONNX needs onnxruntime")
@@ -150,6 +151,7 @@ def test_onnx_export_matches_within_1e4(tmp_path, name):
     assert meta["config"]["vision"]["kind"] == ours.config.vision.kind
 
 
+@pytest.mark.full_suite
 def test_cli_export(tmp_path, capsys):
     ours = tiny("ViT-B-32")
     ckpt = save_checkpoint(tmp_path / "m.safetensors", ours, tokenizer=small_tokenizer())

@@ -267,6 +267,7 @@ def openai_vocab_model() -> CLIP:
     return model
 
 
+@pytest.mark.full_suite
 def test_loading_by_name_gives_the_folded_tower(tmp_path, monkeypatch, isolated_caches):
     """A registry name (here a tiny MobileCLIP S on a local Hub cache, OpenAI's vocabulary) converts once
     into clipforge's cache, folded for inference, with the train-time model's embeddings."""

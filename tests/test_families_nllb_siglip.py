@@ -199,6 +199,7 @@ def test_open_clip_folder_imports_and_exports_back(case, tmp_path, monkeypatch):
         assert torch.equal(back.encode_text(expected["tokens"]), got.model.encode_text(expected["tokens"]))
 
 
+@pytest.mark.full_suite
 def test_convert_and_load_score_with_the_logit_bias(tmp_path, monkeypatch):
     case = CASES[0]
     path = convert(tiny_open_clip_folder(case, tmp_path / "oc", monkeypatch), tmp_path / "ck", vocab=NLLB_VOCAB)

@@ -287,6 +287,7 @@ def test_registry_entries_name_the_weights_and_the_tokenizer_repo():
 
 
 @pytest.mark.usefixtures("isolated_caches")  # empty caches, Hub offline
+@pytest.mark.full_suite
 def test_pretrained_name_loads_weights_and_the_tokenizer_from_two_hub_repos(tmp_path, monkeypatch):
     """As for the published entries: an open_clip repo with only the weights, the vocabulary from the
     text model's own repo (only its tokenizer files are fetched)."""
@@ -408,6 +409,7 @@ def test_hub_id_fetches_the_tokenizer_its_open_clip_config_names(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["xlmr_tiny", "nllb_tiny"])
+@pytest.mark.full_suite
 def test_onnx_backend_gives_the_same_text_embeddings(case, tmp_path):
     pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
     pytest.importorskip("onnx", reason="ONNX export needs onnx")

@@ -104,6 +104,7 @@ def test_run_dir_sweep(tmp_path, tiny_model):
     assert keep.exists() and run.latest_step() == 1
 
 
+@pytest.mark.full_suite
 def test_resume_after_a_kill_mid_save_removes_the_leftover(tmp_path):
     data = write_pairs_csv(tmp_path / "data", n=16)
     model = write_tiny_model(tmp_path / "tiny.json")

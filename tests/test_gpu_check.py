@@ -27,6 +27,7 @@ def gpu_check():
         del sys.modules["gpu_check"]
 
 
+@pytest.mark.full_suite
 def test_dry_run_prints_the_plan_as_json() -> None:
     done = subprocess.run(
         ["bash", str(SCRIPT), "--dry-run", "--python", sys.executable], capture_output=True, text=True, timeout=120
@@ -66,6 +67,7 @@ def test_dry_run_rejects_a_flag_the_benchmark_does_not_have(gpu_check, monkeypat
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens without a GPU")
+@pytest.mark.full_suite
 def test_without_a_gpu_a_real_run_stops_at_the_probe(gpu_check, tmp_path, capsys) -> None:
     assert gpu_check.main(["--python", sys.executable, "--out-dir", str(tmp_path)]) == 1
     out = capsys.readouterr()

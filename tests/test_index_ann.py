@@ -87,6 +87,7 @@ def fill_store(path, vectors, *, start=0, model_id="m1"):
     return store
 
 
+@pytest.mark.full_suite
 def test_persisted_ann_is_reused_updated_or_rebuilt(tmp_path, monkeypatch):
     db = tmp_path / "i.cfidx"
     vectors = clustered(3000, 16)

@@ -118,6 +118,7 @@ def test_text_search_through_the_checkpoint_tokenizer(tmp_path, ckpt, capsys):
     assert json.loads(out)[0]["path"] == "d0/img0000.png"
 
 
+@pytest.mark.full_suite
 def test_model_mismatch_and_rebuild(tmp_path, ckpt, capsys):
     root, db = tmp_path / "photos", tmp_path / "p.cfidx"
     make_folder(root, 3)
@@ -172,6 +173,7 @@ def test_user_errors_are_one_line(tmp_path, ckpt, capsys):
     assert code == 1 and "--model" in err
 
 
+@pytest.mark.full_suite
 def test_embed_shards_then_merge(tmp_path, ckpt, capsys, monkeypatch):
     root, out_dir, db = tmp_path / "photos", tmp_path / "emb", tmp_path / "m.cfidx"
     make_folder(root, 5)

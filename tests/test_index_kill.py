@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from search_fixtures import make_folder, tiny_encoder
 from test_index import assert_same_index, run_index
 
@@ -50,6 +51,7 @@ def committed(db: Path) -> int:
         return 0
 
 
+@pytest.mark.full_suite
 def test_sigkill_mid_run_then_rerun_gives_the_full_index(tmp_path):
     root, db = tmp_path / "photos", tmp_path / "i.cfidx"
     make_folder(root, 100)

@@ -212,6 +212,7 @@ def test_an_impossible_date_names_the_parameter():
 
 
 # -- end to end ------------------------------------------------------------------------------------
+@pytest.mark.full_suite
 def test_cli_index_search_and_merge_into_a_local_qdrant_store(tmp_path, capsys):
     """Index and search through `--store qdrant+local:`: the same hits as the SQLite file; embedding
     shards of `clipforge embed` load into it too."""

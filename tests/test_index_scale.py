@@ -52,6 +52,7 @@ def test_the_kind_follows_size_and_budget():
     assert pq_bytes(512) == 64 and pq_bytes(16) == 2 and pq_bytes(768) == 96
 
 
+@pytest.mark.full_suite
 def test_ivf_pq_with_reranking_finds_what_exact_search_finds(tmp_path):
     vectors = clustered(4000, 64, seed=3)
     store = fill_store(tmp_path / "pq.cfidx", vectors)
@@ -173,6 +174,7 @@ def test_sigkill_during_build_and_update_leaves_a_usable_index(tmp_path, budget)
     # (whether 0.5 s still hits the build depends on the machine; the first kill always does)
 
 
+@pytest.mark.full_suite
 def test_cli_memory_budget_is_remembered_and_a_bad_one_is_one_clear_error(tmp_path, capsys):
     from search_fixtures import make_folder, save_tiny_checkpoint
 
@@ -191,6 +193,7 @@ def test_cli_memory_budget_is_remembered_and_a_bad_one_is_one_clear_error(tmp_pa
         assert store.get_meta("memory_budget") == str(2 * GiB)
 
 
+@pytest.mark.full_suite
 def test_a_mapped_index_whose_file_was_replaced_is_reloaded_not_updated(tmp_path):
     vectors = clustered(2500, 32, seed=8)
     db = tmp_path / "m.cfidx"

@@ -51,6 +51,7 @@ def reference(model, tok, images):
 
 
 @pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
+@pytest.mark.full_suite
 def test_metaclip2_folder_loads_with_transformers_ids_and_embeddings(tmp_path, act):
     ref, tok = metaclip2_folder(tmp_path / "hf", act)
     images = torch.randn(2, 3, IMAGE, IMAGE)

@@ -68,6 +68,7 @@ COMMANDS = ["classify", "eval", "caption", "moderate", "index+search", "serve", 
 
 @pytest.mark.parametrize("kind", ["hub-id", "hf-folder", "openai-pt", "siglip-hub"])
 @pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.full_suite
 def test_command_accepts_reference(command, kind, world, tmp_path, capsys, monkeypatch):
     root, refs, images = world
     ref = refs[kind]

@@ -85,6 +85,7 @@ def indexed(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("query", QUERIES)
+@pytest.mark.full_suite
 def test_cli_search_ranks_as_the_reference(indexed, query, capsys):
     capsys.readouterr()
     assert main(["search", query, "--db", str(indexed["db"]), "-k", "8", "--json"]) == 0

@@ -37,6 +37,7 @@ def _inputs(model, batch: int = 3):
     return images, tokens
 
 
+@pytest.mark.full_suite
 def test_fp32_backend_matches_pytorch_and_is_cached(model, tmp_path):
     mid = model_id(model)
     onnx = onnx_model(model, backend="onnx", model_id=mid, cache_dir=tmp_path)
@@ -55,6 +56,7 @@ def test_fp32_backend_matches_pytorch_and_is_cached(model, tmp_path):
     assert torch.equal(onnx.scale_and_bias()[0], model.scale_and_bias()[0])
 
 
+@pytest.mark.full_suite
 def test_int8_backend_is_close_to_fp32(model, tmp_path):
     onnx = onnx_model(model, backend="onnx-int8", model_id=model_id(model), cache_dir=tmp_path)
     assert (tmp_path / "image.int8.onnx").stat().st_size < (tmp_path / "image.fp32.onnx").stat().st_size
@@ -68,6 +70,7 @@ def test_int8_backend_is_close_to_fp32(model, tmp_path):
     assert not torch.equal(onnx.encode_image(images), model.encode_image(images))  # really quantized
 
 
+@pytest.mark.full_suite
 def test_files_of_other_weights_are_replaced(model, tmp_path, tiny_model):
     onnx_model(model, backend="onnx", model_id="cf:not-this-model", cache_dir=tmp_path)
     other = tiny_model(seed=4)
@@ -97,6 +100,7 @@ def test_unknown_backend_and_gpu_are_refused(model, tmp_path):
             onnx_model(model.cuda(), backend="onnx", model_id="x", cache_dir=tmp_path)
 
 
+@pytest.mark.full_suite
 def test_encoder_load_caches_beside_the_checkpoint(tmp_path):
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
     torch_enc = Encoder.load(ckpt, device="cpu", precision="fp32")
@@ -108,6 +112,7 @@ def test_encoder_load_caches_beside_the_checkpoint(tmp_path):
     np.testing.assert_allclose(enc.encode_texts(texts), torch_enc.encode_texts(texts), atol=1e-4)
 
 
+@pytest.mark.full_suite
 def test_cli_index_and_search_with_onnx_int8(tmp_path):
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
     folder = tmp_path / "photos"

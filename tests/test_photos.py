@@ -88,6 +88,7 @@ def test_fast_decode_is_reduced_and_looks_like_the_exact_decode(kind):
         assert rgb[:, :200, 0].mean() > 150 and rgb[:, -200:, 2].mean() > 130  # red left, blue right
 
 
+@pytest.mark.full_suite
 def test_fast_decode_picks_the_largest_reduction_that_keeps_twice_the_input():
     data = jpeg_bytes(scene(4032, 3024))
     assert load_image(data, min_side=448).size == (1008, 756)  # 1/4; 1/8 would give 378 < 448
@@ -102,6 +103,7 @@ def test_fast_decode_leaves_other_formats_alone():
     assert load_image(buf.getvalue(), min_side=448).size == (1600, 1200)
 
 
+@pytest.mark.full_suite
 def test_fast_preprocessing_stays_close_to_the_reference():
     transform = image_transform(PreprocessConfig(), 224)
     data = jpeg_bytes(scene(4032, 3024), exif=with_orientation(8))
@@ -175,6 +177,7 @@ def test_heic_and_avif_decode_when_the_extra_is_installed(tmp_path, fmt, ext, ki
         assert photo_info(handle, mtime_ns=path.stat().st_mtime_ns).type == ("heic" if kind == "heif" else "avif")
 
 
+@pytest.mark.full_suite
 def test_heic_and_avif_without_the_extra_are_reported_with_an_install_hint(tmp_path):
     pytest.importorskip("pillow_heif")
     heic, avif = tmp_path / "a.heic", tmp_path / "b.avif"

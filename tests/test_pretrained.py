@@ -108,6 +108,7 @@ def test_transformers_repo_by_hub_id_equals_the_folder(tmp_path):
     assert resolve_model("hf-hub:acme/clip-tiny").path == resolved.path  # either spelling
 
 
+@pytest.mark.full_suite
 def test_open_clip_repo_by_hub_id_equals_the_folder(tmp_path):
     folder = tmp_path / "oc"
     open_clip_folder(folder)
@@ -194,6 +195,7 @@ def served_openai(tmp_path, monkeypatch):
         yield server, model, pt
 
 
+@pytest.mark.full_suite
 def test_url_source_downloads_verifies_converts_and_caches(served_openai, tmp_path):
     server, model, pt = served_openai
     loaded, tok, _ = clipforge.load("tiny-openai/test", precision="fp32")
@@ -209,6 +211,7 @@ def test_url_source_downloads_verifies_converts_and_caches(served_openai, tmp_pa
     assert not list((tmp_path / "cf-cache").rglob("*.partial"))
 
 
+@pytest.mark.full_suite
 def test_wrong_digest_caches_nothing(served_openai, tmp_path):
     server, _, _ = served_openai
     server.corrupt = True
@@ -219,6 +222,7 @@ def test_wrong_digest_caches_nothing(served_openai, tmp_path):
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # no partial, no final, no conversion
 
 
+@pytest.mark.full_suite
 def test_registry_digest_that_does_not_match_caches_nothing(served_openai, tmp_path, monkeypatch):
     server, _, _ = served_openai
     entry = {"architecture": "tiny-openai", "act": "quick_gelu", "format": "openai", "url": server.url}
@@ -231,6 +235,7 @@ def test_registry_digest_that_does_not_match_caches_nothing(served_openai, tmp_p
     assert len(server.requests) == 2
 
 
+@pytest.mark.full_suite
 def test_interrupted_download_resumes_from_where_it_stopped(served_openai, tmp_path):
     server, _, _ = served_openai
     half = len(server.payload) // 2
@@ -244,6 +249,7 @@ def test_interrupted_download_resumes_from_where_it_stopped(served_openai, tmp_p
     assert server.requests[-1].get("Range") == f"bytes={half}-"  # resumed, not restarted
 
 
+@pytest.mark.full_suite
 def test_resolve_checkpoint_converts_local_sources_once(tmp_path):
     pt = tmp_path / "m.pt"
     openai_pt(pt)

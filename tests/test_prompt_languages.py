@@ -155,6 +155,7 @@ def _prompts(labels: list[str], templates: list[str]) -> list[str]:
     return [zeroshot.fill_template(t, label) for label in labels for t in templates]
 
 
+@pytest.mark.full_suite
 def test_classify_encodes_the_templates_of_the_prompt_language(checkpoint, encoded, tmp_path, capsys):
     image = tmp_path / "a.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
@@ -170,6 +171,7 @@ def test_classify_encodes_the_templates_of_the_prompt_language(checkpoint, encod
     assert encoded == _prompts(["Hund", "Katze"], load_templates("imagenet1k"))
 
 
+@pytest.mark.full_suite
 def test_eval_zeroshot_encodes_the_templates_of_the_prompt_language(checkpoint, encoded, tmp_path):
     for colour, rgb in (("rosso", (220, 30, 30)), ("blu", (30, 60, 220))):
         (tmp_path / "data" / colour).mkdir(parents=True)

@@ -233,6 +233,7 @@ def test_time_budget_stops_on_time_with_a_final_checkpoint(run_cfg, monkeypatch)
     assert TrainConfig.from_json(result.run_dir / "run.json").schedule.time_budget == "24.0s"  # recorded in the config
 
 
+@pytest.mark.full_suite
 def test_wise_ft_interpolates_with_the_starting_weights(run_cfg, tmp_path, tiny_model) -> None:
     init = save_checkpoint(tmp_path / "init.safetensors", tiny_model(seed=0, vocab_size=VOCAB, embed_dim=16),
                            tokenizer=small_tokenizer())

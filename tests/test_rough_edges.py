@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from search_fixtures import make_folder, save_tiny_checkpoint
 from train_helpers import write_pairs_csv, write_tiny_model
@@ -46,6 +47,7 @@ def test_model_mismatch_names_both_models(tmp_path, capsys):
     assert str(a.resolve()) in err and str(b.resolve()) in err and "Traceback" not in err
 
 
+@pytest.mark.full_suite
 def test_faiss_loader_chatter_is_quiet(tmp_path):
     code = (
         "import logging; logging.basicConfig(level=logging.INFO)\n"

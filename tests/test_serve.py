@@ -185,6 +185,7 @@ def test_oversized_uploads_are_refused(env):
     assert_alive(c)
 
 
+@pytest.mark.full_suite
 def test_decompression_bomb_is_refused_before_decoding(env):
     c = env["client"]
     bomb = png_bomb(10_000, 10_000)  # 100 megapixels in ~100 kB
@@ -303,6 +304,7 @@ def test_other_malformed_requests(env):
     assert_alive(c)
 
 
+@pytest.mark.full_suite
 def test_concurrent_requests_are_safe(env):
     c, root = env["client"], env["root"]
     image = (root / "d1" / "img0004.gif").read_bytes()

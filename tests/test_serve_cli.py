@@ -21,6 +21,7 @@ pytest.importorskip("uvicorn", reason="uvicorn not installed (pip install 'clipf
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
+@pytest.mark.full_suite
 def test_serve_command_end_to_end(tmp_path, capsys):
     root, db = tmp_path / "photos", tmp_path / "p.cfidx"
     make_folder(root, 5)

@@ -93,6 +93,7 @@ def closed_within(s: socket.socket, seconds: float) -> bytes | None:
 
 
 # -- 1. idle and half-sent connections -------------------------------------------------------------
+@pytest.mark.full_suite
 def test_hanging_clients_do_not_lock_out_real_ones(service):
     app = create_app(service, body_timeout_s=1.0)
     with live_server(app, header_timeout_s=1.0) as port:
@@ -119,6 +120,7 @@ def test_hanging_clients_do_not_lock_out_real_ones(service):
         assert timed_request(port, "GET", "/api/health")[0] == 200
 
 
+@pytest.mark.full_suite
 def test_keep_alive_connection_gets_a_header_deadline_for_its_next_request(service):
     with live_server(create_app(service), header_timeout_s=1.0, timeout_keep_alive=30) as port:
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -132,6 +134,7 @@ def test_keep_alive_connection_gets_a_header_deadline_for_its_next_request(servi
             assert closed_within(s, 5.0) == b""
 
 
+@pytest.mark.full_suite
 def test_connection_cap_closes_the_excess_only(service):
     with live_server(create_app(service), max_connections=20, header_timeout_s=30) as port:
         socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]

@@ -77,6 +77,7 @@ def plain_rows(tok: Tokenizer, texts: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------- OpenAI exactness
 
 
+@pytest.mark.full_suite
 def test_golden_ids_every_row(openai: Tokenizer, corpus: list[str], golden: list[list[int]]) -> None:
     assert len(corpus) == len(golden) >= 10_000
     mismatched = [
@@ -86,6 +87,7 @@ def test_golden_ids_every_row(openai: Tokenizer, corpus: list[str], golden: list
 
 
 @pytest.mark.parametrize("ctx", [77, 16, 5, 2])
+@pytest.mark.full_suite
 def test_golden_batch_truncation_padding_lengths(
     openai: Tokenizer, corpus: list[str], golden: list[list[int]], ctx: int
 ) -> None:
@@ -174,11 +176,13 @@ def test_live_open_clip(openai: Tokenizer, corpus: list[str]) -> None:
 # ----------------------------------------------------------------------------- clean-up (no vocab)
 
 
+@pytest.mark.full_suite
 def test_clean_text_matches_reference_on_corpus(corpus: list[str]) -> None:
     diff = [t for t in corpus if clean_text(t) != full_clean(t)]
     assert not diff, f"{len(diff)} rows differ, first: {diff[0]!r}"
 
 
+@pytest.mark.full_suite
 def test_clean_chunks_equals_split_clean_text(corpus: list[str]) -> None:
     assert all(clean_chunks(t) == (clean_text(t).split(" ") if clean_text(t) else []) for t in corpus)
     # Lower-casing never creates or removes whitespace, for any code point ...

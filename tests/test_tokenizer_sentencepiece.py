@@ -46,6 +46,7 @@ def tokenizer(kind: str, ctx: int = CTX) -> SentencePieceTokenizer:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.full_suite
 def test_reference_ids_on_the_corpus(kind):
     want = GOLDEN[GOLDEN_KEY[kind]].astype(np.int64)
     assert len(want) == len(ROWS) > 10_000
@@ -54,6 +55,7 @@ def test_reference_ids_on_the_corpus(kind):
     assert not len(bad), [(ROWS[i][:60], want[i].tolist(), got[i].tolist()) for i in bad[:5]]
 
 
+@pytest.mark.full_suite
 def test_transformers_siglip2_rules_stay_available():
     """clean="lower" without an end token is transformers' Siglip2Tokenizer, id for id."""
     bv = tokenizer("siglip2")
@@ -86,6 +88,7 @@ def test_text_rules():
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.full_suite
 def test_metadata_round_trip_and_pickle(kind):
     tok = tokenizer(kind)
     meta = json.loads(json.dumps(tok.to_metadata()))

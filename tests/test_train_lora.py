@@ -88,6 +88,7 @@ def test_lora_fit_trains_only_adapters_saves_plain_weights_and_resumes(lora_run)
     assert all(torch.equal(final[k], again[k]) for k in final)
 
 
+@pytest.mark.full_suite
 def test_lora_model_exports_to_hf_and_open_clip(lora_run, tmp_path):
     transformers = pytest.importorskip("transformers", reason="transformers is the reference implementation")
     cfg, _ = lora_run

@@ -3,6 +3,7 @@ attention kernel), and equals the run without checkpointing."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from train_helpers import write_pairs_csv, write_tiny_model
@@ -11,6 +12,7 @@ from clipforge.train import TrainConfig
 from clipforge.train.loop import fit
 
 
+@pytest.mark.full_suite
 def test_bf16_with_grad_checkpointing_matches_without(tmp_path):
     cfg = TrainConfig.from_flat(
         data=str(write_pairs_csv(tmp_path / "data", n=16)),

@@ -71,6 +71,7 @@ def test_urls_expand_and_pipe_errors_are_reported(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["local", "file", "pipe"])
+@pytest.mark.full_suite
 def test_streamed_shards_resume_exactly(tmp_path, kind):
     write_shards(tmp_path)
     source = sources(tmp_path)[kind]
@@ -89,6 +90,7 @@ def test_streamed_shards_resume_exactly(tmp_path, kind):
             assert _same(next(resumed), want), f"{kind}: resumed after batch {k} differs"
 
 
+@pytest.mark.full_suite
 def test_resampled_stream_resumes_exactly_and_differs_per_epoch(tmp_path):
     write_shards(tmp_path)
     source = sources(tmp_path)["pipe"]

@@ -64,6 +64,7 @@ def test_report_to_names_are_checked():
         TrainConfig.from_flat(data="shapes", report_to="comet").validate()
 
 
+@pytest.mark.full_suite
 def test_missing_extra_is_an_install_hint(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
     with pytest.raises(MissingExtra, match=r"pip install 'clipforge\[wandb\]'"):
@@ -91,6 +92,7 @@ def test_missing_extra_is_an_install_hint(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "--report-to wandb needs wandb" in err[0] and "clipforge[wandb]" in err[0]
 
 
+@pytest.mark.full_suite
 def test_tensorboard_wandb_offline_and_mlflow_file_store_get_the_run(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb not installed (pip install 'clipforge[wandb]')")
     mlflow = pytest.importorskip("mlflow", reason="mlflow not installed (pip install 'clipforge[mlflow]')")

@@ -15,6 +15,7 @@ from clipforge.train.loop import fit
 from clipforge.train.metrics_log import read_metrics
 
 
+@pytest.mark.full_suite
 def test_fine_tune_reports_user_eval_sets_and_regression(tmp_path, checkpoint, caplog):  # noqa: F811
     bench = write_benchmark(tmp_path)
     pairs = write_pairs_csv(tmp_path / "pairs", n=24)
