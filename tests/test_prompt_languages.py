@@ -283,3 +283,13 @@ def test_the_servers_prompt_language_is_the_default(tmp_path, encoded):
         assert detail.endswith("(the server's default prompt_lang: name one the set is in)")
     with pytest.raises(PromptLanguageError, match=r"^`prompt_language='de'`: the built-in template set 'default'"):
         _service(tmp_path, prompt_language="de")  # refused at start, not at the first request
+
+
+@pytest.mark.full_suite
+def test_eval_zeroshot_language_needs_an_nllb_model(checkpoint, tmp_path, capsys):
+    """``--language`` is NLLB-CLIP's tokenizer code: a model without codes refuses it, one line naming it."""
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "data" / "a" / "0.png")
+    line = _one_error_line(["eval", "zeroshot", str(tmp_path / "data"), "--model", str(checkpoint), "--precision",
+                            "fp32", "--no-progress", "--language", "deu_Latn"], capsys)  # fmt: skip
+    assert line.startswith("clipforge eval: error: --language deu_Latn was given, but only NLLB-CLIP tokenizers take")
