@@ -343,7 +343,12 @@ def _add_search_routes(app: FastAPI, service: SearchService, read_body: ReadBody
 def _add_classify_routes(app: FastAPI, service: SearchService, read_body: ReadBody) -> None:
     """Zero-shot classification and moderation, of an upload or of an indexed image."""
 
-    @_image_post(app, "/api/classify", tag="classify", summary="zero-shot classify an upload (body: image bytes)")
+    @_image_post(
+        app,
+        "/api/classify",
+        tag="classify",
+        summary="zero-shot classify an upload (body: image bytes); prompt_lang: the templates' language, lang: NLLB's",
+    )
     async def classify_upload(
         request: Request,
         labels: Annotated[list[str], Query(description="comma-separated; or repeat the parameter")],
@@ -363,7 +368,11 @@ def _add_classify_routes(app: FastAPI, service: SearchService, read_body: ReadBo
         )
         return {"labels": result}
 
-    @app.post("/api/classify/indexed", tags=["classify"], summary="zero-shot classify an indexed image")
+    @app.post(
+        "/api/classify/indexed",
+        tags=["classify"],
+        summary="zero-shot classify an indexed image; prompt_lang: the templates' language, lang: NLLB's",
+    )
     def classify_indexed(req: ClassifyRequest) -> dict:
         language = _language(service, req.lang)
         prompt_language = _prompt_language(service, req.templates, req.prompt_lang)
