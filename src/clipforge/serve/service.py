@@ -90,6 +90,16 @@ def _builtin_prompts(templates: str, language: str | None) -> tuple[str, ...]:
     return tuple(load_templates(templates, language=language))
 
 
+@functools.lru_cache(maxsize=1)
+def _template_sets_by_language() -> dict[str, tuple[str, ...]]:
+    """ISO 639-1 code -> the built-in template sets in that language, English first (read once)."""
+    sets: dict[str, list[str]] = {}
+    for name in builtin_templates():
+        for code in template_languages(name):
+            sets.setdefault(code, []).append(name)
+    return {code: tuple(sets[code]) for code in [ENGLISH, *sorted(set(sets) - {ENGLISH})]}
+
+
 class _LRU:
     """A small thread-safe least-recently-used cache."""
 
@@ -359,15 +369,10 @@ class SearchService:
     def prompt_languages(self) -> dict:
         """The prompt languages of classify requests (``prompt_language``): the default one and the
         default template set, and for each ISO 639-1 code the built-in template sets in it."""
-        sets: dict[str, list[str]] = {}
-        for name in builtin_templates():
-            for code in template_languages(name):
-                sets.setdefault(code, []).append(name)
-        codes = [ENGLISH, *sorted(code for code in sets if code != ENGLISH)]
         return {
             "prompt_language": self.prompt_language or ENGLISH,
             "templates": self.templates,
-            "prompt_languages": {code: sets[code] for code in codes},
+            "prompt_languages": {code: list(sets) for code, sets in _template_sets_by_language().items()},
         }
 
     def embed_image(self, image_bytes: bytes) -> np.ndarray:
