@@ -325,3 +325,31 @@ def test_the_language_menu_is_kept_in_the_url_and_reaches_the_api(tmp_path, page
         assert answer.value.status == 200
         assert "lang=zho_Hans" in urllib.parse.urlsplit(nllb.url).query
         assert errors == [], errors
+
+
+# -- the prompt language of the classify panel ----------------------------------------------------------------
+def test_the_prompt_language_menu_is_kept_in_the_url_and_reaches_classify(page, server):
+    """The built-in templates come in more than English, so the classify panel has a menu of their
+    languages (``/api/prompt-languages``); the page URL's ``prompt_lang`` selects it, a classification
+    sends it (with a template set in that language, the server's being English only) and a choice
+    goes into the URL. It is not the ``lang`` menu, which stays hidden for this model."""
+    from clipforge.eval.prompts import template_languages
+
+    page.goto(f"{server['url']}?{urllib.parse.urlencode({'q': 'a dog', 'prompt_lang': 'de'})}")
+    page.wait_for_selector("#results .hit")
+    page.wait_for_function("(n) => document.getElementById('prompt-lang').options.length === n",
+                           arg=len(template_languages("imagenet1k")) + 1)  # fmt: skip
+    assert page.is_visible("#prompt-lang") and page.input_value("#prompt-lang") == "de" and page.is_hidden("#lang")
+    options = page.eval_on_selector_all("#prompt-lang option", "els => els.map(e => [e.value, e.textContent])")
+    assert options[:2] == [["", "en (default)"], ["en", "en"]] and ["de", "de (imagenet1k)"] in options
+    page.click("#results .hit:nth-child(1)")
+    page.fill("#labels", "Hund, Katze")
+    with page.expect_request(lambda r: "/api/classify/indexed" in r.url) as sent:
+        page.click("#classify")
+    body = sent.value.post_data_json
+    assert isinstance(body.pop("id"), int)
+    assert body == {"labels": ["Hund", "Katze"], "k": 2, "prompt_lang": "de", "templates": "imagenet1k"}
+    page.wait_for_selector("#labels-out li")
+    assert page.eval_on_selector_all("#labels-out li", "els => els.length") == 2
+    page.select_option("#prompt-lang", "ja")
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query)["prompt_lang"] == ["ja"]

@@ -2,7 +2,7 @@
 transformers' ``NllbTokenizer(src_lang=code)`` ids on the generated NLLB-layout vocabulary of
 tests/assets/families (for each of its codes), survives metadata, pickling and ``save_hf``, refuses
 unknown codes (with close matches) and tokenizers without codes; the code reaches the tokenizer from
-``clipforge search`` / ``classify`` / ``serve`` (``--language``) and the HTTP API (``lang``), end to
+``clipforge search`` / ``classify`` / ``serve`` / ``eval zeroshot`` (``--language``) and the HTTP API (``lang``), end to
 end on the tiny NLLB-CLIP model of tests/assets/families."""
 
 from __future__ import annotations
@@ -286,3 +286,53 @@ def test_text_batcher_encodes_each_language_apart():
     assert {t: v.tolist() for t, v in results.items()} == {
         "a": [1.0, 0.0], "bb": [2.0, 8.0], "ccc": [3.0, 0.0], "dddd": [4.0, 8.0], "e": [1.0, 8.0],
     }  # fmt: skip
+
+
+@pytest.mark.full_suite
+def test_eval_zeroshot_takes_the_language(indexed, tmp_path, monkeypatch):
+    """``eval zeroshot --language``: the class embeddings are those of ``ZeroShotClassifier(language=)``."""
+    import clipforge.eval.dataset_eval as dataset_eval
+    from clipforge.eval.classifier import ZeroShotClassifier
+
+    built: list[torch.Tensor] = []
+    real = dataset_eval.build_classifier
+
+    def recording(*args, **kwargs):
+        built.append(real(*args, **kwargs).float().cpu())  # (C, E)
+        return built[-1]
+
+    monkeypatch.setattr(dataset_eval, "build_classifier", recording)
+    for i, name in enumerate(("chat", "chien")):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "0.png").write_bytes((indexed["root"] / f"p{i}.png").read_bytes())
+    templates = tmp_path / "plain.txt"
+    templates.write_text("une photo de {}\n")
+    argv = ["eval", "zeroshot", str(tmp_path / "data"), "--model", str(indexed["ckpt"]), "--templates", str(templates),
+            "--precision", "fp32", "--no-progress", "--out", str(tmp_path / "r.json")]  # fmt: skip
+    enc = indexed["encoder"]
+    for language in ("fra_Latn", None):
+        assert main(argv + (["--language", language] if language else [])) == 0
+        assert json.loads((tmp_path / "r.json").read_text()).get("language") == language
+        want = ZeroShotClassifier(enc.model, enc.tokenizer, ["chat", "chien"], ["une photo de {}"], language=language)
+        torch.testing.assert_close(built[-1], want.class_embeddings, atol=1e-5, rtol=0)
+    assert (built[0] - built[1]).abs().max() > 1e-3  # the code changed the text embeddings
+
+
+def test_serve_takes_a_prompt_language(indexed, monkeypatch, capsys):
+    """``serve --templates imagenet1k --prompt-language de`` reaches the service (and the page's list);
+    a prompt language the server's set is not in is refused at start, one line naming the flag."""
+    pytest.importorskip("fastapi")
+    import clipforge.serve
+
+    apps = []
+    monkeypatch.setattr(clipforge.serve, "run_server", lambda app, **options: apps.append(app))
+    argv = ["serve", str(indexed["ckpt"]), "--db", str(indexed["db"]), "--language", "fra_Latn"]
+    assert main([*argv, "--templates", "imagenet1k", "--prompt-language", "de"]) == 0
+    service = apps[0].state.service
+    assert (service.language, service.templates, service.prompt_language) == ("fra_Latn", "imagenet1k", "de")
+    assert service.prompt_languages()["prompt_language"] == "de"
+    capsys.readouterr()
+    assert main([*argv, "--prompt-language", "de"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["clipforge serve: error: --prompt-language de: the built-in template set 'default' is not in that "
+                   "language (it is in en); in de: imagenet1k"]  # fmt: skip

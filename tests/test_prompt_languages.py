@@ -183,3 +183,113 @@ def test_eval_zeroshot_encodes_the_templates_of_the_prompt_language(checkpoint, 
     result = json.loads(out.read_text())
     assert result["prompt_language"] == "it" and result["templates"] == "imagenet1k" and result["n_images"] == 2
     assert encoded == _prompts(["blu", "rosso"], load_templates("imagenet1k", language="it"))
+
+
+# -- the HTTP API: `prompt_lang` per request, the server's default (serve --prompt-language) ---------------------
+def _service(tmp_path: Path, **options):
+    """A search service over three photos indexed with the tiny stand-in encoder (no NLLB codes)."""
+    from search_fixtures import make_folder, tiny_encoder
+
+    from clipforge.index import ImageIndex, IndexStore, index_folder
+    from clipforge.serve import SearchService
+
+    root, db = tmp_path / "photos", tmp_path / "i.cfidx"
+    if not db.exists():
+        make_folder(root, 3)
+        with IndexStore(db, create=True) as store:
+            index_folder(root, store, tiny_encoder(), num_workers=0, progress=False)
+    return SearchService(ImageIndex.open(db, encoder=tiny_encoder()), **options)
+
+
+def _client(service):
+    from fastapi.testclient import TestClient
+
+    from clipforge.serve import create_app
+
+    return TestClient(create_app(service), base_url="http://127.0.0.1")
+
+
+def _scores(service, labels: list[str], templates: list[str], image_id: int) -> dict[str, float]:
+    """What a classifier built directly with ``templates`` gives the indexed image ``image_id``."""
+    import torch
+
+    from clipforge.eval.classifier import ZeroShotClassifier
+
+    enc = service.encoder
+    clf = ZeroShotClassifier(enc.model, enc.tokenizer, labels, templates)
+    features = torch.from_numpy(service.index.store.embedding_of(image_id))[None]  # (1, E)
+    return dict(zip(labels, clf.scores_from_features(features)[0].tolist(), strict=True))
+
+
+@pytest.mark.full_suite
+def test_http_classify_encodes_the_templates_of_prompt_lang(tmp_path, encoded):
+    pytest.importorskip("fastapi")
+    service = _service(tmp_path)
+    labels, german = ["Hund", "Katze"], load_templates("imagenet1k", language="de")
+    some_id = next(iter(service.index.store.files().values()))[0]
+    png = next((tmp_path / "photos").rglob("*.png")).read_bytes()
+    with _client(service) as client:
+        listed = client.get("/api/prompt-languages").json()
+        assert listed["prompt_language"] == "en" and listed["templates"] == "default"
+        assert list(listed["prompt_languages"])[0] == "en" and listed["prompt_languages"]["de"] == ["imagenet1k"]
+        assert set(listed["prompt_languages"]["en"]) == set(builtin_templates())
+        assert client.get("/api/languages").json() == {"language": None, "languages": []}  # NLLB's: apart
+        body = {"id": some_id, "labels": labels, "templates": "imagenet1k", "prompt_lang": "de"}
+        r = client.post("/api/classify/indexed", json=body)
+        assert r.status_code == 200, r.text
+        assert encoded == _prompts(labels, german)
+        want = _scores(service, labels, german, some_id)
+        assert {x["label"]: x["score"] for x in r.json()["labels"]} == pytest.approx(want, abs=1e-5)
+        encoded.clear()
+        params = {"labels": "Hund,Katze", "templates": "imagenet1k", "prompt_lang": "ja"}
+        assert client.post("/api/classify", params=params, content=png).status_code == 200
+        assert encoded == _prompts(labels, load_templates("imagenet1k", language="ja"))
+        encoded.clear()
+        assert client.post("/api/classify/indexed", json={"id": some_id, "labels": labels}).status_code == 200
+        assert encoded == _prompts(labels, load_templates("default"))  # none named: English, as before
+        # a language the set is not in: 400, one line naming prompt_lang (not lang), on both routes
+        for r, starts in [
+            (client.post("/api/classify/indexed", json={**body, "prompt_lang": "xx"}),
+             "`prompt_lang='xx'`: the built-in template set 'imagenet1k' is not in that language"),
+            (client.post("/api/classify", params={**params, "prompt_lang": "xx"}, content=png),
+             "`prompt_lang='xx'`: the built-in template set 'imagenet1k' is not in that language"),
+            (client.post("/api/classify/indexed", json={"id": some_id, "labels": labels, "prompt_lang": "de"}),
+             "`prompt_lang='de'`: the built-in template set 'default' is not in that language (it is in en); in de:"),
+            (client.post("/api/classify", params={"labels": "a,b", "prompt_lang": "deu_Latn"}, content=png),
+             "`prompt_lang='deu_Latn'`: the built-in template set 'default'"),
+        ]:  # fmt: skip
+            detail = r.json()["detail"]
+            assert r.status_code == 400 and "\n" not in detail and detail.startswith(starts), (r.status_code, detail)
+        assert "ISO 639-1" in detail  # NLLB's code is lang's, not prompt_lang's
+
+
+@pytest.mark.full_suite
+def test_the_servers_prompt_language_is_the_default(tmp_path, encoded):
+    pytest.importorskip("fastapi")
+    service = _service(tmp_path, templates="imagenet1k", prompt_language="de")
+    labels = ["Hund", "Katze"]
+    some_id = next(iter(service.index.store.files().values()))[0]
+    with _client(service) as client:
+        listed = client.get("/api/prompt-languages").json()
+        assert listed["prompt_language"] == "de" and listed["templates"] == "imagenet1k"
+        assert client.post("/api/classify/indexed", json={"id": some_id, "labels": labels}).status_code == 200
+        assert encoded == _prompts(labels, load_templates("imagenet1k", language="de"))
+        encoded.clear()
+        r = client.post("/api/classify/indexed", json={"id": some_id, "labels": labels, "prompt_lang": "en"})
+        assert r.status_code == 200 and encoded == _prompts(labels, load_templates("imagenet1k"))
+        r = client.post("/api/classify/indexed", json={"id": some_id, "labels": labels, "templates": "default"})
+        detail = r.json()["detail"]
+        assert r.status_code == 400 and detail.startswith("`prompt_lang='de'`: the built-in template set 'default'")
+        assert detail.endswith("(the server's default prompt_lang: name one the set is in)")
+    with pytest.raises(PromptLanguageError, match=r"^`prompt_language='de'`: the built-in template set 'default'"):
+        _service(tmp_path, prompt_language="de")  # refused at start, not at the first request
+
+
+@pytest.mark.full_suite
+def test_eval_zeroshot_language_needs_an_nllb_model(checkpoint, tmp_path, capsys):
+    """``--language`` is NLLB-CLIP's tokenizer code: a model without codes refuses it, one line naming it."""
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "data" / "a" / "0.png")
+    line = _one_error_line(["eval", "zeroshot", str(tmp_path / "data"), "--model", str(checkpoint), "--precision",
+                            "fp32", "--no-progress", "--language", "deu_Latn"], capsys)  # fmt: skip
+    assert line.startswith("clipforge eval: error: --language deu_Latn was given, but only NLLB-CLIP tokenizers take")

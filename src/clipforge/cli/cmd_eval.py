@@ -10,7 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._apps import add_model_args, add_prompt_language_arg, emit_json, load_in_prompt_language, load_model, report_skips
+from ._apps import (
+    add_language_arg,
+    add_model_args,
+    add_prompt_language_arg,
+    emit_json,
+    load_in_prompt_language,
+    load_model,
+    report_skips,
+)
 
 LABELLED_HELP = "a folder with one sub-folder per class, or a .csv/.tsv with image and label columns"
 BENCHMARK_HELP = ", or a CLIP_benchmark WebDataset folder/URL (wds_<name>/ with classnames.txt and <split>/*.tar)"
@@ -30,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="built-in template set (default, imagenet1k = OpenAI's 80, cifar, ...) or template file "
         "(default: a CLIP_benchmark set's own templates, else 'default')",
     )
+    add_language_arg(z, of="the class names and templates")
     z.add_argument("--split", default="test", help="split folder of a CLIP_benchmark set")
     z.add_argument("--workers", type=int, default=0, help="image decoding processes (CLIP_benchmark sets)")
     z.add_argument("--plot", help="confusion-matrix PNG (default: beside --out as <out>.confusion.png)")
@@ -105,6 +114,15 @@ def _is_benchmark(source: str) -> bool:
     return is_benchmark_dir(source) or is_remote(source)
 
 
+def _load_zeroshot_model(args: argparse.Namespace):
+    """:func:`load_model`'s (model, tokenizer, transform), the tokenizer set to ``--language`` (NLLB-CLIP):
+    a model without language codes, or a code it lacks, fails here, before any image is encoded."""
+    from ..tokenizer import with_language
+
+    model, tokenizer, transform = load_model(args)
+    return model, with_language(tokenizer, args.language), transform
+
+
 def run_zeroshot(args: argparse.Namespace) -> int:
     from ..eval.dataset_eval import zeroshot_benchmark, zeroshot_dataset
     from ..eval.plots import save_confusion_matrix
@@ -132,7 +150,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
             templates = load_in_prompt_language(load_templates, args.templates, args)
         templates_name = args.templates or ("dataset" if bench.templates else "default")
         templates = templates or load_templates("default")
-        model, tokenizer, transform = load_model(args)
+        model, tokenizer, transform = _load_zeroshot_model(args)
         report = zeroshot_benchmark(
             model,
             tokenizer,
@@ -149,7 +167,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         templates_name = args.templates or "default"
         templates = load_in_prompt_language(load_templates, templates_name, args)
         data = _load_data(args, args.data)
-        model, tokenizer, transform = load_model(args)
+        model, tokenizer, transform = _load_zeroshot_model(args)
         report = zeroshot_dataset(
             model,
             tokenizer,
@@ -162,6 +180,8 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     report_skips(report.failures)
     if args.prompt_language is not None:
         extra["prompt_language"] = args.prompt_language
+    if args.language is not None:
+        extra["language"] = args.language
     result = {**_header(args, model), **extra, "templates": templates_name, **report.to_dict()}
     plot = args.plot or (str(Path(args.out).with_suffix(".confusion.png")) if args.out else None)
     if plot:  # optional: the results are written whether or not the figure can be

@@ -11,7 +11,15 @@ import argparse
 import os
 import socket
 
-from ._apps import FROM_INDEX, MODEL_HELP, add_backend_arg, add_device_arg, add_language_arg, add_precision_arg
+from ._apps import (
+    FROM_INDEX,
+    MODEL_HELP,
+    add_backend_arg,
+    add_device_arg,
+    add_language_arg,
+    add_precision_arg,
+    add_prompt_language_arg,
+)
 from ._stores import add_store_args, open_store_from_args
 
 HELP = "serve search, classify, moderate and embed over HTTP, with a web page"
@@ -27,6 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_backend_arg(p, default=None, default_says=FROM_INDEX)
     p.add_argument("--policy", help="moderation policy YAML (enables /api/moderate)")
     add_language_arg(p, of="queries and labels, unless a request names its own (lang=)")
+    p.add_argument(
+        "--templates",
+        default="default",
+        help="the built-in template set of classify requests that name none (templates=; default: default)",
+    )
+    add_prompt_language_arg(p, of="the --templates set, unless a classify request names its own (prompt_lang=)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default: 10)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest accepted image (default: 40)")
     p.add_argument("--nprobe", type=int, default=None, help="ANN lists to probe (default: calibrated)")
@@ -78,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=int(args.max_megapixels * 1_000_000),
         nprobe=args.nprobe,
         language=args.language,
+        templates=args.templates,
+        prompt_language=args.prompt_language,
     )
     token = args.token or os.environ.get(TOKEN_ENV) or None
     app = create_app(

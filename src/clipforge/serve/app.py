@@ -4,7 +4,9 @@ Images are uploaded as the raw request body (``curl --data-binary @q.jpg``), rea
 limit and checked for decompression bombs before decoding. JSON bodies are validated by pydantic
 (malformed → 422). Thumbnails and files are addressed by index id only. Every error is a JSON
 ``{"detail": ...}`` with a 4xx status; nothing a client sends can stop the server. Texts (queries,
-labels) may name their language, ``lang`` (NLLB-CLIP's codes, ``/api/languages``).
+labels) may name their language, ``lang`` (NLLB-CLIP's codes, ``/api/languages``); classification's
+built-in prompt templates theirs, ``prompt_lang`` (ISO 639-1 codes, ``/api/prompt-languages``): the
+first is the text tower's language token, the second which translation of the templates is encoded.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ try:
 except ImportError as e:  # the package imports this module; say how to get the extra
     raise ImportError(f"clipforge's HTTP server needs FastAPI ({e}): pip install 'clipforge[serve]'") from e
 
+from ..eval.prompts import PromptLanguageError
 from ..index.qdrant import QdrantStoreError
 from ..index.records import PhotoFilter
 from ..index.search import SearchPage
@@ -50,6 +53,12 @@ ImageId = Annotated[int, Path(ge=0, le=MAX_ID, description="an indexed image's i
 Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
 LANG_HELP = "the text's language code (NLLB-CLIP models: deu_Latn, zho_Hans...; /api/languages); default: the server's"
 Lang = Annotated[str | None, Query(max_length=100, description=LANG_HELP)]
+PROMPT_LANG_HELP = (
+    "the language of the built-in prompt templates, an ISO 639-1 code (de, ja...; /api/prompt-languages); "
+    "default: the server's. Not `lang`, the text tower's language token (NLLB-CLIP)"
+)
+PromptLang = Annotated[str | None, Query(max_length=20, description=PROMPT_LANG_HELP)]
+TEMPLATES_HELP = "a built-in template set (default: the server's, /api/prompt-languages)"
 
 
 class SearchRequest(BaseModel):
@@ -76,8 +85,9 @@ class ClassifyRequest(BaseModel):
     id: int = Field(ge=0, le=MAX_ID, description="an indexed image's id")
     labels: list[Label] = Field(min_length=1, max_length=MAX_LABELS)
     k: int = Field(default=5, ge=1)
-    templates: str = Field(default="default", max_length=40)
+    templates: str | None = Field(default=None, max_length=40, description=TEMPLATES_HELP)
     lang: str | None = Field(default=None, max_length=100, description=LANG_HELP)
+    prompt_lang: str | None = Field(default=None, max_length=20, description=PROMPT_LANG_HELP)
 
 
 class ModerateRequest(BaseModel):
@@ -152,6 +162,19 @@ def _language(service: SearchService, lang: str | None) -> str | None:
         return service.resolve_language(lang)
     except TokenizerError as e:
         raise ValueError(str(e).replace("`language=", "`lang=")) from None
+
+
+def _prompt_language(service: SearchService, templates: str | None, prompt_lang: str | None) -> str | None:
+    """The prompt language of a classify request, checked against its template set: a language the
+    set is not in is a 400 naming ``prompt_lang``."""
+    try:
+        service.prompt_templates(templates, prompt_lang)
+    except PromptLanguageError as e:
+        e.parameter = "prompt_lang"
+        if prompt_lang is None:  # the server's default language, not in the set the request named
+            e.detail += " (the server's default prompt_lang: name one the set is in)"
+        raise
+    return prompt_lang
 
 
 def _labels(raw: list[str]) -> list[str]:
@@ -269,9 +292,19 @@ def _add_search_routes(app: FastAPI, service: SearchService, read_body: ReadBody
     def filters() -> dict:
         return service.filters()
 
-    @app.get("/api/languages", tags=["search"], summary="the language codes `lang` takes (NLLB-CLIP models)")
+    @app.get(
+        "/api/languages", tags=["search"], summary="the codes `lang` takes: the text tower's language (NLLB-CLIP)"
+    )
     def languages() -> dict:
         return service.languages()
+
+    @app.get(
+        "/api/prompt-languages",
+        tags=["classify"],
+        summary="the ISO 639-1 codes `prompt_lang` takes: the built-in template sets in each language",
+    )
+    def prompt_languages() -> dict:
+        return service.prompt_languages()
 
     @app.get("/api/search", tags=["search"], summary="text search")
     def search_get(
@@ -310,26 +343,41 @@ def _add_search_routes(app: FastAPI, service: SearchService, read_body: ReadBody
 def _add_classify_routes(app: FastAPI, service: SearchService, read_body: ReadBody) -> None:
     """Zero-shot classification and moderation, of an upload or of an indexed image."""
 
-    @_image_post(app, "/api/classify", tag="classify", summary="zero-shot classify an upload (body: image bytes)")
+    @_image_post(
+        app,
+        "/api/classify",
+        tag="classify",
+        summary="zero-shot classify an upload (body: image bytes); prompt_lang: the templates' language, lang: NLLB's",
+    )
     async def classify_upload(
         request: Request,
         labels: Annotated[list[str], Query(description="comma-separated; or repeat the parameter")],
         k: K = 5,
-        templates: Annotated[str, Query(max_length=40, description="built-in template set")] = "default",
+        templates: Annotated[str | None, Query(max_length=40, description=TEMPLATES_HELP)] = None,
         lang: Lang = None,
+        prompt_lang: PromptLang = None,
     ) -> dict:
         language = await run_in_threadpool(_language, service, lang)  # (may read the vocabulary)
+        prompt_language = await run_in_threadpool(_prompt_language, service, templates, prompt_lang)
         data = await read_body(request)
         result = await run_in_threadpool(
-            lambda: service.classify(_labels(labels), image_bytes=data, k=k, templates=templates, language=language)
+            lambda: service.classify(
+                _labels(labels), image_bytes=data, k=k, templates=templates, language=language,
+                prompt_language=prompt_language,
+            )  # fmt: skip
         )
         return {"labels": result}
 
-    @app.post("/api/classify/indexed", tags=["classify"], summary="zero-shot classify an indexed image")
+    @app.post(
+        "/api/classify/indexed",
+        tags=["classify"],
+        summary="zero-shot classify an indexed image; prompt_lang: the templates' language, lang: NLLB's",
+    )
     def classify_indexed(req: ClassifyRequest) -> dict:
         language = _language(service, req.lang)
+        prompt_language = _prompt_language(service, req.templates, req.prompt_lang)
         return {"labels": service.classify(req.labels, image_id=req.id, k=req.k, templates=req.templates,
-                                           language=language)}  # fmt: skip
+                                           language=language, prompt_language=prompt_language)}  # fmt: skip
 
     @_image_post(app, "/api/moderate", tag="moderate", summary="moderate an upload (body: image bytes)")
     async def moderate_upload(request: Request) -> dict:

@@ -9,11 +9,15 @@ image embedding (stored, for indexed images) and score it with ``clipforge.eval`
 ``ZeroShotClassifier`` / ``Moderator``, built once per label set (cached) or per policy.
 
 Queries and labels of NLLB-CLIP models are tokenized with a language code: the request's, else the
-service's ``language``, else the model's own (moderation policies always with the model's own).
+service's ``language``, else the model's own (moderation policies always with the model's own). Apart
+from that code, classification's prompt templates are a built-in set (the request's, else the
+service's ``templates``) in a prompt language, an ISO 639-1 code (the request's ``prompt_language``,
+else the service's, else English; see :mod:`clipforge.eval.prompts`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -28,7 +32,14 @@ import torch
 from ..eval.classifier import ZeroShotClassifier
 from ..eval.moderate import Moderator
 from ..eval.policy import Policy, load_policy
-from ..eval.prompts import builtin_templates, check_labels, load_templates
+from ..eval.prompts import (
+    ENGLISH,
+    PromptLanguageError,
+    builtin_templates,
+    check_labels,
+    load_templates,
+    template_languages,
+)
 from ..index.protocol import Store
 from ..index.search import ImageIndex, SearchPage, blend
 from ..index.thumbs import THUMB_SIZE, ThumbnailError, indexed_file, make_thumbnail
@@ -73,6 +84,22 @@ class SearchQuery:
         return self.image_bytes is not None or self.image_id is not None
 
 
+@functools.lru_cache(maxsize=64)
+def _builtin_prompts(templates: str, language: str | None) -> tuple[str, ...]:
+    """A built-in template set in ``language``, read once (a request names one per classification)."""
+    return tuple(load_templates(templates, language=language))
+
+
+@functools.lru_cache(maxsize=1)
+def _template_sets_by_language() -> dict[str, tuple[str, ...]]:
+    """ISO 639-1 code -> the built-in template sets in that language, English first (read once)."""
+    sets: dict[str, list[str]] = {}
+    for name in builtin_templates():
+        for code in template_languages(name):
+            sets.setdefault(code, []).append(name)
+    return {code: tuple(sets[code]) for code in [ENGLISH, *sorted(set(sets) - {ENGLISH})]}
+
+
 class _LRU:
     """A small thread-safe least-recently-used cache."""
 
@@ -105,15 +132,24 @@ class SearchService:
         text_cache: int = 4096,
         classifier_cache: int = 16,
         language: str | None = None,
+        templates: str = "default",
+        prompt_language: str | None = None,
     ) -> None:
         """``language``: the language code of queries and labels that name none (NLLB-CLIP models:
-        ``"deu_Latn"``; None: the model's own), checked here."""
+        ``"deu_Latn"``; None: the model's own), checked here. ``templates``: the built-in template set
+        of classify requests that name none; ``prompt_language``: the language (ISO 639-1, ``"de"``;
+        None: English) of the template set of requests that name none, checked here against
+        ``templates`` (a :class:`~clipforge.eval.prompts.PromptLanguageError` naming
+        ``prompt_language``)."""
         if index.encoder is None:
             raise ValueError("the service needs an index opened with an encoder (the model)")
         self.index = index
         self.encoder = index.encoder
         self.language = language
         self.encoder.text_tokenizer(language)  # a bad code fails now, not at the first query
+        self.templates = templates
+        self.prompt_language = prompt_language
+        self.prompt_templates(None, None)  # a set or prompt language it is not in fails now too
         self.max_pixels = max_pixels
         self.max_k = max_k
         self.thumb_size = thumb_size
@@ -141,16 +177,22 @@ class SearchService:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         nprobe: int | None = None,
         language: str | None = None,
+        templates: str = "default",
+        prompt_language: str | None = None,
     ) -> SearchService:
         """``db``: an open store, or an index file or store URL (see :func:`~clipforge.index.stores.open_store`).
         ``precision`` / ``backend``: by default the ones the index's images were encoded with.
-        ``language``: the default language code of queries (NLLB-CLIP models)."""
+        ``language``: the default language code of queries (NLLB-CLIP models); ``templates`` /
+        ``prompt_language``: the default template set of classify requests and its language."""
         loaded_policy = None if policy is None else load_policy(policy)
         index = ImageIndex.load(
             db, model=str(checkpoint), device=device, precision=precision, backend=backend, nprobe=nprobe
         )
         try:
-            return cls(index, policy=loaded_policy, max_pixels=max_pixels, language=language)
+            return cls(
+                index, policy=loaded_policy, max_pixels=max_pixels, language=language, templates=templates,
+                prompt_language=prompt_language,
+            )  # fmt: skip
         except BaseException:
             index.store.close()
             raise
@@ -167,6 +209,20 @@ class SearchService:
         language = self.language if language is None else language
         self.encoder.text_tokenizer(language)
         return language
+
+    def prompt_templates(self, templates: str | None, prompt_language: str | None) -> list[str]:
+        """The templates of built-in set ``templates`` in ``prompt_language`` (None: the service's
+        defaults). A client names a built-in set, never a path; a language the set is not in is a
+        :class:`~clipforge.eval.prompts.PromptLanguageError` naming ``prompt_language``."""
+        templates = self.templates if templates is None else templates
+        if templates not in builtin_templates():
+            raise ValueError(f"unknown template set {templates!r}; choose one of {builtin_templates()}")
+        try:
+            language = self.prompt_language if prompt_language is None else prompt_language
+            return list(_builtin_prompts(templates, language))
+        except PromptLanguageError as e:
+            e.parameter = "prompt_language"  # not ``language``: that is NLLB's tokenizer code
+            raise
 
     def text_vector(self, text: str, language: str | None = None) -> np.ndarray:
         """(E,) embedding of a text in ``language`` (None: the service's default)."""
@@ -237,9 +293,10 @@ class SearchService:
         """What the search filters can choose from: folders, file types and the range of dates."""
         return self.index.store.facets()
 
-    def _classifier(self, labels: tuple[str, ...], templates: str, language: str | None) -> ZeroShotClassifier:
-        if templates not in builtin_templates():  # a client names a built-in set, never a path
-            raise ValueError(f"unknown template set {templates!r}; choose one of {builtin_templates()}")
+    def _classifier(
+        self, labels: tuple[str, ...], templates: str | None, language: str | None, prompt_language: str | None
+    ) -> ZeroShotClassifier:
+        prompts = tuple(self.prompt_templates(templates, prompt_language))
         language = self.resolve_language(language)
 
         def build():
@@ -248,11 +305,11 @@ class SearchService:
                     self.encoder.model,
                     self.encoder.text_tokenizer(language),
                     list(labels),
-                    load_templates(templates),
+                    list(prompts),
                     transform=self.encoder.transform,
                 )
 
-        return self._classifiers.get((labels, templates, language), build)
+        return self._classifiers.get((labels, prompts, language), build)
 
     def classify(
         self,
@@ -261,17 +318,19 @@ class SearchService:
         image_bytes: bytes | None = None,
         image_id: int | None = None,
         k: int = 5,
-        templates: str = "default",
+        templates: str | None = None,
         language: str | None = None,
+        prompt_language: str | None = None,
     ) -> list[dict]:
         """The ``k`` most likely labels (softmax over ``labels``), best first; ``language``: the labels'
-        language code (NLLB-CLIP; None: the service's default)."""
+        language code (NLLB-CLIP; None: the service's default); ``templates`` / ``prompt_language``:
+        the built-in template set and its ISO 639-1 language (None: the service's defaults)."""
         if len(labels) > MAX_LABELS:
             raise ValueError(f"{len(labels)} labels: at most {MAX_LABELS} per request")
         if any(len(label) > MAX_LABEL_CHARS for label in labels):
             raise ValueError(f"labels must have at most {MAX_LABEL_CHARS} characters")
         labels = check_labels(list(labels))
-        clf = self._classifier(tuple(labels), templates, language)
+        clf = self._classifier(tuple(labels), templates, language, prompt_language)
         features = torch.from_numpy(self.image_vector(image_bytes=image_bytes, image_id=image_id))[None]  # (1, E)
         ranked = clf.rank(clf.scores_from_features(features), k=max(1, min(k, len(labels))))[0]
         return [{"label": label, "score": round(score, 6)} for label, score in ranked]
@@ -306,6 +365,15 @@ class SearchService:
             codes = ()
         default = self.language or (self.encoder.language if codes else None)
         return {"language": default, "languages": list(codes)}
+
+    def prompt_languages(self) -> dict:
+        """The prompt languages of classify requests (``prompt_language``): the default one and the
+        default template set, and for each ISO 639-1 code the built-in template sets in it."""
+        return {
+            "prompt_language": self.prompt_language or ENGLISH,
+            "templates": self.templates,
+            "prompt_languages": {code: list(sets) for code, sets in _template_sets_by_language().items()},
+        }
 
     def embed_image(self, image_bytes: bytes) -> np.ndarray:
         return self.image_vector(image_bytes=image_bytes)  # (E,)

@@ -2,7 +2,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { queryFile: null, selected: null, health: null, seq: 0, shown: 0, similarTo: null };
+const state = {
+  queryFile: null, selected: null, health: null, seq: 0, shown: 0, similarTo: null, promptSets: null,
+};
 // API parameter -> element id: the filters, and the language of the text (NLLB-CLIP models).
 const FILTERS = {
   folder: "folder", after: "after", before: "before", type: "type",
@@ -36,12 +38,14 @@ function filterParams() {
   return params;
 }
 
-// The text query and filters live in the page URL, so a search can be bookmarked, shared and reloaded.
+// The text query, filters and prompt language live in the page URL, so a search can be bookmarked,
+// shared and reloaded.
 function syncUrl() {
   const params = new URLSearchParams();
   const text = $("q").value.trim();
   if (text && !state.queryFile) params.set("q", text);
   for (const [name, value] of Object.entries(filterParams())) params.set(name, value);
+  if ($("prompt-lang").value) params.set("prompt_lang", $("prompt-lang").value);
   const query = params.toString();
   history.replaceState(null, "", query ? `?${query}` : location.pathname);
 }
@@ -49,7 +53,7 @@ function syncUrl() {
 function restoreFromUrl() {
   const params = new URLSearchParams(location.search);
   $("q").value = params.get("q") || "";
-  for (const [name, id] of Object.entries(FILTERS)) {
+  for (const [name, id] of Object.entries({ ...FILTERS, prompt_lang: "prompt-lang" })) {
     const value = params.get(name);
     if (value === null) continue;
     const el = $(id);
@@ -87,6 +91,35 @@ async function loadLanguages() {
   );
   select.value = current;
   select.hidden = !languages.length && !current;
+}
+
+// The language of the classify panel's prompt templates (ISO 639-1: de, ja...), shown only when the
+// built-in sets come in more than English. Not the `lang` menu: that is the text tower's (NLLB-CLIP).
+async function loadPromptLanguages() {
+  const { prompt_language, templates, prompt_languages } = await api("/api/prompt-languages");
+  state.promptSets = { templates, sets: prompt_languages };
+  const select = $("prompt-lang");
+  const current = select.value;  // from the page URL: kept, even if no set has it (the API says so)
+  const codes = Object.keys(prompt_languages);
+  if (current && !codes.includes(current)) codes.push(current);
+  const option = (code) => {
+    const sets = prompt_languages[code] || [];
+    const shown = sets.includes(templates) || !sets.length ? code : `${code} (${sets[0]})`;
+    return new Option(shown, code);
+  };
+  select.replaceChildren(new Option(`${prompt_language} (default)`, ""), ...codes.map(option));
+  select.value = current;
+  $("prompt-lang-row").hidden = Object.keys(prompt_languages).length < 2 && !current;
+}
+
+// The classify request's prompt language, and the template set when the server's is not in it.
+function promptParams() {
+  const code = $("prompt-lang").value;
+  if (!code) return {};
+  const { templates, sets } = state.promptSets || { templates: null, sets: {} };
+  const inCode = sets[code] || [];
+  if (inCode.length && !inCode.includes(templates)) return { prompt_lang: code, templates: inCode[0] };
+  return { prompt_lang: code };
 }
 
 function renderHits(hits, took, append = false) {
@@ -225,11 +258,11 @@ async function classify() {
     let result;
     const lang = $("lang").value;
     if (state.selected.file) {
-      const params = new URLSearchParams({ labels: labels.join(","), k: labels.length });
+      const params = new URLSearchParams({ labels: labels.join(","), k: labels.length, ...promptParams() });
       if (lang) params.set("lang", lang);
       result = await api(`/api/classify?${params}`, { method: "POST", body: state.selected.file });
     } else {
-      const body = { id: state.selected.id, labels, k: labels.length };
+      const body = { id: state.selected.id, labels, k: labels.length, ...promptParams() };
       if (lang) body.lang = lang;
       result = await api("/api/classify/indexed", {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -294,6 +327,7 @@ function init() {
   $("file").addEventListener("change", (e) => useFile(e.target.files[0]));
   $("clear-image").addEventListener("click", () => { showQueryImage(null); runSearch(); });
   $("classify").addEventListener("click", classify);
+  $("prompt-lang").addEventListener("change", syncUrl);
   $("similar").addEventListener("click", moreLikeThis);
   $("moderate").addEventListener("click", moderate);
   let depth = 0;
@@ -314,6 +348,7 @@ function init() {
   }).catch((err) => setStatus(`server unavailable: ${err.message}`, true));
   loadFilters().catch((err) => setStatus(`filters unavailable: ${err.message}`, true));
   loadLanguages().catch((err) => setStatus(`languages unavailable: ${err.message}`, true));
+  loadPromptLanguages().catch((err) => setStatus(`prompt languages unavailable: ${err.message}`, true));
 }
 
 init();
