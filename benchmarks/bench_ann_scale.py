@@ -8,8 +8,9 @@ its peak RSS is its own:
 * **build**: ``open_vector_index(store, memory_budget=...)`` (the plan's kind — IVF-Flat or
   IVF-PQ — streamed from the store): build time, peak RSS, index size on disk;
 * **search**: the saved index opened as ``clipforge search`` opens it (IVF-PQ lists memory-mapped,
-  re-ranked with the stored vectors), ``--queries`` text-like queries (stored vectors pushed to
-  cosine 0.3 from their source), one query per call: recall@10 against exact search (computed by
+  candidates ordered by the finer codes in memory, the best re-ranked with the stored vectors),
+  ``--queries`` text-like queries (stored vectors pushed to cosine 0.3 from their source), one
+  query per call: recall@10 against exact search (computed by
   streaming over the store in chunks, once, saved beside the database), p50/p99 latency, peak RSS;
 * with ``--autofaiss-python PY`` (a Python where ``pip install autofaiss`` worked: it needs numpy < 2),
   the same vectors exported as .npy parts, indexed by autofaiss (clip-retrieval's builder) under the
@@ -78,11 +79,15 @@ def phase_build(db: Path, budget: int, threshold: int) -> dict:
         "count": fp.count,
         "nlist": ivf.nlist,
         "nprobe": ivf.nprobe,
+        "candidates": ivf.candidates,
+        "refine_m": ivf.refine.m if ivf.refine is not None else 0,
+        "calibration": ivf.info.get("calibration"),
         "plan": ivf.info.get("plan"),
         "build_s": round(time.perf_counter() - t0, 1),
         "train_s": ivf.info.get("train_seconds"),
         "add_s": ivf.info.get("add_seconds"),
-        "index_mib": round(paths.index.stat().st_size / 2**20, 1),
+        "index_mib": round(sum(p.stat().st_size for p in (paths.index, paths.refine) if p.exists()) / 2**20, 1),
+        "refine_mib": round(paths.refine.stat().st_size / 2**20, 1) if paths.refine.exists() else 0.0,
         "peak_rss_mib": round(peak_rss_mib(), 1),
     }
 
@@ -217,7 +222,9 @@ def main() -> None:
     if not truth_path(args.db).exists():
         run_phase(args, "truth", args.db)
     search = run_phase(args, "search", args.db)
-    rows = [(f"clipforge {build['kind']} nlist {build['nlist']} nprobe {build['nprobe']}, re-ranked",
+    refined = f", {build['refine_m']}-byte finer codes" if build["refine_m"] else ""
+    rows = [(f"clipforge {build['kind']} nlist {build['nlist']} nprobe {build['nprobe']}, {build['candidates']} "
+             f"candidates{refined}, re-ranked",
              f"{build['build_s']} ({build['train_s']} / {build['add_s']})", build, search)]  # fmt: skip
     if args.autofaiss_python:
         try:

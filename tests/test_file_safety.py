@@ -73,7 +73,8 @@ def _age(path: Path, seconds: float) -> Path:
 def test_index_start_sweeps_stale_temporaries_of_its_own_files_only(tmp_path):
     root, db = tmp_path / "photos", tmp_path / "p.cfidx"
     make_folder(root, 3)
-    faiss_path, meta_path = ann_paths(db)
+    paths = ann_paths(db)
+    faiss_path, meta_path = paths.index, paths.meta
     stale = tmp_path / f".{faiss_path.name}.k1ll3d.tmp"
     stale.write_bytes(b"x" * 100)
     _age(stale, 3600)

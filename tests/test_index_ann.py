@@ -92,7 +92,8 @@ def test_persisted_ann_is_reused_updated_or_rebuilt(tmp_path, monkeypatch):
     db = tmp_path / "i.cfidx"
     vectors = clustered(3000, 16)
     store = fill_store(db, vectors)
-    index_path, meta_path = ann_paths(db)
+    paths = ann_paths(db)
+    index_path, meta_path = paths.index, paths.meta
 
     small, _ = open_vector_index(store, threshold=5000)
     assert small.kind == "exact" and not index_path.exists()

@@ -4,12 +4,15 @@
 store, as :func:`clipforge.index.plan.plan_index` chooses it from the collection size and a memory
 budget: an :class:`ExactIndex` below a size threshold, a faiss :class:`IvfIndex` above (IVF-Flat
 while the full vectors fit the budget, IVF-PQ re-ranked with the stored vectors beyond, its lists
-memory-mapped from the file). An IVF index is built by streaming: centroids (and PQ codebooks)
-trained on a uniform sample of the store, then rows added batch by batch from one read
-transaction, and ``nprobe`` calibrated against exact search computed in a second streamed pass;
-so a build holds the sample, one batch and the index, never the whole collection. The faiss
-index is persisted next to the database (``<db>.faiss`` plus ``<db>.faiss.json`` holding the store
-:class:`~clipforge.index.records.Fingerprint` it reflects). When that fingerprint disagrees with
+memory-mapped from the file, its candidates first ordered by finer codes held in memory where the
+plan has room for them: :mod:`clipforge.index.refine`). An IVF index is built by streaming:
+centroids (and PQ codebooks) trained on a uniform sample of the store, then rows added batch by
+batch from one read transaction (the finer codes written to their file as they go), and
+``nprobe`` (and the number of PQ candidates re-ranked) calibrated against exact search computed in
+a second streamed pass; so a build holds the sample, one batch and the index, never the whole
+collection. The faiss index is persisted next to the database (``<db>.faiss``, ``<db>.faiss.refine``
+for the finer codes, and ``<db>.faiss.json`` holding the store
+:class:`~clipforge.index.records.Fingerprint` they reflect). When that fingerprint disagrees with
 the database it is fixed automatically: brought up to date in place (rows are immutable and ids
 never reused, so "ids no longer live" and "ids above the old maximum" are exactly the changes) or,
 after another model or too much growth since the centroids were trained, rebuilt. Both files are
@@ -29,6 +32,8 @@ from typing import NamedTuple
 from ..fileio import atomic_write, sweep_temporaries
 from ..progress import progress_bar
 from .neighbours import (  # the structures are re-exported: tests and benchmarks import them from here
+    RERANK_MAX,
+    RERANK_MIN,
     ExactIndex,
     IvfIndex,
     StaleMapping,
@@ -41,12 +46,13 @@ from .recall import (
     DEFAULT_RECALL_TARGET,
     _exact_topk_ids,
     calibrate_nprobe,
+    calibrate_search,
     exact_topk_stream,
-    nprobe_for_recall,
     perturbed_queries,
     recall_at_k,
 )
 from .records import Fingerprint
+from .refine import RefineCodes
 from .relevance import sample_embeddings
 from .store import IndexStore
 
@@ -78,11 +84,22 @@ class AnnPaths(NamedTuple):
 
     index: Path  # <db>.faiss
     meta: Path  # <db>.faiss.json: the sidecar
+    refine: Path  # <db>.faiss.refine: the finer codes of an IVF-PQ index (when it has them)
 
 
 def ann_paths(db_path: str | Path) -> AnnPaths:
     db_path = Path(db_path)
-    return AnnPaths(db_path.with_name(db_path.name + ".faiss"), db_path.with_name(db_path.name + ".faiss.json"))
+    return AnnPaths(*(db_path.with_name(db_path.name + end) for end in (".faiss", ".faiss.json", ".faiss.refine")))
+
+
+REFINE_TRAIN_ROWS = 65_536  # the finer code books' sample (k-means of 256 words in 2-D sub-spaces)
+CANDIDATE_SHARE = 20  # calibration tries re-ranking at most 1/20 of the collection per query
+
+
+def candidate_ladder(count: int) -> list[int]:
+    """The PQ candidate counts calibration tries for a collection of ``count`` vectors."""
+    top = min(RERANK_MAX, max(RERANK_MIN, count // CANDIDATE_SHARE))
+    return [RERANK_MIN * 2**i for i in range(8) if RERANK_MIN * 2**i <= top]
 
 
 STALE_TMP_S = 60.0  # a temporary untouched this long belongs to a killed process, not a live writer
@@ -91,10 +108,8 @@ STALE_TMP_S = 60.0  # a temporary untouched this long belongs to a killed proces
 def sweep_ann_temporaries(db_path: str | Path, *, older_than_s: float = STALE_TMP_S) -> list[Path]:
     """Remove what a process killed while saving ``<db>.faiss`` / ``<db>.faiss.json`` left beside
     the database (only those names: the folder may be shared with anything)."""
-    index_path, meta_path = ann_paths(db_path)
-    return sweep_temporaries(
-        index_path.parent, older_than_s=older_than_s, names=[index_path.name, meta_path.name]
-    )
+    paths = ann_paths(db_path)
+    return sweep_temporaries(paths.index.parent, older_than_s=older_than_s, names=[p.name for p in paths])
 
 
 @dataclass(frozen=True)
@@ -235,9 +250,15 @@ def _load_saved_ivf(
             log.info("ANN index %s is IVF-%s, the memory budget now asks for %s: rebuilding",
                      paths.index, variant.upper(), plan.kind)  # fmt: skip
             return None
+        refined = sidecar.meta.get("refine") or {}
+        if int(refined.get("m", 0)) != plan.refine_m:
+            log.info("ANN index %s has %d bytes of refinement codes a vector, the memory budget now asks for %d: "
+                     "rebuilding", paths.index, int(refined.get("m", 0)), plan.refine_m)  # fmt: skip
+            return None
+        refine = RefineCodes.load(paths.refine, token=refined["token"], rows=saved.max_id + 1) if refined else None
         ivf = IvfIndex.load(
             paths.index, nprobe=sidecar.meta["nprobe"], info=sidecar.meta, fetch=store.embeddings_of,
-            mmap=variant == "pq",
+            mmap=variant == "pq", refine=refine,
         )  # fmt: skip
         if len(ivf) != saved.count:
             raise ValueError(f"{len(ivf)} vectors in the file, {saved.count} in its fingerprint")
@@ -250,6 +271,8 @@ def _load_saved_ivf(
             )
             snap = store.snapshot(after_id=saved.max_id)
             ivf.apply(snap)
+            if refine is not None and len(snap.ids):  # durable before an index that names these ids
+                refine.write_rows(paths.refine, snap.ids, refine.codes[snap.ids])
             fp = snap.fingerprint
             _save_ivf(ivf, fp, paths)
         return ivf, fp
@@ -268,49 +291,73 @@ def _build_ivf(
     progress: bool = False,
 ) -> tuple[IvfIndex, Fingerprint]:
     """A new IVF index over every stored vector, built by streaming (see the module docstring) and
-    saved beside the database; PQ lists are then reopened memory-mapped."""
+    saved beside the database; PQ lists are then reopened memory-mapped, before the finer codes
+    are read into memory and the search calibrated."""
     t0 = time.perf_counter()
     sample = sample_embeddings(store, size=plan.train_rows, seed=seed)  # (S, E)
     ivf = IvfIndex.trained(sample, nlist=plan.nlist, pq_m=plan.pq_m, seed=seed)
+    refine = RefineCodes.train(sample[:REFINE_TRAIN_ROWS], plan.refine_m, seed=seed) if plan.refine_m else None
     ivf.fetch = store.embeddings_of
+    queries = perturbed_queries(sample, 200, seed=seed)  # (Q, E): stand-ins for text queries
+    del sample
     t_train = time.perf_counter() - t0
     fp = None
-    batches = store.embedding_batches(batch_rows=plan.batch_rows)
-    for batch_fp, ids, vectors in progress_bar(batches, desc="ann add", unit="batch", enabled=progress):
-        ivf.add(ids, vectors)
-        fp = batch_fp
+
+    def add_all(refine_file: str | None) -> None:
+        nonlocal fp
+        if refine is not None:
+            refine.create_file(refine_file)
+        batches = store.embedding_batches(batch_rows=plan.batch_rows)
+        for batch_fp, ids, vectors in progress_bar(batches, desc="ann add", unit="batch", enabled=progress):
+            ivf.add(ids, vectors)
+            if refine is not None:  # (B, m) codes to their rows; the file is synced once, at the end
+                refine.write_rows(refine_file, ids, refine.encode(vectors), sync=False)
+            fp = batch_fp
+
+    if refine is not None:
+        atomic_write(paths.refine, add_all)  # a new token: the old sidecar no longer matches it
+    else:
+        add_all(None)
     t_add = time.perf_counter() - t0 - t_train
     if fp is None:  # emptied since the plan was made
         fp = store.fingerprint()
-    queries = perturbed_queries(sample, 200, seed=seed)  # (Q, E): stand-ins for text queries
     truth = exact_topk_stream(
         ((ids, vectors) for _, ids, vectors in store.embedding_batches(batch_rows=plan.batch_rows)), queries, 10
     )  # (Q, 10) ids: the same snapshot unless rows changed meanwhile (then it is only a little off)
-    ivf.nprobe, calibration = nprobe_for_recall(ivf, queries, truth, recall_target=recall_target)
+    if ivf.variant == "pq":  # the lists leave the heap before the finer codes enter it
+        ivf.save(paths.index)
+        codes = RefineCodes.load(paths.refine, token=refine.token, rows=fp.max_id + 1) if refine else None
+        ivf = IvfIndex.load(paths.index, nprobe=1, fetch=store.embeddings_of, mmap=True, refine=codes)
+    ladder = candidate_ladder(fp.count) if ivf.variant == "pq" else []
+    ivf.nprobe, ivf.candidates, calibration = calibrate_search(
+        ivf, queries, truth, recall_target=recall_target, candidate_ladder=ladder
+    )
     ivf.info = {
         "variant": ivf.variant,
         "plan": plan.to_dict(),
         "nlist": plan.nlist,
         "nprobe": ivf.nprobe,
+        "candidates": ivf.candidates,
+        "refine": {"m": refine.m, "token": refine.token} if refine is not None else None,
         "trained_count": fp.count,
         "train_seconds": round(t_train, 3),
         "add_seconds": round(t_add, 3),
         "calibration": calibration,
     }
     log.info(
-        "built IVF-%s index: %d vectors, nlist=%d, nprobe=%d (train %.1f s, add %.1f s)",
-        ivf.variant.upper(), fp.count, plan.nlist, ivf.nprobe, t_train, t_add,
+        "built IVF-%s index: %d vectors, nlist=%d, nprobe=%d, %s candidates (train %.1f s, add %.1f s)",
+        ivf.variant.upper(), fp.count, plan.nlist, ivf.nprobe, ivf.candidates or "no", t_train, t_add,
     )  # fmt: skip
-    _save_ivf(ivf, fp, paths)
-    if ivf.variant == "pq":
-        ivf = IvfIndex.load(paths.index, nprobe=ivf.nprobe, info=ivf.info, fetch=store.embeddings_of, mmap=True)
+    _save_ivf(ivf, fp, paths, write_index=ivf.variant != "pq")
     return ivf, fp
 
 
-def _save_ivf(ivf: IvfIndex, fp: Fingerprint, paths: AnnPaths) -> None:
-    """The index, then its sidecar naming the file's size and mtime: a crash between the two
-    leaves a sidecar that does not describe the file, which is then rebuilt, never misread."""
-    ivf.save(paths.index)
+def _save_ivf(ivf: IvfIndex, fp: Fingerprint, paths: AnnPaths, *, write_index: bool = True) -> None:
+    """The index (unless ``write_index`` is False: saved already), then its sidecar naming the
+    file's size and mtime and the refinement file's token: a crash between the two leaves a
+    sidecar that does not describe the files, which are then rebuilt, never misread."""
+    if write_index:
+        ivf.save(paths.index)
     st = paths.index.stat()
     meta = {
         **ivf.info,

@@ -6,10 +6,13 @@ calibrated ``nprobe``.
 * :class:`IvfIndex`: faiss ``IndexIVFFlat`` or ``IndexIVFPQ`` with inner product on unit vectors
   (cosine). ``nlist`` is about ``4 * sqrt(N)`` (a power of two, see :mod:`clipforge.index.plan`);
   centroids are trained by spherical k-means on a sample. IVF-PQ keeps ``pq_m`` bytes of codes a
-  vector and re-ranks ``RERANK_FACTOR`` candidates per result with the full vectors (fetched by
-  id), so its recall is that of the candidate list, not of the codes. ``nprobe`` is calibrated at
-  build time (:mod:`clipforge.index.recall`). A saved index can be opened with its inverted lists
-  memory-mapped from the file (read-only; the first update loads an in-memory copy).
+  vector and re-ranks its candidates (``candidates``, calibrated, or ``RERANK_FACTOR`` per result)
+  with the full vectors (fetched by id), so its recall is that of the candidate list, not of the
+  codes. With finer codes in memory (:class:`~clipforge.index.refine.RefineCodes`) the candidates
+  are first ordered by those, and only the best ``EXACT_FACTOR`` per result fetched. ``nprobe`` and
+  the candidate count are calibrated at build time (:mod:`clipforge.index.recall`). A saved index
+  can be opened with its inverted lists memory-mapped from the file (read-only; the first update
+  loads an in-memory copy).
 
 Both know nothing of the database: :mod:`clipforge.index.ann` chooses one for a store, builds it
 by streaming, persists the IVF index beside it and keeps it up to date.
@@ -24,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -35,12 +38,16 @@ from .plan import ivf_nlist
 from .recall import DEFAULT_RECALL_TARGET, calibrate_nprobe
 from .records import Snapshot
 
+if TYPE_CHECKING:
+    from .refine import RefineCodes
+
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[np.ndarray], dict[int, np.ndarray]]  # ids → {id: (E,) float32 full vector}
 RERANK_FACTOR = 50  # IVF-PQ: re-rank this many candidates per result asked for,
 RERANK_MIN = 500  # at least this many,
 RERANK_MAX = 5000  # at most this many
+EXACT_FACTOR = 4  # with refinement codes: the best this many per result are scored exactly
 RERANK_BYTES = 2**20  # full vectors a re-ranking search holds at once
 
 
@@ -163,17 +170,27 @@ def _file_identity(path: Path) -> tuple[int, int, int] | None:
 class IvfIndex:
     """A faiss inverted-file index (inner product) with a calibrated ``nprobe``: ``IndexIVFFlat``
     (full vectors in the lists), or ``IndexIVFPQ`` (``pq_m`` bytes of product-quantisation codes a
-    vector) whose candidates are re-ranked with the full vectors that ``fetch`` returns by id."""
+    vector) whose candidates are re-ranked with the full vectors that ``fetch`` returns by id
+    (after ``refine``'s finer codes, when there are, have kept the best few)."""
 
     kind = "ivf"
 
     def __init__(
-        self, index, *, nprobe: int, info: dict | None = None, fetch: Fetch | None = None, path: Path | None = None
+        self,
+        index,
+        *,
+        nprobe: int,
+        info: dict | None = None,
+        fetch: Fetch | None = None,
+        path: Path | None = None,
+        refine: RefineCodes | None = None,
     ) -> None:
         self.index = index
         self.nprobe = int(nprobe)
         self.info = dict(info or {})
+        self.candidates = self.info.get("candidates")  # PQ candidates re-ranked for k <= 10 (calibrated)
         self.fetch = fetch  # ids → {id: (E,) float32} for re-ranking PQ candidates
+        self.refine = refine  # finer codes that order the candidates before the exact step
         self.path = path  # the file the lists are memory-mapped from (read-only), None when in memory
         self._mapped = _file_identity(path) if path is not None else None
         self._rw = _ReadWriteLock()  # searches share it; in-place updates take it alone
@@ -204,14 +221,20 @@ class IvfIndex:
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
             params.sel = selector  # params holds a borrowed pointer: ``selector`` lives until the return
         rerank = self.fetch is not None and self.variant == "pq"
-        candidates = min(max(RERANK_FACTOR * int(k), RERANK_MIN), RERANK_MAX) if rerank else int(k)
+        candidates = self.rerank_count(int(k)) if rerank else int(k)
         with self._rw.read():
-            scores, ids = self.index.search(queries, max(candidates, int(k)), params=params)
+            scores, ids = self.index.search(queries, max(candidates, int(k)), params=params)  # (Q, C)
+            if rerank and self.refine is not None:  # (Q, C) → (Q, S): the best by the finer codes
+                ids = self.refine.shortlist(queries, ids, min(ids.shape[1], EXACT_FACTOR * int(k)))
         if rerank:  # a few queries at a time: at most RERANK_BYTES of full vectors fetched at once
             step = max(1, RERANK_BYTES // (ids.shape[1] * 4 * queries.shape[1]))
             parts = [self._rerank(queries[i : i + step], ids[i : i + step], int(k)) for i in range(0, len(ids), step)]
             scores, ids = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         return scores, ids
+
+    def rerank_count(self, k: int) -> int:
+        """How many IVF-PQ candidates a search for ``k`` results re-ranks."""
+        return min(max(RERANK_FACTOR * k, int(self.candidates or RERANK_MIN)), RERANK_MAX)
 
     def _rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of each query's (C,) candidate ids with their full vectors: (Q, k) each.
@@ -248,12 +271,16 @@ class IvfIndex:
             self._writable()
             self.index.remove_ids(faiss.IDSelectorNot(live))
             if len(snap.ids):
+                if self.refine is not None:  # codes first: a search never meets an id without them
+                    self.refine.set(snap.ids, snap.vectors)
                 self.index.add_with_ids(np.ascontiguousarray(snap.vectors, dtype=np.float32), snap.ids)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Append (B,) ids with their (B, E) vectors (assigned to the existing centroids)."""
         with self._rw.write():
             self._writable()
+            if self.refine is not None:
+                self.refine.set(ids, vectors)
             self.index.add_with_ids(
                 np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64)
             )
@@ -338,12 +365,19 @@ class IvfIndex:
 
     @classmethod
     def load(
-        cls, path: str | Path, *, nprobe: int, info: dict | None = None, fetch: Fetch | None = None, mmap: bool = False
+        cls,
+        path: str | Path,
+        *,
+        nprobe: int,
+        info: dict | None = None,
+        fetch: Fetch | None = None,
+        mmap: bool = False,
+        refine: RefineCodes | None = None,
     ) -> IvfIndex:
         """The index saved at ``path``; ``mmap``: its inverted lists memory-mapped from the file
         (read-only: the first update loads an in-memory copy)."""
         faiss = _faiss()
         if mmap:
             return cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP), nprobe=nprobe, info=info, fetch=fetch,
-                       path=Path(path))  # fmt: skip
-        return cls(faiss.read_index(str(path)), nprobe=nprobe, info=info, fetch=fetch)
+                       path=Path(path), refine=refine)  # fmt: skip
+        return cls(faiss.read_index(str(path)), nprobe=nprobe, info=info, fetch=fetch, refine=refine)

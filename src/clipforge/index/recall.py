@@ -1,9 +1,11 @@
-"""Measuring an approximate index against exact search, and choosing ``nprobe`` from it.
+"""Measuring an approximate index against exact search, and choosing ``nprobe`` (and how many
+IVF-PQ candidates to re-rank) from it.
 
 Exact top-k is computed in chunks (of a matrix) or over a stream of ``(ids, vectors)`` batches
 (of a store), so ground truth never needs every vector in memory at once. :func:`calibrate_nprobe`
 picks the smallest number of probed lists that reaches a recall target on queries that stand in
-for text queries (stored vectors heavily perturbed, see :func:`perturbed_queries`).
+for text queries (stored vectors heavily perturbed, see :func:`perturbed_queries`);
+:func:`calibrate_search` then the smallest number of re-ranked candidates that keeps it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ SCORE_CELLS = 1 << 16  # query x vector scores computed at a time (bounded tempo
 
 class ProbedIndex(Protocol):
     nlist: int
+    candidates: int | None  # IVF-PQ candidates re-ranked per query (k <= 10)
 
     def search(
         self, queries: np.ndarray, k: int, *, nprobe: int | None = None, allowed: np.ndarray | None = None
@@ -105,6 +108,38 @@ def nprobe_for_recall(
         best = max(tried.values())
         nprobe = min(n for n, r in tried.items() if r >= best - PLATEAU)
     return nprobe, {"recall_target": recall_target, "recall_at_nprobe": tried, "queries": len(queries)}
+
+
+def calibrate_search(
+    index: ProbedIndex,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    *,
+    recall_target: float = DEFAULT_RECALL_TARGET,
+    candidate_ladder: list[int] | tuple[int, ...] = (),
+) -> tuple[int, int | None, dict]:
+    """``(nprobe, candidates, details)``: :func:`nprobe_for_recall` with the most candidates of
+    ``candidate_ladder`` re-ranked (an IVF-PQ index's recall is capped by its candidate list,
+    not only by the lists it probes), then the fewest candidates that reach ``recall_target`` at
+    that ``nprobe`` (or come within ``PLATEAU`` of the best). Without a ladder (no re-ranking),
+    candidates is None. ``index.candidates`` is left at the choice."""
+    ladder = sorted(candidate_ladder)
+    if not ladder:
+        nprobe, details = nprobe_for_recall(index, queries, truth, recall_target=recall_target)
+        return nprobe, None, details
+    index.candidates = ladder[-1]
+    nprobe, details = nprobe_for_recall(index, queries, truth, recall_target=recall_target)
+    tried = {}
+    for candidates in ladder:
+        index.candidates = candidates
+        _, found = index.search(queries, truth.shape[1], nprobe=nprobe)
+        tried[candidates] = round(recall_at_k(found, truth), 4)
+        if tried[candidates] >= recall_target:
+            break
+    best = max(tried.values())
+    if best < recall_target:
+        index.candidates = min(c for c, r in tried.items() if r >= best - PLATEAU)
+    return nprobe, int(index.candidates), {**details, "recall_at_candidates": tried}
 
 
 def calibrate_nprobe(
