@@ -83,12 +83,15 @@ def test_ivf_pq_with_reranking_finds_what_exact_search_finds(tmp_path):
 
 
 @pytest.mark.slow  # 40 s for IVF-PQ on a busy 2-core machine: out of the inner loop (make test-fast)
-@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-pq"])
-def test_a_streamed_build_holds_one_batch_not_the_collection(tmp_path, monkeypatch, kind):
+@pytest.mark.parametrize(
+    "kind, refine_m", [("ivf-flat", 0), ("ivf-pq", 0), ("ivf-pq", 128)], ids=["ivf-flat", "ivf-pq", "ivf-pq-refined"]
+)
+def test_a_streamed_build_holds_one_batch_not_the_collection(tmp_path, monkeypatch, kind, refine_m):
     n, dim = 10_000, 256  # 9.8 MiB of float32 vectors
     vectors = clustered(n, dim, seed=5)
     store = fill_store(tmp_path / "s.cfidx", vectors)
-    plan = IndexPlan(kind, n, dim, GiB, nlist=8, pq_m=32 if kind == "ivf-pq" else 0, train_rows=512, batch_rows=250)
+    pq_m = 32 if kind == "ivf-pq" else 0
+    plan = IndexPlan(kind, n, dim, GiB, nlist=8, pq_m=pq_m, refine_m=refine_m, train_rows=512, batch_rows=250)
     batch_sizes = []
     real_batches = IndexStore.embedding_batches
 
@@ -106,10 +109,12 @@ def test_a_streamed_build_holds_one_batch_not_the_collection(tmp_path, monkeypat
     finally:
         tracemalloc.stop()
     assert len(ivf) == n and max(batch_sizes) == 250 and sum(batch_sizes) == 2 * n  # add, then truth
+    assert (ivf.refine.m if ivf.refine is not None else 0) == refine_m
     whole, row = n * dim * 4, dim * 4
     # the sample, a batch with its blobs, a query's re-ranked candidates (as blobs, decoded, stacked,
-    # scored) and 2 MiB for bounded temporaries (score chunks of the exact ground truth)
-    bound = (plan.train_rows + 4 * plan.batch_rows + 4 * RERANK_MIN) * row + 2 * 2**20
+    # scored) and 2 MiB for bounded temporaries (score chunks of the exact ground truth); the finer
+    # codes are written to their file batch by batch, and read into memory (1.2 MiB) once built
+    bound = (plan.train_rows + 4 * plan.batch_rows + 4 * RERANK_MIN) * row + 2 * 2**20 + n * refine_m
     assert peak < bound < 0.7 * whole, f"peak {peak / 2**20:.1f} MiB for {whole / 2**20:.1f} MiB of vectors"
     store.close()
 

@@ -324,8 +324,9 @@ def _build_ivf(
     truth = exact_topk_stream(
         ((ids, vectors) for _, ids, vectors in store.embedding_batches(batch_rows=plan.batch_rows)), queries, 10
     )  # (Q, 10) ids: the same snapshot unless rows changed meanwhile (then it is only a little off)
-    if ivf.variant == "pq":  # the lists leave the heap before the finer codes enter it
+    if ivf.variant == "pq":  # the lists leave the heap (memory-mapped instead) before the finer codes enter it
         ivf.save(paths.index)
+        ivf = None  # freed now, not once the reopened index replaces it (the budget holds one of them)
         codes = RefineCodes.load(paths.refine, token=refine.token, rows=fp.max_id + 1) if refine else None
         ivf = IvfIndex.load(paths.index, nprobe=1, fetch=store.embeddings_of, mmap=True, refine=codes)
     ladder = candidate_ladder(fp.count) if ivf.variant == "pq" else []
