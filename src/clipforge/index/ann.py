@@ -22,6 +22,8 @@ replaced atomically. A server keeps its index in memory and applies the same upd
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import time
@@ -327,6 +329,7 @@ def _build_ivf(
     if ivf.variant == "pq":  # the lists leave the heap (memory-mapped instead) before the finer codes enter it
         ivf.save(paths.index)
         ivf = None  # freed now, not once the reopened index replaces it (the budget holds one of them)
+        _return_freed_memory()
         codes = RefineCodes.load(paths.refine, token=refine.token, rows=fp.max_id + 1) if refine else None
         ivf = IvfIndex.load(paths.index, nprobe=1, fetch=store.embeddings_of, mmap=True, refine=codes)
     ladder = candidate_ladder(fp.count) if ivf.variant == "pq" else []
@@ -351,6 +354,18 @@ def _build_ivf(
     )  # fmt: skip
     _save_ivf(ivf, fp, paths, write_index=ivf.variant != "pq")
     return ivf, fp
+
+
+def _return_freed_memory() -> None:
+    """Hand the memory freed so far back to the operating system (glibc's ``malloc_trim``). Freed
+    blocks otherwise stay in the process, resident: at 10M x 512, 1.2 GiB of a build's batches,
+    sample and in-memory lists, beside the finer codes read in next (sized to the memory budget).
+    Nothing happens where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _save_ivf(ivf: IvfIndex, fp: Fingerprint, paths: AnnPaths, *, write_index: bool = True) -> None:

@@ -38,6 +38,7 @@ DEFAULT_SAMPLE_SIZE = 2048
 MIDPOINT_Z = 1.5  # standard score at which relevance is 0.5 (see the module docstring)
 WIDTH_Z = 0.5  # standard scores per unit of log-odds
 MIN_SPREAD = 1e-4  # cosine: a collection of near-copies still gives a finite standard score
+SAMPLE_LOOKUP = 8192  # ids looked up at once while sampling (their vectors are held twice, briefly)
 
 
 @dataclass(frozen=True)
@@ -94,21 +95,22 @@ def sample_embeddings(store: Store, *, size: int = DEFAULT_SAMPLE_SIZE, seed: in
     if fp.count <= size:
         return store.load_embeddings()[1]
     rng = np.random.default_rng([seed, fp.max_id])
-    picked: dict[int, np.ndarray] = {}
+    sample = np.empty((size, store.embed_dim or 0), dtype=np.float32)  # (S, E): the only full-size buffer
+    n = 0
     tried: set[int] = set()
     density = fp.count / fp.max_id  # ids are 1..max_id with holes where rows were deleted
     for _ in range(16):  # each round expects to find every missing row; a few rounds at most
-        need = size - len(picked)
+        need = size - n
         if need <= 0 or len(tried) >= fp.max_id:
             break
         draw = rng.integers(1, fp.max_id + 1, size=min(fp.max_id, int(need / density * 1.25) + 16))
         fresh = [i for i in dict.fromkeys(draw.tolist()) if i not in tried]
         tried.update(fresh)
-        found = store.embeddings_of(fresh)
-        for i in fresh:
-            if i in found and len(picked) < size:
-                picked[i] = found[i]
-    dim = store.embed_dim or 0
-    if not picked:
-        return np.empty((0, dim), dtype=np.float32)
-    return np.stack(list(picked.values())).astype(np.float32, copy=False)  # (S, E)
+        for start in range(0, len(fresh), SAMPLE_LOOKUP):  # rows looked up a bounded chunk at a time
+            chunk = fresh[start : start + SAMPLE_LOOKUP]
+            found = store.embeddings_of(chunk)
+            for i in chunk:
+                if i in found and n < size:
+                    sample[n] = found[i]
+                    n += 1
+    return sample[:n]
