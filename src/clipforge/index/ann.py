@@ -108,8 +108,9 @@ STALE_TMP_S = 60.0  # a temporary untouched this long belongs to a killed proces
 
 
 def sweep_ann_temporaries(db_path: str | Path, *, older_than_s: float = STALE_TMP_S) -> list[Path]:
-    """Remove what a process killed while saving ``<db>.faiss`` / ``<db>.faiss.json`` left beside
-    the database (only those names: the folder may be shared with anything)."""
+    """Remove what a process killed while saving ``<db>.faiss`` / ``<db>.faiss.json`` /
+    ``<db>.faiss.refine`` left beside the database (only those names: the folder may be shared
+    with anything)."""
     paths = ann_paths(db_path)
     return sweep_temporaries(paths.index.parent, older_than_s=older_than_s, names=[p.name for p in paths])
 
