@@ -18,6 +18,7 @@ where they come from). :func:`template_languages` / :func:`classname_languages` 
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 from pathlib import Path
@@ -54,6 +55,21 @@ def _languages(kind: str, name: str) -> list[str]:
     return ([ENGLISH] if (folder / f"{name}.txt").is_file() else []) + found
 
 
+@functools.cache
+def _sets_by_language(kind: str) -> dict[str, tuple[str, ...]]:
+    """ISO 639-1 code → the built-in sets of ``kind`` in that language, English first (read once)."""
+    sets: dict[str, list[str]] = {}
+    for name in _builtin(kind):
+        for code in _languages(kind, name):
+            sets.setdefault(code, []).append(name)
+    return {code: tuple(sets[code]) for code in sorted(sets, key=lambda code: (code != ENGLISH, code))}
+
+
+def template_sets_by_language() -> dict[str, list[str]]:
+    """ISO 639-1 code → the built-in template sets in that language (``{"en": [...], "de": ["imagenet1k"]}``)."""
+    return {code: list(names) for code, names in _sets_by_language("templates").items()}
+
+
 def template_languages(name: str) -> list[str]:
     """ISO 639-1 codes of the languages built-in template set ``name`` exists in (``["en", ...]``)."""
     return _languages("templates", name)
@@ -74,7 +90,7 @@ def _in_language(kind: str, name: str, language: str | None) -> Path:
         return Path(str(folder / language / f"{name}.txt"))
     what = "template set" if kind == "templates" else "class-name list"
     if isinstance(language, str) and _ISO_639_1.fullmatch(language):
-        others = [other for other in _builtin(kind) if language in _languages(kind, other)]
+        others = _sets_by_language(kind).get(language, ())
         also = f"; in {language}: {', '.join(others)}" if others else ""
     else:
         also = "; languages are ISO 639-1 codes, as de or ja"

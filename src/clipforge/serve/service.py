@@ -38,7 +38,7 @@ from ..eval.prompts import (
     builtin_templates,
     check_labels,
     load_templates,
-    template_languages,
+    template_sets_by_language,
 )
 from ..index.protocol import Store
 from ..index.search import ImageIndex, SearchPage, blend
@@ -88,16 +88,6 @@ class SearchQuery:
 def _builtin_prompts(templates: str, language: str | None) -> tuple[str, ...]:
     """A built-in template set in ``language``, read once (a request names one per classification)."""
     return tuple(load_templates(templates, language=language))
-
-
-@functools.lru_cache(maxsize=1)
-def _template_sets_by_language() -> dict[str, tuple[str, ...]]:
-    """ISO 639-1 code -> the built-in template sets in that language, English first (read once)."""
-    sets: dict[str, list[str]] = {}
-    for name in builtin_templates():
-        for code in template_languages(name):
-            sets.setdefault(code, []).append(name)
-    return {code: tuple(sets[code]) for code in [ENGLISH, *sorted(set(sets) - {ENGLISH})]}
 
 
 class _LRU:
@@ -372,7 +362,7 @@ class SearchService:
         return {
             "prompt_language": self.prompt_language or ENGLISH,
             "templates": self.templates,
-            "prompt_languages": {code: list(sets) for code, sets in _template_sets_by_language().items()},
+            "prompt_languages": template_sets_by_language(),
         }
 
     def embed_image(self, image_bytes: bytes) -> np.ndarray:
