@@ -26,10 +26,12 @@ quickstart: setup
 # (torchrun) tests run in the same pass: alone after it, a second pytest start and their processes'
 # waits cost more than sharing the cores.
 XDIST ?= -n auto --dist loadfile --no-loadscope-reorder
-# Compiled bytecode (and pytest's rewritten test modules) kept under .cache/pycache even where the
-# environment sets PYTHONDONTWRITEBYTECODE: otherwise every worker and every process a test starts
-# compiles the project from source again.
-PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache $(BIN)/python -m pytest
+# Compiled bytecode (and pytest's rewritten test modules) written even where the environment sets
+# PYTHONDONTWRITEBYTECODE: otherwise every worker and every process a test starts compiles the project
+# from source again. Beside the sources (__pycache__/, git-ignored), not under a PYTHONPYCACHEPREFIX:
+# a prefix also hides the bytecode pip compiled into the venv, so a fresh clone's first run compiled
+# torch and every other dependency again in each process (~9 s per worker before the first test).
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
 
 test: setup
 	$(PYTEST) -q -ra $(XDIST)
