@@ -15,25 +15,38 @@ clipforge's own exporter, so both run **the same weights**:
     nllb-clip     nllb-clip-base               open_clip ``HFTextEncoder`` (transformers M2M100 encoder)
     metaclip2     ViT-H-14-worldwide, shrunk   transformers ``MetaClip2Model`` (from ``export_hf``)
                   to ViT-B-32's towers
+                  (``--metaclip2-size published``: at its published size, the peer sharing
+                  clipforge's tensors)
 
-MetaCLIP 2's published ViT-H-14 (1.9 B parameters with its 901,629-row vocabulary) would need ~15
-GB for the two copies: it runs with ViT-B-32-sized towers and a 32,000-row vocabulary (a lookup
-table: its size changes memory, not speed). The run first checks that the peers produce the same
-normalised embeddings (max |diff| printed per row), so the timings compare the same computation.
-Texts are full-context rows of caption length (10..22 tokens), padded with the family's padding
-id, in the family's token layout (CLIP's start/end ids, XLM-R's ``<s> ... </s>``, NLLB's language
-code first).
+MetaCLIP 2's published ViT-H-14 (1.86 B parameters with its 901,629-row vocabulary, 7.4 GB in fp32)
+would need ~15 GB as two copies: by default it runs with ViT-B-32-sized towers and a 32,000-row
+vocabulary (a lookup table: its size changes memory, not speed). ``--metaclip2-size published``
+runs the published architecture (with QuickGELU, as the published weights) in one copy: clipforge's
+model is built on the meta device and filled tensor by tensor from a seeded generator (no default
+init of 1.86 B values), and transformers' ``MetaClip2Model``, also built on the meta device, takes
+the tensors of clipforge's ``state_dict_to`` (what ``export_hf`` writes) with
+``load_state_dict(assign=True)``: renamed tensors and the q/k/v rows split from clipforge's fused
+matrices are views of clipforge's storage, only the two transposed projections (2.4 M values) are
+copies. Measured: peak RSS 7.9 GiB instead of ~15 GB, 8 minutes on this shared 2-core machine (1 min
+of it building), so it is not the default.
+
+The run first checks that the peers produce the same normalised embeddings (max |diff| printed
+per row), so the timings compare the same computation. Texts are full-context rows of caption
+length (10..22 tokens), padded with the family's padding id, in the family's token layout (CLIP's
+start/end ids, XLM-R's ``<s> ... </s>``, NLLB's language code first).
 
 Both peers run in ONE process of the reference environment (open_clip and timm need torchvision,
 which loads only beside its own torch), with clipforge from the source tree:
 
     PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py --family all
     PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py --family mobileclip-s --repeats 6
+    PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py --family metaclip2 --metaclip2-size published
 
 One torch thread by default (the machine's 2 cores are shared with long trainings; one thread gives
 stable ratios). A family's encoders are all built first and each round times all of them in turn,
 so drifts of the machine's speed hit every peer alike; families run one after another, each freed
-before the next. Prints a markdown table (items/s, median over rounds) and the ratios.
+before the next. Prints a markdown table (items/s, median over rounds) and the ratios, then the
+process's peak RSS.
 """
 
 from __future__ import annotations
@@ -42,6 +55,8 @@ import argparse
 import dataclasses
 import gc
 import json
+import math
+import resource
 import statistics
 import sys
 import tempfile
@@ -53,7 +68,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clipforge.convert import export_hf, export_open_clip
+from clipforge.convert import export_hf, export_open_clip, hf
 from clipforge.convert.open_clip_hf_text import hf_text_config
 from clipforge.models import CLIP, create_model, get_model_config
 
@@ -117,13 +132,38 @@ def transformers_peer(model: CLIP, folder: Path) -> Encoders:
     clipforge's ``export_hf`` folder."""
     from transformers import AutoModel
 
-    ref = AutoModel.from_pretrained(export_hf(model, folder / "hf")).eval()
+    return transformers_encoders(AutoModel.from_pretrained(export_hf(model, folder / "hf")).eval())
 
+
+def transformers_encoders(ref: Any) -> Encoders:
     def features(out: Any) -> torch.Tensor:  # transformers 5 returns a model output, 4.x a tensor
         return F.normalize(out if isinstance(out, torch.Tensor) else out.pooler_output, dim=-1)
 
     return {"image": lambda x: features(ref.get_image_features(pixel_values=x)),
             "text": lambda t: features(ref.get_text_features(input_ids=t))}  # fmt: skip
+
+
+def transformers_shared_peer(model: CLIP, folder: Path) -> Encoders:
+    """:func:`transformers_peer` without the second copy: ``MetaClip2Model`` / ``CLIPModel`` built on the
+    meta device from clipforge's ``config_to`` takes the tensors of its ``state_dict_to`` (what
+    ``export_hf`` writes to ``model.safetensors``) by assignment, so it computes with clipforge's own
+    storage (q/k/v as row views of the fused matrices; the transposed projections are copies)."""
+    from transformers import AutoConfig, AutoModel
+
+    config = hf.config_to(model.config)
+    with torch.device("meta"):
+        ref = AutoModel.from_config(AutoConfig.for_model(**config))
+    ref.load_state_dict(hf.state_dict_to(model.state_dict()), strict=True, assign=True)
+    for name, buffer in list(ref.named_buffers()):  # non-persistent, so not in a state dict: still on meta
+        if not name.endswith("position_ids"):
+            raise RuntimeError(f"{name}: a buffer with no value after the assignment")
+        owner, leaf = ref.get_submodule(name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1]
+        owner.register_buffer(leaf, torch.arange(buffer.shape[-1]).expand(buffer.shape), persistent=False)
+    shared = {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
+    copied = sum(p.numel() for p in ref.parameters() if p.untyped_storage().data_ptr() not in shared)
+    print(f"(reference shares clipforge's storage but for {copied:,} of {sum(p.numel() for p in ref.parameters()):,} "
+          "values)", flush=True)  # fmt: skip
+    return transformers_encoders(ref.eval())
 
 
 # -- the families ----------------------------------------------------------------------------------
@@ -137,6 +177,8 @@ class Family:
     tokens: str  # a key of TOKEN_LAYOUTS
     shrink: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # tower -> changed fields
     note: str = ""  # how the architecture differs from the published one
+    act: str | None = None  # the activation, where the published weights' differs from the architecture's
+    materialise: bool = False  # built on the meta device and filled by fill_random (a large model)
 
 
 # ViT-B-32's towers (vision 768 x 12 at 32 px patches, text 512 x 12), for a family too large here.
@@ -153,6 +195,9 @@ FAMILIES: dict[str, Family] = {
     "metaclip2": Family("ViT-H-14-worldwide", "transformers MetaClip2Model", transformers_peer, "xlmr", _B32,
                         "ViT-B-32-sized towers, 32k vocabulary"),
 }  # fmt: skip
+# --metaclip2-size published: the published ViT-H-14 (QuickGELU, as facebook/metaclip-2-worldwide-huge-quickgelu)
+METACLIP2_PUBLISHED = Family("ViT-H-14-worldwide", "transformers MetaClip2Model", transformers_shared_peer, "xlmr",
+                             note="published size, QuickGELU", act="quick_gelu", materialise=True)  # fmt: skip
 
 # layout -> (first token, end token, padding id, lowest random id); negative ids count from the
 # vocabulary's end. CLIP: start and end are the two largest ids, zero padding. XLM-R (and MetaCLIP 2,
@@ -192,13 +237,37 @@ def perturb(model: torch.nn.Module) -> None:
                 m.running_var.uniform_(0.5, 2.0)
 
 
+def fill_random(model: CLIP) -> None:
+    """Values for a model built on the meta device, one pass per tensor from the global (seeded)
+    generator: matrices and embeddings N(0, 0.02), the class token too, norm weights one, biases zero
+    (``perturb`` then moves them), the logit scale log(1 / 0.07). A ViT with no buffers only."""
+    if any(True for _ in model.buffers()):
+        raise ValueError("fill_random fills parameters only; this model has buffers")
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2 or name.endswith("cls_token"):
+                p.normal_(0.0, 0.02)
+            elif name == "logit_scale":
+                p.fill_(math.log(1 / 0.07))
+            else:
+                p.fill_(1.0 if "norm" in name.rsplit(".", 2)[-2] and name.endswith("weight") else 0.0)
+
+
 def build(family: Family) -> CLIP:
     """The family's clipforge model, random, in eval mode (with train-time branches for MobileCLIP S)."""
     cfg = get_model_config(family.arch)
     if family.shrink:
         towers = {name: dataclasses.replace(getattr(cfg, name), **fields) for name, fields in family.shrink.items()}
         cfg = cfg.replace(**towers)
-    model = create_model(cfg).eval()
+    if family.act:
+        cfg = cfg.replace(act=family.act)
+    if family.materialise:
+        with torch.device("meta"):
+            model = create_model(cfg).eval()
+        fill_random(model)
+    else:
+        model = create_model(cfg).eval()
     perturb(model)
     return model
 
@@ -237,10 +306,12 @@ def measure(name: str, family: Family, args: argparse.Namespace) -> tuple[list[s
     """The family's table rows (per mode: clipforge's and the reference's rates, their ratio, the
     largest embedding difference) and the largest difference of all."""
     torch.manual_seed(0)
+    start = time.perf_counter()
     model = build(family)
     cfg = model.config
     with tempfile.TemporaryDirectory() as tmp:  # the reference may map its weights from the export
         ref = family.peer(model, Path(tmp))
+        print(f"({name}: both peers built in {time.perf_counter() - start:.0f} s)", flush=True)
         peers = {CLIPFORGE: clipforge_encoders(model, list(ref)), family.reference: ref}
         images = torch.rand(args.image_batch, 3, cfg.image_size, cfg.image_size)
         tokens = caption_tokens(args.text_batch, cfg.text.context_length, cfg.text.vocab_size, family.tokens)
@@ -265,7 +336,10 @@ def main() -> None:
     p.add_argument("--text-batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3, help="rounds over all peers and modes")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--metaclip2-size", default="shrunk", choices=["shrunk", "published"],
+                   help="MetaCLIP 2 with ViT-B-32-sized towers (default), or the published ViT-H-14 (~8 GiB, ~8 min)")
     args = p.parse_args()
+    families = {**FAMILIES, **({"metaclip2": METACLIP2_PUBLISHED} if args.metaclip2_size == "published" else {})}
     torch.set_num_threads(args.threads)
     import open_clip
     import timm
@@ -276,13 +350,14 @@ def main() -> None:
           f"{transformers.__version__}, torch {torch.__version__}; items/s, medians over rounds\n")  # fmt: skip
     print("| family | clipforge architecture | reference | mode | clipforge (/s) | reference (/s) | "
           "clipforge / reference | max abs diff |\n|---|---|---|---|---:|---:|---:|---:|", flush=True)  # fmt: skip
-    for name in FAMILIES if args.family == "all" else [args.family]:
-        rows, worst = measure(name, FAMILIES[name], args)
+    for name in families if args.family == "all" else [args.family]:
+        rows, worst = measure(name, families[name], args)
         print(*rows, sep="\n", flush=True)
         if worst > MAX_DIFF:
             sys.exit(f"{name}: the peers' embeddings differ by {worst:.1e}; the timings would not compare the same "
                      "computation")  # fmt: skip
         gc.collect()  # the family's models go before the next one's are built
+    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")  # Linux: KiB
 
 
 if __name__ == "__main__":

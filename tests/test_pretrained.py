@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,6 +86,21 @@ def test_registry_rejects_malformed_entries():
         _entry("ViT-B-32/x", {**{k: v for k, v in good.items() if k != "hf_hub"}, "url": "http://x/y.pt"})
     with pytest.raises(ValueError, match="architecture"):
         _entry("ViT-B-16/x", good)
+
+
+
+def test_every_registry_source_has_its_check_in_docs():
+    """docs/registry_check.json records the evidence that each source exists under exactly its name
+    (issue 22: the ids were written without network access); a new or renamed entry needs a row."""
+    check = json.loads((Path(__file__).resolve().parents[1] / "docs" / "registry_check.json").read_text("utf-8"))
+    rows = check["entries"]
+    assert sorted(rows) == list_pretrained()
+    for name, row in rows.items():
+        entry = get_pretrained(name)
+        assert row["source"] == (entry.url or entry.hf_hub), name
+        assert row["verdict"] in ("confirmed", "confirmed (indirect)", "corrected") and row["evidence"], name
+        if entry.tokenizer.startswith("hf-hub:"):
+            assert row["tokenizer"]["source"] == entry.tokenizer.removeprefix("hf-hub:"), name
 
 
 # ---- Hub ids from huggingface_hub's cache ---------------------------------------------------------
