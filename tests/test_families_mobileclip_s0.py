@@ -221,3 +221,15 @@ def test_infer_config_refuses_other_layouts():
     with pytest.raises(ConfigError, match="no image_encoder.model.head.proj"):
         apple_mobileclip.infer_config(sd)
     assert dataclasses.replace(get_model_config("MobileCLIP-S0").text, reparameterized=True).kind == "mct"
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".folded.safetensors"])
+def test_apple_names_round_trip_exactly(suffix):
+    sd = load_file(ASSETS / f"{CASE}{suffix}")
+    ours = apple_mobileclip.state_dict_from(sd)
+    assert not any(k.startswith(("image_encoder.", "text_encoder.")) for k in ours)
+    back = apple_mobileclip.state_dict_to(ours)
+    assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
+    ours["visual.proj.bias"] = ours["visual.proj.bias"] + 1.0
+    with pytest.raises(ValueError, match="has no bias"):
+        apple_mobileclip.state_dict_to(ours)

@@ -10,7 +10,8 @@ S1/S2) or, for MobileCLIP-S0 (``model_name: mct``), those blocks between two Rep
 (:mod:`clipforge.models.text_mct`). Both towers map onto clipforge's FastViT and text towers, train-time
 branches and Apple's folded (``reparameterize_model``) layers alike. The files record no
 configuration: :func:`infer_config` reads it from the tensor shapes, :func:`config_from` from Apple's
-model config JSON (``mobileclip/configs/mobileclip_s0.json``). Nothing here imports Apple's code.
+model config JSON (``mobileclip/configs/mobileclip_s0.json``). :func:`state_dict_to` maps back (for
+running Apple's code on clipforge's weights). Nothing here imports Apple's code.
 """
 
 from __future__ import annotations
@@ -182,6 +183,107 @@ def state_dict_from(sd: StateDict) -> StateDict:
             name = key
         out[name or key] = value
     return out
+
+
+def _inverse(rules: dict[str, str]) -> dict[str, str]:
+    return {dst: src for src, dst in rules.items()}
+
+
+def state_dict_to(sd: StateDict) -> StateDict:
+    """clipforge state dict (a FastViT image tower, a ``clip`` or ``mct`` text tower) -> Apple's
+    ``mobileclip.clip.CLIP`` names and shapes (what Apple's ``load_state_dict`` takes); the image
+    projection must have a zero bias (Apple's has none)."""
+    network: dict[tuple[int, str], int] = {}
+    for key in sd:  # our stages in order -> Apple's flat network indices
+        m = re.match(r"visual\.stages\.(\d+)\.(downsample|pos_emb|blocks)\.", key)
+        if m:
+            network[int(m.group(1)), m.group(2)] = -1
+    order = {"downsample": 0, "pos_emb": 1, "blocks": 2}
+    for k, entry in enumerate(sorted(network, key=lambda e: (e[0], order[e[1]]))):
+        network[entry] = k
+    mct = any(k.startswith("text.conv_in.") for k in sd)
+    layers = len({k.split(".")[3] for k in sd if k.startswith("text.transformer.blocks.")})
+    out: StateDict = {}
+    rest: list[str] = []
+    for key, value in sd.items():
+        name: str | None = None
+        if key == "visual.proj.weight":
+            name, value = IMAGE + "head.proj", value.t().contiguous()
+        elif key == "visual.proj.bias":
+            if bool(value.abs().max() > 0):
+                raise ValueError("Apple's MCi head has no bias: the image projection's bias must be zero")
+            continue
+        elif key.startswith("visual."):
+            inner = _image_key_to(key[len("visual.") :], network)
+            name = IMAGE + inner if inner else None
+        elif key.startswith("text."):
+            found = _text_key_to(key[len("text.") :], value, mct=mct, layers=layers)
+            if found is not None:
+                name, value = TEXT + found[0], found[1]
+        elif key == "logit_scale":
+            name = key
+        if name is None:
+            rest.append(key)
+        else:
+            out[name] = value
+    if rest:
+        raise ValueError(f"no Apple MobileCLIP name for: {', '.join(sorted(rest))}")
+    return out
+
+
+def _image_key_to(tail: str, network: dict[tuple[int, str], int]) -> str | None:
+    m = re.match(r"stem\.(\d+)\.(.*)", tail)
+    if m:
+        inner = _rename(m.group(2), _inverse(_MOBILEONE))
+        return f"patch_embed.{m.group(1)}.{inner}" if inner else None
+    if tail.startswith("final_conv."):
+        inner = _rename(tail[len("final_conv.") :], _inverse(_MOBILEONE))
+        return f"conv_exp.{inner}" if inner else None
+    m = re.match(r"stages\.(\d+)\.(downsample|pos_emb|blocks)\.(.*)", tail)
+    if not m:
+        return None
+    k, what, rest = network[int(m.group(1)), m.group(2)], m.group(2), m.group(3)
+    if what == "downsample":
+        mobile = _rename(rest[len("proj.1.") :], _inverse(_MOBILEONE)) if rest.startswith("proj.1.") else None
+        inner = f"proj.1.{mobile}" if mobile else _rename(rest, _inverse(_PATCH_EMBED))
+    elif what == "pos_emb":
+        inner = _rename(rest, {"pos_enc.": "pe.", "reparam_conv.": "reparam_conv."})
+    else:
+        j, _, block = rest.partition(".")
+        if block.startswith(("token_mixer.norm.", "token_mixer.mixer.")):
+            part, _, param = block[len("token_mixer.") :].partition(".")
+            mobile = _rename(param, _inverse(_MOBILEONE))
+            inner = f"{j}.token_mixer.{part}.{mobile}" if mobile else None
+        else:
+            inner = f"{j}.{_rename(block, _inverse(_IMAGE_BLOCK)) or block}"
+    return f"network.{k}.{inner}" if inner else None
+
+
+def _text_key_to(tail: str, value: torch.Tensor, *, mct: bool, layers: int) -> tuple[str, torch.Tensor] | None:
+    simple = {"token_embed.weight": "embedding_layer.weight", "proj": "projection_layer",
+              "norm_final.weight": "final_layer_norm.weight", "norm_final.bias": "final_layer_norm.bias"}  # fmt: skip
+    if tail in simple:
+        return simple[tail], value
+    if tail == "pos_embed":
+        return "positional_embedding.pos_embed.pos_embed", value.reshape(1, 1, *value.shape)
+    m = re.match(r"transformer\.blocks\.(\d+)\.(.*)", tail)
+    if m:
+        inner = _rename(m.group(2), _inverse(_TEXT_BLOCK))
+        return (f"transformer.{int(m.group(1)) + mct}.{inner}", value) if inner else None
+    m = re.match(r"(conv_in|conv_out)\.(.*)", tail)
+    if not m:
+        return None
+    inner = _rename(m.group(2), _inverse(_CONV_BLOCK))
+    if inner is None:
+        return None
+    if inner.endswith(("fc1.weight", "fc2.weight")):  # Linear (out, in) -> 1 x 1 Conv2d
+        value = value[:, :, None, None]
+    elif value.dim() == 3:  # Conv1d (C, 1, k) -> (1, k) Conv2d
+        value = value[:, :, None, :]
+    elif inner.endswith("layer_scale"):  # (C,) -> (C, 1, 1)
+        value = value[:, None, None]
+    index = 0 if m.group(1) == "conv_in" else layers + 1
+    return f"transformer.{index}.{inner}", value
 
 
 def infer_config(sd: StateDict, *, name: str = "") -> ModelConfig:

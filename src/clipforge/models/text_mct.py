@@ -155,7 +155,7 @@ class MCTTextTower(TextTransformer):
         folded = cfg.reparameterized
         self.conv_in = ConvMixerBlock(cfg.width, cfg.conv_kernel, cfg.mlp_ratio, folded=folded)
         self.conv_out = ConvMixerBlock(cfg.width, cfg.conv_kernel, cfg.mlp_ratio, folded=folded)
-        self.skip_padding = False  # the convolutions see the padding: never cut the batch
+        # ``skip_padding`` is inherited and ignored: the convolutions see the padding, so no batch is cut
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T), T <= context_length -> unnormalised embeddings (B, embed_dim)."""
