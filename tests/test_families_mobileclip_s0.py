@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from convert_utils import golden_diffs, max_diff
+from convert_utils import golden_diffs, max_diff, small_tokenizer
 from hub_fixtures import hub_repo, registry_with
 from safetensors.torch import load_file
 
@@ -233,3 +233,17 @@ def test_apple_names_round_trip_exactly(suffix):
     ours["visual.proj.bias"] = ours["visual.proj.bias"] + 1.0
     with pytest.raises(ValueError, match="has no bias"):
         apple_mobileclip.state_dict_to(ours)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_cli_converts_apples_file(tmp_path, capsys, keep):
+    from clipforge.cli.main import main
+
+    small_tokenizer().save_hf(tmp_path / "vocab")  # the golden's 520-token vocabulary
+    argv = ["convert", str(ASSETS / f"{CASE}.safetensors"), str(tmp_path / "out"), "--format", "apple_mobileclip",
+            "--vocab", str(tmp_path / "vocab")]  # fmt: skip
+    assert main(argv + (["--keep-branches"] if keep else [])) == 0
+    out = capsys.readouterr().out
+    assert "from apple_mobileclip" in out and "(mct)" in out
+    info = read_checkpoint_info(tmp_path / "out" / "model.safetensors")
+    assert info.config.text.reparameterized is not keep and info.config.vision.reparameterized is not keep
