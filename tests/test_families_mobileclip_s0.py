@@ -206,6 +206,8 @@ def test_loading_by_name_fetches_the_one_hub_file(tmp_path, monkeypatch, isolate
     model, tokenizer, _ = clipforge.load("tiny-s0/test", precision="fp32")
     assert model.config.text.reparameterized and model.config.vision.reparameterized
     assert read_checkpoint_info(resolve_model("tiny-s0/test").path).config.text.reparameterized  # cached
+    for hub_id in ("hf-hub:acme/s0-tiny", "acme/s0-tiny"):  # the repo's Hub id leads to the same entry
+        assert resolve_model(hub_id).path == resolve_model("tiny-s0/test").path
     tokens = tokenizer(["a photo of a cat", "ein Foto"])
     assert tokens.shape[1] == 16
     with torch.no_grad():

@@ -102,6 +102,15 @@ def find_pretrained(name: str) -> PretrainedEntry | None:
     return lowered.get(name.lower())
 
 
+def find_hub_file_entry(repo_id: str, revision: str | None = None) -> PretrainedEntry | None:
+    """The entry that fetches one file of Hub repo ``repo_id`` (``hub_file``: a repo in its publisher's
+    own layout, such as ``apple/MobileCLIP-S0``), at ``revision`` if given; None if there is none."""
+    for entry in _registry().values():
+        if entry.hub_file and (entry.hf_hub or "").lower() == repo_id.lower() and revision in (None, entry.revision):
+            return entry
+    return None
+
+
 def get_pretrained(name: str) -> PretrainedEntry:
     """The entry for ``name``; an unknown name is an :class:`UnknownModelError` listing the closest."""
     entry = find_pretrained(name)

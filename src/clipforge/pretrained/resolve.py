@@ -32,7 +32,14 @@ from ..models import list_models
 from ..tokenizer import is_tokenizer_dir
 from .download import download_url
 from .hub import HUB_PREFIX, file_snapshot, parse_hub_id, snapshot, tokenizer_snapshot
-from .registry import PretrainedEntry, UnknownModelError, closest_names_hint, find_pretrained, list_pretrained
+from .registry import (
+    PretrainedEntry,
+    UnknownModelError,
+    closest_names_hint,
+    find_hub_file_entry,
+    find_pretrained,
+    list_pretrained,
+)
 
 log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -155,6 +162,9 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
 
 def _from_hub(ref: str, *, prefer: str, progress: bool) -> ResolvedModel:
     repo_id, revision = parse_hub_id(ref)
+    entry = find_hub_file_entry(repo_id, revision)
+    if entry is not None:  # a repo in its publisher's own layout (apple/MobileCLIP-S0): the registry knows it
+        return ResolvedModel(ref, "pretrained", fetch_pretrained(entry, progress=progress), True)
     folder = snapshot(repo_id, revision=revision, prefer=prefer, label=ref)
     commit = folder.name  # huggingface_hub names snapshot folders by commit hash
     target = cache_dir() / "converted" / "hub" / repo_id.replace("/", "--") / commit / CONVERTED_FILE
