@@ -17,7 +17,9 @@ Conv1d ones, (C, 1, k), the same numbers with the singleton axis dropped
 Conv1d on a (B, C, T) tensor took 8.7 ms for S0's (8, 512, 77) with 11 taps, this 0.39 ms (1 thread),
 and the tokens never leave their (B, T, C) layout.
 The convolutions zero-pad at the sequence ends, so the output depends on how far a text is padded:
-texts are always run at the full context the tokenizer pads them to (no cutting at the longest text).
+texts are always run at the length given, never cut at the longest text. The tokenizer pads to the
+full context, as Apple's does; a shorter input is computed at its own length (the position table's
+first rows; Apple's code would interpolate its table to that length instead).
 """
 
 from __future__ import annotations
