@@ -108,6 +108,17 @@ def test_folded_config_rebuilds_the_folded_layout_and_round_trips_as_a_checkpoin
     assert max(golden_diffs(loaded, exp)) <= 1e-5
 
 
+def test_the_goldens_apple_config_is_what_the_shapes_say():
+    """The generator's Apple config (text shrunk through it) with the tiny image tower's sizes is the
+    architecture clipforge reads from the golden's tensor shapes."""
+    data = json.loads((ASSETS / f"{CASE}.json").read_text())
+    cfg = apple_mobileclip.config_from(data["apple_cfg"], name="tiny")
+    tiny = {**data["tiny"], "layers": tuple(data["tiny"]["layers"])}
+    cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, **tiny))
+    inferred = apple_mobileclip.infer_config(load_file(ASSETS / f"{CASE}.safetensors"), name="tiny")
+    assert inferred.replace(vision=dataclasses.replace(inferred.vision, image_size=tiny["image_size"])) == cfg
+
+
 def test_a_given_architecture_must_match_the_weights(tmp_path):
     weights = ASSETS / f"{CASE}.safetensors"
     with pytest.raises(ConvertError, match="does not match model config MobileCLIP-S0: vision.width: 64 vs 8"):
