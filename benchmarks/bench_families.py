@@ -11,6 +11,10 @@ clipforge's own exporter, so both run **the same weights**:
     mobileclip-s  MobileCLIP-S2                open_clip + timm ``fastvit_mci2``, as loaded and
                                                after ``timm.utils.reparameterize_model``; clipforge
                                                with the train-time branches and folded
+    mobileclip-s0 MobileCLIP-S0                Apple's ``mobileclip`` package (ml-mobileclip; not on
+                                               PyPI: ``--apple-mobileclip PATH``) loading clipforge's
+                                               weights in Apple's names, as built and after its
+                                               ``reparameterize_model`` (both towers fold)
     xlm-roberta   xlm-roberta-base-ViT-B-32    open_clip ``HFTextEncoder`` (transformers XLM-R)
     nllb-clip     nllb-clip-base               open_clip ``HFTextEncoder`` (transformers M2M100 encoder)
     metaclip2     ViT-H-14-worldwide, shrunk   transformers ``MetaClip2Model`` (from ``export_hf``)
@@ -41,6 +45,9 @@ which loads only beside its own torch), with clipforge from the source tree:
     PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py --family all
     PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py --family mobileclip-s --repeats 6
     PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py --family metaclip2 --metaclip2-size published
+    git clone https://github.com/apple/ml-mobileclip /tmp/ref-mobileclip
+    PYTHONPATH=src /work/venv-ref/bin/python benchmarks/bench_families.py --family mobileclip-s0 \
+        --apple-mobileclip /tmp/ref-mobileclip
 
 One torch thread by default (the machine's 2 cores are shared with long trainings; one thread gives
 stable ratios). A family's encoders are all built first and each round times all of them in turn,
@@ -54,6 +61,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import importlib.util
 import json
 import math
 import resource
@@ -68,7 +76,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clipforge.convert import export_hf, export_open_clip, hf
+from clipforge.convert import apple_mobileclip, export_hf, export_open_clip, hf
 from clipforge.convert.open_clip_hf_text import hf_text_config
 from clipforge.models import CLIP, create_model, get_model_config
 
@@ -105,6 +113,34 @@ def open_clip_folding_peer(model: CLIP, folder: Path) -> Encoders:
     folded = _open_clip_encoders(reparameterize_model(ref))
     return {"image, branches": _open_clip_encoders(ref)["image"], "image, folded": folded["image"],
             "text": folded["text"]}  # fmt: skip
+
+
+def apple_peer(model: CLIP, folder: Path) -> Encoders:
+    """Apple's ``mobileclip.clip.CLIP`` (from ``--apple-mobileclip``) for the model's published config
+    (``mobileclip/configs/<name>.json``), loading clipforge's weights in Apple's names
+    (:func:`clipforge.convert.apple_mobileclip.state_dict_to`), timed as built (train-time branches)
+    and after Apple's ``reparameterize_model`` (a folded copy: image and text towers)."""
+    try:
+        import mobileclip
+        from mobileclip.clip import CLIP as AppleCLIP
+        from mobileclip.modules.common.mobileone import reparameterize_model
+    except ImportError as e:
+        raise SystemExit(f"Apple's mobileclip package is not importable ({e}): pass --apple-mobileclip PATH") from e
+    name = model.config.name.lower().replace("-", "_")  # MobileCLIP-S0 -> mobileclip_s0
+    apple_cfg = json.loads((Path(mobileclip.__file__).parent / "configs" / f"{name}.json").read_text())
+    with torch.no_grad():  # Apple's MCi head has no bias; clipforge's encoders are built after this, from `model`
+        model.visual.proj.bias.zero_()
+    ref = AppleCLIP(apple_cfg).eval()
+    ref.load_state_dict(apple_mobileclip.state_dict_to(model.state_dict()))
+    folded = reparameterize_model(ref)
+
+    def encoders(m: Any) -> Encoders:
+        return {"image": lambda x: m.encode_image(x, normalize=True),
+                "text": lambda t: m.encode_text(t, normalize=True)}  # fmt: skip
+
+    b, f = encoders(ref), encoders(folded)
+    return {"image, branches": b["image"], "image, folded": f["image"],
+            "text, branches": b["text"], "text, folded": f["text"]}  # fmt: skip
 
 
 def open_clip_hf_text_peer(model: CLIP, folder: Path) -> Encoders:
@@ -189,6 +225,7 @@ FAMILIES: dict[str, Family] = {
     "pe-core": Family("PE-Core-B-16", "open_clip + timm", open_clip_peer, "clip"),
     "mobileclip-b": Family("MobileCLIP-B", "open_clip + timm", open_clip_peer, "clip"),
     "mobileclip-s": Family("MobileCLIP-S2", "open_clip + timm", open_clip_folding_peer, "clip"),
+    "mobileclip-s0": Family("MobileCLIP-S0", "Apple mobileclip", apple_peer, "clip"),
     "xlm-roberta": Family("xlm-roberta-base-ViT-B-32", "open_clip + transformers XLM-R", open_clip_hf_text_peer,
                           "xlmr"),
     "nllb-clip": Family("nllb-clip-base", "open_clip + transformers M2M100", open_clip_hf_text_peer, "nllb"),
@@ -232,7 +269,7 @@ def perturb(model: torch.nn.Module) -> None:
             if p.ndim == 1 and not name.endswith("qkv.bias"):
                 p.add_(0.02 * torch.randn_like(p))
         for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
                 m.running_mean.normal_(0.0, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
 
@@ -273,14 +310,15 @@ def build(family: Family) -> CLIP:
 
 
 def clipforge_encoders(model: CLIP, modes: list[str]) -> Encoders:
-    """clipforge's encoders for the reference's modes; ``image, folded`` on a folded copy."""
+    """clipforge's encoders for the reference's modes; ``..., folded`` (and plain ``text``) on a folded copy."""
     folded = model
-    if "image, folded" in modes:
+    if any(mode.endswith("folded") for mode in modes):
         folded = create_model(model.config).eval()
         folded.load_state_dict(model.state_dict())
         folded.reparameterize()
     table = {"image": model.encode_image, "image, branches": model.encode_image,
-             "image, folded": folded.encode_image, "text": folded.encode_text}  # fmt: skip
+             "image, folded": folded.encode_image, "text": folded.encode_text,
+             "text, branches": model.encode_text, "text, folded": folded.encode_text}  # fmt: skip
     return {mode: table[mode] for mode in modes}
 
 
@@ -315,14 +353,14 @@ def measure(name: str, family: Family, args: argparse.Namespace) -> tuple[list[s
         peers = {CLIPFORGE: clipforge_encoders(model, list(ref)), family.reference: ref}
         images = torch.rand(args.image_batch, 3, cfg.image_size, cfg.image_size)
         tokens = caption_tokens(args.text_batch, cfg.text.context_length, cfg.text.vocab_size, family.tokens)
-        inputs = {mode: tokens if mode == "text" else images for mode in ref}
+        inputs = {mode: tokens if mode.startswith("text") else images for mode in ref}
         out, rate = interleaved_rates(peers, inputs, args.repeats)
     rows, worst = [], 0.0
     label = cfg.name + (f" ({family.note})" if family.note else "")
     for mode, x in inputs.items():
         diff = float((out[CLIPFORGE, mode] - out[family.reference, mode]).abs().max())
         ours, theirs = rate[CLIPFORGE, mode], rate[family.reference, mode]
-        shape = f"{cfg.image_size} px" if mode != "text" else f"{x.shape[1]} tokens"
+        shape = f"{cfg.image_size} px" if not mode.startswith("text") else f"{x.shape[1]} tokens"
         rows.append(f"| {name} | {label} | {family.reference} | {mode}, {shape} | {ours:.2f} | {theirs:.2f} | "
                     f"**{ours / theirs:.2f}x** | {diff:.1e} |")  # fmt: skip
         worst = max(worst, diff)
@@ -338,7 +376,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--metaclip2-size", default="shrunk", choices=["shrunk", "published"],
                    help="MetaCLIP 2 with ViT-B-32-sized towers (default), or the published ViT-H-14 (~8 GiB, ~8 min)")
+    p.add_argument("--apple-mobileclip", metavar="PATH", help="a checkout of github.com/apple/ml-mobileclip "
+                   "(its mobileclip package is not on PyPI), for --family mobileclip-s0")  # fmt: skip
     args = p.parse_args()
+    if args.apple_mobileclip:
+        sys.path.insert(0, args.apple_mobileclip)
     families = {**FAMILIES, **({"metaclip2": METACLIP2_PUBLISHED} if args.metaclip2_size == "published" else {})}
     torch.set_num_threads(args.threads)
     import open_clip
@@ -351,6 +393,10 @@ def main() -> None:
     print("| family | clipforge architecture | reference | mode | clipforge (/s) | reference (/s) | "
           "clipforge / reference | max abs diff |\n|---|---|---|---|---:|---:|---:|---:|", flush=True)  # fmt: skip
     for name in families if args.family == "all" else [args.family]:
+        no_apple = importlib.util.find_spec("mobileclip") is None
+        if args.family == "all" and families[name].peer is apple_peer and no_apple:
+            print(f"| {name} | {families[name].arch} | skipped: pass --apple-mobileclip PATH | | | | | |", flush=True)
+            continue
         rows, worst = measure(name, families[name], args)
         print(*rows, sep="\n", flush=True)
         if worst > MAX_DIFF:

@@ -239,7 +239,16 @@ class TextConfig:
     scaled by ``sqrt(width)`` plus fixed sinusoidal positions (numbered as RoBERTa's, the padding
     position all zeros), pre-norm blocks with ReLU, a final LayerNorm; the same padding mask, pooling
     (``"mean"`` or ``"first"``: it has no pooler) and projections. ``max_positions`` is the size of its
-    position table (``max_position_embeddings + 2``), a bound on ``context_length``."""
+    position table (``max_position_embeddings + 2``), a bound on ``context_length``.
+
+    ``kind="mct"`` is Apple's MobileCLIP-S0 text tower (:mod:`clipforge.models.text_mct`): OpenAI's
+    tower (token + learned position embeddings, ``layers`` pre-norm blocks, final norm, read at
+    ``pool``, linear projection) between two convolutional blocks that mix the tokens along the
+    sequence: a RepMixer (``x + gamma * (dwconv_bn(x) + bn(x) - bn'(x))``, depthwise kernel
+    ``conv_kernel``) then a conv MLP (depthwise ``conv_kernel`` conv + BatchNorm, ``mlp_ratio``-wide
+    GELU MLP, layer-scaled residual). The convolutions see the whole padded context, so every text
+    is run at its full length. ``reparameterized`` says the RepMixers' train-time branches are folded
+    into one depthwise convolution each (see ``CLIP.reparameterize``)."""
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -254,7 +263,9 @@ class TextConfig:
     pad_id: int | None = None
     max_positions: int = 0
     proj: Literal["linear", "mlp", "none"] = "linear"
-    kind: Literal["clip", "roberta", "m2m100"] = "clip"
+    kind: Literal["clip", "roberta", "m2m100", "mct"] = "clip"
+    conv_kernel: int = 0
+    reparameterized: bool = False
 
     @property
     def heads(self) -> int:
@@ -268,8 +279,13 @@ class TextConfig:
         if self.kind in ENCODER_KINDS:
             self._validate_encoder()
             return
-        if self.kind != "clip":
-            raise ConfigError(f"text.kind must be 'clip', 'roberta' or 'm2m100', got {self.kind!r}")
+        if self.kind not in ("clip", "mct"):
+            raise ConfigError(f"text.kind must be 'clip', 'roberta', 'm2m100' or 'mct', got {self.kind!r}")
+        if self.kind == "mct":
+            if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
+                raise ConfigError(f"text.kind='mct' needs an odd text.conv_kernel >= 1, got {self.conv_kernel}")
+        elif self.conv_kernel or self.reparameterized:
+            raise ConfigError("text.conv_kernel/reparameterized are options of text.kind='mct'; leave them unset")
         if (self.pad_id, self.max_positions, self.proj) != (None, 0, "linear"):
             raise ConfigError(
                 "text.pad_id/max_positions/proj are options of the encoder towers (text.kind='roberta' or "
@@ -292,6 +308,8 @@ class TextConfig:
             raise ConfigError(
                 f"text.kind={self.kind!r} is bidirectional (text.causal=false) with no proj_bias or eos_id"
             )
+        if self.conv_kernel or self.reparameterized:
+            raise ConfigError("text.conv_kernel/reparameterized are options of text.kind='mct'; leave them unset")
         if self.proj not in ("linear", "mlp", "none"):
             raise ConfigError(f"text.proj must be 'linear', 'mlp' or 'none', got {self.proj!r}")
         if self.pad_id is None or not 0 <= self.pad_id < self.vocab_size:

@@ -14,13 +14,14 @@ HELP = "convert an OpenAI, open_clip or Hugging Face checkpoint to a clipforge c
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "source", help="OpenAI .pt, open_clip .pt/.bin/.safetensors or folder, Hugging Face folder"
+        "source",
+        help="OpenAI .pt, open_clip .pt/.bin/.safetensors or folder, Hugging Face folder, Apple's mobileclip_s0.pt",
     )
     p.add_argument("out", help="output folder (or .safetensors file)")
     p.add_argument(
         "--format",
         default="auto",
-        choices=["auto", "openai", "open_clip", "hf"],
+        choices=["auto", "openai", "open_clip", "hf", "apple_mobileclip"],
         help="source format (default: detect)",
     )
     model = p.add_mutually_exclusive_group()
@@ -40,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--keep-branches",
         action="store_true",
-        help="MobileCLIP S: keep the FastViT tower's train-time branches (for fine-tuning, or exporting back "
-        "to open_clip); default: folded into single convolutions for inference",
+        help="MobileCLIP S: keep the FastViT (and MobileCLIP-S0's MCT text) tower's train-time branches (for "
+        "fine-tuning, or exporting back to open_clip); default: folded into single convolutions for inference",
     )
 
 
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {path} in {time.perf_counter() - start:.1f}s")
     print(
         f"  from {info.provenance.get('format')}: {tower} {c.vision.image_size}px, width {c.vision.width}, "
-        f"text {c.text.layers}x{c.text.width}, embed {c.embed_dim}, act {c.act}"
+        f"text {c.text.layers}x{c.text.width}{'' if c.text.kind == 'clip' else f' ({c.text.kind})'}, "
+        f"embed {c.embed_dim}, act {c.act}"
     )
     return 0

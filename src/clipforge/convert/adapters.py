@@ -62,7 +62,12 @@ def is_siglip_layout(cfg: ModelConfig) -> bool:
 
 def refuse_family_options(cfg: ModelConfig, target: str) -> None:
     """``ValueError`` when ``cfg``'s image tower uses EVA-02 / PE-Core options or is MobileCLIP's
-    FastViT, or its text tower is an XLM-RoBERTa / NLLB encoder, which ``target`` cannot hold."""
+    FastViT, or its text tower is an XLM-RoBERTa / NLLB encoder or MobileCLIP-S0's MCT, which ``target``
+    cannot hold."""
+    if cfg.text.kind == "mct":
+        raise ValueError(
+            f"{target} has no MobileCLIP-S0 MCT text tower (nor has open_clip): keep it a clipforge checkpoint"
+        )
     if cfg.text.kind != "clip":  # first: NLLB-CLIP's SigLIP variants set an image-tower option too (its eps)
         raise ValueError(f"{target} has no XLM-RoBERTa / NLLB text tower; export it to open_clip")
     if cfg.vision.kind == "fastvit":

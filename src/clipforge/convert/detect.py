@@ -1,4 +1,4 @@
-"""Which kind of checkpoint a path holds: clipforge, OpenAI, open_clip or Hugging Face.
+"""Which kind of checkpoint a path holds: clipforge, OpenAI, open_clip, Hugging Face or Apple's MobileCLIP.
 
 Detection looks at directory contents, file headers and parameter names; it never unpickles
 anything itself. Formats whose layout is shared (OpenAI and open_clip) are told apart by OpenAI's
@@ -13,7 +13,7 @@ from pathlib import Path
 from ..checkpoint import is_clipforge_checkpoint
 from .io import ConvertError
 
-FORMATS = ("auto", "clipforge", "openai", "open_clip", "hf")
+FORMATS = ("auto", "clipforge", "openai", "open_clip", "hf", "apple_mobileclip")
 CLIPFORGE_WEIGHTS = "model.safetensors"
 HF_WEIGHTS = (
     "model.safetensors",
@@ -77,10 +77,13 @@ def detect(path: str | Path) -> Detected:
 
 
 def classify_keys(keys: list[str] | set[str]) -> str:
-    """From parameter names: ``hf``, ``openai_layout`` (OpenAI/open_clip), ``clipforge`` or ``unknown``."""
+    """From parameter names: ``hf``, ``openai_layout`` (OpenAI/open_clip), ``apple_mobileclip`` (Apple's
+    ml-mobileclip checkpoints), ``clipforge`` or ``unknown``."""
     keys = set(keys)
     if any(k.startswith(("vision_model.", "text_model.")) for k in keys):
         return "hf"
+    if any(k.startswith("image_encoder.model.") for k in keys) and any(k.startswith("text_encoder.") for k in keys):
+        return "apple_mobileclip"
     if "visual.conv1.weight" in keys or any(
         k.startswith(("visual.trunk.", "visual.transformer.resblocks.")) for k in keys
     ):

@@ -102,6 +102,8 @@ preprocess_to = open_clip.preprocess_to
 
 def config_to(cfg: ModelConfig) -> dict[str, Any]:
     """An open_clip model config for a MobileCLIP S ``cfg`` whose image tower is one of timm's."""
+    if cfg.text.kind != "clip":
+        raise ValueError("open_clip has no MobileCLIP-S0 MCT text tower: keep it a clipforge checkpoint")
     v = cfg.vision
     shape = (v.layers, v.width, v.mlp_ratio, v.attention_stages, v.se_stages, v.attention_norm, v.stem_scale_branch)
     timm_name = next((n for n, t in _TOWERS.items() if tuple(t) == shape and v.head_width == 32), None)

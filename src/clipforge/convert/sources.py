@@ -31,6 +31,7 @@ from ..tokenizer import (
 )
 from ..version import __version__
 from . import (
+    apple_mobileclip,
     hf,
     hf_siglip,
     open_clip,
@@ -68,7 +69,8 @@ def import_model(
 ) -> Imported:
     """Read ``source`` (file or directory) as a clipforge model without executing anything in it.
 
-    ``format``: ``auto`` | ``openai`` | ``open_clip`` | ``hf``. ``model``: an open_clip model name
+    ``format``: ``auto`` | ``openai`` | ``open_clip`` | ``hf`` | ``apple_mobileclip`` (Apple's own
+    MobileCLIP ``.pt`` files, e.g. ``mobileclip_s0.pt``). ``model``: an open_clip model name
     (``ViT-B-32``, ``ViT-B-32-quickgelu``, ...) or a config JSON (open_clip's or clipforge's) for
     open_clip checkpoints, whose files record no architecture. ``act`` (``gelu``|``quick_gelu``)
     overrides the activation. ``reparameterize`` (default) folds a MobileCLIP FastViT tower's
@@ -257,6 +259,10 @@ def _read_openai_layout(
         raise ConvertError(
             f"{found.weights}: Hugging Face weights; convert the model directory (with its config.json)"
         )
+    if layout == "apple_mobileclip":
+        return _read_apple_mobileclip(found, sd, format=format, model=model, act=act)
+    if format == "apple_mobileclip":
+        raise ConvertError(f"{found.weights}: not an Apple MobileCLIP checkpoint (no image_encoder.model.* tensors)")
     if layout == "clipforge":
         raise ConvertError(
             f"{found.weights}: clipforge parameter names without clipforge metadata; "
@@ -355,6 +361,44 @@ def _read_open_clip_timm(
         article = "an" if eva else "a"
         raise ConvertError(f"{found.weights}: {family} weights, but {model} is not {article} {family} architecture")
     return adapter.state_dict_from(sd), "open_clip", cfg
+
+
+def _read_apple_mobileclip(
+    found: Detected, sd: StateDict, *, format: str, model: str | Path | None, act: str | None
+) -> tuple[StateDict, str, ModelConfig]:
+    """Apple's own MobileCLIP checkpoint (``mobileclip_s0.pt``, ...): the architecture is read from the
+    tensor shapes; a given ``model`` (a clipforge name such as ``MobileCLIP-S0``, or a config JSON:
+    clipforge's or Apple's ``mobileclip/configs/*.json``) must agree with them and then names it."""
+    _expect(format, "apple_mobileclip", found.weights or "")
+    try:
+        inferred = apple_mobileclip.infer_config(sd, name=Path(found.weights or "").stem)
+        cfg = inferred
+        if model is not None:
+            cfg = _apple_model_config(model)
+            diffs = apple_mobileclip.same_architecture(cfg, inferred)
+            if diffs:
+                raise ConfigError(f"does not match model config {model}: " + "; ".join(diffs))
+            cfg = cfg.replace(  # the file says which towers it holds folded
+                vision=dataclasses.replace(cfg.vision, reparameterized=inferred.vision.reparameterized),
+                text=dataclasses.replace(cfg.text, reparameterized=inferred.text.reparameterized),
+            )
+        if act is not None:
+            cfg = cfg.replace(act=act)
+    except ConfigError as e:
+        raise ConvertError(f"{found.weights}: {e}") from e
+    return apple_mobileclip.state_dict_from(sd), "apple_mobileclip", cfg
+
+
+def _apple_model_config(model: str | Path) -> ModelConfig:
+    path = Path(model)
+    if path.suffix == ".json" and path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON: {e}") from e
+        if isinstance(data, dict) and "image_cfg" in data:  # Apple's mobileclip/configs/*.json
+            return apple_mobileclip.config_from(data, name=path.stem)
+    return resolve_model_config(model)
 
 
 def _read_open_clip_hf_text(

@@ -14,6 +14,7 @@ from .fastvit import FastViT
 from .resnet import ModifiedResNet
 from .text import TextTransformer
 from .text_encoder import EncoderTextTower
+from .text_mct import MCTTextTower
 from .vit import VisionTransformer
 
 MAX_LOGIT_SCALE = 100.0
@@ -53,6 +54,8 @@ class CLIP(nn.Module):
         self.text: TextTransformer | EncoderTextTower
         if config.text.kind in ENCODER_KINDS:
             self.text = EncoderTextTower(config.text, config.embed_dim, eps=config.norm_eps)
+        elif config.text.kind == "mct":
+            self.text = MCTTextTower(config.text, config.embed_dim, config.act, eps=config.norm_eps)
         else:
             self.text = TextTransformer(config.text, config.embed_dim, config.act, eps=config.norm_eps)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
@@ -107,13 +110,17 @@ class CLIP(nn.Module):
 
     @torch.no_grad()
     def reparameterize(self) -> CLIP:
-        """Fold a FastViT image tower's train-time branches into single convolutions (MobileCLIP's
-        inference form: same outputs in eval mode, fewer and cheaper layers), in place; the config
-        then says ``vision.reparameterized``. Other towers have nothing to fold. Returns ``self``."""
+        """Fold a FastViT image tower's and an MCT text tower's train-time branches into single
+        convolutions (MobileCLIP's inference form: same outputs in eval mode, fewer and cheaper
+        layers), in place; the config then says ``vision.reparameterized`` / ``text.reparameterized``.
+        Other towers have nothing to fold. Returns ``self``."""
         if isinstance(self.visual, FastViT) and not self.config.vision.reparameterized:
             self.visual.reparameterize()
             vision = dataclasses.replace(self.config.vision, reparameterized=True)
             self.config = self.config.replace(vision=vision)
+        if isinstance(self.text, MCTTextTower) and not self.config.text.reparameterized:
+            self.text.reparameterize()
+            self.config = self.config.replace(text=dataclasses.replace(self.config.text, reparameterized=True))
         return self
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -75,6 +75,16 @@ def snapshot(repo_id: str, *, revision: str | None = None, prefer: str = "open_c
     )
 
 
+def file_snapshot(repo_id: str, filename: str, *, revision: str | None = None, label: str = "") -> Path:
+    """One file of ``repo_id`` (for repos in neither open_clip's nor transformers' layout, such as
+    Apple's ``apple/MobileCLIP-S0`` with ``mobileclip_s0.pt``): its local path."""
+    label = label or f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
+    path = _download(repo_id, revision, [filename], label=label) / filename
+    if not path.is_file():
+        raise DownloadError(f"{label}: the repo has no file {filename!r}")
+    return path
+
+
 def tokenizer_snapshot(reference: str) -> Path:
     """A local snapshot of only the tokenizer files of Hub repo ``reference`` (``hf-hub:ORG/REPO[@REV]``),
     for weights whose repo carries none (open_clip's XLM-R models)."""

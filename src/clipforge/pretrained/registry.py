@@ -17,9 +17,9 @@ from typing import Any
 
 from ..config import ACTIVATIONS, PreprocessConfig
 
-FORMATS = ("openai", "open_clip", "hf")
+FORMATS = ("openai", "open_clip", "hf", "apple_mobileclip")
 _KEYS = {
-    "architecture", "act", "format", "url", "sha256", "hf_hub", "revision", "preprocess", "tokenizer",
+    "architecture", "act", "format", "url", "sha256", "hf_hub", "revision", "hub_file", "preprocess", "tokenizer",
     "description", "license",
 }  # fmt: skip
 
@@ -33,11 +33,14 @@ class PretrainedEntry:
     name: str  # "<architecture>/<tag>"
     architecture: str
     act: str  # "gelu" | "quick_gelu" | "gelu_tanh" (SigLIP): open_clip/OpenAI files do not record it
-    format: str  # "openai" | "open_clip" | "hf": how the source's tensors are named
+    format: str  # "openai" | "open_clip" | "hf" | "apple_mobileclip": how the source's tensors are named
     url: str | None = None  # a plain download, verified against ``sha256``
     sha256: str | None = None
     hf_hub: str | None = None  # "org/repo" on the Hugging Face Hub
     revision: str | None = None  # Hub branch, tag or commit (default: main)
+    # one file of the Hub repo, for repos in neither open_clip's nor transformers' layout (Apple's
+    # apple/MobileCLIP-S0: mobileclip_s0.pt); only that file is fetched
+    hub_file: str | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)  # PreprocessConfig fields that differ
     # "openai" (the packaged BPE), "checkpoint" (the source's own files) or "hf-hub:ORG/REPO[@REV]": the
     # tokenizer files of another Hub repo (open_clip's XLM-R weights name FacebookAI/xlm-roberta-*'s)
@@ -69,6 +72,8 @@ def _entry(name: str, data: dict[str, Any]) -> PretrainedEntry:
         raise ValueError(f"pretrained.json: {name}: format must be one of {', '.join(FORMATS)}")
     if bool(entry.url) == bool(entry.hf_hub):
         raise ValueError(f"pretrained.json: {name}: give exactly one of url (with sha256) or hf_hub")
+    if entry.hub_file is not None and (not entry.hub_file or not entry.hf_hub or "/" in entry.hub_file):
+        raise ValueError(f"pretrained.json: {name}: hub_file names one file at the top of the hf_hub repo")
     if entry.url and not (entry.sha256 and len(entry.sha256) == 64):
         raise ValueError(f"pretrained.json: {name}: a url needs its 64-hex-digit sha256")
     if entry.tokenizer not in ("openai", "checkpoint") and not entry.tokenizer.startswith("hf-hub:"):
@@ -95,6 +100,15 @@ def find_pretrained(name: str) -> PretrainedEntry | None:
         return registry[name]
     lowered = {n.lower(): e for n, e in registry.items()}
     return lowered.get(name.lower())
+
+
+def find_hub_file_entry(repo_id: str, revision: str | None = None) -> PretrainedEntry | None:
+    """The entry that fetches one file of Hub repo ``repo_id`` (``hub_file``: a repo in its publisher's
+    own layout, such as ``apple/MobileCLIP-S0``), at ``revision`` if given; None if there is none."""
+    for entry in _registry().values():
+        if entry.hub_file and (entry.hf_hub or "").lower() == repo_id.lower() and revision in (None, entry.revision):
+            return entry
+    return None
 
 
 def get_pretrained(name: str) -> PretrainedEntry:

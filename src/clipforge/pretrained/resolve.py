@@ -31,8 +31,15 @@ from ..fileio import sha256_file
 from ..models import list_models
 from ..tokenizer import is_tokenizer_dir
 from .download import download_url
-from .hub import HUB_PREFIX, parse_hub_id, snapshot, tokenizer_snapshot
-from .registry import PretrainedEntry, UnknownModelError, closest_names_hint, find_pretrained, list_pretrained
+from .hub import HUB_PREFIX, file_snapshot, parse_hub_id, snapshot, tokenizer_snapshot
+from .registry import (
+    PretrainedEntry,
+    UnknownModelError,
+    closest_names_hint,
+    find_hub_file_entry,
+    find_pretrained,
+    list_pretrained,
+)
 
 log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -126,6 +133,10 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
             entry.url, cache_dir() / "downloads" / entry.sha256 / filename, sha256=entry.sha256, progress=progress
         )
         label = entry.url
+    elif entry.hub_file:  # one file of a repo in its publisher's own layout
+        assert entry.hf_hub is not None
+        source = file_snapshot(entry.hf_hub, entry.hub_file, revision=entry.revision, label=entry.name)
+        label = f"hf-hub:{entry.hf_hub}@{source.parent.name}/{entry.hub_file}"
     else:
         assert entry.hf_hub is not None
         prefer = "transformers" if entry.format == "hf" else "open_clip"
@@ -133,7 +144,8 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
         label = f"hf-hub:{entry.hf_hub}@{source.name}"
         if entry.format == "open_clip":  # the registry knows the architecture: the weights file is enough
             source = next((source / n for n in OPEN_CLIP_WEIGHTS if (source / n).is_file()), source)
-    fmt = "hf" if (source / "config.json").is_file() and entry.format != "open_clip" else entry.format
+    hf_folder = source.is_dir() and (source / "config.json").is_file()
+    fmt = "hf" if hf_folder and entry.format != "open_clip" else entry.format
     vocab = tokenizer_snapshot(entry.tokenizer) if entry.tokenizer.startswith(HUB_PREFIX) else None
     return _convert_to_cache(
         source,
@@ -150,6 +162,9 @@ def fetch_pretrained(entry: PretrainedEntry, *, progress: bool = True) -> Path:
 
 def _from_hub(ref: str, *, prefer: str, progress: bool) -> ResolvedModel:
     repo_id, revision = parse_hub_id(ref)
+    entry = find_hub_file_entry(repo_id, revision)
+    if entry is not None:  # a repo in its publisher's own layout (apple/MobileCLIP-S0): the registry knows it
+        return ResolvedModel(ref, "pretrained", fetch_pretrained(entry, progress=progress), True)
     folder = snapshot(repo_id, revision=revision, prefer=prefer, label=ref)
     commit = folder.name  # huggingface_hub names snapshot folders by commit hash
     target = cache_dir() / "converted" / "hub" / repo_id.replace("/", "--") / commit / CONVERTED_FILE
