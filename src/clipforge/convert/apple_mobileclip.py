@@ -102,21 +102,30 @@ def _image_key(tail: str, layout: dict[int, tuple[str, int]]) -> str | None:
     if not m or int(m.group(1)) not in layout:
         return None
     what, stage = layout[int(m.group(1))]
-    rest = m.group(2)
-    if what == "downsample":
-        mobile = _rename(rest[len("proj.1.") :], _MOBILEONE) if rest.startswith("proj.1.") else None
-        inner = f"proj.1.{mobile}" if mobile else _rename(rest, _PATCH_EMBED)
-    elif what == "pos_emb":
-        inner = _rename(rest, {"pe.": "pos_enc.", "reparam_conv.": "reparam_conv."})
-    else:
-        j, _, block = rest.partition(".")
-        if block.startswith(("token_mixer.norm.", "token_mixer.mixer.")):
-            part, _, param = block[len("token_mixer.") :].partition(".")
-            mobile = _rename(param, _MOBILEONE)
-            inner = f"{j}.token_mixer.{part}.{mobile}" if mobile else None
-        else:
-            inner = f"{j}.{_rename(block, _IMAGE_BLOCK) or block}"
+    inner = _stage_part(what, m.group(2), to_ours=True)
     return f"stages.{stage}.{what}.{inner}" if inner else None
+
+
+_POS_EMB = {"pe.": "pos_enc.", "reparam_conv.": "reparam_conv."}
+
+
+def _stage_part(what: str, rest: str, *, to_ours: bool) -> str | None:
+    """The name inside one stage part (``what``: downsample, pos_emb or blocks), Apple's -> ours
+    (``to_ours``) or ours -> Apple's; None: no rule."""
+    mobileone, patch, pos, block_rules = (
+        (r if to_ours else _inverse(r)) for r in (_MOBILEONE, _PATCH_EMBED, _POS_EMB, _IMAGE_BLOCK)
+    )
+    if what == "downsample":
+        mobile = _rename(rest[len("proj.1.") :], mobileone) if rest.startswith("proj.1.") else None
+        return f"proj.1.{mobile}" if mobile else _rename(rest, patch)
+    if what == "pos_emb":
+        return _rename(rest, pos)
+    j, _, block = rest.partition(".")
+    if block.startswith(("token_mixer.norm.", "token_mixer.mixer.")):
+        part, _, param = block[len("token_mixer.") :].partition(".")
+        mobile = _rename(param, mobileone)
+        return f"{j}.token_mixer.{part}.{mobile}" if mobile else None
+    return f"{j}.{_rename(block, block_rules) or block}"
 
 
 def _text_blocks(keys: list[str]) -> dict[int, str]:
@@ -242,20 +251,8 @@ def _image_key_to(tail: str, network: dict[tuple[int, str], int]) -> str | None:
     m = re.match(r"stages\.(\d+)\.(downsample|pos_emb|blocks)\.(.*)", tail)
     if not m:
         return None
-    k, what, rest = network[int(m.group(1)), m.group(2)], m.group(2), m.group(3)
-    if what == "downsample":
-        mobile = _rename(rest[len("proj.1.") :], _inverse(_MOBILEONE)) if rest.startswith("proj.1.") else None
-        inner = f"proj.1.{mobile}" if mobile else _rename(rest, _inverse(_PATCH_EMBED))
-    elif what == "pos_emb":
-        inner = _rename(rest, {"pos_enc.": "pe.", "reparam_conv.": "reparam_conv."})
-    else:
-        j, _, block = rest.partition(".")
-        if block.startswith(("token_mixer.norm.", "token_mixer.mixer.")):
-            part, _, param = block[len("token_mixer.") :].partition(".")
-            mobile = _rename(param, _inverse(_MOBILEONE))
-            inner = f"{j}.token_mixer.{part}.{mobile}" if mobile else None
-        else:
-            inner = f"{j}.{_rename(block, _inverse(_IMAGE_BLOCK)) or block}"
+    k, what = network[int(m.group(1)), m.group(2)], m.group(2)
+    inner = _stage_part(what, m.group(3), to_ours=False)
     return f"network.{k}.{inner}" if inner else None
 
 
