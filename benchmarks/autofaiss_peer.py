@@ -27,6 +27,17 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
+def needs(args: argparse.Namespace) -> dict:
+    """autofaiss's own estimate of the memory its build needs (the check it refuses by) and the
+    index it would build, for the vectors in ``args.vectors`` under ``args.memory_budget``."""
+    from autofaiss.external.quantize import estimate_memory_required_for_index_creation
+
+    parts = [np.load(p, mmap_mode="r") for p in sorted(args.vectors.glob("*.npy"))]  # headers only
+    count, dim = sum(len(p) for p in parts), parts[0].shape[1]
+    needed, key = estimate_memory_required_for_index_creation(count, dim, None, args.memory_budget, False, 1)
+    return {"index_key": key, "build_memory_needed_mib": round(needed / 2**20)}
+
+
 def build(args: argparse.Namespace) -> dict:
     from autofaiss import build_index
 
@@ -44,7 +55,7 @@ def build(args: argparse.Namespace) -> dict:
         verbose=30,
     )
     if index is None:  # autofaiss logged why (typically: the budget is below what it needs to build)
-        raise SystemExit(f"autofaiss built no index in {args.index} under --memory-budget {args.memory_budget}")
+        return {"refused": True, "build_s": round(time.perf_counter() - t0, 1), **needs(args)}
     infos = json.loads((args.index / "infos.json").read_text())
     return {
         "build_s": round(time.perf_counter() - t0, 1),

@@ -158,8 +158,9 @@ def run_phase(args: argparse.Namespace, phase: str, db: Path) -> dict:
     return _json_of(cmd)
 
 
-def run_autofaiss(args: argparse.Namespace, db: Path) -> tuple[dict, dict]:
-    """autofaiss's build and search phases (each a process of ``--autofaiss-python``) on the same vectors."""
+def run_autofaiss(args: argparse.Namespace, db: Path) -> tuple[dict, dict | None]:
+    """autofaiss's build and search phases (each a process of ``--autofaiss-python``) on the same vectors;
+    no search where autofaiss refused to build under the budget."""
     peer = str(Path(__file__).with_name("autofaiss_peer.py"))
     vectors = db.with_name(db.name + ".npy-parts")
     t0 = time.perf_counter()
@@ -167,8 +168,11 @@ def run_autofaiss(args: argparse.Namespace, db: Path) -> tuple[dict, dict]:
     print(f"exported vectors for autofaiss in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     index = db.with_name(db.name + ".autofaiss")
     common = ["--index", str(index), "--threads", str(args.threads)]
+    memory = ["--build-memory", args.autofaiss_build_memory] if args.autofaiss_build_memory else []
     build = _json_of([args.autofaiss_python, peer, "build", "--vectors", str(vectors),
-                      "--memory-budget", args.memory_budget, *common])  # fmt: skip
+                      "--memory-budget", args.memory_budget, *memory, *common])  # fmt: skip
+    if build.get("refused"):  # its memory check failed: nothing to search
+        return build, None
     search = _json_of([args.autofaiss_python, peer, "search", "--truth", str(truth_path(db)), "--ids", str(ids),
                        *common])  # fmt: skip
     return build, search
@@ -193,6 +197,9 @@ def main() -> None:
     p.add_argument("--db", type=Path, default=None, help="reuse (or keep) this database")
     p.add_argument("--autofaiss-python", default=None,
                    help="a Python with autofaiss installed: also build and search autofaiss's index")  # fmt: skip
+    p.add_argument("--autofaiss-build-memory", default=None,
+                   help="autofaiss's current_memory_available (default: --memory-budget, which it refuses: "
+                        "it keeps a tenth spare beyond the index)")  # fmt: skip
     p.add_argument("--phase", choices=("build", "truth", "search"), default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -226,14 +233,20 @@ def main() -> None:
     rows = [(f"clipforge {build['kind']} nlist {build['nlist']} nprobe {build['nprobe']}, {build['candidates']} "
              f"candidates{refined}, re-ranked",
              f"{build['build_s']} ({build['train_s']} / {build['add_s']})", build, search)]  # fmt: skip
+    refused = None
     if args.autofaiss_python:
         try:
             af_build, af_search = run_autofaiss(args, args.db)
         except subprocess.CalledProcessError as e:  # autofaiss said why on stderr (e.g. the budget is too small)
             print(f"autofaiss: no result ({e.cmd[2]} phase exited {e.returncode}); clipforge only", file=sys.stderr)
         else:
-            rows.append((f"autofaiss `{af_build['index_key']}` ({af_build['index_param']})", f"{af_build['build_s']}",
-                         af_build, af_search))  # fmt: skip
+            if af_build.get("refused"):
+                refused = (f"autofaiss `{af_build['index_key']}`: **builds nothing** under --memory-budget "
+                           f"{args.memory_budget} (needs {af_build['build_memory_needed_mib']:,} MiB to build, "
+                           "its own estimate)")  # fmt: skip
+            else:
+                rows.append((f"autofaiss `{af_build['index_key']}` ({af_build['index_param']})",
+                             f"{af_build['build_s']}", af_build, af_search))  # fmt: skip
     vectors_mib = args.n * args.dim * 4 / 2**20
     print(f"### {args.n:,} x {args.dim} vectors, memory budget {args.memory_budget}, {args.threads} threads\n")
     print(f"float32 vectors: {vectors_mib:,.0f} MiB; clipforge's plan: {build['plan']}\n")
@@ -243,6 +256,8 @@ def main() -> None:
     for name, build_s, b, q in rows:
         print(f"| {name} | {build_s} | {b['peak_rss_mib']} | {b['index_mib']} | {q['recall@10']} | {q['p50_ms']} | "
               f"{q['p99_ms']} | {q['peak_rss_mib']} ({q['peak_rss_mib_before_queries']}) |")  # fmt: skip
+    if refused:
+        print(f"\n{refused}")
     print("\n" + json.dumps({"build": build, "search": search, "peers": rows[1:]}, default=str), file=sys.stderr)
     if tmp is not None:
         tmp.cleanup()
