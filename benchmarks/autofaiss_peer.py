@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def build(args: argparse.Namespace) -> dict:
         metric_type="ip",
         nb_cores=args.threads,
         should_be_memory_mappable=True,
-        verbose=30,
+        verbose=logging.INFO,  # its phase timings, on stderr
     )
     if index is None:  # autofaiss logged why (typically: the budget is below what it needs to build)
         return {"refused": True, "build_s": round(time.perf_counter() - t0, 1), **needs(args)}
